@@ -1,0 +1,414 @@
+"""
+The configuration model: every port the daemon serves, validated once.
+
+The command line (L{multiport.portspec}) and the TOML file
+(L{multiport.configfile}) each turn their input into L{PortRequest}s: what
+the user asked for, not yet checked against the handlers or the network.
+L{buildConfig} turns those into one immutable L{Config}; every error is a
+L{ConfigError} that names the bad value and where it came from.  Everything
+after this module trusts the model.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+from attrs import field, frozen
+
+if TYPE_CHECKING:
+    from multiport.handlers.interface import IHandler
+
+
+class ConfigError(Exception):
+    """
+    The configuration is wrong; the message names the value and its source.
+    """
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(f"{where}: {message}" if where else message)
+        self.where = where
+        self.message = message
+
+
+#: The handler a bare port number gets, as in /etc/services.
+WELL_KNOWN_PORTS: Mapping[int, str] = MappingProxyType(
+    {
+        7: "echo",
+        9: "discard",
+        13: "daytime",
+        17: "qotd",
+        19: "chargen",
+        80: "http",
+        443: "https",
+        8080: "http",
+        8443: "https",
+    }
+)
+
+DEFAULT_PORTS = "8080,8443"
+DEFAULT_INTERFACE = "0.0.0.0"
+#: nginx's default on Linux; the kernel caps it at net.core.somaxconn.
+DEFAULT_BACKLOG = 511
+
+
+@frozen
+class TLSConfig:
+    """
+    The certificate a TLS port presents.
+
+    @ivar cert: A PEM file: the certificate first, then any chain
+        certificates; it may hold the private key too.  C{None} means the
+        self-signed certificate kept in the state directory.
+    @ivar key: A PEM file with the private key, or C{None} when the key sits
+        in C{cert} (or for the self-signed certificate).
+    """
+
+    cert: Path | None = None
+    key: Path | None = None
+
+    @property
+    def selfSigned(self) -> bool:
+        """
+        Whether this is the generated self-signed certificate.
+        """
+        return self.cert is None
+
+    def describe(self) -> str:
+        """
+        A short human description of where the certificate comes from.
+        """
+        if self.cert is None:
+            return "self-signed"
+        if self.key is None:
+            return str(self.cert)
+        return f"{self.cert} (key {self.key})"
+
+
+def _frozenMapping(value: Mapping[str, object]) -> Mapping[str, object]:
+    return MappingProxyType(dict(value))
+
+
+@frozen
+class PortRequest:
+    """
+    One port as an edge read it, before validation against the handlers and
+    the network.  C{None} means "not said here": a default applies.
+
+    @ivar where: Where it came from, for error messages
+        (C{--ports item 2 "7000=echo"}, C{multiport.toml: port[1]}).
+    @ivar optionsBase: The folder relative paths in handler options resolve
+        against.
+    """
+
+    where: str
+    port: int
+    host: str | None = None
+    handler: str | None = None
+    tls: bool | TLSConfig | None = None
+    backlog: int | None = None
+    options: Mapping[str, object] = field(
+        factory=dict, converter=_frozenMapping, eq=False
+    )
+    optionsBase: Path = field(factory=Path.cwd)
+
+
+@frozen
+class Defaults:
+    """
+    Values a port takes when it does not set its own.
+    """
+
+    interface: str = DEFAULT_INTERFACE
+    backlog: int = DEFAULT_BACKLOG
+    tls: TLSConfig = TLSConfig()
+
+
+@frozen
+class PartialDefaults:
+    """
+    A C{[defaults]} table: each value set overrides the command line's.
+    """
+
+    interface: str | None = None
+    backlog: int | None = None
+    tls: TLSConfig | None = None
+
+    def over(self, base: Defaults) -> Defaults:
+        """
+        These defaults laid over C{base}.
+        """
+        return Defaults(
+            interface=base.interface if self.interface is None else self.interface,
+            backlog=base.backlog if self.backlog is None else self.backlog,
+            tls=base.tls if self.tls is None else self.tls,
+        )
+
+
+@frozen
+class PortConfig:
+    """
+    One listening port, fully validated.
+
+    Two configurations compare equal when they would serve the same way;
+    C{where} is left out of the comparison so that moving a table in the file
+    is not a change.
+
+    @ivar interface: A numeric address (C{0.0.0.0}, C{::1}).
+    @ivar port: The port number; 0 picks a free one when bound.
+    @ivar handler: The handler's name.
+    @ivar tls: The certificate, or C{None} for a plain port.
+    @ivar options: The handler's validated options (its own frozen type).
+    """
+
+    interface: str
+    port: int
+    handler: str
+    tls: TLSConfig | None
+    backlog: int
+    options: object
+    where: str = field(eq=False, default="")
+
+    @property
+    def address(self) -> str:
+        """
+        C{HOST:PORT}, the IPv6 host bracketed.
+        """
+        return formatAddress(self.interface, self.port)
+
+    @property
+    def name(self) -> str:
+        """
+        The port's name, C{tcp:HOST:PORT}, as the service tree knows it.
+        """
+        return "tcp:" + self.address
+
+    @property
+    def ipv6(self) -> bool:
+        """
+        Whether this port listens on an IPv6 address.
+        """
+        return ":" in self.interface
+
+
+@frozen
+class Config:
+    """
+    Everything the daemon serves.
+    """
+
+    ports: tuple[PortConfig, ...]
+    stateDir: Path
+
+    def byName(self) -> Mapping[str, PortConfig]:
+        """
+        The ports with a fixed number, by name (ports 0 have no name yet).
+        """
+        return {p.name: p for p in self.ports if p.port != 0}
+
+
+def formatAddress(host: str, port: int) -> str:
+    """
+    C{host:port}, bracketing an IPv6 host.
+    """
+    if ":" in host:
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
+def defaultStateDir(environ: Mapping[str, str] = os.environ) -> Path:
+    """
+    Where the daemon keeps its files when C{--state-dir} is not given.
+    """
+    if os.geteuid() == 0:
+        return Path("/var/lib/multiport")
+    xdg = environ.get("XDG_STATE_HOME")
+    if xdg:
+        return Path(xdg) / "multiport"
+    return Path.home() / ".local" / "state" / "multiport"
+
+
+Resolver = Callable[[str], Sequence[str]]
+
+
+def resolveHostName(name: str) -> Sequence[str]:
+    """
+    Every numeric address C{name} resolves to, in the resolver's order.
+    """
+    infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    addresses: list[str] = []
+    for family, _, _, _, sockaddr in infos:
+        if family in (socket.AF_INET, socket.AF_INET6):
+            address = str(sockaddr[0]).split("%", 1)[0]
+            if address not in addresses:
+                addresses.append(address)
+    return addresses
+
+
+def numericHost(host: str) -> str | None:
+    """
+    C{host} in canonical numeric form, or C{None} if it is not an address.
+    """
+    try:
+        return ipaddress.ip_address(host).compressed
+    except ValueError:
+        return None
+
+
+def parseInterface(value: object, where: str) -> str:
+    """
+    Check an interface as a user wrote it: an address (IPv6 optionally in
+    brackets) or a host name.
+    """
+    if not isinstance(value, str):
+        raise ConfigError(
+            where, f"expected a string, got {type(value).__name__} {value!r}"
+        )
+    host = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    if not host or any(c.isspace() for c in host):
+        raise ConfigError(where, f"bad interface {value!r}")
+    if ":" in host and numericHost(host) is None:
+        raise ConfigError(where, f"{value!r} is not an IPv6 address")
+    return host
+
+
+def _interfaces(host: str, where: str, resolve: Resolver) -> Sequence[str]:
+    numeric = numericHost(host)
+    if numeric is not None:
+        return [numeric]
+    try:
+        addresses = resolve(host)
+    except OSError as e:
+        raise ConfigError(where, f"cannot resolve host name {host!r}: {e}") from e
+    if not addresses:
+        raise ConfigError(where, f"host name {host!r} resolves to no address")
+    return [a for a in (numericHost(a) for a in addresses) if a is not None]
+
+
+def _handlerFor(request: PortRequest, handlers: Mapping[str, IHandler]) -> IHandler:
+    name = request.handler
+    if name is None:
+        name = WELL_KNOWN_PORTS.get(request.port)
+        if name is None:
+            raise ConfigError(
+                request.where,
+                f"port {request.port} has no well-known handler; name one "
+                f"(PORT=HANDLER); known handlers: {', '.join(sorted(handlers))}",
+            )
+    handler = handlers.get(name)
+    if handler is None:
+        raise ConfigError(
+            request.where,
+            f"unknown handler {name!r}; known handlers: {', '.join(sorted(handlers))}",
+        )
+    return handler
+
+
+def _tlsFor(
+    request: PortRequest, handler: IHandler, defaults: Defaults
+) -> TLSConfig | None:
+    if isinstance(request.tls, TLSConfig):
+        return request.tls
+    if request.tls is False and handler.impliesTLS:
+        raise ConfigError(
+            request.where,
+            f"handler {handler.name!r} always uses TLS; tls cannot be false",
+        )
+    if request.tls or handler.impliesTLS:
+        return defaults.tls
+    return None
+
+
+def portConfigs(
+    request: PortRequest,
+    defaults: Defaults,
+    handlers: Mapping[str, IHandler],
+    resolve: Resolver = resolveHostName,
+) -> list[PortConfig]:
+    """
+    The validated ports one request asks for: one per address its host
+    resolves to.
+
+    @raise ConfigError: if anything in it is wrong.
+    """
+    from multiport.handlers.interface import OptionError
+
+    if not 0 <= request.port <= 65535:
+        raise ConfigError(request.where, f"port {request.port} out of range 0-65535")
+    handler = _handlerFor(request, handlers)
+    tls = _tlsFor(request, handler, defaults)
+    backlog = defaults.backlog if request.backlog is None else request.backlog
+    if backlog < 1:
+        raise ConfigError(request.where, f"backlog {backlog} must be at least 1")
+    try:
+        options = handler.parseOptions(request.options, request.optionsBase)
+    except OptionError as e:
+        raise ConfigError(f"{request.where}.options.{e.key}", e.message) from e
+    host = defaults.interface if request.host is None else request.host
+    return [
+        PortConfig(
+            interface=interface,
+            port=request.port,
+            handler=handler.name,
+            tls=tls,
+            backlog=backlog,
+            options=options,
+            where=request.where,
+        )
+        for interface in _interfaces(host, request.where, resolve)
+    ]
+
+
+def _overlap(a: PortConfig, b: PortConfig) -> bool:
+    if a.port == 0 or a.port != b.port or a.ipv6 != b.ipv6:
+        return False
+    wildcard = "::" if a.ipv6 else "0.0.0.0"
+    return a.interface == b.interface or wildcard in (a.interface, b.interface)
+
+
+def checkOverlaps(ports: Iterable[PortConfig]) -> None:
+    """
+    Refuse two ports that would claim the same address and port number.
+
+    C{0.0.0.0:P} covers every IPv4 address on P and C{[::]:P} every IPv6
+    one (multiport sets IPV6_V6ONLY, so the two families never collide).
+
+    @raise ConfigError: naming both places.
+    """
+    seen: list[PortConfig] = []
+    for port in ports:
+        for other in seen:
+            if _overlap(port, other):
+                if port.interface == other.interface:
+                    what = "is configured twice"
+                else:
+                    what = f"overlaps {other.address}"
+                raise ConfigError(
+                    port.where,
+                    f"{port.address} {what} (also at {other.where})",
+                )
+        seen.append(port)
+
+
+def buildConfig(
+    requests: Iterable[PortRequest],
+    defaults: Defaults,
+    handlers: Mapping[str, IHandler],
+    stateDir: Path,
+    resolve: Resolver = resolveHostName,
+) -> Config:
+    """
+    The one validated L{Config} for all C{requests}.
+
+    @raise ConfigError: for the first thing that is wrong.
+    """
+    ports: list[PortConfig] = []
+    for request in requests:
+        ports.extend(portConfigs(request, defaults, handlers, resolve))
+    checkOverlaps(ports)
+    return Config(ports=tuple(ports), stateDir=stateDir)

@@ -1,0 +1,214 @@
+"""
+The TOML configuration file: C{[defaults]} and C{[[port]]} tables, read into
+the same L{PortRequest}s as the command line.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+
+from attrs import frozen
+
+from multiport.config import (
+    ConfigError,
+    PartialDefaults,
+    PortRequest,
+    TLSConfig,
+    parseInterface,
+)
+
+_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
+_TOP = {"defaults", "port"}
+_DEFAULTS = {"interface", "backlog", "tls"}
+_PORT = {"port", "interface", "handler", "tls", "backlog", "options"}
+_TLS = {"cert", "key"}
+
+_TYPE_NAMES = {
+    bool: "a boolean",
+    int: "an integer",
+    str: "a string",
+    dict: "a table",
+    list: "an array",
+    float: "a number",
+}
+
+
+@frozen
+class FileConfig:
+    """
+    What a configuration file says.
+    """
+
+    defaults: PartialDefaults
+    ports: tuple[PortRequest, ...]
+
+
+def _typeName(value: object) -> str:
+    for kind, name in _TYPE_NAMES.items():
+        if type(value) is kind:
+            return name.split(" ", 1)[1]
+    return type(value).__name__
+
+
+def _expect(value: object, kind: type, where: str) -> None:
+    if type(value) is not kind:
+        raise ConfigError(
+            where,
+            f"expected {_TYPE_NAMES[kind]}, got {_typeName(value)} {value!r}",
+        )
+
+
+def _unknown(table: Mapping[str, object], known: set[str], where: str) -> None:
+    for key in table:
+        if key not in known:
+            raise ConfigError(
+                f"{where}.{key}" if where else key,
+                f"unknown key (known: {', '.join(sorted(known))})",
+            )
+
+
+def _tlsTable(value: object, where: str, base: Path) -> TLSConfig:
+    _expect(value, dict, where)
+    assert isinstance(value, dict)
+    _unknown(value, _TLS, where)
+    if "cert" not in value:
+        raise ConfigError(
+            where,
+            "a tls table needs cert (and key, unless the key is in the cert file)",
+        )
+    paths = {}
+    for key in ("cert", "key"):
+        if key in value:
+            _expect(value[key], str, f"{where}.{key}")
+            paths[key] = base / value[key]
+    return TLSConfig(cert=paths["cert"], key=paths.get("key"))
+
+
+def _backlog(value: object, where: str) -> int:
+    _expect(value, int, where)
+    assert isinstance(value, int)
+    if value < 1:
+        raise ConfigError(where, f"backlog {value} must be at least 1")
+    return value
+
+
+def _defaults(table: object, base: Path, prefix: str) -> PartialDefaults:
+    where = f"{prefix}defaults"
+    _expect(table, dict, where)
+    assert isinstance(table, dict)
+    _unknown(table, _DEFAULTS, where)
+    return PartialDefaults(
+        interface=parseInterface(table["interface"], f"{where}.interface")
+        if "interface" in table
+        else None,
+        backlog=_backlog(table["backlog"], f"{where}.backlog")
+        if "backlog" in table
+        else None,
+        tls=_tlsTable(table["tls"], f"{where}.tls", base) if "tls" in table else None,
+    )
+
+
+def _port(table: object, where: str, base: Path) -> PortRequest:
+    _expect(table, dict, where)
+    assert isinstance(table, dict)
+    _unknown(table, _PORT, where)
+    if "port" not in table:
+        raise ConfigError(where, "missing key 'port'")
+    _expect(table["port"], int, f"{where}.port")
+    port = table["port"]
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{where}.port", f"port {port} out of range 0-65535")
+    handler = None
+    if "handler" in table:
+        _expect(table["handler"], str, f"{where}.handler")
+        handler = table["handler"]
+    tls: bool | TLSConfig | None = None
+    if "tls" in table:
+        value = table["tls"]
+        if isinstance(value, bool):
+            tls = value
+        elif isinstance(value, dict):
+            tls = _tlsTable(value, f"{where}.tls", base)
+        else:
+            raise ConfigError(
+                f"{where}.tls",
+                f"expected true, false or a table, got {_typeName(value)} {value!r}",
+            )
+    options: dict[str, object] = {}
+    if "options" in table:
+        _expect(table["options"], dict, f"{where}.options")
+        options = table["options"]
+    return PortRequest(
+        where=where,
+        port=port,
+        host=parseInterface(table["interface"], f"{where}.interface")
+        if "interface" in table
+        else None,
+        handler=handler,
+        tls=tls,
+        backlog=_backlog(table["backlog"], f"{where}.backlog")
+        if "backlog" in table
+        else None,
+        options=options,
+        optionsBase=base,
+    )
+
+
+def parseConfig(data: Mapping[str, object], base: Path, name: str = "") -> FileConfig:
+    """
+    Read a parsed TOML document.
+
+    @param base: The folder relative paths resolve against.
+    @param name: The file's name, to prefix error locations with.
+    """
+    prefix = f"{name}: " if name else ""
+    for key in data:
+        if key not in _TOP:
+            raise ConfigError(
+                f"{prefix}{key}", f"unknown key (known: {', '.join(sorted(_TOP))})"
+            )
+    defaults = (
+        _defaults(data["defaults"], base, prefix)
+        if "defaults" in data
+        else PartialDefaults()
+    )
+    ports = data.get("port", [])
+    if type(ports) is not list:
+        raise ConfigError(f"{prefix}port", "expected an array of tables ([[port]])")
+    return FileConfig(
+        defaults=defaults,
+        ports=tuple(
+            _port(table, f"{prefix}port[{i}]", base) for i, table in enumerate(ports, 1)
+        ),
+    )
+
+
+def readConfigFile(path: Path) -> FileConfig:
+    """
+    Read and check a TOML configuration file.
+
+    @raise ConfigError: naming the file and, for syntax errors, the line and
+        column; for other errors, the path of the bad key.
+    """
+    try:
+        text = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(str(path), f"cannot read: {e.strerror}") from e
+    try:
+        data = tomllib.loads(text.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(str(path), f"not UTF-8 text: {e}") from e
+    except tomllib.TOMLDecodeError as e:
+        message = str(e)
+        position = _POSITION.search(message)
+        if position is None:
+            raise ConfigError(str(path), f"TOML syntax error: {message}") from e
+        line, column = position.groups()
+        raise ConfigError(
+            f"{path}:{line}:{column}",
+            f"TOML syntax error: {message[: position.start()].strip()}",
+        ) from e
+    return parseConfig(data, path.resolve().parent, str(path))

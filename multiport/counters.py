@@ -1,0 +1,76 @@
+"""
+Live counters: per port (kept by the port's wrapper) and per handler.
+
+They are plain integers updated in place on the connection path: no locks,
+no calls into a metrics library per byte.  Readers take a snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from attrs import define
+
+
+@define
+class PortCounters:
+    """
+    One port's figures.  Invariant: C{accepted == closed + current}.
+
+    @ivar bytesReceived: Application bytes from clients (after TLS).
+    @ivar bytesSent: Application bytes to clients (before TLS).
+    @ivar listeningSince: When the port started listening (POSIX time), or
+        C{None} while it is not listening.
+    """
+
+    current: int = 0
+    accepted: int = 0
+    closed: int = 0
+    bytesReceived: int = 0
+    bytesSent: int = 0
+    listeningSince: float | None = None
+
+    def snapshot(self) -> Mapping[str, int | float | None]:
+        """
+        The figures now, as a plain mapping.
+        """
+        return {
+            "current": self.current,
+            "accepted": self.accepted,
+            "closed": self.closed,
+            "bytes_received": self.bytesReceived,
+            "bytes_sent": self.bytesSent,
+            "listening_since": self.listeningSince,
+        }
+
+
+LabelSet = tuple[tuple[str, str], ...]
+
+
+class HandlerCounters:
+    """
+    Counters a handler publishes for its port, each named and optionally
+    labelled (the relay counts per upstream: C{upstream="db:5432"}).
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[str, LabelSet], int] = {}
+
+    def add(self, name: str, amount: int = 1, **labels: str) -> None:
+        """
+        Add C{amount} to the counter C{name} with C{labels}.
+        """
+        key = (name, tuple(sorted(labels.items())))
+        self._values[key] = self._values.get(key, 0) + amount
+
+    def value(self, name: str, **labels: str) -> int:
+        """
+        The counter's value now, 0 if it was never added to.
+        """
+        return self._values.get((name, tuple(sorted(labels.items()))), 0)
+
+    def snapshot(self) -> Mapping[tuple[str, LabelSet], int]:
+        """
+        Every counter now, keyed by name and sorted labels.
+        """
+        return dict(self._values)

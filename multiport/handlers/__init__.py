@@ -1,0 +1,28 @@
+"""
+Handlers: the job each port does.
+
+This is the public surface for handler plugins; see README.rst, "Writing a
+handler plugin".
+"""
+
+from multiport.counters import HandlerCounters
+from multiport.handlers.interface import (
+    Handler,
+    HandlerContext,
+    IHandler,
+    OptionError,
+    optionOf,
+    rejectUnknown,
+)
+from multiport.handlers.registry import findHandlers
+
+__all__ = [
+    "Handler",
+    "HandlerContext",
+    "HandlerCounters",
+    "IHandler",
+    "OptionError",
+    "findHandlers",
+    "optionOf",
+    "rejectUnknown",
+]

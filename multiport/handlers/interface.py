@@ -1,0 +1,158 @@
+"""
+The handler plugin interface: what a port's job must provide.
+
+A handler is an object providing both L{twisted.plugin.IPlugin} and
+L{IHandler}, found by L{twisted.plugin.getPlugins} in any C{twisted/plugins/}
+folder on C{sys.path}.  Third-party packages code against this module
+(re-exported by L{multiport.handlers}); keep it stable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from attrs import field, frozen
+from twisted.internet.interfaces import IProtocolFactory, IReactorTime
+from twisted.plugin import IPlugin
+from zope.interface import Attribute, Interface, implementer
+
+from multiport.counters import HandlerCounters
+
+if TYPE_CHECKING:
+    from multiport.config import PortConfig
+
+_T = TypeVar("_T")
+
+
+class OptionError(Exception):
+    """
+    A handler option is wrong.
+
+    @ivar key: The option's key (dotted for nested values).
+    @ivar message: What is wrong with it, for a person to act on.
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+@frozen
+class HandlerContext:
+    """
+    Everything a handler gets to build one port's protocol factory.
+
+    @ivar reactor: The reactor the port runs on (use it for connections).
+    @ivar clock: The clock to schedule and read time with.
+    @ivar port: The port's validated configuration.
+    @ivar counters: Where the handler publishes counters of its own; they
+        are shown with the port's (status page, metrics).
+    """
+
+    reactor: Any
+    clock: IReactorTime
+    port: PortConfig
+    counters: HandlerCounters = field(factory=HandlerCounters)
+
+    @property
+    def options(self) -> object:
+        """
+        The handler's own validated options for this port.
+        """
+        return self.port.options
+
+
+class IHandler(Interface):
+    """
+    A port's job: a named way to build a protocol factory.
+    """
+
+    name = Attribute(
+        "The handler's name as used in --ports and the config file: "
+        "lowercase letters, digits, '-' and '_'."
+    )
+    description = Attribute("One line saying what the handler does.")
+    impliesTLS = Attribute("True if every port with this handler uses TLS.")
+
+    def parseOptions(options: Mapping[str, object], relativeTo: Path) -> object:
+        """
+        Validate the port's C{options} table into a value of the handler's
+        own; it must be immutable and compare equal to an equal parse, so
+        that two configurations can be compared.
+
+        @param options: The table as read (TOML types), empty if none.
+        @param relativeTo: The folder relative paths resolve against.
+
+        @raise OptionError: naming the key of the first bad option.
+        """
+
+    def buildFactory(context: HandlerContext) -> IProtocolFactory:
+        """
+        Build the protocol factory for one port; every port gets its own.
+        """
+
+
+@implementer(IPlugin, IHandler)
+@frozen
+class Handler:
+    """
+    A handler made of two functions; the simplest way to write a plugin::
+
+        from multiport.handlers import Handler
+        hello = Handler("hello", "Says hello.", build=lambda context: ...)
+    """
+
+    name: str
+    description: str
+    build: Callable[[HandlerContext], IProtocolFactory]
+    parse: Callable[[Mapping[str, object], Path], object] | None = None
+    impliesTLS: bool = False
+
+    def parseOptions(self, options: Mapping[str, object], relativeTo: Path) -> object:
+        """
+        Validate options with C{parse}; without it, accept no options.
+        """
+        if self.parse is not None:
+            return self.parse(options, relativeTo)
+        for key in options:
+            raise OptionError(key, f"unknown option; {self.name!r} takes none")
+        return None
+
+    def buildFactory(self, context: HandlerContext) -> IProtocolFactory:
+        """
+        Build with C{build}.
+        """
+        return self.build(context)
+
+
+def rejectUnknown(options: Mapping[str, object], known: set[str]) -> None:
+    """
+    Raise L{OptionError} for the first key of C{options} not in C{known}.
+    """
+    for key in options:
+        if key not in known:
+            raise OptionError(key, f"unknown option; known: {', '.join(sorted(known))}")
+
+
+def optionOf(
+    options: Mapping[str, object],
+    key: str,
+    kind: type[_T],
+    kindName: str,
+    default: _T,
+) -> _T:
+    """
+    C{options[key]} checked to be of C{kind}, or C{default} when absent.
+    """
+    if key not in options:
+        return default
+    value = options[key]
+    # bool is an int in Python, never in TOML.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise OptionError(
+            key, f"expected {kindName}, got {type(value).__name__} {value!r}"
+        )
+    return value

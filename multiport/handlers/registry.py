@@ -1,0 +1,53 @@
+"""
+Finding handlers: every L{IHandler} plugin on C{sys.path}, built-in or not.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from twisted.logger import Logger
+from twisted.plugin import getPlugins
+
+from multiport.handlers.interface import IHandler
+
+log = Logger()
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+def findHandlers() -> Mapping[str, IHandler]:
+    """
+    Every handler plugin found, by name.
+
+    A built-in handler wins over a third-party one of the same name, and of
+    two third-party ones the first found wins; the loser is logged, never
+    silently dropped.
+    """
+    from twisted.plugins import multiport_handlers
+
+    builtins = [getattr(multiport_handlers, n) for n in multiport_handlers.__all__]
+    found: dict[str, IHandler] = {}
+    plugins = sorted(
+        getPlugins(IHandler), key=lambda h: not any(h is b for b in builtins)
+    )
+    for handler in plugins:
+        name = handler.name
+        if not isinstance(name, str) or not NAME.match(name):
+            log.warn(
+                "ignoring handler plugin {plugin!r}: bad name {name!r}",
+                plugin=handler,
+                name=name,
+            )
+            continue
+        if name in found:
+            log.warn(
+                "ignoring handler plugin {plugin!r}: {name!r} is taken by {other!r}",
+                plugin=handler,
+                name=name,
+                other=found[name],
+            )
+            continue
+        found[name] = handler
+    return found

@@ -1,0 +1,193 @@
+"""
+The small RFC services: echo, discard, daytime, quote of the day, chargen.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from attrs import frozen
+from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from multiport.handlers.interface import (
+    Handler,
+    HandlerContext,
+    OptionError,
+    optionOf,
+    rejectUnknown,
+)
+
+
+class Echo(Protocol):
+    """
+    RFC 862: send back every byte received.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+class Discard(Protocol):
+    """
+    RFC 863: read and throw away everything.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+
+class Daytime(Protocol):
+    """
+    RFC 867: send the date and time as a line of text, then close.
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+
+    def connectionMade(self) -> None:
+        now = time.gmtime(self._clock.seconds())
+        line = time.strftime("%A, %B %d, %Y %H:%M:%S-UTC\r\n", now)
+        self.transport.write(line.encode("ascii"))
+        self.transport.loseConnection()
+
+
+class QuoteOfTheDay(Protocol):
+    """
+    RFC 865: send a short message, then close.
+    """
+
+    def __init__(self, quote: bytes) -> None:
+        self._quote = quote
+
+    def connectionMade(self) -> None:
+        self.transport.write(self._quote)
+        self.transport.loseConnection()
+
+
+def _chargenLines() -> bytes:
+    # RFC 864's rotating pattern: 72 printable characters a line, each line
+    # starting one character further along the 95-character ring.
+    ring = bytes(range(32, 127))
+    doubled = ring + ring
+    return b"".join(doubled[i : i + 72] + b"\r\n" for i in range(len(ring)))
+
+
+@implementer(IPushProducer)
+class Chargen(Protocol):
+    """
+    RFC 864: send characters until the client goes away.
+
+    It registers as a streaming producer: the transport pauses it when the
+    client stops reading, so it never buffers more than one chunk.
+    """
+
+    chunk = _chargenLines()
+    _paused = True
+
+    def connectionMade(self) -> None:
+        self.transport.registerProducer(self, True)
+        self.resumeProducing()
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        # write() pauses us synchronously once the transport's buffer is
+        # full, which ends the loop after at most one buffer's worth.
+        while not self._paused:
+            self.transport.write(self.chunk)
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def stopProducing(self) -> None:
+        self._paused = True
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self._paused = True
+
+
+class _Factory(Factory):
+    """
+    A factory building protocols with a function of no arguments.
+    """
+
+    def __init__(self, make: Callable[[], Protocol]) -> None:
+        self._make = make
+
+    def buildProtocol(self, addr: IAddress) -> Protocol:
+        protocol = self._make()
+        protocol.factory = self
+        return protocol
+
+
+def _buildDaytime(context: HandlerContext) -> Factory:
+    return _Factory(lambda: Daytime(context.clock))
+
+
+DEFAULT_QUOTE = "The best way to predict the future is to invent it. -- Alan Kay\r\n"
+MAX_QUOTE = 512  # RFC 865: "the quote should be limited to 512 characters"
+
+
+@frozen
+class QuoteOptions:
+    """
+    The qotd handler's options.
+    """
+
+    quote: str = DEFAULT_QUOTE
+
+
+def _parseQuote(options: Mapping[str, object], relativeTo: Path) -> QuoteOptions:
+    rejectUnknown(options, {"quote"})
+    quote = optionOf(options, "quote", str, "a string", DEFAULT_QUOTE)
+    if not quote:
+        raise OptionError("quote", "must not be empty")
+    if not quote.isascii():
+        raise OptionError("quote", "must be ASCII text (RFC 865)")
+    if len(quote) > MAX_QUOTE:
+        raise OptionError(
+            "quote", f"is {len(quote)} characters; at most {MAX_QUOTE} (RFC 865)"
+        )
+    if not quote.endswith("\n"):
+        quote += "\r\n"
+    return QuoteOptions(quote)
+
+
+def _buildQuote(context: HandlerContext) -> Factory:
+    options = context.options
+    assert isinstance(options, QuoteOptions)
+    quote = options.quote.encode("ascii")
+    return _Factory(lambda: QuoteOfTheDay(quote))
+
+
+echo = Handler(
+    "echo", "RFC 862 echo: sends back every byte it receives", lambda c: _Factory(Echo)
+)
+discard = Handler(
+    "discard",
+    "RFC 863 discard: reads and drops everything",
+    lambda c: _Factory(Discard),
+)
+daytime = Handler(
+    "daytime",
+    "RFC 867 daytime: sends the date and time (UTC), then closes",
+    _buildDaytime,
+)
+qotd = Handler(
+    "qotd",
+    "RFC 865 quote of the day: sends a quote (option quote), then closes",
+    _buildQuote,
+    parse=_parseQuote,
+)
+chargen = Handler(
+    "chargen",
+    "RFC 864 character generator: streams characters while the client reads",
+    lambda c: _Factory(Chargen),
+)

@@ -1,0 +1,207 @@
+"""
+The http and https handlers: twisted.web serving a folder, a built-in page,
+or a redirect to HTTPS.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from attrs import frozen
+from twisted.web import resource, server, static
+from twisted.web.iweb import IRequest
+
+from multiport import __version__
+from multiport.handlers.interface import (
+    Handler,
+    HandlerContext,
+    OptionError,
+    optionOf,
+    rejectUnknown,
+)
+
+
+@frozen
+class WebOptions:
+    """
+    The http handler's options.
+
+    @ivar root: The folder to serve, or C{None} for the built-in page.
+    @ivar listing: Whether folders without an index are listed.
+    @ivar redirectHTTPS: Redirect every request to HTTPS: a port number on
+        the same host, or a base URL.
+    """
+
+    root: Path | None = None
+    listing: bool = False
+    redirectHTTPS: int | str | None = None
+
+
+def parseWebOptions(options: Mapping[str, object], relativeTo: Path) -> WebOptions:
+    """
+    Validate the http handler's options.
+    """
+    rejectUnknown(options, {"root", "listing", "redirect_https"})
+    rootOption = optionOf(options, "root", str, "a folder path (string)", "")
+    root = None
+    if rootOption:
+        root = (relativeTo / rootOption).resolve()
+        if not root.is_dir():
+            raise OptionError("root", f"{rootOption!r} is not a folder ({root})")
+        if not os.access(root, os.R_OK | os.X_OK):
+            raise OptionError("root", f"{root} is not readable")
+    listing = optionOf(options, "listing", bool, "true or false", False)
+    redirect = options.get("redirect_https")
+    if redirect is None:
+        pass
+    elif isinstance(redirect, int) and not isinstance(redirect, bool):
+        if not 1 <= redirect <= 65535:
+            raise OptionError("redirect_https", f"port {redirect} out of range 1-65535")
+    elif isinstance(redirect, str):
+        parts = urlsplit(redirect)
+        if parts.scheme != "https" or not parts.hostname:
+            raise OptionError(
+                "redirect_https",
+                f"{redirect!r} is not an https:// URL with a host",
+            )
+        redirect = redirect.rstrip("/")
+    else:
+        raise OptionError(
+            "redirect_https",
+            f"expected a port number or an https:// URL, got {redirect!r}",
+        )
+    if redirect is not None and root is not None:
+        raise OptionError("redirect_https", "cannot be combined with root")
+    return WebOptions(root=root, listing=listing, redirectHTTPS=redirect)
+
+
+class ConfinedFile(static.File):
+    """
+    A L{static.File} that never serves anything outside its root, symlinks
+    pointing out of it included, and lists folders only when asked to.
+    """
+
+    def __init__(
+        self, path: str, root: str | None = None, listing: bool = False
+    ) -> None:
+        super().__init__(path)
+        self.root = os.path.realpath(path) if root is None else root
+        self.listing = listing
+
+    def _inside(self, path: str) -> bool:
+        real = os.path.realpath(path)
+        return real == self.root or real.startswith(self.root + os.sep)
+
+    def getChild(self, path: bytes, request: IRequest) -> resource.IResource:
+        child = super().getChild(path, request)
+        if isinstance(child, static.File) and not self._inside(child.path):
+            return self.childNotFound
+        return child
+
+    def directoryListing(self) -> resource.IResource:
+        if not self.listing:
+            return resource.ForbiddenResource("Directory listing is off.")
+        return super().directoryListing()
+
+    def createSimilarFile(self, path: str) -> ConfinedFile:
+        similar = ConfinedFile(path, self.root, self.listing)
+        similar.indexNames = self.indexNames[:]
+        similar.childNotFound = self.childNotFound
+        return similar
+
+
+class WelcomePage(resource.Resource):
+    """
+    The page a port serves when no root is configured.
+    """
+
+    isLeaf = True
+
+    def __init__(self, portName: str) -> None:
+        super().__init__()
+        self._body = (
+            "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+            "<title>multiport</title></head><body style='font-family:sans-serif;"
+            "max-width:40em;margin:4em auto'>"
+            "<h1>multiport is running</h1>"
+            f"<p>This is the built-in page of {html.escape(portName)}. "
+            "Set the <code>root</code> option of this port to serve a folder."
+            f"</p><p><small>multiport {__version__}</small></p></body></html>"
+        ).encode()
+
+    def render_GET(self, request: server.Request) -> bytes:
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        return self._body
+
+    def render_HEAD(self, request: server.Request) -> bytes:
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"content-length", str(len(self._body)).encode())
+        return b""
+
+
+class RedirectToHTTPS(resource.Resource):
+    """
+    Answer every request with a permanent redirect to HTTPS.
+    """
+
+    isLeaf = True
+
+    def __init__(self, target: int | str) -> None:
+        super().__init__()
+        self._target = target
+
+    def location(self, request: server.Request) -> bytes:
+        """
+        Where C{request} is sent.
+        """
+        path = request.uri if request.uri.startswith(b"/") else b"/"
+        if isinstance(self._target, str):
+            return self._target.encode() + path
+        host = request.getRequestHostname()
+        if b":" in host:  # an IPv6 literal
+            host = b"[" + host + b"]"
+        port = b"" if self._target == 443 else b":%d" % (self._target,)
+        return b"https://" + host + port + path
+
+    def render(self, request: server.Request) -> bytes:
+        request.setResponseCode(301)
+        request.setHeader(b"location", self.location(request))
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"Moved to HTTPS.\n"
+
+
+def buildSite(context: HandlerContext) -> server.Site:
+    """
+    The twisted.web site for one port.
+    """
+    options = context.options
+    assert isinstance(options, WebOptions)
+    root: resource.IResource
+    if options.redirectHTTPS is not None:
+        root = RedirectToHTTPS(options.redirectHTTPS)
+    elif options.root is not None:
+        root = ConfinedFile(str(options.root), listing=options.listing)
+    else:
+        root = WelcomePage(context.port.name)
+    site = server.Site(root, reactor=context.reactor)
+    site.displayTracebacks = False
+    return site
+
+
+http = Handler(
+    "http",
+    "HTTP on twisted.web: a folder (option root), a built-in page, or a redirect",
+    buildSite,
+    parse=parseWebOptions,
+)
+https = Handler(
+    "https",
+    "the http handler over TLS",
+    buildSite,
+    parse=parseWebOptions,
+    impliesTLS=True,
+)

@@ -1,0 +1,254 @@
+"""
+One port: the wrapper every connection passes through, and the
+C{TCPServer}/C{SSLServer} children that listen for it.
+
+The wrapper (L{PortFactory}) sits between the listening socket (or TLS) and
+the handler's factory.  It is where a connection is counted now, and where
+limits, access rules and timeouts will be applied: handlers never count.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable
+from typing import Any
+
+from twisted.application.internet import SSLServer, TCPServer
+from twisted.internet import tcp
+from twisted.internet.interfaces import (
+    IAddress,
+    IListeningPort,
+    IProtocol,
+    IProtocolFactory,
+    IProtocolNegotiationFactory,
+    IReactorFDSet,
+)
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from multiport.config import PortConfig
+from multiport.counters import PortCounters
+
+
+class PortProtocol(ProtocolWrapper):
+    """
+    One connection's wrapper: counts it and its application bytes.
+    """
+
+    factory: PortFactory
+
+    def makeConnection(self, transport: Any) -> None:
+        counters = self.factory.counters
+        counters.accepted += 1
+        counters.current += 1
+        super().makeConnection(transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.factory.counters.bytesReceived += len(data)
+        self.wrappedProtocol.dataReceived(data)
+
+    def write(self, data: bytes) -> None:
+        self.factory.counters.bytesSent += len(data)
+        self.transport.write(data)
+
+    def writeSequence(self, data: Iterable[bytes]) -> None:
+        data = list(data)
+        self.factory.counters.bytesSent += sum(map(len, data))
+        self.transport.writeSequence(data)
+
+    def connectionLost(self, reason: Failure) -> None:
+        counters = self.factory.counters
+        counters.current -= 1
+        counters.closed += 1
+        super().connectionLost(reason)
+
+
+@implementer(IProtocolNegotiationFactory)
+class PortFactory(WrappingFactory):
+    """
+    The per-port wrapper around the handler's factory.
+
+    It keeps every open connection (C{protocols}) so the port can be
+    drained, and the port's L{PortCounters}.  It passes on the ALPN
+    protocols the handler's factory declares (C{Site}: C{http/1.1}).
+    """
+
+    noisy = False
+
+    protocol = PortProtocol
+
+    def __init__(
+        self, wrappedFactory: IProtocolFactory, counters: PortCounters
+    ) -> None:
+        super().__init__(wrappedFactory)
+        self.counters = counters
+
+    def buildProtocol(self, addr: IAddress) -> IProtocol | None:
+        inner = self.wrappedFactory.buildProtocol(addr)
+        if inner is None:
+            return None
+        return self.protocol(self, inner)
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """
+        The ALPN protocols of the handler's factory, if it declares any.
+        """
+        negotiation = IProtocolNegotiationFactory(self.wrappedFactory, None)
+        if negotiation is None:
+            return []
+        return list(negotiation.acceptableProtocols())
+
+    def logPrefix(self) -> str:
+        return self.wrappedFactory.logPrefix()  # type: ignore[attr-defined,no-any-return]
+
+
+class ListeningPort(tcp.Port):
+    """
+    Twisted's TCP port, with IPV6_V6ONLY set on IPv6 sockets.
+
+    Twisted leaves V6ONLY off, so C{[::]:P} would also take C{0.0.0.0:P};
+    with it on (as nginx does) the two can be configured side by side.
+    """
+
+    def createInternetSocket(self) -> socket.socket:
+        skt = super().createInternetSocket()
+        if self.addressFamily == socket.AF_INET6:
+            skt.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        return skt
+
+    def closeNow(self) -> None:
+        """
+        Close the socket at once, not on the next reactor turn, so that a
+        failed start leaves nothing bound even if the reactor never runs.
+        """
+        self.stopReading()
+        self.connectionLost(Failure(Exception("closed by multiport")))
+
+
+def listenTCP(
+    reactor: Any, port: int, factory: IProtocolFactory, backlog: int, interface: str
+) -> IListeningPort:
+    """
+    Listen with L{ListeningPort} on a real reactor, or with the reactor's own
+    C{listenTCP} on one that has no file descriptors (a C{MemoryReactor}).
+    """
+    if IReactorFDSet.providedBy(reactor):
+        listening = ListeningPort(port, factory, backlog, interface, reactor)
+        listening.startListening()
+        return listening
+    return reactor.listenTCP(port, factory, backlog, interface)  # type: ignore[no-any-return]
+
+
+class _PortServerMixin:
+    """
+    What the plain and TLS port services share.
+    """
+
+    config: PortConfig
+    factory: PortFactory
+    _port: IListeningPort | None
+
+    def boundAddress(self) -> IAddress | None:
+        """
+        The address the port listens on (with its real number), or C{None}.
+        """
+        if self._port is None:
+            return None
+        return self._port.getHost()
+
+    def unbindNow(self) -> None:
+        """
+        Stop listening at once (after a failed start).
+        """
+        port, self._port = self._port, None
+        if isinstance(port, ListeningPort):
+            port.closeNow()
+        elif port is not None:
+            port.stopListening()
+
+
+class PortTCPServer(_PortServerMixin, TCPServer):
+    """
+    A plain port: a L{TCPServer} with its L{PortConfig} and L{PortFactory}.
+    """
+
+    def __init__(self, config: PortConfig, factory: PortFactory, reactor: Any) -> None:
+        TCPServer.__init__(
+            self,
+            config.port,
+            factory,
+            backlog=config.backlog,
+            interface=config.interface,
+            reactor=reactor,
+        )
+        self.config = config
+        self.factory = factory
+
+    def _getPort(self) -> IListeningPort:
+        return listenTCP(
+            self.reactor,
+            self.config.port,
+            self.factory,
+            self.config.backlog,
+            self.config.interface,
+        )
+
+
+class PortSSLServer(_PortServerMixin, SSLServer):
+    """
+    A TLS port: an L{SSLServer}; the L{PortFactory} sits inside TLS, so it
+    sees a connection at once (before the handshake) and counts decrypted
+    application bytes.
+    """
+
+    def __init__(
+        self,
+        config: PortConfig,
+        factory: PortFactory,
+        contextFactory: Any,
+        reactor: Any,
+    ) -> None:
+        SSLServer.__init__(
+            self,
+            config.port,
+            factory,
+            contextFactory,
+            backlog=config.backlog,
+            interface=config.interface,
+            reactor=reactor,
+        )
+        self.config = config
+        self.factory = factory
+        self.contextFactory = contextFactory
+
+    def _getPort(self) -> IListeningPort:
+        if IReactorFDSet.providedBy(self.reactor):
+            return listenTCP(
+                self.reactor,
+                self.config.port,
+                TLSMemoryBIOFactory(self.contextFactory, False, self.factory),
+                self.config.backlog,
+                self.config.interface,
+            )
+        return self.reactor.listenSSL(  # type: ignore[no-any-return]
+            self.config.port,
+            self.factory,
+            self.contextFactory,
+            self.config.backlog,
+            self.config.interface,
+        )
+
+
+PortServer = PortTCPServer | PortSSLServer
+
+__all__ = [
+    "ListeningPort",
+    "PortFactory",
+    "PortProtocol",
+    "PortSSLServer",
+    "PortServer",
+    "PortTCPServer",
+    "listenTCP",
+]

@@ -1,0 +1,283 @@
+"""
+C{twistd multiport}: the command line, and the service it builds.
+
+Options parse and validate everything (postOptions); makeService only
+assembles the service tree from the validated model.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pwd
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from twisted.logger import Logger
+from twisted.python import usage
+
+from multiport import __version__
+from multiport.config import (
+    DEFAULT_BACKLOG,
+    DEFAULT_INTERFACE,
+    DEFAULT_PORTS,
+    Config,
+    ConfigError,
+    Defaults,
+    PortRequest,
+    TLSConfig,
+    buildConfig,
+    defaultStateDir,
+    parseInterface,
+)
+from multiport.configfile import readConfigFile
+from multiport.handlers.interface import IHandler
+from multiport.handlers.registry import findHandlers
+from multiport.portspec import parsePorts
+from multiport.service import PortsService
+from multiport.tls import (
+    LoadedCertificate,
+    TLSError,
+    ensureSelfSigned,
+    loadCertificate,
+    selfSignedPaths,
+)
+
+log = Logger()
+
+#: Modules the daemon may first need after twistd drops privileges; on
+#: machines where Python lives in a folder only root can read, importing
+#: them later would fail.
+PRELOAD = (
+    "encodings.idna",
+    "json",
+    "mimetypes",
+    "twisted.internet._sslverify",
+    "twisted.internet.ssl",
+    "twisted.python.url",
+    "twisted.web._flatten",
+    "twisted.web._responses",
+    "twisted.web.error",
+    "twisted.web.resource",
+    "twisted.web.static",
+    "twisted.web.template",
+    "twisted.web.util",
+)
+
+
+def _positiveInt(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"{value} is not a positive number")
+    return number
+
+
+_positiveInt.coerceDoc = "Must be at least 1."  # type: ignore[attr-defined]
+
+
+class Options(usage.Options):
+    """
+    The options of C{twistd multiport}.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "Serve many ports from one process, each with its own handler. "
+        "PORTS is a comma-separated list of [HOST:]PORT[=HANDLER[+tls]] items; "
+        f"with neither --ports nor --config the ports are {DEFAULT_PORTS}."
+    )
+
+    optFlags = [
+        ["list-handlers", None, "List the handlers found, then exit."],
+        [
+            "check",
+            None,
+            "Parse and validate the configuration (certificates and handler "
+            "options included), print one line per port, and exit 0 or 1 "
+            "without binding anything.",
+        ],
+    ]
+    optParameters = [
+        ["config", "c", None, "A TOML configuration file (see README.rst)."],
+        [
+            "tls-cert",
+            None,
+            None,
+            "PEM certificate (chain and key may follow) for TLS ports that name "
+            "none. Default: a self-signed certificate in the state directory.",
+        ],
+        ["tls-key", None, None, "PEM private key for --tls-cert, if not in it."],
+        [
+            "backlog",
+            None,
+            DEFAULT_BACKLOG,
+            "Listen backlog for ports that set none.",
+            _positiveInt,
+        ],
+        [
+            "interface",
+            None,
+            DEFAULT_INTERFACE,
+            "Address ports without a HOST bind to.",
+        ],
+        [
+            "state-dir",
+            None,
+            None,
+            "Folder for the daemon's files (the self-signed certificate). "
+            "Default: /var/lib/multiport as root, else "
+            "$XDG_STATE_HOME/multiport or ~/.local/state/multiport.",
+        ],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["ports"] = []
+        self.config: Config | None = None
+        self.handlers: Mapping[str, IHandler] = {}
+        self.certificates: dict[TLSConfig, LoadedCertificate] = {}
+
+    def opt_ports(self, value: str) -> None:
+        """
+        Ports to serve: [HOST:]PORT[=HANDLER[+tls]],... (may be repeated).
+        """
+        self["ports"].append(value)
+
+    opt_p = opt_ports
+
+    def opt_version(self) -> None:
+        """
+        Print multiport's version and exit.
+        """
+        print(f"multiport {__version__}")
+        raise SystemExit(0)
+
+    def postOptions(self) -> None:
+        """
+        Build and validate the configuration model.
+        """
+        self.handlers = findHandlers()
+        if self["list-handlers"]:
+            for name in sorted(self.handlers):
+                print(f"{name:<12} {self.handlers[name].description}")
+            raise SystemExit(0)
+        try:
+            self.config = self._buildConfig()
+            self.certificates = self._loadCertificates(self.config)
+        except ConfigError as e:
+            if e.where.startswith("--") and not self["check"]:
+                raise usage.UsageError(str(e)) from None
+            raise SystemExit(f"multiport: {e}") from None
+        if self["check"]:
+            self._printCheck(self.config)
+            raise SystemExit(0)
+
+    def _buildConfig(self) -> Config:
+        if self["tls-key"] and not self["tls-cert"]:
+            raise ConfigError("--tls-key", "needs --tls-cert")
+        interface = parseInterface(self["interface"], "--interface")
+        defaults = Defaults(
+            interface=interface,
+            backlog=self["backlog"],
+            tls=TLSConfig(
+                cert=Path(self["tls-cert"]).absolute() if self["tls-cert"] else None,
+                key=Path(self["tls-key"]).absolute() if self["tls-key"] else None,
+            ),
+        )
+        requests: list[PortRequest] = []
+        for value in self["ports"]:
+            requests.extend(parsePorts(value, first=len(requests) + 1))
+        if self["config"]:
+            fileConfig = readConfigFile(Path(self["config"]))
+            defaults = fileConfig.defaults.over(defaults)
+            requests.extend(fileConfig.ports)
+        elif not requests:
+            requests = parsePorts(DEFAULT_PORTS)
+        stateDir = Path(
+            self["state-dir"] if self["state-dir"] else defaultStateDir()
+        ).absolute()
+        return buildConfig(requests, defaults, self.handlers, stateDir)
+
+    def _loadCertificates(self, config: Config) -> dict[TLSConfig, LoadedCertificate]:
+        certificates: dict[TLSConfig, LoadedCertificate] = {}
+        for port in config.ports:
+            if port.tls is None or port.tls in certificates:
+                continue
+            tls = port.tls
+            if tls.selfSigned:
+                # Made (or loaded) by makeService, which knows --uid; here
+                # only a --check of an existing one.
+                if not (
+                    self["check"] and selfSignedPaths(config.stateDir).cert.exists()
+                ):  # type: ignore[union-attr]
+                    continue
+                tls = selfSignedPaths(config.stateDir)
+            try:
+                certificates[port.tls] = loadCertificate(tls)
+            except TLSError as e:
+                raise ConfigError(port.where, str(e)) from None
+        return certificates
+
+    def _printCheck(self, config: Config) -> None:
+        for port in config.ports:
+            tls = "plain"
+            if port.tls is not None:
+                loaded = self.certificates.get(port.tls)
+                if loaded is not None:
+                    tls = f"TLS {port.tls.describe()} (SHA-256 {loaded.fingerprint})"
+                else:
+                    tls = f"TLS self-signed (made at first start in {config.stateDir})"
+            print(
+                f"{port.name} {port.handler} {tls} backlog {port.backlog} "
+                f"[{port.where}]"
+            )
+        print(f"multiport: configuration ok, {len(config.ports)} ports")
+
+
+def _owner(options: usage.Options) -> tuple[int, int] | None:
+    parent = getattr(options, "parent", None)
+    if parent is None:
+        return None
+    uid, gid = parent.get("uid"), parent.get("gid")
+    if uid is None:
+        return None
+    if gid is None:
+        gid = pwd.getpwuid(uid).pw_gid
+    return uid, gid
+
+
+def preload(modules: Sequence[str] = PRELOAD) -> None:
+    """
+    Import C{modules} now, while the process can still read them.
+    """
+    for name in modules:
+        importlib.import_module(name)
+
+
+def makeService(options: Options, reactor: Any = None) -> PortsService:
+    """
+    The service tree for validated C{options}.
+
+    @param reactor: The reactor to listen with; the global one by default.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    config = options.config
+    assert config is not None, "postOptions builds the configuration"
+    preload()
+    certificates = dict(options.certificates)
+    if any(p.tls is not None and p.tls.selfSigned for p in config.ports):
+        try:
+            certificates[TLSConfig()] = ensureSelfSigned(
+                config.stateDir, _owner(options)
+            )
+        except TLSError as e:
+            raise SystemExit(f"multiport: {e}") from None
+    log.info(
+        "multiport {version} on Python {python}: {count} ports",
+        version=__version__,
+        python=sys.version.split()[0],
+        count=len(config.ports),
+    )
+    return PortsService(config, options.handlers, certificates, reactor)

@@ -1,0 +1,248 @@
+"""
+TLS material: loading certificates and keys, and the self-signed default.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import re
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+
+from attrs import frozen
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from OpenSSL import SSL, crypto
+from twisted.internet._sslverify import protosFromProtocol
+from twisted.internet.ssl import CertificateOptions, TLSVersion
+from twisted.logger import Logger
+
+from multiport.config import TLSConfig
+
+log = Logger()
+
+SELF_SIGNED_CERT = "selfsigned-cert.pem"
+SELF_SIGNED_KEY = "selfsigned-key.pem"
+SELF_SIGNED_DAYS = 365
+
+_KEY_BLOCK = re.compile(
+    rb"-----BEGIN ((?:[A-Z]+ )*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----",
+    re.DOTALL,
+)
+
+
+class TLSError(Exception):
+    """
+    A certificate or key can't be used; the message names the file.
+    """
+
+
+@frozen
+class LoadedCertificate:
+    """
+    A certificate ready to serve.
+
+    @ivar contextFactory: What a TLS port hands to C{SSLServer}.
+    @ivar fingerprint: SHA-256 of the leaf certificate, colon-separated hex.
+    @ivar notAfter: When the leaf certificate expires.
+    """
+
+    tls: TLSConfig
+    contextFactory: CertificateOptions
+    fingerprint: str
+    notAfter: datetime.datetime
+
+
+def _selectALPN(connection: SSL.Connection, offered: Sequence[bytes]) -> object:
+    """
+    Pick the first protocol the port's factory speaks that the client
+    offered.
+
+    Twisted's own callback answers b"" when nothing overlaps, which OpenSSL
+    turns into an "internal error" alert for every client that offers ALPN
+    to a port that declares none (curl, browsers); the right answer is "no
+    overlap": the handshake then goes on without ALPN.
+    """
+    acceptable = protosFromProtocol(connection.get_app_data(), ())
+    for protocol in acceptable:
+        if protocol in offered:
+            return protocol
+    return SSL.NO_OVERLAPPING_PROTOCOLS
+
+
+def fingerprint(certificate: x509.Certificate) -> str:
+    """
+    The SHA-256 fingerprint of C{certificate} as colon-separated hex.
+    """
+    return certificate.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise TLSError(f"cannot read {what} {path}: {e.strerror}") from e
+
+
+def loadCertificate(tls: TLSConfig) -> LoadedCertificate:
+    """
+    Load and check the certificate, chain and key C{tls} names.
+
+    @raise TLSError: if a file is missing or unreadable, holds no usable
+        PEM data, or the key does not match the certificate.
+    """
+    assert tls.cert is not None, "the self-signed default is loaded by path"
+    certData = _read(tls.cert, "certificate")
+    try:
+        chain = x509.load_pem_x509_certificates(certData)
+    except ValueError as e:
+        raise TLSError(f"no PEM certificate in {tls.cert}: {e}") from e
+    keyPath = tls.cert if tls.key is None else tls.key
+    keyData = certData if tls.key is None else _read(tls.key, "private key")
+    block = _KEY_BLOCK.search(keyData)
+    if block is None:
+        where = "" if tls.key is not None else " (and no key file given)"
+        raise TLSError(f"no PEM private key in {keyPath}{where}")
+    if b"ENCRYPTED" in block.group(1):
+        raise TLSError(
+            f"the private key in {keyPath} is encrypted; multiport needs it unencrypted"
+        )
+    try:
+        key = serialization.load_pem_private_key(block.group(0), password=None)
+    except (ValueError, TypeError) as e:
+        raise TLSError(f"cannot load the private key in {keyPath}: {e}") from e
+    leaf = chain[0]
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    if key.public_key().public_bytes(der, spki) != leaf.public_key().public_bytes(
+        der, spki
+    ):
+        raise TLSError(
+            f"the private key in {keyPath} does not match the certificate in {tls.cert}"
+        )
+    options = CertificateOptions(
+        privateKey=crypto.PKey.from_cryptography_key(key),  # type: ignore[arg-type]
+        certificate=crypto.X509.from_cryptography(leaf),
+        extraCertChain=[crypto.X509.from_cryptography(c) for c in chain[1:]],
+        raiseMinimumTo=TLSVersion.TLSv1_2,
+    )
+    # Build the OpenSSL context now: errors surface at start, not at the
+    # first handshake, and nothing is left to import after a privilege drop.
+    options.getContext().set_alpn_select_callback(_selectALPN)
+    return LoadedCertificate(
+        tls=tls,
+        contextFactory=options,
+        fingerprint=fingerprint(leaf),
+        notAfter=leaf.not_valid_after_utc,
+    )
+
+
+def selfSignedPaths(stateDir: Path) -> TLSConfig:
+    """
+    Where the self-signed certificate and key live in C{stateDir}.
+    """
+    return TLSConfig(cert=stateDir / SELF_SIGNED_CERT, key=stateDir / SELF_SIGNED_KEY)
+
+
+def makeSelfSigned(now: datetime.datetime, hostname: str) -> tuple[bytes, bytes]:
+    """
+    A new self-signed EC P-256 certificate and its key, as PEM.
+
+    Its subjectAltName holds localhost, C{hostname}, 127.0.0.1 and ::1 (TLS
+    clients check names there, not in the common name).
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "multiport self-signed")])
+    dnsNames = ["localhost"] + ([hostname] if hostname != "localhost" else [])
+    alternatives: list[x509.GeneralName] = [x509.DNSName(n) for n in dnsNames]
+    alternatives += [
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ]
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=SELF_SIGNED_DAYS))
+        .add_extension(x509.SubjectAlternativeName(alternatives), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    keyPEM = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM), keyPEM
+
+
+def _writePrivate(path: Path, data: bytes, owner: tuple[int, int] | None) -> None:
+    temporary = path.with_name(path.name + ".new")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        if owner is not None:
+            os.fchown(fd, *owner)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+
+
+def ensureSelfSigned(
+    stateDir: Path,
+    owner: tuple[int, int] | None = None,
+    now: datetime.datetime | None = None,
+) -> LoadedCertificate:
+    """
+    Load the self-signed certificate from C{stateDir}, making it first if
+    it is missing or expired.
+
+    @param owner: The uid and gid the daemon will run as (C{--uid}/C{--gid});
+        the folder and files are given to them.
+    @raise TLSError: if the state directory can't be written.
+    """
+    if now is None:
+        now = datetime.datetime.now(datetime.UTC)
+    paths = selfSignedPaths(stateDir)
+    assert paths.cert is not None and paths.key is not None
+    if paths.cert.exists() and paths.key.exists():
+        loaded = loadCertificate(paths)
+        if loaded.notAfter > now + datetime.timedelta(days=1):
+            log.info(
+                "using the self-signed certificate {path} (SHA-256 {fingerprint})",
+                path=str(paths.cert),
+                fingerprint=loaded.fingerprint,
+            )
+            return loaded
+    try:
+        stateDir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if owner is not None:
+            os.chown(stateDir, *owner)
+        certPEM, keyPEM = makeSelfSigned(now, socket.gethostname())
+        _writePrivate(paths.key, keyPEM, owner)
+        paths.cert.write_bytes(certPEM)
+        if owner is not None:
+            os.chown(paths.cert, *owner)
+    except OSError as e:
+        raise TLSError(
+            f"cannot write the self-signed certificate to the state directory "
+            f"{stateDir}: {e.strerror} (set --state-dir, or give --tls-cert "
+            "and --tls-key)"
+        ) from e
+    loaded = loadCertificate(paths)
+    log.warn(
+        "made a self-signed certificate {path} (SHA-256 {fingerprint}); clients "
+        "will not trust it: give --tls-cert and --tls-key for a real one",
+        path=str(paths.cert),
+        fingerprint=loaded.fingerprint,
+    )
+    return loaded

@@ -1,0 +1,9 @@
+"""
+multiport's built-in handlers, found through twisted.plugin exactly like a
+third party's.
+"""
+
+from multiport.handlers.simple import chargen, daytime, discard, echo, qotd
+from multiport.handlers.web import http, https
+
+__all__ = ["chargen", "daytime", "discard", "echo", "http", "https", "qotd"]

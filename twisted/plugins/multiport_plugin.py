@@ -1,0 +1,12 @@
+"""
+The twistd subcommand: C{twistd multiport}.
+"""
+
+from twisted.application.service import ServiceMaker
+
+multiport = ServiceMaker(
+    "multiport",
+    "multiport.tap",
+    "Serve many ports from one process, each with its own handler.",
+    "multiport",
+)
