@@ -212,6 +212,23 @@ class Config:
         return {p.name: p for p in self.ports if p.port != 0}
 
 
+_TYPE_NAMES = {
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    str: "string",
+    dict: "table",
+    list: "array",
+}
+
+
+def typeName(value: object) -> str:
+    """
+    The TOML name of C{value}'s type, for error messages.
+    """
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
 def formatAddress(host: str, port: int) -> str:
     """
     C{host:port}, bracketing an IPv6 host.
@@ -266,9 +283,7 @@ def parseInterface(value: object, where: str) -> str:
     brackets) or a host name.
     """
     if not isinstance(value, str):
-        raise ConfigError(
-            where, f"expected a string, got {type(value).__name__} {value!r}"
-        )
+        raise ConfigError(where, f"expected a string, got {typeName(value)} {value!r}")
     host = value[1:-1] if value.startswith("[") and value.endswith("]") else value
     if not host or any(c.isspace() for c in host):
         raise ConfigError(where, f"bad interface {value!r}")
@@ -282,12 +297,17 @@ def _interfaces(host: str, where: str, resolve: Resolver) -> Sequence[str]:
     if numeric is not None:
         return [numeric]
     try:
-        addresses = resolve(host)
+        answers = resolve(host)
     except OSError as e:
         raise ConfigError(where, f"cannot resolve host name {host!r}: {e}") from e
+    addresses: list[str] = []
+    for answer in answers:
+        address = numericHost(answer)
+        if address is not None and address not in addresses:
+            addresses.append(address)
     if not addresses:
         raise ConfigError(where, f"host name {host!r} resolves to no address")
-    return [a for a in (numericHost(a) for a in addresses) if a is not None]
+    return addresses
 
 
 def _handlerFor(request: PortRequest, handlers: Mapping[str, IHandler]) -> IHandler:

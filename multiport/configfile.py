@@ -18,6 +18,7 @@ from multiport.config import (
     PortRequest,
     TLSConfig,
     parseInterface,
+    typeName,
 )
 
 _POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
@@ -26,14 +27,7 @@ _DEFAULTS = {"interface", "backlog", "tls"}
 _PORT = {"port", "interface", "handler", "tls", "backlog", "options"}
 _TLS = {"cert", "key"}
 
-_TYPE_NAMES = {
-    bool: "a boolean",
-    int: "an integer",
-    str: "a string",
-    dict: "a table",
-    list: "an array",
-    float: "a number",
-}
+_ARTICLES = {bool: "a boolean", int: "an integer", str: "a string", dict: "a table"}
 
 
 @frozen
@@ -46,18 +40,11 @@ class FileConfig:
     ports: tuple[PortRequest, ...]
 
 
-def _typeName(value: object) -> str:
-    for kind, name in _TYPE_NAMES.items():
-        if type(value) is kind:
-            return name.split(" ", 1)[1]
-    return type(value).__name__
-
-
 def _expect(value: object, kind: type, where: str) -> None:
     if type(value) is not kind:
         raise ConfigError(
             where,
-            f"expected {_TYPE_NAMES[kind]}, got {_typeName(value)} {value!r}",
+            f"expected {_ARTICLES[kind]}, got {typeName(value)} {value!r}",
         )
 
 
@@ -135,7 +122,7 @@ def _port(table: object, where: str, base: Path) -> PortRequest:
         else:
             raise ConfigError(
                 f"{where}.tls",
-                f"expected true, false or a table, got {_typeName(value)} {value!r}",
+                f"expected true, false or a table, got {typeName(value)} {value!r}",
             )
     options: dict[str, object] = {}
     if "options" in table:

@@ -21,8 +21,8 @@ from twisted.internet.interfaces import (
     IProtocol,
     IProtocolFactory,
     IProtocolNegotiationFactory,
-    IReactorFDSet,
 )
+from twisted.internet.posixbase import PosixReactorBase
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
@@ -132,9 +132,9 @@ def listenTCP(
 ) -> IListeningPort:
     """
     Listen with L{ListeningPort} on a real reactor, or with the reactor's own
-    C{listenTCP} on one that has no file descriptors (a C{MemoryReactor}).
+    C{listenTCP} on a test double (a C{MemoryReactor}).
     """
-    if IReactorFDSet.providedBy(reactor):
+    if isinstance(reactor, PosixReactorBase):
         listening = ListeningPort(port, factory, backlog, interface, reactor)
         listening.startListening()
         return listening
@@ -224,7 +224,7 @@ class PortSSLServer(_PortServerMixin, SSLServer):
         self.contextFactory = contextFactory
 
     def _getPort(self) -> IListeningPort:
-        if IReactorFDSet.providedBy(self.reactor):
+        if isinstance(self.reactor, PosixReactorBase):
             return listenTCP(
                 self.reactor,
                 self.config.port,

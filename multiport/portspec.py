@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from multiport.config import ConfigError, PortRequest
+from multiport.config import ConfigError, PortRequest, numericHost, parseInterface
 
 _HANDLER = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
@@ -45,7 +45,7 @@ def parsePortItem(item: str, where: str, relativeTo: Path | None = None) -> Port
                 where, f"bad address {address!r}; write IPv6 as [ADDRESS]:PORT"
             )
         host = address[1:end]
-        if ":" not in host:
+        if ":" not in host or numericHost(host) is None:
             raise ConfigError(where, f"{host!r} in brackets is not an IPv6 address")
         portText = address[end + 2 :]
     elif address.count(":") > 1:
@@ -56,7 +56,7 @@ def parsePortItem(item: str, where: str, relativeTo: Path | None = None) -> Port
         host, colon, portText = address.rpartition(":")
         if colon and not host:
             raise ConfigError(where, f"missing host before ':' in {address!r}")
-        host = host or None
+        host = parseInterface(host, where) if host else None
     if not portText.isascii() or not portText.isdigit():
         raise ConfigError(where, f"port {portText!r} is not a number")
     port = int(portText)

@@ -6,6 +6,7 @@ L{PortSSLServer} child per configured port.
 from __future__ import annotations
 
 import errno
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,6 +36,26 @@ class StartupError(Exception):
     __module__ = "multiport"
 
 
+def reportStartupErrorsBriefly() -> None:
+    """
+    Make an uncaught L{StartupError} print as one line, not a traceback.
+
+    twistd lets an exception from C{privilegedStartService} end the process
+    with a traceback (after removing its pid file); a port that can't bind
+    deserves one clear line and exit status 1.
+    """
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        if isinstance(value, StartupError):
+            stream = sys.__stderr__ or sys.stderr
+            stream.write(f"multiport: {value}\n")
+        else:
+            previous(kind, value, tb)
+
+    sys.excepthook = hook
+
+
 @frozen
 class BoundPort:
     """
@@ -54,7 +75,7 @@ def describeListenError(config: PortConfig, error: CannotListenError) -> str:
     """
     One line a person can act on for a port that could not bind.
     """
-    where = f" ({config.where})" if config.where else ""
+    where = f" [{config.where}]" if config.where else ""
     reason = getattr(error.socketError, "errno", None)
     if reason == errno.EADDRINUSE:
         why = "address already in use (another process, or another port here)"
@@ -68,7 +89,8 @@ def describeListenError(config: PortConfig, error: CannotListenError) -> str:
         why = f"address {config.interface} is not on this machine"
     else:
         why = str(getattr(error.socketError, "strerror", None) or error.socketError)
-    return f"cannot listen on {config.address}{where}: {why}"
+    # Reason first: twistd's daemon mode shows only the first 100 bytes.
+    return f"cannot listen on {config.address}: {why}{where}"
 
 
 class PortsService(MultiService):

@@ -35,7 +35,7 @@ from multiport.configfile import readConfigFile
 from multiport.handlers.interface import IHandler
 from multiport.handlers.registry import findHandlers
 from multiport.portspec import parsePorts
-from multiport.service import PortsService
+from multiport.service import PortsService, reportStartupErrorsBriefly
 from multiport.tls import (
     LoadedCertificate,
     TLSError,
@@ -263,6 +263,8 @@ def makeService(options: Options, reactor: Any = None) -> PortsService:
     """
     if reactor is None:
         from twisted.internet import reactor
+
+        reportStartupErrorsBriefly()
     config = options.config
     assert config is not None, "postOptions builds the configuration"
     preload()

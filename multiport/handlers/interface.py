@@ -18,6 +18,7 @@ from twisted.internet.interfaces import IProtocolFactory, IReactorTime
 from twisted.plugin import IPlugin
 from zope.interface import Attribute, Interface, implementer
 
+from multiport.config import typeName
 from multiport.counters import HandlerCounters
 
 if TYPE_CHECKING:
@@ -152,7 +153,5 @@ def optionOf(
     value = options[key]
     # bool is an int in Python, never in TOML.
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise OptionError(
-            key, f"expected {kindName}, got {type(value).__name__} {value!r}"
-        )
+        raise OptionError(key, f"expected {kindName}, got {typeName(value)} {value!r}")
     return value

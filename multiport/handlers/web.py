@@ -116,10 +116,9 @@ class ConfinedFile(static.File):
 
 class WelcomePage(resource.Resource):
     """
-    The page a port serves when no root is configured.
+    The page a port serves at C{/} when no root is configured; every other
+    path is not found.
     """
-
-    isLeaf = True
 
     def __init__(self, portName: str) -> None:
         super().__init__()
@@ -133,14 +132,16 @@ class WelcomePage(resource.Resource):
             f"</p><p><small>multiport {__version__}</small></p></body></html>"
         ).encode()
 
+    def getChild(self, path: bytes, request: IRequest) -> resource.IResource:
+        if path == b"" and not request.postpath:
+            return self
+        return resource.NoResource()
+
     def render_GET(self, request: server.Request) -> bytes:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         return self._body
 
-    def render_HEAD(self, request: server.Request) -> bytes:
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        request.setHeader(b"content-length", str(len(self._body)).encode())
-        return b""
+    render_HEAD = render_GET
 
 
 class RedirectToHTTPS(resource.Resource):

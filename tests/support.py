@@ -1,0 +1,136 @@
+"""
+Helpers shared by the tests: configurations, services on a reactor, and a
+real C{twistd multiport} process.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from multiport.config import Config, Defaults, buildConfig
+from multiport.handlers.registry import findHandlers
+from multiport.portspec import parsePorts
+
+#: The handlers found on sys.path, as the daemon finds them.
+HANDLERS = findHandlers()
+
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+DEFAULTS = Defaults()
+
+
+def configFor(
+    ports: str, stateDir: str | Path, defaults: Defaults = DEFAULTS
+) -> Config:
+    """
+    The configuration a C{--ports} value gives.
+    """
+    return buildConfig(parsePorts(ports), defaults, HANDLERS, Path(stateDir))
+
+
+class Daemon:
+    """
+    A real C{twistd -n multiport} process, its log read line by line.
+    """
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        cwd: str,
+        twistdArgs: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        environment = dict(os.environ if env is None else env)
+        self.process = subprocess.Popen(
+            [*TWISTD, "-n", "--pidfile=", *twistdArgs, "multiport", *args],
+            cwd=cwd,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        reader = threading.Thread(target=self._read, daemon=True)
+        reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def waitFor(
+        self, pattern: str, count: int = 1, timeout: float = 30
+    ) -> list[re.Match[str]]:
+        """
+        Wait until C{count} log lines match C{pattern}; fail after
+        C{timeout} seconds or if the process ends first.
+        """
+        expression = re.compile(pattern)
+        matches = [m for m in map(expression.search, self.lines) if m]
+        deadline = time.monotonic() + timeout
+        while len(matches) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"no {count} lines matching {pattern!r} in {timeout}s:\n"
+                    + "".join(self.lines)
+                )
+            try:
+                line = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                self._queue.put(None)
+                raise AssertionError(
+                    f"twistd ended ({self.process.wait()}) before {count} lines "
+                    f"matched {pattern!r}:\n" + "".join(self.lines)
+                )
+            self.lines.append(line)
+            match = expression.search(line)
+            if match:
+                matches.append(match)
+        return matches
+
+    def listening(self, count: int) -> dict[str, tuple[str, int]]:
+        """
+        Wait for C{count} ports to listen; their addresses by handler and
+        name (C{"echo"} and C{"tcp:127.0.0.1:4242"} both map to it).
+        """
+        found: dict[str, tuple[str, int]] = {}
+        pattern = r"listening on tcp:\[?([0-9a-f.:]+?)\]?:(\d+): handler (\S+),"
+        for match in self.waitFor(pattern, count):
+            host, port, handler = match.group(1), int(match.group(2)), match.group(3)
+            found[handler] = (host, port)
+            found[f"tcp:{host}:{port}"] = (host, port)
+        return found
+
+    def stop(self, timeout: float = 30) -> int:
+        """
+        SIGTERM the daemon and wait for it to exit; its exit status.
+        """
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        while (line := self._queue.get(timeout=timeout)) is not None:
+            self.lines.append(line)
+        self._queue.put(None)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+        return self.process.returncode

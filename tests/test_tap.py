@@ -1,0 +1,471 @@
+"""
+Tests for L{multiport.tap}: the command line and makeService.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from pathlib import Path
+
+from twisted.application.internet import SSLServer, TCPServer
+from twisted.application.service import IServiceMaker
+from twisted.internet.testing import MemoryReactorClock
+from twisted.plugin import getPlugins
+from twisted.python import usage
+from twisted.scripts.twistd import ServerOptions
+from twisted.trial.unittest import SynchronousTestCase
+
+from multiport.config import TLSConfig
+from multiport.service import PortsService
+from multiport.tap import Options, _owner, makeService
+from multiport.tls import makeSelfSigned
+
+
+def writeCertificate(folder: Path, name: str = "site") -> tuple[Path, Path]:
+    """
+    Write a self-signed certificate and key into C{folder}.
+    """
+    import datetime
+
+    folder = folder.absolute()
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key = makeSelfSigned(datetime.datetime.now(datetime.UTC), "example.test")
+    (folder / f"{name}.pem").write_bytes(cert)
+    (folder / f"{name}.key").write_bytes(key)
+    return folder / f"{name}.pem", folder / f"{name}.key"
+
+
+class OptionsTestsMixin:
+    """
+    Parse options with stdout captured and a private state directory.
+    """
+
+    def parse(self, *args: str) -> Options:
+        options = Options()
+        options.parseOptions(["--state-dir", self.stateDir, *args])
+        return options
+
+    def setUp(self) -> None:
+        self.stateDir = self.mktemp()
+        self.stdout = io.StringIO()
+        self.patch(sys, "stdout", self.stdout)
+
+
+class OptionsTests(OptionsTestsMixin, SynchronousTestCase):
+    """
+    The command line builds one validated configuration.
+    """
+
+    def test_default(self):
+        """
+        With neither --ports nor --config the ports are 8080 (http) and 8443
+        (https, self-signed) on 0.0.0.0.
+        """
+        config = self.parse().config
+        self.assertEqual(
+            [(p.name, p.handler, p.tls, p.backlog) for p in config.ports],
+            [
+                ("tcp:0.0.0.0:8080", "http", None, 511),
+                ("tcp:0.0.0.0:8443", "https", TLSConfig(), 511),
+            ],
+        )
+
+    def test_mixedItems(self):
+        """
+        Handlers, addresses and TLS mix freely in one --ports value.
+        """
+        config = self.parse(
+            "--ports", "8080=http,127.0.0.1:7000=echo,7443=echo+tls,[::1]:1313=daytime"
+        ).config
+        self.assertEqual(
+            [(p.name, p.handler, p.tls is not None) for p in config.ports],
+            [
+                ("tcp:0.0.0.0:8080", "http", False),
+                ("tcp:127.0.0.1:7000", "echo", False),
+                ("tcp:0.0.0.0:7443", "echo", True),
+                ("tcp:[::1]:1313", "daytime", False),
+            ],
+        )
+
+    def test_portsRepeated(self):
+        """
+        --ports may be given more than once; items are numbered across them.
+        """
+        config = self.parse("--ports", "7000=echo", "-p", "7001=echo").config
+        self.assertEqual([p.port for p in config.ports], [7000, 7001])
+        self.assertEqual(config.ports[1].where, "--ports item 2 '7001=echo'")
+
+    def test_interfaceAndBacklog(self):
+        """
+        --interface and --backlog apply to ports that set neither.
+        """
+        config = self.parse(
+            "--interface", "127.0.0.1", "--backlog", "64", "--ports", "7000=echo"
+        ).config
+        self.assertEqual(
+            (config.ports[0].interface, config.ports[0].backlog), ("127.0.0.1", 64)
+        )
+
+    def test_badBacklog(self):
+        """
+        A backlog that is not a positive number is a usage error.
+        """
+        self.assertRaises(usage.UsageError, self.parse, "--backlog", "0")
+        self.assertRaises(usage.UsageError, self.parse, "--backlog", "many")
+
+    def test_badInterface(self):
+        """
+        An --interface that is no address is named in the error.
+        """
+        error = self.assertRaises(
+            usage.UsageError, self.parse, "--interface", "fe80::1::2", "-p", "7=echo"
+        )
+        self.assertIn("--interface", str(error))
+        self.assertIn("fe80::1::2", str(error))
+
+    def test_commandLineErrorIsUsageError(self):
+        """
+        A bad --ports item is a usage error naming the item and the value.
+        """
+        error = self.assertRaises(usage.UsageError, self.parse, "--ports", "7777")
+        self.assertEqual(
+            str(error),
+            "--ports item 1 '7777': port 7777 has no well-known handler; name one "
+            "(PORT=HANDLER); known handlers: chargen, daytime, discard, echo, "
+            "http, https, qotd",
+        )
+
+    def test_unknownHandler(self):
+        """
+        An unknown handler is named, with the known ones listed.
+        """
+        error = self.assertRaises(usage.UsageError, self.parse, "-p", "7000=gopher")
+        self.assertIn("unknown handler 'gopher'", str(error))
+        self.assertIn("echo, http", str(error))
+
+    def test_samePortTwice(self):
+        """
+        The same address and port twice is an error naming both places.
+        """
+        error = self.assertRaises(
+            usage.UsageError, self.parse, "-p", "7000=echo,7000=discard"
+        )
+        self.assertIn("0.0.0.0:7000 is configured twice", str(error))
+
+    def test_portOutOfRange(self):
+        """
+        A port out of range is named.
+        """
+        error = self.assertRaises(usage.UsageError, self.parse, "-p", "70000=echo")
+        self.assertIn("port 70000 out of range", str(error))
+
+    def test_tlsKeyNeedsCert(self):
+        """
+        --tls-key without --tls-cert is an error.
+        """
+        error = self.assertRaises(usage.UsageError, self.parse, "--tls-key", "k.pem")
+        self.assertIn("--tls-key: needs --tls-cert", str(error))
+
+    def test_tlsCertIsTheDefault(self):
+        """
+        --tls-cert and --tls-key are the certificate of TLS ports naming none.
+        """
+        cert, key = writeCertificate(Path(self.mktemp()))
+        options = self.parse(
+            "--tls-cert", str(cert), "--tls-key", str(key), "-p", "7000=echo+tls"
+        )
+        self.assertEqual(options.config.ports[0].tls, TLSConfig(cert, key))
+        self.assertIn(TLSConfig(cert, key), options.certificates)
+
+    def test_missingCertificate(self):
+        """
+        A certificate file that does not exist stops the start, naming it.
+        """
+        error = self.assertRaises(
+            usage.UsageError,
+            self.parse,
+            "--tls-cert",
+            "/nonexistent/c.pem",
+            "-p",
+            "7000=echo+tls",
+        )
+        self.assertIn("cannot read certificate /nonexistent/c.pem", str(error))
+
+
+class ConfigFileOptionsTests(OptionsTestsMixin, SynchronousTestCase):
+    """
+    --config reads a TOML file; it combines with --ports.
+    """
+
+    def writeConfig(self, text: str) -> str:
+        path = Path(self.mktemp())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return str(path)
+
+    def test_combinesWithPorts(self):
+        """
+        Ports from --ports come first, then the file's.
+        """
+        path = self.writeConfig('[[port]]\nport = 7001\nhandler = "echo"\n')
+        config = self.parse("--ports", "7000=echo", "--config", path).config
+        self.assertEqual([p.port for p in config.ports], [7000, 7001])
+
+    def test_duplicateAcrossSources(self):
+        """
+        The same port on the command line and in the file is an error.
+        """
+        path = self.writeConfig('[[port]]\nport = 7000\nhandler = "echo"\n')
+        error = self.assertRaises(
+            SystemExit, self.parse, "--ports", "7000=echo", "--config", path
+        )
+        self.assertIn("is configured twice", str(error))
+        self.assertIn("--ports item 1", str(error))
+
+    def test_precedence(self):
+        """
+        A port's own keys beat [defaults], which beat the command line's.
+        """
+        path = self.writeConfig(
+            '[defaults]\ninterface = "127.0.0.1"\nbacklog = 100\n'
+            '[[port]]\nport = 7001\nhandler = "echo"\n'
+            '[[port]]\nport = 7002\nhandler = "echo"\nbacklog = 7\n'
+            'interface = "::1"\n'
+        )
+        config = self.parse(
+            "--interface",
+            "0.0.0.0",
+            "--backlog",
+            "50",
+            "--config",
+            path,
+            "--ports",
+            "7000=echo",
+        ).config
+        self.assertEqual(
+            [(p.interface, p.backlog) for p in config.ports],
+            [("127.0.0.1", 100), ("127.0.0.1", 100), ("::1", 7)],
+        )
+
+    def test_fileErrorExits(self):
+        """
+        An error in the file exits with a one-line message naming its path.
+        """
+        path = self.writeConfig("[[port]]\nport = 7001\noptons = {}\n")
+        error = self.assertRaises(SystemExit, self.parse, "--config", path)
+        self.assertEqual(
+            str(error),
+            f"multiport: {path}: port[1].optons: unknown key (known: backlog, "
+            "handler, interface, options, port, tls)",
+        )
+
+    def test_handlerOptionError(self):
+        """
+        Invalid handler options are named with their path.
+        """
+        path = self.writeConfig(
+            '[[port]]\nport = 7017\nhandler = "qotd"\noptions = { quote = 5 }\n'
+        )
+        error = self.assertRaises(SystemExit, self.parse, "--config", path)
+        self.assertIn(f"{path}: port[1].options.quote: expected a string", str(error))
+
+
+class SpecialModeTests(OptionsTestsMixin, SynchronousTestCase):
+    """
+    --list-handlers and --check print and exit without serving.
+    """
+
+    def test_listHandlers(self):
+        """
+        --list-handlers prints every handler with its description, exits 0.
+        """
+        error = self.assertRaises(SystemExit, self.parse, "--list-handlers")
+        self.assertEqual(error.code, 0)
+        lines = self.stdout.getvalue().splitlines()
+        self.assertEqual(
+            [line.split()[0] for line in lines],
+            ["chargen", "daytime", "discard", "echo", "http", "https", "qotd"],
+        )
+        self.assertIn("RFC 862", lines[3])
+
+    def test_check(self):
+        """
+        --check prints one line per port and exits 0, writing nothing.
+        """
+        error = self.assertRaises(
+            SystemExit, self.parse, "--check", "-p", "127.0.0.1:7000=echo,8443"
+        )
+        self.assertEqual(error.code, 0)
+        lines = self.stdout.getvalue().splitlines()
+        self.assertEqual(len(lines), 3)
+        self.assertEqual(
+            lines[0],
+            "tcp:127.0.0.1:7000 echo plain backlog 511 "
+            "[--ports item 1 '127.0.0.1:7000=echo']",
+        )
+        self.assertIn("tcp:0.0.0.0:8443 https TLS self-signed", lines[1])
+        self.assertEqual(lines[2], "multiport: configuration ok, 2 ports")
+        self.assertFalse(os.path.exists(self.stateDir))
+
+    def test_checkLoadsCertificates(self):
+        """
+        --check loads certificates and shows their fingerprints.
+        """
+        cert, key = writeCertificate(Path(self.mktemp()))
+        self.assertRaises(
+            SystemExit,
+            self.parse,
+            "--check",
+            "--tls-cert",
+            str(cert),
+            "--tls-key",
+            str(key),
+            "-p",
+            "7443=echo+tls",
+        )
+        self.assertIn("SHA-256 ", self.stdout.getvalue())
+
+    def test_checkFails(self):
+        """
+        --check of a bad configuration exits 1 with the reason.
+        """
+        cert, _ = writeCertificate(Path(self.mktemp()), "a")
+        _, otherKey = writeCertificate(Path(self.mktemp()), "b")
+        error = self.assertRaises(
+            SystemExit,
+            self.parse,
+            "--check",
+            "--tls-cert",
+            str(cert),
+            "--tls-key",
+            str(otherKey),
+            "-p",
+            "7443=echo+tls",
+        )
+        self.assertIsInstance(error.code, str)
+        self.assertIn("does not match the certificate", error.code)
+
+    def test_helpDocumentsEveryOption(self):
+        """
+        --help lists every option.
+        """
+        self.assertRaises(SystemExit, Options().parseOptions, ["--help"])
+        text = self.stdout.getvalue()
+        for option in (
+            "--ports",
+            "--config",
+            "--tls-cert",
+            "--tls-key",
+            "--backlog",
+            "--interface",
+            "--state-dir",
+            "--list-handlers",
+            "--check",
+            "--version",
+        ):
+            self.assertIn(option, text)
+
+
+class MakeServiceTests(OptionsTestsMixin, SynchronousTestCase):
+    """
+    makeService assembles the service tree from the options.
+    """
+
+    def test_serviceTree(self):
+        """
+        The service is a PortsService with one server child per port, on the
+        reactor given.
+        """
+        options = self.parse("-p", "127.0.0.1:8080=http,127.0.0.1:8443=https")
+        memory = MemoryReactorClock()
+        service = makeService(options, memory)
+        self.assertIsInstance(service, PortsService)
+        plain, tls = service
+        self.assertIsInstance(plain, TCPServer)
+        self.assertIsInstance(tls, SSLServer)
+        service.startService()
+        self.assertEqual([s[0] for s in memory.tcpServers], [8080])
+        self.assertEqual([s[0] for s in memory.sslServers], [8443])
+
+    def test_selfSignedMadeAtFirstStart(self):
+        """
+        A TLS port without a certificate makes the self-signed one, key 0600.
+        """
+        options = self.parse("-p", "127.0.0.1:8443=https")
+        makeService(options, MemoryReactorClock())
+        key = Path(self.stateDir) / "selfsigned-key.pem"
+        self.assertEqual(os.stat(key).st_mode & 0o777, 0o600)
+        self.assertTrue((Path(self.stateDir) / "selfsigned-cert.pem").exists())
+
+    def test_noSelfSignedWithoutTLS(self):
+        """
+        Without TLS ports nothing is written to the state directory.
+        """
+        makeService(self.parse("-p", "127.0.0.1:7000=echo"), MemoryReactorClock())
+        self.assertFalse(os.path.exists(self.stateDir))
+
+    def test_unwritableStateDir(self):
+        """
+        A state directory that can't be made stops the start with its path.
+        """
+        blocker = Path(self.mktemp()).absolute()
+        blocker.write_text("a file, not a folder")
+        options = Options()
+        options.parseOptions(["--state-dir", str(blocker / "state"), "-p", "8443"])
+        error = self.assertRaises(
+            SystemExit, makeService, options, MemoryReactorClock()
+        )
+        self.assertIn(f"state directory {blocker / 'state'}", str(error))
+
+    def test_ownerFromTwistd(self):
+        """
+        The files' owner is twistd's --uid, with its group by default.
+        """
+        server = ServerOptions()
+        server.parseOptions(
+            [
+                "--uid",
+                "65534",
+                "multiport",
+                "-p",
+                "7000=echo",
+                "--state-dir",
+                self.stateDir,
+            ]
+        )
+        self.assertEqual(_owner(server.subOptions)[0], 65534)
+        self.assertIsNone(_owner(Options()))
+
+
+class PluginTests(SynchronousTestCase):
+    """
+    twistd finds the multiport subcommand.
+    """
+
+    def test_serviceMaker(self):
+        """
+        getPlugins(IServiceMaker) has multiport, pointing at multiport.tap.
+        """
+        makers = {m.tapname: m for m in getPlugins(IServiceMaker)}
+        self.assertIn("multiport", makers)
+        self.assertIs(makers["multiport"].options, Options)
+
+    def test_twistdCommandLine(self):
+        """
+        twistd's own option parser takes the multiport subcommand.
+        """
+        self.patch(sys, "stdout", io.StringIO())
+        server = ServerOptions()
+        server.parseOptions(
+            [
+                "multiport",
+                "--ports",
+                "127.0.0.1:7000=echo",
+                "--state-dir",
+                self.mktemp(),
+            ]
+        )
+        self.assertEqual(server.subCommand, "multiport")
+        self.assertEqual(server.subOptions.config.ports[0].name, "tcp:127.0.0.1:7000")
