@@ -143,6 +143,22 @@ class EndToEndTests(TestCase):
         self.assertEqual(received, b"over TLS")
 
     @inlineCallbacks
+    def test_tlsConnectionSeenBeforeHandshake(self):
+        """
+        A TLS port's wrapper counts a connection as soon as it is accepted,
+        before any handshake byte arrives.
+        """
+        service = self.start("127.0.0.1:0=echo+tls")
+        client = Collector()
+        yield self.endpoint(service, 0).connect(Factory.forProtocol(lambda: client))
+        counters = service.boundPorts()[0].counters
+        yield waitUntil(lambda: counters.current == 1)
+        self.assertEqual((counters.accepted, counters.bytesReceived), (1, 0))
+        client.transport.loseConnection()
+        yield client.done
+        yield waitUntil(lambda: counters.closed == 1)
+
+    @inlineCallbacks
     def test_daytime(self):
         """
         The daytime port sends one RFC 867 line and closes.

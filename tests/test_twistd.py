@@ -1,0 +1,296 @@
+"""
+Smoke tests: the real C{twistd multiport} command in a subprocess.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import pwd
+import grp
+import socket
+import ssl
+import subprocess
+import textwrap
+from pathlib import Path
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from tests.support import TWISTD, Daemon
+
+LISTENING = r"listening on tcp:\[?([0-9a-f.:]+?)\]?:(\d+): handler (\S+), TLS (\S+)"
+
+GREET_PLUGIN = textwrap.dedent(
+    """
+    from twisted.internet.protocol import Factory, Protocol
+    from multiport.handlers import Handler
+
+    class Greet(Protocol):
+        def connectionMade(self):
+            self.transport.write(b"hello from a plugin\\r\\n")
+            self.transport.loseConnection()
+
+    greet = Handler("greet", "Greets, then closes.",
+                    lambda context: Factory.forProtocol(Greet))
+    """
+)
+
+
+def receiveAll(
+    host: str, port: int, payload: bytes = b"", limit: int = 1 << 20
+) -> bytes:
+    """
+    Connect, send C{payload}, half-close, and read until the server closes.
+    """
+    with socket.create_connection((host, port), timeout=10) as connection:
+        if payload:
+            connection.sendall(payload)
+        received = b""
+        while len(received) < limit:
+            data = connection.recv(65536)
+            if not data:
+                break
+            received += data
+        return received
+
+
+def tlsContext(certificate: Path) -> ssl.SSLContext:
+    """
+    A client context trusting only C{certificate}.
+    """
+    return ssl.create_default_context(cafile=str(certificate))
+
+
+def httpGet(
+    host: str, port: int, context: ssl.SSLContext | None = None
+) -> tuple[int, bytes]:
+    """
+    GET / over HTTP or, with a context, HTTPS to the name localhost.
+    """
+    if context is None:
+        connection = http.client.HTTPConnection(host, port, timeout=10)
+    else:
+        connection = http.client.HTTPSConnection(
+            host, port, timeout=10, context=context
+        )
+    try:
+        connection.request("GET", "/", headers={"Host": "localhost"})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+class TwistdTests(SynchronousTestCase):
+    """
+    twistd -n multiport serves every port it opens and fails cleanly.
+    """
+
+    def setUp(self) -> None:
+        self.folder = Path(self.mktemp()).absolute()
+        self.folder.mkdir(parents=True)
+        self.stateDir = self.folder / "state"
+
+    def daemon(self, *args: str, **kwargs) -> Daemon:
+        daemon = Daemon(
+            ["--state-dir", str(self.stateDir), *args], str(self.folder), **kwargs
+        )
+        self.addCleanup(daemon.stop)
+        return daemon
+
+    def test_servesEveryPort(self):
+        """
+        One process serves every built-in handler and a third-party plugin on
+        its own port, and stops them all on SIGTERM.
+        """
+        plugins = self.folder / "thirdparty" / "twisted" / "plugins"
+        plugins.mkdir(parents=True)
+        (plugins / "greet_handler.py").write_text(GREET_PLUGIN)
+        environment = dict(os.environ)
+        environment["PYTHONPATH"] = os.pathsep.join(
+            [str(self.folder / "thirdparty"), environment.get("PYTHONPATH", "")]
+        )
+        items = [
+            "127.0.0.1:0=echo",
+            "127.0.0.1:0=echo+tls",
+            "127.0.0.1:0=http",
+            "127.0.0.1:0=https",
+            "[::1]:0=daytime",
+            "127.0.0.1:0=qotd",
+            "127.0.0.1:0=discard",
+            "127.0.0.1:0=chargen",
+            "127.0.0.1:0=greet",
+        ]
+        daemon = self.daemon("--ports", ",".join(items), env=environment)
+        ports = [
+            (m.group(1), int(m.group(2))) for m in daemon.waitFor(LISTENING, len(items))
+        ]
+        echo, echoTLS, web, webTLS, daytime, qotd, discard, chargen, greet = ports
+        trust = tlsContext(self.stateDir / "selfsigned-cert.pem")
+
+        self.assertEqual(receiveAll(*echo, b"ping", limit=4), b"ping")
+        with trust.wrap_socket(
+            socket.create_connection(echoTLS, timeout=10), server_hostname="localhost"
+        ) as tls:
+            tls.sendall(b"over tls")
+            self.assertEqual(tls.recv(100), b"over tls")
+        self.assertEqual(httpGet(*web)[0], 200)
+        status, body = httpGet("localhost", webTLS[1], trust)
+        self.assertEqual(status, 200)
+        self.assertIn(b"multiport is running", body)
+        self.assertTrue(receiveAll(*daytime).endswith(b"-UTC\r\n"))
+        self.assertIn(b"Alan Kay", receiveAll(*qotd))
+        with socket.create_connection(discard, timeout=10) as connection:
+            connection.sendall(b"into the void")
+            connection.shutdown(socket.SHUT_WR)
+            self.assertEqual(connection.recv(10), b"")
+        self.assertEqual(len(receiveAll(*chargen, limit=10000)) >= 10000, True)
+        self.assertEqual(receiveAll(*greet), b"hello from a plugin\r\n")
+
+        daemon.stop()
+        stopped = [line for line in daemon.lines if "stopped listening on" in line]
+        self.assertEqual(len(stopped), len(items))
+        self.assertNotIn("Traceback", "".join(daemon.lines))
+
+    def test_portInUse(self):
+        """
+        A port in use ends the start with one line naming it, exit status 1,
+        no traceback, and no port left bound.
+        """
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                *TWISTD,
+                "-n",
+                "--pidfile=",
+                "multiport",
+                "--state-dir",
+                str(self.stateDir),
+                "--ports",
+                f"127.0.0.1:0=echo,127.0.0.1:{busy}=echo",
+            ],
+            cwd=self.folder,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(
+            result.stderr,
+            f"multiport: cannot listen on 127.0.0.1:{busy}: address already in use "
+            "(another process, or another port here) "
+            f"[--ports item 2 '127.0.0.1:{busy}=echo']\n",
+        )
+        self.assertNotIn("Traceback", result.stdout + result.stderr)
+        self.assertIn("Closed", result.stdout)
+
+    def test_badConfigFile(self):
+        """
+        A TOML syntax error exits 1 naming file, line and column.
+        """
+        path = self.folder / "bad.toml"
+        path.write_text('[[port]]\nport = 7000\nhandler = "echo\n')
+        result = subprocess.run(
+            [*TWISTD, "-n", "--pidfile=", "multiport", "--config", str(path)],
+            cwd=self.folder,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(f"multiport: {path}:3:", result.stderr)
+        self.assertIn("TOML syntax error", result.stderr)
+        self.assertNotIn("Traceback", result.stderr)
+
+    def test_check(self):
+        """
+        twistd multiport --check validates without binding and exits 0.
+        """
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        result = subprocess.run(
+            [*TWISTD, "multiport", "--check", "--ports", f"127.0.0.1:{busy}=echo"],
+            cwd=self.folder,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(f"tcp:127.0.0.1:{busy} echo plain", result.stdout)
+        self.assertFalse((self.folder / "twistd.pid").exists())
+
+
+class PrivilegeDropTests(SynchronousTestCase):
+    """
+    As root, twistd binds ports below 1024 and then runs as another user.
+    """
+
+    def freePrivilegedPorts(self, count: int) -> list[int]:
+        found = []
+        for port in range(990, 900, -1):
+            probe = socket.socket()
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            finally:
+                probe.close()
+            found.append(port)
+            if len(found) == count:
+                return found
+        raise SkipTest("no two free ports below 1024 on 127.0.0.1")
+
+    def test_bindsThenDropsPrivileges(self):
+        """
+        With --uid/--gid, HTTP and HTTPS on ports below 1024 answer real
+        requests, and the process no longer runs as root.
+        """
+        if os.geteuid() != 0:
+            raise SkipTest("binding ports below 1024 needs root (CI runs as root)")
+        try:
+            user = pwd.getpwnam("nobody")
+            group = grp.getgrgid(user.pw_gid)
+        except KeyError:
+            raise SkipTest("no user 'nobody' on this machine") from None
+        folder = Path(self.mktemp()).absolute()
+        folder.mkdir(parents=True)
+        stateDir = folder / "state"
+        web, webTLS = self.freePrivilegedPorts(2)
+        daemon = Daemon(
+            [
+                "--state-dir",
+                str(stateDir),
+                "--ports",
+                f"127.0.0.1:{web}=http,127.0.0.1:{webTLS}=https",
+            ],
+            str(folder),
+            twistdArgs=["--uid", user.pw_name, "--gid", group.gr_name],
+        )
+        self.addCleanup(daemon.stop)
+        daemon.waitFor(LISTENING, 2)
+        daemon.waitFor(r"set uid/gid")
+
+        status = Path(f"/proc/{daemon.process.pid}/status").read_text()
+        [uids] = [
+            line.split()[1:] for line in status.splitlines() if line.startswith("Uid:")
+        ]
+        self.assertEqual(uids, [str(user.pw_uid)] * 4)
+
+        self.assertEqual(httpGet("127.0.0.1", web)[0], 200)
+        trust = tlsContext(stateDir / "selfsigned-cert.pem")
+        status, body = httpGet("localhost", webTLS, trust)
+        self.assertEqual(status, 200)
+        self.assertIn(b"multiport is running", body)
+        key = stateDir / "selfsigned-key.pem"
+        self.assertEqual(os.stat(key).st_uid, user.pw_uid)
+        self.assertEqual(os.stat(key).st_mode & 0o777, 0o600)
+        daemon.stop()
+        self.assertNotIn("Traceback", "".join(daemon.lines))
+        self.assertIn("Server Shut Down", "".join(daemon.lines))
