@@ -108,7 +108,7 @@ def loadCertificate(tls: TLSConfig) -> LoadedCertificate:
     if block is None:
         where = "" if tls.key is not None else " (and no key file given)"
         raise TLSError(f"no PEM private key in {keyPath}{where}")
-    if b"ENCRYPTED" in block.group(1):
+    if b"ENCRYPTED" in block.group(1) or b"Proc-Type: 4,ENCRYPTED" in block.group(0):
         raise TLSError(
             f"the private key in {keyPath} is encrypted; multiport needs it unencrypted"
         )
@@ -184,11 +184,17 @@ def makeSelfSigned(now: datetime.datetime, hostname: str) -> tuple[bytes, bytes]
     return certificate.public_bytes(serialization.Encoding.PEM), keyPEM
 
 
-def _writePrivate(path: Path, data: bytes, owner: tuple[int, int] | None) -> None:
+def _writeAtomically(
+    path: Path, data: bytes, mode: int, owner: tuple[int, int] | None
+) -> None:
+    """
+    Replace C{path} with C{data} in one step, created with C{mode} (so a
+    private key is never readable by others, even for a moment).
+    """
     temporary = path.with_name(path.name + ".new")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        os.fchmod(fd, 0o600)
+        os.fchmod(fd, mode)
         if owner is not None:
             os.fchown(fd, *owner)
         os.write(fd, data)
@@ -215,23 +221,29 @@ def ensureSelfSigned(
     paths = selfSignedPaths(stateDir)
     assert paths.cert is not None and paths.key is not None
     if paths.cert.exists() and paths.key.exists():
-        loaded = loadCertificate(paths)
-        if loaded.notAfter > now + datetime.timedelta(days=1):
-            log.info(
-                "using the self-signed certificate {path} (SHA-256 {fingerprint})",
-                path=str(paths.cert),
-                fingerprint=loaded.fingerprint,
+        try:
+            loaded = loadCertificate(paths)
+        except TLSError as e:
+            # Our own files, broken (say by a crash between the two writes):
+            # make new ones rather than refuse to start.
+            log.warn(
+                "replacing the unusable self-signed certificate: {error}", error=str(e)
             )
-            return loaded
+        else:
+            if loaded.notAfter > now + datetime.timedelta(days=1):
+                log.info(
+                    "using the self-signed certificate {path} (SHA-256 {fingerprint})",
+                    path=str(paths.cert),
+                    fingerprint=loaded.fingerprint,
+                )
+                return loaded
     try:
         stateDir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if owner is not None:
             os.chown(stateDir, *owner)
         certPEM, keyPEM = makeSelfSigned(now, socket.gethostname())
-        _writePrivate(paths.key, keyPEM, owner)
-        paths.cert.write_bytes(certPEM)
-        if owner is not None:
-            os.chown(paths.cert, *owner)
+        _writeAtomically(paths.key, keyPEM, 0o600, owner)
+        _writeAtomically(paths.cert, certPEM, 0o644, owner)
     except OSError as e:
         raise TLSError(
             f"cannot write the self-signed certificate to the state directory "

@@ -8,10 +8,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-import twisted.plugins
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
+import twisted.plugins
 from multiport.handlers import simple
 from multiport.handlers.registry import findHandlers
 

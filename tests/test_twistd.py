@@ -4,10 +4,10 @@ Smoke tests: the real C{twistd multiport} command in a subprocess.
 
 from __future__ import annotations
 
+import grp
 import http.client
 import os
 import pwd
-import grp
 import socket
 import ssl
 import subprocess

@@ -151,12 +151,14 @@ def _parseQuote(options: Mapping[str, object], relativeTo: Path) -> QuoteOptions
         raise OptionError("quote", "must not be empty")
     if not quote.isascii():
         raise OptionError("quote", "must be ASCII text (RFC 865)")
-    if len(quote) > MAX_QUOTE:
-        raise OptionError(
-            "quote", f"is {len(quote)} characters; at most {MAX_QUOTE} (RFC 865)"
-        )
     if not quote.endswith("\n"):
         quote += "\r\n"
+    if len(quote) > MAX_QUOTE:
+        raise OptionError(
+            "quote",
+            f"is {len(quote)} characters with its line end; at most {MAX_QUOTE} "
+            "(RFC 865)",
+        )
     return QuoteOptions(quote)
 
 

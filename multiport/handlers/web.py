@@ -93,8 +93,7 @@ class ConfinedFile(static.File):
         self.listing = listing
 
     def _inside(self, path: str) -> bool:
-        real = os.path.realpath(path)
-        return real == self.root or real.startswith(self.root + os.sep)
+        return os.path.commonpath([os.path.realpath(path), self.root]) == self.root
 
     def getChild(self, path: bytes, request: IRequest) -> resource.IResource:
         child = super().getChild(path, request)
@@ -159,7 +158,12 @@ class RedirectToHTTPS(resource.Resource):
         """
         Where C{request} is sent.
         """
-        path = request.uri if request.uri.startswith(b"/") else b"/"
+        # The request's path and query, also from an absolute-form target
+        # ("GET http://host/path HTTP/1.1").
+        parts = urlsplit(request.uri)
+        path = parts.path if parts.path.startswith(b"/") else b"/"
+        if parts.query:
+            path += b"?" + parts.query
         if isinstance(self._target, str):
             return self._target.encode() + path
         host = request.getRequestHostname()
