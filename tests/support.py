@@ -9,12 +9,15 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from multiport.config import Config, Defaults, buildConfig
 from multiport.handlers.registry import findHandlers
@@ -24,6 +27,62 @@ from multiport.portspec import parsePorts
 HANDLERS = findHandlers()
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+#: A third-party handler plugin, as another package would ship it.
+GREET_PLUGIN = textwrap.dedent(
+    """
+    from twisted.internet.protocol import Factory, Protocol
+    from multiport.handlers import Handler
+
+    class Greet(Protocol):
+        def connectionMade(self):
+            self.transport.write(b"hello from a plugin\\r\\n")
+            self.transport.loseConnection()
+
+    greet = Handler("greet", "Greets, then closes.",
+                    lambda context: Factory.forProtocol(Greet))
+    """
+)
+
+
+def writePlugin(folder: Path, name: str, source: str) -> Path:
+    """
+    Write plugin module C{name} into C{folder}/twisted/plugins (no
+    C{__init__.py}, as a package ships it); the folder to put on sys.path.
+    """
+    plugins = folder / "twisted" / "plugins"
+    plugins.mkdir(parents=True, exist_ok=True)
+    (plugins / f"{name}.py").write_text(textwrap.dedent(source))
+    return folder
+
+
+def installPlugin(testCase: Any, name: str, source: str) -> None:
+    """
+    Make plugin module C{name} visible to this process for one test, as if
+    its folder had been on sys.path at start.
+    """
+    import twisted.plugins
+
+    folder = writePlugin(Path(testCase.mktemp()), name, source)
+    testCase.patch(sys, "path", [str(folder), *sys.path])
+    testCase.patch(
+        twisted.plugins,
+        "__path__",
+        [*twisted.plugins.__path__, str(folder / "twisted" / "plugins")],
+    )
+    testCase.addCleanup(sys.modules.pop, f"twisted.plugins.{name}", None)
+
+
+def busyPort(testCase: Any) -> int:
+    """
+    A port number on 127.0.0.1 that is in use until the test ends.
+    """
+    taken = socket.socket()
+    testCase.addCleanup(taken.close)
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    return int(taken.getsockname()[1])
 
 
 DEFAULTS = Defaults()

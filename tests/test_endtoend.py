@@ -5,8 +5,6 @@ End-to-end tests: real ports on 127.0.0.1 and real clients, in process.
 from __future__ import annotations
 
 import re
-import sys
-import textwrap
 from pathlib import Path
 
 from twisted.internet import reactor
@@ -23,13 +21,12 @@ from twisted.web.client import (
     readBody,
 )
 
-import twisted.plugins
 from multiport.config import TLSConfig
 from multiport.handlers.registry import findHandlers
 from multiport.handlers.simple import Chargen
 from multiport.service import PortsService
 from multiport.tls import ensureSelfSigned
-from tests.support import HANDLERS, configFor
+from tests.support import GREET_PLUGIN, HANDLERS, configFor, installPlugin
 
 
 class Collector(Protocol):
@@ -258,32 +255,8 @@ class ThirdPartyPluginTests(TestCase):
     without any change to multiport.
     """
 
-    PLUGIN = textwrap.dedent(
-        """
-        from twisted.internet.protocol import Factory, Protocol
-        from multiport.handlers import Handler
-
-        class Greet(Protocol):
-            def connectionMade(self):
-                self.transport.write(b"hello from a plugin\\r\\n")
-                self.transport.loseConnection()
-
-        greet = Handler("greet", "Greets, then closes.",
-                        lambda context: Factory.forProtocol(Greet))
-        """
-    )
-
     def setUp(self) -> None:
-        folder = Path(self.mktemp())
-        plugins = folder / "twisted" / "plugins"
-        plugins.mkdir(parents=True)
-        (plugins / "greet_handler.py").write_text(self.PLUGIN)
-        # What a new process would see with the folder on sys.path.
-        self.patch(sys, "path", [str(folder), *sys.path])
-        self.patch(
-            twisted.plugins, "__path__", [*twisted.plugins.__path__, str(plugins)]
-        )
-        self.addCleanup(sys.modules.pop, "twisted.plugins.greet_handler", None)
+        installPlugin(self, "greet_handler", GREET_PLUGIN)
 
     def test_found(self):
         """

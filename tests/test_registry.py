@@ -4,36 +4,15 @@ Tests for L{multiport.handlers.registry}: finding handler plugins.
 
 from __future__ import annotations
 
-import sys
-import textwrap
-from pathlib import Path
-
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-import twisted.plugins
 from multiport.handlers import simple
 from multiport.handlers.registry import findHandlers
+from tests.support import installPlugin
 
 
-class PluginFolderMixin:
-    """
-    Put a plugin module into a temporary twisted/plugins folder on sys.path.
-    """
-
-    def addPlugin(self, name: str, source: str) -> None:
-        folder = Path(self.mktemp())
-        plugins = folder / "twisted" / "plugins"
-        plugins.mkdir(parents=True)
-        (plugins / f"{name}.py").write_text(textwrap.dedent(source))
-        self.patch(sys, "path", [str(folder), *sys.path])
-        self.patch(
-            twisted.plugins, "__path__", [*twisted.plugins.__path__, str(plugins)]
-        )
-        self.addCleanup(sys.modules.pop, f"twisted.plugins.{name}", None)
-
-
-class FindHandlersTests(PluginFolderMixin, SynchronousTestCase):
+class FindHandlersTests(SynchronousTestCase):
     """
     findHandlers returns every usable handler by name and logs the rest.
     """
@@ -51,7 +30,8 @@ class FindHandlersTests(PluginFolderMixin, SynchronousTestCase):
         """
         A third-party handler named like a built-in is ignored and logged.
         """
-        self.addPlugin(
+        installPlugin(
+            self,
             "impostor_handler",
             """
             from twisted.internet.protocol import Factory, Protocol
@@ -71,7 +51,8 @@ class FindHandlersTests(PluginFolderMixin, SynchronousTestCase):
         """
         A handler whose name does not fit the grammar is ignored and logged.
         """
-        self.addPlugin(
+        installPlugin(
+            self,
             "badname_handler",
             """
             from twisted.internet.protocol import Factory, Protocol

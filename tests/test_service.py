@@ -19,7 +19,7 @@ from multiport.config import Config, TLSConfig
 from multiport.port import ListeningPort, PortFactory
 from multiport.service import PortsService, StartupError, describeListenError
 from multiport.tls import ensureSelfSigned
-from tests.support import HANDLERS, configFor
+from tests.support import HANDLERS, busyPort, configFor
 
 
 class RefusingReactor(MemoryReactorClock):
@@ -213,11 +213,7 @@ class StartupFailureTests(SynchronousTestCase):
         """
         Ports bound before the failing one are closed at once.
         """
-        taken = socket.socket()
-        self.addCleanup(taken.close)
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        busy = taken.getsockname()[1]
+        busy = busyPort(self)
         service = serviceFor(self, f"127.0.0.1:0=echo,127.0.0.1:{busy}=echo", reactor)
         first = list(service)[0]
         with capturedLogs() as events:

@@ -11,29 +11,13 @@ import pwd
 import socket
 import ssl
 import subprocess
-import textwrap
 from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tests.support import TWISTD, Daemon
+from tests.support import GREET_PLUGIN, TWISTD, Daemon, busyPort, writePlugin
 
 LISTENING = r"listening on tcp:\[?([0-9a-f.:]+?)\]?:(\d+): handler (\S+), TLS (\S+)"
-
-GREET_PLUGIN = textwrap.dedent(
-    """
-    from twisted.internet.protocol import Factory, Protocol
-    from multiport.handlers import Handler
-
-    class Greet(Protocol):
-        def connectionMade(self):
-            self.transport.write(b"hello from a plugin\\r\\n")
-            self.transport.loseConnection()
-
-    greet = Handler("greet", "Greets, then closes.",
-                    lambda context: Factory.forProtocol(Greet))
-    """
-)
 
 
 def receiveAll(
@@ -103,9 +87,7 @@ class TwistdTests(SynchronousTestCase):
         One process serves every built-in handler and a third-party plugin on
         its own port, and stops them all on SIGTERM.
         """
-        plugins = self.folder / "thirdparty" / "twisted" / "plugins"
-        plugins.mkdir(parents=True)
-        (plugins / "greet_handler.py").write_text(GREET_PLUGIN)
+        writePlugin(self.folder / "thirdparty", "greet_handler", GREET_PLUGIN)
         environment = dict(os.environ)
         environment["PYTHONPATH"] = os.pathsep.join(
             [str(self.folder / "thirdparty"), environment.get("PYTHONPATH", "")]
@@ -157,11 +139,7 @@ class TwistdTests(SynchronousTestCase):
         A port in use ends the start with one line naming it, exit status 1,
         no traceback, and no port left bound.
         """
-        taken = socket.socket()
-        self.addCleanup(taken.close)
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        busy = taken.getsockname()[1]
+        busy = busyPort(self)
         result = subprocess.run(
             [
                 *TWISTD,
@@ -210,11 +188,7 @@ class TwistdTests(SynchronousTestCase):
         """
         twistd multiport --check validates without binding and exits 0.
         """
-        taken = socket.socket()
-        self.addCleanup(taken.close)
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        busy = taken.getsockname()[1]
+        busy = busyPort(self)
         result = subprocess.run(
             [*TWISTD, "multiport", "--check", "--ports", f"127.0.0.1:{busy}=echo"],
             cwd=self.folder,
