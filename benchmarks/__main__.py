@@ -1,0 +1,7 @@
+"""
+``python -m benchmarks``: run the benchmark suite.
+"""
+
+from benchmarks.run import main
+
+raise SystemExit(main())

@@ -1,0 +1,248 @@
+"""
+Running a load generator (ours, or wrk) against a server and reading what it
+printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+
+from attrs import frozen
+
+from benchmarks import processes, tools
+
+#: The CPU the load generator runs on; servers run on CPU 0.
+GENERATOR_CORE = 1
+#: Above this share of one CPU the generator may itself be the bottleneck.
+SATURATED = 0.9
+
+
+@frozen
+class Sample:
+    """
+    One measurement.
+
+    @ivar value: The figure (operations per second, seconds, bytes...).
+    @ivar generatorCPU: The load generator's CPU use over the run as a share
+        of one core, or C{None} where no generator ran.
+    @ivar errors: Failed operations the generator saw.
+    """
+
+    value: float
+    generatorCPU: float | None = None
+    errors: int = 0
+
+    @property
+    def saturated(self) -> bool:
+        """
+        Whether the generator used (nearly) all of its core.
+        """
+        return self.generatorCPU is not None and self.generatorCPU >= SATURATED
+
+
+def parseLoadgen(output: str) -> dict[str, float]:
+    """
+    The JSON object the C load generator printed last.
+
+    @raise ValueError: if there is none.
+    """
+    for line in reversed(output.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            return json.loads(line)  # type: ignore[no-any-return]
+    raise ValueError(f"no result from loadgen in {output!r}")
+
+
+_UNITS = {"": 1.0, "k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6}
+
+
+def parseWrk(output: str) -> dict[str, float]:
+    """
+    Requests per second, requests, and errors from wrk's report.
+
+    @raise ValueError: if wrk printed no rate.
+    """
+    rate = re.search(r"^Requests/sec:\s+([\d.]+)([kKmM]?)", output, re.M)
+    if rate is None:
+        raise ValueError(f"no Requests/sec in wrk output: {output!r}")
+    total = re.search(r"^\s*(\d+) requests in ([\d.]+)(m?s|m)\b", output, re.M)
+    errors = 0
+    socketErrors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    if socketErrors:
+        errors += sum(int(n) for n in socketErrors.groups())
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    if non2xx:
+        errors += int(non2xx.group(1))
+    return {
+        "rate": float(rate.group(1)) * _UNITS[rate.group(2)],
+        "requests": float(total.group(1)) if total else 0.0,
+        "errors": float(errors),
+    }
+
+
+def _run(argv: Sequence[str], timeout: float) -> tuple[str, float]:
+    """
+    Run a generator pinned to its core; its output and its CPU use as a
+    share of one core over the whole run.  A watchdog kills it after
+    C{timeout} seconds, though every generator bounds its own run.
+    """
+    started = time.monotonic()
+    process = subprocess.Popen(
+        processes.pinned(argv, GENERATOR_CORE),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    watchdog = threading.Timer(timeout, process.kill)
+    watchdog.start()
+    try:
+        assert process.stdout is not None
+        output = process.stdout.read().decode(errors="replace")
+        process.stdout.close()
+        # wait4, not wait: it also says how much CPU the generator used.
+        _, status, usage = os.wait4(process.pid, 0)
+    finally:
+        watchdog.cancel()
+    process.returncode = os.waitstatus_to_exitcode(status)
+    elapsed = time.monotonic() - started
+    if process.returncode:
+        raise RuntimeError(f"{argv[0]} failed ({process.returncode}): {output}")
+    return output, (usage.ru_utime + usage.ru_stime) / elapsed
+
+
+def echo(
+    ports: Sequence[int],
+    connections: int,
+    seconds: float,
+    size: int = 64,
+    warmup: float = 0.5,
+) -> Sample:
+    """
+    Echo round trips per second over C{connections} spread over C{ports}.
+    """
+    output, _ = _run(
+        [
+            str(tools.loadgen()),
+            "echo",
+            "127.0.0.1",
+            ",".join(map(str, ports)),
+            str(connections),
+            str(size),
+            str(seconds),
+            str(warmup),
+        ],
+        timeout=seconds + warmup + 60,
+    )
+    result = parseLoadgen(output)
+    return Sample(
+        result["ops"] / result["seconds"],
+        result["cpu_seconds"] / result["seconds"],
+        int(result["errors"]),
+    )
+
+
+def accept(port: int, concurrency: int, seconds: float, warmup: float = 0.5) -> Sample:
+    """
+    New connections per second (connect, one byte each way, reset).
+    """
+    output, _ = _run(
+        [
+            str(tools.loadgen()),
+            "accept",
+            "127.0.0.1",
+            str(port),
+            str(concurrency),
+            str(seconds),
+            str(warmup),
+        ],
+        timeout=seconds + warmup + 60,
+    )
+    result = parseLoadgen(output)
+    return Sample(
+        result["ops"] / result["seconds"],
+        result["cpu_seconds"] / result["seconds"],
+        int(result["errors"]),
+    )
+
+
+def wrk(
+    url: str,
+    connections: int,
+    seconds: float,
+    headers: Sequence[str] = (),
+) -> Sample:
+    """
+    HTTP requests per second with wrk (one thread, keep-alive unless a
+    header says otherwise).
+    """
+    argv = [
+        tools.command("wrk"),
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+    ]
+    for header in headers:
+        argv += ["-H", header]
+    output, cpu = _run([*argv, url], timeout=seconds + 60)
+    result = parseWrk(output)
+    return Sample(result["rate"], cpu, int(result["errors"]))
+
+
+class Holder:
+    """
+    Hold C{connections} idle connections open (the C{hold} mode of loadgen)
+    until L{close}.
+    """
+
+    def __init__(
+        self, ports: Sequence[int], connections: int, timeout: float = 120
+    ) -> None:
+        self.process = subprocess.Popen(
+            processes.pinned(
+                [
+                    str(tools.loadgen()),
+                    "hold",
+                    "127.0.0.1",
+                    ",".join(map(str, ports)),
+                    str(connections),
+                ],
+                GENERATOR_CORE,
+            ),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            preexec_fn=processes._raiseFileLimit,
+        )
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        line = b""
+        while line.strip() != b"ready":
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.close()
+                raise RuntimeError(f"loadgen hold did not get ready: {line!r}")
+            line = self.process.stdout.readline()
+        self.result = parseLoadgen(self.process.stdout.readline().decode())
+
+    def close(self) -> None:
+        """
+        Close the connections and wait for the generator to exit.
+        """
+        if self.process.stdin and not self.process.stdin.closed:
+            self.process.stdin.close()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdout:
+            self.process.stdout.close()

@@ -1,0 +1,3 @@
+"""
+Baseline servers the benchmarks measure multiport against.
+"""

@@ -1,0 +1,189 @@
+"""
+Starting and stopping the processes a benchmark runs, and reading their
+memory: every process started is ended, by process group, whatever happens.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmarks import tools
+
+_RUNNING: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def cores() -> int:
+    """
+    The CPUs this process may run on.
+    """
+    return len(os.sched_getaffinity(0))
+
+
+def pinned(argv: Sequence[str], core: int | None) -> list[str]:
+    """
+    C{argv} run on one CPU with taskset, when there is more than one and
+    taskset is there.
+    """
+    if core is None or cores() < 2 or not tools.have("taskset"):
+        return list(argv)
+    return [tools.command("taskset"), "-c", str(core), *argv]
+
+
+def freePorts(count: int, host: str = "127.0.0.1") -> list[int]:
+    """
+    C{count} distinct free TCP ports on C{host}.
+    """
+    sockets = []
+    try:
+        for _ in range(count):
+            probe = socket.socket()
+            probe.bind((host, 0))
+            sockets.append(probe)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for probe in sockets:
+            probe.close()
+
+
+def _raiseFileLimit() -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def start(
+    argv: Sequence[str],
+    logPath: Path,
+    core: int | None = 0,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """
+    Start a server in a session of its own (so that its children end with
+    it), pinned to C{core}, its output to C{logPath}.
+    """
+    with open(logPath, "ab") as log:
+        process = subprocess.Popen(
+            pinned(argv, core),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_raiseFileLimit,
+            env=env,
+            cwd=cwd,
+        )
+    _RUNNING[process.pid] = process
+    return process
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    """
+    End C{process} and everything in its session: SIGTERM, then SIGKILL.
+    """
+    _RUNNING.pop(process.pid, None)
+    if process.poll() is None:
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, timeout)):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                process.wait(wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    # Children of the session outlive a leader that exited first.
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@atexit.register
+def stopAll() -> None:
+    """
+    End every process still running (at exit, and after an error).
+    """
+    for process in list(_RUNNING.values()):
+        stop(process, timeout=5)
+
+
+def waitForPort(
+    port: int,
+    process: subprocess.Popen[bytes],
+    timeout: float = 60,
+    host: str = "127.0.0.1",
+) -> float:
+    """
+    Wait until C{port} accepts connections; the seconds it took.
+
+    @raise RuntimeError: if the process ends first or C{timeout} passes.
+    """
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"server exited with {process.returncode}: {process.args}"
+            )
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return time.monotonic() - started
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"port {port} did not open within {timeout}s: {process.args}")
+
+
+def sessionPids(leader: int) -> list[int]:
+    """
+    Every process in the session C{leader} started.
+    """
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the command: state ppid pgrp session ...
+        if int(fields[3]) == leader:
+            pids.append(int(entry.name))
+    return pids
+
+
+def rssBytes(leader: int) -> int:
+    """
+    The resident memory of every process in C{leader}'s session, in bytes.
+    """
+    total = 0
+    for pid in sessionPids(leader):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def openFiles(leader: int) -> int:
+    """
+    How many file descriptors the processes of C{leader}'s session hold.
+    """
+    total = 0
+    for pid in sessionPids(leader):
+        try:
+            total += len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            continue
+    return total

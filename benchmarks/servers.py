@@ -1,0 +1,265 @@
+"""
+The servers a benchmark runs: multiport and the peers it is measured
+against, each started in its own process group on CPU 0 and stopped by
+process id.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from benchmarks import processes, tools
+
+PYTHON = sys.executable
+TWISTD = [
+    PYTHON,
+    "-c",
+    "from twisted.scripts.twistd import run; run()",
+    "-n",
+    "--pidfile=",
+]
+ROOT = Path(__file__).resolve().parent.parent
+
+#: A small page, the size of nginx's default index.html.
+PAGE = (
+    b"<!DOCTYPE html>\n<html><head><title>benchmark</title></head><body>"
+    + b"<p>"
+    + b"multiport benchmark page " * 21
+    + b"</p></body></html>\n"
+)[:612]
+
+
+class Server:
+    """
+    One server process: started on entry, stopped on exit.
+
+    @ivar port: The port it is ready on once started (the first one).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        port: int,
+        workdir: Path,
+        timeout: float = 120,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.port = port
+        self.workdir = workdir
+        self.timeout = timeout
+        self.startup = 0.0
+
+    def __enter__(self) -> Server:
+        log = self.workdir / f"{self.name.replace(' ', '-')}-{self.port}.log"
+        self.process = processes.start(self.argv, log, cwd=self.workdir)
+        try:
+            self.startup = processes.waitForPort(self.port, self.process, self.timeout)
+        except RuntimeError as e:
+            processes.stop(self.process)
+            raise RuntimeError(
+                f"{e}\n{log.read_text(errors='replace')[-2000:]}"
+            ) from None
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        processes.stop(self.process)
+
+    def rss(self) -> int:
+        """
+        Resident memory of the server's processes, in bytes.
+        """
+        return processes.rssBytes(self.process.pid)
+
+    def openFiles(self) -> int:
+        """
+        File descriptors the server's processes hold.
+        """
+        return processes.openFiles(self.process.pid)
+
+
+def site(workdir: Path) -> Path:
+    """
+    The folder every HTTP server serves: one small index.html.
+    """
+    root = workdir / "www"
+    root.mkdir(exist_ok=True)
+    (root / "index.html").write_bytes(PAGE)
+    return root
+
+
+def certificate(workdir: Path) -> tuple[Path, Path]:
+    """
+    A self-signed certificate and key every TLS server uses.
+    """
+    from multiport.tls import makeSelfSigned
+
+    cert, key = workdir / "cert.pem", workdir / "key.pem"
+    if not cert.exists():
+        certPEM, keyPEM = makeSelfSigned(
+            datetime.datetime.now(datetime.UTC), "localhost"
+        )
+        cert.write_bytes(certPEM)
+        key.write_bytes(keyPEM)
+    return cert, key
+
+
+def multiport(workdir: Path, port: int, config: str, name: str = "multiport") -> Server:
+    """
+    C{twistd -n multiport} with a TOML configuration (C{port} must be one of
+    its ports: the server is ready when it accepts).
+    """
+    path = workdir / f"multiport-{port}.toml"
+    path.write_text(config)
+    return Server(
+        name,
+        [
+            *TWISTD,
+            "multiport",
+            "--state-dir",
+            str(workdir / "state"),
+            "--config",
+            str(path),
+        ],
+        port,
+        workdir,
+    )
+
+
+def multiportPorts(workdir: Path, ports: Sequence[int], handler: str) -> Server:
+    """
+    multiport serving C{handler} on every one of C{ports}; ready when the
+    last one accepts (they are bound in order).
+    """
+    tables = "".join(
+        f'[[port]]\nport = {port}\ninterface = "127.0.0.1"\nhandler = "{handler}"\n'
+        for port in ports
+    )
+    name = "multiport" if len(ports) == 1 else f"multiport {len(ports)} ports"
+    server = multiport(workdir, ports[-1], tables, name=name)
+    server.timeout = 600
+    return server
+
+
+def multiportEcho(workdir: Path, port: int) -> Server:
+    """
+    multiport's echo handler on one port.
+    """
+    return multiportPorts(workdir, [port], "echo")
+
+
+def twistedEcho(workdir: Path, port: int) -> Server:
+    """
+    The same echo protocol on a bare reactor.listenTCP, without multiport.
+    """
+    return Server(
+        "twisted",
+        [PYTHON, "-m", "benchmarks.peers.twisted_echo", str(port)],
+        port,
+        workdir,
+    )
+
+
+def asyncioEcho(workdir: Path, port: int, uvloop: bool = False) -> Server:
+    """
+    An asyncio echo server, on uvloop if asked.
+    """
+    argv = [PYTHON, "-m", "benchmarks.peers.asyncio_echo", str(port)]
+    return Server(
+        "uvloop" if uvloop else "asyncio",
+        argv + (["--uvloop"] if uvloop else []),
+        port,
+        workdir,
+    )
+
+
+def multiportWeb(workdir: Path, port: int, tls: bool = False) -> Server:
+    """
+    multiport's http (or https) handler serving the benchmark site.
+    """
+    root = site(workdir)
+    config = f'[[port]]\nport = {port}\ninterface = "127.0.0.1"\nhandler = "http"\n'
+    if tls:
+        cert, key = certificate(workdir)
+        config += f'tls = {{ cert = "{cert}", key = "{key}" }}\n'
+    config += f'options = {{ root = "{root}" }}\n'
+    return multiport(workdir, port, config)
+
+
+def twistdWeb(workdir: Path, port: int, tls: bool = False) -> Server:
+    """
+    C{twistd web} serving the same folder.
+    """
+    root = site(workdir)
+    if tls:
+        cert, key = certificate(workdir)
+        listen = f"ssl:{port}:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+    else:
+        listen = f"tcp:{port}:interface=127.0.0.1"
+    return Server(
+        "twistd web",
+        [*TWISTD, "web", "--listen", listen, "--path", str(root)],
+        port,
+        workdir,
+    )
+
+
+def nginx(workdir: Path, port: int, tls: bool = False) -> Server:
+    """
+    nginx with one worker process serving the same folder (access log on, to
+    a file, as by default).
+    """
+    root = site(workdir)
+    prefix = workdir / f"nginx-{port}"
+    prefix.mkdir(exist_ok=True)
+    listen = f"127.0.0.1:{port}" + (" ssl" if tls else "")
+    certificateLines = ""
+    if tls:
+        cert, key = certificate(workdir)
+        certificateLines = (
+            f"ssl_certificate {cert}; ssl_certificate_key {key}; "
+            "ssl_protocols TLSv1.2 TLSv1.3;"
+        )
+    config = prefix / "nginx.conf"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            worker_processes 1;
+            daemon off;
+            pid {prefix}/nginx.pid;
+            error_log {prefix}/error.log;
+            events {{ worker_connections 20000; }}
+            http {{
+                access_log {prefix}/access.log;
+                client_body_temp_path {prefix}/body;
+                proxy_temp_path {prefix}/proxy;
+                fastcgi_temp_path {prefix}/fastcgi;
+                uwsgi_temp_path {prefix}/uwsgi;
+                scgi_temp_path {prefix}/scgi;
+                keepalive_requests 1000000;
+                server {{
+                    listen {listen};
+                    {certificateLines}
+                    root {root};
+                }}
+            }}
+            """
+        )
+    )
+    return Server(
+        "nginx",
+        [tools.command("nginx"), "-p", str(prefix), "-c", str(config)],
+        port,
+        workdir,
+    )

@@ -1,0 +1,85 @@
+"""
+The outside tools the benchmarks use, how to get the missing ones, and the C
+load generator, compiled on first use.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+LOADGEN_SOURCE = HERE / "loadgen.c"
+BUILD = HERE / "build"
+
+#: How to install each tool on Debian (the machines this project runs on).
+INSTALL = {
+    "gcc": "apt-get install gcc",
+    "taskset": "apt-get install util-linux",
+    "wrk": "apt-get install wrk",
+    "nginx": "apt-get install nginx-light",
+    "haproxy": "apt-get install haproxy",
+    "socat": "apt-get install socat",
+    "uvloop": "python -m pip install '.[bench]'  (or: pip install uvloop)",
+    "matplotlib": "python -m pip install '.[bench]'  (or: pip install matplotlib)",
+}
+
+_PYTHON_MODULES = {"uvloop", "matplotlib"}
+
+
+def have(tool: str) -> bool:
+    """
+    Whether C{tool} (a command, or a Python module) is available.
+    """
+    if tool in _PYTHON_MODULES:
+        return importlib.util.find_spec(tool) is not None
+    return shutil.which(tool) is not None or (
+        tool == "nginx" and Path("/usr/sbin/nginx").exists()
+    )
+
+
+def command(tool: str) -> str:
+    """
+    The path of command C{tool}.
+    """
+    found = shutil.which(tool)
+    if found is None and tool in ("nginx", "haproxy"):
+        candidate = Path("/usr/sbin") / tool
+        if candidate.exists():
+            return str(candidate)
+    if found is None:
+        raise LookupError(f"{tool} is missing: {INSTALL.get(tool, tool)}")
+    return found
+
+
+def missing(tools: Iterable[str]) -> list[str]:
+    """
+    The C{tools} that are not there.
+    """
+    return [tool for tool in tools if not have(tool)]
+
+
+def installHint(tools: Iterable[str]) -> str:
+    """
+    One line per missing tool saying how to install it.
+    """
+    return "\n".join(f"  {tool}: {INSTALL.get(tool, '?')}" for tool in tools)
+
+
+def loadgen() -> Path:
+    """
+    The load generator binary, compiled with the machine's gcc when missing
+    or older than its source.
+    """
+    binary = BUILD / "loadgen"
+    if binary.exists() and binary.stat().st_mtime >= LOADGEN_SOURCE.stat().st_mtime:
+        return binary
+    BUILD.mkdir(exist_ok=True)
+    subprocess.run(
+        [command("gcc"), "-O2", "-Wall", "-o", str(binary), str(LOADGEN_SOURCE)],
+        check=True,
+    )
+    return binary
