@@ -175,20 +175,25 @@ static int run_echo(int nconns, size_t size, double seconds, double warmup) {
     return 0;
 }
 
-static void accept_start(int ep, conn_t *c, long *next) {
+/* Start a new connection in slot c; 0, or -1 if connect failed at once
+ * (the slot is then retried on the next pass of the loop). */
+static int accept_start(int ep, conn_t *c, long *next) {
     c->port = ports[(*next)++ % nports];
     c->fd = open_conn(c->port, 0);
     c->connecting = 1;
     c->done = 0;
+    if (c->fd < 0) return -1;
     struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
-    if (c->fd >= 0) epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+    epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+    return 0;
 }
 
 static int run_accept(int concurrency, double seconds, double warmup) {
     conn_t *conns = calloc(concurrency, sizeof *conns);
     int ep = epoll_create1(0);
     long next = 0, errors = 0, ops = 0;
-    for (int i = 0; i < concurrency; i++) accept_start(ep, &conns[i], &next);
+    for (int i = 0; i < concurrency; i++)
+        if (accept_start(ep, &conns[i], &next) < 0) errors++;
     struct epoll_event events[1024];
     double start = monotonic(), measured = start + warmup, end = measured + seconds;
     double cpu_start = cpu();
@@ -203,6 +208,8 @@ static int run_accept(int concurrency, double seconds, double warmup) {
             cpu_start = cpu();
         }
         if (t >= end) break;
+        for (int i = 0; i < concurrency; i++)
+            if (conns[i].fd < 0 && accept_start(ep, &conns[i], &next) < 0) errors++;
         int n = epoll_wait(ep, events, 1024, 50);
         for (int i = 0; i < n; i++) {
             conn_t *c = events[i].data.ptr;
@@ -228,7 +235,7 @@ static int run_accept(int concurrency, double seconds, double warmup) {
             epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
             reset_close(c->fd);
             if (failed) errors++; else ops++;
-            accept_start(ep, c, &next);
+            if (accept_start(ep, c, &next) < 0) errors++;
         }
     }
     double elapsed = monotonic() - measured;

@@ -224,14 +224,22 @@ class Holder:
             preexec_fn=processes._raiseFileLimit,
         )
         assert self.process.stdout is not None
-        deadline = time.monotonic() + timeout
-        line = b""
-        while line.strip() != b"ready":
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                self.close()
-                raise RuntimeError(f"loadgen hold did not get ready: {line!r}")
-            line = self.process.stdout.readline()
-        self.result = parseLoadgen(self.process.stdout.readline().decode())
+        # "ready" comes once every connection is open; the watchdog ends a
+        # generator stuck connecting, which ends the readline below.
+        watchdog = threading.Timer(timeout, self.process.kill)
+        watchdog.start()
+        try:
+            line = b""
+            while line.strip() != b"ready":
+                line = self.process.stdout.readline()
+                if not line:
+                    self.close()
+                    raise RuntimeError(
+                        f"loadgen hold ended before it was ready ({timeout}s at most)"
+                    )
+            self.result = parseLoadgen(self.process.stdout.readline().decode())
+        finally:
+            watchdog.cancel()
 
     def close(self) -> None:
         """

@@ -28,12 +28,14 @@ def cores() -> int:
 
 def pinned(argv: Sequence[str], core: int | None) -> list[str]:
     """
-    C{argv} run on one CPU with taskset, when there is more than one and
-    taskset is there.
+    C{argv} run with taskset on the C{core}th CPU this process may use (0:
+    servers, 1: load generators), when there are two or more and taskset is
+    there.
     """
-    if core is None or cores() < 2 or not tools.have("taskset"):
+    usable = sorted(os.sched_getaffinity(0))
+    if core is None or len(usable) < 2 or not tools.have("taskset"):
         return list(argv)
-    return [tools.command("taskset"), "-c", str(core), *argv]
+    return [tools.command("taskset"), "-c", str(usable[core % len(usable)]), *argv]
 
 
 def freePorts(count: int, host: str = "127.0.0.1") -> list[int]:
@@ -101,11 +103,13 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
                 break
             except subprocess.TimeoutExpired:
                 continue
-    # Children of the session outlive a leader that exited first.
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    # Children outlive a leader that exited first, and may have moved to
+    # process groups of their own: end everything left in the session.
+    for pid in sessionPids(process.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 @atexit.register

@@ -80,7 +80,8 @@ def _number(value: float) -> str:
 
 def table(title: str, summaries: Sequence[Summary]) -> str:
     """
-    A plain-text table of C{summaries}.
+    C{summaries} as a reStructuredText simple table under a section title:
+    readable in a terminal, and pasted as it is into docs/benchmarks.rst.
     """
     header = (
         "variant",
@@ -90,6 +91,7 @@ def table(title: str, summaries: Sequence[Summary]) -> str:
         "min",
         "max",
         "ratio",
+        "errors",
         "gen CPU",
     )
     rows = [header]
@@ -104,21 +106,21 @@ def table(title: str, summaries: Sequence[Summary]) -> str:
                 _number(s.low),
                 _number(s.high),
                 "" if s.ratio is None else f"{s.ratio:.2f}",
+                str(sum(x.errors for x in s.series.samples)),
                 ""
                 if s.generatorCPU is None
                 else f"{s.generatorCPU:.0%}" + (" SATURATED" if s.saturated else ""),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = [title, "=" * len(title)]
+    rule = "  ".join("=" * width for width in widths)
+    lines = [title, "-" * len(title), "", rule]
     for index, row in enumerate(rows):
-        lines.append(
-            "  ".join(
-                cell.ljust(width) for cell, width in zip(row, widths, strict=True)
-            ).rstrip()
-        )
+        cells = zip(row, widths, strict=True)
+        lines.append("  ".join(cell.ljust(width) for cell, width in cells).rstrip())
         if index == 0:
-            lines.append("  ".join("-" * width for width in widths))
+            lines.append(rule)
+    lines.append(rule)
     return "\n".join(lines)
 
 
@@ -178,6 +180,8 @@ def plot(path: Path, title: str, summaries: Sequence[Summary]) -> None:
     groups: dict[tuple[str, str], list[Summary]] = {}
     for s in summaries:
         groups.setdefault((s.series.metric, s.series.variant), []).append(s)
+    if not groups:
+        return
     columns = min(len(groups), 4)
     rows = (len(groups) + columns - 1) // columns
     figure, axes = plt.subplots(

@@ -171,7 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     date = datetime.date.today().isoformat()
     context = {
         "date": date,
-        "command": shlex.join(["python", "-m", "benchmarks", *(argv or sys.argv[1:])]),
+        "command": shlex.join(
+            ["python", "-m", "benchmarks", *(sys.argv[1:] if argv is None else argv)]
+        ),
         "machine": machine(),
         "versions": versions(),
         "settings": {
@@ -208,7 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"{tools.installHint(left)}",
                         file=sys.stderr,
                     )
-                tools.loadgen()
+                if "gcc" in scenario.needs:
+                    tools.loadgen()
                 summaries = report.summarize(scenario.run(settings))
                 print(report.table(scenario.title, summaries), end="\n\n", flush=True)
                 stem = arguments.results / f"{date}-{scenario.name}"

@@ -7,6 +7,7 @@ process id.
 from __future__ import annotations
 
 import datetime
+import os
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -231,10 +232,14 @@ def nginx(workdir: Path, port: int, tls: bool = False) -> Server:
             f"ssl_certificate {cert}; ssl_certificate_key {key}; "
             "ssl_protocols TLSv1.2 TLSv1.3;"
         )
+    # As root, nginx's worker would run as nobody and could not read a
+    # private work folder; keep it the user that made the folder.
+    user = "user root;" if os.geteuid() == 0 else ""
     config = prefix / "nginx.conf"
     config.write_text(
         textwrap.dedent(
             f"""
+            {user}
             worker_processes 1;
             daemon off;
             pid {prefix}/nginx.pid;

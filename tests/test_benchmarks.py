@@ -1,0 +1,1230 @@
+"""
+Tests for the benchmark suite's own code (L{benchmarks}): that it reads what
+the load generators print, summarizes and writes the figures, and starts and
+stops its servers cleanly.  The benchmarks themselves are not run here, only
+tiny runs of a second or less per measurement.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+from unittest import SkipTest
+
+from twisted.trial.unittest import SynchronousTestCase
+
+import benchmarks
+from benchmarks import measure, processes, report, run, scenarios, servers, tools
+from benchmarks.measure import Sample
+from benchmarks.scenarios import Scenario, Series, Settings
+
+_T = TypeVar("_T")
+
+PYTHON = sys.executable
+
+#: wrk 4.1's report of a clean run.
+WRK_CLEAN = """\
+Running 1s test @ http://127.0.0.1:8080/index.html
+  1 threads and 50 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.02ms  312.45us   8.91ms   91.20%
+    Req/Sec    48.77k     2.10k   51.30k    80.00%
+  48531 requests in 1.00s, 39.45MB read
+Requests/sec:  48512.37
+Transfer/sec:     39.43MB
+"""
+
+#: wrk 4.1's report of a run where some requests failed.
+WRK_ERRORS = """\
+Running 1s test @ https://127.0.0.1:8443/index.html
+  1 threads and 50 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    10.31ms    2.04ms  41.77ms   88.02%
+    Req/Sec     4.87k   301.12     5.20k    70.00%
+  4871 requests in 1.00s, 3.95MB read
+  Socket errors: connect 0, read 3, write 0, timeout 1
+  Non-2xx or 3xx responses: 5
+Requests/sec:   4869.12
+Transfer/sec:      3.95MB
+"""
+
+#: A report with the rate in thousands and the duration in minutes.
+WRK_THOUSANDS = """\
+Running 1m test @ http://127.0.0.1:8080/
+  1 threads and 10 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   811.20us  100.02us   3.01ms   95.00%
+    Req/Sec    12.35k   400.00    13.00k    75.00%
+  740400 requests in 1.00m, 450.11MB read
+Requests/sec:  12.34k
+Transfer/sec:      7.50MB
+"""
+
+#: What wrk prints when nothing listens.
+WRK_REFUSED = "unable to connect to 127.0.0.1:1 Connection refused\n"
+
+LOADGEN_ECHO = (
+    '{"mode": "echo", "ops": 3000, "seconds": 0.300012, '
+    '"cpu_seconds": 0.120000, "errors": 0}\n'
+)
+LOADGEN_HOLD = (
+    'ready\n{"mode": "hold", "ops": 50, "seconds": 0.010000, '
+    '"cpu_seconds": 0.002000, "errors": 0}\n'
+)
+
+
+def requireTools(*names: str) -> None:
+    """
+    Skip the test unless every one of C{names} is available.
+    """
+    for name in names:
+        if not tools.have(name):
+            raise SkipTest(f"{name} is not installed: {tools.INSTALL[name]}")
+
+
+def eventually(
+    probe: Callable[[], _T], done: Callable[[_T], bool], timeout: float = 10
+) -> _T:
+    """
+    Call C{probe} until C{done} holds for its result, for C{timeout} seconds
+    at most; its last result.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.02)
+
+
+def state(pid: int) -> str | None:
+    """
+    The state letter of process C{pid} (C{None} if there is none).
+    """
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def alive(pid: int) -> bool:
+    """
+    Whether process C{pid} exists and has not ended (a zombie has ended: the
+    machine's init may be slow to reap what it inherits).
+    """
+    return state(pid) not in (None, "Z", "X")
+
+
+def liveSession(leader: int) -> list[int]:
+    """
+    The processes of C{leader}'s session that have not ended.
+    """
+    return [pid for pid in processes.sessionPids(leader) if alive(pid)]
+
+
+def sessionEnded(leader: int, timeout: float = 10) -> list[int]:
+    """
+    The processes of C{leader}'s session still running after up to
+    C{timeout} seconds to end (killed processes take a moment).
+    """
+    return eventually(lambda: liveSession(leader), lambda pids: not pids, timeout)
+
+
+def killSession(leader: int) -> None:
+    """
+    Kill whatever of C{leader}'s session is left, should a test fail.
+    """
+    for pid in liveSession(leader):
+        os.kill(pid, signal.SIGKILL)
+
+
+def liveChildren() -> set[int]:
+    """
+    The running children of this process.
+    """
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] not in ("Z", "X"):
+            found.add(int(entry.name))
+    return found
+
+
+def series(
+    variant: str,
+    contender: str,
+    values: Sequence[float],
+    baseline: bool = False,
+    metric: str = "round trips",
+    cpu: float | None = None,
+) -> Series:
+    """
+    A series of C{values}, each sample with generator CPU C{cpu}.
+    """
+    return Series(
+        variant,
+        contender,
+        metric,
+        "/s",
+        baseline=baseline,
+        samples=[Sample(value, cpu) for value in values],
+    )
+
+
+class ParseWrkTests(SynchronousTestCase):
+    """
+    L{measure.parseWrk} reads wrk's report.
+    """
+
+    def test_clean(self) -> None:
+        """
+        A clean run gives its rate, its request count and no errors.
+        """
+        self.assertEqual(
+            measure.parseWrk(WRK_CLEAN),
+            {"rate": 48512.37, "requests": 48531.0, "errors": 0.0},
+        )
+
+    def test_errors(self) -> None:
+        """
+        Socket errors of every kind and non-2xx responses all count as errors.
+        """
+        self.assertEqual(
+            measure.parseWrk(WRK_ERRORS),
+            {"rate": 4869.12, "requests": 4871.0, "errors": 9.0},
+        )
+
+    def test_thousands(self) -> None:
+        """
+        A rate with a C{k} suffix is in thousands, and a run measured in
+        minutes still gives its request count.
+        """
+        self.assertEqual(
+            measure.parseWrk(WRK_THOUSANDS),
+            {"rate": 12340.0, "requests": 740400.0, "errors": 0.0},
+        )
+
+    def test_millions(self) -> None:
+        """
+        A rate with an C{M} suffix is in millions.
+        """
+        output = WRK_CLEAN.replace("48512.37", "1.5M")
+        self.assertEqual(measure.parseWrk(output)["rate"], 1_500_000.0)
+
+    def test_noRate(self) -> None:
+        """
+        Output without a rate raises L{ValueError} naming what is missing.
+        """
+        error = self.assertRaises(ValueError, measure.parseWrk, WRK_REFUSED)
+        self.assertIn("no Requests/sec", str(error))
+
+
+class ParseLoadgenTests(SynchronousTestCase):
+    """
+    L{measure.parseLoadgen} reads the load generator's JSON line.
+    """
+
+    def test_result(self) -> None:
+        """
+        The JSON line becomes a dictionary.
+        """
+        self.assertEqual(
+            measure.parseLoadgen(LOADGEN_ECHO),
+            {
+                "mode": "echo",
+                "ops": 3000,
+                "seconds": 0.300012,
+                "cpu_seconds": 0.12,
+                "errors": 0,
+            },
+        )
+
+    def test_ready(self) -> None:
+        """
+        The C{ready} line that hold mode prints first is not the result.
+        """
+        self.assertEqual(measure.parseLoadgen(LOADGEN_HOLD)["ops"], 50)
+
+    def test_last(self) -> None:
+        """
+        Of several JSON lines the last one is the result, even with other
+        output after it.
+        """
+        output = (
+            LOADGEN_ECHO
+            + LOADGEN_ECHO.replace("3000", "4000")
+            + "loadgen: write: Broken pipe\n"
+        )
+        self.assertEqual(measure.parseLoadgen(output)["ops"], 4000)
+
+    def test_none(self) -> None:
+        """
+        Output without a JSON line raises L{ValueError}.
+        """
+        self.assertRaises(ValueError, measure.parseLoadgen, "ready\n")
+        self.assertRaises(ValueError, measure.parseLoadgen, "")
+
+
+class SampleTests(SynchronousTestCase):
+    """
+    L{Sample.saturated} says when the load generator was at its limit.
+    """
+
+    def test_saturated(self) -> None:
+        """
+        A generator at 90% of its core or more is saturated; below that, or
+        with no generator, it is not.
+        """
+        self.assertEqual(
+            [Sample(1, cpu).saturated for cpu in (0.95, 0.9, 0.89, None)],
+            [True, True, False, False],
+        )
+
+
+class SummarizeTests(SynchronousTestCase):
+    """
+    L{report.summarize} reduces series to figures.
+    """
+
+    def test_figures(self) -> None:
+        """
+        Every series gets its median, minimum and maximum.
+        """
+        [summary] = report.summarize([series("v", "a", [300, 100, 250, 400])])
+        self.assertEqual((summary.median, summary.low, summary.high), (275.0, 100, 400))
+
+    def test_ratioToSameVariant(self) -> None:
+        """
+        The ratio is to the baseline of the same variant, not another one's.
+        """
+        summaries = report.summarize(
+            [
+                series("1 connection", "twisted", [100, 200, 300], baseline=True),
+                series("1 connection", "multiport", [150, 300, 450]),
+                series("100 connections", "twisted", [1000], baseline=True),
+                series("100 connections", "multiport", [500]),
+            ]
+        )
+        self.assertEqual([s.ratio for s in summaries], [1.0, 1.5, 1.0, 0.5])
+
+    def test_ratioToMetricBaseline(self) -> None:
+        """
+        Where a variant has no baseline of its own (the variants are the sizes
+        compared), the ratio is to the one baseline of the same metric.
+        """
+        summaries = report.summarize(
+            [
+                series("1 ports", "multiport", [2.0], True, metric="start-up"),
+                series("10 ports", "multiport", [3.0], metric="start-up"),
+                series("1 ports", "multiport", [10.0], True, metric="memory"),
+                series("10 ports", "multiport", [40.0], metric="memory"),
+            ]
+        )
+        self.assertEqual([s.ratio for s in summaries], [1.0, 1.5, 1.0, 4.0])
+
+    def test_noBaseline(self) -> None:
+        """
+        Without any baseline for the metric there is no ratio.
+        """
+        summaries = report.summarize(
+            [
+                series("v", "a", [1.0], baseline=True, metric="other"),
+                series("v", "b", [2.0]),
+            ]
+        )
+        self.assertEqual([s.ratio for s in summaries], [1.0, None])
+
+    def test_emptyDropped(self) -> None:
+        """
+        Series without samples are left out.
+        """
+        kept = series("v", "a", [1.0])
+        summaries = report.summarize([series("v", "b", []), kept])
+        self.assertEqual([s.series for s in summaries], [kept])
+
+    def test_saturated(self) -> None:
+        """
+        The summary counts the saturated samples and keeps the generator's
+        highest CPU use.
+        """
+        cpus = [0.95, 0.5, 0.9, None]
+        samples = [Sample(1.0, cpu) for cpu in cpus]
+        [summary] = report.summarize([Series("v", "a", "m", "/s", samples=samples)])
+        self.assertEqual((summary.saturated, summary.generatorCPU), (2, 0.95))
+
+
+class TableTests(SynchronousTestCase):
+    """
+    L{report.table} prints the summaries.
+    """
+
+    def setUp(self) -> None:
+        self.text = report.table(
+            "Echo round trips",
+            report.summarize(
+                [
+                    series("1 connection", "twisted", [1000], True, cpu=0.5),
+                    series("1 connection", "multiport", [1500], cpu=0.95),
+                ]
+            ),
+        )
+        self.lines = self.text.splitlines()
+
+    def test_title(self) -> None:
+        """
+        The table starts with its title.
+        """
+        self.assertEqual(self.lines[0], "Echo round trips")
+
+    def test_header(self) -> None:
+        """
+        The header names every column.
+        """
+        [header] = [line for line in self.lines if line.startswith("variant")]
+        self.assertEqual(
+            header.split(),
+            ["variant", "contender", "metric", "median", "min", "max", "ratio"]
+            + ["errors", "gen", "CPU"],
+        )
+
+    def test_rows(self) -> None:
+        """
+        Each row gives the figures, the baseline marked, the ratio with two
+        decimals, the errors, and the generator's CPU flagged when saturated.
+        """
+        rows = [line.split() for line in self.lines if line.startswith("1 conn")]
+        self.assertEqual(
+            rows,
+            [
+                ["1", "connection", "twisted", "(baseline)", "round", "trips"]
+                + ["(/s)", "1,000", "1,000", "1,000", "1.00", "0", "50%"],
+                ["1", "connection", "multiport", "round", "trips"]
+                + ["(/s)", "1,500", "1,500", "1,500", "1.50", "0", "95%", "SATURATED"],
+            ],
+        )
+
+
+class JSONTests(SynchronousTestCase):
+    """
+    L{report.toJSON} and L{report.writeJSON} write the results file.
+    """
+
+    def test_roundTrip(self) -> None:
+        """
+        The file holds the context and every series' samples and figures.
+        """
+        samples = [Sample(2.0, 0.5, 1), Sample(4.0, None, 0)]
+        summaries = report.summarize(
+            [
+                Series("v", "a", "m", "/s", baseline=True, samples=samples),
+                Series("v", "b", "m", "/s", higherIsBetter=False),
+            ]
+        )
+        path = Path(self.mktemp()) / "deeper" / "results.json"
+        report.writeJSON(
+            path, report.toJSON("echo", "Echo", summaries, {"date": "2024-01-02"})
+        )
+        self.assertEqual(
+            json.loads(path.read_text()),
+            {
+                "scenario": "echo",
+                "title": "Echo",
+                "date": "2024-01-02",
+                "results": [
+                    {
+                        "variant": "v",
+                        "contender": "a",
+                        "metric": "m",
+                        "unit": "/s",
+                        "baseline": True,
+                        "higher_is_better": True,
+                        "samples": [2.0, 4.0],
+                        "generator_cpu": [0.5, None],
+                        "errors": [1, 0],
+                        "median": 3.0,
+                        "min": 2.0,
+                        "max": 4.0,
+                        "ratio": 1.0,
+                        "generator_saturated": 0,
+                    }
+                ],
+            },
+        )
+
+
+class PlotTests(SynchronousTestCase):
+    """
+    L{report.plot} draws the summaries.
+    """
+
+    def test_png(self) -> None:
+        """
+        The plot is a PNG file, written into a folder made for it.
+        """
+        requireTools("matplotlib")
+        summaries = report.summarize(
+            [
+                series("1 connection", "twisted", [100, 120], baseline=True),
+                series("1 connection", "multiport", [90, 110]),
+                series("100 connections", "twisted", [1000], baseline=True),
+                series("100 connections", "multiport", [900]),
+                series("1 ports", "multiport", [0.2], True, metric="start-up"),
+            ]
+        )
+        path = Path(self.mktemp()) / "plots" / "echo.png"
+        report.plot(path, "Echo", summaries)
+        self.assertEqual(path.read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
+
+
+class AlternationTests(SynchronousTestCase):
+    """
+    L{scenarios.rotations}, L{scenarios.alternate} and L{scenarios._spread}.
+    """
+
+    def test_rotations(self) -> None:
+        """
+        Each round starts one further along, wrapping around.
+        """
+        self.assertEqual(
+            list(scenarios.rotations("abc", 4)),
+            [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]],
+        )
+
+    def test_alternate(self) -> None:
+        """
+        Every contender is measured once per round, in rotating order, and
+        each sample goes to its own series.
+        """
+        measured: list[str] = []
+
+        def contender(name: str) -> tuple[Series, Callable[[], Sample]]:
+            def measureIt() -> Sample:
+                measured.append(name)
+                return Sample(float(len(measured)))
+
+            return Series("v", name, "m", "/s"), measureIt
+
+        contenders = [contender(name) for name in "xyz"]
+        scenarios.alternate(2, contenders)
+        self.assertEqual(
+            (measured, [[s.value for s in c.samples] for c, _ in contenders]),
+            (["x", "y", "z", "y", "z", "x"], [[1.0, 6.0], [2.0, 4.0], [3.0, 5.0]]),
+        )
+
+    def test_spread(self) -> None:
+        """
+        The ports chosen are evenly spaced, starting with the first.
+        """
+        self.assertEqual(
+            scenarios._spread(list(range(1000, 1010)), 5),
+            [1000, 1002, 1004, 1006, 1008],
+        )
+
+    def test_spreadMany(self) -> None:
+        """
+        Spread over many ports, the ones chosen are distinct and evenly spaced.
+        """
+        chosen = scenarios._spread(list(range(10_000)), 100)
+        self.assertEqual(chosen, list(range(0, 10_000, 100)))
+
+    def test_spreadFew(self) -> None:
+        """
+        With no more ports than asked for, every one of them is chosen.
+        """
+        self.assertEqual(scenarios._spread([7, 8, 9], 5), [7, 8, 9])
+        self.assertEqual(scenarios._spread([7, 8, 9], 3), [7, 8, 9])
+
+
+class ToolsTests(SynchronousTestCase):
+    """
+    L{benchmarks.tools}: finding the outside tools, and the load generator.
+    """
+
+    def test_missing(self) -> None:
+        """
+        L{tools.missing} lists the tools that are not there, in order.
+        """
+        self.assertEqual(
+            tools.missing(["sh", "no-such-tool-x", "no-such-tool-y"]),
+            ["no-such-tool-x", "no-such-tool-y"],
+        )
+
+    def test_installHint(self) -> None:
+        """
+        The hint says how to install every tool named, one per line.
+        """
+        self.assertEqual(
+            tools.installHint(["wrk", "gcc", "unknown"]),
+            "  wrk: apt-get install wrk\n  gcc: apt-get install gcc\n  unknown: ?",
+        )
+
+    def test_commandMissing(self) -> None:
+        """
+        Asking for a missing command raises L{LookupError} with the hint.
+        """
+        error = self.assertRaises(LookupError, tools.command, "no-such-tool-x")
+        self.assertIn("no-such-tool-x is missing", str(error))
+
+    def test_loadgenBuilt(self) -> None:
+        """
+        The load generator is compiled into benchmarks/build.
+        """
+        requireTools("gcc")
+        binary = tools.loadgen()
+        self.assertEqual(
+            (binary, os.access(binary, os.X_OK)),
+            (Path(benchmarks.__file__).resolve().parent / "build" / "loadgen", True),
+        )
+
+    def test_loadgenCompiled(self) -> None:
+        """
+        Without a binary, the load generator is compiled, and runs.
+        """
+        requireTools("gcc")
+        self.patch(tools, "BUILD", Path(self.mktemp()))
+        binary = tools.loadgen()
+        result = subprocess.run([binary], capture_output=True, text=True)
+        self.assertEqual(
+            (binary.parent, result.returncode, result.stderr.split()[:2]),
+            (tools.BUILD, 2, ["usage:", "loadgen"]),
+        )
+
+    def test_loadgenReused(self) -> None:
+        """
+        A binary newer than its source is used as it is.
+        """
+        requireTools("gcc")
+        self.patch(tools, "BUILD", Path(self.mktemp()))
+        before = tools.loadgen().stat().st_mtime_ns
+        self.assertEqual(tools.loadgen().stat().st_mtime_ns, before)
+
+    def test_loadgenRebuilt(self) -> None:
+        """
+        A binary older than its source is compiled again.
+        """
+        requireTools("gcc")
+        self.patch(tools, "BUILD", Path(self.mktemp()))
+        os.utime(tools.loadgen(), (0, 0))
+        self.assertGreaterEqual(
+            tools.loadgen().stat().st_mtime, tools.LOADGEN_SOURCE.stat().st_mtime
+        )
+
+    def test_usage(self) -> None:
+        """
+        Unknown arguments make the generator exit with status 2 and its usage.
+        """
+        requireTools("gcc")
+        result = subprocess.run(
+            [tools.loadgen(), "frobnicate", "127.0.0.1"], capture_output=True
+        )
+        self.assertEqual(
+            (result.returncode, result.stdout, result.stderr.split(b"\n")[0]),
+            (2, b"", b"usage: loadgen echo HOST PORTS CONNS SIZE SECONDS [WARMUP]"),
+        )
+
+    def test_badSize(self) -> None:
+        """
+        A message size out of range makes the generator exit with status 2.
+        """
+        requireTools("gcc")
+        argv = [tools.loadgen(), "echo", "127.0.0.1", "9", "1", "0", "1"]
+        result = subprocess.run(argv, capture_output=True)
+        self.assertEqual(
+            (result.returncode, result.stderr),
+            (2, b"loadgen: size must be 1-65536\n"),
+        )
+
+
+class LoadgenTests(SynchronousTestCase):
+    """
+    The C load generator against a real echo server.
+    """
+
+    def setUp(self) -> None:
+        requireTools("gcc")
+        [self.port] = processes.freePorts(1)
+        workdir = Path(self.mktemp()).resolve()
+        workdir.mkdir()
+        self.server = servers.twistedEcho(workdir, self.port)
+        self.server.__enter__()
+        self.addCleanup(self.server.__exit__, None, None, None)
+
+    def test_echo(self) -> None:
+        """
+        Echo measures round trips per second, without errors.
+        """
+        sample = measure.echo([self.port], 2, 0.3, warmup=0.1)
+        self.assertGreater(sample.value, 0)
+        self.assertGreater(sample.generatorCPU, 0)
+        self.assertEqual(sample.errors, 0)
+
+    def test_accept(self) -> None:
+        """
+        Accept measures new connections per second, without errors.
+        """
+        sample = measure.accept(self.port, 5, 0.3, 0.1)
+        self.assertGreater(sample.value, 0)
+        self.assertEqual(sample.errors, 0)
+
+    def test_hold(self) -> None:
+        """
+        The holder opens its connections, the server holds a descriptor for
+        each, and closing the holder releases them.
+        """
+        before = self.server.openFiles()
+        holder = measure.Holder([self.port], 50)
+        self.addCleanup(holder.close)
+        held = eventually(self.server.openFiles, lambda n: n >= before + 50)
+        self.assertGreaterEqual(held, before + 50)
+        self.assertEqual((holder.result["ops"], holder.result["errors"]), (50, 0))
+        holder.close()
+        self.assertEqual(holder.process.returncode, 0)
+        self.assertEqual(eventually(self.server.openFiles, before.__eq__), before)
+
+    def test_refused(self) -> None:
+        """
+        A generator that fails (nothing listens) raises L{RuntimeError}.
+        """
+        [closed] = processes.freePorts(1)
+        error = self.assertRaises(
+            RuntimeError, measure.echo, [closed], 1, 0.3, warmup=0.1
+        )
+        self.assertIn("failed (2)", str(error))
+
+
+class ProcessesTests(SynchronousTestCase):
+    """
+    L{benchmarks.processes} starts servers and ends them with everything
+    they started.
+    """
+
+    def start(self, argv: Sequence[str]) -> subprocess.Popen[bytes]:
+        """
+        Start C{argv} with L{processes.start}, stopped at cleanup.
+        """
+        log = Path(self.mktemp())
+        log.parent.mkdir(parents=True, exist_ok=True)
+        process = processes.start(argv, log)
+        self.addCleanup(killSession, process.pid)
+        self.addCleanup(processes.stop, process, 5)
+        return process
+
+    def startFamily(self, script: str, members: int) -> subprocess.Popen[bytes]:
+        """
+        Start a shell running C{script}; once C{members} processes run in
+        its session.
+        """
+        process = self.start(["sh", "-c", script])
+        running = eventually(
+            lambda: liveSession(process.pid), lambda pids: len(pids) >= members
+        )
+        self.assertEqual(len(running), members)
+        return process
+
+    def test_freePorts(self) -> None:
+        """
+        The ports are distinct, and free.
+        """
+        ports = processes.freePorts(5)
+        self.assertEqual(len(set(ports)), 5)
+        for port in ports:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", port))
+
+    def test_pinned(self) -> None:
+        """
+        With taskset and two CPUs, a command runs on the CPU asked for;
+        without a CPU, as it is.
+        """
+        if processes.cores() < 2:
+            raise SkipTest("one CPU: nothing is pinned")
+        requireTools("taskset")
+        self.assertEqual(
+            (processes.pinned(["a", "b"], 1), processes.pinned(["a", "b"], None)),
+            ([tools.command("taskset"), "-c", "1", "a", "b"], ["a", "b"]),
+        )
+
+    def test_log(self) -> None:
+        """
+        What the process prints goes to its log.
+        """
+        log = Path(self.mktemp())
+        log.parent.mkdir(parents=True, exist_ok=True)
+        process = processes.start(["sh", "-c", "echo out; echo err >&2"], log)
+        self.addCleanup(processes.stop, process, 5)
+        process.wait(10)
+        self.assertEqual(log.read_text(), "out\nerr\n")
+
+    def test_stop(self) -> None:
+        """
+        Stopping a server ends it with SIGTERM, leaves nothing of its session
+        behind, and forgets it.
+        """
+        process = self.start([PYTHON, "-c", "import time; time.sleep(300)"])
+        self.assertIn(process.pid, processes._RUNNING)
+        processes.stop(process)
+        self.assertEqual(
+            (process.returncode, state(process.pid), process.pid in processes._RUNNING),
+            (-signal.SIGTERM, None, False),
+        )
+        self.assertEqual(sessionEnded(process.pid), [])
+
+    def test_stopChildren(self) -> None:
+        """
+        Stopping a server also ends the processes it started.
+        """
+        process = self.startFamily("sleep 300 & sleep 300", 3)
+        processes.stop(process)
+        self.assertEqual(state(process.pid), None)
+        self.assertEqual(sessionEnded(process.pid), [])
+
+    def test_stopOrphans(self) -> None:
+        """
+        Stopping a server that has exited ends the children it left behind.
+        """
+        process = self.start(["sh", "-c", "sleep 300 & sleep 300 & exit 0"])
+        orphans = eventually(
+            lambda: liveSession(process.pid),
+            lambda pids: len(pids) == 2 and process.pid not in pids,
+        )
+        self.assertEqual((len(orphans), process.pid in orphans), (2, False))
+        processes.stop(process)
+        self.assertEqual(sessionEnded(process.pid), [])
+
+    def test_stopChildGroups(self) -> None:
+        """
+        Stopping a server ends everything in its session, as L{processes.stop}
+        says, even a child that moved to a process group of its own.
+        """
+        process = self.start(
+            [
+                PYTHON,
+                "-c",
+                "import subprocess, time\n"
+                "subprocess.Popen(['sleep', '300'], process_group=0)\n"
+                "time.sleep(300)",
+            ]
+        )
+        running = eventually(
+            lambda: liveSession(process.pid), lambda pids: len(pids) >= 2
+        )
+        self.assertEqual(len(running), 2)
+        processes.stop(process)
+        self.assertEqual(sessionEnded(process.pid, timeout=2), [])
+
+    def test_stopKills(self) -> None:
+        """
+        A server that ignores SIGTERM is killed once the timeout passes.
+        """
+        process = self.startFamily("trap '' TERM; sleep 300; sleep 300", 2)
+        started = time.monotonic()
+        processes.stop(process, timeout=0.5)
+        self.assertEqual(process.returncode, -signal.SIGKILL)
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertEqual(sessionEnded(process.pid), [])
+
+    def test_stopAll(self) -> None:
+        """
+        L{processes.stopAll} ends every process still registered.
+        """
+        started = [
+            self.start([PYTHON, "-c", "import time; time.sleep(300)"]) for _ in range(2)
+        ]
+        processes.stopAll()
+        self.assertEqual(
+            (processes._RUNNING, [state(p.pid) for p in started]),
+            ({}, [None, None]),
+        )
+
+    def test_waitForPort(self) -> None:
+        """
+        Once the port accepts, L{processes.waitForPort} says how long it took.
+        """
+        with socket.socket() as listening:
+            listening.bind(("127.0.0.1", 0))
+            listening.listen()
+            process = self.start(["sleep", "300"])
+            took = processes.waitForPort(listening.getsockname()[1], process, 5)
+        self.assertTrue(0 <= took < 5, took)
+
+    def test_waitForPortExited(self) -> None:
+        """
+        A server that exits before its port opens raises L{RuntimeError}
+        with its exit status.
+        """
+        [port] = processes.freePorts(1)
+        process = self.start([PYTHON, "-c", "raise SystemExit(3)"])
+        error = self.assertRaises(
+            RuntimeError, processes.waitForPort, port, process, 30
+        )
+        self.assertIn("server exited with 3", str(error))
+
+    def test_waitForPortTimeout(self) -> None:
+        """
+        A port that never opens raises L{RuntimeError} once the timeout passes.
+        """
+        [port] = processes.freePorts(1)
+        process = self.start(["sleep", "300"])
+        error = self.assertRaises(
+            RuntimeError, processes.waitForPort, port, process, 0.3
+        )
+        self.assertIn(f"port {port} did not open within 0.3s", str(error))
+
+    def test_memoryAndFiles(self) -> None:
+        """
+        The memory and descriptors of a session add up those of its processes.
+        """
+        process = self.startFamily("sleep 300 & sleep 300", 3)
+        pids = processes.sessionPids(process.pid)
+        rss = 0
+        for pid in pids:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    rss += int(line.split()[1]) * 1024
+        files = sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in pids)
+        self.assertEqual(
+            (processes.rssBytes(process.pid), processes.openFiles(process.pid)),
+            (rss, files),
+        )
+        self.assertGreater(rss, 0)
+
+
+class ServerTests(SynchronousTestCase):
+    """
+    L{servers.Server} and the servers the benchmarks run.
+    """
+
+    def setUp(self) -> None:
+        self.workdir = Path(self.mktemp()).resolve()
+        self.workdir.mkdir()
+        self.addCleanup(processes.stopAll)
+
+    def test_multiportEcho(self) -> None:
+        """
+        multiport's echo server starts, echoes, has memory, and is gone after
+        the C{with} block.
+        """
+        [port] = processes.freePorts(1)
+        with servers.multiportEcho(self.workdir, port) as server:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+                c.sendall(b"ping")
+                self.assertEqual(c.recv(4), b"ping")
+            self.assertGreater(server.startup, 0)
+            self.assertGreater(server.rss(), 0)
+            pid = server.process.pid
+        self.assertEqual(
+            (server.process.returncode is not None, state(pid), liveSession(pid)),
+            (True, None, []),
+        )
+
+    def test_failedStart(self) -> None:
+        """
+        A server that exits at start raises L{RuntimeError} with its status and
+        the end of its log, and is forgotten.
+        """
+        [port] = processes.freePorts(1)
+        server = servers.Server(
+            "broken one",
+            [PYTHON, "-c", "print('no good'); raise SystemExit(4)"],
+            port,
+            self.workdir,
+        )
+        error = self.assertRaises(RuntimeError, server.__enter__)
+        self.assertEqual(
+            (str(error).splitlines()[1:], processes._RUNNING),
+            (["no good"], {}),
+        )
+        self.assertIn("server exited with 4", str(error))
+        self.assertTrue((self.workdir / f"broken-one-{port}.log").exists())
+
+    def fetch(self, make: Callable[[Path, int], servers.Server]) -> tuple[int, bytes]:
+        """
+        The status and body of /index.html from the server C{make} makes.
+        """
+        [port] = processes.freePorts(1)
+        with make(self.workdir, port):
+            url = f"http://127.0.0.1:{port}/index.html"
+            try:
+                with urllib.request.urlopen(url, timeout=10) as response:
+                    return response.status, response.read()
+            except urllib.error.HTTPError as error:
+                return error.code, b""
+
+    def test_multiportWeb(self) -> None:
+        """
+        multiport's web server serves the benchmark page.
+        """
+        self.assertEqual(self.fetch(servers.multiportWeb), (200, servers.PAGE))
+
+    def test_twistdWeb(self) -> None:
+        """
+        C{twistd web} serves the benchmark page.
+        """
+        self.assertEqual(self.fetch(servers.twistdWeb), (200, servers.PAGE))
+
+    def test_nginx(self) -> None:
+        """
+        nginx serves the benchmark page from a private folder, as
+        C{python -m benchmarks} makes (a L{tempfile.TemporaryDirectory}).
+        """
+        requireTools("nginx")
+        self.workdir.chmod(0o700)
+        self.assertEqual(self.fetch(servers.nginx), (200, servers.PAGE))
+
+
+class CommandLineTests(SynchronousTestCase):
+    """
+    L{run.main}, the C{python -m benchmarks} command.
+    """
+
+    def setUp(self) -> None:
+        self.stdout = io.StringIO()
+        self.stderr = io.StringIO()
+        self.patch(sys, "stdout", self.stdout)
+        self.patch(sys, "stderr", self.stderr)
+        self.results = Path(self.mktemp())
+        self.leaders: list[int] = []
+        start = processes.start
+
+        def recordingStart(*args, **kwargs) -> subprocess.Popen[bytes]:
+            process = start(*args, **kwargs)
+            self.leaders.append(process.pid)
+            return process
+
+        self.patch(processes, "start", recordingStart)
+
+    def restrictPath(self, *commands: str) -> None:
+        """
+        Leave only C{commands} on C{PATH}.
+        """
+        folder = Path(self.mktemp())
+        folder.mkdir()
+        for command in commands:
+            (folder / command).symlink_to(tools.command(command))
+        old = os.environ["PATH"]
+        os.environ["PATH"] = str(folder)
+        self.addCleanup(os.environ.__setitem__, "PATH", old)
+
+    def assertNothingLeft(self, servers: int, children: set[int]) -> None:
+        """
+        The C{servers} started have ended with their sessions, and this
+        process has no more children than it had (C{children}).
+        """
+        self.assertEqual((len(self.leaders), processes._RUNNING), (servers, {}))
+        self.assertEqual(
+            [(pid, state(pid), sessionEnded(pid)) for pid in self.leaders],
+            [(pid, None, []) for pid in self.leaders],
+        )
+        self.assertEqual(liveChildren(), children)
+
+    def resultsFile(self, scenario: str) -> dict[str, object]:
+        """
+        The one JSON file C{scenario} wrote, dated today.
+        """
+        [path] = self.results.glob(f"*-{scenario}.json")
+        self.assertRegex(path.name, rf"^\d{{4}}-\d\d-\d\d-{scenario}\.json$")
+        self.assertLessEqual(
+            abs(
+                datetime.date.fromisoformat(path.name[:10]) - datetime.date.today()
+            ).days,
+            1,
+        )
+        return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+    def test_list(self) -> None:
+        """
+        C{--list} lists every scenario with its title.
+        """
+        self.assertEqual(run.main(["--list"]), 0)
+        self.assertEqual(
+            [line.split(None, 1) for line in self.stdout.getvalue().splitlines()],
+            [[s.name, s.title] for s in scenarios.SCENARIOS.values()],
+        )
+        self.assertEqual(
+            list(scenarios.SCENARIOS),
+            ["echo", "http", "https", "accept", "ports", "idle", "layer"],
+        )
+
+    def test_unknown(self) -> None:
+        """
+        An unknown scenario is an error, status 2, naming the known ones.
+        """
+        self.assertEqual(run.main(["nosuch"]), 2)
+        self.assertEqual(
+            self.stderr.getvalue(),
+            "unknown scenario nosuch; known: "
+            "echo, http, https, accept, ports, idle, layer\n",
+        )
+
+    def test_badSettings(self) -> None:
+        """
+        No rounds, or no time, is an error, status 2.
+        """
+        self.assertEqual(
+            [run.main(["echo", "--rounds", "0"]), run.main(["echo", "--seconds", "0"])],
+            [2, 2],
+        )
+
+    def test_missingTool(self) -> None:
+        """
+        A scenario whose tools are missing is skipped with how to install them,
+        and the status is 1.
+        """
+        self.restrictPath()
+        self.assertEqual(run.main(["http", "--results", str(self.results)]), 1)
+        self.assertIn(
+            "skipping http: missing\n  wrk: apt-get install wrk\n",
+            self.stderr.getvalue(),
+        )
+        self.assertFalse(self.results.exists())
+
+    def test_echo(self) -> None:
+        """
+        A tiny echo run prints its table, writes its results and plot, and
+        leaves no process behind.
+        """
+        requireTools("gcc")
+        children = liveChildren()
+        argv = ["echo", "--seconds", "0.3", "--rounds", "1", "--warmup", "0.1"]
+        self.assertEqual(run.main([*argv, "--results", str(self.results)]), 0)
+        contenders = ["twisted", "multiport", "asyncio"]
+        if tools.have("uvloop"):
+            contenders.append("uvloop")
+        self.assertNothingLeft(len(contenders), children)
+        data = self.resultsFile("echo")
+        self.assertEqual(
+            [(r["variant"], r["contender"], r["baseline"]) for r in data["results"]],
+            [
+                (variant, contender, contender == "twisted")
+                for variant in ("1 connection", "100 connections")
+                for contender in contenders
+            ],
+        )
+        for result in data["results"]:
+            self.assertEqual((len(result["samples"]), result["errors"]), (1, [0]))
+            self.assertGreater(result["samples"][0], 0)
+        self.assertEqual(
+            (data["scenario"], data["settings"], data["command"]),
+            (
+                "echo",
+                {"seconds": 0.3, "rounds": 1, "warmup": 0.1},
+                "python -m benchmarks echo --seconds 0.3 --rounds 1 --warmup 0.1 "
+                f"--results {self.results}",
+            ),
+        )
+        output = self.stdout.getvalue()
+        self.assertEqual(output.splitlines()[0], scenarios.SCENARIOS["echo"].title)
+        self.assertIn("twisted (baseline)", output)
+        if tools.have("matplotlib"):
+            [png] = self.results.glob("*-echo.png")
+            self.assertEqual(png.read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
+
+    def test_https(self) -> None:
+        """
+        A tiny https run measures twistd web, multiport and nginx, each
+        answering every request, and leaves no process behind.
+        """
+        requireTools("gcc", "wrk", "nginx")
+        children = liveChildren()
+        argv = ["https", "--seconds", "1", "--rounds", "1", "--warmup", "0.1"]
+        self.assertEqual(
+            run.main([*argv, "--no-plot", "--results", str(self.results)]), 0
+        )
+        self.assertNothingLeft(3, children)
+        data = self.resultsFile("https")
+        self.assertEqual(
+            [(r["variant"], r["contender"]) for r in data["results"]],
+            [
+                (variant, contender)
+                for variant in ("keep-alive", "new handshake each")
+                for contender in ("twistd web", "multiport", "nginx")
+            ],
+        )
+        self.assertEqual(
+            [
+                (r["contender"], r["samples"][0] > 0, r["errors"])
+                for r in data["results"]
+            ],
+            [(r["contender"], True, [0]) for r in data["results"]],
+        )
+        self.assertEqual(list(self.results.glob("*.png")), [])
+
+    def test_httpWithoutCompiler(self) -> None:
+        """
+        The http scenario, which needs wrk and not the C load generator, runs
+        where there is no compiler.
+        """
+        requireTools("wrk")
+        self.patch(tools, "BUILD", Path(self.mktemp()))
+        self.restrictPath("wrk")
+        argv = ["http", "--seconds", "1", "--rounds", "1", "--warmup", "0.1"]
+        try:
+            status = run.main([*argv, "--no-plot", "--results", str(self.results)])
+        finally:
+            processes.stopAll()
+        self.assertEqual(status, 0)
+        self.assertEqual(self.resultsFile("http")["scenario"], "http")
+
+    def test_commandRecorded(self) -> None:
+        """
+        The results record the command as it was given, even with no
+        arguments at all.
+        """
+        requireTools("gcc")
+        quick = Scenario(
+            "quick",
+            "Quick",
+            lambda settings: [series("v", "a", [1.0], baseline=True)],
+            needs=(),
+        )
+        self.patch(run, "SCENARIOS", {"quick": quick})
+        self.patch(run, "RESULTS", self.results)
+        self.patch(sys, "argv", ["trial", "tests.test_benchmarks"])
+        self.assertEqual(run.main([]), 0)
+        self.assertEqual(self.resultsFile("quick")["command"], "python -m benchmarks")
+
+
+class SettingsTests(SynchronousTestCase):
+    """
+    L{Settings} defaults, which the command line's defaults repeat.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        The command line's defaults are the settings' defaults.
+        """
+        arguments = run.parser().parse_args([])
+        settings = Settings(workdir=Path("."))
+        self.assertEqual(
+            (
+                arguments.seconds,
+                arguments.rounds,
+                arguments.warmup,
+                arguments.idle_connections,
+                tuple(int(n) for n in arguments.port_counts.split(",")),
+            ),
+            (
+                settings.seconds,
+                settings.rounds,
+                settings.warmup,
+                settings.idleConnections,
+                settings.portCounts,
+            ),
+        )
