@@ -384,35 +384,38 @@ def portConfigs(
     ]
 
 
-def _overlap(a: PortConfig, b: PortConfig) -> bool:
-    if a.port == 0 or a.port != b.port or a.ipv6 != b.ipv6:
-        return False
-    wildcard = "::" if a.ipv6 else "0.0.0.0"
-    return a.interface == b.interface or wildcard in (a.interface, b.interface)
-
-
 def checkOverlaps(ports: Iterable[PortConfig]) -> None:
     """
     Refuse two ports that would claim the same address and port number.
 
     C{0.0.0.0:P} covers every IPv4 address on P and C{[::]:P} every IPv6
     one (multiport sets IPV6_V6ONLY, so the two families never collide).
+    Port 0 never collides.  Linear in the number of ports: each port number
+    and family keeps a table of the addresses claimed on it.
 
     @raise ConfigError: naming both places.
     """
-    seen: list[PortConfig] = []
+    claimed: dict[tuple[int, bool], dict[str, PortConfig]] = {}
     for port in ports:
-        for other in seen:
-            if _overlap(port, other):
-                if port.interface == other.interface:
-                    what = "is configured twice"
-                else:
-                    what = f"overlaps {other.address}"
-                raise ConfigError(
-                    port.where,
-                    f"{port.address} {what} (also at {other.where})",
-                )
-        seen.append(port)
+        if port.port == 0:
+            continue
+        group = claimed.setdefault((port.port, port.ipv6), {})
+        wildcard = "::" if port.ipv6 else "0.0.0.0"
+        other = group.get(port.interface)
+        if other is None:
+            if port.interface == wildcard:
+                other = next(iter(group.values()), None)
+            else:
+                other = group.get(wildcard)
+        if other is not None:
+            if port.interface == other.interface:
+                what = "is configured twice"
+            else:
+                what = f"overlaps {other.address}"
+            raise ConfigError(
+                port.where, f"{port.address} {what} (also at {other.where})"
+            )
+        group[port.interface] = port
 
 
 def buildConfig(
