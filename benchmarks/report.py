@@ -167,6 +167,41 @@ def writeJSON(path: Path, data: Mapping[str, object]) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
+def _colour(series: Series) -> str:
+    if series.baseline:
+        return "#9aa5b1"
+    if series.contender.startswith("multiport"):
+        return "#dd6b20"
+    return "#2b6cb0"
+
+
+def fromJSON(data: Mapping[str, object]) -> list[Summary]:
+    """
+    The summaries a results file holds (to plot it again).
+    """
+    from benchmarks.measure import Sample
+
+    series = []
+    for row in data["results"]:  # type: ignore[attr-defined]
+        series.append(
+            Series(
+                row["variant"],
+                row["contender"],
+                row["metric"],
+                row["unit"],
+                baseline=row["baseline"],
+                higherIsBetter=row["higher_is_better"],
+                samples=[
+                    Sample(value, cpu, errors)
+                    for value, cpu, errors in zip(
+                        row["samples"], row["generator_cpu"], row["errors"], strict=True
+                    )
+                ],
+            )
+        )
+    return summarize(series)
+
+
 def plot(path: Path, title: str, summaries: Sequence[Summary]) -> None:
     """
     A bar chart per variant and metric: each contender's median with its
@@ -182,6 +217,13 @@ def plot(path: Path, title: str, summaries: Sequence[Summary]) -> None:
         groups.setdefault((s.series.metric, s.series.variant), []).append(s)
     if not groups:
         return
+    # One contender throughout (the ports scenario): one chart per metric,
+    # a bar per variant.
+    byVariant = all(len(members) == 1 for members in groups.values())
+    if byVariant:
+        groups = {}
+        for s in summaries:
+            groups.setdefault((s.series.metric, ""), []).append(s)
     columns = min(len(groups), 4)
     rows = (len(groups) + columns - 1) // columns
     figure, axes = plt.subplots(
@@ -192,19 +234,19 @@ def plot(path: Path, title: str, summaries: Sequence[Summary]) -> None:
     for axis, ((metric, variant), members) in zip(
         axes.flat, groups.items(), strict=False
     ):
-        names = [m.series.contender for m in members]
+        names = [m.series.variant if byVariant else m.series.contender for m in members]
         medians = [m.median for m in members]
         errors = [
             [m.median - m.low for m in members],
             [m.high - m.median for m in members],
         ]
-        colours = ["#9aa5b1" if m.series.baseline else "#2b6cb0" for m in members]
+        colours = [_colour(m.series) for m in members]
         bars = axis.bar(names, medians, yerr=errors, capsize=4, color=colours)
         for bar, member in zip(bars, members, strict=True):
             if member.ratio is not None:
                 axis.annotate(
                     f"{member.ratio:.2f}x",
-                    (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    (bar.get_x() + bar.get_width() / 2, member.high),
                     ha="center",
                     va="bottom",
                     fontsize=8,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import re
@@ -138,6 +139,13 @@ def parser() -> argparse.ArgumentParser:
     options.add_argument(
         "--list", action="store_true", help="list scenarios, then exit"
     )
+    options.add_argument(
+        "--replot",
+        nargs="+",
+        type=Path,
+        metavar="JSON",
+        help="draw the plots of results files again (next to them), then exit",
+    )
     return options
 
 
@@ -149,6 +157,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.list:
         for scenario in SCENARIOS.values():
             print(f"{scenario.name:<8} {scenario.title}")
+        return 0
+    if arguments.replot:
+        for path in arguments.replot:
+            data = json.loads(path.read_text())
+            report.plot(path.with_suffix(".png"), data["title"], report.fromJSON(data))
         return 0
     unknown = [name for name in arguments.scenarios if name not in SCENARIOS]
     if unknown:

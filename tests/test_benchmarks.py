@@ -421,6 +421,52 @@ class TableTests(SynchronousTestCase):
         )
 
 
+class ReplotTests(SynchronousTestCase):
+    """
+    A results file is read back and plotted again.
+    """
+
+    def writeResults(self) -> Path:
+        summaries = report.summarize(
+            [
+                Series(
+                    "v",
+                    "twisted",
+                    "m",
+                    "/s",
+                    baseline=True,
+                    samples=[Sample(2.0, 0.5, 1), Sample(4.0, None, 0)],
+                ),
+                Series("v", "multiport", "m", "/s", samples=[Sample(3.0, 0.4, 0)]),
+            ]
+        )
+        path = Path(self.mktemp()) / "2024-01-02-echo.json"
+        report.writeJSON(path, report.toJSON("echo", "Echo", summaries, {}))
+        return path
+
+    def test_fromJSON(self) -> None:
+        """
+        fromJSON gives back the samples, medians and ratios written.
+        """
+        data = json.loads(self.writeResults().read_text())
+        [base, ours] = report.fromJSON(data)
+        self.assertEqual([x.value for x in base.series.samples], [2.0, 4.0])
+        self.assertEqual([x.errors for x in base.series.samples], [1, 0])
+        self.assertEqual((base.median, ours.median, ours.ratio), (3.0, 3.0, 1.0))
+        self.assertTrue(base.series.baseline)
+
+    def test_replot(self) -> None:
+        """
+        --replot draws the PNG next to the JSON file and exits 0.
+        """
+        requireTools("matplotlib")
+        path = self.writeResults()
+        self.assertEqual(run.main(["--replot", str(path)]), 0)
+        self.assertEqual(
+            path.with_suffix(".png").read_bytes()[:8], b"\x89PNG\r\n\x1a\n"
+        )
+
+
 class JSONTests(SynchronousTestCase):
     """
     L{report.toJSON} and L{report.writeJSON} write the results file.
