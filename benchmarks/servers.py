@@ -59,7 +59,15 @@ class Server:
 
     def __enter__(self) -> Server:
         log = self.workdir / f"{self.name.replace(' ', '-')}-{self.port}.log"
-        self.process = processes.start(self.argv, log, cwd=self.workdir)
+        # The servers run in the work folder; they import benchmarks and
+        # multiport from this checkout, installed or not.
+        environment = dict(os.environ)
+        environment["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(ROOT), environment.get("PYTHONPATH")])
+        )
+        self.process = processes.start(
+            self.argv, log, cwd=self.workdir, env=environment
+        )
         try:
             self.startup = processes.waitForPort(self.port, self.process, self.timeout)
         except RuntimeError as e:
