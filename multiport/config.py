@@ -238,11 +238,16 @@ def formatAddress(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-def defaultStateDir(environ: Mapping[str, str] = os.environ) -> Path:
+def defaultStateDir(
+    environ: Mapping[str, str] = os.environ, euid: int | None = None
+) -> Path:
     """
     Where the daemon keeps its files when C{--state-dir} is not given.
+
+    @param euid: The effective user id to decide for; this process's by
+        default.
     """
-    if os.geteuid() == 0:
+    if (os.geteuid() if euid is None else euid) == 0:
         return Path("/var/lib/multiport")
     xdg = environ.get("XDG_STATE_HOME")
     if xdg:

@@ -8,7 +8,6 @@ import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from unittest import SkipTest
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -941,39 +940,34 @@ class ParseInterfaceTests(SynchronousTestCase):
 
 class DefaultStateDirTests(SynchronousTestCase):
     """
-    Tests for L{defaultStateDir}; which branch runs depends on the test
-    process's effective user, so each test runs only where it applies.
+    Tests for L{defaultStateDir}.
     """
-
-    def requireRoot(self, root: bool) -> None:
-        """
-        Skip unless the process runs as root (C{root}) or not (not C{root}).
-        """
-        if (os.geteuid() == 0) != root:
-            if root:
-                raise SkipTest("needs root: the root branch ignores the environment")
-            raise SkipTest(
-                "running as root: defaultStateDir always gives /var/lib/multiport"
-            )
 
     def test_root(self):
         """
         As root, the state folder is /var/lib/multiport, whatever
         C{XDG_STATE_HOME} says.
         """
-        self.requireRoot(True)
         self.assertEqual(
-            defaultStateDir({"XDG_STATE_HOME": "/home/u/.state"}),
+            defaultStateDir({"XDG_STATE_HOME": "/home/u/.state"}, euid=0),
             Path("/var/lib/multiport"),
+        )
+
+    def test_thisProcess(self):
+        """
+        Without C{euid}, the decision is for this process's effective user.
+        """
+        environ = {"XDG_STATE_HOME": "/home/u/.state"}
+        self.assertEqual(
+            defaultStateDir(environ), defaultStateDir(environ, euid=os.geteuid())
         )
 
     def test_xdgStateHome(self):
         """
         As another user, C{XDG_STATE_HOME} holds the state folder.
         """
-        self.requireRoot(False)
         self.assertEqual(
-            defaultStateDir({"XDG_STATE_HOME": "/home/u/.state"}),
+            defaultStateDir({"XDG_STATE_HOME": "/home/u/.state"}, euid=1000),
             Path("/home/u/.state/multiport"),
         )
 
@@ -982,17 +976,16 @@ class DefaultStateDirTests(SynchronousTestCase):
         As another user without C{XDG_STATE_HOME}, the state folder is
         ~/.local/state/multiport.
         """
-        self.requireRoot(False)
         self.assertEqual(
-            defaultStateDir({}), Path.home() / ".local" / "state" / "multiport"
+            defaultStateDir({}, euid=1000),
+            Path.home() / ".local" / "state" / "multiport",
         )
 
     def test_emptyXDGStateHome(self):
         """
         An empty C{XDG_STATE_HOME} is treated as unset.
         """
-        self.requireRoot(False)
         self.assertEqual(
-            defaultStateDir({"XDG_STATE_HOME": ""}),
+            defaultStateDir({"XDG_STATE_HOME": ""}, euid=1000),
             Path.home() / ".local" / "state" / "multiport",
         )
