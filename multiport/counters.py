@@ -9,16 +9,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from attrs import define
+from attrs import define, field
 
 
 @define
 class PortCounters:
     """
-    One port's figures.  Invariant: C{accepted == closed + current}.
+    One port's figures.
 
+    Definitions: I{accepted} counts connections handed to the handler,
+    I{rejected} those turned away before it (never also accepted), I{closed}
+    the accepted ones that ended; so C{accepted == closed + current} always.
+
+    @ivar rejected: Rejected connections by reason (C{"max_connections"}...).
     @ivar bytesReceived: Application bytes from clients (after TLS).
     @ivar bytesSent: Application bytes to clients (before TLS).
+    @ivar tlsHandshakeFailures: TLS connections that ended before their
+        handshake completed although the client had sent at least one byte
+        (a load balancer's bare TCP check is no failure).
+    @ivar protocolErrors: Connections on which the handler raised.
     @ivar listeningSince: When the port started listening (POSIX time), or
         C{None} while it is not listening.
     """
@@ -26,20 +35,36 @@ class PortCounters:
     current: int = 0
     accepted: int = 0
     closed: int = 0
+    rejected: dict[str, int] = field(factory=dict)
     bytesReceived: int = 0
     bytesSent: int = 0
+    tlsHandshakeFailures: int = 0
+    protocolErrors: int = 0
     listeningSince: float | None = None
 
-    def snapshot(self) -> Mapping[str, int | float | None]:
+    def reject(self, reason: str) -> None:
         """
-        The figures now, as a plain mapping.
+        Count one connection turned away for C{reason}.
+        """
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+    def snapshot(self) -> Mapping[str, object]:
+        """
+        The figures now, as a plain mapping (the shape of C{/status}).
         """
         return {
-            "current": self.current,
-            "accepted": self.accepted,
-            "closed": self.closed,
-            "bytes_received": self.bytesReceived,
-            "bytes_sent": self.bytesSent,
+            "connections": {
+                "current": self.current,
+                "accepted": self.accepted,
+                "closed": self.closed,
+                "rejected": sum(self.rejected.values()),
+            },
+            "rejected_by_reason": dict(self.rejected),
+            "bytes": {"received": self.bytesReceived, "sent": self.bytesSent},
+            "errors": {
+                "tls_handshake": self.tlsHandshakeFailures,
+                "protocol": self.protocolErrors,
+            },
             "listening_since": self.listeningSince,
         }
 

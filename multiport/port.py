@@ -80,10 +80,14 @@ class PortFactory(WrappingFactory):
     protocol = PortProtocol
 
     def __init__(
-        self, wrappedFactory: IProtocolFactory, counters: PortCounters
+        self,
+        wrappedFactory: IProtocolFactory,
+        counters: PortCounters,
+        handlerContext: Any = None,
     ) -> None:
         super().__init__(wrappedFactory)
         self.counters = counters
+        self.handlerContext = handlerContext
 
     def buildProtocol(self, addr: IAddress) -> IProtocol | None:
         inner = self.wrappedFactory.buildProtocol(addr)

@@ -16,10 +16,17 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
+from zope.interface import implementer
 
+from multiport import __version__
 from multiport.config import Config, PortConfig, TLSConfig, formatAddress
 from multiport.counters import PortCounters
-from multiport.handlers.interface import HandlerContext, IHandler
+from multiport.handlers.interface import (
+    HandlerContext,
+    IDaemonView,
+    IHandler,
+    PortStatus,
+)
 from multiport.port import PortFactory, PortServer, PortSSLServer, PortTCPServer
 from multiport.tls import LoadedCertificate
 
@@ -93,9 +100,11 @@ def describeListenError(config: PortConfig, error: CannotListenError) -> str:
     return f"cannot listen on {config.address}: {why}{where}"
 
 
+@implementer(IDaemonView)
 class PortsService(MultiService):
     """
-    Every port of a L{Config}, bound all or nothing.
+    Every port of a L{Config}, bound all or nothing.  It is also the
+    read-only L{IDaemonView} handlers get (the status handler reads it).
 
     Ports bind in C{privilegedStartService} (so twistd drops privileges after
     binding).  If one can't bind, those already bound are closed and
@@ -112,8 +121,11 @@ class PortsService(MultiService):
     ) -> None:
         super().__init__()
         self.config = config
+        self.version = __version__
+        self.started = reactor.seconds()
         self._reactor = reactor
         self._bound = False
+        self._certificates = certificates
         for portConfig in config.ports:
             self.addService(
                 self._makePort(portConfig, handlers[portConfig.handler], certificates)
@@ -127,14 +139,13 @@ class PortsService(MultiService):
     ) -> PortServer:
         counters = PortCounters()
         context = HandlerContext(
-            reactor=self._reactor, clock=self._reactor, port=config
+            reactor=self._reactor, clock=self._reactor, port=config, daemon=self
         )
         inner = handler.buildFactory(context)
         # Our own log line says when a port starts; Twisted's per-factory
         # "Starting factory" lines would only repeat it.
         inner.noisy = False  # type: ignore[attr-defined]
-        factory = PortFactory(inner, counters)
-        factory.handlerContext = context  # type: ignore[attr-defined]
+        factory = PortFactory(inner, counters, context)
         if config.tls is None:
             return PortTCPServer(config, factory, self._reactor)
         return PortSSLServer(
@@ -146,6 +157,28 @@ class PortsService(MultiService):
         The port services, in configuration order.
         """
         return [s for s in self if isinstance(s, PortTCPServer | PortSSLServer)]
+
+    def portStatus(self) -> list[PortStatus]:
+        """
+        Every configured port now, listening or not (L{IDaemonView}).
+        """
+        statuses = []
+        for port in self.ports():
+            config = port.config
+            expiry = None
+            if config.tls is not None and config.tls in self._certificates:
+                expiry = self._certificates[config.tls].notAfter.timestamp()
+            statuses.append(
+                PortStatus(
+                    name=port.name or config.name,
+                    config=config,
+                    listening=port.boundAddress() is not None,
+                    counters=port.factory.counters.snapshot(),
+                    handlerCounters=port.factory.handlerContext.counters.snapshot(),
+                    certificateExpiry=expiry,
+                )
+            )
+        return statuses
 
     def boundPorts(self) -> Sequence[BoundPort]:
         """

@@ -14,8 +14,10 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface.verify import verifyObject
 
 from multiport.config import Config, TLSConfig
+from multiport.handlers.interface import IDaemonView
 from multiport.port import ListeningPort, PortFactory
 from multiport.service import PortsService, StartupError, describeListenError
 from multiport.tls import ensureSelfSigned
@@ -291,3 +293,38 @@ class ConfigTypeTests(SynchronousTestCase):
         service = PortsService(config, HANDLERS, {}, MemoryReactorClock())
         self.assertIsInstance(service.config, Config)
         self.assertIs(service.config, config)
+
+
+class DaemonViewTests(SynchronousTestCase):
+    """
+    The service is the read-only view of the daemon handlers get.
+    """
+
+    def test_providesView(self):
+        """
+        PortsService provides IDaemonView, and every handler context has it.
+        """
+        service = serviceFor(self, "127.0.0.1:7000=echo", MemoryReactorClock())
+        verifyObject(IDaemonView, service)
+        self.assertIs(list(service)[0].factory.handlerContext.daemon, service)
+
+    def test_portStatus(self):
+        """
+        portStatus lists every configured port, listening or not, with its
+        counters and, for TLS ports, the certificate's expiry.
+        """
+        service = serviceFor(
+            self, "127.0.0.1:7000=echo,127.0.0.1:7443=echo+tls", MemoryReactorClock()
+        )
+        before = service.portStatus()
+        self.assertEqual([s.listening for s in before], [False, False])
+        service.startService()
+        plain, tls = service.portStatus()
+        self.assertEqual((plain.name, plain.listening), ("tcp:127.0.0.1:7000", True))
+        self.assertEqual(
+            plain.counters["connections"],
+            {"current": 0, "accepted": 0, "closed": 0, "rejected": 0},
+        )
+        self.assertIsNone(plain.certificateExpiry)
+        expiry = service._certificates[TLSConfig()].notAfter.timestamp()
+        self.assertEqual(tls.certificateExpiry, expiry)

@@ -51,12 +51,16 @@ class HandlerContext:
     @ivar port: The port's validated configuration.
     @ivar counters: Where the handler publishes counters of its own; they
         are shown with the port's (status page, metrics).
+    @ivar daemon: The whole daemon, read-only (L{IDaemonView}): every port's
+        configuration and figures, for handlers that report on the daemon
+        (C{status}).
     """
 
     reactor: Any
     clock: IReactorTime
     port: PortConfig
     counters: HandlerCounters = field(factory=HandlerCounters)
+    daemon: Any = None
 
     @property
     def options(self) -> object:
@@ -64,6 +68,42 @@ class HandlerContext:
         The handler's own validated options for this port.
         """
         return self.port.options
+
+
+@frozen
+class PortStatus:
+    """
+    One port as the daemon sees it now: a snapshot, safe to keep.
+
+    @ivar name: C{tcp:HOST:PORT}, with the real number once bound.
+    @ivar listening: Whether the port accepts connections now.
+    @ivar counters: L{PortCounters.snapshot} of the port.
+    @ivar handlerCounters: What the handler published: (name, labels) to
+        value.
+    @ivar certificateExpiry: For TLS ports, when the certificate expires
+        (POSIX time).
+    """
+
+    name: str
+    config: PortConfig
+    listening: bool
+    counters: Mapping[str, object]
+    handlerCounters: Mapping[tuple[str, tuple[tuple[str, str], ...]], int]
+    certificateExpiry: float | None = None
+
+
+class IDaemonView(Interface):
+    """
+    What a handler may read of the running daemon.
+    """
+
+    version = Attribute("multiport's version.")
+    started = Attribute("When the daemon started (POSIX time).")
+
+    def portStatus() -> list[PortStatus]:
+        """
+        Every configured port, listening or not, in configuration order.
+        """
 
 
 class IHandler(Interface):
