@@ -112,6 +112,7 @@ class PortRequest:
     handler: str | None = None
     tls: bool | TLSConfig | None = None
     backlog: int | None = None
+    logConnections: bool | None = None
     options: Mapping[str, object] = field(
         factory=dict, converter=_frozenMapping, eq=False
     )
@@ -127,6 +128,7 @@ class Defaults:
     interface: str = DEFAULT_INTERFACE
     backlog: int = DEFAULT_BACKLOG
     tls: TLSConfig = TLSConfig()
+    logConnections: bool = True
 
 
 @frozen
@@ -138,6 +140,7 @@ class PartialDefaults:
     interface: str | None = None
     backlog: int | None = None
     tls: TLSConfig | None = None
+    logConnections: bool | None = None
 
     def over(self, base: Defaults) -> Defaults:
         """
@@ -147,6 +150,9 @@ class PartialDefaults:
             interface=base.interface if self.interface is None else self.interface,
             backlog=base.backlog if self.backlog is None else self.backlog,
             tls=base.tls if self.tls is None else self.tls,
+            logConnections=base.logConnections
+            if self.logConnections is None
+            else self.logConnections,
         )
 
 
@@ -164,6 +170,7 @@ class PortConfig:
     @ivar handler: The handler's name.
     @ivar tls: The certificate, or C{None} for a plain port.
     @ivar options: The handler's validated options (its own frozen type).
+    @ivar logConnections: Whether each closed connection is logged.
     """
 
     interface: str
@@ -173,6 +180,7 @@ class PortConfig:
     backlog: int
     options: object
     where: str = field(eq=False, default="")
+    logConnections: bool = True
 
     @property
     def address(self) -> str:
@@ -384,6 +392,9 @@ def portConfigs(
             backlog=backlog,
             options=options,
             where=request.where,
+            logConnections=defaults.logConnections
+            if request.logConnections is None
+            else request.logConnections,
         )
         for interface in _interfaces(host, request.where, resolve)
     ]

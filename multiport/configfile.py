@@ -23,8 +23,8 @@ from multiport.config import (
 
 _POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 _TOP = {"defaults", "port"}
-_DEFAULTS = {"interface", "backlog", "tls"}
-_PORT = {"port", "interface", "handler", "tls", "backlog", "options"}
+_DEFAULTS = {"interface", "backlog", "tls", "log_connections"}
+_PORT = {"port", "interface", "handler", "tls", "backlog", "options", "log_connections"}
 _TLS = {"cert", "key"}
 
 _ARTICLES = {bool: "a boolean", int: "an integer", str: "a string", dict: "a table"}
@@ -74,6 +74,13 @@ def _tlsTable(value: object, where: str, base: Path) -> TLSConfig:
     return TLSConfig(cert=paths["cert"], key=paths.get("key"))
 
 
+def _flag(table: Mapping[str, object], key: str, where: str) -> bool | None:
+    if key not in table:
+        return None
+    _expect(table[key], bool, f"{where}.{key}")
+    return bool(table[key])
+
+
 def _backlog(value: object, where: str) -> int:
     _expect(value, int, where)
     assert isinstance(value, int)
@@ -95,6 +102,7 @@ def _defaults(table: object, base: Path, prefix: str) -> PartialDefaults:
         if "backlog" in table
         else None,
         tls=_tlsTable(table["tls"], f"{where}.tls", base) if "tls" in table else None,
+        logConnections=_flag(table, "log_connections", where),
     )
 
 
@@ -139,6 +147,7 @@ def _port(table: object, where: str, base: Path) -> PortRequest:
         backlog=_backlog(table["backlog"], f"{where}.backlog")
         if "backlog" in table
         else None,
+        logConnections=_flag(table, "log_connections", where),
         options=options,
         optionsBase=base,
     )

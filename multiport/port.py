@@ -14,54 +14,149 @@ from collections.abc import Iterable
 from typing import Any
 
 from twisted.application.internet import SSLServer, TCPServer
-from twisted.internet import tcp
+from twisted.internet import error, tcp
 from twisted.internet.interfaces import (
     IAddress,
+    IHandshakeListener,
     IListeningPort,
     IProtocol,
     IProtocolFactory,
     IProtocolNegotiationFactory,
 )
 from twisted.internet.posixbase import PosixReactorBase
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import directlyProvides, implementer, providedBy
 
-from multiport.config import PortConfig
+from multiport.config import PortConfig, formatAddress
 from multiport.counters import PortCounters
+from multiport.handlers.interface import HandlerContext
+
+log = Logger()
+#: One line per closed connection, in a namespace of its own so that it can
+#: be filtered or routed apart from the daemon's other lines.
+connectionLog = Logger(namespace="multiport.connection")
 
 
+#: How a connection ended, for the connection log, by the failure passed to
+#: connectionLost; anything else is "error".
+_ENDINGS = (
+    (error.ConnectionDone, "clean"),
+    (error.ConnectionLost, "reset"),
+)
+
+
+@implementer(IHandshakeListener)
 class PortProtocol(ProtocolWrapper):
     """
-    One connection's wrapper: counts it and its application bytes.
+    One connection's wrapper: counts it and its application bytes, keeps a
+    handler that raises from taking anything but its own connection down,
+    and logs one line when the connection closes.
+
+    @ivar closeReason: Set by whoever ends the connection on purpose
+        (C{"error"}, and later C{"timeout"}...); else the ending decides.
     """
 
     factory: PortFactory
+    closeReason: str | None = None
+    handshaken = False
 
     def makeConnection(self, transport: Any) -> None:
-        counters = self.factory.counters
+        factory = self.factory
+        counters = factory.counters
         counters.accepted += 1
         counters.current += 1
-        super().makeConnection(transport)
+        self.received = 0
+        self.sent = 0
+        self.started = factory.clock.seconds()
+        directlyProvides(self, providedBy(transport))
+        Protocol.makeConnection(self, transport)
+        factory.registerProtocol(self)
+        try:
+            self.wrappedProtocol.makeConnection(self)
+        except Exception:
+            self._handlerFailed("connectionMade")
 
     def dataReceived(self, data: bytes) -> None:
+        self.received += len(data)
         self.factory.counters.bytesReceived += len(data)
-        self.wrappedProtocol.dataReceived(data)
+        try:
+            self.wrappedProtocol.dataReceived(data)
+        except Exception:
+            self._handlerFailed("dataReceived")
 
     def write(self, data: bytes) -> None:
+        self.sent += len(data)
         self.factory.counters.bytesSent += len(data)
         self.transport.write(data)
 
     def writeSequence(self, data: Iterable[bytes]) -> None:
         data = list(data)
-        self.factory.counters.bytesSent += sum(map(len, data))
+        size = sum(map(len, data))
+        self.sent += size
+        self.factory.counters.bytesSent += size
         self.transport.writeSequence(data)
 
+    def handshakeCompleted(self) -> None:
+        """
+        The TLS handshake is done (TLS ports only); tell the handler if it
+        asks to know.
+        """
+        self.handshaken = True
+        if IHandshakeListener.providedBy(self.wrappedProtocol):
+            self.wrappedProtocol.handshakeCompleted()
+
+    def _handlerFailed(self, where: str) -> None:
+        """
+        The handler raised: log it once with its traceback, count it, and
+        close only this connection.
+        """
+        if self.closeReason is None:
+            self.factory.counters.protocolErrors += 1
+            self.closeReason = "error"
+            log.failure(
+                "handler {handler} raised in {where} on {port}; closing the connection",
+                handler=self.factory.handlerName,
+                where=where,
+                port=self.factory.portName,
+            )
+        self.transport.abortConnection()
+
+    def _ending(self, reason: Failure) -> str:
+        if self.closeReason is not None:
+            return self.closeReason
+        if self.factory.tls and not self.handshaken:
+            if getattr(self.transport, "sawBytes", False):
+                self.factory.counters.tlsHandshakeFailures += 1
+                return "error"
+        for kind, name in _ENDINGS:
+            if reason.check(kind):
+                return name
+        return "error"
+
     def connectionLost(self, reason: Failure) -> None:
-        counters = self.factory.counters
+        factory = self.factory
+        counters = factory.counters
         counters.current -= 1
         counters.closed += 1
+        ending = self._ending(reason)
+        if factory.logConnections:
+            peer = self.transport.getPeer()
+            host, number = getattr(peer, "host", "?"), getattr(peer, "port", 0)
+            connectionLog.info(
+                "{port} {handler} {peer} closed {reason} after {duration:.3f}s, "
+                "received {received} B, sent {sent} B",
+                port=factory.portName,
+                handler=factory.handlerName,
+                peer=formatAddress(host, number),
+                reason=ending,
+                duration=factory.clock.seconds() - self.started,
+                received=self.received,
+                sent=self.sent,
+            )
         super().connectionLost(reason)
 
 
@@ -83,11 +178,17 @@ class PortFactory(WrappingFactory):
         self,
         wrappedFactory: IProtocolFactory,
         counters: PortCounters,
-        handlerContext: Any = None,
+        handlerContext: HandlerContext,
     ) -> None:
         super().__init__(wrappedFactory)
         self.counters = counters
         self.handlerContext = handlerContext
+        self.clock = handlerContext.clock
+        config = handlerContext.port
+        self.portName = config.name
+        self.handlerName = config.handler
+        self.tls = config.tls is not None
+        self.logConnections = config.logConnections
 
     def buildProtocol(self, addr: IAddress) -> IProtocol | None:
         inner = self.wrappedFactory.buildProtocol(addr)
@@ -106,6 +207,29 @@ class PortFactory(WrappingFactory):
 
     def logPrefix(self) -> str:
         return self.wrappedFactory.logPrefix()  # type: ignore[attr-defined,no-any-return]
+
+
+class TLSProtocol(TLSMemoryBIOProtocol):
+    """
+    Twisted's TLS protocol, noting whether the client sent anything: a
+    connection that ends before its handshake is a handshake failure only
+    if it did (a load balancer's bare TCP check is not).
+    """
+
+    sawBytes = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self.sawBytes = True
+        super().dataReceived(data)
+
+
+class TLSFactory(TLSMemoryBIOFactory):
+    """
+    Twisted's TLS factory, building L{TLSProtocol}s.
+    """
+
+    protocol = TLSProtocol
+    noisy = False
 
 
 class ListeningPort(tcp.Port):
@@ -232,7 +356,7 @@ class PortSSLServer(_PortServerMixin, SSLServer):
             return listenTCP(
                 self.reactor,
                 self.config.port,
-                TLSMemoryBIOFactory(self.contextFactory, False, self.factory),
+                TLSFactory(self.contextFactory, False, self.factory),
                 self.config.backlog,
                 self.config.interface,
             )

@@ -219,6 +219,7 @@ class PortsService(MultiService):
         assert address is not None
         name = "tcp:" + formatAddress(port.config.interface, address.port)  # type: ignore[attr-defined]
         port.name = name
+        port.factory.portName = name
         self.namedServices[name] = port
         port.factory.counters.listeningSince = self._reactor.seconds()
         config = port.config

@@ -205,7 +205,8 @@ class ParseConfigTests(SynchronousTestCase):
         self.assertConfigError(
             {"port": [{"port": 80}, {"port": 81, "optons": {}}]},
             "f.toml: port[2].optons",
-            "unknown key (known: backlog, handler, interface, options, port, tls)",
+            "unknown key (known: backlog, handler, interface, log_connections, "
+            "options, port, tls)",
         )
 
     def test_unknownDefaultsKey(self):
@@ -215,7 +216,7 @@ class ParseConfigTests(SynchronousTestCase):
         self.assertConfigError(
             {"defaults": {"interfase": "::1"}},
             "f.toml: defaults.interfase",
-            "unknown key (known: backlog, interface, tls)",
+            "unknown key (known: backlog, interface, log_connections, tls)",
         )
 
     def test_unknownTLSKey(self):
@@ -553,7 +554,7 @@ class ReadConfigFileTests(SynchronousTestCase):
         self.assertEqual(
             str(error),
             f"{path}: port[2].optons: unknown key "
-            "(known: backlog, handler, interface, options, port, tls)",
+            "(known: backlog, handler, interface, log_connections, options, port, tls)",
         )
 
     def test_syntaxErrorPosition(self):

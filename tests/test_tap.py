@@ -258,7 +258,7 @@ class ConfigFileOptionsTests(OptionsTestsMixin, SynchronousTestCase):
         self.assertEqual(
             str(error),
             f"multiport: {path}: port[1].optons: unknown key (known: backlog, "
-            "handler, interface, options, port, tls)",
+            "handler, interface, log_connections, options, port, tls)",
         )
 
     def test_handlerOptionError(self):

@@ -1,0 +1,200 @@
+"""
+Tests for L{multiport.port}: what the per-port wrapper counts, logs and
+contains, with real connections on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from pathlib import Path
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import capturedLogs
+from twisted.trial.unittest import TestCase
+
+from multiport.config import Defaults, TLSConfig, buildConfig
+from multiport.handlers import Handler
+from multiport.portspec import parsePorts
+from multiport.service import PortsService
+from multiport.tls import ensureSelfSigned
+from tests.support import DEFAULTS, HANDLERS
+from tests.test_endtoend import Collector, waitUntil
+
+
+class Explode(Protocol):
+    """
+    Raises on the first byte it gets; answers nothing.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        raise ValueError("boom")
+
+
+class ExplodeAtOnce(Protocol):
+    """
+    Raises as soon as the connection is made.
+    """
+
+    def connectionMade(self) -> None:
+        raise ValueError("boom at once")
+
+
+TEST_HANDLERS = {
+    **HANDLERS,
+    "explode": Handler("explode", "raises", lambda c: Factory.forProtocol(Explode)),
+    "explode-at-once": Handler(
+        "explode-at-once", "raises", lambda c: Factory.forProtocol(ExplodeAtOnce)
+    ),
+}
+
+
+def connectionLines(events: list[dict]) -> list[str]:
+    """
+    The connection log lines among C{events}, formatted.
+    """
+    return [
+        e["log_format"].format(**e)
+        for e in events
+        if e.get("log_namespace") == "multiport.connection"
+    ]
+
+
+class WrapperTests(TestCase):
+    """
+    The per-port wrapper on real connections.
+    """
+
+    def start(self, ports: str, defaults: Defaults = DEFAULTS) -> PortsService:
+        config = buildConfig(
+            parsePorts(ports), defaults, TEST_HANDLERS, Path(self.mktemp())
+        )
+        certificates = {}
+        if any(p.tls for p in config.ports):
+            certificates[TLSConfig()] = ensureSelfSigned(config.stateDir)
+        service = PortsService(config, TEST_HANDLERS, certificates, reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service
+
+    def port(self, service: PortsService, index: int = 0) -> int:
+        return service.boundPorts()[index].address.port
+
+    @inlineCallbacks
+    def exchange(self, port: int, payload: bytes, expected: int | None = None):
+        client = Collector(payload, expected)
+        yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
+            Factory.forProtocol(lambda: client)
+        )
+        received = yield client.done
+        return received
+
+    @inlineCallbacks
+    def test_connectionLogLine(self):
+        """
+        A closed connection leaves one line: port, handler, peer, reason,
+        duration and bytes each way.
+        """
+        service = self.start("127.0.0.1:0=echo")
+        counters = service.boundPorts()[0].counters
+        with capturedLogs() as events:
+            yield self.exchange(self.port(service), b"x" * 10, 10)
+            yield waitUntil(lambda: counters.closed == 1)
+        [line] = connectionLines(events)
+        name = service.boundPorts()[0].name
+        self.assertRegex(
+            line,
+            rf"^{name} echo 127\.0\.0\.1:\d+ closed clean after \d+\.\d{{3}}s, "
+            r"received 10 B, sent 10 B$",
+        )
+
+    @inlineCallbacks
+    def test_noConnectionLog(self):
+        """
+        log_connections false leaves no line.
+        """
+        service = self.start("127.0.0.1:0=echo", Defaults(logConnections=False))
+        counters = service.boundPorts()[0].counters
+        with capturedLogs() as events:
+            yield self.exchange(self.port(service), b"x", 1)
+            yield waitUntil(lambda: counters.closed == 1)
+        self.assertEqual(connectionLines(events), [])
+
+    @inlineCallbacks
+    def test_resetCounted(self):
+        """
+        A client that resets is counted like any other and logged as reset.
+        """
+        service = self.start("127.0.0.1:0=discard")
+        counters = service.boundPorts()[0].counters
+        with capturedLogs() as events:
+            client = socket.create_connection(("127.0.0.1", self.port(service)))
+            client.sendall(b"abc")
+            yield waitUntil(lambda: counters.bytesReceived == 3)
+            client.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+            client.close()
+            yield waitUntil(lambda: counters.closed == 1)
+        self.assertEqual((counters.accepted, counters.current), (1, 0))
+        [line] = connectionLines(events)
+        self.assertIn("closed reset", line)
+
+    @inlineCallbacks
+    def test_handlerRaisesInDataReceived(self):
+        """
+        A handler raising in dataReceived closes only that connection, is
+        logged once with its traceback and counted; the port goes on.
+        """
+        service = self.start("127.0.0.1:0=explode")
+        counters = service.boundPorts()[0].counters
+        with capturedLogs() as events:
+            yield self.exchange(self.port(service), b"x")
+            yield self.exchange(self.port(service), b"y")
+            yield waitUntil(lambda: counters.closed == 2)
+        self.assertEqual((counters.protocolErrors, counters.accepted), (2, 2))
+        failures = [e for e in events if "log_failure" in e]
+        self.assertEqual(len(failures), 2)
+        self.assertTrue(failures[0]["log_failure"].check(ValueError))
+        self.assertEqual(failures[0]["where"], "dataReceived")
+        self.assertEqual(
+            [line.split()[3:5] for line in connectionLines(events)],
+            [["closed", "error"], ["closed", "error"]],
+        )
+        self.flushLoggedErrors(ValueError)
+
+    @inlineCallbacks
+    def test_handlerRaisesInConnectionMade(self):
+        """
+        A handler raising in connectionMade is contained and counted too.
+        """
+        service = self.start("127.0.0.1:0=explode-at-once")
+        counters = service.boundPorts()[0].counters
+        with capturedLogs() as events:
+            yield self.exchange(self.port(service), b"")
+            yield waitUntil(lambda: counters.closed == 1)
+        self.assertEqual(counters.protocolErrors, 1)
+        [failure] = [e for e in events if "log_failure" in e]
+        self.assertEqual(failure["where"], "connectionMade")
+        self.flushLoggedErrors(ValueError)
+
+    @inlineCallbacks
+    def test_tlsHandshakeFailure(self):
+        """
+        Garbage instead of a ClientHello is a handshake failure; a bare TCP
+        check (connect, close) is not.
+        """
+        service = self.start("127.0.0.1:0=echo+tls")
+        counters = service.boundPorts()[0].counters
+        port = self.port(service)
+        probe = socket.create_connection(("127.0.0.1", port))
+        probe.close()
+        yield waitUntil(lambda: counters.closed == 1)
+        self.assertEqual(counters.tlsHandshakeFailures, 0)
+        yield self.exchange(port, b"GET / HTTP/1.0\r\n\r\n" * 4)
+        yield waitUntil(lambda: counters.closed == 2)
+        self.assertEqual(counters.tlsHandshakeFailures, 1)
+        self.assertEqual(counters.bytesReceived, 0)
