@@ -12,7 +12,7 @@ from typing import Any
 
 from attrs import frozen
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
@@ -255,11 +255,15 @@ class PortsService(MultiService):
 
     def stopService(self) -> Deferred[object]:
         """
-        Stop listening on every port; fires when all have stopped.
+        Stop listening on every port (and stop the other children); fires
+        when all have stopped.
         """
         Service.stopService(self)
         self._bound = False
         stops = []
+        for child in reversed(list(self)):
+            if child.running and not isinstance(child, PortTCPServer | PortSSLServer):
+                stops.append(maybeDeferred(child.stopService))
         for port in reversed(self.ports()):
             name = port.name
             stopped = port.stopService()

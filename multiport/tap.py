@@ -17,7 +17,7 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.python import usage
 
-from multiport import __version__
+from multiport import __version__, logformat
 from multiport.config import (
     DEFAULT_BACKLOG,
     DEFAULT_INTERFACE,
@@ -32,9 +32,10 @@ from multiport.config import (
     parseInterface,
 )
 from multiport.configfile import readConfigFile
+from multiport.dump import StatsDumpService
 from multiport.handlers.interface import IHandler
 from multiport.handlers.registry import findHandlers
-from multiport.portspec import parsePorts
+from multiport.portspec import parsePortItem, parsePorts
 from multiport.service import PortsService, reportStartupErrorsBriefly
 from multiport.tls import (
     LoadedCertificate,
@@ -45,6 +46,10 @@ from multiport.tls import (
 )
 
 log = Logger()
+
+#: Where the status port listens unless told otherwise: loopback only.
+DEFAULT_STATUS = "127.0.0.1:9099"
+STATUS_HANDLER = "status"
 
 #: Modules the daemon may first need after twistd drops privileges; on
 #: machines where Python lives in a folder only root can read, importing
@@ -90,6 +95,7 @@ class Options(usage.Options):
 
     optFlags = [
         ["list-handlers", None, "List the handlers found, then exit."],
+        ["no-status", None, "Serve no status port."],
         [
             "check",
             None,
@@ -100,6 +106,19 @@ class Options(usage.Options):
     ]
     optParameters = [
         ["config", "c", None, "A TOML configuration file (see README.rst)."],
+        [
+            "status",
+            None,
+            None,
+            "[HOST:]PORT of the status port (status page, /status, /metrics, "
+            f"/healthz). Default: {DEFAULT_STATUS}.",
+        ],
+        [
+            "log-format",
+            None,
+            "text",
+            "The daemon's log lines: text, or json (one object per line).",
+        ],
         [
             "tls-cert",
             None,
@@ -173,7 +192,50 @@ class Options(usage.Options):
             self._printCheck(self.config)
             raise SystemExit(0)
 
+    def _statusRequest(self, requests: list[PortRequest]) -> PortRequest | None:
+        """
+        The default status port, unless the configuration has its own or
+        none is wanted.
+        """
+        configured = [r for r in requests if r.handler == STATUS_HANDLER]
+        if self["status"] is not None and self["no-status"]:
+            raise ConfigError("--status", "can't be combined with --no-status")
+        if configured:
+            if self["status"] is not None:
+                where = configured[0].where
+                raise ConfigError(
+                    "--status", f"the configuration has a status port already ({where})"
+                )
+            return None
+        if self["no-status"]:
+            return None
+        value = DEFAULT_STATUS if self["status"] is None else self["status"]
+        item = parsePortItem(value, f"--status {value!r}")
+        if item.handler is not None:
+            raise ConfigError(f"--status {value!r}", "takes [HOST:]PORT, no handler")
+        return PortRequest(
+            where=item.where,
+            port=item.port,
+            host="127.0.0.1" if item.host is None else item.host,
+            handler=STATUS_HANDLER,
+        )
+
+    def _configureLogFormat(self) -> None:
+        format = self["log-format"]
+        if format not in ("text", "json"):
+            raise ConfigError("--log-format", f"{format!r} is not text or json")
+        parent = getattr(self, "parent", None)
+        if format == "json" and parent is not None:
+            # twistd makes its log observer from --logger after makeService;
+            # point it at ours, writing where twistd would have.
+            logfile = parent.get("logfile")
+            if logfile in (None, "") and not parent.get("nodaemon"):
+                logfile = "twistd.log"
+            logformat.configure(logfile or "-")
+            parent["logger"] = "multiport.logformat.jsonLogger"
+
     def _buildConfig(self) -> Config:
+        self._configureLogFormat()
         if self["tls-key"] and not self["tls-cert"]:
             raise ConfigError("--tls-key", "needs --tls-cert")
         interface = parseInterface(self["interface"], "--interface")
@@ -194,6 +256,9 @@ class Options(usage.Options):
             requests.extend(fileConfig.ports)
         elif not requests:
             requests = parsePorts(DEFAULT_PORTS)
+        status = self._statusRequest(requests)
+        if status is not None:
+            requests.append(status)
         stateDir = Path(
             self["state-dir"] if self["state-dir"] else defaultStateDir()
         ).absolute()
@@ -282,4 +347,6 @@ def makeService(options: Options, reactor: Any = None) -> PortsService:
         python=sys.version.split()[0],
         count=len(config.ports),
     )
-    return PortsService(config, options.handlers, certificates, reactor)
+    service = PortsService(config, options.handlers, certificates, reactor)
+    StatsDumpService(service.portStatus, reactor).setServiceParent(service)
+    return service

@@ -17,7 +17,9 @@ from twisted.python import usage
 from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 
+from multiport import logformat
 from multiport.config import TLSConfig
+from multiport.dump import StatsDumpService
 from multiport.service import PortsService
 from multiport.tap import Options, _owner, makeService
 from multiport.tls import makeSelfSigned
@@ -42,9 +44,14 @@ class OptionsTestsMixin:
     Parse options with stdout captured and a private state directory.
     """
 
+    #: Whether parse leaves the default status port in (most tests are
+    #: about other ports and pass --no-status).
+    status = False
+
     def parse(self, *args: str) -> Options:
         options = Options()
-        options.parseOptions(["--state-dir", self.stateDir, *args])
+        status = [] if self.status or "--status" in args else ["--no-status"]
+        options.parseOptions(["--state-dir", self.stateDir, *status, *args])
         return options
 
     def setUp(self) -> None:
@@ -134,7 +141,7 @@ class OptionsTests(OptionsTestsMixin, SynchronousTestCase):
             str(error),
             "--ports item 1 '7777': port 7777 has no well-known handler; name one "
             "(PORT=HANDLER); known handlers: chargen, daytime, discard, echo, "
-            "http, https, qotd",
+            "http, https, qotd, status",
         )
 
     def test_unknownHandler(self):
@@ -286,7 +293,16 @@ class SpecialModeTests(OptionsTestsMixin, SynchronousTestCase):
         lines = self.stdout.getvalue().splitlines()
         self.assertEqual(
             [line.split()[0] for line in lines],
-            ["chargen", "daytime", "discard", "echo", "http", "https", "qotd"],
+            [
+                "chargen",
+                "daytime",
+                "discard",
+                "echo",
+                "http",
+                "https",
+                "qotd",
+                "status",
+            ],
         )
         self.assertIn("RFC 862", lines[3])
 
@@ -382,7 +398,7 @@ class MakeServiceTests(OptionsTestsMixin, SynchronousTestCase):
         memory = MemoryReactorClock()
         service = makeService(options, memory)
         self.assertIsInstance(service, PortsService)
-        plain, tls = service
+        plain, tls = service.ports()
         self.assertIsInstance(plain, TCPServer)
         self.assertIsInstance(tls, SSLServer)
         service.startService()
@@ -469,3 +485,148 @@ class PluginTests(SynchronousTestCase):
         )
         self.assertEqual(server.subCommand, "multiport")
         self.assertEqual(server.subOptions.config.ports[0].name, "tcp:127.0.0.1:7000")
+
+
+class StatusOptionsTests(OptionsTestsMixin, SynchronousTestCase):
+    """
+    The status port: on 127.0.0.1:9099 unless moved, removed or configured.
+    """
+
+    status = True
+
+    def statusPorts(self, options: Options) -> list[str]:
+        return [p.name for p in options.config.ports if p.handler == "status"]
+
+    def test_default(self):
+        """
+        The default configuration has a status port on 127.0.0.1:9099.
+        """
+        self.assertEqual(self.statusPorts(self.parse()), ["tcp:127.0.0.1:9099"])
+
+    def test_moved(self):
+        """
+        --status moves it; a bare port number stays on loopback.
+        """
+        self.assertEqual(
+            self.statusPorts(self.parse("--status", "9100")), ["tcp:127.0.0.1:9100"]
+        )
+        self.assertEqual(
+            self.statusPorts(self.parse("--status", "[::1]:9100")), ["tcp:[::1]:9100"]
+        )
+
+    def test_removed(self):
+        """
+        --no-status serves none.
+        """
+        self.assertEqual(self.statusPorts(self.parse("--no-status")), [])
+
+    def test_configuredReplacesDefault(self):
+        """
+        A [[port]] with handler status replaces the default one.
+        """
+        path = Path(self.mktemp())
+        path.write_text(
+            '[[port]]\nport = 9200\ninterface = "127.0.0.1"\nhandler = "status"\n'
+        )
+        self.assertEqual(
+            self.statusPorts(self.parse("--config", str(path))), ["tcp:127.0.0.1:9200"]
+        )
+
+    def test_configuredAndOption(self):
+        """
+        --status together with a configured status port is an error.
+        """
+        path = Path(self.mktemp())
+        path.write_text('[[port]]\nport = 9200\nhandler = "status"\n')
+        error = self.assertRaises(
+            usage.UsageError, self.parse, "--config", str(path), "--status", "9100"
+        )
+        self.assertIn("has a status port already", str(error))
+
+    def test_statusTakesNoHandler(self):
+        """
+        --status with a handler is refused.
+        """
+        error = self.assertRaises(usage.UsageError, self.parse, "--status", "9100=echo")
+        self.assertIn("takes [HOST:]PORT, no handler", str(error))
+
+    def test_statusAndNoStatus(self):
+        """
+        --status and --no-status contradict each other.
+        """
+        self.assertRaises(
+            usage.UsageError, self.parse, "--status", "9100", "--no-status"
+        )
+
+    def test_statsDumpService(self):
+        """
+        makeService adds the SIGUSR2 dump service beside the ports.
+        """
+        service = makeService(
+            self.parse("--no-status", "-p", "127.0.0.1:7000=echo"), MemoryReactorClock()
+        )
+        self.assertIsInstance(
+            service.getServiceNamed("multiport:stats-dump"), StatsDumpService
+        )
+
+
+class LogFormatTests(OptionsTestsMixin, SynchronousTestCase):
+    """
+    --log-format json points twistd's --logger at multiport's JSON observer.
+    """
+
+    def test_json(self):
+        """
+        With -n, JSON goes to standard output.
+        """
+        self.addCleanup(logformat.configure, "-")
+        server = ServerOptions()
+        server.parseOptions(
+            [
+                "-n",
+                "multiport",
+                "--log-format",
+                "json",
+                "--no-status",
+                "--state-dir",
+                self.stateDir,
+            ]
+        )
+        # twistd resolves the dotted name it was given.
+        self.assertIs(server["logger"], logformat.jsonLogger)
+        self.assertEqual(logformat._destination, "-")
+
+    def test_jsonToLogfile(self):
+        """
+        Daemonized, JSON goes to twistd's log file.
+        """
+        self.addCleanup(logformat.configure, "-")
+        server = ServerOptions()
+        server.parseOptions(
+            [
+                "--logfile",
+                "x.log",
+                "multiport",
+                "--log-format",
+                "json",
+                "--no-status",
+                "--state-dir",
+                self.stateDir,
+            ]
+        )
+        self.assertEqual(logformat._destination, "x.log")
+
+    def test_text(self):
+        """
+        The default leaves twistd's logger alone.
+        """
+        server = ServerOptions()
+        server.parseOptions(["multiport", "--no-status", "--state-dir", self.stateDir])
+        self.assertIsNone(server["logger"])
+
+    def test_unknown(self):
+        """
+        Another format is an error naming it.
+        """
+        error = self.assertRaises(usage.UsageError, self.parse, "--log-format", "xml")
+        self.assertIn("'xml' is not text or json", str(error))

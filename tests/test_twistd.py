@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import grp
 import http.client
+import json
 import os
 import pwd
 import socket
@@ -46,10 +47,10 @@ def tlsContext(certificate: Path) -> ssl.SSLContext:
 
 
 def httpGet(
-    host: str, port: int, context: ssl.SSLContext | None = None
+    host: str, port: int, context: ssl.SSLContext | None = None, path: str = "/"
 ) -> tuple[int, bytes]:
     """
-    GET / over HTTP or, with a context, HTTPS to the name localhost.
+    GET C{path} over HTTP or, with a context, HTTPS to the name localhost.
     """
     if context is None:
         connection = http.client.HTTPConnection(host, port, timeout=10)
@@ -58,7 +59,7 @@ def httpGet(
             host, port, timeout=10, context=context
         )
     try:
-        connection.request("GET", "/", headers={"Host": "localhost"})
+        connection.request("GET", path, headers={"Host": "localhost"})
         response = connection.getresponse()
         return response.status, response.read()
     finally:
@@ -103,10 +104,14 @@ class TwistdTests(SynchronousTestCase):
             "127.0.0.1:0=chargen",
             "127.0.0.1:0=greet",
         ]
-        daemon = self.daemon("--ports", ",".join(items), env=environment)
+        daemon = self.daemon(
+            "--ports", ",".join(items), "--status", "127.0.0.1:0", env=environment
+        )
         ports = [
-            (m.group(1), int(m.group(2))) for m in daemon.waitFor(LISTENING, len(items))
+            (m.group(1), int(m.group(2)))
+            for m in daemon.waitFor(LISTENING, len(items) + 1)
         ]
+        *ports, statusPort = ports
         echo, echoTLS, web, webTLS, daytime, qotd, discard, chargen, greet = ports
         trust = tlsContext(self.stateDir / "selfsigned-cert.pem")
 
@@ -128,10 +133,17 @@ class TwistdTests(SynchronousTestCase):
             self.assertEqual(connection.recv(10), b"")
         self.assertEqual(len(receiveAll(*chargen, limit=10000)) >= 10000, True)
         self.assertEqual(receiveAll(*greet), b"hello from a plugin\r\n")
+        report = json.loads(httpGet(*statusPort, path="/status")[1])
+        self.assertEqual(len(report["ports"]), len(items) + 1)
+        byName = {p["name"]: p for p in report["ports"]}
+        self.assertEqual(
+            byName[f"tcp:127.0.0.1:{echo[1]}"]["bytes"], {"received": 4, "sent": 4}
+        )
+        self.assertEqual(httpGet(*statusPort, path="/healthz"), (200, b"ok\n"))
 
         daemon.stop()
         stopped = [line for line in daemon.lines if "stopped listening on" in line]
-        self.assertEqual(len(stopped), len(items))
+        self.assertEqual(len(stopped), len(items) + 1)
         self.assertNotIn("Traceback", "".join(daemon.lines))
 
     def test_portInUse(self):
@@ -146,6 +158,7 @@ class TwistdTests(SynchronousTestCase):
                 "-n",
                 "--pidfile=",
                 "multiport",
+                "--no-status",
                 "--state-dir",
                 str(self.stateDir),
                 "--ports",
@@ -173,7 +186,15 @@ class TwistdTests(SynchronousTestCase):
         path = self.folder / "bad.toml"
         path.write_text('[[port]]\nport = 7000\nhandler = "echo\n')
         result = subprocess.run(
-            [*TWISTD, "-n", "--pidfile=", "multiport", "--config", str(path)],
+            [
+                *TWISTD,
+                "-n",
+                "--pidfile=",
+                "multiport",
+                "--no-status",
+                "--config",
+                str(path),
+            ],
             cwd=self.folder,
             capture_output=True,
             text=True,
@@ -190,7 +211,14 @@ class TwistdTests(SynchronousTestCase):
         """
         busy = busyPort(self)
         result = subprocess.run(
-            [*TWISTD, "multiport", "--check", "--ports", f"127.0.0.1:{busy}=echo"],
+            [
+                *TWISTD,
+                "multiport",
+                "--check",
+                "--no-status",
+                "--ports",
+                f"127.0.0.1:{busy}=echo",
+            ],
             cwd=self.folder,
             capture_output=True,
             text=True,
@@ -239,6 +267,7 @@ class PrivilegeDropTests(SynchronousTestCase):
         web, webTLS = self.freePrivilegedPorts(2)
         daemon = Daemon(
             [
+                "--no-status",
                 "--state-dir",
                 str(stateDir),
                 "--ports",

@@ -5,5 +5,6 @@ third party's.
 
 from multiport.handlers.simple import chargen, daytime, discard, echo, qotd
 from multiport.handlers.web import http, https
+from multiport.status import status
 
-__all__ = ["chargen", "daytime", "discard", "echo", "http", "https", "qotd"]
+__all__ = ["chargen", "daytime", "discard", "echo", "http", "https", "qotd", "status"]

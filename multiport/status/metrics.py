@@ -1,0 +1,235 @@
+"""
+C{/metrics}: the daemon's figures for Prometheus, read at scrape time.
+
+Every status port has its own L{CollectorRegistry} (never the global
+default one) holding a L{DaemonCollector} and prometheus_client's process
+and platform collectors.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import (
+    CollectorRegistry,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from twisted.logger import Logger
+
+from multiport.handlers.interface import IDaemonView, PortStatus
+from multiport.status.report import figure, rejectedByReason
+
+log = Logger()
+
+#: The labels every per-port sample has.
+PORT_LABELS = ("port", "interface", "handler")
+
+#: (family name, snapshot group, snapshot key, help) of the plain counters.
+_COUNTERS = (
+    (
+        "multiport_connections_accepted",
+        "connections",
+        "accepted",
+        "Connections handed to the port's handler.",
+    ),
+    (
+        "multiport_connections_closed",
+        "connections",
+        "closed",
+        "Accepted connections that ended.",
+    ),
+    (
+        "multiport_bytes_received",
+        "bytes",
+        "received",
+        "Application bytes received from clients (after TLS).",
+    ),
+    (
+        "multiport_bytes_sent",
+        "bytes",
+        "sent",
+        "Application bytes sent to clients (before TLS).",
+    ),
+    (
+        "multiport_tls_handshake_failures",
+        "errors",
+        "tls_handshake",
+        "TLS connections that ended before their handshake completed.",
+    ),
+    (
+        "multiport_protocol_errors",
+        "errors",
+        "protocol",
+        "Connections on which the handler raised.",
+    ),
+)
+
+#: Every family name this collector defines itself (without C{_total}).
+BUILTIN_FAMILIES = frozenset(
+    {
+        "multiport_info",
+        "multiport_start_time_seconds",
+        "multiport_connections_current",
+        "multiport_connections_rejected",
+        "multiport_port_up",
+        "multiport_tls_certificate_expiry_timestamp_seconds",
+        *(name for name, _, _, _ in _COUNTERS),
+    }
+)
+
+_UNSAFE = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def metricName(text: str) -> str:
+    """
+    C{text} as a valid Prometheus name: every other character becomes
+    C{_}, and a leading digit gets a C{_} before it.
+    """
+    name = _UNSAFE.sub("_", text)
+    if not name or name[0].isdigit():
+        name = "_" + name
+    return name
+
+
+def handlerFamilyName(handler: str, counter: str) -> str:
+    """
+    The family of a handler-published counter: C{multiport_<handler>_<name>}
+    (samples get C{_total}).
+    """
+    name = metricName(f"multiport_{handler}_{counter}")
+    return name.removesuffix("_total")
+
+
+def handlerLabelName(label: str) -> str:
+    """
+    A handler counter's label as a Prometheus label; one clashing with a
+    per-port label (C{port}...) is renamed C{exported_<label>}, as
+    Prometheus itself does.
+    """
+    name = metricName(label)
+    if name in PORT_LABELS:
+        return "exported_" + name
+    return name
+
+
+def portLabels(status: PortStatus) -> list[str]:
+    """
+    The per-port label values, in L{PORT_LABELS} order.
+    """
+    return [status.name, status.config.interface, status.config.handler]
+
+
+class DaemonCollector(Collector):
+    """
+    Every port's figures as Prometheus families, read from the daemon view
+    at each scrape.
+    """
+
+    def __init__(self, view: Callable[[], IDaemonView]) -> None:
+        self._view = view
+        self._warned: set[str] = set()
+
+    def collect(self) -> Iterable[Metric]:
+        view = self._view()
+        statuses = view.portStatus()
+        info = GaugeMetricFamily(
+            "multiport_info", "multiport's version.", labels=["version"]
+        )
+        info.add_metric([str(view.version)], 1)
+        yield info
+        yield GaugeMetricFamily(
+            "multiport_start_time_seconds",
+            "When the daemon started (POSIX time).",
+            value=float(view.started),
+        )
+        yield from self._portFamilies(statuses)
+        yield from self._handlerFamilies(statuses)
+
+    def _portFamilies(self, statuses: list[PortStatus]) -> Iterator[Metric]:
+        current = GaugeMetricFamily(
+            "multiport_connections_current",
+            "Connections open now.",
+            labels=PORT_LABELS,
+        )
+        up = GaugeMetricFamily(
+            "multiport_port_up",
+            "1 while the port listens, else 0.",
+            labels=PORT_LABELS,
+        )
+        rejected = CounterMetricFamily(
+            "multiport_connections_rejected",
+            "Connections turned away before the handler, by reason.",
+            labels=[*PORT_LABELS, "reason"],
+        )
+        expiry = GaugeMetricFamily(
+            "multiport_tls_certificate_expiry_timestamp_seconds",
+            "When the TLS port's certificate expires (POSIX time).",
+            labels=PORT_LABELS,
+        )
+        counters = [
+            (CounterMetricFamily(name, help, labels=PORT_LABELS), group, key)
+            for name, group, key, help in _COUNTERS
+        ]
+        for status in statuses:
+            labels = portLabels(status)
+            snapshot = status.counters
+            current.add_metric(labels, figure(snapshot, "connections", "current"))
+            up.add_metric(labels, 1 if status.listening else 0)
+            for reason, count in sorted(rejectedByReason(snapshot).items()):
+                rejected.add_metric([*labels, reason], count)
+            if status.config.tls is not None and status.certificateExpiry is not None:
+                expiry.add_metric(labels, status.certificateExpiry)
+            for family, group, key in counters:
+                family.add_metric(labels, figure(snapshot, group, key))
+        yield current
+        for family, _, _ in counters[:2]:
+            yield family
+        yield rejected
+        for family, _, _ in counters[2:]:
+            yield family
+        yield up
+        yield expiry
+
+    def _handlerFamilies(self, statuses: list[PortStatus]) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        for status in statuses:
+            handler = status.config.handler
+            ours = dict(zip(PORT_LABELS, portLabels(status), strict=True))
+            for (counter, labels), value in sorted(status.handlerCounters.items()):
+                name = handlerFamilyName(handler, counter)
+                if name in BUILTIN_FAMILIES:
+                    if name not in self._warned:
+                        self._warned.add(name)
+                        log.warn(
+                            "handler {handler!r} counter {counter!r} is not "
+                            "exported: {name} is a built-in metric",
+                            handler=handler,
+                            counter=counter,
+                            name=name,
+                        )
+                    continue
+                family = families.get(name)
+                if family is None:
+                    family = families[name] = Metric(
+                        name, f"Counter {counter!r} of handler {handler!r}.", "counter"
+                    )
+                sampleLabels = {handlerLabelName(k): v for k, v in labels}
+                sampleLabels.update(ours)
+                family.add_sample(name + "_total", sampleLabels, value)
+        yield from families.values()
+
+
+def metricsRegistry(view: Callable[[], IDaemonView]) -> CollectorRegistry:
+    """
+    A new registry for one status port: the daemon's figures, the process's
+    (CPU, memory, file descriptors) and the platform's.
+    """
+    registry = CollectorRegistry()
+    registry.register(DaemonCollector(view))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry

@@ -1,0 +1,110 @@
+"""
+The C{/status} document: the daemon and every port, as plain JSON values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from attrs import frozen
+from zope.interface import implementer
+
+from multiport.counters import LabelSet
+from multiport.handlers.interface import IDaemonView, PortStatus
+
+
+@implementer(IDaemonView)
+@frozen
+class NoDaemon:
+    """
+    The view a status port reports when its context has no daemon (a port
+    built outside a L{multiport.service.PortsService}): no ports.
+    """
+
+    version: str
+    started: float
+
+    def portStatus(self) -> list[PortStatus]:
+        """
+        No ports.
+        """
+        return []
+
+
+def portNumber(status: PortStatus) -> int:
+    """
+    The port's real number: from its name once bound (C{tcp:HOST:PORT}),
+    else the configured one.
+    """
+    _, _, number = status.name.rpartition(":")
+    if number.isascii() and number.isdigit():
+        return int(number)
+    return status.config.port
+
+
+def handlerCounterList(
+    counters: Mapping[tuple[str, LabelSet], int],
+) -> list[dict[str, object]]:
+    """
+    A handler's published counters as a list sorted by name and labels.
+    """
+    return [
+        {"name": name, "labels": dict(labels), "value": value}
+        for (name, labels), value in sorted(counters.items())
+    ]
+
+
+def portReport(status: PortStatus) -> dict[str, object]:
+    """
+    One port's entry in C{/status}: its configuration, state and figures
+    (every key of L{multiport.counters.PortCounters.snapshot}).
+    """
+    config = status.config
+    return {
+        "name": status.name,
+        "interface": config.interface,
+        "port": portNumber(status),
+        "handler": config.handler,
+        "tls": config.tls is not None,
+        "listening": status.listening,
+        **status.counters,
+        "certificate_expiry": status.certificateExpiry,
+        "handler_counters": handlerCounterList(status.handlerCounters),
+    }
+
+
+def daemonReport(view: IDaemonView, now: float) -> dict[str, object]:
+    """
+    The whole C{/status} document at time C{now}.
+    """
+    started = float(view.started)
+    return {
+        "version": view.version,
+        "started": started,
+        "now": now,
+        "uptime_s": max(0.0, now - started),
+        "ports": [portReport(status) for status in view.portStatus()],
+    }
+
+
+def figure(counters: Mapping[str, object], group: str, key: str) -> int:
+    """
+    One number of a L{PortStatus.counters} snapshot (C{"bytes"},
+    C{"sent"}), 0 if absent.
+    """
+    values = counters.get(group)
+    if isinstance(values, Mapping):
+        value = values.get(key, 0)
+        if isinstance(value, int | float):
+            return int(value)
+    return 0
+
+
+def rejectedByReason(counters: Mapping[str, object]) -> dict[str, int]:
+    """
+    The rejected connections of a snapshot by reason.
+    """
+    reasons = counters.get("rejected_by_reason")
+    if not isinstance(reasons, Mapping):
+        return {}
+    return {str(k): int(v) for k, v in reasons.items() if isinstance(v, int | float)}

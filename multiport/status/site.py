@@ -1,0 +1,220 @@
+"""
+The status port's twisted.web site: one leaf resource answering a fixed set
+of paths, each read from the daemon view at request time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+
+from attrs import field, frozen
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from twisted.internet.interfaces import IReactorTime
+from twisted.web import resource, server
+
+from multiport import __version__
+from multiport.handlers.interface import HandlerContext, IDaemonView
+from multiport.status.dashboard import DASHBOARD
+from multiport.status.history import History
+from multiport.status.metrics import metricsRegistry
+from multiport.status.report import NoDaemon, daemonReport
+
+JSON = b"application/json"
+TEXT = b"text/plain; charset=utf-8"
+HTML = b"text/html; charset=utf-8"
+METRICS = CONTENT_TYPE_LATEST.encode("ascii")
+
+#: The dashboard may run its own inline script and style, and talk to this
+#: port only: nothing is ever loaded from elsewhere.
+DASHBOARD_POLICY = (
+    b"default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    b"img-src data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+    b"frame-ancestors 'none'"
+)
+
+ALLOWED_METHODS = (b"GET", b"HEAD")
+
+
+@frozen
+class Page:
+    """
+    A complete response.
+    """
+
+    code: int
+    contentType: bytes
+    body: bytes
+    headers: Mapping[bytes, bytes] = field(factory=dict)
+
+
+def jsonPage(value: object, code: int = 200) -> Page:
+    """
+    C{value} as an indented JSON response.
+    """
+    return Page(code, JSON, json.dumps(value, indent=2).encode("utf-8") + b"\n")
+
+
+class StatusPages:
+    """
+    What each path of a status port answers.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        view: Callable[[], IDaemonView],
+        history: History,
+    ) -> None:
+        self._clock = clock
+        self._view = view
+        self._history = history
+        self._registry = metricsRegistry(view)
+
+    def routes(self) -> dict[bytes, Callable[[], Page]]:
+        """
+        The pages by path.
+        """
+        return {
+            b"/": self.dashboard,
+            b"/status": self.status,
+            b"/metrics": self.metrics,
+            b"/healthz": self.healthz,
+            b"/history": self.history,
+        }
+
+    def status(self) -> Page:
+        """
+        Every port's state and figures as JSON.
+        """
+        return jsonPage(daemonReport(self._view(), self._clock.seconds()))
+
+    def metrics(self) -> Page:
+        """
+        The Prometheus exposition of this status port's registry.
+        """
+        return Page(200, METRICS, generate_latest(self._registry))
+
+    def healthz(self) -> Page:
+        """
+        C{ok} while every configured port listens; else 503 naming, one a
+        line, those that don't.
+        """
+        down = [s.name for s in self._view().portStatus() if not s.listening]
+        if down:
+            return Page(503, TEXT, "".join(f"{name}\n" for name in down).encode())
+        return Page(200, TEXT, b"ok\n")
+
+    def history(self) -> Page:
+        """
+        The sampled figures of the last minutes.
+        """
+        return jsonPage(self._history.report())
+
+    def dashboard(self) -> Page:
+        """
+        The self-contained HTML dashboard.
+        """
+        return Page(
+            200,
+            HTML,
+            DASHBOARD,
+            {
+                b"content-security-policy": DASHBOARD_POLICY,
+                b"x-frame-options": b"DENY",
+            },
+        )
+
+
+class StatusResource(resource.Resource):
+    """
+    The whole site: exact paths only (anything else is 404), GET and HEAD
+    only (anything else is 405).
+    """
+
+    isLeaf = True
+
+    def __init__(self, routes: Mapping[bytes, Callable[[], Page]]) -> None:
+        super().__init__()
+        self._routes = dict(routes)
+
+    def page(self, request: server.Request) -> Page:
+        """
+        The response to C{request}.
+        """
+        route = self._routes.get(request.path)
+        if route is None:
+            return Page(404, TEXT, b"not found\n")
+        if request.method not in ALLOWED_METHODS:
+            return Page(
+                405,
+                TEXT,
+                b"method not allowed; use GET or HEAD\n",
+                {b"allow": b", ".join(ALLOWED_METHODS)},
+            )
+        return route()
+
+    def render(self, request: server.Request) -> bytes:
+        page = self.page(request)
+        request.setResponseCode(page.code)
+        request.setHeader(b"content-type", page.contentType)
+        request.setHeader(b"cache-control", b"no-store")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        for name, value in page.headers.items():
+            request.setHeader(name, value)
+        if request.method == b"HEAD":
+            request.setHeader(b"content-length", b"%d" % (len(page.body),))
+            return b""
+        return page.body
+
+
+class StatusSite(server.Site):
+    """
+    A status port's site: it samples the history while the port listens,
+    and writes no access log (dashboards poll it every second, Prometheus
+    every few).
+    """
+
+    def __init__(
+        self, root: resource.IResource, history: History, reactor: object
+    ) -> None:
+        super().__init__(root, reactor=reactor)
+        self.history = history
+        self.displayTracebacks = False
+
+    def startFactory(self) -> None:
+        """
+        Start sampling (L{Factory.doStart} calls this when the first port
+        using this factory starts listening).
+        """
+        super().startFactory()
+        self.history.start()
+
+    def stopFactory(self) -> None:
+        """
+        Stop sampling (L{Factory.doStop} calls this when the last port
+        using this factory stops).
+        """
+        self.history.stop()
+        super().stopFactory()
+
+    def log(self, request: server.Request) -> None:
+        """
+        Write no access log line.
+        """
+
+
+def buildSite(context: HandlerContext) -> StatusSite:
+    """
+    The site of one status port, reading C{context.daemon} at request time
+    and timing everything with C{context.clock}.
+    """
+    fallback = NoDaemon(version=__version__, started=context.clock.seconds())
+
+    def view() -> IDaemonView:
+        daemon = context.daemon
+        return fallback if daemon is None else daemon
+
+    history = History(context.clock, view)
+    pages = StatusPages(context.clock, view, history)
+    return StatusSite(StatusResource(pages.routes()), history, context.reactor)
