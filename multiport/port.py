@@ -286,6 +286,13 @@ class _PortServerMixin:
             return None
         return self._port.getHost()
 
+    def stopService(self) -> Any:
+        """
+        Stop listening; the port no longer counts as listening.
+        """
+        self.factory.counters.listeningSince = None
+        return super().stopService()  # type: ignore[misc]
+
     def unbindNow(self) -> None:
         """
         Stop listening at once (after a failed start).

@@ -267,7 +267,6 @@ class PortsService(MultiService):
         for port in reversed(self.ports()):
             name = port.name
             stopped = port.stopService()
-            port.factory.counters.listeningSince = None
             if stopped is not None:
                 stops.append(stopped)
                 stopped.addCallback(

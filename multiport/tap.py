@@ -213,11 +213,14 @@ class Options(usage.Options):
         item = parsePortItem(value, f"--status {value!r}")
         if item.handler is not None:
             raise ConfigError(f"--status {value!r}", "takes [HOST:]PORT, no handler")
+        # Dashboards poll it every second and Prometheus scrapes it: a log
+        # line for each would drown the daemon's own.
         return PortRequest(
             where=item.where,
             port=item.port,
             host="127.0.0.1" if item.host is None else item.host,
             handler=STATUS_HANDLER,
+            logConnections=False,
         )
 
     def _configureLogFormat(self) -> None:

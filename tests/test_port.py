@@ -10,9 +10,10 @@ import struct
 from pathlib import Path
 
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import TestCase
 
@@ -198,3 +199,60 @@ class WrapperTests(TestCase):
         yield waitUntil(lambda: counters.closed == 2)
         self.assertEqual(counters.tlsHandshakeFailures, 1)
         self.assertEqual(counters.bytesReceived, 0)
+
+
+class ExactCountTests(TestCase):
+    """
+    Scripted traffic on several ports at once gives exact figures.
+    """
+
+    @inlineCallbacks
+    def test_severalPortsPlainAndTLS(self):
+        """
+        N connections of K bytes each way on a plain and a TLS echo port at
+        once, plus a client that resets, add up exactly on each port.
+        """
+        config = buildConfig(
+            parsePorts("127.0.0.1:0=echo,127.0.0.1:0=echo+tls"),
+            DEFAULTS,
+            TEST_HANDLERS,
+            Path(self.mktemp()),
+        )
+        loaded = ensureSelfSigned(config.stateDir)
+        service = PortsService(config, TEST_HANDLERS, {TLSConfig(): loaded}, reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        plain, tls = service.boundPorts()
+        trust = Certificate.loadPEM(loaded.tls.cert.read_bytes())
+        count, size = 5, 3000
+        clients = []
+        for bound, secure in ((plain, False), (tls, True)):
+            endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", bound.address.port)
+            if secure:
+                endpoint = wrapClientTLS(
+                    optionsForClientTLS("localhost", trust), endpoint
+                )
+            for index in range(count):
+                client = Collector(bytes([index]) * size, size)
+                clients.append(client)
+                yield endpoint.connect(Factory.forProtocol(lambda c=client: c))
+        received = yield gatherResults([c.done for c in clients])
+        self.assertEqual([len(r) for r in received], [size] * (2 * count))
+        reset = socket.create_connection(("127.0.0.1", plain.address.port))
+        reset.sendall(b"12345")
+        yield waitUntil(lambda: plain.counters.bytesSent == count * size + 5)
+        reset.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        reset.close()
+        yield waitUntil(lambda: plain.counters.closed == count + 1)
+        yield waitUntil(lambda: tls.counters.closed == count)
+        self.assertEqual(
+            [
+                (c.accepted, c.closed, c.current, c.bytesReceived, c.bytesSent)
+                for c in (plain.counters, tls.counters)
+            ],
+            [
+                (count + 1, count + 1, 0, count * size + 5, count * size + 5),
+                (count, count, 0, count * size, count * size),
+            ],
+        )
+        self.assertEqual(tls.counters.tlsHandshakeFailures, 0)

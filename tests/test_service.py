@@ -328,3 +328,23 @@ class DaemonViewTests(SynchronousTestCase):
         self.assertIsNone(plain.certificateExpiry)
         expiry = service._certificates[TLSConfig()].notAfter.timestamp()
         self.assertEqual(tls.certificateExpiry, expiry)
+
+
+class ListeningSinceTests(SynchronousTestCase):
+    """
+    A port stopped on its own no longer reports when it started listening.
+    """
+
+    def test_childStopped(self):
+        """
+        Stopping one port's service clears its listening_since.
+        """
+        service = serviceFor(self, "127.0.0.1:7000=echo", MemoryReactorClock())
+        service.startService()
+        [port] = service.ports()
+        self.assertIsNotNone(port.factory.counters.listeningSince)
+        port.stopService()
+        [status] = service.portStatus()
+        self.assertEqual(
+            (status.listening, status.counters["listening_since"]), (False, None)
+        )

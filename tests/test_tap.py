@@ -630,3 +630,21 @@ class LogFormatTests(OptionsTestsMixin, SynchronousTestCase):
         """
         error = self.assertRaises(usage.UsageError, self.parse, "--log-format", "xml")
         self.assertIn("'xml' is not text or json", str(error))
+
+
+class DefaultStatusQuietTests(OptionsTestsMixin, SynchronousTestCase):
+    """
+    The default status port logs no connection lines.
+    """
+
+    status = True
+
+    def test_quiet(self):
+        """
+        Polls and scrapes don't flood the log; other ports still log.
+        """
+        config = self.parse("-p", "7000=echo").config
+        self.assertEqual(
+            [(p.handler, p.logConnections) for p in config.ports],
+            [("echo", True), ("status", False)],
+        )
