@@ -161,15 +161,26 @@ def layer(settings: Settings) -> list[Series]:
 
 def accept(settings: Settings) -> list[Series]:
     """
-    New connections per second (50 at a time).
+    New connections per second (50 at a time), multiport with its
+    connection log (the default) and without.
     """
-    ports = processes.freePorts(2)
+    ports = processes.freePorts(3)
     with ExitStack() as stack:
         bare = stack.enter_context(servers.twistedEcho(settings.workdir, ports[0]))
         ours = stack.enter_context(servers.multiportEcho(settings.workdir, ports[1]))
+        quiet = stack.enter_context(
+            servers.multiportPorts(
+                settings.workdir,
+                [ports[2]],
+                "echo",
+                logConnections=False,
+                name="multiport, no connection log",
+            )
+        )
         results = [
             Series("50 at a time", "twisted", "connections", "/s", baseline=True),
             Series("50 at a time", "multiport", "connections", "/s"),
+            Series("50 at a time", "multiport, no connection log", "connections", "/s"),
         ]
         alternate(
             settings.rounds,
@@ -180,7 +191,7 @@ def accept(settings: Settings) -> list[Series]:
                         port, 50, settings.seconds, settings.warmup
                     ),
                 )
-                for series, server in zip(results, (bare, ours), strict=True)
+                for series, server in zip(results, (bare, ours, quiet), strict=True)
             ],
         )
     return results

@@ -136,6 +136,7 @@ def multiport(workdir: Path, port: int, config: str, name: str = "multiport") ->
         [
             *TWISTD,
             "multiport",
+            "--no-status",
             "--state-dir",
             str(workdir / "state"),
             "--config",
@@ -146,16 +147,25 @@ def multiport(workdir: Path, port: int, config: str, name: str = "multiport") ->
     )
 
 
-def multiportPorts(workdir: Path, ports: Sequence[int], handler: str) -> Server:
+def multiportPorts(
+    workdir: Path,
+    ports: Sequence[int],
+    handler: str,
+    logConnections: bool = True,
+    name: str | None = None,
+) -> Server:
     """
     multiport serving C{handler} on every one of C{ports}; ready when the
-    last one accepts (they are bound in order).
+    last one accepts (they are bound in order).  The status port is left
+    out: it would be one more listener than asked for.
     """
-    tables = "".join(
+    tables = f"[defaults]\nlog_connections = {str(logConnections).lower()}\n"
+    tables += "".join(
         f'[[port]]\nport = {port}\ninterface = "127.0.0.1"\nhandler = "{handler}"\n'
         for port in ports
     )
-    name = "multiport" if len(ports) == 1 else f"multiport {len(ports)} ports"
+    if name is None:
+        name = "multiport" if len(ports) == 1 else f"multiport {len(ports)} ports"
     server = multiport(workdir, ports[-1], tables, name=name)
     server.timeout = 600
     return server
