@@ -9,6 +9,7 @@ import http.client
 import json
 import os
 import pwd
+import signal
 import socket
 import ssl
 import subprocess
@@ -140,6 +141,15 @@ class TwistdTests(SynchronousTestCase):
             byName[f"tcp:127.0.0.1:{echo[1]}"]["bytes"], {"received": 4, "sent": 4}
         )
         self.assertEqual(httpGet(*statusPort, path="/healthz"), (200, b"ok\n"))
+        daemon.process.send_signal(signal.SIGUSR2)
+        [table] = daemon.waitFor(r"port counters:")
+        daemon.waitFor(
+            rf"\s+tcp:127\.0\.0\.1:{echo[1]}\s+echo\s+listening\s+0\s+1\s+1\s"
+        )
+        connectionLines = daemon.waitFor(r"\[multiport\.connection#info\]", 3)
+        self.assertIn(
+            f"tcp:127.0.0.1:{echo[1]} echo 127.0.0.1:", connectionLines[0].string
+        )
 
         daemon.stop()
         stopped = [line for line in daemon.lines if "stopped listening on" in line]
