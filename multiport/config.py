@@ -21,19 +21,11 @@ from typing import TYPE_CHECKING
 
 from attrs import field, frozen
 
+from multiport.errors import ConfigError, typeName
+from multiport.policies import Policy
+
 if TYPE_CHECKING:
     from multiport.handlers.interface import IHandler
-
-
-class ConfigError(Exception):
-    """
-    The configuration is wrong; the message names the value and its source.
-    """
-
-    def __init__(self, where: str, message: str) -> None:
-        super().__init__(f"{where}: {message}" if where else message)
-        self.where = where
-        self.message = message
 
 
 #: The handler a bare port number gets, as in /etc/services.
@@ -113,6 +105,7 @@ class PortRequest:
     tls: bool | TLSConfig | None = None
     backlog: int | None = None
     logConnections: bool | None = None
+    policy: Policy = Policy()
     options: Mapping[str, object] = field(
         factory=dict, converter=_frozenMapping, eq=False
     )
@@ -129,6 +122,7 @@ class Defaults:
     backlog: int = DEFAULT_BACKLOG
     tls: TLSConfig = TLSConfig()
     logConnections: bool = True
+    policy: Policy = Policy()
 
 
 @frozen
@@ -141,6 +135,7 @@ class PartialDefaults:
     backlog: int | None = None
     tls: TLSConfig | None = None
     logConnections: bool | None = None
+    policy: Policy = Policy()
 
     def over(self, base: Defaults) -> Defaults:
         """
@@ -153,6 +148,7 @@ class PartialDefaults:
             logConnections=base.logConnections
             if self.logConnections is None
             else self.logConnections,
+            policy=self.policy.over(base.policy),
         )
 
 
@@ -171,6 +167,7 @@ class PortConfig:
     @ivar tls: The certificate, or C{None} for a plain port.
     @ivar options: The handler's validated options (its own frozen type).
     @ivar logConnections: Whether each closed connection is logged.
+    @ivar policy: Limits, rates, access rules and timeouts.
     """
 
     interface: str
@@ -181,6 +178,7 @@ class PortConfig:
     options: object
     where: str = field(eq=False, default="")
     logConnections: bool = True
+    policy: Policy = Policy()
 
     @property
     def address(self) -> str:
@@ -218,23 +216,6 @@ class Config:
         The ports with a fixed number, by name (ports 0 have no name yet).
         """
         return {p.name: p for p in self.ports if p.port != 0}
-
-
-_TYPE_NAMES = {
-    bool: "boolean",
-    int: "integer",
-    float: "number",
-    str: "string",
-    dict: "table",
-    list: "array",
-}
-
-
-def typeName(value: object) -> str:
-    """
-    The TOML name of C{value}'s type, for error messages.
-    """
-    return _TYPE_NAMES.get(type(value), type(value).__name__)
 
 
 def formatAddress(host: str, port: int) -> str:
@@ -395,6 +376,7 @@ def portConfigs(
             logConnections=defaults.logConnections
             if request.logConnections is None
             else request.logConnections,
+            policy=request.policy.over(defaults.policy),
         )
         for interface in _interfaces(host, request.where, resolve)
     ]

@@ -5,6 +5,7 @@ the same L{PortRequest}s as the command line.
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from collections.abc import Mapping
@@ -20,11 +21,22 @@ from multiport.config import (
     parseInterface,
     typeName,
 )
+from multiport.policies import KEYS as POLICY_KEYS
+from multiport.policies import parsePolicy
 
 _POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 _TOP = {"defaults", "port"}
-_DEFAULTS = {"interface", "backlog", "tls", "log_connections"}
-_PORT = {"port", "interface", "handler", "tls", "backlog", "options", "log_connections"}
+_DEFAULTS = {"interface", "backlog", "tls", "log_connections", *POLICY_KEYS}
+_PORT = {
+    "port",
+    "interface",
+    "handler",
+    "tls",
+    "backlog",
+    "options",
+    "log_connections",
+    *POLICY_KEYS,
+}
 _TLS = {"cert", "key"}
 
 _ARTICLES = {bool: "a boolean", int: "an integer", str: "a string", dict: "a table"}
@@ -51,9 +63,14 @@ def _expect(value: object, kind: type, where: str) -> None:
 def _unknown(table: Mapping[str, object], known: set[str], where: str) -> None:
     for key in table:
         if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = (
+                f"did you mean {close[0]!r}?"
+                if close
+                else f"known: {', '.join(sorted(known))}"
+            )
             raise ConfigError(
-                f"{where}.{key}" if where else key,
-                f"unknown key (known: {', '.join(sorted(known))})",
+                f"{where}.{key}" if where else key, f"unknown key ({hint})"
             )
 
 
@@ -103,6 +120,7 @@ def _defaults(table: object, base: Path, prefix: str) -> PartialDefaults:
         else None,
         tls=_tlsTable(table["tls"], f"{where}.tls", base) if "tls" in table else None,
         logConnections=_flag(table, "log_connections", where),
+        policy=parsePolicy(table, where),
     )
 
 
@@ -148,6 +166,7 @@ def _port(table: object, where: str, base: Path) -> PortRequest:
         if "backlog" in table
         else None,
         logConnections=_flag(table, "log_connections", where),
+        policy=parsePolicy(table, where),
         options=options,
         optionsBase=base,
     )

@@ -34,6 +34,7 @@ from zope.interface import directlyProvides, implementer, providedBy
 from multiport.config import PortConfig, formatAddress
 from multiport.counters import PortCounters
 from multiport.handlers.interface import HandlerContext
+from multiport.policies import Admission, DaemonLimit
 
 log = Logger()
 #: One line per closed connection, in a namespace of its own so that it can
@@ -75,10 +76,47 @@ class PortProtocol(ProtocolWrapper):
         directlyProvides(self, providedBy(transport))
         Protocol.makeConnection(self, transport)
         factory.registerProtocol(self)
+        policy = factory.policy
+        self._timers = []
+        if policy.idleTimeout is not None:
+            self._idleSeen = (0, 0)
+            self._timers.append(
+                factory.clock.callLater(policy.idleTimeout / 4, self._checkIdle)
+            )
+        if policy.maxDuration is not None:
+            self._timers.append(
+                factory.clock.callLater(
+                    policy.maxDuration, self._timedOut, "max_duration"
+                )
+            )
         try:
             self.wrappedProtocol.makeConnection(self)
         except Exception:
             self._handlerFailed("connectionMade")
+
+    def _checkIdle(self) -> None:
+        # No per-byte timer work: every quarter of the idle timeout, see
+        # whether any byte moved since the last look.  A connection is
+        # closed after between 1 and 1.25 idle timeouts without traffic.
+        self._timers = [t for t in self._timers if t.active()]
+        seen = (self.received, self.sent)
+        if seen != self._idleSeen:
+            self._idleSeen = seen
+            self._idleChecks = 0
+        else:
+            self._idleChecks = getattr(self, "_idleChecks", 0) + 1
+            if self._idleChecks >= 4:
+                self._timedOut("idle_timeout")
+                return
+        timeout = self.factory.policy.idleTimeout
+        assert timeout is not None
+        self._timers.append(self.factory.clock.callLater(timeout / 4, self._checkIdle))
+
+    def _timedOut(self, which: str) -> None:
+        if self.closeReason is None:
+            self.closeReason = "timeout"
+            self.timeoutKind = which
+        self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
         size = len(data)
@@ -141,6 +179,10 @@ class PortProtocol(ProtocolWrapper):
         counters = self.counters
         counters.current -= 1
         counters.closed += 1
+        for timer in self._timers:
+            if timer.active():
+                timer.cancel()
+        factory.admission.release(self.transport.getPeer())
         if factory.tls and not self.handshaken and self.closeReason is None:
             if getattr(self.transport, "sawBytes", False):
                 counters.tlsHandshakeFailures += 1
@@ -194,6 +236,7 @@ class PortFactory(WrappingFactory):
         wrappedFactory: IProtocolFactory,
         counters: PortCounters,
         handlerContext: HandlerContext,
+        daemonLimit: DaemonLimit | None = None,
     ) -> None:
         super().__init__(wrappedFactory)
         self.counters = counters
@@ -204,10 +247,35 @@ class PortFactory(WrappingFactory):
         self.handlerName = config.handler
         self.tls = config.tls is not None
         self.logConnections = config.logConnections
+        self.policy = config.policy
+        self.admission = Admission(config.policy, self.clock, daemonLimit)
 
     def buildProtocol(self, addr: IAddress) -> IProtocol | None:
+        """
+        Admit the connection (access rules, limits, rates) or turn it away
+        before the handler, and TLS, see anything of it.
+        """
+        reason = self.admission.admit(addr, self.counters.current)
+        if reason is not None:
+            self.counters.reject(reason)
+            if self.logConnections:
+                address = formatAddress(
+                    getattr(addr, "host", "?"), getattr(addr, "port", 0)
+                )
+                connectionLog.info(
+                    "{line}",
+                    line=f"{self.portName} {self.handlerName} {address} closed "
+                    f"rejected ({reason})",
+                    port=self.portName,
+                    handler=self.handlerName,
+                    peer=address,
+                    reason="rejected",
+                    rejected=reason,
+                )
+            return None
         inner = self.wrappedFactory.buildProtocol(addr)
         if inner is None:
+            self.admission.release(addr)
             return None
         return self.protocol(self, inner)
 
@@ -240,11 +308,19 @@ class TLSProtocol(TLSMemoryBIOProtocol):
 
 class TLSFactory(TLSMemoryBIOFactory):
     """
-    Twisted's TLS factory, building L{TLSProtocol}s.
+    Twisted's TLS factory, building L{TLSProtocol}s, and none at all for a
+    connection the port's wrapper turns away: a rejected client costs no
+    TLS state.
     """
 
     protocol = TLSProtocol
     noisy = False
+
+    def buildProtocol(self, addr: IAddress) -> IProtocol | None:
+        inner = self.wrappedFactory.buildProtocol(addr)
+        if inner is None:
+            return None
+        return self.protocol(self, inner)  # type: ignore[no-any-return]
 
 
 class ListeningPort(tcp.Port):

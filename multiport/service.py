@@ -27,6 +27,7 @@ from multiport.handlers.interface import (
     IHandler,
     PortStatus,
 )
+from multiport.policies import DaemonLimit
 from multiport.port import PortFactory, PortServer, PortSSLServer, PortTCPServer
 from multiport.tls import LoadedCertificate
 
@@ -118,8 +119,10 @@ class PortsService(MultiService):
         handlers: Mapping[str, IHandler],
         certificates: Mapping[TLSConfig, LoadedCertificate],
         reactor: Any,
+        daemonLimit: DaemonLimit | None = None,
     ) -> None:
         super().__init__()
+        self.daemonLimit = daemonLimit
         self.config = config
         self.version = __version__
         self.started = reactor.seconds()
@@ -145,7 +148,7 @@ class PortsService(MultiService):
         # Our own log line says when a port starts; Twisted's per-factory
         # "Starting factory" lines would only repeat it.
         inner.noisy = False  # type: ignore[attr-defined]
-        factory = PortFactory(inner, counters, context)
+        factory = PortFactory(inner, counters, context, self.daemonLimit)
         if config.tls is None:
             return PortTCPServer(config, factory, self._reactor)
         return PortSSLServer(

@@ -35,6 +35,7 @@ from multiport.configfile import readConfigFile
 from multiport.dump import StatsDumpService
 from multiport.handlers.interface import IHandler
 from multiport.handlers.registry import findHandlers
+from multiport.policies import DaemonLimit
 from multiport.portspec import parsePortItem, parsePorts
 from multiport.service import PortsService, reportStartupErrorsBriefly
 from multiport.tls import (
@@ -350,6 +351,12 @@ def makeService(options: Options, reactor: Any = None) -> PortsService:
         python=sys.version.split()[0],
         count=len(config.ports),
     )
-    service = PortsService(config, options.handlers, certificates, reactor)
+    limit = DaemonLimit.fromFileLimit(len(config.ports))
+    log.info(
+        "at most {maximum} connections at once over all ports (from the file "
+        "descriptor limit)",
+        maximum=limit.maximum,
+    )
+    service = PortsService(config, options.handlers, certificates, reactor, limit)
     StatsDumpService(service.portStatus, reactor).setServiceParent(service)
     return service

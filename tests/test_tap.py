@@ -264,8 +264,7 @@ class ConfigFileOptionsTests(OptionsTestsMixin, SynchronousTestCase):
         error = self.assertRaises(SystemExit, self.parse, "--config", path)
         self.assertEqual(
             str(error),
-            f"multiport: {path}: port[1].optons: unknown key (known: backlog, "
-            "handler, interface, log_connections, options, port, tls)",
+            f"multiport: {path}: port[1].optons: unknown key (did you mean 'options'?)",
         )
 
     def test_handlerOptionError(self):

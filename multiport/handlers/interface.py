@@ -18,8 +18,8 @@ from twisted.internet.interfaces import IProtocolFactory, IReactorTime
 from twisted.plugin import IPlugin
 from zope.interface import Attribute, Interface, implementer
 
-from multiport.config import typeName
 from multiport.counters import HandlerCounters
+from multiport.errors import typeName
 
 if TYPE_CHECKING:
     from multiport.config import PortConfig

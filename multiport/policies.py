@@ -1,0 +1,366 @@
+"""
+Per-port connection policies: limits, rates, access rules and timeouts.
+
+The model (L{Policy}) is read from the configuration file's C{[[port]]} and
+C{[defaults]} tables; L{Admission} applies it to each new connection before
+the handler (and before TLS) sees it; the per-port wrapper applies the
+timeouts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from attrs import define, field, fields, frozen
+from twisted.internet.interfaces import IAddress, IReactorTime
+
+from multiport.errors import ConfigError, typeName
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+#: IPv6 clients are grouped by /64 for per-address limits and rates: one
+#: subscriber usually gets a whole /64, so per-address limits on single
+#: IPv6 addresses would be trivial to evade.
+IPV6_GROUP = 64
+
+
+@frozen
+class Rate:
+    """
+    A token bucket: C{perSecond} new connections a second on average, up to
+    C{burst} at once.
+    """
+
+    perSecond: float
+    burst: int
+
+
+@frozen
+class Policy:
+    """
+    A port's policies; C{None} means "not set here".
+    """
+
+    maxConnections: int | None = None
+    maxConnectionsPerIP: int | None = None
+    rate: Rate | None = None
+    ratePerIP: Rate | None = None
+    idleTimeout: float | None = None
+    maxDuration: float | None = None
+    allow: tuple[Network, ...] | None = None
+    deny: tuple[Network, ...] | None = None
+
+    def over(self, base: Policy) -> Policy:
+        """
+        These settings laid over C{base}: each one set here wins.
+        """
+        return Policy(
+            **{
+                f.name: getattr(base, f.name)
+                if getattr(self, f.name) is None
+                else getattr(self, f.name)
+                for f in fields(Policy)
+            }
+        )
+
+
+#: TOML key to Policy field.
+KEYS = {
+    "max_connections": "maxConnections",
+    "max_connections_per_ip": "maxConnectionsPerIP",
+    "rate": "rate",
+    "rate_per_ip": "ratePerIP",
+    "idle_timeout": "idleTimeout",
+    "max_duration": "maxDuration",
+    "allow": "allow",
+    "deny": "deny",
+}
+
+
+def _positiveInt(value: object, where: str) -> int:
+    if type(value) is not int or value < 1:
+        raise ConfigError(
+            where,
+            f"expected a whole number of at least 1, got {typeName(value)} {value!r}",
+        )
+    return value
+
+
+def _seconds(value: object, where: str) -> float:
+    if type(value) not in (int, float) or not value > 0:  # type: ignore[operator]
+        raise ConfigError(
+            where,
+            f"expected a number of seconds above 0, got {typeName(value)} {value!r}",
+        )
+    return float(value)  # type: ignore[arg-type]
+
+
+def _rate(value: object, where: str) -> Rate:
+    if type(value) is not dict:
+        raise ConfigError(
+            where,
+            "expected a table { per_second = N, burst = M }, got "
+            f"{typeName(value)} {value!r}",
+        )
+    for key in value:
+        if key not in ("per_second", "burst"):
+            raise ConfigError(
+                f"{where}.{key}", "unknown key (known: burst, per_second)"
+            )
+    if "per_second" not in value:
+        raise ConfigError(where, "missing key 'per_second'")
+    perSecond = _seconds(value["per_second"], f"{where}.per_second")
+    burst = (
+        _positiveInt(value["burst"], f"{where}.burst")
+        if "burst" in value
+        else max(1, int(perSecond))
+    )
+    return Rate(perSecond, burst)
+
+
+def _networks(value: object, where: str) -> tuple[Network, ...]:
+    if type(value) is not list:
+        raise ConfigError(
+            where, f"expected an array of networks, got {typeName(value)} {value!r}"
+        )
+    networks = []
+    for index, item in enumerate(value):
+        if type(item) is not str:
+            raise ConfigError(f"{where}[{index}]", f"expected a string, got {item!r}")
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError as e:
+            raise ConfigError(
+                f"{where}[{index}]", f"{item!r} is not a network: {e}"
+            ) from None
+    return tuple(networks)
+
+
+_PARSERS = {
+    "max_connections": _positiveInt,
+    "max_connections_per_ip": _positiveInt,
+    "rate": _rate,
+    "rate_per_ip": _rate,
+    "idle_timeout": _seconds,
+    "max_duration": _seconds,
+    "allow": _networks,
+    "deny": _networks,
+}
+
+
+def parsePolicy(table: Mapping[str, object], where: str) -> Policy:
+    """
+    The policy keys of a C{[[port]]} or C{[defaults]} table (others are
+    left to the caller).
+
+    @raise ConfigError: naming the key path of a bad value.
+    """
+    values: dict[str, Any] = {}
+    for key, attribute in KEYS.items():
+        if key in table:
+            values[attribute] = _PARSERS[key](table[key], f"{where}.{key}")
+    return Policy(**values)
+
+
+def clientAddress(address: IAddress) -> Address | None:
+    """
+    The client's IP address, IPv4-mapped IPv6 addresses as IPv4.
+    """
+    host = getattr(address, "host", None)
+    if host is None:
+        return None
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def clientGroup(ip: Address) -> object:
+    """
+    The key per-address limits and rates count under: the IPv4 address, or
+    the IPv6 /64.
+    """
+    if isinstance(ip, ipaddress.IPv6Address):
+        return ipaddress.IPv6Network(
+            (int(ip) >> (128 - IPV6_GROUP) << (128 - IPV6_GROUP), IPV6_GROUP)
+        )
+    return ip
+
+
+@define
+class TokenBucket:
+    """
+    A token bucket on the injected clock.
+    """
+
+    rate: Rate
+    clock: IReactorTime
+    tokens: float = 0.0
+    updated: float = 0.0
+
+    def __attrs_post_init__(self) -> None:
+        self.tokens = float(self.rate.burst)
+        self.updated = self.clock.seconds()
+
+    def _refill(self) -> None:
+        now = self.clock.seconds()
+        self.tokens = min(
+            float(self.rate.burst),
+            self.tokens + (now - self.updated) * self.rate.perSecond,
+        )
+        self.updated = now
+
+    def take(self) -> bool:
+        """
+        Take a token if there is one.
+        """
+        self._refill()
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def full(self) -> bool:
+        """
+        Whether the bucket has refilled completely (it can be forgotten).
+        """
+        self._refill()
+        return self.tokens >= self.rate.burst
+
+
+@define
+class DaemonLimit:
+    """
+    The connections every port together may hold: derived from the file
+    descriptor limit, so that accepting never runs the process out of
+    descriptors.
+    """
+
+    maximum: int
+    current: int = 0
+
+    @classmethod
+    def fromFileLimit(cls, listening: int, reserve: int = 64) -> DaemonLimit:
+        """
+        Raise the soft file-descriptor limit to the hard one (as nginx's
+        C{worker_rlimit_nofile} or Go's runtime do) and keep C{reserve}
+        descriptors, plus one per listening port, for everything else
+        (log files, certificates, outgoing connections).
+        """
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            hard = max(soft, 1 << 20)
+        if soft < hard:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+                soft = hard
+            except (ValueError, OSError):
+                pass
+        return cls(maximum=max(1, soft - listening - reserve))
+
+
+@define
+class Admission:
+    """
+    Decides, per new connection, whether a port lets it in; keeps the
+    per-address counts and rate buckets that takes.
+    """
+
+    policy: Policy
+    clock: IReactorTime
+    daemon: DaemonLimit | None = None
+    perAddress: dict[object, int] = field(factory=dict)
+    _bucket: TokenBucket | None = None
+    _buckets: dict[object, TokenBucket] = field(factory=dict)
+    _needsAddress: bool = field(init=False, default=False)
+
+    def __attrs_post_init__(self) -> None:
+        policy = self.policy
+        if policy.rate is not None:
+            self._bucket = TokenBucket(policy.rate, self.clock)
+        self._needsAddress = bool(
+            policy.allow
+            or policy.deny
+            or policy.maxConnectionsPerIP is not None
+            or policy.ratePerIP is not None
+        )
+
+    def admit(self, address: IAddress, current: int) -> str | None:
+        """
+        C{None} to let the connection in (it is then counted until
+        L{release}), else the reason it is turned away.
+
+        @param current: The port's connections now.
+        """
+        policy = self.policy
+        ip = clientAddress(address) if self._needsAddress else None
+        if ip is not None and (policy.deny or policy.allow is not None):
+            if policy.deny and any(ip in network for network in policy.deny):
+                return "access"
+            if policy.allow and not any(ip in network for network in policy.allow):
+                return "access"
+        daemon = self.daemon
+        if daemon is not None and daemon.current >= daemon.maximum:
+            return "max_connections"
+        if policy.maxConnections is not None and current >= policy.maxConnections:
+            return "max_connections"
+        group = clientGroup(ip) if ip is not None else None
+        if policy.maxConnectionsPerIP is not None and group is not None:
+            if self.perAddress.get(group, 0) >= policy.maxConnectionsPerIP:
+                return "max_connections_per_ip"
+        if self._bucket is not None and not self._bucket.take():
+            return "rate"
+        if policy.ratePerIP is not None and group is not None:
+            bucket = self._buckets.get(group)
+            if bucket is None:
+                if len(self._buckets) >= 4096:
+                    self._forgetFullBuckets()
+                bucket = self._buckets[group] = TokenBucket(
+                    policy.ratePerIP, self.clock
+                )
+            if not bucket.take():
+                return "rate"
+        if group is not None and policy.maxConnectionsPerIP is not None:
+            self.perAddress[group] = self.perAddress.get(group, 0) + 1
+        if daemon is not None:
+            daemon.current += 1
+        return None
+
+    def release(self, address: IAddress) -> None:
+        """
+        A connection L{admit} let in has ended.
+        """
+        if self.daemon is not None:
+            self.daemon.current -= 1
+        if self.policy.maxConnectionsPerIP is None:
+            return
+        ip = clientAddress(address)
+        if ip is None:
+            return
+        group = clientGroup(ip)
+        count = self.perAddress.get(group, 0) - 1
+        if count > 0:
+            self.perAddress[group] = count
+        else:
+            self.perAddress.pop(group, None)
+
+    def _forgetFullBuckets(self) -> None:
+        # A full bucket is the same as no bucket: forget those, so that the
+        # table stays bounded by the clients seen within one refill time.
+        for key in [k for k, b in self._buckets.items() if b.full()]:
+            del self._buckets[key]
+
+
+def networksText(networks: Sequence[Network]) -> str:
+    """
+    Networks as the configuration would write them.
+    """
+    return ", ".join(str(n) for n in networks)

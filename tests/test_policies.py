@@ -1,0 +1,466 @@
+"""
+Tests for L{multiport.policies}: limits, rates, access rules and timeouts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from pathlib import Path
+
+from twisted.internet import reactor
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.protocol import Factory
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransportWithDisconnection
+from twisted.logger import capturedLogs
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from multiport.config import ConfigError, Defaults, PortConfig, buildConfig
+from multiport.configfile import parseConfig
+from multiport.counters import PortCounters
+from multiport.handlers.interface import HandlerContext
+from multiport.handlers.simple import Echo
+from multiport.policies import (
+    Admission,
+    DaemonLimit,
+    Policy,
+    Rate,
+    TokenBucket,
+    clientGroup,
+    parsePolicy,
+)
+from multiport.port import PortFactory
+from multiport.portspec import parsePorts
+from multiport.service import PortsService
+from tests.support import HANDLERS
+from tests.test_endtoend import waitUntil
+
+
+def v4(host: str, port: int = 40000) -> IPv4Address:
+    return IPv4Address("TCP", host, port)
+
+
+def v6(host: str, port: int = 40000) -> IPv6Address:
+    return IPv6Address("TCP", host, port)
+
+
+class ParseTests(SynchronousTestCase):
+    """
+    parsePolicy reads the policy keys and names bad values by path.
+    """
+
+    def test_everyKey(self):
+        """
+        Every key becomes its field.
+        """
+        policy = parsePolicy(
+            {
+                "max_connections": 100,
+                "max_connections_per_ip": 5,
+                "rate": {"per_second": 10, "burst": 20},
+                "rate_per_ip": {"per_second": 0.5},
+                "idle_timeout": 30,
+                "max_duration": 3600.5,
+                "allow": ["10.0.0.0/8", "::1"],
+                "deny": ["10.1.2.3"],
+            },
+            "port[1]",
+        )
+        self.assertEqual(
+            policy,
+            Policy(
+                maxConnections=100,
+                maxConnectionsPerIP=5,
+                rate=Rate(10.0, 20),
+                ratePerIP=Rate(0.5, 1),
+                idleTimeout=30.0,
+                maxDuration=3600.5,
+                allow=(ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1")),
+                deny=(ipaddress.ip_network("10.1.2.3/32"),),
+            ),
+        )
+
+    def assertBad(self, table, where, message):
+        error = self.assertRaises(ConfigError, parsePolicy, table, "port[1]")
+        self.assertEqual((error.where, error.message), (where, message))
+
+    def test_badLimit(self):
+        """
+        A limit that is not a whole number of at least 1 is named.
+        """
+        self.assertBad(
+            {"max_connections": 0},
+            "port[1].max_connections",
+            "expected a whole number of at least 1, got integer 0",
+        )
+        self.assertBad(
+            {"max_connections_per_ip": "5"},
+            "port[1].max_connections_per_ip",
+            "expected a whole number of at least 1, got string '5'",
+        )
+
+    def test_badTimeout(self):
+        """
+        A timeout that is not a positive number of seconds is named.
+        """
+        self.assertBad(
+            {"idle_timeout": -1},
+            "port[1].idle_timeout",
+            "expected a number of seconds above 0, got integer -1",
+        )
+        self.assertBad(
+            {"max_duration": True},
+            "port[1].max_duration",
+            "expected a number of seconds above 0, got boolean True",
+        )
+
+    def test_badRate(self):
+        """
+        A rate must be a table with per_second and optionally burst.
+        """
+        self.assertBad(
+            {"rate": 5},
+            "port[1].rate",
+            "expected a table { per_second = N, burst = M }, got integer 5",
+        )
+        self.assertBad({"rate": {}}, "port[1].rate", "missing key 'per_second'")
+        self.assertBad(
+            {"rate": {"per_second": 1, "bursts": 2}},
+            "port[1].rate.bursts",
+            "unknown key (known: burst, per_second)",
+        )
+
+    def test_badNetwork(self):
+        """
+        A network that doesn't parse is named with its index.
+        """
+        self.assertBad(
+            {"deny": ["10.0.0.0/8", "not-a-net"]},
+            "port[1].deny[1]",
+            "'not-a-net' is not a network: 'not-a-net' does not appear to be an "
+            "IPv4 or IPv6 network",
+        )
+
+    def test_portBeatsDefaults(self):
+        """
+        A port's own policy keys beat [defaults], key by key.
+        """
+        file = parseConfig(
+            {
+                "defaults": {"max_connections": 10, "idle_timeout": 5},
+                "port": [{"port": 7000, "handler": "echo", "max_connections": 3}],
+            },
+            Path("."),
+            "f.toml",
+        )
+        config = buildConfig(
+            file.ports, file.defaults.over(Defaults()), HANDLERS, Path(".")
+        )
+        policy = config.ports[0].policy
+        self.assertEqual((policy.maxConnections, policy.idleTimeout), (3, 5.0))
+
+
+class TokenBucketTests(SynchronousTestCase):
+    """
+    The token bucket allows a burst, then the rate.
+    """
+
+    def test_burstThenRate(self):
+        """
+        Burst tokens at once, then one per 1/rate seconds.
+        """
+        clock = Clock()
+        bucket = TokenBucket(Rate(2.0, 3), clock)
+        self.assertEqual([bucket.take() for _ in range(4)], [True, True, True, False])
+        clock.advance(0.5)
+        self.assertEqual([bucket.take(), bucket.take()], [True, False])
+        clock.advance(10)
+        self.assertTrue(bucket.full())
+
+
+class AdmissionTests(SynchronousTestCase):
+    """
+    Admission turns connections away for the reasons the policy gives.
+    """
+
+    def admission(self, **policy) -> Admission:
+        return Admission(Policy(**policy), Clock())
+
+    def test_nothingSet(self):
+        """
+        Without a policy everyone is let in.
+        """
+        self.assertIsNone(self.admission().admit(v4("192.0.2.1"), 10_000))
+
+    def test_denyWins(self):
+        """
+        deny wins over allow; an address not allowed is turned away.
+        """
+        admission = self.admission(
+            allow=(ipaddress.ip_network("10.0.0.0/8"),),
+            deny=(ipaddress.ip_network("10.0.0.5/32"),),
+        )
+        self.assertIsNone(admission.admit(v4("10.1.1.1"), 0))
+        self.assertEqual(admission.admit(v4("10.0.0.5"), 0), "access")
+        self.assertEqual(admission.admit(v4("192.0.2.1"), 0), "access")
+
+    def test_mappedIPv4(self):
+        """
+        An IPv4-mapped IPv6 client is matched as IPv4.
+        """
+        admission = self.admission(deny=(ipaddress.ip_network("192.0.2.0/24"),))
+        self.assertEqual(admission.admit(v6("::ffff:192.0.2.9"), 0), "access")
+
+    def test_maxConnections(self):
+        """
+        At the port's maximum, new connections are turned away.
+        """
+        admission = self.admission(maxConnections=2)
+        self.assertIsNone(admission.admit(v4("192.0.2.1"), 1))
+        self.assertEqual(admission.admit(v4("192.0.2.1"), 2), "max_connections")
+
+    def test_perAddress(self):
+        """
+        Each address gets its own count, freed on release.
+        """
+        admission = self.admission(maxConnectionsPerIP=2)
+        a, b = v4("192.0.2.1"), v4("192.0.2.2")
+        self.assertEqual(
+            [admission.admit(x, 0) for x in (a, a, a, b)],
+            [None, None, "max_connections_per_ip", None],
+        )
+        admission.release(a)
+        self.assertIsNone(admission.admit(a, 0))
+
+    def test_ipv6GroupedBy64(self):
+        """
+        IPv6 clients in one /64 share a count.
+        """
+        admission = self.admission(maxConnectionsPerIP=1)
+        self.assertIsNone(admission.admit(v6("2001:db8::1"), 0))
+        self.assertEqual(
+            admission.admit(v6("2001:db8::2"), 0), "max_connections_per_ip"
+        )
+        self.assertIsNone(admission.admit(v6("2001:db8:0:1::1"), 0))
+        self.assertEqual(
+            clientGroup(ipaddress.ip_address("2001:db8::ffff")),
+            ipaddress.ip_network("2001:db8::/64"),
+        )
+
+    def test_rate(self):
+        """
+        Over the port's rate, connections are turned away.
+        """
+        admission = self.admission(rate=Rate(1.0, 2))
+        results = [admission.admit(v4("192.0.2.1"), 0) for _ in range(3)]
+        self.assertEqual(results, [None, None, "rate"])
+
+    def test_ratePerAddress(self):
+        """
+        Each address has its own bucket.
+        """
+        admission = self.admission(ratePerIP=Rate(1.0, 1))
+        a, b = v4("192.0.2.1"), v4("192.0.2.2")
+        self.assertEqual(
+            [admission.admit(x, 0) for x in (a, a, b)], [None, "rate", None]
+        )
+
+    def test_daemonLimit(self):
+        """
+        The daemon-wide limit counts every admitted connection until
+        released.
+        """
+        limit = DaemonLimit(maximum=1)
+        admission = Admission(Policy(), Clock(), limit)
+        self.assertIsNone(admission.admit(v4("192.0.2.1"), 0))
+        self.assertEqual(admission.admit(v4("192.0.2.1"), 1), "max_connections")
+        admission.release(v4("192.0.2.1"))
+        self.assertEqual(limit.current, 0)
+
+    def test_fromFileLimit(self):
+        """
+        The default limit keeps a reserve below the file-descriptor limit.
+        """
+        import resource
+
+        limit = DaemonLimit.fromFileLimit(listening=10)
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.assertEqual(limit.maximum, soft - 10 - 64)
+
+
+def wrapped(policy: Policy, clock: Clock) -> PortFactory:
+    """
+    A port wrapper around echo with C{policy}, on C{clock}.
+    """
+    config = PortConfig("127.0.0.1", 7000, "echo", None, 50, None, policy=policy)
+    context = HandlerContext(reactor=clock, clock=clock, port=config)
+    return PortFactory(Factory.forProtocol(Echo), PortCounters(), context)
+
+
+class TimeoutTests(SynchronousTestCase):
+    """
+    idle_timeout and max_duration close connections on the injected clock.
+    """
+
+    def connect(self, factory: PortFactory):
+        protocol = factory.buildProtocol(v4("192.0.2.1"))
+        transport = StringTransportWithDisconnection()
+        transport.protocol = protocol
+        transport.abortConnection = transport.loseConnection
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_idle(self):
+        """
+        A connection with no bytes either way for idle_timeout is closed,
+        reason timeout; traffic keeps it open.
+        """
+        clock = Clock()
+        factory = wrapped(Policy(idleTimeout=8.0), clock)
+        protocol, transport = self.connect(factory)
+        for _ in range(10):
+            clock.advance(3)
+            protocol.dataReceived(b"x")
+        self.assertTrue(transport.connected)
+        with capturedLogs() as events:
+            # Time passes in steps, as on a real reactor.
+            clock.pump([1.0] * 8)
+            self.assertTrue(transport.connected)
+            clock.pump([1.0] * 2)
+        self.assertFalse(transport.connected)
+        self.assertEqual(protocol.closeReason, "timeout")
+        [line] = [e["line"] for e in events if "line" in e]
+        self.assertIn("closed timeout", line)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_maxDuration(self):
+        """
+        A connection is closed at max_duration whatever its traffic.
+        """
+        clock = Clock()
+        factory = wrapped(Policy(maxDuration=60.0), clock)
+        protocol, transport = self.connect(factory)
+        clock.advance(59)
+        protocol.dataReceived(b"busy")
+        self.assertTrue(transport.connected)
+        clock.advance(1)
+        self.assertFalse(transport.connected)
+        self.assertEqual(protocol.closeReason, "timeout")
+
+    def test_timersCancelled(self):
+        """
+        A connection that ends leaves no timer behind.
+        """
+        clock = Clock()
+        factory = wrapped(Policy(idleTimeout=8.0, maxDuration=60.0), clock)
+        protocol, transport = self.connect(factory)
+        transport.loseConnection()
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+@inlineCallbacks
+def receive(client: socket.socket, expected: int):
+    """
+    Read from C{client} without blocking the reactor: C{expected} bytes, or
+    everything until the server closes (C{b""} read).
+    """
+    client.setblocking(False)
+    chunks: list[bytes] = []
+    closed = []
+
+    def ready() -> bool:
+        try:
+            data = client.recv(65536)
+        except BlockingIOError:
+            return False
+        except ConnectionResetError:
+            closed.append(True)
+            return True
+        if not data:
+            closed.append(True)
+            return True
+        chunks.append(data)
+        return sum(map(len, chunks)) >= expected
+
+    yield waitUntil(ready)
+    return b"".join(chunks)
+
+
+class RealConnectionTests(TestCase):
+    """
+    Policies against real clients on 127.0.0.1.
+    """
+
+    def start(self, ports: str, **policy) -> PortsService:
+        config = buildConfig(
+            parsePorts(ports),
+            Defaults(policy=Policy(**policy)),
+            HANDLERS,
+            Path(self.mktemp()),
+        )
+        from multiport.config import TLSConfig
+        from multiport.tls import ensureSelfSigned
+
+        certificates = {}
+        if any(p.tls for p in config.ports):
+            certificates[TLSConfig()] = ensureSelfSigned(config.stateDir)
+        service = PortsService(config, HANDLERS, certificates, reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service
+
+    @inlineCallbacks
+    def test_maxConnectionsExact(self):
+        """
+        With max_connections 3 and ten clients at once, exactly three get
+        in; when they leave, others can.
+        """
+        service = self.start("127.0.0.1:0=echo", maxConnections=3)
+        [bound] = service.boundPorts()
+        counters = bound.counters
+        clients = [
+            socket.create_connection(("127.0.0.1", bound.address.port))
+            for _ in range(10)
+        ]
+        self.addCleanup(lambda: [c.close() for c in clients])
+        yield waitUntil(
+            lambda: counters.accepted + sum(counters.rejected.values()) == 10
+        )
+        self.assertEqual(
+            (counters.accepted, counters.rejected), (3, {"max_connections": 7})
+        )
+        for client in clients:
+            client.close()
+        yield waitUntil(lambda: counters.current == 0)
+        again = socket.create_connection(("127.0.0.1", bound.address.port))
+        self.addCleanup(again.close)
+        again.sendall(b"hi")
+        echoed = yield receive(again, 2)
+        self.assertEqual(echoed, b"hi")
+
+    @inlineCallbacks
+    def test_deniedBeforeTLS(self):
+        """
+        A denied client on a TLS port is closed before any TLS: no byte
+        reaches the handler, nothing counts as a handshake failure.
+        """
+        service = self.start(
+            "127.0.0.1:0=echo+tls", deny=(ipaddress.ip_network("127.0.0.0/8"),)
+        )
+        [bound] = service.boundPorts()
+        counters = bound.counters
+        with capturedLogs() as events:
+            client = socket.create_connection(("127.0.0.1", bound.address.port))
+            self.addCleanup(client.close)
+            client.sendall(b"\x16\x03\x01 not really a hello")
+            received = yield receive(client, 1)
+            self.assertEqual(received, b"")
+            yield waitUntil(lambda: counters.rejected == {"access": 1})
+        self.assertEqual(
+            (counters.accepted, counters.tlsHandshakeFailures, counters.bytesReceived),
+            (0, 0, 0),
+        )
+        [line] = [e["line"] for e in events if "line" in e]
+        self.assertIn("closed rejected (access)", line)
