@@ -50,6 +50,7 @@ class Policy:
     ratePerIP: Rate | None = None
     idleTimeout: float | None = None
     maxDuration: float | None = None
+    headerTimeout: float | None = None
     allow: tuple[Network, ...] | None = None
     deny: tuple[Network, ...] | None = None
 
@@ -75,6 +76,7 @@ KEYS = {
     "rate_per_ip": "ratePerIP",
     "idle_timeout": "idleTimeout",
     "max_duration": "maxDuration",
+    "header_timeout": "headerTimeout",
     "allow": "allow",
     "deny": "deny",
 }
@@ -146,6 +148,7 @@ _PARSERS = {
     "rate_per_ip": _rate,
     "idle_timeout": _seconds,
     "max_duration": _seconds,
+    "header_timeout": _seconds,
     "allow": _networks,
     "deny": _networks,
 }

@@ -86,7 +86,7 @@ class PortProtocol(ProtocolWrapper):
         if policy.maxDuration is not None:
             self._timers.append(
                 factory.clock.callLater(
-                    policy.maxDuration, self._timedOut, "max_duration"
+                    policy.maxDuration, self.timedOut, "max_duration"
                 )
             )
         try:
@@ -106,13 +106,18 @@ class PortProtocol(ProtocolWrapper):
         else:
             self._idleChecks = getattr(self, "_idleChecks", 0) + 1
             if self._idleChecks >= 4:
-                self._timedOut("idle_timeout")
+                self.timedOut("idle_timeout")
                 return
         timeout = self.factory.policy.idleTimeout
         assert timeout is not None
         self._timers.append(self.factory.clock.callLater(timeout / 4, self._checkIdle))
 
-    def _timedOut(self, which: str) -> None:
+    def timedOut(self, which: str) -> None:
+        """
+        Close the connection because C{which} timeout passed (handlers with
+        timeouts of their own, like http's header timeout, call this too, so
+        that the connection log says C{timeout}).
+        """
         if self.closeReason is None:
             self.closeReason = "timeout"
             self.timeoutKind = which

@@ -13,7 +13,10 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransportWithDisconnection
+from twisted.internet.testing import (
+    MemoryReactorClock,
+    StringTransportWithDisconnection,
+)
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -464,3 +467,78 @@ class RealConnectionTests(TestCase):
         )
         [line] = [e["line"] for e in events if "line" in e]
         self.assertIn("closed rejected (access)", line)
+
+
+class HeaderTimeoutTests(SynchronousTestCase):
+    """
+    The http handler closes clients whose headers take too long
+    (slowloris), and idles out between requests like nginx.
+    """
+
+    def site(self, policy: Policy):
+        from multiport.handlers.web import parseWebOptions
+
+        clock = MemoryReactorClock()
+        config = PortConfig(
+            "127.0.0.1",
+            8080,
+            "http",
+            None,
+            50,
+            parseWebOptions({}, Path(".")),
+            policy=policy,
+        )
+        context = HandlerContext(reactor=clock, clock=clock, port=config)
+        factory = PortFactory(
+            HANDLERS["http"].buildFactory(context), PortCounters(), context
+        )
+        protocol = factory.buildProtocol(v4("192.0.2.1"))
+        transport = StringTransportWithDisconnection()
+        transport.protocol = protocol
+        transport.abortConnection = transport.loseConnection
+        protocol.makeConnection(transport)
+        return clock, protocol, transport
+
+    def test_slowHeaders(self):
+        """
+        Headers still incomplete after header_timeout close the connection,
+        reason timeout.
+        """
+        clock, protocol, transport = self.site(Policy(headerTimeout=5.0))
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n")
+        clock.advance(4.9)
+        protocol.dataReceived(b"X-Slow: 1\r\n")
+        self.assertTrue(transport.connected)
+        clock.advance(0.1)
+        self.assertFalse(transport.connected)
+        self.assertEqual(protocol.closeReason, "timeout")
+        self.assertEqual(protocol.timeoutKind, "header_timeout")
+
+    def test_completeHeadersInTime(self):
+        """
+        A request whose headers arrive in time is served and the deadline
+        is gone.
+        """
+        clock, protocol, transport = self.site(Policy(headerTimeout=5.0))
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertIn(b"200 OK", transport.value())
+        clock.advance(10)
+        self.assertTrue(transport.connected)
+
+    def test_defaults(self):
+        """
+        Without settings, headers get 20 s and an idle keep-alive
+        connection 75 s.
+        """
+        clock, protocol, transport = self.site(Policy())
+        protocol.dataReceived(b"GET / HTTP/1.1\r\n")
+        clock.advance(19.9)
+        self.assertTrue(transport.connected)
+        clock.advance(0.1)
+        self.assertFalse(transport.connected)
+        clock, protocol, transport = self.site(Policy())
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        clock.advance(74.9)
+        self.assertTrue(transport.connected)
+        clock.advance(0.2)
+        self.assertFalse(transport.connected)

@@ -9,10 +9,14 @@ import html
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from attrs import frozen
+from twisted.internet.interfaces import IDelayedCall
+from twisted.python.failure import Failure
 from twisted.web import resource, server, static
+from twisted.web.http import HTTPChannel
 from twisted.web.iweb import IRequest
 
 from multiport import __version__
@@ -207,6 +211,74 @@ class RedirectToHTTPS(resource.Resource):
         return b"Moved to HTTPS.\n"
 
 
+#: How long an http connection may sit idle between requests when the port
+#: sets no idle_timeout: nginx's keepalive_timeout.
+DEFAULT_IDLE_TIMEOUT = 75.0
+#: How long a request's headers may take to arrive (slowloris) when the
+#: port sets no header_timeout.
+DEFAULT_HEADER_TIMEOUT = 20.0
+
+
+class TimedChannel(HTTPChannel):
+    """
+    An HTTP/1.1 channel that closes a connection whose request headers take
+    longer than C{headerTimeout} to arrive, counted from the request's first
+    byte (a slowloris client trickles headers forever).
+    """
+
+    headerTimeout: float = DEFAULT_HEADER_TIMEOUT
+    _headerDeadline: IDelayedCall | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._headerDeadline is None and self.line_mode:
+            self._headerDeadline = self.callLater(
+                self.headerTimeout, self._headersTooSlow
+            )
+        super().dataReceived(data)
+
+    def allHeadersReceived(self) -> None:
+        self._cancelHeaderDeadline()
+        super().allHeadersReceived()
+
+    def _cancelHeaderDeadline(self) -> None:
+        deadline, self._headerDeadline = self._headerDeadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+
+    def _headersTooSlow(self) -> None:
+        self._headerDeadline = None
+        timedOut = getattr(self.transport, "timedOut", None)
+        if timedOut is not None:
+            timedOut("header_timeout")
+        else:
+            self.transport.abortConnection()
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._cancelHeaderDeadline()
+        super().connectionLost(reason)
+
+
+class PortSite(server.Site):
+    """
+    The twisted.web site of one http port: HTTP/1.1 on L{TimedChannel}.
+    """
+
+    def __init__(
+        self, root: resource.IResource, reactor: Any, idle: float, header: float
+    ) -> None:
+        super().__init__(root, reactor=reactor, timeout=idle)
+        self.headerTimeout = header
+        self.displayTracebacks = False
+
+    def protocol(self) -> TimedChannel:  # type: ignore[override]
+        channel = TimedChannel()
+        channel.headerTimeout = self.headerTimeout
+        return channel
+
+    def acceptableProtocols(self) -> list[bytes]:
+        return [b"http/1.1"]
+
+
 def buildSite(context: HandlerContext) -> server.Site:
     """
     The twisted.web site for one port.
@@ -220,9 +292,13 @@ def buildSite(context: HandlerContext) -> server.Site:
         root = ConfinedFile(str(options.root), listing=options.listing)
     else:
         root = WelcomePage(context.port.name)
-    site = server.Site(root, reactor=context.reactor)
-    site.displayTracebacks = False
-    return site
+    policy = context.port.policy
+    return PortSite(
+        root,
+        context.reactor,
+        idle=policy.idleTimeout or DEFAULT_IDLE_TIMEOUT,
+        header=policy.headerTimeout or DEFAULT_HEADER_TIMEOUT,
+    )
 
 
 http = Handler(
