@@ -243,10 +243,26 @@ class DaemonLimit:
     The connections every port together may hold: derived from the file
     descriptor limit, so that accepting never runs the process out of
     descriptors.
+
+    So that a flood on one port can't take every connection from the
+    others, each port is sure of a fair share (C{maximum / ports}); beyond
+    it a port may borrow what is free, except a quarter of the maximum kept
+    for ports still below their share.
     """
 
     maximum: int
+    ports: int = 1
     current: int = 0
+
+    def admits(self, portCurrent: int) -> bool:
+        """
+        Whether a port holding C{portCurrent} connections may take one more.
+        """
+        if self.current >= self.maximum:
+            return False
+        if portCurrent < max(1, self.maximum // max(1, self.ports)):
+            return True
+        return self.current < self.maximum - self.maximum // 4
 
     @classmethod
     def fromFileLimit(cls, listening: int, reserve: int = 64) -> DaemonLimit:
@@ -267,7 +283,7 @@ class DaemonLimit:
                 soft = hard
             except (ValueError, OSError):
                 pass
-        return cls(maximum=max(1, soft - listening - reserve))
+        return cls(maximum=max(1, soft - listening - reserve), ports=max(1, listening))
 
 
 @define
@@ -311,7 +327,7 @@ class Admission:
             if policy.allow and not any(ip in network for network in policy.allow):
                 return "access"
         daemon = self.daemon
-        if daemon is not None and daemon.current >= daemon.maximum:
+        if daemon is not None and not daemon.admits(current):
             return "max_connections"
         if policy.maxConnections is not None and current >= policy.maxConnections:
             return "max_connections"

@@ -97,6 +97,15 @@ def configFor(
     return buildConfig(parsePorts(ports), defaults, HANDLERS, Path(stateDir))
 
 
+def _limitFiles(limit: int) -> Any:
+    def set() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return set
+
+
 class Daemon:
     """
     A real C{twistd -n multiport} process, its log read line by line.
@@ -108,6 +117,7 @@ class Daemon:
         cwd: str,
         twistdArgs: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        fileLimit: int | None = None,
     ) -> None:
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
@@ -120,6 +130,7 @@ class Daemon:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            preexec_fn=None if fileLimit is None else _limitFiles(fileLimit),
         )
         reader = threading.Thread(target=self._read, daemon=True)
         reader.start()

@@ -277,10 +277,25 @@ class AdmissionTests(SynchronousTestCase):
         """
         limit = DaemonLimit(maximum=1)
         admission = Admission(Policy(), Clock(), limit)
+        self.assertEqual(limit.ports, 1)
         self.assertIsNone(admission.admit(v4("192.0.2.1"), 0))
         self.assertEqual(admission.admit(v4("192.0.2.1"), 1), "max_connections")
         admission.release(v4("192.0.2.1"))
         self.assertEqual(limit.current, 0)
+
+    def test_fairShare(self):
+        """
+        A port below its fair share is let in until the daemon is full; one
+        above it may only borrow until a quarter of the maximum is left.
+        """
+        limit = DaemonLimit(maximum=100, ports=4, current=70)
+        self.assertTrue(limit.admits(portCurrent=24))
+        self.assertTrue(limit.admits(portCurrent=25 + 40))
+        limit.current = 75
+        self.assertFalse(limit.admits(portCurrent=75))
+        self.assertTrue(limit.admits(portCurrent=0))
+        limit.current = 100
+        self.assertFalse(limit.admits(portCurrent=0))
 
     def test_fromFileLimit(self):
         """

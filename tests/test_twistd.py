@@ -156,6 +156,42 @@ class TwistdTests(SynchronousTestCase):
         self.assertEqual(len(stopped), len(items) + 1)
         self.assertNotIn("Traceback", "".join(daemon.lines))
 
+    def test_floodWithDefaults(self):
+        """
+        With no policy configured, a flood of connections on one port is
+        held below the file-descriptor limit (the excess turned away) and the
+        daemon keeps serving its other ports and its health check.
+        """
+        daemon = self.daemon(
+            "--ports",
+            "127.0.0.1:0=discard,127.0.0.1:0=echo",
+            "--status",
+            "127.0.0.1:0",
+            fileLimit=256,
+        )
+        flooded, echo, status = [
+            (m.group(1), int(m.group(2))) for m in daemon.waitFor(LISTENING, 3)
+        ]
+        [limit] = daemon.waitFor(r"at most (\d+) connections at once")
+        maximum = int(limit.group(1))
+        self.assertEqual(maximum, 256 - 3 - 64)
+        flood = []
+        self.addCleanup(lambda: [c.close() for c in flood])
+        for _ in range(maximum + 100):
+            flood.append(socket.create_connection(flooded, timeout=10))
+        self.assertEqual(receiveAll(*echo, b"still here", limit=10), b"still here")
+        self.assertEqual(httpGet(*status, path="/healthz"), (200, b"ok\n"))
+        report = json.loads(httpGet(*status, path="/status")[1])
+        floodPort = report["ports"][0]
+        # The echo round trip and the two status requests took three of the
+        # daemon's connections before they ended.
+        self.assertEqual(
+            floodPort["connections"]["accepted"] + floodPort["connections"]["rejected"],
+            maximum + 100,
+        )
+        self.assertGreaterEqual(floodPort["rejected_by_reason"]["max_connections"], 100)
+        self.assertLessEqual(floodPort["connections"]["current"], maximum)
+
     def test_portInUse(self):
         """
         A port in use ends the start with one line naming it, exit status 1,
