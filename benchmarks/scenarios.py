@@ -136,24 +136,53 @@ def _echoRun(
     )
 
 
+#: Every connection policy switched on, at values this load never reaches:
+#: what the checks themselves cost.
+EVERY_POLICY = """\
+max_connections = 100000
+max_connections_per_ip = 100000
+rate = { per_second = 1000000, burst = 1000000 }
+rate_per_ip = { per_second = 1000000, burst = 1000000 }
+idle_timeout = 600
+max_duration = 86400
+header_timeout = 60
+allow = ["127.0.0.0/8", "::1"]
+deny = ["192.0.2.0/24"]
+"""
+
+
 def layer(settings: Settings) -> list[Series]:
     """
-    The cost of multiport's per-port layer: the same echo protocol with and
-    without it, 100 connections, at least five rounds.
+    The cost of multiport's per-port layer: the same echo protocol without
+    it, with it (counters), and with every connection policy on; 100
+    connections, at least five rounds.
     """
-    ports = processes.freePorts(2)
+    ports = processes.freePorts(3)
     with ExitStack() as stack:
         bare = stack.enter_context(servers.twistedEcho(settings.workdir, ports[0]))
         wrapped = stack.enter_context(servers.multiportEcho(settings.workdir, ports[1]))
+        policed = stack.enter_context(
+            servers.multiportPorts(
+                settings.workdir,
+                [ports[2]],
+                "echo",
+                name="multiport, every policy",
+                defaults=EVERY_POLICY,
+            )
+        )
         results = [
-            Series("counters", "bare handler", "round trips", "/s", baseline=True),
-            Series("counters", "multiport", "round trips", "/s"),
+            Series(
+                "100 connections", "bare handler", "round trips", "/s", baseline=True
+            ),
+            Series("100 connections", "multiport", "round trips", "/s"),
+            Series("100 connections", "multiport, every policy", "round trips", "/s"),
         ]
         alternate(
             max(settings.rounds, 5),
             [
                 (results[0], _echoRun(bare.port, 100, settings)),
                 (results[1], _echoRun(wrapped.port, 100, settings)),
+                (results[2], _echoRun(policed.port, 100, settings)),
             ],
         )
     return results

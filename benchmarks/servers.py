@@ -153,6 +153,7 @@ def multiportPorts(
     handler: str,
     logConnections: bool = True,
     name: str | None = None,
+    defaults: str = "",
 ) -> Server:
     """
     multiport serving C{handler} on every one of C{ports}; ready when the
@@ -160,6 +161,7 @@ def multiportPorts(
     out: it would be one more listener than asked for.
     """
     tables = f"[defaults]\nlog_connections = {str(logConnections).lower()}\n"
+    tables += defaults
     tables += "".join(
         f'[[port]]\nport = {port}\ninterface = "127.0.0.1"\nhandler = "{handler}"\n'
         for port in ports
