@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from attrs import field, frozen
 
 from multiport.errors import ConfigError, typeName
-from multiport.policies import Policy
+from multiport.policies import Policy, checkPolicy
 
 if TYPE_CHECKING:
     from multiport.handlers.interface import IHandler
@@ -363,6 +363,8 @@ def portConfigs(
         options = handler.parseOptions(request.options, request.optionsBase)
     except OptionError as e:
         raise ConfigError(f"{request.where}.options.{e.key}", e.message) from e
+    policy = request.policy.over(defaults.policy)
+    checkPolicy(policy, request.where)
     host = defaults.interface if request.host is None else request.host
     return [
         PortConfig(
@@ -376,7 +378,7 @@ def portConfigs(
             logConnections=defaults.logConnections
             if request.logConnections is None
             else request.logConnections,
-            policy=request.policy.over(defaults.policy),
+            policy=policy,
         )
         for interface in _interfaces(host, request.where, resolve)
     ]

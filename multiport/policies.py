@@ -51,6 +51,8 @@ class Policy:
     idleTimeout: float | None = None
     maxDuration: float | None = None
     headerTimeout: float | None = None
+    proxyProtocol: str | None = None
+    proxyProtocolFrom: tuple[Network, ...] | None = None
     allow: tuple[Network, ...] | None = None
     deny: tuple[Network, ...] | None = None
 
@@ -77,6 +79,8 @@ KEYS = {
     "idle_timeout": "idleTimeout",
     "max_duration": "maxDuration",
     "header_timeout": "headerTimeout",
+    "proxy_protocol": "proxyProtocol",
+    "proxy_protocol_from": "proxyProtocolFrom",
     "allow": "allow",
     "deny": "deny",
 }
@@ -141,6 +145,28 @@ def _networks(value: object, where: str) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+def _proxyVersions(value: object, where: str) -> str:
+    if value not in ("v1", "v2", "any"):
+        raise ConfigError(
+            where, f'expected "v1", "v2" or "any", got {typeName(value)} {value!r}'
+        )
+    return str(value)
+
+
+def checkPolicy(policy: Policy, where: str) -> None:
+    """
+    Check what only the merged policy of a port can show.
+
+    @raise ConfigError: for C{proxy_protocol} without C{proxy_protocol_from}.
+    """
+    if policy.proxyProtocol is not None and not policy.proxyProtocolFrom:
+        raise ConfigError(
+            f"{where}.proxy_protocol_from",
+            "required with proxy_protocol: the networks of the load balancers "
+            "trusted to send the header (anyone else could claim any address)",
+        )
+
+
 _PARSERS = {
     "max_connections": _positiveInt,
     "max_connections_per_ip": _positiveInt,
@@ -149,6 +175,8 @@ _PARSERS = {
     "idle_timeout": _seconds,
     "max_duration": _seconds,
     "header_timeout": _seconds,
+    "proxy_protocol": _proxyVersions,
+    "proxy_protocol_from": _networks,
     "allow": _networks,
     "deny": _networks,
 }

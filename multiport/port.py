@@ -37,6 +37,9 @@ from multiport.handlers.interface import HandlerContext
 from multiport.policies import Admission, DaemonLimit
 
 log = Logger()
+#: How long a PROXY protocol header may take to arrive when the port sets
+#: no header_timeout.
+PROXY_HEADER_TIMEOUT = 10.0
 #: One line per closed connection, in a namespace of its own so that it can
 #: be filtered or routed apart from the daemon's other lines.
 connectionLog = Logger(namespace="multiport.connection")
@@ -262,27 +265,58 @@ class PortFactory(WrappingFactory):
         """
         reason = self.admission.admit(addr, self.counters.current)
         if reason is not None:
-            self.counters.reject(reason)
-            if self.logConnections:
-                address = formatAddress(
-                    getattr(addr, "host", "?"), getattr(addr, "port", 0)
-                )
-                connectionLog.info(
-                    "{line}",
-                    line=f"{self.portName} {self.handlerName} {address} closed "
-                    f"rejected ({reason})",
-                    port=self.portName,
-                    handler=self.handlerName,
-                    peer=address,
-                    reason="rejected",
-                    rejected=reason,
-                )
+            self.rejected(reason, addr)
             return None
         inner = self.wrappedFactory.buildProtocol(addr)
         if inner is None:
             self.admission.release(addr)
             return None
         return self.protocol(self, inner)
+
+    def rejected(self, reason: str, addr: IAddress) -> None:
+        """
+        Count and log a connection turned away before the handler saw it
+        (by admission, or by the PROXY protocol layer in front of the port).
+        """
+        self.counters.reject(reason)
+        if self.logConnections:
+            address = formatAddress(
+                getattr(addr, "host", "?"), getattr(addr, "port", 0)
+            )
+            connectionLog.info(
+                "{line}",
+                line=f"{self.portName} {self.handlerName} {address} closed "
+                f"rejected ({reason})",
+                port=self.portName,
+                handler=self.handlerName,
+                peer=address,
+                reason="rejected",
+                rejected=reason,
+            )
+
+    def listeningFactory(self, tls: Any = None) -> IProtocolFactory:
+        """
+        What the listening socket hands connections to: this wrapper, inside
+        TLS for a TLS port (C{tls} is its context factory), inside a PROXY
+        protocol reader when the port takes one (outside TLS: the header
+        comes before the handshake).
+        """
+        factory: IProtocolFactory = self
+        if tls is not None:
+            factory = TLSFactory(tls, False, self)
+        policy = self.policy
+        if policy.proxyProtocol is not None:
+            from multiport.proxyprotocol import ProxyProtocolFactory
+
+            factory = ProxyProtocolFactory(
+                factory,
+                policy.proxyProtocol,  # type: ignore[arg-type]
+                policy.proxyProtocolFrom or (),
+                self.clock,
+                policy.headerTimeout or PROXY_HEADER_TIMEOUT,
+                self.rejected,
+            )
+        return factory
 
     def acceptableProtocols(self) -> list[bytes]:
         """
@@ -421,7 +455,7 @@ class PortTCPServer(_PortServerMixin, TCPServer):
         return listenTCP(
             self.reactor,
             self.config.port,
-            self.factory,
+            self.factory.listeningFactory(),
             self.config.backlog,
             self.config.interface,
         )
@@ -455,11 +489,16 @@ class PortSSLServer(_PortServerMixin, SSLServer):
         self.contextFactory = contextFactory
 
     def _getPort(self) -> IListeningPort:
-        if isinstance(self.reactor, PosixReactorBase):
+        # A PROXY header comes before the TLS handshake, so with one the TLS
+        # layer is composed here rather than by listenSSL, on any reactor.
+        if (
+            isinstance(self.reactor, PosixReactorBase)
+            or self.config.policy.proxyProtocol is not None
+        ):
             return listenTCP(
                 self.reactor,
                 self.config.port,
-                TLSFactory(self.contextFactory, False, self.factory),
+                self.factory.listeningFactory(self.contextFactory),
                 self.config.backlog,
                 self.config.interface,
             )

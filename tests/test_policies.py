@@ -10,8 +10,10 @@ from pathlib import Path
 
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import inlineCallbacks
-from twisted.internet.protocol import Factory
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import Clock
 from twisted.internet.testing import (
     MemoryReactorClock,
@@ -557,3 +559,209 @@ class HeaderTimeoutTests(SynchronousTestCase):
         self.assertTrue(transport.connected)
         clock.advance(0.2)
         self.assertFalse(transport.connected)
+
+
+class ProxyClient(Protocol):
+    """
+    Sends a PROXY header, then (optionally) starts TLS, then a payload; fires
+    C{done} with what came back when the connection closes.
+    """
+
+    def __init__(self, header: bytes, payload: bytes, tls=None, expected=None):
+        self.header, self.payload, self.tls = header, payload, tls
+        self.expected = expected
+        self.received = b""
+        self.done: Deferred[bytes] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.header)
+        if self.tls is not None:
+            self.transport.startTLS(self.tls)
+        self.transport.write(self.payload)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if self.expected is not None and len(self.received) >= self.expected:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason=None) -> None:
+        self.done.callback(self.received)
+
+
+V2_IPV4 = (
+    b"\r\n\r\n\x00\r\nQUIT\n"
+    + b"\x21\x11\x00\x0c"
+    + bytes([203, 0, 113, 9, 10, 0, 0, 1])
+    + (6666).to_bytes(2, "big")
+    + (443).to_bytes(2, "big")
+)
+
+
+class ProxyProtocolPortTests(TestCase):
+    """
+    Ports with proxy_protocol see, limit and log the real client address.
+    """
+
+    def start(self, ports: str, **policy) -> PortsService:
+        return RealConnectionTests.start(self, ports, **policy)
+
+    @inlineCallbacks
+    def connect(self, service, client):
+        port = service.boundPorts()[0].address.port
+        yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
+            Factory.forProtocol(lambda: client)
+        )
+        received = yield client.done
+        return received
+
+    @inlineCallbacks
+    def test_v1RealAddress(self):
+        """
+        After a v1 header the handler serves and the log names the client.
+        """
+        service = self.start(
+            "127.0.0.1:0=echo",
+            proxyProtocol="v1",
+            proxyProtocolFrom=(ipaddress.ip_network("127.0.0.0/8"),),
+        )
+        counters = service.boundPorts()[0].counters
+        with capturedLogs() as events:
+            received = yield self.connect(
+                service,
+                ProxyClient(
+                    b"PROXY TCP4 203.0.113.7 10.0.0.1 5555 7000\r\n",
+                    b"hello",
+                    expected=5,
+                ),
+            )
+            yield waitUntil(lambda: counters.closed == 1)
+        self.assertEqual(received, b"hello")
+        self.assertEqual(counters.bytesReceived, 5)
+        [line] = [e["line"] for e in events if "line" in e]
+        self.assertIn(" echo 203.0.113.7:5555 closed clean", line)
+
+    @inlineCallbacks
+    def test_rulesUseRealAddress(self):
+        """
+        deny applies to the address in the header, not the load balancer's.
+        """
+        service = self.start(
+            "127.0.0.1:0=echo",
+            proxyProtocol="any",
+            proxyProtocolFrom=(ipaddress.ip_network("127.0.0.0/8"),),
+            deny=(ipaddress.ip_network("203.0.113.0/24"),),
+        )
+        counters = service.boundPorts()[0].counters
+        received = yield self.connect(service, ProxyClient(V2_IPV4, b"hello"))
+        self.assertEqual(received, b"")
+        self.assertEqual((counters.accepted, counters.rejected), (0, {"access": 1}))
+
+    @inlineCallbacks
+    def test_v2ThenTLS(self):
+        """
+        On a TLS port the header comes before the handshake; the handler
+        behind TLS sees the real client.
+        """
+        service = self.start(
+            "127.0.0.1:0=echo+tls",
+            proxyProtocol="v2",
+            proxyProtocolFrom=(ipaddress.ip_network("127.0.0.1/32"),),
+        )
+        counters = service.boundPorts()[0].counters
+        trust = Certificate.loadPEM(
+            (service.config.stateDir / "selfsigned-cert.pem").read_bytes()
+        )
+        with capturedLogs() as events:
+            received = yield self.connect(
+                service,
+                ProxyClient(
+                    V2_IPV4, b"secret", optionsForClientTLS("localhost", trust), 6
+                ),
+            )
+            yield waitUntil(lambda: counters.closed == 1)
+        self.assertEqual(received, b"secret")
+        [line] = [e["line"] for e in events if "line" in e]
+        self.assertIn(" echo 203.0.113.9:6666 closed", line)
+
+    @inlineCallbacks
+    def test_untrustedSender(self):
+        """
+        A sender outside proxy_protocol_from is turned away (reason
+        proxy_protocol) before any header is read.
+        """
+        service = self.start(
+            "127.0.0.1:0=echo",
+            proxyProtocol="v1",
+            proxyProtocolFrom=(ipaddress.ip_network("192.0.2.0/24"),),
+        )
+        counters = service.boundPorts()[0].counters
+        received = yield self.connect(
+            service, ProxyClient(b"PROXY TCP4 203.0.113.7 10.0.0.1 5555 7000\r\n", b"x")
+        )
+        self.assertEqual(received, b"")
+        yield waitUntil(lambda: counters.rejected == {"proxy_protocol": 1})
+
+    @inlineCallbacks
+    def test_malformedHeader(self):
+        """
+        A malformed header closes the connection, counted as proxy_protocol.
+        """
+        service = self.start(
+            "127.0.0.1:0=echo",
+            proxyProtocol="v1",
+            proxyProtocolFrom=(ipaddress.ip_network("127.0.0.0/8"),),
+        )
+        counters = service.boundPorts()[0].counters
+        received = yield self.connect(
+            service, ProxyClient(b"GET / HTTP/1.0\r\n\r\n", b"")
+        )
+        self.assertEqual(received, b"")
+        yield waitUntil(lambda: counters.rejected == {"proxy_protocol": 1})
+        self.assertEqual(counters.accepted, 0)
+
+
+class ProxyConfigTests(SynchronousTestCase):
+    """
+    proxy_protocol needs proxy_protocol_from.
+    """
+
+    def test_fromRequired(self):
+        """
+        proxy_protocol without proxy_protocol_from is an error naming it.
+        """
+        file = parseConfig(
+            {"port": [{"port": 7000, "handler": "echo", "proxy_protocol": "v1"}]},
+            Path("."),
+            "f.toml",
+        )
+        error = self.assertRaises(
+            ConfigError, buildConfig, file.ports, Defaults(), HANDLERS, Path(".")
+        )
+        self.assertEqual(error.where, "f.toml: port[1].proxy_protocol_from")
+        self.assertIn("required with proxy_protocol", error.message)
+
+    def test_fromInDefaults(self):
+        """
+        proxy_protocol_from may come from [defaults].
+        """
+        file = parseConfig(
+            {
+                "defaults": {"proxy_protocol_from": ["10.0.0.0/8"]},
+                "port": [{"port": 7000, "handler": "echo", "proxy_protocol": "any"}],
+            },
+            Path("."),
+            "f.toml",
+        )
+        config = buildConfig(
+            file.ports, file.defaults.over(Defaults()), HANDLERS, Path(".")
+        )
+        self.assertEqual(config.ports[0].policy.proxyProtocol, "any")
+
+    def test_badVersion(self):
+        """
+        proxy_protocol takes v1, v2 or any.
+        """
+        error = self.assertRaises(
+            ConfigError, parsePolicy, {"proxy_protocol": "v3"}, "port[1]"
+        )
+        self.assertEqual(error.where, "port[1].proxy_protocol")
