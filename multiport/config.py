@@ -52,17 +52,45 @@ DEFAULT_BACKLOG = 511
 @frozen
 class TLSConfig:
     """
-    The certificate a TLS port presents.
+    How a TLS port does TLS: its certificate and settings.  C{None} means
+    "not set here" (a port's C{tls} table is laid over C{[defaults].tls}).
 
     @ivar cert: A PEM file: the certificate first, then any chain
         certificates; it may hold the private key too.  C{None} means the
         self-signed certificate kept in the state directory.
     @ivar key: A PEM file with the private key, or C{None} when the key sits
         in C{cert} (or for the self-signed certificate).
+    @ivar minVersion: The oldest TLS version accepted, C{"1.2"} (by
+        default) or C{"1.3"}.
+    @ivar ciphers: An OpenSSL cipher string for TLS 1.2.
+    @ivar alpn: ALPN protocols offered besides the handler's own.
+    @ivar handshakeTimeout: Seconds a client has to finish its handshake.
     """
 
     cert: Path | None = None
     key: Path | None = None
+    minVersion: str | None = None
+    ciphers: str | None = None
+    alpn: tuple[str, ...] | None = None
+    handshakeTimeout: float | None = None
+
+    def over(self, base: TLSConfig) -> TLSConfig:
+        """
+        These settings laid over C{base}; a certificate comes with its key.
+        """
+        cert, key = (
+            (base.cert, base.key) if self.cert is None else (self.cert, self.key)
+        )
+        return TLSConfig(
+            cert=cert,
+            key=key,
+            minVersion=base.minVersion if self.minVersion is None else self.minVersion,
+            ciphers=base.ciphers if self.ciphers is None else self.ciphers,
+            alpn=base.alpn if self.alpn is None else self.alpn,
+            handshakeTimeout=base.handshakeTimeout
+            if self.handshakeTimeout is None
+            else self.handshakeTimeout,
+        )
 
     @property
     def selfSigned(self) -> bool:
@@ -144,7 +172,7 @@ class PartialDefaults:
         return Defaults(
             interface=base.interface if self.interface is None else self.interface,
             backlog=base.backlog if self.backlog is None else self.backlog,
-            tls=base.tls if self.tls is None else self.tls,
+            tls=base.tls if self.tls is None else self.tls.over(base.tls),
             logConnections=base.logConnections
             if self.logConnections is None
             else self.logConnections,
@@ -327,7 +355,7 @@ def _tlsFor(
     request: PortRequest, handler: IHandler, defaults: Defaults
 ) -> TLSConfig | None:
     if isinstance(request.tls, TLSConfig):
-        return request.tls
+        return request.tls.over(defaults.tls)
     if request.tls is False and handler.impliesTLS:
         raise ConfigError(
             request.where,

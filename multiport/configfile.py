@@ -37,7 +37,7 @@ _PORT = {
     "log_connections",
     *POLICY_KEYS,
 }
-_TLS = {"cert", "key"}
+_TLS = {"cert", "key", "min_version", "ciphers", "alpn", "handshake_timeout"}
 
 _ARTICLES = {bool: "a boolean", int: "an integer", str: "a string", dict: "a table"}
 
@@ -78,17 +78,52 @@ def _tlsTable(value: object, where: str, base: Path) -> TLSConfig:
     _expect(value, dict, where)
     assert isinstance(value, dict)
     _unknown(value, _TLS, where)
-    if "cert" not in value:
-        raise ConfigError(
-            where,
-            "a tls table needs cert (and key, unless the key is in the cert file)",
-        )
+    if "key" in value and "cert" not in value:
+        raise ConfigError(f"{where}.key", "needs cert in the same table")
     paths = {}
     for key in ("cert", "key"):
         if key in value:
             _expect(value[key], str, f"{where}.{key}")
             paths[key] = base / value[key]
-    return TLSConfig(cert=paths["cert"], key=paths.get("key"))
+    minVersion = None
+    if "min_version" in value:
+        minVersion = value["min_version"]
+        if minVersion not in ("1.2", "1.3"):
+            raise ConfigError(
+                f"{where}.min_version",
+                f'expected "1.2" or "1.3", got {typeName(minVersion)} {minVersion!r}',
+            )
+    ciphers = None
+    if "ciphers" in value:
+        _expect(value["ciphers"], str, f"{where}.ciphers")
+        ciphers = value["ciphers"]
+    alpn = None
+    if "alpn" in value:
+        _expect(value["alpn"], list, f"{where}.alpn")
+        for index, name in enumerate(value["alpn"]):
+            if type(name) is not str or not name or not name.isascii():
+                raise ConfigError(
+                    f"{where}.alpn[{index}]", f"expected a protocol name, got {name!r}"
+                )
+        alpn = tuple(value["alpn"])
+    timeout = None
+    if "handshake_timeout" in value:
+        timeout = value["handshake_timeout"]
+        if type(timeout) not in (int, float) or not timeout > 0:
+            raise ConfigError(
+                f"{where}.handshake_timeout",
+                f"expected a number of seconds above 0, got {typeName(timeout)} "
+                f"{timeout!r}",
+            )
+        timeout = float(timeout)
+    return TLSConfig(
+        cert=paths.get("cert"),
+        key=paths.get("key"),
+        minVersion=minVersion,
+        ciphers=ciphers,
+        alpn=alpn,
+        handshakeTimeout=timeout,
+    )
 
 
 def _flag(table: Mapping[str, object], key: str, where: str) -> bool | None:

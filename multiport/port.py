@@ -17,6 +17,7 @@ from twisted.application.internet import SSLServer, TCPServer
 from twisted.internet import error, tcp
 from twisted.internet.interfaces import (
     IAddress,
+    IDelayedCall,
     IHandshakeListener,
     IListeningPort,
     IProtocol,
@@ -37,6 +38,9 @@ from multiport.handlers.interface import HandlerContext
 from multiport.policies import Admission, DaemonLimit
 
 log = Logger()
+#: Seconds a TLS client has to finish its handshake unless the port's tls
+#: table sets handshake_timeout.
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 #: How long a PROXY protocol header may take to arrive when the port sets
 #: no header_timeout.
 PROXY_HEADER_TIMEOUT = 10.0
@@ -67,6 +71,7 @@ class PortProtocol(ProtocolWrapper):
     factory: PortFactory
     closeReason: str | None = None
     handshaken = False
+    _handshakeTimer: IDelayedCall | None = None
 
     def makeConnection(self, transport: Any) -> None:
         factory = self.factory
@@ -86,6 +91,11 @@ class PortProtocol(ProtocolWrapper):
             self._timers.append(
                 factory.clock.callLater(policy.idleTimeout / 4, self._checkIdle)
             )
+        if factory.handshakeTimeout is not None:
+            self._handshakeTimer = factory.clock.callLater(
+                factory.handshakeTimeout, self.timedOut, "handshake_timeout"
+            )
+            self._timers.append(self._handshakeTimer)
         if policy.maxDuration is not None:
             self._timers.append(
                 factory.clock.callLater(
@@ -154,6 +164,8 @@ class PortProtocol(ProtocolWrapper):
         asks to know.
         """
         self.handshaken = True
+        if self._handshakeTimer is not None and self._handshakeTimer.active():
+            self._handshakeTimer.cancel()
         if IHandshakeListener.providedBy(self.wrappedProtocol):
             self.wrappedProtocol.handshakeCompleted()
 
@@ -256,6 +268,11 @@ class PortFactory(WrappingFactory):
         self.tls = config.tls is not None
         self.logConnections = config.logConnections
         self.policy = config.policy
+        self.handshakeTimeout = (
+            None
+            if config.tls is None
+            else config.tls.handshakeTimeout or DEFAULT_HANDSHAKE_TIMEOUT
+        )
         self.admission = Admission(config.policy, self.clock, daemonLimit)
 
     def buildProtocol(self, addr: IAddress) -> IProtocol | None:

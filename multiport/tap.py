@@ -44,6 +44,7 @@ from multiport.tls import (
     ensureSelfSigned,
     loadCertificate,
     selfSignedPaths,
+    usingSelfSigned,
 )
 
 log = Logger()
@@ -281,7 +282,7 @@ class Options(usage.Options):
                     self["check"] and selfSignedPaths(config.stateDir).cert.exists()
                 ):  # type: ignore[union-attr]
                     continue
-                tls = selfSignedPaths(config.stateDir)
+                tls = usingSelfSigned(tls, config.stateDir)
             try:
                 certificates[port.tls] = loadCertificate(tls)
             except TLSError as e:
@@ -338,11 +339,16 @@ def makeService(options: Options, reactor: Any = None) -> PortsService:
     assert config is not None, "postOptions builds the configuration"
     preload()
     certificates = dict(options.certificates)
-    if any(p.tls is not None and p.tls.selfSigned for p in config.ports):
+    selfSigned = {p.tls for p in config.ports if p.tls is not None and p.tls.selfSigned}
+    if selfSigned:
         try:
-            certificates[TLSConfig()] = ensureSelfSigned(
-                config.stateDir, _owner(options)
-            )
+            made = ensureSelfSigned(config.stateDir, _owner(options))
+            for tls in selfSigned:
+                certificates[tls] = (
+                    made
+                    if tls == TLSConfig()
+                    else loadCertificate(usingSelfSigned(tls, config.stateDir))
+                )
         except TLSError as e:
             raise SystemExit(f"multiport: {e}") from None
     log.info(

@@ -11,7 +11,9 @@ import re
 import socket
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import attrs
 from attrs import frozen
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -19,6 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
 from twisted.internet._sslverify import protosFromProtocol
+from twisted.internet.ssl import (
+    AcceptableCiphers as OpenSSLAcceptableCiphers,
+)
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.logger import Logger
 
@@ -58,7 +63,11 @@ class LoadedCertificate:
     notAfter: datetime.datetime
 
 
-def _selectALPN(connection: SSL.Connection, offered: Sequence[bytes]) -> object:
+def _selectALPN(
+    connection: SSL.Connection,
+    offered: Sequence[bytes],
+    configured: Sequence[bytes] = (),
+) -> object:
     """
     Pick the first protocol the port's factory speaks that the client
     offered.
@@ -68,7 +77,7 @@ def _selectALPN(connection: SSL.Connection, offered: Sequence[bytes]) -> object:
     to a port that declares none (curl, browsers); the right answer is "no
     overlap": the handshake then goes on without ALPN.
     """
-    acceptable = protosFromProtocol(connection.get_app_data(), ())
+    acceptable = protosFromProtocol(connection.get_app_data(), configured)
     for protocol in acceptable:
         if protocol in offered:
             return protocol
@@ -125,15 +134,31 @@ def loadCertificate(tls: TLSConfig) -> LoadedCertificate:
         raise TLSError(
             f"the private key in {keyPath} does not match the certificate in {tls.cert}"
         )
-    options = CertificateOptions(
-        privateKey=crypto.PKey.from_cryptography_key(key),  # type: ignore[arg-type]
-        certificate=crypto.X509.from_cryptography(leaf),
-        extraCertChain=[crypto.X509.from_cryptography(c) for c in chain[1:]],
-        raiseMinimumTo=TLSVersion.TLSv1_2,
-    )
+    extra: dict[str, Any] = {}
+    if tls.ciphers is not None:
+        extra["acceptableCiphers"] = OpenSSLAcceptableCiphers.fromOpenSSLCipherString(
+            tls.ciphers
+        )
+    try:
+        options = CertificateOptions(
+            privateKey=crypto.PKey.from_cryptography_key(key),  # type: ignore[arg-type]
+            certificate=crypto.X509.from_cryptography(leaf),
+            extraCertChain=[crypto.X509.from_cryptography(c) for c in chain[1:]],
+            raiseMinimumTo=TLSVersion.TLSv1_3
+            if tls.minVersion == "1.3"
+            else TLSVersion.TLSv1_2,
+            **extra,
+        )
+    except ValueError as e:
+        raise TLSError(
+            f"cipher string {tls.ciphers!r} selects no usable cipher: {e}"
+        ) from None
     # Build the OpenSSL context now: errors surface at start, not at the
     # first handshake, and nothing is left to import after a privilege drop.
-    options.getContext().set_alpn_select_callback(_selectALPN)
+    offered = tuple(name.encode("ascii") for name in tls.alpn or ())
+    options.getContext().set_alpn_select_callback(
+        lambda connection, protocols: _selectALPN(connection, protocols, offered)
+    )
     return LoadedCertificate(
         tls=tls,
         contextFactory=options,
@@ -147,6 +172,14 @@ def selfSignedPaths(stateDir: Path) -> TLSConfig:
     Where the self-signed certificate and key live in C{stateDir}.
     """
     return TLSConfig(cert=stateDir / SELF_SIGNED_CERT, key=stateDir / SELF_SIGNED_KEY)
+
+
+def usingSelfSigned(tls: TLSConfig, stateDir: Path) -> TLSConfig:
+    """
+    C{tls} with the self-signed certificate of C{stateDir}, settings kept.
+    """
+    paths = selfSignedPaths(stateDir)
+    return attrs.evolve(tls, cert=paths.cert, key=paths.key)
 
 
 def makeSelfSigned(now: datetime.datetime, hostname: str) -> tuple[bytes, bytes]:

@@ -225,7 +225,8 @@ class ParseConfigTests(SynchronousTestCase):
         self.assertConfigError(
             {"port": [{"port": 443, "tls": {"cert": "c.pem", "pem": "k.pem"}}]},
             "f.toml: port[1].tls.pem",
-            "unknown key (known: cert, key)",
+            "unknown key (known: alpn, cert, ciphers, handshake_timeout, key, "
+            "min_version)",
         )
 
     def test_portNotInteger(self):
@@ -378,12 +379,12 @@ class ParseConfigTests(SynchronousTestCase):
 
     def test_tlsTableWithoutCert(self):
         """
-        A C{tls} table without C{cert} is rejected.
+        A C{key} without a C{cert} in the same table is rejected.
         """
         self.assertConfigError(
             {"port": [{"port": 443, "tls": {"key": "k.pem"}}]},
-            "f.toml: port[1].tls",
-            "a tls table needs cert (and key, unless the key is in the cert file)",
+            "f.toml: port[1].tls.key",
+            "needs cert in the same table",
         )
 
     def test_tlsCertNotString(self):

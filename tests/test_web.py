@@ -495,7 +495,7 @@ class ParseWebOptionsTests(SynchronousTestCase):
         self.assertOptionError(
             {"roots": "site"},
             "roots",
-            "unknown option; known: listing, redirect_https, root",
+            "unknown option; known: hsts_max_age, listing, redirect_https, root",
         )
 
     def test_redirectPort(self) -> None:

@@ -43,13 +43,19 @@ class WebOptions:
     root: Path | None = None
     listing: bool = False
     redirectHTTPS: int | str | None = None
+    hstsMaxAge: int | None = None
 
 
 def parseWebOptions(options: Mapping[str, object], relativeTo: Path) -> WebOptions:
     """
     Validate the http handler's options.
     """
-    rejectUnknown(options, {"root", "listing", "redirect_https"})
+    rejectUnknown(options, {"root", "listing", "redirect_https", "hsts_max_age"})
+    hsts = options.get("hsts_max_age")
+    if hsts is not None and (type(hsts) is not int or hsts < 0):
+        raise OptionError(
+            "hsts_max_age", f"expected a whole number of seconds, got {hsts!r}"
+        )
     rootOption = optionOf(options, "root", str, "a folder path (string)", "")
     root = None
     if rootOption:
@@ -80,7 +86,9 @@ def parseWebOptions(options: Mapping[str, object], relativeTo: Path) -> WebOptio
         )
     if redirect is not None and root is not None:
         raise OptionError("redirect_https", "cannot be combined with root")
-    return WebOptions(root=root, listing=listing, redirectHTTPS=redirect)
+    return WebOptions(
+        root=root, listing=listing, redirectHTTPS=redirect, hstsMaxAge=hsts
+    )
 
 
 class ConfinedFile(static.File):
@@ -258,6 +266,19 @@ class TimedChannel(HTTPChannel):
         super().connectionLost(reason)
 
 
+class PortRequest(server.Request):
+    """
+    A request that says Strict-Transport-Security over TLS when the port
+    asks for it (option hsts_max_age).
+    """
+
+    def process(self) -> None:
+        maxAge = getattr(self.channel.site, "hstsMaxAge", None)
+        if maxAge is not None and self.isSecure():
+            self.setHeader(b"strict-transport-security", b"max-age=%d" % (maxAge,))
+        super().process()
+
+
 class PortSite(server.Site):
     """
     The twisted.web site of one http port: HTTP/1.1 on L{TimedChannel}.
@@ -266,8 +287,11 @@ class PortSite(server.Site):
     def __init__(
         self, root: resource.IResource, reactor: Any, idle: float, header: float
     ) -> None:
-        super().__init__(root, reactor=reactor, timeout=idle)
+        super().__init__(
+            root, requestFactory=PortRequest, reactor=reactor, timeout=idle
+        )
         self.headerTimeout = header
+        self.hstsMaxAge: int | None = None
         self.displayTracebacks = False
 
     def protocol(self) -> TimedChannel:  # type: ignore[override]
@@ -293,12 +317,14 @@ def buildSite(context: HandlerContext) -> server.Site:
     else:
         root = WelcomePage(context.port.name)
     policy = context.port.policy
-    return PortSite(
+    site = PortSite(
         root,
         context.reactor,
         idle=policy.idleTimeout or DEFAULT_IDLE_TIMEOUT,
         header=policy.headerTimeout or DEFAULT_HEADER_TIMEOUT,
     )
+    site.hstsMaxAge = options.hstsMaxAge
+    return site
 
 
 http = Handler(

@@ -1,0 +1,203 @@
+"""
+Per-port TLS settings against real TLS clients: minimum version, ciphers,
+ALPN, handshake timeout and HSTS.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from pathlib import Path
+
+from twisted.internet.protocol import Factory
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransportWithDisconnection
+from twisted.trial.unittest import SynchronousTestCase
+
+from multiport.config import PortConfig, TLSConfig
+from multiport.counters import PortCounters
+from multiport.handlers.interface import HandlerContext
+from multiport.handlers.simple import Echo
+from multiport.port import PortFactory
+from tests.support import Daemon
+from tests.test_policies import v4
+from tests.test_twistd import LISTENING
+
+CONFIG = """
+[defaults]
+interface = "127.0.0.1"
+tls = {{ handshake_timeout = 30 }}
+
+[[port]]
+port = 0
+handler = "echo"
+tls = {{ min_version = "1.3" }}
+
+[[port]]
+port = 0
+handler = "echo"
+tls = {{ alpn = ["x-test"] }}
+
+[[port]]
+port = 0
+handler = "echo"
+tls = {{ min_version = "1.2", ciphers = "ECDHE-ECDSA-AES256-GCM-SHA384" }}
+
+[[port]]
+port = 0
+handler = "https"
+options = {{ hsts_max_age = 31536000 }}
+
+[[port]]
+port = 0
+handler = "echo"
+tls = {{ handshake_timeout = 0.5 }}
+"""
+
+
+class HandshakeTimeoutTests(SynchronousTestCase):
+    """
+    A TLS client that never finishes its handshake is closed.
+    """
+
+    def connect(self, timeout: float | None):
+        clock = Clock()
+        config = PortConfig(
+            "127.0.0.1", 7443, "echo", TLSConfig(handshakeTimeout=timeout), 50, None
+        )
+        context = HandlerContext(reactor=clock, clock=clock, port=config)
+        factory = PortFactory(Factory.forProtocol(Echo), PortCounters(), context)
+        protocol = factory.buildProtocol(v4("192.0.2.1"))
+        transport = StringTransportWithDisconnection()
+        transport.protocol = protocol
+        transport.abortConnection = transport.loseConnection
+        protocol.makeConnection(transport)
+        return clock, protocol, transport
+
+    def test_default(self):
+        """
+        Without a setting the client has 10 seconds; then reason timeout.
+        """
+        clock, protocol, transport = self.connect(None)
+        clock.advance(9.9)
+        self.assertTrue(transport.connected)
+        clock.advance(0.1)
+        self.assertFalse(transport.connected)
+        self.assertEqual(
+            (protocol.closeReason, protocol.timeoutKind),
+            ("timeout", "handshake_timeout"),
+        )
+
+    def test_completed(self):
+        """
+        A finished handshake cancels the deadline.
+        """
+        clock, protocol, transport = self.connect(2.0)
+        protocol.handshakeCompleted()
+        clock.advance(60)
+        self.assertTrue(transport.connected)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class RealClientTests(SynchronousTestCase):
+    """
+    One real twistd with a TLS port per setting, and Python's ssl clients.
+    """
+
+    def setUp(self) -> None:
+        folder = Path(self.mktemp()).absolute()
+        folder.mkdir(parents=True)
+        (folder / "multiport.toml").write_text(CONFIG.format())
+        self.stateDir = folder / "state"
+        self.daemon = Daemon(
+            [
+                "--no-status",
+                "--state-dir",
+                str(self.stateDir),
+                "--config",
+                str(folder / "multiport.toml"),
+            ],
+            str(folder),
+        )
+        self.addCleanup(self.daemon.stop)
+        self.ports = [int(m.group(2)) for m in self.daemon.waitFor(LISTENING, 5)]
+        self.certificate = self.stateDir / "selfsigned-cert.pem"
+
+    def context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.certificate))
+
+    def handshake(self, port: int, context: ssl.SSLContext) -> ssl.SSLSocket:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        connection = context.wrap_socket(raw, server_hostname="localhost")
+        self.addCleanup(connection.close)
+        return connection
+
+    def test_minimumVersion(self):
+        """
+        A port with min_version 1.3 refuses a TLS 1.2 client; the same
+        client reaches a port that allows 1.2 (the control).
+        """
+        old = self.context()
+        old.maximum_version = ssl.TLSVersion.TLSv1_2
+        self.assertRaises(ssl.SSLError, self.handshake, self.ports[0], old)
+        connection = self.handshake(self.ports[1], old)
+        self.assertEqual(connection.version(), "TLSv1.2")
+        self.assertEqual(
+            self.handshake(self.ports[0], self.context()).version(), "TLSv1.3"
+        )
+
+    def test_alpn(self):
+        """
+        The port negotiates the ALPN protocol it is configured with.
+        """
+        context = self.context()
+        context.set_alpn_protocols(["x-other", "x-test"])
+        connection = self.handshake(self.ports[1], context)
+        self.assertEqual(connection.selected_alpn_protocol(), "x-test")
+        context.set_alpn_protocols(["x-other"])
+        self.assertIsNone(
+            self.handshake(self.ports[1], context).selected_alpn_protocol()
+        )
+
+    def test_ciphers(self):
+        """
+        A TLS 1.2 client gets the configured cipher, and is refused when it
+        offers only others.
+        """
+        context = self.context()
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        connection = self.handshake(self.ports[2], context)
+        self.assertEqual(connection.cipher()[0], "ECDHE-ECDSA-AES256-GCM-SHA384")
+        context.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
+        self.assertRaises(ssl.SSLError, self.handshake, self.ports[2], context)
+
+    def test_hsts(self):
+        """
+        hsts_max_age sends Strict-Transport-Security over TLS.
+        """
+        import http.client
+
+        connection = http.client.HTTPSConnection(
+            "localhost", self.ports[3], timeout=10, context=self.context()
+        )
+        self.addCleanup(connection.close)
+        connection.request("GET", "/")
+        response = connection.getresponse()
+        response.read()
+        self.assertEqual(
+            response.getheader("strict-transport-security"), "max-age=31536000"
+        )
+
+    def test_handshakeTimeout(self):
+        """
+        A client that connects and never starts its handshake is closed after
+        the port's handshake_timeout, and the log says timeout.
+        """
+        raw = socket.create_connection(("127.0.0.1", self.ports[4]), timeout=15)
+        self.addCleanup(raw.close)
+        try:
+            received = raw.recv(10)
+        except ConnectionResetError:  # the daemon aborts: a reset
+            received = b""
+        self.assertEqual(received, b"")
+        self.daemon.waitFor(rf"tcp:127\.0\.0\.1:{self.ports[4]} echo .* closed timeout")
