@@ -47,6 +47,8 @@ DEFAULT_PORTS = "8080,8443"
 DEFAULT_INTERFACE = "0.0.0.0"
 #: nginx's default on Linux; the kernel caps it at net.core.somaxconn.
 DEFAULT_BACKLOG = 511
+#: The largest backlog Linux takes (somaxconn's own limit).
+MAX_BACKLOG = 65535
 
 
 @frozen
@@ -65,6 +67,10 @@ class TLSConfig:
     @ivar ciphers: An OpenSSL cipher string for TLS 1.2.
     @ivar alpn: ALPN protocols offered besides the handler's own.
     @ivar handshakeTimeout: Seconds a client has to finish its handshake.
+    @ivar sni: Certificates by server name (C{*.example.com} wildcards
+        too): (name, cert, key) triples.
+    @ivar certDir: A folder of PEM files (certificate and key in each),
+        served by the names in their subjectAltName.
     """
 
     cert: Path | None = None
@@ -73,6 +79,8 @@ class TLSConfig:
     ciphers: str | None = None
     alpn: tuple[str, ...] | None = None
     handshakeTimeout: float | None = None
+    sni: tuple[tuple[str, Path, Path | None], ...] | None = None
+    certDir: Path | None = None
 
     def over(self, base: TLSConfig) -> TLSConfig:
         """
@@ -90,6 +98,8 @@ class TLSConfig:
             handshakeTimeout=base.handshakeTimeout
             if self.handshakeTimeout is None
             else self.handshakeTimeout,
+            sni=base.sni if self.sni is None else self.sni,
+            certDir=base.certDir if self.certDir is None else self.certDir,
         )
 
     @property
@@ -134,6 +144,7 @@ class PortRequest:
     backlog: int | None = None
     logConnections: bool | None = None
     policy: Policy = Policy()
+    inheritPolicy: bool = True
     options: Mapping[str, object] = field(
         factory=dict, converter=_frozenMapping, eq=False
     )
@@ -385,13 +396,19 @@ def portConfigs(
     handler = _handlerFor(request, handlers)
     tls = _tlsFor(request, handler, defaults)
     backlog = defaults.backlog if request.backlog is None else request.backlog
-    if backlog < 1:
-        raise ConfigError(request.where, f"backlog {backlog} must be at least 1")
+    if not 1 <= backlog <= MAX_BACKLOG:
+        raise ConfigError(
+            request.where, f"backlog {backlog} must be from 1 to {MAX_BACKLOG}"
+        )
     try:
         options = handler.parseOptions(request.options, request.optionsBase)
     except OptionError as e:
         raise ConfigError(f"{request.where}.options.{e.key}", e.message) from e
-    policy = request.policy.over(defaults.policy)
+    policy = (
+        request.policy.over(defaults.policy)
+        if request.inheritPolicy
+        else request.policy
+    )
     checkPolicy(policy, request.where)
     host = defaults.interface if request.host is None else request.host
     return [

@@ -14,6 +14,7 @@ from pathlib import Path
 from attrs import frozen
 
 from multiport.config import (
+    MAX_BACKLOG,
     ConfigError,
     PartialDefaults,
     PortRequest,
@@ -37,7 +38,16 @@ _PORT = {
     "log_connections",
     *POLICY_KEYS,
 }
-_TLS = {"cert", "key", "min_version", "ciphers", "alpn", "handshake_timeout"}
+_TLS = {
+    "cert",
+    "key",
+    "min_version",
+    "ciphers",
+    "alpn",
+    "handshake_timeout",
+    "sni",
+    "cert_dir",
+}
 
 _ARTICLES = {bool: "a boolean", int: "an integer", str: "a string", dict: "a table"}
 
@@ -116,6 +126,29 @@ def _tlsTable(value: object, where: str, base: Path) -> TLSConfig:
                 f"{timeout!r}",
             )
         timeout = float(timeout)
+    sni = None
+    if "sni" in value:
+        _expect(value["sni"], dict, f"{where}.sni")
+        entries = []
+        for name, entry in value["sni"].items():
+            here = f"{where}.sni.{name}"
+            if not name or name.lower() != name or " " in name:
+                raise ConfigError(here, "server names are lowercase DNS names")
+            _expect(entry, dict, here)
+            _unknown(entry, {"cert", "key"}, here)
+            if "cert" not in entry:
+                raise ConfigError(here, "missing key 'cert'")
+            _expect(entry["cert"], str, f"{here}.cert")
+            key = None
+            if "key" in entry:
+                _expect(entry["key"], str, f"{here}.key")
+                key = base / entry["key"]
+            entries.append((name, base / entry["cert"], key))
+        sni = tuple(entries)
+    certDir = None
+    if "cert_dir" in value:
+        _expect(value["cert_dir"], str, f"{where}.cert_dir")
+        certDir = base / value["cert_dir"]
     return TLSConfig(
         cert=paths.get("cert"),
         key=paths.get("key"),
@@ -123,6 +156,8 @@ def _tlsTable(value: object, where: str, base: Path) -> TLSConfig:
         ciphers=ciphers,
         alpn=alpn,
         handshakeTimeout=timeout,
+        sni=sni,
+        certDir=certDir,
     )
 
 
@@ -136,8 +171,8 @@ def _flag(table: Mapping[str, object], key: str, where: str) -> bool | None:
 def _backlog(value: object, where: str) -> int:
     _expect(value, int, where)
     assert isinstance(value, int)
-    if value < 1:
-        raise ConfigError(where, f"backlog {value} must be at least 1")
+    if not 1 <= value <= MAX_BACKLOG:
+        raise ConfigError(where, f"backlog {value} must be from 1 to {MAX_BACKLOG}")
     return value
 
 

@@ -10,6 +10,7 @@ timeouts.
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,6 +21,11 @@ from multiport.errors import ConfigError, typeName
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+#: Per-address rate buckets kept at most, and the table size at which full
+#: ones are first forgotten.
+MAX_BUCKETS = 65536
+MIN_PRUNE = 4096
 
 #: IPv6 clients are grouped by /64 for per-address limits and rates: one
 #: subscriber usually gets a whole /64, so per-address limits on single
@@ -96,7 +102,11 @@ def _positiveInt(value: object, where: str) -> int:
 
 
 def _seconds(value: object, where: str) -> float:
-    if type(value) not in (int, float) or not value > 0:  # type: ignore[operator]
+    if (
+        type(value) not in (int, float)
+        or not value > 0  # type: ignore[operator]
+        or not math.isfinite(value)  # type: ignore[arg-type]
+    ):
         raise ConfigError(
             where,
             f"expected a number of seconds above 0, got {typeName(value)} {value!r}",
@@ -328,6 +338,7 @@ class Admission:
     _bucket: TokenBucket | None = None
     _buckets: dict[object, TokenBucket] = field(factory=dict)
     _needsAddress: bool = field(init=False, default=False)
+    _pruneAt: int = field(init=False, default=4096)
 
     def __attrs_post_init__(self) -> None:
         policy = self.policy
@@ -368,8 +379,12 @@ class Admission:
         if policy.ratePerIP is not None and group is not None:
             bucket = self._buckets.get(group)
             if bucket is None:
-                if len(self._buckets) >= 4096:
+                if len(self._buckets) >= self._pruneAt:
                     self._forgetFullBuckets()
+                if len(self._buckets) >= MAX_BUCKETS:
+                    # Full of clients still limited: the oldest goes (it
+                    # merely gets a fresh burst if it comes back).
+                    del self._buckets[next(iter(self._buckets))]
                 bucket = self._buckets[group] = TokenBucket(
                     policy.ratePerIP, self.clock
                 )
@@ -400,10 +415,12 @@ class Admission:
             self.perAddress.pop(group, None)
 
     def _forgetFullBuckets(self) -> None:
-        # A full bucket is the same as no bucket: forget those, so that the
-        # table stays bounded by the clients seen within one refill time.
+        # A full bucket is the same as no bucket: forget those.  The scan
+        # runs again only once the table has doubled, so its cost per new
+        # client stays constant.
         for key in [k for k, b in self._buckets.items() if b.full()]:
             del self._buckets[key]
+        self._pruneAt = max(MIN_PRUNE, 2 * len(self._buckets))
 
 
 def networksText(networks: Sequence[Network]) -> str:

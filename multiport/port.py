@@ -284,7 +284,17 @@ class PortFactory(WrappingFactory):
         if reason is not None:
             self.rejected(reason, addr)
             return None
-        inner = self.wrappedFactory.buildProtocol(addr)
+        try:
+            inner = self.wrappedFactory.buildProtocol(addr)
+        except Exception:
+            self.admission.release(addr)
+            self.counters.protocolErrors += 1
+            log.failure(
+                "handler {handler} raised in buildProtocol on {port}",
+                handler=self.handlerName,
+                port=self.portName,
+            )
+            return None
         if inner is None:
             self.admission.release(addr)
             return None

@@ -22,6 +22,7 @@ from multiport.config import (
     DEFAULT_BACKLOG,
     DEFAULT_INTERFACE,
     DEFAULT_PORTS,
+    MAX_BACKLOG,
     Config,
     ConfigError,
     Defaults,
@@ -75,12 +76,12 @@ PRELOAD = (
 
 def _positiveInt(value: str) -> int:
     number = int(value)
-    if number < 1:
-        raise ValueError(f"{value} is not a positive number")
+    if not 1 <= number <= MAX_BACKLOG:
+        raise ValueError(f"{value} is not from 1 to {MAX_BACKLOG}")
     return number
 
 
-_positiveInt.coerceDoc = "Must be at least 1."  # type: ignore[attr-defined]
+_positiveInt.coerceDoc = f"From 1 to {MAX_BACKLOG}."  # type: ignore[attr-defined]
 
 
 class Options(usage.Options):
@@ -185,10 +186,15 @@ class Options(usage.Options):
             raise SystemExit(0)
         try:
             self.config = self._buildConfig()
-            self.certificates = self._loadCertificates(self.config)
         except ConfigError as e:
             if e.where.startswith("--") and not self["check"]:
                 raise usage.UsageError(str(e)) from None
+            raise SystemExit(f"multiport: {e}") from None
+        try:
+            self.certificates = self._loadCertificates(self.config)
+        except ConfigError as e:
+            # A certificate problem is about a file, not the command's
+            # syntax: one line, without the usage text.
             raise SystemExit(f"multiport: {e}") from None
         if self["check"]:
             self._printCheck(self.config)
@@ -223,6 +229,10 @@ class Options(usage.Options):
             host="127.0.0.1" if item.host is None else item.host,
             handler=STATUS_HANDLER,
             logConnections=False,
+            # [defaults] policies (allow lists, PROXY protocol) are written
+            # for the served ports; they would lock the operator out of a
+            # status port they never configured.
+            inheritPolicy=False,
         )
 
     def _configureLogFormat(self) -> None:

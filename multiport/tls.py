@@ -9,6 +9,7 @@ import ipaddress
 import os
 import re
 import socket
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -159,12 +160,67 @@ def loadCertificate(tls: TLSConfig) -> LoadedCertificate:
     options.getContext().set_alpn_select_callback(
         lambda connection, protocols: _selectALPN(connection, protocols, offered)
     )
+    if tls.sni or tls.certDir is not None:
+        byName = _serverNames(tls)
+        options.getContext().set_tlsext_servername_callback(
+            lambda connection: _chooseByName(connection, byName)
+        )
     return LoadedCertificate(
         tls=tls,
         contextFactory=options,
         fingerprint=fingerprint(leaf),
         notAfter=leaf.not_valid_after_utc,
     )
+
+
+def _serverNames(tls: TLSConfig) -> dict[str, SSL.Context]:
+    """
+    The OpenSSL contexts of C{tls}'s SNI certificates, by server name: the
+    C{sni} table's first, then each file of C{cert_dir} under the DNS names
+    of its subjectAltName (a name already taken keeps its certificate).
+    """
+    plain = attrs.evolve(tls, sni=None, certDir=None)
+    byName: dict[str, SSL.Context] = {}
+    for name, cert, key in tls.sni or ():
+        loaded = loadCertificate(attrs.evolve(plain, cert=cert, key=key))
+        byName[name] = loaded.contextFactory.getContext()
+    if tls.certDir is not None:
+        try:
+            files = sorted(p for p in tls.certDir.iterdir() if p.suffix == ".pem")
+        except OSError as e:
+            raise TLSError(f"cannot read cert_dir {tls.certDir}: {e.strerror}") from e
+        for path in files:
+            loaded = loadCertificate(attrs.evolve(plain, cert=path, key=None))
+            context = loaded.contextFactory.getContext()
+            for name in _dnsNames(path):
+                byName.setdefault(name, context)
+    return byName
+
+
+def _dnsNames(path: Path) -> list[str]:
+    leaf = x509.load_pem_x509_certificates(path.read_bytes())[0]
+    try:
+        names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    return [n.lower() for n in names.value.get_values_for_type(x509.DNSName)]
+
+
+def _chooseByName(connection: SSL.Connection, byName: dict[str, SSL.Context]) -> None:
+    """
+    Switch the connection to the certificate for the name the client asked
+    for: the exact name, else a wildcard one label up; unknown names and
+    clients that send none keep the port's own certificate.
+    """
+    requested = connection.get_servername()
+    if not requested:
+        return
+    name = requested.decode("ascii", "replace").lower().rstrip(".")
+    context = byName.get(name)
+    if context is None and "." in name:
+        context = byName.get("*." + name.split(".", 1)[1])
+    if context is not None:
+        connection.set_context(context)
 
 
 def selfSignedPaths(stateDir: Path) -> TLSConfig:
@@ -221,18 +277,21 @@ def _writeAtomically(
     path: Path, data: bytes, mode: int, owner: tuple[int, int] | None
 ) -> None:
     """
-    Replace C{path} with C{data} in one step, created with C{mode} (so a
-    private key is never readable by others, even for a moment).
+    Replace C{path} with C{data} in one step: a new file made with
+    C{O_EXCL} (never following a link someone planted), given C{mode} and
+    C{owner}, then renamed over C{path}.
     """
-    temporary = path.with_name(path.name + ".new")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, mode)
         if owner is not None:
             os.fchown(fd, *owner)
         os.write(fd, data)
-    finally:
+    except BaseException:
         os.close(fd)
+        os.unlink(temporary)
+        raise
+    os.close(fd)
     os.replace(temporary, path)
 
 
@@ -271,9 +330,10 @@ def ensureSelfSigned(
                 )
                 return loaded
     try:
-        stateDir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if owner is not None:
-            os.chown(stateDir, *owner)
+        # The folder stays its creator's (root's, under --uid): a folder the
+        # daemon's user owned would let that user plant links in it.  It is
+        # searchable so that user can read the files given to it.
+        stateDir.mkdir(parents=True, exist_ok=True, mode=0o755 if owner else 0o700)
         certPEM, keyPEM = makeSelfSigned(now, socket.gethostname())
         _writeAtomically(paths.key, keyPEM, 0o600, owner)
         _writeAtomically(paths.cert, certPEM, 0o644, owner)

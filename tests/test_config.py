@@ -493,7 +493,7 @@ class PortConfigsTests(SynchronousTestCase):
         error = self.assertRaises(
             ConfigError, configsFor, PortRequest("W", 7, backlog=0)
         )
-        self.assertEqual(str(error), "W: backlog 0 must be at least 1")
+        self.assertEqual(str(error), "W: backlog 0 must be from 1 to 65535")
 
     def test_defaultBacklogBelowOne(self):
         """
@@ -502,7 +502,7 @@ class PortConfigsTests(SynchronousTestCase):
         error = self.assertRaises(
             ConfigError, configsFor, PortRequest("W", 7), Defaults(backlog=-5)
         )
-        self.assertEqual(str(error), "W: backlog -5 must be at least 1")
+        self.assertEqual(str(error), "W: backlog -5 must be from 1 to 65535")
 
     def test_options(self):
         """

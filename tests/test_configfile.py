@@ -225,8 +225,8 @@ class ParseConfigTests(SynchronousTestCase):
         self.assertConfigError(
             {"port": [{"port": 443, "tls": {"cert": "c.pem", "pem": "k.pem"}}]},
             "f.toml: port[1].tls.pem",
-            "unknown key (known: alpn, cert, ciphers, handshake_timeout, key, "
-            "min_version)",
+            "unknown key (known: alpn, cert, cert_dir, ciphers, handshake_timeout, "
+            "key, min_version, sni)",
         )
 
     def test_portNotInteger(self):
@@ -306,7 +306,7 @@ class ParseConfigTests(SynchronousTestCase):
         self.assertConfigError(
             {"port": [{"port": 80, "backlog": 0}]},
             "f.toml: port[1].backlog",
-            "backlog 0 must be at least 1",
+            "backlog 0 must be from 1 to 65535",
         )
 
     def test_defaultsBacklogNotInteger(self):

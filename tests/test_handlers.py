@@ -804,3 +804,28 @@ class ChargenTests(SynchronousTestCase):
         _, transport = self.connect(ClosingTransport())
         self.assertEqual(transport.value(), Chargen.chunk * 3)
         self.assertFalse(transport.connected)
+
+
+class EchoBackpressureTests(SynchronousTestCase):
+    """
+    Echo stops reading while its replies can't be sent.
+    """
+
+    def test_producer(self):
+        """
+        Echo registers as a streaming producer and pauses the transport's
+        reading when paused.
+        """
+        from twisted.internet.testing import StringTransport
+
+        from multiport.handlers.simple import Echo
+
+        protocol = Echo()
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.assertIs(transport.producer, protocol)
+        self.assertTrue(transport.streaming)
+        protocol.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
+        protocol.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")

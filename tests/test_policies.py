@@ -765,3 +765,85 @@ class ProxyConfigTests(SynchronousTestCase):
             ConfigError, parsePolicy, {"proxy_protocol": "v3"}, "port[1]"
         )
         self.assertEqual(error.where, "port[1].proxy_protocol")
+
+
+class ReviewRegressionTests(SynchronousTestCase):
+    """
+    Regressions from review: bounded tables, contained handler errors,
+    finite numbers.
+    """
+
+    def test_bucketTableBounded(self):
+        """
+        Many new client groups whose buckets never refill keep the per-IP
+        table bounded.
+        """
+        from multiport import policies
+
+        self.patch(policies, "MAX_BUCKETS", 100)
+        self.patch(policies, "MIN_PRUNE", 10)
+        admission = Admission(Policy(ratePerIP=Rate(0.001, 1)), Clock())
+        admission._pruneAt = 10
+        for index in range(1000):
+            admission.admit(v4(str(ipaddress.ip_address(0x0A000000 + index))), 0)
+        self.assertLessEqual(len(admission._buckets), 100)
+
+    def test_buildProtocolRaises(self):
+        """
+        A handler factory that raises releases what admission took, counts
+        a protocol error, and the connection is refused.
+        """
+
+        class Broken(Factory):
+            def buildProtocol(self, addr):
+                raise RuntimeError("broken")
+
+        clock = Clock()
+        config = PortConfig(
+            "127.0.0.1",
+            7000,
+            "echo",
+            None,
+            50,
+            None,
+            policy=Policy(maxConnectionsPerIP=1),
+        )
+        context = HandlerContext(reactor=clock, clock=clock, port=config)
+        limit = DaemonLimit(maximum=10)
+        factory = PortFactory(Broken(), PortCounters(), context, limit)
+        for _ in range(3):
+            self.assertIsNone(factory.buildProtocol(v4("192.0.2.7")))
+        self.assertEqual(
+            (
+                limit.current,
+                factory.admission.perAddress,
+                factory.counters.protocolErrors,
+            ),
+            (0, {}, 3),
+        )
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 3)
+
+    def test_infiniteRefused(self):
+        """
+        An infinite rate or timeout is a configuration error, not a crash.
+        """
+        error = self.assertRaises(
+            ConfigError, parsePolicy, {"rate": {"per_second": float("inf")}}, "p"
+        )
+        self.assertEqual(error.where, "p.rate.per_second")
+        self.assertRaises(ConfigError, parsePolicy, {"idle_timeout": float("inf")}, "p")
+
+    def test_redirectOddTarget(self):
+        """
+        An absolute request target that doesn't parse redirects to /.
+        """
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from multiport.handlers.web import RedirectToHTTPS
+
+        request = DummyRequest([b""])
+        request.uri = b"http://[x/"
+        self.assertEqual(
+            RedirectToHTTPS("https://example.com").location(request),
+            b"https://example.com/",
+        )

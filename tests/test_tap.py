@@ -191,7 +191,7 @@ class OptionsTests(OptionsTestsMixin, SynchronousTestCase):
         A certificate file that does not exist stops the start, naming it.
         """
         error = self.assertRaises(
-            usage.UsageError,
+            SystemExit,
             self.parse,
             "--tls-cert",
             "/nonexistent/c.pem",
@@ -647,3 +647,28 @@ class DefaultStatusQuietTests(OptionsTestsMixin, SynchronousTestCase):
             [(p.handler, p.logConnections) for p in config.ports],
             [("echo", True), ("status", False)],
         )
+
+
+class StatusIgnoresDefaultPoliciesTests(OptionsTestsMixin, SynchronousTestCase):
+    """
+    [defaults] policies don't lock the operator out of the implicit status
+    port.
+    """
+
+    status = True
+
+    def test_allowNotInherited(self):
+        """
+        An allow list in [defaults] applies to served ports, not to the
+        default status port.
+        """
+        from multiport.policies import Policy
+
+        path = Path(self.mktemp())
+        path.write_text(
+            '[defaults]\nallow = ["10.0.0.0/8"]\n'
+            '[[port]]\nport = 7000\nhandler = "echo"\n'
+        )
+        echo, status = self.parse("--config", str(path)).config.ports
+        self.assertIsNotNone(echo.policy.allow)
+        self.assertEqual((status.handler, status.policy), ("status", Policy()))

@@ -502,19 +502,30 @@ class EnsureSelfSignedTests(_FilesTestCase):
 
     def test_owner(self) -> None:
         """
-        With C{owner}, the state directory, certificate and key are given to
-        that uid and gid.
+        With C{owner}, the certificate and key are given to that uid and
+        gid; the folder stays its creator's (searchable), so that user
+        can't plant links in it.
         """
         if os.geteuid() != 0:
             raise self.skipTest("only root can give files away")
         ensureSelfSigned(self.stateDir, owner=(4321, 8765), now=NOW)
-        for path in (
-            self.stateDir,
-            self.stateDir / SELF_SIGNED_CERT,
-            self.stateDir / SELF_SIGNED_KEY,
-        ):
+        for path in (self.stateDir / SELF_SIGNED_CERT, self.stateDir / SELF_SIGNED_KEY):
             info = os.stat(path)
             self.assertEqual((info.st_uid, info.st_gid), (4321, 8765), path)
+        info = os.stat(self.stateDir)
+        self.assertEqual((info.st_uid, info.st_mode & 0o777), (0, 0o755))
+
+    def test_plantedLinkIgnored(self) -> None:
+        """
+        A link planted where a temporary file might go is never followed.
+        """
+        self.stateDir.mkdir(parents=True)
+        victim = Path(self.mktemp())
+        victim.write_text("untouched")
+        for name in (SELF_SIGNED_KEY, SELF_SIGNED_CERT):
+            (self.stateDir / f"{name}.new").symlink_to(victim)
+        ensureSelfSigned(self.stateDir, now=NOW)
+        self.assertEqual(victim.read_text(), "untouched")
 
     def test_unwritableStateDir(self) -> None:
         """

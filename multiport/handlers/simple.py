@@ -23,13 +23,30 @@ from multiport.handlers.interface import (
 )
 
 
+@implementer(IPushProducer)
 class Echo(Protocol):
     """
     RFC 862: send back every byte received.
+
+    It is the producer of its own replies: when the client stops reading
+    and the transport's buffer fills, it stops reading from the client, so
+    a client that only sends can't grow the daemon's memory.
     """
+
+    def connectionMade(self) -> None:
+        self.transport.registerProducer(self, True)
 
     def dataReceived(self, data: bytes) -> None:
         self.transport.write(data)
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass
 
 
 class Discard(Protocol):

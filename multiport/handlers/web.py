@@ -200,10 +200,16 @@ class RedirectToHTTPS(resource.Resource):
         """
         # The request's path and query, also from an absolute-form target
         # ("GET http://host/path HTTP/1.1").
-        parts = urlsplit(request.uri)
-        path = parts.path if parts.path.startswith(b"/") else b"/"
-        if parts.query:
-            path += b"?" + parts.query
+        if request.uri.startswith(b"/"):
+            path = request.uri
+        else:
+            try:
+                parts = urlsplit(request.uri)
+            except ValueError:  # "GET http://[x/": no path worth keeping
+                parts = urlsplit(b"/")
+            path = parts.path if parts.path.startswith(b"/") else b"/"
+            if parts.query:
+                path += b"?" + parts.query
         if isinstance(self._target, str):
             return self._target.encode() + path
         host = request.getRequestHostname()
