@@ -201,3 +201,83 @@ class RealClientTests(SynchronousTestCase):
             received = b""
         self.assertEqual(received, b"")
         self.daemon.waitFor(rf"tcp:127\.0\.0\.1:{self.ports[4]} echo .* closed timeout")
+
+
+class SNITests(SynchronousTestCase):
+    """
+    One port, several certificates, chosen by the name the client asks for.
+    """
+
+    def setUp(self) -> None:
+        import datetime
+
+        from multiport.tls import makeSelfSigned
+
+        folder = Path(self.mktemp()).absolute()
+        (folder / "certs").mkdir(parents=True)
+        now = datetime.datetime.now(datetime.UTC)
+        self.pems = {}
+        for name, where in (
+            ("a.test", folder / "a.pem"),
+            ("*.wild.test", folder / "wild.pem"),
+            ("b.dir.test", folder / "certs" / "b.pem"),
+            ("default.test", folder / "default.pem"),
+        ):
+            cert, key = makeSelfSigned(now, name)
+            where.write_bytes(cert + key)
+            self.pems[name] = cert
+        (folder / "multiport.toml").write_text(
+            '[[port]]\nport = 0\ninterface = "127.0.0.1"\nhandler = "echo"\n'
+            'tls = { cert = "default.pem", cert_dir = "certs", sni = { '
+            '"a.test" = { cert = "a.pem" }, '
+            '"*.wild.test" = { cert = "wild.pem" } } }\n'
+        )
+        daemon = Daemon(
+            [
+                "--no-status",
+                "--state-dir",
+                str(folder / "state"),
+                "--config",
+                str(folder / "multiport.toml"),
+            ],
+            str(folder),
+        )
+        self.addCleanup(daemon.stop)
+        [match] = daemon.waitFor(LISTENING, 1)
+        self.port = int(match.group(2))
+
+    def served(self, name: str | None) -> bytes:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        raw = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        with context.wrap_socket(raw, server_hostname=name) as connection:
+            return connection.getpeercert(binary_form=True)
+
+    def der(self, name: str) -> bytes:
+        return ssl.PEM_cert_to_DER_cert(self.pems[name].decode())
+
+    def test_exactName(self):
+        """
+        A name in the sni table gets its certificate.
+        """
+        self.assertEqual(self.served("a.test"), self.der("a.test"))
+
+    def test_wildcard(self):
+        """
+        A wildcard entry answers one label below it.
+        """
+        self.assertEqual(self.served("x.wild.test"), self.der("*.wild.test"))
+
+    def test_certDir(self):
+        """
+        A certificate in cert_dir answers the names of its subjectAltName.
+        """
+        self.assertEqual(self.served("b.dir.test"), self.der("b.dir.test"))
+
+    def test_unknownAndNoName(self):
+        """
+        Unknown names and clients that send no name get the port's own.
+        """
+        self.assertEqual(self.served("unknown.test"), self.der("default.test"))
+        self.assertEqual(self.served(None), self.der("default.test"))
