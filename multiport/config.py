@@ -71,6 +71,9 @@ class TLSConfig:
         too): (name, cert, key) triples.
     @ivar certDir: A folder of PEM files (certificate and key in each),
         served by the names in their subjectAltName.
+    @ivar clientCA: PEM file of the CAs client certificates must come from.
+    @ivar clientAuth: C{"required"} (the default with C{clientCA}) or
+        C{"optional"}.
     """
 
     cert: Path | None = None
@@ -81,6 +84,8 @@ class TLSConfig:
     handshakeTimeout: float | None = None
     sni: tuple[tuple[str, Path, Path | None], ...] | None = None
     certDir: Path | None = None
+    clientCA: Path | None = None
+    clientAuth: str | None = None
 
     def over(self, base: TLSConfig) -> TLSConfig:
         """
@@ -100,6 +105,8 @@ class TLSConfig:
             else self.handshakeTimeout,
             sni=base.sni if self.sni is None else self.sni,
             certDir=base.certDir if self.certDir is None else self.certDir,
+            clientCA=base.clientCA if self.clientCA is None else self.clientCA,
+            clientAuth=base.clientAuth if self.clientAuth is None else self.clientAuth,
         )
 
     @property

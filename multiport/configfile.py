@@ -47,6 +47,8 @@ _TLS = {
     "handshake_timeout",
     "sni",
     "cert_dir",
+    "client_ca",
+    "client_auth",
 }
 
 _ARTICLES = {bool: "a boolean", int: "an integer", str: "a string", dict: "a table"}
@@ -149,6 +151,18 @@ def _tlsTable(value: object, where: str, base: Path) -> TLSConfig:
     if "cert_dir" in value:
         _expect(value["cert_dir"], str, f"{where}.cert_dir")
         certDir = base / value["cert_dir"]
+    clientCA = None
+    if "client_ca" in value:
+        _expect(value["client_ca"], str, f"{where}.client_ca")
+        clientCA = base / value["client_ca"]
+    clientAuth = None
+    if "client_auth" in value:
+        clientAuth = value["client_auth"]
+        if clientAuth not in ("optional", "required"):
+            raise ConfigError(
+                f"{where}.client_auth",
+                f'expected "optional" or "required", got {clientAuth!r}',
+            )
     return TLSConfig(
         cert=paths.get("cert"),
         key=paths.get("key"),
@@ -158,6 +172,8 @@ def _tlsTable(value: object, where: str, base: Path) -> TLSConfig:
         handshakeTimeout=timeout,
         sni=sni,
         certDir=certDir,
+        clientCA=clientCA,
+        clientAuth=clientAuth,
     )
 
 

@@ -224,6 +224,9 @@ class PortProtocol(ProtocolWrapper):
             f"{factory.portName} {factory.handlerName} {address} closed {ending} "
             f"after {duration:.3f}s, received {self.received} B, sent {self.sent} B"
         )
+        client = self.clientSubject() if self.handshaken else None
+        if client is not None:
+            line += f", client {client}"
         connectionLog.info(
             "{line}",
             line=line,
@@ -234,7 +237,19 @@ class PortProtocol(ProtocolWrapper):
             duration=duration,
             received=self.received,
             sent=self.sent,
+            client=client,
         )
+
+    def clientSubject(self) -> str | None:
+        """
+        The verified client certificate's subject (RFC 4514), on TLS ports
+        that ask for client certificates; handlers may call it too.
+        """
+        getPeerCertificate = getattr(self.transport, "getPeerCertificate", None)
+        certificate = getPeerCertificate() if getPeerCertificate else None
+        if certificate is None:
+            return None
+        return str(certificate.to_cryptography().subject.rfc4514_string())
 
 
 @implementer(IProtocolNegotiationFactory)

@@ -136,6 +136,20 @@ def loadCertificate(tls: TLSConfig) -> LoadedCertificate:
             f"the private key in {keyPath} does not match the certificate in {tls.cert}"
         )
     extra: dict[str, Any] = {}
+    if tls.clientAuth is not None and tls.clientCA is None:
+        raise TLSError(
+            "client_auth needs client_ca: the CAs client certificates come from"
+        )
+    if tls.clientCA is not None:
+        try:
+            authorities = x509.load_pem_x509_certificates(
+                _read(tls.clientCA, "client CA file")
+            )
+        except ValueError as e:
+            raise TLSError(f"no PEM certificate in {tls.clientCA}: {e}") from e
+        extra["verify"] = True
+        extra["caCerts"] = [crypto.X509.from_cryptography(c) for c in authorities]
+        extra["requireCertificate"] = tls.clientAuth != "optional"
     if tls.ciphers is not None:
         extra["acceptableCiphers"] = OpenSSLAcceptableCiphers.fromOpenSSLCipherString(
             tls.ciphers
@@ -151,6 +165,8 @@ def loadCertificate(tls: TLSConfig) -> LoadedCertificate:
             **extra,
         )
     except ValueError as e:
+        if tls.ciphers is None:
+            raise TLSError(f"cannot use these TLS settings: {e}") from None
         raise TLSError(
             f"cipher string {tls.ciphers!r} selects no usable cipher: {e}"
         ) from None

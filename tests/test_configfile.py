@@ -225,8 +225,8 @@ class ParseConfigTests(SynchronousTestCase):
         self.assertConfigError(
             {"port": [{"port": 443, "tls": {"cert": "c.pem", "pem": "k.pem"}}]},
             "f.toml: port[1].tls.pem",
-            "unknown key (known: alpn, cert, cert_dir, ciphers, handshake_timeout, "
-            "key, min_version, sni)",
+            "unknown key (known: alpn, cert, cert_dir, ciphers, client_auth, "
+            "client_ca, handshake_timeout, key, min_version, sni)",
         )
 
     def test_portNotInteger(self):

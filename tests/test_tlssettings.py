@@ -281,3 +281,142 @@ class SNITests(SynchronousTestCase):
         """
         self.assertEqual(self.served("unknown.test"), self.der("default.test"))
         self.assertEqual(self.served(None), self.der("default.test"))
+
+
+def authority(name: str):
+    """
+    A CA key and certificate named C{name}.
+    """
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return key, certificate
+
+
+def clientCertificate(
+    folder: Path, caKey, caCertificate, name: str
+) -> tuple[Path, Path]:
+    """
+    Write a client certificate for C{name} signed by the CA; its paths.
+    """
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(caCertificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .sign(caKey, hashes.SHA256())
+    )
+    certPath, keyPath = folder / f"{name}.pem", folder / f"{name}.key"
+    certPath.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    keyPath.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return certPath, keyPath
+
+
+class ClientCertificateTests(SynchronousTestCase):
+    """
+    client_ca with client_auth: only clients with a certificate from that
+    CA get in, and the log names them.
+    """
+
+    def setUp(self) -> None:
+        from cryptography.hazmat.primitives import serialization
+
+        folder = Path(self.mktemp()).absolute()
+        folder.mkdir(parents=True)
+        self.folder = folder
+        caKey, ca = authority("multiport test CA")
+        (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        self.good = clientCertificate(folder, caKey, ca, "alice")
+        otherKey, other = authority("another CA")
+        self.bad = clientCertificate(folder, otherKey, other, "mallory")
+        (folder / "multiport.toml").write_text(
+            '[[port]]\nport = 0\ninterface = "127.0.0.1"\nhandler = "echo"\n'
+            'tls = { client_ca = "ca.pem" }\n'
+            '[[port]]\nport = 0\ninterface = "127.0.0.1"\nhandler = "echo"\n'
+            'tls = { client_ca = "ca.pem", client_auth = "optional" }\n'
+        )
+        self.daemon = Daemon(
+            [
+                "--no-status",
+                "--state-dir",
+                str(folder / "state"),
+                "--config",
+                str(folder / "multiport.toml"),
+            ],
+            str(folder),
+        )
+        self.addCleanup(self.daemon.stop)
+        self.required, self.optional = [
+            int(m.group(2)) for m in self.daemon.waitFor(LISTENING, 2)
+        ]
+
+    def echo(self, port: int, certificate: tuple[Path, Path] | None) -> bytes:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        if certificate is not None:
+            context.load_cert_chain(*map(str, certificate))
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        with context.wrap_socket(raw, server_hostname="localhost") as connection:
+            connection.sendall(b"ping")
+            return connection.recv(4)
+
+    def test_required(self):
+        """
+        With client_auth required: a certificate from the CA gets in and
+        is named in the log; none, or one from another CA, is refused.
+        """
+        self.assertEqual(self.echo(self.required, self.good), b"ping")
+        self.daemon.waitFor(r"closed \w+ after .*, client CN=alice$")
+        for certificate in (None, self.bad):
+            with self.assertRaises((ssl.SSLError, ConnectionResetError)):
+                self.echo(self.required, certificate)
+
+    def test_optional(self):
+        """
+        With client_auth optional, a client without a certificate gets in;
+        one with a certificate from another CA does not.
+        """
+        self.assertEqual(self.echo(self.optional, None), b"ping")
+        self.assertEqual(self.echo(self.optional, self.good), b"ping")
+        with self.assertRaises((ssl.SSLError, ConnectionResetError)):
+            self.echo(self.optional, self.bad)
