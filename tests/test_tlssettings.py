@@ -12,7 +12,7 @@ from pathlib import Path
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from multiport.config import PortConfig, TLSConfig
 from multiport.counters import PortCounters
@@ -420,3 +420,111 @@ class ClientCertificateTests(SynchronousTestCase):
         self.assertEqual(self.echo(self.optional, self.good), b"ping")
         with self.assertRaises((ssl.SSLError, ConnectionResetError)):
             self.echo(self.optional, self.bad)
+
+
+class OldVersionTests(SynchronousTestCase):
+    """
+    TLS 1.0 and 1.1 are refused; the client used is shown able to speak them
+    (the positive control: an openssl s_server that allows them).
+    """
+
+    def setUp(self) -> None:
+        import shutil
+
+        if shutil.which("openssl") is None:
+            raise SkipTest("openssl is not installed: apt-get install openssl")
+        folder = Path(self.mktemp()).absolute()
+        folder.mkdir(parents=True)
+        self.folder = folder
+        self.daemon = Daemon(
+            [
+                "--no-status",
+                "--state-dir",
+                str(folder / "state"),
+                "--ports",
+                "127.0.0.1:0=echo+tls",
+            ],
+            str(folder),
+        )
+        self.addCleanup(self.daemon.stop)
+        [match] = self.daemon.waitFor(LISTENING, 1)
+        self.port = int(match.group(2))
+
+    def oldClient(self, version: ssl.TLSVersion) -> ssl.SSLContext:
+        import warnings
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            context.minimum_version = version
+            context.maximum_version = version
+        # Python's default security level can't offer these versions at all.
+        context.set_ciphers("ALL:@SECLEVEL=0")
+        return context
+
+    def control(self, flag: str) -> int:
+        """
+        An openssl s_server that allows only the old version; its port.
+        """
+        import subprocess
+        import time
+
+        from benchmarks.processes import freePorts
+
+        [port] = freePorts(1)
+        state = self.folder / "state"
+        server = subprocess.Popen(
+            [
+                "openssl",
+                "s_server",
+                "-accept",
+                f"127.0.0.1:{port}",
+                "-cert",
+                str(state / "selfsigned-cert.pem"),
+                "-key",
+                str(state / "selfsigned-key.pem"),
+                flag,
+                "-cipher",
+                "ALL:@SECLEVEL=0",
+                "-quiet",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.addCleanup(server.wait)
+        self.addCleanup(server.kill)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return port
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def handshake(self, port: int, context: ssl.SSLContext) -> str | None:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        with context.wrap_socket(raw, server_hostname="localhost") as connection:
+            return connection.version()
+
+    def assertRefused(self, version: ssl.TLSVersion, flag: str, name: str) -> None:
+        context = self.oldClient(version)
+        self.assertEqual(self.handshake(self.control(flag), context), name)
+        with self.assertRaises((ssl.SSLError, ConnectionResetError)):
+            self.handshake(self.port, context)
+
+    def test_tls11(self):
+        """
+        A TLS 1.1 client, shown to connect to a TLS 1.1 server, is refused.
+        """
+        self.assertRefused(ssl.TLSVersion.TLSv1_1, "-tls1_1", "TLSv1.1")
+
+    def test_tls10(self):
+        """
+        A TLS 1.0 client, shown to connect to a TLS 1.0 server, is refused.
+        """
+        self.assertRefused(ssl.TLSVersion.TLSv1, "-tls1", "TLSv1")
