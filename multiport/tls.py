@@ -35,6 +35,10 @@ log = Logger()
 SELF_SIGNED_CERT = "selfsigned-cert.pem"
 SELF_SIGNED_KEY = "selfsigned-key.pem"
 SELF_SIGNED_DAYS = 365
+#: TLS 1.2 ciphers unless a port sets its own: forward-secret AEAD suites
+#: only (Mozilla's "intermediate" list), so testssl.sh flags no CBC suite
+#: (LUCKY13) and no static RSA key exchange.
+DEFAULT_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
 
 _KEY_BLOCK = re.compile(
     rb"-----BEGIN ((?:[A-Z]+ )*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----",
@@ -150,10 +154,9 @@ def loadCertificate(tls: TLSConfig) -> LoadedCertificate:
         extra["verify"] = True
         extra["caCerts"] = [crypto.X509.from_cryptography(c) for c in authorities]
         extra["requireCertificate"] = tls.clientAuth != "optional"
-    if tls.ciphers is not None:
-        extra["acceptableCiphers"] = OpenSSLAcceptableCiphers.fromOpenSSLCipherString(
-            tls.ciphers
-        )
+    extra["acceptableCiphers"] = OpenSSLAcceptableCiphers.fromOpenSSLCipherString(
+        DEFAULT_CIPHERS if tls.ciphers is None else tls.ciphers
+    )
     try:
         options = CertificateOptions(
             privateKey=crypto.PKey.from_cryptography_key(key),  # type: ignore[arg-type]

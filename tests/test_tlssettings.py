@@ -171,6 +171,22 @@ class RealClientTests(SynchronousTestCase):
         context.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
         self.assertRaises(ssl.SSLError, self.handshake, self.ports[2], context)
 
+    def test_noCBCByDefault(self):
+        """
+        By default TLS 1.2 offers only AEAD suites: a client offering only
+        CBC ones (LUCKY13's family) is refused, and the same client with an
+        AEAD suite gets in.
+        """
+        context = self.context()
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers("ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA384")
+        self.assertRaises(ssl.SSLError, self.handshake, self.ports[1], context)
+        context.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
+        self.assertEqual(
+            self.handshake(self.ports[1], context).cipher()[0],
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+        )
+
     def test_hsts(self):
         """
         hsts_max_age sends Strict-Transport-Security over TLS.
