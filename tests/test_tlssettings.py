@@ -146,6 +146,34 @@ class RealClientTests(SynchronousTestCase):
             self.handshake(self.ports[0], self.context()).version(), "TLSv1.3"
         )
 
+    def test_opensslClient(self):
+        """
+        openssl s_client: TLS 1.2 is refused by the port whose minimum is 1.3,
+        TLS 1.3 gets in, and ALPN is negotiated as configured.
+        """
+        import shutil
+        import subprocess
+
+        if shutil.which("openssl") is None:
+            raise SkipTest("openssl is not installed: apt-get install openssl")
+
+        def sClient(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                ["openssl", "s_client", *args],
+                input="",
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+
+        old = sClient("-tls1_2", "-connect", f"127.0.0.1:{self.ports[0]}")
+        self.assertNotEqual(old.returncode, 0)
+        new = sClient("-tls1_3", "-connect", f"127.0.0.1:{self.ports[0]}")
+        self.assertIn("TLSv1.3", new.stdout + new.stderr)
+        self.assertEqual(new.returncode, 0)
+        alpn = sClient("-alpn", "x-test", "-connect", f"127.0.0.1:{self.ports[1]}")
+        self.assertIn("ALPN protocol: x-test", alpn.stdout + alpn.stderr)
+
     def test_alpn(self):
         """
         The port negotiates the ALPN protocol it is configured with.
@@ -236,7 +264,7 @@ class SNITests(SynchronousTestCase):
         for name, where in (
             ("a.test", folder / "a.pem"),
             ("*.wild.test", folder / "wild.pem"),
-            ("b.dir.test", folder / "certs" / "b.pem"),
+            ("*.dir.test", folder / "certs" / "b.pem"),
             ("default.test", folder / "default.pem"),
         ):
             cert, key = makeSelfSigned(now, name)
@@ -287,9 +315,10 @@ class SNITests(SynchronousTestCase):
 
     def test_certDir(self):
         """
-        A certificate in cert_dir answers the names of its subjectAltName.
+        A wildcard certificate in cert_dir answers the names its
+        subjectAltName covers.
         """
-        self.assertEqual(self.served("b.dir.test"), self.der("b.dir.test"))
+        self.assertEqual(self.served("b.dir.test"), self.der("*.dir.test"))
 
     def test_unknownAndNoName(self):
         """
