@@ -128,38 +128,30 @@ def echo(
     """
     Echo round trips per second over C{connections} spread over C{ports}.
     """
-    output, _ = _run(
-        [
-            str(tools.loadgen()),
-            "echo",
-            "127.0.0.1",
-            ",".join(map(str, ports)),
-            str(connections),
-            str(size),
-            str(seconds),
-            str(warmup),
-        ],
-        timeout=seconds + warmup + 60,
-    )
-    result = parseLoadgen(output)
-    return Sample(
-        result["ops"] / result["seconds"],
-        result["cpu_seconds"] / result["seconds"],
-        int(result["errors"]),
-    )
+    portList = ",".join(map(str, ports))
+    return _loadgen(["echo", portList, str(connections), str(size)], seconds, warmup)
 
 
 def accept(port: int, concurrency: int, seconds: float, warmup: float = 0.5) -> Sample:
     """
     New connections per second (connect, one byte each way, reset).
     """
+    return _loadgen(["accept", str(port), str(concurrency)], seconds, warmup)
+
+
+def _loadgen(arguments: Sequence[str], seconds: float, warmup: float) -> Sample:
+    """
+    Run the C load generator (mode, ports, then the mode's own figures) for
+    C{seconds} after C{warmup}; operations per second and its CPU share.
+    """
+    mode, ports, *rest = arguments
     output, _ = _run(
         [
             str(tools.loadgen()),
-            "accept",
+            mode,
             "127.0.0.1",
-            str(port),
-            str(concurrency),
+            ports,
+            *rest,
             str(seconds),
             str(warmup),
         ],
