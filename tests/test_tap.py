@@ -141,7 +141,7 @@ class OptionsTests(OptionsTestsMixin, SynchronousTestCase):
             str(error),
             "--ports item 1 '7777': port 7777 has no well-known handler; name one "
             "(PORT=HANDLER); known handlers: chargen, daytime, discard, echo, "
-            "http, https, qotd, status",
+            "http, https, qotd, relay, status",
         )
 
     def test_unknownHandler(self):
@@ -300,6 +300,7 @@ class SpecialModeTests(OptionsTestsMixin, SynchronousTestCase):
                 "http",
                 "https",
                 "qotd",
+                "relay",
                 "status",
             ],
         )

@@ -1,0 +1,224 @@
+"""
+Tests for the relay handler: options, upstream choice, and bytes relayed
+intact to real upstreams on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from multiport.config import Defaults, buildConfig
+from multiport.handlers.interface import OptionError
+from multiport.handlers.relay import (
+    RelayOptions,
+    Upstream,
+    UpstreamPool,
+    parseRelayOptions,
+)
+from multiport.handlers.simple import Echo
+from multiport.portspec import parsePortItem
+from multiport.service import PortsService
+from tests.support import HANDLERS
+from tests.test_endtoend import Collector, waitUntil
+
+
+class OptionTests(SynchronousTestCase):
+    """
+    The relay's options are checked, naming the bad key.
+    """
+
+    def parse(self, **options):
+        return parseRelayOptions(options, Path("."))
+
+    def test_upstream(self):
+        """
+        One upstream, IPv4, IPv6 or a host name.
+        """
+        self.assertEqual(
+            self.parse(upstream="db.internal:5432").upstreams,
+            (Upstream("db.internal", 5432),),
+        )
+        self.assertEqual(
+            self.parse(upstream="[::1]:80").upstreams, (Upstream("::1", 80),)
+        )
+
+    def test_several(self):
+        """
+        Several upstreams, with a balance rule and timeouts.
+        """
+        options = self.parse(
+            upstreams=["a:1", "b:2"],
+            balance="first",
+            connect_timeout=2,
+            fail_timeout=30,
+        )
+        self.assertEqual(
+            options,
+            RelayOptions((Upstream("a", 1), Upstream("b", 2)), "first", 2.0, 30.0),
+        )
+
+    def test_errors(self):
+        """
+        Both or neither of upstream/upstreams, bad addresses and balances
+        are refused with the key.
+        """
+        for options, key in (
+            ({}, "upstream"),
+            ({"upstream": "a:1", "upstreams": ["b:2"]}, "upstream"),
+            ({"upstream": "nohost"}, "upstream"),
+            ({"upstream": "a:99999"}, "upstream"),
+            ({"upstream": "::1:80"}, "upstream"),
+            ({"upstreams": ["a:1", 5]}, "upstreams[1]"),
+            ({"upstreams": []}, "upstreams"),
+            ({"upstream": "a:1", "balance": "random"}, "balance"),
+            ({"upstream": "a:1", "connect_timeout": 0}, "connect_timeout"),
+        ):
+            error = self.assertRaises(
+                OptionError, parseRelayOptions, options, Path(".")
+            )
+            self.assertEqual(error.key, key, options)
+
+
+class PoolTests(SynchronousTestCase):
+    """
+    The pool orders upstreams by the balance rule and skips failed ones.
+    """
+
+    def pool(self, balance: str) -> tuple[UpstreamPool, Clock]:
+        clock = Clock()
+        options = RelayOptions(
+            (Upstream("a", 1), Upstream("b", 2), Upstream("c", 3)), balance, 5.0, 10.0
+        )
+        return UpstreamPool(options, clock), clock
+
+    def test_roundRobin(self):
+        """
+        Each new client starts one further along.
+        """
+        pool, _ = self.pool("round_robin")
+        self.assertEqual(
+            [pool.candidates()[0].host for _ in range(4)], ["a", "b", "c", "a"]
+        )
+
+    def test_first(self):
+        """
+        first always starts with the first.
+        """
+        pool, _ = self.pool("first")
+        self.assertEqual([pool.candidates()[0].host for _ in range(2)], ["a", "a"])
+
+    def test_leastConnections(self):
+        """
+        least_connections starts with the upstream holding fewest.
+        """
+        pool, _ = self.pool("least_connections")
+        pool.active = {Upstream("a", 1): 3, Upstream("b", 2): 1, Upstream("c", 3): 2}
+        self.assertEqual([u.host for u in pool.candidates()], ["b", "c", "a"])
+
+    def test_failedSkipped(self):
+        """
+        A failed upstream is skipped for fail_timeout, then tried again.
+        """
+        pool, clock = self.pool("first")
+        pool.failed(Upstream("a", 1))
+        self.assertEqual([u.host for u in pool.candidates()], ["b", "c"])
+        clock.advance(10)
+        self.assertEqual([u.host for u in pool.candidates()], ["a", "b", "c"])
+
+
+class RelayTests(TestCase):
+    """
+    The relay on real ports.
+    """
+
+    def upstream(self) -> int:
+        port = reactor.listenTCP(0, Factory.forProtocol(Echo), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return port.getHost().port
+
+    def relay(self, options: dict) -> PortsService:
+        request = parsePortItem("127.0.0.1:0=relay", "test")
+        from attrs import evolve
+
+        request = evolve(request, options=options)
+        config = buildConfig([request], Defaults(), HANDLERS, Path(self.mktemp()))
+        service = PortsService(config, HANDLERS, {}, reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service
+
+    @inlineCallbacks
+    def exchange(self, service: PortsService, payload: bytes, expected: int):
+        client = Collector(payload, expected)
+        port = service.boundPorts()[0].address.port
+        yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
+            Factory.forProtocol(lambda: client)
+        )
+        received = yield client.done
+        return received
+
+    @inlineCallbacks
+    def test_relaysIntact(self):
+        """
+        Several MB of random bytes come back through the relay unchanged.
+        """
+        service = self.relay({"upstream": f"127.0.0.1:{self.upstream()}"})
+        payload = os.urandom(4 * 1024 * 1024)
+        received = yield self.exchange(service, payload, len(payload))
+        self.assertEqual(
+            hashlib.sha256(received).hexdigest(), hashlib.sha256(payload).hexdigest()
+        )
+
+    @inlineCallbacks
+    def test_nextUpstreamWhenOneRefuses(self):
+        """
+        An upstream that refuses is skipped and counted; the next serves.
+        """
+        import socket
+
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        refused = probe.getsockname()[1]
+        probe.close()
+        service = self.relay(
+            {
+                "upstreams": [f"127.0.0.1:{refused}", f"127.0.0.1:{self.upstream()}"],
+                "balance": "first",
+            }
+        )
+        received = yield self.exchange(service, b"hello", 5)
+        self.assertEqual(received, b"hello")
+        context = list(service)[0].factory.handlerContext
+        self.assertEqual(
+            context.counters.value(
+                "upstream_connect_failures", upstream=f"127.0.0.1:{refused}"
+            ),
+            1,
+        )
+
+    @inlineCallbacks
+    def test_noUpstreamClosesClient(self):
+        """
+        When no upstream answers, the client is closed promptly and it is
+        counted.
+        """
+        import socket
+
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        refused = probe.getsockname()[1]
+        probe.close()
+        service = self.relay({"upstream": f"127.0.0.1:{refused}"})
+        received = yield self.exchange(service, b"hello", 5)
+        self.assertEqual(received, b"")
+        context = list(service)[0].factory.handlerContext
+        yield waitUntil(lambda: context.counters.value("no_upstream") == 1)
