@@ -12,7 +12,7 @@ from pathlib import Path
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -222,3 +222,136 @@ class RelayTests(TestCase):
         self.assertEqual(received, b"")
         context = list(service)[0].factory.handlerContext
         yield waitUntil(lambda: context.counters.value("no_upstream") == 1)
+
+
+class Recorder(Protocol):
+    """
+    Keeps every byte an upstream receives.
+    """
+
+    received: list[bytes]
+
+    def connectionMade(self) -> None:
+        self.factory.connections.append(self)
+        self.received = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+
+
+class UpstreamFeaturesTests(RelayTests):
+    """
+    Upstream TLS and the PROXY protocol to the upstream.
+    """
+
+    def tlsUpstream(self) -> tuple[int, Path]:
+        import datetime
+
+        from twisted.internet.ssl import CertificateOptions, PrivateCertificate
+
+        from multiport.tls import makeSelfSigned
+
+        cert, key = makeSelfSigned(datetime.datetime.now(datetime.UTC), "localhost")
+        path = Path(self.mktemp())
+        path.write_bytes(cert)
+        private = PrivateCertificate.loadPEM(cert + key)
+        options = CertificateOptions(
+            privateKey=private.privateKey.original, certificate=private.original
+        )
+        port = reactor.listenSSL(
+            0, Factory.forProtocol(Echo), options, interface="127.0.0.1"
+        )
+        self.addCleanup(port.stopListening)
+        return port.getHost().port, path
+
+    @inlineCallbacks
+    def test_upstreamTLSVerified(self):
+        """
+        With upstream_tls and the upstream's CA, bytes go over TLS.
+        """
+        port, ca = self.tlsUpstream()
+        service = self.relay(
+            {
+                "upstream": f"127.0.0.1:{port}",
+                "upstream_tls": True,
+                "upstream_server_name": "localhost",
+                "upstream_ca": str(ca),
+            }
+        )
+        received = yield self.exchange(service, b"secret", 6)
+        self.assertEqual(received, b"secret")
+
+    @inlineCallbacks
+    def test_upstreamWrongName(self):
+        """
+        An upstream whose certificate doesn't carry the expected name gets
+        no bytes: the client is closed.
+        """
+        port, ca = self.tlsUpstream()
+        service = self.relay(
+            {
+                "upstream": f"127.0.0.1:{port}",
+                "upstream_tls": True,
+                "upstream_server_name": "other.test",
+                "upstream_ca": str(ca),
+            }
+        )
+        received = yield self.exchange(service, b"secret", 6)
+        self.assertEqual(received, b"")
+
+    @inlineCallbacks
+    def test_upstreamUnverified(self):
+        """
+        upstream_tls_verify = false connects anyway, with a warning.
+        """
+        from twisted.logger import capturedLogs
+
+        port, _ = self.tlsUpstream()
+        with capturedLogs() as events:
+            service = self.relay(
+                {
+                    "upstream": f"127.0.0.1:{port}",
+                    "upstream_tls": True,
+                    "upstream_tls_verify": False,
+                }
+            )
+        self.assertTrue(any("not checked" in e.get("log_format", "") for e in events))
+        received = yield self.exchange(service, b"secret", 6)
+        self.assertEqual(received, b"secret")
+
+    @inlineCallbacks
+    def test_sendProxy(self):
+        """
+        send_proxy_protocol v1 and v2 put the client's address first.
+        """
+        from multiport.proxyprotocol import HeaderParser
+
+        for version in ("v1", "v2"):
+            factory = Factory.forProtocol(Recorder)
+            factory.connections = []
+            listening = reactor.listenTCP(0, factory, interface="127.0.0.1")
+            self.addCleanup(listening.stopListening)
+            service = self.relay(
+                {
+                    "upstream": f"127.0.0.1:{listening.getHost().port}",
+                    "send_proxy_protocol": version,
+                }
+            )
+            client = Collector(b"hello")
+            port = service.boundPorts()[0].address.port
+            connected = yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
+                Factory.forProtocol(lambda c=client: c)
+            )
+            yield waitUntil(
+                lambda f=factory: (
+                    f.connections and b"hello" in b"".join(f.connections[0].received)
+                )
+            )
+            parser = HeaderParser(version)
+            info = parser.feed(b"".join(factory.connections[0].received))
+            self.assertEqual(parser.rest, b"hello")
+            self.assertEqual(info.source.port, connected.transport.getHost().port)
+            self.assertEqual(info.destination.port, port)
+            connected.transport.loseConnection()
+            yield client.done
+            yield service.stopService()

@@ -5,17 +5,25 @@ names (never to one a client chooses), with flow control both ways.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from attrs import define, field, frozen
+from OpenSSL import SSL
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import (
+    IAddress,
+    IOpenSSLClientConnectionCreator,
+    IReactorTime,
+)
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from multiport.config import formatAddress, numericHost
 from multiport.handlers.interface import (
@@ -54,6 +62,11 @@ class RelayOptions:
     balance: str = "round_robin"
     connectTimeout: float = 5.0
     failTimeout: float = 10.0
+    tls: bool = False
+    serverName: str | None = None
+    ca: Path | None = None
+    verify: bool = True
+    sendProxy: str | None = None
 
 
 def parseUpstream(value: object, key: str) -> Upstream:
@@ -88,7 +101,19 @@ def parseRelayOptions(options: Mapping[str, object], relativeTo: Path) -> RelayO
     Validate the relay's options.
     """
     rejectUnknown(
-        options, {"upstream", "upstreams", "balance", "connect_timeout", "fail_timeout"}
+        options,
+        {
+            "upstream",
+            "upstreams",
+            "balance",
+            "connect_timeout",
+            "fail_timeout",
+            "upstream_tls",
+            "upstream_server_name",
+            "upstream_ca",
+            "upstream_tls_verify",
+            "send_proxy_protocol",
+        },
     )
     if ("upstream" in options) == ("upstreams" in options):
         raise OptionError(
@@ -108,11 +133,103 @@ def parseRelayOptions(options: Mapping[str, object], relativeTo: Path) -> RelayO
     balance = optionOf(options, "balance", str, "a string", "round_robin")
     if balance not in BALANCES:
         raise OptionError("balance", f"{balance!r} is not one of {', '.join(BALANCES)}")
+    tls = optionOf(options, "upstream_tls", bool, "true or false", False)
+    serverName = optionOf(options, "upstream_server_name", str, "a host name", "")
+    caName = optionOf(options, "upstream_ca", str, "a PEM file path", "")
+    verify = optionOf(options, "upstream_tls_verify", bool, "true or false", True)
+    ca = None
+    if caName:
+        ca = (relativeTo / caName).resolve()
+        if not ca.is_file():
+            raise OptionError("upstream_ca", f"{caName!r} is not a file ({ca})")
+    if not tls:
+        for key in ("upstream_server_name", "upstream_ca", "upstream_tls_verify"):
+            if key in options:
+                raise OptionError(key, "only with upstream_tls = true")
+    sendProxy = optionOf(options, "send_proxy_protocol", str, '"v1" or "v2"', "")
+    if sendProxy not in ("", "v1", "v2"):
+        raise OptionError(
+            "send_proxy_protocol", f'expected "v1" or "v2", got {sendProxy!r}'
+        )
     return RelayOptions(
         upstreams=upstreams,
         balance=balance,
         connectTimeout=_seconds(options, "connect_timeout", 5.0),
         failTimeout=_seconds(options, "fail_timeout", 10.0),
+        tls=tls,
+        serverName=serverName or None,
+        ca=ca,
+        verify=verify,
+        sendProxy=sendProxy or None,
+    )
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _Unverified:
+    """
+    Client TLS that does not check the upstream's certificate (only when
+    upstream_tls_verify = false asks for it); it still sends the name.
+    """
+
+    def __init__(self, serverName: str) -> None:
+        self._name = serverName.encode("idna")
+        self._context = SSL.Context(SSL.TLS_METHOD)
+        self._context.set_min_proto_version(SSL.TLS1_2_VERSION)
+
+    def clientConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
+        connection = SSL.Connection(self._context, None)
+        connection.set_app_data(tlsProtocol)
+        connection.set_tlsext_host_name(self._name)
+        connection.set_connect_state()
+        return connection
+
+
+def clientTLS(options: RelayOptions, upstream: Upstream) -> Any:
+    """
+    The client TLS settings for C{upstream}: its name verified with
+    service_identity against C{upstream_ca}, else the system's trust store.
+    """
+    name = options.serverName or upstream.host
+    if not options.verify:
+        return _Unverified(name)
+    trust = (
+        Certificate.loadPEM(options.ca.read_bytes())
+        if options.ca is not None
+        else platformTrust()
+    )
+    return optionsForClientTLS(name, trustRoot=trust)
+
+
+def proxyHeader(version: str, source: IAddress, destination: IAddress) -> bytes:
+    """
+    A PROXY protocol header (v1 text or v2 binary) carrying C{source} and
+    C{destination}; UNKNOWN/LOCAL when they are not IP addresses.
+    """
+    src = ipaddress.ip_address(getattr(source, "host", "0.0.0.0").split("%")[0])
+    dst = ipaddress.ip_address(getattr(destination, "host", "0.0.0.0").split("%")[0])
+    sport, dport = getattr(source, "port", 0), getattr(destination, "port", 0)
+    if src.version != dst.version:
+        src = ipaddress.ip_address(src.ipv4_mapped or src) if src.version == 6 else src
+    if version == "v1":
+        family = "TCP4" if src.version == 4 and dst.version == 4 else "TCP6"
+        return f"PROXY {family} {src} {dst} {sport} {dport}\r\n".encode("ascii")
+    if src.version == 4 and dst.version == 4:
+        head = b"\x21\x11" + (12).to_bytes(2, "big")
+    else:
+        src, dst = (
+            ipaddress.IPv6Address(a)
+            if a.version == 6
+            else ipaddress.IPv6Address("::ffff:" + str(a))
+            for a in (src, dst)
+        )
+        head = b"\x21\x21" + (36).to_bytes(2, "big")
+    return (
+        b"\r\n\r\n\x00\r\nQUIT\n"
+        + head
+        + src.packed
+        + dst.packed
+        + sport.to_bytes(2, "big")
+        + dport.to_bytes(2, "big")
     )
 
 
@@ -205,12 +322,14 @@ class RelayProtocol(Protocol):
             self.transport.loseConnection()
             return
         upstream, rest = candidates[0], candidates[1:]
-        endpoint = HostnameEndpoint(
+        endpoint: Any = HostnameEndpoint(
             self.context.reactor,
             upstream.host,
             upstream.port,
             timeout=self.options.connectTimeout,
         )
+        if self.options.tls:
+            endpoint = wrapClientTLS(clientTLS(self.options, upstream), endpoint)
         self.chosen = upstream
         self._connecting = endpoint.connect(
             Factory.forProtocol(lambda: UpstreamProtocol(self))
@@ -240,6 +359,14 @@ class RelayProtocol(Protocol):
         # reading on the other, so memory stays bounded whatever the speeds.
         self.transport.registerProducer(upstream.transport, True)
         upstream.transport.registerProducer(self.transport, True)
+        if self.options.sendProxy is not None:
+            upstream.transport.write(
+                proxyHeader(
+                    self.options.sendProxy,
+                    self.transport.getPeer(),
+                    self.transport.getHost(),
+                )
+            )
         for data in self.pending:
             upstream.transport.write(data)
         self.pending = []
@@ -286,9 +413,24 @@ class RelayFactory(Factory):
         return protocol
 
 
+def buildRelay(context: HandlerContext) -> RelayFactory:
+    """
+    The relay factory for one port (warning when upstream certificates go
+    unchecked).
+    """
+    options: RelayOptions = context.options  # type: ignore[assignment]
+    if options.tls and not options.verify:
+        log.warn(
+            "relay on {port}: upstream_tls_verify = false: the upstreams' "
+            "certificates are not checked",
+            port=context.port.name,
+        )
+    return RelayFactory(context)
+
+
 relay = Handler(
     "relay",
     "TCP relay to configured upstreams (options upstream or upstreams)",
-    RelayFactory,
+    buildRelay,
     parse=parseRelayOptions,
 )
