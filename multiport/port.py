@@ -18,6 +18,7 @@ from twisted.internet import error, tcp
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
+    IHalfCloseableProtocol,
     IHandshakeListener,
     IListeningPort,
     IProtocol,
@@ -57,7 +58,7 @@ _ENDINGS = (
 )
 
 
-@implementer(IHandshakeListener)
+@implementer(IHandshakeListener, IHalfCloseableProtocol)
 class PortProtocol(ProtocolWrapper):
     """
     One connection's wrapper: counts it and its application bytes, keeps a
@@ -157,6 +158,24 @@ class PortProtocol(ProtocolWrapper):
         self.sent += size
         self.counters.bytesSent += size
         self.transport.writeSequence(data)
+
+    def readConnectionLost(self) -> None:
+        """
+        The client will send no more.  A handler that handles half-close
+        (the relay) is told; for any other the connection is closed once
+        what it wrote has gone out.
+        """
+        if IHalfCloseableProtocol.providedBy(self.wrappedProtocol):
+            self.wrappedProtocol.readConnectionLost()
+        else:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """
+        The write side is closed; tell a handler that handles half-close.
+        """
+        if IHalfCloseableProtocol.providedBy(self.wrappedProtocol):
+            self.wrappedProtocol.writeConnectionLost()
 
     def handshakeCompleted(self) -> None:
         """

@@ -10,11 +10,13 @@ import os
 from pathlib import Path
 
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
 
 from multiport.config import Defaults, buildConfig
 from multiport.handlers.interface import OptionError
@@ -135,9 +137,9 @@ class PoolTests(SynchronousTestCase):
         self.assertEqual([u.host for u in pool.candidates()], ["a", "b", "c"])
 
 
-class RelayTests(TestCase):
+class RelayMixin:
     """
-    The relay on real ports.
+    Real upstreams and a relay port on 127.0.0.1.
     """
 
     def upstream(self) -> int:
@@ -159,12 +161,21 @@ class RelayTests(TestCase):
     @inlineCallbacks
     def exchange(self, service: PortsService, payload: bytes, expected: int):
         client = Collector(payload, expected)
-        port = service.boundPorts()[0].address.port
-        yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
+        bound = service.boundPorts()[0]
+        yield TCP4ClientEndpoint(reactor, "127.0.0.1", bound.address.port).connect(
             Factory.forProtocol(lambda: client)
         )
         received = yield client.done
+        # The relay passes the client's end of file to the upstream first;
+        # its side closes a few turns later.
+        yield waitUntil(lambda: bound.counters.current == 0)
         return received
+
+
+class RelayTests(RelayMixin, TestCase):
+    """
+    The relay on real ports.
+    """
 
     @inlineCallbacks
     def test_relaysIntact(self):
@@ -239,7 +250,7 @@ class Recorder(Protocol):
         self.received.append(data)
 
 
-class UpstreamFeaturesTests(RelayTests):
+class UpstreamFeaturesTests(RelayMixin, TestCase):
     """
     Upstream TLS and the PROXY protocol to the upstream.
     """
@@ -355,3 +366,77 @@ class UpstreamFeaturesTests(RelayTests):
             connected.transport.loseConnection()
             yield client.done
             yield service.stopService()
+
+
+@implementer(IHalfCloseableProtocol)
+class AnswerAtEnd(Protocol):
+    """
+    An upstream that answers only once the client has finished sending:
+    everything it got, then "bye", then it closes.
+    """
+
+    def connectionMade(self) -> None:
+        self.got = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.got += data
+
+    def readConnectionLost(self) -> None:
+        self.transport.write(self.got + b" bye")
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+
+@implementer(IHalfCloseableProtocol)
+class HalfCloser(Protocol):
+    """
+    A client that sends, shuts its sending side, and reads to the end.
+    """
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.done: Deferred[bytes] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"question")
+        self.transport.loseWriteConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def readConnectionLost(self) -> None:
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason=None) -> None:
+        self.done.callback(self.received)
+
+
+class HalfCloseTests(RelayMixin, TestCase):
+    """
+    End of file passes through the relay; the other side still answers.
+    """
+
+    @inlineCallbacks
+    def test_clientHalfClose(self):
+        """
+        The client's shutdown reaches the upstream as end of file, and the
+        upstream's answer still reaches the client.
+        """
+        listening = reactor.listenTCP(
+            0, Factory.forProtocol(AnswerAtEnd), interface="127.0.0.1"
+        )
+        self.addCleanup(listening.stopListening)
+        service = self.relay({"upstream": f"127.0.0.1:{listening.getHost().port}"})
+        bound = service.boundPorts()[0]
+        client = HalfCloser()
+        yield TCP4ClientEndpoint(reactor, "127.0.0.1", bound.address.port).connect(
+            Factory.forProtocol(lambda: client)
+        )
+        received = yield client.done
+        self.assertEqual(received, b"question bye")
+        yield waitUntil(lambda: bound.counters.current == 0)

@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
     IAddress,
+    IHalfCloseableProtocol,
     IOpenSSLClientConnectionCreator,
     IReactorTime,
 )
@@ -267,10 +268,32 @@ class UpstreamPool:
         self.failedUntil[upstream] = self.clock.seconds() + self.options.failTimeout
 
 
+def _closeWriting(transport: Any) -> None:
+    """
+    Half-close C{transport} where it can (plain TCP), else close it.
+    """
+    loseWriteConnection = getattr(transport, "loseWriteConnection", None)
+    if loseWriteConnection is not None:
+        loseWriteConnection()
+    else:
+        transport.loseConnection()
+
+
+@implementer(IHalfCloseableProtocol)
 class UpstreamProtocol(Protocol):
     """
     The relay's connection to its upstream.
     """
+
+    def readConnectionLost(self) -> None:
+        # The upstream is done sending: pass the end of file on, and let
+        # the client's side finish what it still has to say.
+        self.client.upstreamDone = True
+        _closeWriting(self.client.transport)
+        self.client.closeIfBothDone()
+
+    def writeConnectionLost(self) -> None:
+        pass
 
     def __init__(self, client: RelayProtocol) -> None:
         self.client = client
@@ -286,12 +309,35 @@ class UpstreamProtocol(Protocol):
         self.client.upstreamLost()
 
 
+@implementer(IHalfCloseableProtocol)
 class RelayProtocol(Protocol):
     """
     One client connection, relayed to an upstream.  Until the upstream
     answers, the client's reads are paused; then each side is the other's
-    producer, so a side that stops reading pauses the other.
+    producer, so a side that stops reading pauses the other.  End of file
+    from one side is passed on to the other (half-close).
     """
+
+    _clientDone = False
+    upstreamDone = False
+
+    def readConnectionLost(self) -> None:
+        self._clientDone = True
+        if self.upstream is not None:
+            _closeWriting(self.upstream.transport)
+        self.closeIfBothDone()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def closeIfBothDone(self) -> None:
+        """
+        Once both sides have sent their end of file, close both.
+        """
+        if self._clientDone and self.upstreamDone:
+            self.transport.loseConnection()
+            if self.upstream is not None:
+                self.upstream.transport.loseConnection()
 
     upstream: UpstreamProtocol | None = None
     chosen: Upstream | None = None
@@ -370,7 +416,10 @@ class RelayProtocol(Protocol):
         for data in self.pending:
             upstream.transport.write(data)
         self.pending = []
-        self.transport.resumeProducing()
+        if self._clientDone:
+            _closeWriting(upstream.transport)
+        else:
+            self.transport.resumeProducing()
 
     def dataReceived(self, data: bytes) -> None:
         self.received += len(data)
