@@ -58,6 +58,13 @@ _ENDINGS = (
 )
 
 
+def addressText(address: IAddress) -> str:
+    """
+    C{host:port} of a connection's address, for the log.
+    """
+    return formatAddress(getattr(address, "host", "?"), getattr(address, "port", 0))
+
+
 @implementer(IHandshakeListener, IHalfCloseableProtocol)
 class PortProtocol(ProtocolWrapper):
     """
@@ -70,6 +77,9 @@ class PortProtocol(ProtocolWrapper):
     """
 
     factory: PortFactory
+    #: The client's address as admission saw it (the real one behind a
+    #: PROXY header); released and logged with the same value.
+    peer: IAddress
     closeReason: str | None = None
     handshaken = False
     _handshakeTimer: IDelayedCall | None = None
@@ -87,10 +97,12 @@ class PortProtocol(ProtocolWrapper):
         factory.registerProtocol(self)
         policy = factory.policy
         self._timers = []
+        self._idleTimer: IDelayedCall | None = None
         if policy.idleTimeout is not None:
             self._idleSeen = (0, 0)
-            self._timers.append(
-                factory.clock.callLater(policy.idleTimeout / 4, self._checkIdle)
+            self._idleChecks = 0
+            self._idleTimer = factory.clock.callLater(
+                policy.idleTimeout / 4, self._checkIdle
             )
         if factory.handshakeTimeout is not None:
             self._handshakeTimer = factory.clock.callLater(
@@ -112,19 +124,19 @@ class PortProtocol(ProtocolWrapper):
         # No per-byte timer work: every quarter of the idle timeout, see
         # whether any byte moved since the last look.  A connection is
         # closed after between 1 and 1.25 idle timeouts without traffic.
-        self._timers = [t for t in self._timers if t.active()]
+        self._idleTimer = None
         seen = (self.received, self.sent)
         if seen != self._idleSeen:
             self._idleSeen = seen
             self._idleChecks = 0
         else:
-            self._idleChecks = getattr(self, "_idleChecks", 0) + 1
+            self._idleChecks += 1
             if self._idleChecks >= 4:
                 self.timedOut("idle_timeout")
                 return
         timeout = self.factory.policy.idleTimeout
         assert timeout is not None
-        self._timers.append(self.factory.clock.callLater(timeout / 4, self._checkIdle))
+        self._idleTimer = self.factory.clock.callLater(timeout / 4, self._checkIdle)
 
     def timedOut(self, which: str) -> None:
         """
@@ -218,10 +230,10 @@ class PortProtocol(ProtocolWrapper):
         counters = self.counters
         counters.current -= 1
         counters.closed += 1
-        for timer in self._timers:
-            if timer.active():
+        for timer in (*self._timers, self._idleTimer):
+            if timer is not None and timer.active():
                 timer.cancel()
-        factory.admission.release(self.transport.getPeer())
+        factory.admission.release(self.peer)
         if factory.tls and not self.handshaken and self.closeReason is None:
             if getattr(self.transport, "sawBytes", False):
                 counters.tlsHandshakeFailures += 1
@@ -232,8 +244,7 @@ class PortProtocol(ProtocolWrapper):
 
     def _logClose(self, ending: str) -> None:
         factory = self.factory
-        peer = self.transport.getPeer()
-        address = formatAddress(getattr(peer, "host", "?"), getattr(peer, "port", 0))
+        address = addressText(self.peer)
         duration = factory.clock.seconds() - self.started
         # The line is formatted here, once: twisted.logger's own formatting
         # of seven fields cost as much as the rest of a connection (it
@@ -332,7 +343,9 @@ class PortFactory(WrappingFactory):
         if inner is None:
             self.admission.release(addr)
             return None
-        return self.protocol(self, inner)
+        protocol = self.protocol(self, inner)
+        protocol.peer = addr
+        return protocol
 
     def rejected(self, reason: str, addr: IAddress) -> None:
         """
@@ -341,9 +354,7 @@ class PortFactory(WrappingFactory):
         """
         self.counters.reject(reason)
         if self.logConnections:
-            address = formatAddress(
-                getattr(addr, "host", "?"), getattr(addr, "port", 0)
-            )
+            address = addressText(addr)
             connectionLog.info(
                 "{line}",
                 line=f"{self.portName} {self.handlerName} {address} closed "

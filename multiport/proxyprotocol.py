@@ -272,6 +272,14 @@ def _v1Port(text: str, bad: Callable[[str], ProxyProtocolError]) -> int:
     return int(text)
 
 
+#: v2 address families: the size of one address, its ipaddress type and
+#: Twisted's address type.
+_V2_ADDRESSES: dict[int, tuple[int, Any, Any]] = {
+    _INET: (4, ipaddress.IPv4Address, IPv4Address),
+    _INET6: (16, ipaddress.IPv6Address, IPv6Address),
+}
+
+
 def _parseV2(buffer: bytearray) -> tuple[ProxyInfo, int] | None:
     """
     The v2 header at the start of C{buffer} and where it ends, or C{None}
@@ -307,34 +315,15 @@ def _parseV2(buffer: bytearray) -> tuple[ProxyInfo, int] | None:
         return ProxyInfo(2, "local"), end
     block = bytes(buffer[_V2_FIXED:end])
     # Whatever follows the addresses (TLVs) is skipped.
-    if family == _INET:
+    if family in _V2_ADDRESSES:
+        size, ip, address = _V2_ADDRESSES[family]
+        ports = block[2 * size : 2 * size + 4]
         return ProxyInfo(
             2,
             "proxy",
-            IPv4Address(
-                "TCP",
-                str(ipaddress.IPv4Address(block[0:4])),
-                int.from_bytes(block[8:10], "big"),
-            ),
-            IPv4Address(
-                "TCP",
-                str(ipaddress.IPv4Address(block[4:8])),
-                int.from_bytes(block[10:12], "big"),
-            ),
-        ), end
-    if family == _INET6:
-        return ProxyInfo(
-            2,
-            "proxy",
-            IPv6Address(
-                "TCP",
-                str(ipaddress.IPv6Address(block[0:16])),
-                int.from_bytes(block[32:34], "big"),
-            ),
-            IPv6Address(
-                "TCP",
-                str(ipaddress.IPv6Address(block[16:32])),
-                int.from_bytes(block[34:36], "big"),
+            address("TCP", str(ip(block[:size])), int.from_bytes(ports[:2], "big")),
+            address(
+                "TCP", str(ip(block[size : 2 * size])), int.from_bytes(ports[2:], "big")
             ),
         ), end
     # UNSPEC or UNIX: no address to use; the connection's own stand.
