@@ -7,18 +7,23 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import threading
+import time
 from pathlib import Path
 
+from attrs import evolve
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from multiport.config import Defaults, buildConfig
+from multiport.config import Defaults, TLSConfig, buildConfig
 from multiport.handlers.interface import OptionError
 from multiport.handlers.relay import (
     RelayOptions,
@@ -29,7 +34,8 @@ from multiport.handlers.relay import (
 from multiport.handlers.simple import Echo
 from multiport.portspec import parsePortItem
 from multiport.service import PortsService
-from tests.support import HANDLERS
+from multiport.tls import ensureSelfSigned
+from tests.support import HANDLERS, Daemon
 from tests.test_endtoend import Collector, waitUntil
 
 
@@ -147,13 +153,14 @@ class RelayMixin:
         self.addCleanup(port.stopListening)
         return port.getHost().port
 
-    def relay(self, options: dict) -> PortsService:
-        request = parsePortItem("127.0.0.1:0=relay", "test")
-        from attrs import evolve
-
-        request = evolve(request, options=options)
+    def relay(self, options: dict, spec: str = "127.0.0.1:0=relay") -> PortsService:
+        request = evolve(parsePortItem(spec, "test"), options=options)
         config = buildConfig([request], Defaults(), HANDLERS, Path(self.mktemp()))
-        service = PortsService(config, HANDLERS, {}, reactor)
+        certificates = {}
+        if request.tls is not None:
+            certificates[TLSConfig()] = ensureSelfSigned(config.stateDir)
+            self.certificate = config.stateDir / "selfsigned-cert.pem"
+        service = PortsService(config, HANDLERS, certificates, reactor)
         service.startService()
         self.addCleanup(service.stopService)
         return service
@@ -440,3 +447,306 @@ class HalfCloseTests(RelayMixin, TestCase):
         received = yield client.done
         self.assertEqual(received, b"question bye")
         yield waitUntil(lambda: bound.counters.current == 0)
+
+
+class Talker(Protocol):
+    """
+    One end of a two-way exchange: sends C{payload} as soon as it is
+    connected, keeps what arrives, and closes (after its own bytes have
+    gone out) once C{expected} bytes came.  C{done} fires with what it got
+    when the connection is gone.
+    """
+
+    def __init__(self, payload: bytes, expected: int) -> None:
+        self.payload = payload
+        self.expected = expected
+        self.chunks: list[bytes] = []
+        self.count = 0
+        self.done: Deferred[bytes] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.payload)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.count += len(data)
+        if self.count >= self.expected:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason=None) -> None:
+        self.done.callback(b"".join(self.chunks))
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class IntegrityTests(RelayMixin, TestCase):
+    """
+    Several MB each way at the same time arrive byte for byte, over a
+    plain and a TLS port.
+    """
+
+    @inlineCallbacks
+    def bothWays(self, spec: str, tls: bool):
+        toUpstream = os.urandom(3 * 1024 * 1024 + 17)
+        toClient = os.urandom(5 * 1024 * 1024 + 3)
+        upstreams: list[Talker] = []
+
+        def upstreamSide() -> Talker:
+            talker = Talker(toClient, len(toUpstream))
+            upstreams.append(talker)
+            return talker
+
+        listening = reactor.listenTCP(
+            0, Factory.forProtocol(upstreamSide), interface="127.0.0.1"
+        )
+        self.addCleanup(listening.stopListening)
+        service = self.relay(
+            {"upstream": f"127.0.0.1:{listening.getHost().port}"}, spec
+        )
+        bound = service.boundPorts()[0]
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", bound.address.port)
+        if tls:
+            trust = Certificate.loadPEM(self.certificate.read_bytes())
+            endpoint = wrapClientTLS(optionsForClientTLS("localhost", trust), endpoint)
+        client = Talker(toUpstream, len(toClient))
+        yield endpoint.connect(Factory.forProtocol(lambda: client))
+        atClient = yield client.done
+        yield waitUntil(lambda: len(upstreams) == 1)
+        atUpstream = yield upstreams[0].done
+        self.assertEqual(digest(atClient), digest(toClient))
+        self.assertEqual(digest(atUpstream), digest(toUpstream))
+        yield waitUntil(lambda: bound.counters.current == 0)
+        self.assertEqual(bound.counters.bytesReceived, len(toUpstream))
+        self.assertEqual(bound.counters.bytesSent, len(toClient))
+        context = list(service)[0].factory.handlerContext
+        upstream = f"127.0.0.1:{listening.getHost().port}"
+        self.assertEqual(
+            context.counters.value("bytes_to_upstream", upstream=upstream),
+            len(toUpstream),
+        )
+        self.assertEqual(
+            context.counters.value("bytes_from_upstream", upstream=upstream),
+            len(toClient),
+        )
+
+    def test_plain(self):
+        """
+        Over a plain port.
+        """
+        return self.bothWays("127.0.0.1:0=relay", tls=False)
+
+    def test_tls(self):
+        """
+        Over a TLS port (the relay sees the decrypted bytes).
+        """
+        return self.bothWays("127.0.0.1:0=relay+tls", tls=True)
+
+
+class Silent(Protocol):
+    """
+    An upstream that accepts and never answers; it records when it is
+    closed, and can be told to close or reset mid-stream.
+    """
+
+    def __init__(self, closeAfter: int | None = None) -> None:
+        self.closeAfter = closeAfter
+        self.got = 0
+        self.lost: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.factory.connections.append(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.got += len(data)
+        if self.closeAfter is not None and self.got >= self.closeAfter:
+            self.transport.abortConnection()
+
+    def connectionLost(self, reason=None) -> None:
+        self.lost.callback(None)
+
+
+class FaultTests(RelayMixin, TestCase):
+    """
+    Upstreams and clients that go away at the wrong moment: the other side
+    is closed, and nothing stays open.
+    """
+
+    def silentUpstream(self, closeAfter: int | None = None):
+        factory = Factory.forProtocol(lambda: Silent(closeAfter))
+        factory.connections = []
+        listening = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        service = self.relay({"upstream": f"127.0.0.1:{listening.getHost().port}"})
+        return factory, service
+
+    @inlineCallbacks
+    def assertNothingLeft(self, service: PortsService):
+        bound = service.boundPorts()[0]
+        yield waitUntil(lambda: bound.counters.current == 0)
+        pool = list(service)[0].factory.handlerContext
+        factory = list(service)[0].factory
+        self.assertEqual(bound.counters.accepted, bound.counters.closed)
+        self.assertEqual(set(factory.wrappedFactory.pool.active.values()), {0})
+        self.assertEqual(pool.counters.value("no_upstream"), 0)
+
+    @inlineCallbacks
+    def test_upstreamNeverAnswers(self):
+        """
+        A client of an upstream that never answers can still leave; the
+        upstream connection is closed with it.
+        """
+        factory, service = self.silentUpstream()
+        client = Collector(b"anyone there?")
+        port = service.boundPorts()[0].address.port
+        connected = yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
+            Factory.forProtocol(lambda: client)
+        )
+        yield waitUntil(
+            lambda: factory.connections and factory.connections[0].got == 13
+        )
+        connected.transport.loseConnection()
+        yield client.done
+        yield factory.connections[0].lost
+        yield self.assertNothingLeft(service)
+
+    @inlineCallbacks
+    def test_upstreamClosesMidStream(self):
+        """
+        An upstream that resets half-way through a transfer: the client is
+        closed, and the relay keeps nothing.
+        """
+        factory, service = self.silentUpstream(closeAfter=256 * 1024)
+        client = Collector(os.urandom(4 * 1024 * 1024))
+        port = service.boundPorts()[0].address.port
+        yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
+            Factory.forProtocol(lambda: client)
+        )
+        received = yield client.done
+        self.assertEqual(received, b"")
+        yield factory.connections[0].lost
+        yield self.assertNothingLeft(service)
+
+    @inlineCallbacks
+    def test_clientResetsMidStream(self):
+        """
+        A client that resets half-way through: the upstream connection is
+        closed too.
+        """
+        factory, service = self.silentUpstream()
+        client = Collector(os.urandom(1024 * 1024))
+        port = service.boundPorts()[0].address.port
+        connected = yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
+            Factory.forProtocol(lambda: client)
+        )
+        yield waitUntil(lambda: factory.connections and factory.connections[0].got > 0)
+        connected.transport.abortConnection()
+        yield client.done
+        yield factory.connections[0].lost
+        yield self.assertNothingLeft(service)
+
+
+def residentBytes(pid: int) -> int:
+    """
+    The resident memory of process C{pid}, from /proc.
+    """
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+MB = 1024 * 1024
+
+
+class FlowControlTests(SynchronousTestCase):
+    """
+    A real daemon relays 200 MB each way to a side that reads slower than
+    the other sends, and its memory stays within a few MB of where it
+    started: a side that stops reading pauses the other.
+
+    Blocking sockets are fine here: the daemon is another process.
+    """
+
+    total = 200 * MB
+    chunk = b"\xa5" * MB
+
+    def setUp(self) -> None:
+        self.upstream = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(self.upstream.close)
+        folder = Path(self.mktemp()).absolute()
+        folder.mkdir(parents=True)
+        (folder / "multiport.toml").write_text(
+            "[[port]]\ninterface = '127.0.0.1'\nport = 0\nhandler = 'relay'\n"
+            f"options = {{ upstream = '127.0.0.1:{self.upstream.getsockname()[1]}' }}\n"
+        )
+        self.daemon = Daemon(
+            ["--no-status", "--config", str(folder / "multiport.toml")], str(folder)
+        )
+        self.addCleanup(self.daemon.stop)
+        self.port = self.daemon.listening(1)["relay"][1]
+        self.samples: list[int] = []
+
+    def sample(self) -> None:
+        self.samples.append(residentBytes(self.daemon.process.pid))
+
+    def connect(self) -> tuple[socket.socket, socket.socket]:
+        client = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+        self.addCleanup(client.close)
+        server, _ = self.upstream.accept()
+        server.settimeout(30)
+        self.addCleanup(server.close)
+        return client, server
+
+    def push(self, sender: socket.socket) -> None:
+        """
+        Send C{total} bytes as fast as the relay takes them, sampling the
+        daemon's memory every 8 MB, then half-close.
+        """
+        for index in range(self.total // len(self.chunk)):
+            sender.sendall(self.chunk)
+            if index % 8 == 0:
+                self.sample()
+        sender.shutdown(socket.SHUT_WR)
+
+    def drainSlowly(self, reader: socket.socket) -> int:
+        """
+        Read to end of file at no more than about 100 MB/s: 256 KB at a
+        time with a 2.5 ms pause after each.
+        """
+        got = 0
+        while data := reader.recv(256 * 1024):
+            got += len(data)
+            time.sleep(0.0025)
+        return got
+
+    def relayOneWay(self, sender: socket.socket, reader: socket.socket) -> None:
+        results: list[int] = []
+        thread = threading.Thread(
+            target=lambda: results.append(self.drainSlowly(reader))
+        )
+        thread.start()
+        try:
+            self.push(sender)
+        finally:
+            thread.join(120)
+        self.assertEqual(results, [self.total])
+
+    def test_slowUpstream(self) -> None:
+        """
+        The client sends 200 MB; the upstream reads slowly.  Then the other
+        way round: the upstream sends, the client reads slowly.
+        """
+        client, server = self.connect()
+        client.sendall(b"warm up")
+        self.assertEqual(server.recv(100), b"warm up")
+        server.sendall(b"warm up")
+        self.assertEqual(client.recv(100), b"warm up")
+        start = residentBytes(self.daemon.process.pid)
+        self.relayOneWay(client, server)
+        self.relayOneWay(server, client)
+        growth = max(self.samples) - start
+        self.assertLess(
+            growth, 6 * MB, f"grew {growth / MB:.1f} MB from {start / MB:.1f}"
+        )
