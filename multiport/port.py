@@ -171,6 +171,29 @@ class PortProtocol(ProtocolWrapper):
         self.counters.bytesSent += size
         self.transport.writeSequence(data)
 
+    def countReceived(self, size: int) -> None:
+        """
+        Count C{size} bytes the handler moved from the client without
+        L{dataReceived} (the relay's splice).
+        """
+        self.received += size
+        self.counters.bytesReceived += size
+
+    def countSent(self, size: int) -> None:
+        """
+        Count C{size} bytes the handler moved to the client without
+        L{write}.
+        """
+        self.sent += size
+        self.counters.bytesSent += size
+
+    @property
+    def passThrough(self) -> Any:
+        """
+        The transport under this wrapper (which passes bytes unchanged).
+        """
+        return self.transport
+
     def readConnectionLost(self) -> None:
         """
         The client will send no more.  A handler that handles half-close

@@ -394,6 +394,13 @@ class ProxiedTransport:
         """
         return self._host
 
+    @property
+    def passThrough(self) -> ITransport:
+        """
+        The real transport (bytes pass through this one unchanged).
+        """
+        return self._transport
+
     def loseConnection(self) -> None:
         self.closeRequested = True
         self._transport.loseConnection()

@@ -153,7 +153,12 @@ class RelayMixin:
         self.addCleanup(port.stopListening)
         return port.getHost().port
 
+    #: The relay's splice option, when a test class sets it.
+    spliceOption: bool | None = None
+
     def relay(self, options: dict, spec: str = "127.0.0.1:0=relay") -> PortsService:
+        if self.spliceOption is not None:
+            options = {**options, "splice": self.spliceOption}
         request = evolve(parsePortItem(spec, "test"), options=options)
         config = buildConfig([request], Defaults(), HANDLERS, Path(self.mktemp()))
         certificates = {}
@@ -448,6 +453,33 @@ class HalfCloseTests(RelayMixin, TestCase):
         self.assertEqual(received, b"question bye")
         yield waitUntil(lambda: bound.counters.current == 0)
 
+    @inlineCallbacks
+    def test_upstreamHalfClose(self):
+        """
+        The upstream's shutdown reaches the client as end of file, and the
+        client's answer, sent after it, still reaches the upstream.
+        """
+        upstreams: list[HalfCloser] = []
+
+        def upstreamSide() -> HalfCloser:
+            upstreams.append(HalfCloser())
+            return upstreams[-1]
+
+        listening = reactor.listenTCP(
+            0, Factory.forProtocol(upstreamSide), interface="127.0.0.1"
+        )
+        self.addCleanup(listening.stopListening)
+        service = self.relay({"upstream": f"127.0.0.1:{listening.getHost().port}"})
+        bound = service.boundPorts()[0]
+        client = AnswerAtEnd()
+        yield TCP4ClientEndpoint(reactor, "127.0.0.1", bound.address.port).connect(
+            Factory.forProtocol(lambda: client)
+        )
+        yield waitUntil(lambda: len(upstreams) == 1)
+        received = yield upstreams[0].done
+        self.assertEqual(received, b"question bye")
+        yield waitUntil(lambda: bound.counters.current == 0)
+
 
 class Talker(Protocol):
     """
@@ -542,6 +574,14 @@ class IntegrityTests(RelayMixin, TestCase):
         Over a TLS port (the relay sees the decrypted bytes).
         """
         return self.bothWays("127.0.0.1:0=relay+tls", tls=True)
+
+
+class IntegrityWithoutSpliceTests(IntegrityTests):
+    """
+    The same with splice = false: Python reads and writes.
+    """
+
+    spliceOption = False
 
 
 class Silent(Protocol):
@@ -670,6 +710,7 @@ class FlowControlTests(SynchronousTestCase):
     """
 
     total = 200 * MB
+    splice = True
     chunk = b"\xa5" * MB
 
     def setUp(self) -> None:
@@ -679,7 +720,8 @@ class FlowControlTests(SynchronousTestCase):
         folder.mkdir(parents=True)
         (folder / "multiport.toml").write_text(
             "[[port]]\ninterface = '127.0.0.1'\nport = 0\nhandler = 'relay'\n"
-            f"options = {{ upstream = '127.0.0.1:{self.upstream.getsockname()[1]}' }}\n"
+            f"options = {{ upstream = '127.0.0.1:{self.upstream.getsockname()[1]}',"
+            f" splice = {str(self.splice).lower()} }}\n"
         )
         self.daemon = Daemon(
             ["--no-status", "--config", str(folder / "multiport.toml")], str(folder)
@@ -712,13 +754,16 @@ class FlowControlTests(SynchronousTestCase):
 
     def drainSlowly(self, reader: socket.socket) -> int:
         """
-        Read to end of file at no more than about 100 MB/s: 256 KB at a
-        time with a 2.5 ms pause after each.
+        Read to end of file at no more than 100 MB/s (pausing whenever it
+        is ahead of that pace).
         """
         got = 0
+        start = time.monotonic()
         while data := reader.recv(256 * 1024):
             got += len(data)
-            time.sleep(0.0025)
+            ahead = got / (100 * MB) - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(ahead)
         return got
 
     def relayOneWay(self, sender: socket.socket, reader: socket.socket) -> None:
@@ -750,3 +795,114 @@ class FlowControlTests(SynchronousTestCase):
         self.assertLess(
             growth, 6 * MB, f"grew {growth / MB:.1f} MB from {start / MB:.1f}"
         )
+
+
+class FaultWithoutSpliceTests(FaultTests):
+    """
+    The same with splice = false.
+    """
+
+    spliceOption = False
+
+
+class HalfCloseWithoutSpliceTests(HalfCloseTests):
+    """
+    The same with splice = false.
+    """
+
+    spliceOption = False
+
+
+class SpliceTests(RelayMixin, TestCase):
+    """
+    Plain TCP on both sides is relayed with splice(2); TLS on either side,
+    splice = false, or no descriptors for its pipes fall back to reading
+    and writing.
+    """
+
+    @inlineCallbacks
+    def spliced(self, options: dict, spec: str = "127.0.0.1:0=relay"):
+        """
+        Whether a connection through a relay with C{options} is spliced
+        (while it is open); its bytes must come back intact either way.
+        """
+        service = self.relay(
+            {"upstream": f"127.0.0.1:{self.upstream()}", **options}, spec
+        )
+        bound = service.boundPorts()[0]
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", bound.address.port)
+        if spec.endswith("+tls"):
+            trust = Certificate.loadPEM(self.certificate.read_bytes())
+            endpoint = wrapClientTLS(optionsForClientTLS("localhost", trust), endpoint)
+        client = Talker(b"ping", 4)
+        client.connectionMade = lambda: None
+        connected = yield endpoint.connect(Factory.forProtocol(lambda: client))
+        factory = list(service)[0].factory
+        yield waitUntil(
+            lambda: any(p.wrappedProtocol.upstream for p in factory.protocols)
+        )
+        [wrapper] = factory.protocols
+        spliced = wrapper.wrappedProtocol.splice is not None
+        connected.transport.write(b"ping")
+        received = yield client.done
+        self.assertEqual(received, b"ping")
+        yield waitUntil(lambda: bound.counters.current == 0)
+        return spliced
+
+    @inlineCallbacks
+    def test_plainIsSpliced(self):
+        """
+        Plain TCP both sides: spliced.
+        """
+        self.assertTrue((yield self.spliced({})))
+
+    @inlineCallbacks
+    def test_optionOff(self):
+        """
+        splice = false: not spliced.
+        """
+        self.assertFalse((yield self.spliced({"splice": False})))
+
+    @inlineCallbacks
+    def test_tlsPortNotSpliced(self):
+        """
+        A TLS port: not spliced (the bytes must be decrypted).
+        """
+        self.assertFalse((yield self.spliced({}, "127.0.0.1:0=relay+tls")))
+
+    @inlineCallbacks
+    def test_noPipes(self):
+        """
+        When no pipe can be made (no descriptors left), the relay reads and
+        writes instead.
+        """
+        import errno
+
+        from multiport import splice
+
+        def noPipe():
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        self.patch(splice, "_pipe", noPipe)
+        self.assertFalse((yield self.spliced({})))
+
+    def test_option(self):
+        """
+        splice is true or false, true by default.
+        """
+        self.assertTrue(parseRelayOptions({"upstream": "a:1"}, Path(".")).splice)
+        self.assertFalse(
+            parseRelayOptions({"upstream": "a:1", "splice": False}, Path(".")).splice
+        )
+        error = self.assertRaises(
+            OptionError, parseRelayOptions, {"upstream": "a:1", "splice": 1}, Path(".")
+        )
+        self.assertEqual(error.key, "splice")
+
+
+class FlowControlWithoutSpliceTests(FlowControlTests):
+    """
+    The same through Python's reads and writes (as on TLS ports).
+    """
+
+    splice = False

@@ -34,6 +34,7 @@ from multiport.handlers.interface import (
     optionOf,
     rejectUnknown,
 )
+from multiport.splice import AVAILABLE, Splice, tcpTransport
 
 log = Logger()
 
@@ -68,6 +69,7 @@ class RelayOptions:
     ca: Path | None = None
     verify: bool = True
     sendProxy: str | None = None
+    splice: bool = True
 
 
 def parseUpstream(value: object, key: str) -> Upstream:
@@ -114,6 +116,7 @@ def parseRelayOptions(options: Mapping[str, object], relativeTo: Path) -> RelayO
             "upstream_ca",
             "upstream_tls_verify",
             "send_proxy_protocol",
+            "splice",
         },
     )
     if ("upstream" in options) == ("upstreams" in options):
@@ -162,6 +165,7 @@ def parseRelayOptions(options: Mapping[str, object], relativeTo: Path) -> RelayO
         ca=ca,
         verify=verify,
         sendProxy=sendProxy or None,
+        splice=optionOf(options, "splice", bool, "true or false", True),
     )
 
 
@@ -270,11 +274,24 @@ class UpstreamPool:
 
 def _closeWriting(transport: Any) -> None:
     """
-    Half-close C{transport} where it can (plain TCP), else close it.
+    The side feeding C{transport} sent its end of file: it produces no more
+    for it (a TLS transport only closes once it has no producer), so pass
+    the end of file on.
     """
-    loseWriteConnection = getattr(transport, "loseWriteConnection", None)
-    if loseWriteConnection is not None:
-        loseWriteConnection()
+    transport.unregisterProducer()
+    _halfClose(transport)
+
+
+def _halfClose(transport: Any) -> None:
+    """
+    Half-close C{transport} where it can (plain TCP under it, which then
+    sends what it still holds and shuts its sending side), else close it:
+    TLS has no half-close, and shutting the TCP connection under a TLS
+    layer would cut that layer off mid-conversation.
+    """
+    tcp = tcpTransport(transport)
+    if tcp is not None:
+        tcp.loseWriteConnection()
     else:
         transport.loseConnection()
 
@@ -340,6 +357,7 @@ class RelayProtocol(Protocol):
                 self.upstream.transport.loseConnection()
 
     upstream: UpstreamProtocol | None = None
+    splice: Splice | None = None
     chosen: Upstream | None = None
     _connecting: Deferred[Any] | None = None
     _closed = False
@@ -403,23 +421,70 @@ class RelayProtocol(Protocol):
         self.pool.active[self.chosen] = self.pool.active.get(self.chosen, 0) + 1
         # Each side produces for the other: a full buffer on one side pauses
         # reading on the other, so memory stays bounded whatever the speeds.
-        self.transport.registerProducer(upstream.transport, True)
-        upstream.transport.registerProducer(self.transport, True)
+        prefix = b"".join(self.pending)
+        self.pending = []
         if self.options.sendProxy is not None:
-            upstream.transport.write(
+            prefix = (
                 proxyHeader(
                     self.options.sendProxy,
                     self.transport.getPeer(),
                     self.transport.getHost(),
                 )
+                + prefix
             )
-        for data in self.pending:
-            upstream.transport.write(data)
-        self.pending = []
+        if self.options.splice and self._splice(upstream, prefix):
+            return
+        self.transport.registerProducer(upstream.transport, True)
+        if not self._clientDone:
+            upstream.transport.registerProducer(self.transport, True)
+        if prefix:
+            upstream.transport.write(prefix)
         if self._clientDone:
             _closeWriting(upstream.transport)
         else:
             self.transport.resumeProducing()
+
+    def _splice(self, upstream: UpstreamProtocol, prefix: bytes) -> bool:
+        """
+        Relay with splice(2) when both sides are plain TCP: bytes then go
+        from socket to socket without being copied into Python.  False
+        where it can't apply (TLS on either side, no splice, no spare
+        descriptors for its pipes); the relay then reads and writes.
+        """
+        client = tcpTransport(self.transport)
+        server = tcpTransport(upstream.transport)
+        if not AVAILABLE or client is None or server is None:
+            return False
+        if len(prefix) > 65536:
+            return False
+        try:
+            self.splice = Splice(
+                self.context.reactor, client, server, self._counted, self._spliceEnded
+            )
+        except OSError:
+            return False
+        self.splice.start(prefix)
+        return True
+
+    def _counted(self, fromClient: bool, size: int) -> None:
+        if fromClient:
+            self.received += size
+            self.transport.countReceived(size)
+        else:
+            self.sent += size
+            self.transport.countSent(size)
+
+    def _spliceEnded(self, error: BaseException | None) -> None:
+        self.splice = None
+        upstream = self.upstream
+        if error is None:
+            self.transport.loseConnection()
+            if upstream is not None:
+                upstream.transport.loseConnection()
+        else:
+            self.transport.abortConnection()
+            if upstream is not None:
+                upstream.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
         self.received += len(data)
@@ -429,6 +494,9 @@ class RelayProtocol(Protocol):
             self.upstream.transport.write(data)
 
     def upstreamLost(self) -> None:
+        if self.splice is not None:
+            self.splice.stop()
+            self.splice = None
         if self.chosen is not None and self.upstream is not None:
             self.pool.active[self.chosen] -= 1
         self.upstream = None
@@ -437,6 +505,9 @@ class RelayProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._closed = True
+        if self.splice is not None:
+            self.splice.stop()
+            self.splice = None
         if self._connecting is not None:
             self._connecting.cancel()
         if self.chosen is not None:
