@@ -32,6 +32,11 @@ MIN_PRUNE = 4096
 #: IPv6 addresses would be trivial to evade.
 IPV6_GROUP = 64
 
+#: Seconds the open connections of a port being removed (admin API, reload)
+#: or of a stopping daemon get to finish before they are closed, unless its
+#: policy sets C{drain_timeout}.
+DEFAULT_DRAIN_TIMEOUT = 30.0
+
 
 @frozen
 class Rate:
@@ -57,6 +62,7 @@ class Policy:
     idleTimeout: float | None = None
     maxDuration: float | None = None
     headerTimeout: float | None = None
+    drainTimeout: float | None = None
     proxyProtocol: str | None = None
     proxyProtocolFrom: tuple[Network, ...] | None = None
     allow: tuple[Network, ...] | None = None
@@ -85,6 +91,7 @@ KEYS = {
     "idle_timeout": "idleTimeout",
     "max_duration": "maxDuration",
     "header_timeout": "headerTimeout",
+    "drain_timeout": "drainTimeout",
     "proxy_protocol": "proxyProtocol",
     "proxy_protocol_from": "proxyProtocolFrom",
     "allow": "allow",
@@ -110,6 +117,20 @@ def _seconds(value: object, where: str) -> float:
         raise ConfigError(
             where,
             f"expected a number of seconds above 0, got {typeName(value)} {value!r}",
+        )
+    return float(value)  # type: ignore[arg-type]
+
+
+def _drainSeconds(value: object, where: str) -> float:
+    # Unlike the other timeouts, 0 makes sense: close at once.
+    if (
+        type(value) not in (int, float)
+        or not value >= 0  # type: ignore[operator]
+        or not math.isfinite(value)  # type: ignore[arg-type]
+    ):
+        raise ConfigError(
+            where,
+            f"expected a number of seconds, 0 or more, got {typeName(value)} {value!r}",
         )
     return float(value)  # type: ignore[arg-type]
 
@@ -185,6 +206,7 @@ _PARSERS = {
     "idle_timeout": _seconds,
     "max_duration": _seconds,
     "header_timeout": _seconds,
+    "drain_timeout": _drainSeconds,
     "proxy_protocol": _proxyVersions,
     "proxy_protocol_from": _networks,
     "allow": _networks,
@@ -204,6 +226,17 @@ def parsePolicy(table: Mapping[str, object], where: str) -> Policy:
         if key in table:
             values[attribute] = _PARSERS[key](table[key], f"{where}.{key}")
     return Policy(**values)
+
+
+def drainTimeoutOf(policy: Policy) -> float:
+    """
+    The seconds a port's open connections get to finish when it is removed
+    or the daemon stops: the policy's C{drain_timeout}, else
+    L{DEFAULT_DRAIN_TIMEOUT}.  0 means they are closed at once.
+    """
+    if policy.drainTimeout is None:
+        return DEFAULT_DRAIN_TIMEOUT
+    return policy.drainTimeout
 
 
 def clientAddress(address: IAddress) -> Address | None:

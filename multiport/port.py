@@ -13,14 +13,17 @@ import socket
 from collections.abc import Iterable
 from typing import Any
 
+from OpenSSL import SSL
 from twisted.application.internet import SSLServer, TCPServer
 from twisted.internet import error, tcp
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
     IHalfCloseableProtocol,
     IHandshakeListener,
     IListeningPort,
+    IOpenSSLServerConnectionCreator,
     IProtocol,
     IProtocolFactory,
     IProtocolNegotiationFactory,
@@ -35,7 +38,7 @@ from zope.interface import directlyProvides, implementer, providedBy
 
 from multiport.config import PortConfig, formatAddress
 from multiport.counters import PortCounters
-from multiport.handlers.interface import HandlerContext
+from multiport.handlers.interface import HandlerContext, IDrainable
 from multiport.policies import Admission, DaemonLimit
 
 log = Logger()
@@ -170,6 +173,17 @@ class PortProtocol(ProtocolWrapper):
         self.sent += size
         self.counters.bytesSent += size
         self.transport.writeSequence(data)
+
+    def drain(self) -> None:
+        """
+        The port is going away: a handler protocol that can finish early
+        (L{IDrainable}) is asked to.
+        """
+        if IDrainable.providedBy(self.wrappedProtocol):
+            try:
+                self.wrappedProtocol.drain()
+            except Exception:
+                self._handlerFailed("drain")
 
     def countReceived(self, size: int) -> None:
         """
@@ -328,10 +342,17 @@ class PortFactory(WrappingFactory):
     ) -> None:
         super().__init__(wrappedFactory)
         self.counters = counters
+        self.portName = handlerContext.port.name
+        self.daemonLimit = daemonLimit
+        self._drainWaiters: list[Deferred[None]] = []
+        self._drainTimer: IDelayedCall | None = None
+        self._configure(handlerContext)
+        self.admission = Admission(self.policy, self.clock, daemonLimit)
+
+    def _configure(self, handlerContext: HandlerContext) -> None:
         self.handlerContext = handlerContext
         self.clock = handlerContext.clock
         config = handlerContext.port
-        self.portName = config.name
         self.handlerName = config.handler
         self.tls = config.tls is not None
         self.logConnections = config.logConnections
@@ -341,7 +362,67 @@ class PortFactory(WrappingFactory):
             if config.tls is None
             else config.tls.handshakeTimeout or DEFAULT_HANDSHAKE_TIMEOUT
         )
-        self.admission = Admission(config.policy, self.clock, daemonLimit)
+
+    def reconfigure(
+        self, wrappedFactory: IProtocolFactory, handlerContext: HandlerContext
+    ) -> None:
+        """
+        Serve new connections with C{wrappedFactory} and the settings of
+        C{handlerContext.port}; open connections keep the handler protocol
+        they have.  The counters, and the per-address counts of open
+        connections, go on.
+        """
+        old = self.wrappedFactory
+        if self.numPorts:
+            wrappedFactory.doStart()
+        self.wrappedFactory = wrappedFactory
+        self._configure(handlerContext)
+        admission = Admission(self.policy, self.clock, self.daemonLimit)
+        admission.perAddress = self.admission.perAddress
+        self.admission = admission
+        if self.numPorts:
+            old.doStop()
+
+    def drain(self, timeout: float) -> Deferred[None]:
+        """
+        Ask every open connection to finish (handlers that can, like http,
+        close once their request in flight is answered); fires once none
+        is left.  Those still open after C{timeout} seconds are closed.
+        """
+        if not self.protocols:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._drainWaiters.append(waiter)
+        for protocol in list(self.protocols):
+            protocol.drain()
+        if self._drainTimer is None:
+            self._drainTimer = self.clock.callLater(timeout, self._closeRemaining)
+        return waiter
+
+    def _closeRemaining(self) -> None:
+        self._drainTimer = None
+        remaining = list(self.protocols)
+        if remaining:
+            log.info(
+                "{port}: closing {count} connections still open after the drain "
+                "timeout",
+                port=self.portName,
+                count=len(remaining),
+            )
+        for protocol in remaining:
+            if protocol.closeReason is None:
+                protocol.closeReason = "drain"
+            protocol.transport.abortConnection()
+
+    def unregisterProtocol(self, protocol: Any) -> None:
+        super().unregisterProtocol(protocol)
+        if not self.protocols and self._drainWaiters:
+            timer, self._drainTimer = self._drainTimer, None
+            if timer is not None and timer.active():
+                timer.cancel()
+            waiters, self._drainWaiters = self._drainWaiters, []
+            for waiter in waiters:
+                waiter.callback(None)
 
     def buildProtocol(self, addr: IAddress) -> IProtocol | None:
         """
@@ -457,6 +538,21 @@ class TLSFactory(TLSMemoryBIOFactory):
         return self.protocol(self, inner)  # type: ignore[no-any-return]
 
 
+@implementer(IOpenSSLServerConnectionCreator)
+class SwitchableCreator:
+    """
+    What a TLS port asks for each new connection's TLS state: the current
+    certificate's context, which a live change may replace without
+    touching the listening socket or the connections already open.
+    """
+
+    def __init__(self, contextFactory: Any) -> None:
+        self.contextFactory = contextFactory
+
+    def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        return SSL.Connection(self.contextFactory.getContext(), None)
+
+
 class ListeningPort(tcp.Port):
     """
     Twisted's TCP port, with IPV6_V6ONLY set on IPv6 sockets.
@@ -518,6 +614,33 @@ class _PortServerMixin:
         self.factory.counters.listeningSince = None
         return super().stopService()  # type: ignore[misc]
 
+    def listeningFactory(self) -> IProtocolFactory:
+        """
+        What the listening socket hands new connections to.
+        """
+        raise NotImplementedError
+
+    def takeOver(self, other: PortServer) -> None:
+        """
+        Listen on C{other}'s socket from now on (a live change of a port
+        that keeps its address): new connections reach this service's
+        factory chain, the socket never closes, and C{other} is left with
+        nothing to stop.
+        """
+        port, other._port = other._port, None
+        assert port is not None, "the port being replaced is listening"
+        self._port = port
+        port.factory = self.listeningFactory()  # type: ignore[attr-defined]
+        backlog = self.config.backlog
+        if backlog != other.config.backlog:
+            # listen() again on a listening socket only changes its backlog.
+            socketObject = getattr(port, "socket", None)
+            if socketObject is not None:
+                socketObject.listen(backlog)
+        self.name = other.name
+        self.factory.portName = other.factory.portName
+        self.factory.counters.listeningSince = other.factory.counters.listeningSince
+
     def unbindNow(self) -> None:
         """
         Stop listening at once (after a failed start).
@@ -546,11 +669,14 @@ class PortTCPServer(_PortServerMixin, TCPServer):
         self.config = config
         self.factory = factory
 
+    def listeningFactory(self) -> IProtocolFactory:
+        return self.factory.listeningFactory()
+
     def _getPort(self) -> IListeningPort:
         return listenTCP(
             self.reactor,
             self.config.port,
-            self.factory.listeningFactory(),
+            self.listeningFactory(),
             self.config.backlog,
             self.config.interface,
         )
@@ -582,6 +708,10 @@ class PortSSLServer(_PortServerMixin, SSLServer):
         self.config = config
         self.factory = factory
         self.contextFactory = contextFactory
+        self.creator = SwitchableCreator(contextFactory)
+
+    def listeningFactory(self) -> IProtocolFactory:
+        return self.factory.listeningFactory(self.creator)
 
     def _getPort(self) -> IListeningPort:
         # A PROXY header comes before the TLS handshake, so with one the TLS
@@ -593,7 +723,7 @@ class PortSSLServer(_PortServerMixin, SSLServer):
             return listenTCP(
                 self.reactor,
                 self.config.port,
-                self.factory.listeningFactory(self.contextFactory),
+                self.listeningFactory(),
                 self.config.backlog,
                 self.config.interface,
             )

@@ -27,7 +27,7 @@ from multiport.handlers.interface import (
     IHandler,
     PortStatus,
 )
-from multiport.policies import DaemonLimit
+from multiport.policies import DaemonLimit, drainTimeoutOf
 from multiport.port import PortFactory, PortServer, PortSSLServer, PortTCPServer
 from multiport.tls import LoadedCertificate
 
@@ -101,6 +101,57 @@ def describeListenError(config: PortConfig, error: CannotListenError) -> str:
     return f"cannot listen on {config.address}: {why}{where}"
 
 
+class ReconcileError(Exception):
+    """
+    A live change could not be applied; nothing changed.
+
+    @ivar conflict: Whether it failed on an address already in use (or a
+        port that can't be removed from where it was asked), rather than on
+        bad input.
+    """
+
+    def __init__(self, message: str, conflict: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.conflict = conflict
+
+
+@frozen
+class Plan:
+    """
+    What one live change does: ports to add, to remove (they drain), to
+    change in place (new settings for new connections, same socket) and
+    those left alone.
+    """
+
+    add: tuple[PortConfig, ...] = ()
+    remove: tuple[PortServer, ...] = ()
+    change: tuple[tuple[PortServer, PortConfig], ...] = ()
+    unchanged: tuple[PortServer, ...] = ()
+
+    def summary(self) -> dict[str, object]:
+        """
+        The names each part touches, for logs and the admin API.
+        """
+        return {
+            "added": [c.name for c in self.add],
+            "removed": [s.name for s in self.remove],
+            "changed": [s.name for s, _ in self.change],
+            "unchanged": len(self.unchanged),
+        }
+
+
+def overlaps(a: PortConfig, b: PortConfig) -> bool:
+    """
+    Whether C{a} and C{b} claim the same address and port number (a
+    wildcard address covers its whole family).
+    """
+    if a.port == 0 or a.port != b.port or a.ipv6 != b.ipv6:
+        return False
+    wildcard = "::" if a.ipv6 else "0.0.0.0"
+    return a.interface == b.interface or wildcard in (a.interface, b.interface)
+
+
 @implementer(IDaemonView)
 class PortsService(MultiService):
     """
@@ -124,11 +175,14 @@ class PortsService(MultiService):
         super().__init__()
         self.daemonLimit = daemonLimit
         self.config = config
+        self.handlers = handlers
+        #: Ports removed while running, until their last connection is gone.
+        self.draining: list[PortServer] = []
         self.version = __version__
         self.started = reactor.seconds()
         self._reactor = reactor
         self._bound = False
-        self._certificates = certificates
+        self._certificates = dict(certificates)
         for portConfig in config.ports:
             self.addService(
                 self._makePort(portConfig, handlers[portConfig.handler], certificates)
@@ -140,15 +194,28 @@ class PortsService(MultiService):
         handler: IHandler,
         certificates: Mapping[TLSConfig, LoadedCertificate],
     ) -> PortServer:
-        counters = PortCounters()
+        context, inner = self._handlerFactory(config, handler)
+        factory = PortFactory(inner, PortCounters(), context, self.daemonLimit)
+        return self._server(config, factory, certificates)
+
+    def _handlerFactory(
+        self, config: PortConfig, handler: IHandler
+    ) -> tuple[HandlerContext, Any]:
         context = HandlerContext(
             reactor=self._reactor, clock=self._reactor, port=config, daemon=self
         )
         inner = handler.buildFactory(context)
         # Our own log line says when a port starts; Twisted's per-factory
         # "Starting factory" lines would only repeat it.
-        inner.noisy = False  # type: ignore[attr-defined]
-        factory = PortFactory(inner, counters, context, self.daemonLimit)
+        inner.noisy = False
+        return context, inner
+
+    def _server(
+        self,
+        config: PortConfig,
+        factory: PortFactory,
+        certificates: Mapping[TLSConfig, LoadedCertificate],
+    ) -> PortServer:
         if config.tls is None:
             return PortTCPServer(config, factory, self._reactor)
         return PortSSLServer(
@@ -163,10 +230,12 @@ class PortsService(MultiService):
 
     def portStatus(self) -> list[PortStatus]:
         """
-        Every configured port now, listening or not (L{IDaemonView}).
+        Every configured port now, listening or not, then the removed ones
+        still draining (L{IDaemonView}).
         """
         statuses = []
-        for port in self.ports():
+        draining = set(self.draining)
+        for port in [*self.ports(), *self.draining]:
             config = port.config
             expiry = None
             if config.tls is not None and config.tls in self._certificates:
@@ -179,6 +248,7 @@ class PortsService(MultiService):
                     counters=port.factory.counters.snapshot(),
                     handlerCounters=port.factory.handlerContext.counters.snapshot(),
                     certificateExpiry=expiry,
+                    draining=port in draining,
                 )
             )
         return statuses
@@ -200,6 +270,215 @@ class PortsService(MultiService):
                     )
                 )
         return bound
+
+    # Live changes.
+
+    def plan(
+        self,
+        config: Config,
+        certificates: Mapping[TLSConfig, LoadedCertificate],
+    ) -> Plan:
+        """
+        What it takes to go from the running ports to C{config}.  A port
+        is the same port when its address and number are (port 0 entries:
+        when their whole configuration is); it is unchanged when its
+        configuration and certificate are too.
+        """
+        running = self.ports()
+        byAddress = {
+            (s.config.interface, s.config.port): s for s in running if s.config.port
+        }
+        anyPort = [s for s in running if s.config.port == 0]
+        add: list[PortConfig] = []
+        change: list[tuple[PortServer, PortConfig]] = []
+        unchanged: list[PortServer] = []
+        matched: set[PortServer] = set()
+        for new in config.ports:
+            if new.port == 0:
+                same = next(
+                    (
+                        s
+                        for s in anyPort
+                        if s not in matched
+                        and s.config == new
+                        and not self._newCertificate(s, new, certificates)
+                    ),
+                    None,
+                )
+                if same is None:
+                    add.append(new)
+                else:
+                    matched.add(same)
+                    unchanged.append(same)
+                continue
+            server = byAddress.get((new.interface, new.port))
+            if server is None:
+                add.append(new)
+                continue
+            matched.add(server)
+            if server.config == new and not self._newCertificate(
+                server, new, certificates
+            ):
+                unchanged.append(server)
+            else:
+                change.append((server, new))
+        remove = [s for s in running if s not in matched]
+        return Plan(tuple(add), tuple(remove), tuple(change), tuple(unchanged))
+
+    def _newCertificate(
+        self,
+        server: PortServer,
+        new: PortConfig,
+        certificates: Mapping[TLSConfig, LoadedCertificate],
+    ) -> bool:
+        if new.tls is None or new.tls not in certificates:
+            return False
+        current = self._certificates.get(new.tls)
+        return (
+            current is None or current.fingerprint != certificates[new.tls].fingerprint
+        )
+
+    def apply(
+        self,
+        plan: Plan,
+        certificates: Mapping[TLSConfig, LoadedCertificate] = {},
+    ) -> None:
+        """
+        Carry out C{plan}, all or nothing: build every new handler factory
+        first, bind the new ports, and only then stop the removed ones
+        (they drain) and switch the changed ones in place.  A new port
+        overlapping one being removed on the same number can only bind once
+        that one has closed: those go last, and the old port is bound
+        again if the new one fails (a short gap in listening).
+
+        @raise ReconcileError: if anything fails; nothing has changed.
+        """
+        known = {**self._certificates, **certificates}
+        try:
+            added = [
+                self._makePort(c, self.handlers[c.handler], known) for c in plan.add
+            ]
+            changed = [
+                (old, new, *self._handlerFactory(new, self.handlers[new.handler]))
+                for old, new in plan.change
+            ]
+        except Exception as e:
+            log.failure("a live change could not build its handlers")
+            raise ReconcileError(f"cannot build the handler: {e}") from e
+        removed = list(plan.remove)
+        later = [s for s in added if any(overlaps(s.config, r.config) for r in removed)]
+        now = [s for s in added if s not in later]
+        bound: list[PortServer] = []
+        try:
+            self._bindLive(now, bound)
+            if later:
+                blocking = [
+                    r
+                    for r in removed
+                    if any(overlaps(s.config, r.config) for s in later)
+                ]
+                for server in blocking:
+                    server.unbindNow()
+                try:
+                    self._bindLive(later, bound)
+                except ReconcileError:
+                    for server in blocking:
+                        server.privilegedStartService()
+                    raise
+        except ReconcileError:
+            for server in bound:
+                server.unbindNow()
+            raise
+        for server in bound:
+            self._attach(server)
+        for old, new, context, inner in changed:
+            self._switch(old, new, context, inner, known)
+        for server in removed:
+            self._detach(server)
+        self._certificates = known
+        self._rememberConfig()
+
+    def _bindLive(self, servers: Sequence[PortServer], bound: list[PortServer]) -> None:
+        for server in servers:
+            try:
+                server.privilegedStartService()
+            except CannotListenError as e:
+                reason = getattr(e.socketError, "errno", None)
+                raise ReconcileError(
+                    describeListenError(server.config, e),
+                    conflict=reason == errno.EADDRINUSE,
+                ) from None
+            bound.append(server)
+
+    def _attach(self, server: PortServer) -> None:
+        # MultiService.addService would bind again: the port is bound.
+        server.parent = self
+        self.services.append(server)
+        self._nameBound(server)
+        if self.running:
+            server.startService()
+
+    def _switch(
+        self,
+        old: PortServer,
+        config: PortConfig,
+        context: HandlerContext,
+        inner: Any,
+        certificates: Mapping[TLSConfig, LoadedCertificate],
+    ) -> None:
+        factory = old.factory
+        factory.reconfigure(inner, context)
+        server = self._server(config, factory, certificates)
+        server.takeOver(old)
+        server.parent = self
+        self.services[self.services.index(old)] = server
+        old.parent = None
+        old.running = 0
+        if old.name is not None:
+            self.namedServices[old.name] = server
+        if self.running:
+            server.startService()
+        log.info(
+            "changed {name}: handler {handler}, TLS {tls}, backlog {backlog}",
+            name=server.name,
+            handler=config.handler,
+            tls=config.tls.describe() if config.tls else "off",
+            backlog=config.backlog,
+        )
+
+    def _detach(self, server: PortServer) -> None:
+        """
+        Stop C{server} listening now; its connections drain.
+        """
+        name = server.name
+        server.unbindNow()
+        server.factory.counters.listeningSince = None
+        self.services.remove(server)
+        self._forgetName(server)
+        server.name = name
+        server.parent = None
+        server.running = 0
+        self.draining.append(server)
+        timeout = drainTimeoutOf(server.config.policy)
+        count = server.factory.counters.current
+        log.info(
+            "stopped listening on {name}; {count} connections draining (at most "
+            "{timeout:g}s)",
+            name=name,
+            count=count,
+            timeout=timeout,
+        )
+
+        def drained(_: object) -> None:
+            self.draining.remove(server)
+            log.info("{name} drained", name=name)
+
+        server.factory.drain(timeout).addCallback(drained)
+
+    def _rememberConfig(self) -> None:
+        self.config = Config(
+            ports=tuple(s.config for s in self.ports()), stateDir=self.config.stateDir
+        )
 
     def _bindAll(self) -> None:
         bound: list[PortServer] = []
@@ -258,8 +537,9 @@ class PortsService(MultiService):
 
     def stopService(self) -> Deferred[object]:
         """
-        Stop listening on every port (and stop the other children); fires
-        when all have stopped.
+        Stop listening on every port (and stop the other children), then
+        let open connections finish, each port for at most its drain
+        timeout; fires when all have stopped and drained.
         """
         Service.stopService(self)
         self._bound = False
@@ -279,4 +559,9 @@ class PortsService(MultiService):
                 )
             else:
                 log.info("stopped listening on {name}", name=name)
+        open = sum(p.factory.counters.current for p in [*self.ports(), *self.draining])
+        if open:
+            log.info("draining {count} open connections", count=open)
+        for port in [*self.ports(), *self.draining]:
+            stops.append(port.factory.drain(drainTimeoutOf(port.config.policy)))
         return DeferredList(stops).addCallback(lambda _: None)

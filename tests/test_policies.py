@@ -28,12 +28,14 @@ from multiport.counters import PortCounters
 from multiport.handlers.interface import HandlerContext
 from multiport.handlers.simple import Echo
 from multiport.policies import (
+    DEFAULT_DRAIN_TIMEOUT,
     Admission,
     DaemonLimit,
     Policy,
     Rate,
     TokenBucket,
     clientGroup,
+    drainTimeoutOf,
     parsePolicy,
 )
 from multiport.port import PortFactory
@@ -165,6 +167,81 @@ class ParseTests(SynchronousTestCase):
         )
         policy = config.ports[0].policy
         self.assertEqual((policy.maxConnections, policy.idleTimeout), (3, 5.0))
+
+
+class DrainTimeoutTests(SynchronousTestCase):
+    """
+    drain_timeout: seconds a port's open connections get to finish when it
+    is removed or the daemon stops; unlike the other timeouts it may be 0.
+    """
+
+    def assertBad(self, value, message):
+        error = self.assertRaises(
+            ConfigError, parsePolicy, {"drain_timeout": value}, "port[2]"
+        )
+        self.assertEqual(
+            (error.where, error.message), ("port[2].drain_timeout", message)
+        )
+
+    def test_parsed(self):
+        """
+        A number of seconds becomes the drainTimeout field, as a float.
+        """
+        self.assertEqual(
+            parsePolicy({"drain_timeout": 5}, "port[1]"), Policy(drainTimeout=5.0)
+        )
+        self.assertEqual(
+            parsePolicy({"drain_timeout": 2.5}, "port[1]"), Policy(drainTimeout=2.5)
+        )
+
+    def test_zero(self):
+        """
+        0 is accepted: the connections are closed at once.
+        """
+        policy = parsePolicy({"drain_timeout": 0}, "port[1]")
+        self.assertEqual(policy, Policy(drainTimeout=0.0))
+        self.assertEqual(drainTimeoutOf(policy), 0.0)
+
+    def test_bad(self):
+        """
+        Negative numbers, non-numbers and infinities are named by key path.
+        """
+        prefix = "expected a number of seconds, 0 or more, got"
+        self.assertBad(-1, f"{prefix} integer -1")
+        self.assertBad(-0.5, f"{prefix} number -0.5")
+        self.assertBad("30", f"{prefix} string '30'")
+        self.assertBad(True, f"{prefix} boolean True")
+        self.assertBad(float("inf"), f"{prefix} number inf")
+        self.assertBad(float("nan"), f"{prefix} number nan")
+
+    def test_default(self):
+        """
+        A policy without drain_timeout gets 30 seconds.
+        """
+        self.assertEqual(DEFAULT_DRAIN_TIMEOUT, 30.0)
+        self.assertEqual(drainTimeoutOf(Policy()), DEFAULT_DRAIN_TIMEOUT)
+        self.assertEqual(drainTimeoutOf(Policy(drainTimeout=7.0)), 7.0)
+
+    def test_zeroBeatsDefaults(self):
+        """
+        A port's drain_timeout, 0 included, beats [defaults]; a port without
+        one takes the [defaults] value.
+        """
+        file = parseConfig(
+            {
+                "defaults": {"drain_timeout": 10},
+                "port": [
+                    {"port": 7000, "handler": "echo", "drain_timeout": 0},
+                    {"port": 7001, "handler": "echo"},
+                ],
+            },
+            Path("."),
+            "f.toml",
+        )
+        config = buildConfig(
+            file.ports, file.defaults.over(Defaults()), HANDLERS, Path(".")
+        )
+        self.assertEqual([drainTimeoutOf(p.policy) for p in config.ports], [0.0, 10.0])
 
 
 class TokenBucketTests(SynchronousTestCase):

@@ -82,6 +82,8 @@ class PortStatus:
         value.
     @ivar certificateExpiry: For TLS ports, when the certificate expires
         (POSIX time).
+    @ivar draining: Whether the port was removed and only its open
+        connections are left.
     """
 
     name: str
@@ -90,6 +92,7 @@ class PortStatus:
     counters: Mapping[str, object]
     handlerCounters: Mapping[tuple[str, tuple[tuple[str, str], ...]], int]
     certificateExpiry: float | None = None
+    draining: bool = False
 
 
 class IDaemonView(Interface):
@@ -103,6 +106,21 @@ class IDaemonView(Interface):
     def portStatus() -> list[PortStatus]:
         """
         Every configured port, listening or not, in configuration order.
+        """
+
+
+class IDrainable(Interface):
+    """
+    A handler's protocol that can finish early when its port goes away
+    (removed, or the daemon stopping): an HTTP connection between requests
+    closes at once, one with a request in flight after answering it.
+    Protocols that don't provide this are left to finish on their own
+    until the port's drain timeout.
+    """
+
+    def drain() -> None:
+        """
+        Finish what is in progress, take nothing new, then close.
         """
 
 

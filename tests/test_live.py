@@ -1,0 +1,364 @@
+"""
+Tests for live changes: planning a new configuration against the running
+ports, and applying it (bind first, all or nothing, drain what goes).
+"""
+
+from __future__ import annotations
+
+import socket
+
+from attrs import evolve
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from multiport.config import Config, TLSConfig
+from multiport.policies import Policy
+from multiport.service import Plan, PortsService, ReconcileError, overlaps
+from multiport.tls import ensureSelfSigned
+from tests.support import HANDLERS, busyPort, configFor
+from tests.test_endtoend import waitUntil
+
+
+def freePort() -> int:
+    """
+    A port number nothing listens on right now.
+    """
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    number = probe.getsockname()[1]
+    probe.close()
+    return number
+
+
+class PlanTests(SynchronousTestCase):
+    """
+    L{PortsService.plan} sorts the new configuration's ports into added,
+    removed, changed and unchanged.
+    """
+
+    def setUp(self) -> None:
+        self.stateDir = self.mktemp()
+        self.service = PortsService(
+            configFor("7001=echo,7002=discard,7003=echo,0=echo", self.stateDir),
+            HANDLERS,
+            {},
+            MemoryReactorClock(),
+        )
+
+    def plan(self, ports: str) -> Plan:
+        return self.service.plan(configFor(ports, self.stateDir), {})
+
+    def names(self, servers) -> list[str]:
+        return [s.config.name for s in servers]
+
+    def test_sorted(self):
+        """
+        Same address and settings: unchanged; same address, new handler:
+        changed; new address: added; gone: removed.
+        """
+        plan = self.plan("7001=echo,7002=echo,7004=echo,0=echo")
+        self.assertEqual(
+            self.names(plan.unchanged), ["tcp:0.0.0.0:7001", "tcp:0.0.0.0:0"]
+        )
+        self.assertEqual(
+            [(s.config.name, c.handler) for s, c in plan.change],
+            [("tcp:0.0.0.0:7002", "echo")],
+        )
+        self.assertEqual([c.name for c in plan.add], ["tcp:0.0.0.0:7004"])
+        self.assertEqual(self.names(plan.remove), ["tcp:0.0.0.0:7003"])
+
+    def test_whereIgnored(self):
+        """
+        A port that only moved in the file is unchanged.
+        """
+        plan = self.plan("7003=echo,0=echo,7002=discard,7001=echo")
+        self.assertEqual(len(plan.unchanged), 4)
+        self.assertEqual((plan.add, plan.remove, plan.change), ((), (), ()))
+
+    def test_portZero(self):
+        """
+        Port 0 entries match running ones by their whole configuration.
+        """
+        plan = self.plan("7001=echo,7002=discard,7003=echo,0=discard")
+        self.assertEqual([c.name for c in plan.add], ["tcp:0.0.0.0:0"])
+        self.assertEqual(self.names(plan.remove), ["tcp:0.0.0.0:0"])
+
+    def test_summary(self):
+        """
+        The summary names what each part touches.
+        """
+        self.assertEqual(
+            self.plan("7001=echo,7002=echo,7004=echo").summary(),
+            {
+                "added": ["tcp:0.0.0.0:7004"],
+                "removed": [None, None],
+                "changed": [None],
+                "unchanged": 1,
+            },
+        )
+
+    def test_overlaps(self):
+        """
+        Same number and family, and the same address or a wildcard.
+        """
+        wild, one, two, six, other, zero, zero2 = (
+            configFor(item, self.stateDir).ports[0]
+            for item in (
+                "0.0.0.0:80=echo",
+                "127.0.0.1:80=echo",
+                "127.0.0.2:80=echo",
+                "[::]:80=echo",
+                "127.0.0.1:81=echo",
+                "0=echo",
+                "0.0.0.0:0=echo",
+            )
+        )
+        self.assertTrue(overlaps(wild, one))
+        self.assertTrue(overlaps(one, wild))
+        self.assertTrue(overlaps(one, one))
+        self.assertFalse(overlaps(one, two))
+        self.assertFalse(overlaps(wild, six))
+        self.assertFalse(overlaps(one, other))
+        self.assertFalse(overlaps(zero, zero2))
+
+
+class Holder(Protocol):
+    """
+    A client that keeps what it receives and fires C{lost} when closed.
+    """
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.lost: Deferred[None] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason=None) -> None:
+        self.lost.callback(None)
+
+
+class LiveTests(TestCase):
+    """
+    Live changes on the real reactor, on 127.0.0.1.
+    """
+
+    def start(self, ports: str) -> PortsService:
+        self.stateDir = self.mktemp()
+        config = configFor(ports, self.stateDir)
+        self.certificates = {TLSConfig(): ensureSelfSigned(config.stateDir)}
+        service = PortsService(config, HANDLERS, self.certificates, reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service
+
+    def config(self, ports: str, **policy) -> Config:
+        if not ports:
+            return Config((), configFor("0=echo", self.stateDir).stateDir)
+        config = configFor(ports, self.stateDir)
+        if policy:
+            config = Config(
+                tuple(evolve(p, policy=Policy(**policy)) for p in config.ports),
+                config.stateDir,
+            )
+        return config
+
+    def apply(self, service: PortsService, config: Config) -> Plan:
+        plan = service.plan(config, self.certificates)
+        service.apply(plan, self.certificates)
+        return plan
+
+    @inlineCallbacks
+    def connect(self, port: int):
+        client = Holder()
+        protocol = yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
+            Factory.forProtocol(lambda: client)
+        )
+        self.addCleanup(lambda: protocol.transport.abortConnection())
+        return client
+
+    @inlineCallbacks
+    def echoes(self, client: Holder, data: bytes):
+        before = len(client.received)
+        client.transport.write(data)
+        yield waitUntil(lambda: len(client.received) >= before + len(data))
+        self.assertEqual(client.received[before:], data)
+
+    @inlineCallbacks
+    def test_addLeavesOthersAlone(self):
+        """
+        A port added while running listens; a connection to an existing port
+        carries on, on the same listening socket.
+        """
+        a, b = freePort(), freePort()
+        service = self.start(f"127.0.0.1:{a}=echo")
+        listening = service.ports()[0]._port
+        client = yield self.connect(a)
+        plan = self.apply(
+            service, self.config(f"127.0.0.1:{a}=echo,127.0.0.1:{b}=echo")
+        )
+        self.assertEqual(plan.summary()["added"], [f"tcp:127.0.0.1:{b}"])
+        self.assertIs(service.ports()[0]._port, listening)
+        yield self.echoes(client, b"still here")
+        other = yield self.connect(b)
+        yield self.echoes(other, b"new port")
+        self.assertEqual(
+            [p.name for p in service.boundPorts()],
+            [f"tcp:127.0.0.1:{a}", f"tcp:127.0.0.1:{b}"],
+        )
+        self.assertIn(f"tcp:127.0.0.1:{b}", service.namedServices)
+
+    @inlineCallbacks
+    def test_removeDrains(self):
+        """
+        A removed port refuses new connections at once; its open ones go on
+        until they close, its counters visible (draining) until then.
+        """
+        a, b = freePort(), freePort()
+        service = self.start(f"127.0.0.1:{a}=echo,127.0.0.1:{b}=echo")
+        client = yield self.connect(b)
+        self.apply(service, self.config(f"127.0.0.1:{a}=echo"))
+        yield self.assertFailure(self.connect(b), ConnectionRefusedError)
+        yield self.echoes(client, b"draining")
+        [status] = [s for s in service.portStatus() if s.draining]
+        self.assertEqual(status.name, f"tcp:127.0.0.1:{b}")
+        self.assertFalse(status.listening)
+        self.assertEqual(status.counters["connections"]["current"], 1)
+        client.transport.loseConnection()
+        yield client.lost
+        yield waitUntil(lambda: not service.draining)
+        self.assertEqual([s.name for s in service.portStatus()], [f"tcp:127.0.0.1:{a}"])
+
+    @inlineCallbacks
+    def test_drainTimeout(self):
+        """
+        Connections still open after the port's drain timeout are closed.
+        """
+        a = freePort()
+        service = self.start(f"127.0.0.1:{a}=echo")
+        self.apply(service, self.config(f"127.0.0.1:{a}=echo", drainTimeout=0.2))
+        client = yield self.connect(a)
+        self.apply(service, self.config(""))
+        yield client.lost
+        yield waitUntil(lambda: not service.draining)
+
+    @inlineCallbacks
+    def test_changeInPlace(self):
+        """
+        A new handler at the same address: the socket stays, new
+        connections get the new handler, open ones keep the old, counters
+        go on.
+        """
+        a = freePort()
+        service = self.start(f"127.0.0.1:{a}=echo")
+        server = service.ports()[0]
+        listening = server._port
+        old = yield self.connect(a)
+        yield self.echoes(old, b"echo")
+        plan = self.apply(service, self.config(f"127.0.0.1:{a}=qotd"))
+        self.assertEqual(plan.summary()["changed"], [f"tcp:127.0.0.1:{a}"])
+        [now] = service.ports()
+        self.assertIsNot(now, server)
+        self.assertIs(now._port, listening)
+        self.assertEqual(now.config.handler, "qotd")
+        self.assertIs(service.namedServices[f"tcp:127.0.0.1:{a}"], now)
+        yield self.echoes(old, b"still echo")
+        new = yield self.connect(a)
+        yield new.lost
+        self.assertTrue(new.received)
+        self.assertEqual(now.factory.counters.accepted, 2)
+
+    @inlineCallbacks
+    def test_plainToTLS(self):
+        """
+        TLS switched on at the same address keeps the socket; the service
+        child becomes an SSLServer.
+        """
+        from twisted.application.internet import SSLServer
+        from twisted.internet.endpoints import wrapClientTLS
+        from twisted.internet.ssl import Certificate, optionsForClientTLS
+
+        a = freePort()
+        service = self.start(f"127.0.0.1:{a}=echo")
+        listening = service.ports()[0]._port
+        self.apply(service, self.config(f"127.0.0.1:{a}=echo+tls"))
+        [now] = service.ports()
+        self.assertIsInstance(now, SSLServer)
+        self.assertIs(now._port, listening)
+        trust = Certificate.loadPEM(
+            (service.config.stateDir / "selfsigned-cert.pem").read_bytes()
+        )
+        endpoint = wrapClientTLS(
+            optionsForClientTLS("localhost", trust),
+            TCP4ClientEndpoint(reactor, "127.0.0.1", a),
+        )
+        client = Holder()
+        protocol = yield endpoint.connect(Factory.forProtocol(lambda: client))
+        self.addCleanup(protocol.transport.abortConnection)
+        yield self.echoes(client, b"over TLS now")
+
+    @inlineCallbacks
+    def test_bindFailureChangesNothing(self):
+        """
+        If one new port can't bind, the others this step bound are closed
+        again, removed ones keep listening, and the configuration stays.
+        """
+        a, b = freePort(), freePort()
+        busy = busyPort(self)
+        service = self.start(f"127.0.0.1:{a}=echo")
+        before = service.config
+        config = self.config(f"127.0.0.1:{b}=echo,127.0.0.1:{busy}=echo")
+        error = self.assertRaises(
+            ReconcileError, service.apply, service.plan(config, {}), {}
+        )
+        self.assertTrue(error.conflict)
+        self.assertIn(f"127.0.0.1:{busy}", error.message)
+        self.assertEqual(service.config, before)
+        yield self.assertFailure(self.connect(b), ConnectionRefusedError)
+        client = yield self.connect(a)
+        yield self.echoes(client, b"untouched")
+
+    @inlineCallbacks
+    def test_move(self):
+        """
+        Moving 0.0.0.0:P to 127.0.0.1:P closes the old socket first, then
+        binds the new one.
+        """
+        a = freePort()
+        service = self.start(f"0.0.0.0:{a}=echo")
+        self.apply(service, self.config(f"127.0.0.1:{a}=echo"))
+        self.assertEqual([p.name for p in service.boundPorts()], [f"tcp:127.0.0.1:{a}"])
+        client = yield self.connect(a)
+        yield self.echoes(client, b"moved")
+
+    @inlineCallbacks
+    def test_moveFails(self):
+        """
+        If the moved port can't bind, the old one is bound again.
+        """
+        a = freePort()
+        service = self.start(f"0.0.0.0:{a}=echo")
+        config = self.config(f"192.0.2.1:{a}=echo")
+        self.assertRaises(ReconcileError, service.apply, service.plan(config, {}), {})
+        self.assertEqual([p.name for p in service.boundPorts()], [f"tcp:0.0.0.0:{a}"])
+        client = yield self.connect(a)
+        yield self.echoes(client, b"back")
+
+    @inlineCallbacks
+    def test_stopDrains(self):
+        """
+        Stopping the service waits for open connections to close.
+        """
+        a = freePort()
+        service = self.start(f"127.0.0.1:{a}=echo")
+        client = yield self.connect(a)
+        stopped = service.stopService()
+        self.assertNoResult(stopped)
+        yield self.echoes(client, b"finishing")
+        client.transport.loseConnection()
+        yield stopped
