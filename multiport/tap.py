@@ -8,6 +8,7 @@ assembles the service tree from the validated model.
 from __future__ import annotations
 
 import importlib
+import math
 import pwd
 import sys
 from collections.abc import Mapping, Sequence
@@ -36,7 +37,7 @@ from multiport.configfile import readConfigFile
 from multiport.dump import StatsDumpService
 from multiport.handlers.interface import IHandler
 from multiport.handlers.registry import findHandlers
-from multiport.policies import DaemonLimit
+from multiport.policies import DEFAULT_DRAIN_TIMEOUT, DaemonLimit, Policy
 from multiport.portspec import parsePortItem, parsePorts
 from multiport.service import PortsService, reportStartupErrorsBriefly
 from multiport.tls import (
@@ -138,6 +139,14 @@ class Options(usage.Options):
             _positiveInt,
         ],
         [
+            "drain-timeout",
+            None,
+            None,
+            "Seconds the open connections of a port being removed, or of a "
+            "stopping daemon, get to finish before they are closed (0: at "
+            f"once), for ports that set none. Default: {DEFAULT_DRAIN_TIMEOUT:g}.",
+        ],
+        [
             "interface",
             None,
             DEFAULT_INTERFACE,
@@ -200,10 +209,14 @@ class Options(usage.Options):
             self._printCheck(self.config)
             raise SystemExit(0)
 
-    def _statusRequest(self, requests: list[PortRequest]) -> PortRequest | None:
+    def _statusRequest(
+        self, requests: list[PortRequest], drainTimeout: float | None
+    ) -> PortRequest | None:
         """
         The default status port, unless the configuration has its own or
         none is wanted.
+
+        @param drainTimeout: C{--drain-timeout}, if given.
         """
         configured = [r for r in requests if r.handler == STATUS_HANDLER]
         if self["status"] is not None and self["no-status"]:
@@ -231,7 +244,9 @@ class Options(usage.Options):
             logConnections=False,
             # [defaults] policies (allow lists, PROXY protocol) are written
             # for the served ports; they would lock the operator out of a
-            # status port they never configured.
+            # status port they never configured.  --drain-timeout is for
+            # every port, this one too (a stop waits for it as well).
+            policy=Policy(drainTimeout=drainTimeout),
             inheritPolicy=False,
         )
 
@@ -249,11 +264,30 @@ class Options(usage.Options):
             logformat.configure(logfile or "-")
             parent["logger"] = "multiport.logformat.jsonLogger"
 
+    def _drainTimeout(self) -> float | None:
+        """
+        C{--drain-timeout} in seconds, or C{None} when it is not given.
+        """
+        value = self["drain-timeout"]
+        if value is None:
+            return None
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = math.nan
+        if not (math.isfinite(seconds) and seconds >= 0):
+            raise ConfigError(
+                "--drain-timeout",
+                f"expected a number of seconds, 0 or more, got {value!r}",
+            )
+        return seconds
+
     def _buildConfig(self) -> Config:
         self._configureLogFormat()
         if self["tls-key"] and not self["tls-cert"]:
             raise ConfigError("--tls-key", "needs --tls-cert")
         interface = parseInterface(self["interface"], "--interface")
+        drainTimeout = self._drainTimeout()
         defaults = Defaults(
             interface=interface,
             backlog=self["backlog"],
@@ -261,6 +295,7 @@ class Options(usage.Options):
                 cert=Path(self["tls-cert"]).absolute() if self["tls-cert"] else None,
                 key=Path(self["tls-key"]).absolute() if self["tls-key"] else None,
             ),
+            policy=Policy(drainTimeout=drainTimeout),
         )
         requests: list[PortRequest] = []
         for value in self["ports"]:
@@ -271,7 +306,7 @@ class Options(usage.Options):
             requests.extend(fileConfig.ports)
         elif not requests:
             requests = parsePorts(DEFAULT_PORTS)
-        status = self._statusRequest(requests)
+        status = self._statusRequest(requests, drainTimeout)
         if status is not None:
             requests.append(status)
         stateDir = Path(

@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from multiport.config import ConfigError, PartialDefaults, TLSConfig
 from multiport.configfile import FileConfig, parseConfig, readConfigFile
 from multiport.handlers.web import http
+from multiport.policies import Policy
 
 BASE = Path("/etc/multiport")
 
@@ -217,6 +218,64 @@ class ParseConfigTests(SynchronousTestCase):
             "f.toml: defaults.interfase",
             "unknown key (did you mean 'interface'?)",
         )
+
+    def test_drainTimeout(self):
+        """
+        drain_timeout is a policy key of both C{[defaults]} and C{[[port]]}
+        tables.
+        """
+        config = parseConfig(
+            {
+                "defaults": {"drain_timeout": 5},
+                "port": [{"port": 80, "drain_timeout": 0}],
+            },
+            BASE,
+        )
+        self.assertEqual(config.defaults.policy, Policy(drainTimeout=5.0))
+        self.assertEqual(config.ports[0].policy, Policy(drainTimeout=0.0))
+
+    def test_badDrainTimeout(self):
+        """
+        A negative drain_timeout is named by its path in the file.
+        """
+        self.assertConfigError(
+            {"port": [{"port": 80}, {"port": 81, "drain_timeout": -1}]},
+            "f.toml: port[2].drain_timeout",
+            "expected a number of seconds, 0 or more, got integer -1",
+        )
+        self.assertConfigError(
+            {"defaults": {"drain_timeout": "30s"}},
+            "f.toml: defaults.drain_timeout",
+            "expected a number of seconds, 0 or more, got string '30s'",
+        )
+
+    def test_drainTimeoutInUnknownKeyMessages(self):
+        """
+        Unknown-key messages know drain_timeout: as a suggestion, and in the
+        list of known keys.
+        """
+        self.assertConfigError(
+            {"port": [{"port": 80, "drain_timout": 5}]},
+            "f.toml: port[1].drain_timout",
+            "unknown key (did you mean 'drain_timeout'?)",
+        )
+        self.assertConfigError(
+            {"defaults": {"drain_timeouts": 5}},
+            "f.toml: defaults.drain_timeouts",
+            "unknown key (did you mean 'drain_timeout'?)",
+        )
+        self.assertConfigError(
+            {"defaults": {"zzzzzzzzzz": 1}},
+            "f.toml: defaults.zzzzzzzzzz",
+            "unknown key (known: allow, backlog, deny, drain_timeout, "
+            "header_timeout, idle_timeout, interface, log_connections, "
+            "max_connections, max_connections_per_ip, max_duration, "
+            "proxy_protocol, proxy_protocol_from, rate, rate_per_ip, tls)",
+        )
+        error = self.assertRaises(
+            ConfigError, parseConfig, {"port": [{"port": 80, "zzzzzzzzzz": 1}]}, BASE
+        )
+        self.assertIn(" drain_timeout,", error.message)
 
     def test_unknownTLSKey(self):
         """

@@ -20,6 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from multiport import logformat
 from multiport.config import TLSConfig
 from multiport.dump import StatsDumpService
+from multiport.policies import DEFAULT_DRAIN_TIMEOUT, Policy, drainTimeoutOf
 from multiport.service import PortsService
 from multiport.tap import Options, _owner, makeService
 from multiport.tls import makeSelfSigned
@@ -375,6 +376,7 @@ class SpecialModeTests(OptionsTestsMixin, SynchronousTestCase):
             "--tls-cert",
             "--tls-key",
             "--backlog",
+            "--drain-timeout",
             "--interface",
             "--state-dir",
             "--list-handlers",
@@ -382,6 +384,128 @@ class SpecialModeTests(OptionsTestsMixin, SynchronousTestCase):
             "--version",
         ):
             self.assertIn(option, text)
+
+
+class DrainTimeoutOptionTests(OptionsTestsMixin, SynchronousTestCase):
+    """
+    --drain-timeout is the drain_timeout of every port that sets none.
+    """
+
+    def writeConfig(self, text: str) -> str:
+        path = Path(self.mktemp())
+        path.write_text(text)
+        return str(path)
+
+    def test_unset(self):
+        """
+        Without --drain-timeout ports set none and get the built-in 30 s.
+        """
+        (port,) = self.parse("-p", "7000=echo").config.ports
+        self.assertEqual(port.policy, Policy())
+        self.assertEqual(drainTimeoutOf(port.policy), DEFAULT_DRAIN_TIMEOUT)
+
+    def test_everyPort(self):
+        """
+        --drain-timeout applies to command-line and file ports alike.
+        """
+        path = self.writeConfig('[[port]]\nport = 7001\nhandler = "echo"\n')
+        config = self.parse(
+            "--drain-timeout", "2.5", "-p", "7000=echo", "--config", path
+        ).config
+        self.assertEqual([p.policy.drainTimeout for p in config.ports], [2.5, 2.5])
+
+    def test_zero(self):
+        """
+        0 is accepted: connections are closed at once.
+        """
+        (port,) = self.parse("--drain-timeout", "0", "-p", "7000=echo").config.ports
+        self.assertEqual(drainTimeoutOf(port.policy), 0.0)
+
+    def test_precedence(self):
+        """
+        A port's own drain_timeout beats [defaults], which beats
+        --drain-timeout.
+        """
+        path = self.writeConfig(
+            "[defaults]\ndrain_timeout = 10\n"
+            '[[port]]\nport = 7001\nhandler = "echo"\n'
+            '[[port]]\nport = 7002\nhandler = "echo"\ndrain_timeout = 0\n'
+        )
+        config = self.parse(
+            "--drain-timeout", "5", "--config", path, "-p", "7000=echo"
+        ).config
+        self.assertEqual(
+            [(p.port, drainTimeoutOf(p.policy)) for p in config.ports],
+            [(7000, 10.0), (7001, 10.0), (7002, 0.0)],
+        )
+
+    def test_bad(self):
+        """
+        A value that is not a finite number of seconds, 0 or more, is a
+        usage error naming the option and the value.
+        """
+        for value in ("-1", "soon", "inf", "nan", ""):
+            error = self.assertRaises(
+                usage.UsageError,
+                self.parse,
+                "--drain-timeout",
+                value,
+                "-p",
+                "7000=echo",
+            )
+            self.assertEqual(
+                str(error),
+                "--drain-timeout: expected a number of seconds, 0 or more, got "
+                f"{value!r}",
+            )
+
+    def test_badWithCheck(self):
+        """
+        With --check a bad value is the one-line error of the other options.
+        """
+        error = self.assertRaises(
+            SystemExit, self.parse, "--check", "--drain-timeout", "-1"
+        )
+        self.assertEqual(
+            error.code,
+            "multiport: --drain-timeout: expected a number of seconds, 0 or "
+            "more, got '-1'",
+        )
+
+
+class StatusDrainTimeoutTests(OptionsTestsMixin, SynchronousTestCase):
+    """
+    The implicit status port takes --drain-timeout (it stops with the
+    daemon too) but not the [defaults] policies.
+    """
+
+    status = True
+
+    def statusPolicy(self, *args: str) -> Policy:
+        (status,) = [p for p in self.parse(*args).config.ports if p.handler == "status"]
+        return status.policy
+
+    def test_commandLine(self):
+        """
+        --drain-timeout reaches the status port.
+        """
+        self.assertEqual(
+            self.statusPolicy("--drain-timeout", "3", "-p", "7000=echo"),
+            Policy(drainTimeout=3.0),
+        )
+
+    def test_builtIn(self):
+        """
+        Without --drain-timeout it gets the built-in 30 s, even when
+        [defaults] sets drain_timeout.
+        """
+        path = Path(self.mktemp())
+        path.write_text(
+            '[defaults]\ndrain_timeout = 0\n[[port]]\nport = 7000\nhandler = "echo"\n'
+        )
+        policy = self.statusPolicy("--config", str(path))
+        self.assertEqual(policy, Policy())
+        self.assertEqual(drainTimeoutOf(policy), DEFAULT_DRAIN_TIMEOUT)
 
 
 class MakeServiceTests(OptionsTestsMixin, SynchronousTestCase):

@@ -1,0 +1,502 @@
+"""
+C{multiport-ctl}: the command-line client of the daemon's admin API.
+
+It lists, adds, changes and removes ports of a running daemon, and asks it
+to reload its configuration file, over HTTP to the status port (everything
+under C{/api/}).  Calls that change something carry the admin token the
+daemon keeps in its state directory.  A blocking command: the standard
+library's C{urllib}, no reactor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from multiport import __version__
+from multiport.config import defaultStateDir, formatAddress
+from multiport.errors import ConfigError
+from multiport.portspec import parsePortItem
+
+#: The daemon's own default status port (L{multiport.tap.DEFAULT_STATUS};
+#: not imported, so that this command stays quick to start).
+DEFAULT_STATUS = "127.0.0.1:9099"
+
+#: The file in the daemon's state directory that holds the admin token.
+TOKEN_FILE = "admin-token"
+
+#: Seconds to wait for the daemon to answer.
+TIMEOUT = 30.0
+
+PROG = "multiport-ctl"
+
+Address = tuple[str, int]
+
+
+class CtlError(Exception):
+    """
+    A failure reported on one line, with exit status 1.
+    """
+
+
+def parseStatus(text: str) -> Address:
+    """
+    C{--status}: C{[HOST:]PORT} as the daemon's own C{--status} takes it (a
+    bare port is on 127.0.0.1, IPv6 in brackets).
+
+    @raise argparse.ArgumentTypeError: if it is not that.
+    """
+    try:
+        item = parsePortItem(text, repr(text))
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if item.handler is not None:
+        raise argparse.ArgumentTypeError(f"{text!r}: takes [HOST:]PORT, no handler")
+    if item.port == 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: port 0 can't be reached")
+    return ("127.0.0.1" if item.host is None else item.host, item.port)
+
+
+def parseSpec(text: str) -> dict[str, object]:
+    """
+    A C{--ports} item, C{[HOST:]PORT[=HANDLER[+tls]]}, as the keys of a
+    port's JSON body; keys the item leaves out are left out, so that the
+    daemon's defaults apply.
+
+    @raise argparse.ArgumentTypeError: naming the item, if it does not
+        follow the grammar.
+    """
+    try:
+        request = parsePortItem(text, repr(text))
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    body: dict[str, object] = {"port": request.port}
+    if request.host is not None:
+        body["interface"] = request.host
+    if request.handler is not None:
+        body["handler"] = request.handler
+    if request.tls is not None:
+        body["tls"] = request.tls
+    return body
+
+
+def _refuseConstant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def jsonValue(text: str) -> object:
+    """
+    C{text} parsed as JSON if it parses, else the string itself: C{100},
+    C{false} and C{[1, 2]} are JSON, C{127.0.0.1:5432} a string.
+    (C{NaN} and C{Infinity}, which JSON does not have, stay strings.)
+    """
+    try:
+        return json.loads(text, parse_constant=_refuseConstant)
+    except ValueError:
+        return text
+
+
+def parseSetting(text: str) -> tuple[str, object]:
+    """
+    C{KEY=VALUE}, the value parsed by L{jsonValue}.
+
+    @raise argparse.ArgumentTypeError: without C{=} or without a key.
+    """
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, jsonValue(value)
+
+
+def portBody(
+    spec: Mapping[str, object],
+    options: Sequence[tuple[str, object]],
+    settings: Sequence[tuple[str, object]],
+) -> dict[str, object]:
+    """
+    The JSON body of an added or changed port.
+
+    @param spec: The keys from SPEC (L{parseSpec}).
+    @param options: C{--option} pairs: the handler's options.
+    @param settings: C{--set} pairs: more keys of the port.
+    @raise ValueError: if a C{--set} contradicts SPEC or C{--option}.
+    """
+    body = dict(spec)
+    for key, value in settings:
+        if key in spec:
+            raise ValueError(
+                f"--set {key}: SPEC says {key} already ({json.dumps(spec[key])})"
+            )
+        if key == "options" and options:
+            raise ValueError("--set options can't be combined with --option")
+        body[key] = value
+    if options:
+        body["options"] = dict(options)
+    return body
+
+
+def readToken(path: Path) -> str:
+    """
+    The admin token: the stripped text of C{path}.
+
+    @raise CtlError: if it can't be read or is empty.
+    """
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise CtlError(
+            f"cannot read the admin token {path}: {reason}; run as the "
+            "daemon's user or root, or point --state-dir or --token-file at it"
+        ) from None
+    if not token:
+        raise CtlError(f"the admin token file {path} is empty")
+    return token
+
+
+def _errorMessage(error: urllib.error.HTTPError, url: str) -> str:
+    text = error.read().decode("utf-8", "replace")
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        answer = None
+    if isinstance(answer, dict) and "error" in answer:
+        return str(answer["error"])
+    if error.code == 404:
+        return f"{error.reason}: no admin API at {url} (is it multiport's status port?)"
+    return str(error.reason or "error")
+
+
+def call(
+    address: Address,
+    method: str,
+    path: str,
+    body: object = None,
+    token: str | None = None,
+) -> tuple[int, bytes]:
+    """
+    One call of the admin API.
+
+    @param path: The path under C{/api/}, already percent-encoded.
+    @param body: What to send as JSON, if anything.
+    @param token: The admin token to send, if any.
+    @return: The HTTP status code and the body of a successful answer.
+    @raise CtlError: for an error answer, or a daemon that can't be reached.
+    """
+    where = formatAddress(*address)
+    url = f"http://{where}/api/{path}"
+    headers = {"Accept": "application/json", "User-Agent": f"{PROG}/{__version__}"}
+    data = None
+    if body is not None:
+        data = json.dumps(body, allow_nan=False).encode("utf-8")
+        headers["Content-Type"] = "application/json"
+    elif method in ("POST", "PUT"):
+        data = b""
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    # No proxy from the environment: the status port is reached directly.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=TIMEOUT) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        raise CtlError(f"{_errorMessage(e, url)} (HTTP {e.code})") from None
+    except urllib.error.URLError as e:
+        reason = e.reason
+        text = getattr(reason, "strerror", None) or str(reason)
+        raise CtlError(f"cannot reach the status port at {where}: {text}") from None
+    except (OSError, http.client.HTTPException) as e:
+        text = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        raise CtlError(f"cannot reach the status port at {where}: {text}") from None
+
+
+def callJSON(
+    address: Address,
+    method: str,
+    path: str,
+    body: object = None,
+    token: str | None = None,
+) -> Any:
+    """
+    L{call}, its answer parsed as JSON.
+
+    @raise CtlError: also for an answer that is not JSON.
+    """
+    status, data = call(address, method, path, body, token)
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise CtlError(
+            f"the status port at {formatAddress(*address)} answered "
+            f"/api/{path} with something that is not JSON (HTTP {status})"
+        ) from None
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    return str(value)
+
+
+_COLUMNS = ("port", "handler", "state", "current", "accepted", "received", "sent")
+
+
+def portsTable(ports: Sequence[object]) -> str:
+    """
+    The ports of C{GET /api/ports} as a plain-text table, like the SIGUSR2
+    dump's; what an entry lacks shows as C{-}.
+    """
+    rows = [_COLUMNS]
+    for port in ports:
+        if not isinstance(port, dict):
+            continue
+        counters = port.get("counters")
+        if not isinstance(counters, dict):
+            counters = {}
+        handler = _cell(port.get("handler"))
+        if port.get("tls"):
+            handler += "+tls"
+        if port.get("draining"):
+            state = "draining"
+        elif port.get("listening"):
+            state = "listening"
+        elif port.get("listening") is None:
+            state = "-"
+        else:
+            state = "stopped"
+        rows.append(
+            (
+                _cell(port.get("name")),
+                handler,
+                state,
+                _cell(counters.get("current")),
+                _cell(counters.get("accepted")),
+                _cell(counters.get("bytesReceived")),
+                _cell(counters.get("bytesSent")),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(width) if index < 3 else cell.rjust(width)
+            for index, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    )
+
+
+def _tokenPath(args: argparse.Namespace) -> Path:
+    if args.token_file is not None:
+        return Path(args.token_file)
+    stateDir = Path(args.state_dir) if args.state_dir else defaultStateDir()
+    return stateDir / TOKEN_FILE
+
+
+def _name(answer: object, fallback: str) -> str:
+    if isinstance(answer, dict) and "name" in answer:
+        return str(answer["name"])
+    return fallback
+
+
+def _list(args: argparse.Namespace) -> None:
+    if args.json:
+        _, data = call(args.status, "GET", "ports")
+        text = data.decode("utf-8", "replace")
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return
+    answer = callJSON(args.status, "GET", "ports")
+    ports = answer.get("ports") if isinstance(answer, dict) else None
+    if not isinstance(ports, list):
+        raise CtlError("the answer to GET /api/ports has no list of ports")
+    print(portsTable(ports))
+
+
+def _add(args: argparse.Namespace) -> None:
+    token = readToken(_tokenPath(args))
+    answer = callJSON(args.status, "POST", "ports", args.body, token)
+    print(f"added {_name(answer, str(args.spec['port']))}")
+
+
+def _change(args: argparse.Namespace) -> None:
+    token = readToken(_tokenPath(args))
+    path = "ports/" + urllib.parse.quote(args.name, safe="")
+    answer = callJSON(args.status, "PUT", path, args.body, token)
+    print(f"changed {_name(answer, args.name)}")
+
+
+def _remove(args: argparse.Namespace) -> None:
+    token = readToken(_tokenPath(args))
+    path = "ports/" + urllib.parse.quote(args.name, safe="")
+    answer = callJSON(args.status, "DELETE", path, token=token)
+    draining = answer.get("draining") if isinstance(answer, dict) else None
+    line = f"removed {_name(answer, args.name)}"
+    if isinstance(draining, int):
+        line += f" ({draining} connection{'' if draining == 1 else 's'} draining)"
+    print(line)
+
+
+def _reload(args: argparse.Namespace) -> None:
+    token = readToken(_tokenPath(args))
+    answer = callJSON(args.status, "POST", "reload", token=token)
+    if not isinstance(answer, dict):
+        raise CtlError("the answer to POST /api/reload is not an object")
+    counts = []
+    for key in ("added", "removed", "changed"):
+        names = answer.get(key)
+        names = names if isinstance(names, list) else []
+        for name in names:
+            print(f"{key} {name}")
+        counts.append(f"{len(names)} {key}")
+    counts.append(f"{_cell(answer.get('unchanged'))} unchanged")
+    print("reloaded: " + ", ".join(counts))
+
+
+def _common(parser: argparse.ArgumentParser, default: bool) -> None:
+    """
+    The options every command takes, before or after its name; only the
+    top-level parser sets defaults, so a subcommand's copy overrides them
+    only when given.
+    """
+
+    def value(real: object) -> object:
+        return real if default else argparse.SUPPRESS
+
+    parser.add_argument(
+        "--status",
+        metavar="HOST:PORT",
+        type=parseStatus,
+        default=value(DEFAULT_STATUS),
+        help=f"the daemon's status port (default {DEFAULT_STATUS}; IPv6 as [::1]:9099)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        default=value(None),
+        help="the daemon's state directory, which holds the admin token "
+        f"({TOKEN_FILE}); default: the daemon's own default",
+    )
+    parser.add_argument(
+        "--token-file",
+        metavar="PATH",
+        default=value(None),
+        help="the admin token file (default: STATE_DIR/admin-token)",
+    )
+
+
+def _portArguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "spec",
+        metavar="SPEC",
+        type=parseSpec,
+        help="[HOST:]PORT[=HANDLER[+tls]], as in the daemon's --ports",
+    )
+    parser.add_argument(
+        "--option",
+        metavar="KEY=VALUE",
+        type=parseSetting,
+        action="append",
+        default=[],
+        help="a handler option; VALUE is JSON if it parses, else a string "
+        "(may be repeated)",
+    )
+    parser.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        type=parseSetting,
+        action="append",
+        default=[],
+        help="another key of the port, as in a [[port]] table "
+        "(max_connections=100, drain_timeout=5); VALUE as for --option "
+        "(may be repeated)",
+    )
+
+
+def makeParser() -> argparse.ArgumentParser:
+    """
+    The command line of C{multiport-ctl}.
+    """
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Control a running multiport daemon through the admin API "
+        "of its status port.",
+        epilog="Exit status: 0 done, 1 refused by the daemon or the daemon "
+        "can't be reached, 2 bad usage.",
+    )
+    _common(parser, default=True)
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    listing = commands.add_parser("list", help="show every port and its counters")
+    _common(listing, default=False)
+    listing.add_argument(
+        "--json", action="store_true", help="print the daemon's JSON answer"
+    )
+    listing.set_defaults(run=_list)
+
+    add = commands.add_parser("add", help="add a port")
+    _common(add, default=False)
+    _portArguments(add)
+    add.set_defaults(run=_add, parser=add)
+
+    change = commands.add_parser("change", help="change a port's configuration")
+    _common(change, default=False)
+    change.add_argument("name", metavar="NAME", help="the port, as list shows it")
+    _portArguments(change)
+    change.set_defaults(run=_change, parser=change)
+
+    remove = commands.add_parser(
+        "remove", help="remove a port; its connections get drain_timeout to finish"
+    )
+    _common(remove, default=False)
+    remove.add_argument("name", metavar="NAME", help="the port, as list shows it")
+    remove.set_defaults(run=_remove)
+
+    reload = commands.add_parser(
+        "reload", help="read the configuration file again and apply it"
+    )
+    _common(reload, default=False)
+    reload.set_defaults(run=_reload)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    Run C{multiport-ctl}.
+
+    @param argv: The arguments, without the program name; C{sys.argv[1:]}
+        by default.
+    @return: The exit status: 0 done, 1 an error answer or a daemon that
+        can't be reached, 2 bad usage.
+    """
+    parser = makeParser()
+    try:
+        args = parser.parse_args(argv)
+        if hasattr(args, "spec"):
+            try:
+                args.body = portBody(args.spec, args.option, args.set)
+            except ValueError as e:
+                args.parser.error(str(e))
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    try:
+        args.run(args)
+    except CtlError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
