@@ -258,6 +258,15 @@ def _port(table: object, where: str, base: Path) -> PortRequest:
     )
 
 
+def portRequest(table: object, where: str, base: Path) -> PortRequest:
+    """
+    One port from a C{[[port]]}-shaped table (the admin API's bodies).
+
+    @raise ConfigError: naming C{where} and the bad key.
+    """
+    return _port(table, where, base)
+
+
 def parseConfig(data: Mapping[str, object], base: Path, name: str = "") -> FileConfig:
     """
     Read a parsed TOML document.

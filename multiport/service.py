@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import errno
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from attrs import frozen
@@ -19,14 +20,26 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from multiport import __version__
-from multiport.config import Config, PortConfig, TLSConfig, formatAddress
+from multiport.config import (
+    Config,
+    Defaults,
+    PortConfig,
+    TLSConfig,
+    buildConfig,
+    checkOverlaps,
+    formatAddress,
+)
+from multiport.configfile import portRequest
 from multiport.counters import PortCounters
+from multiport.errors import ConfigError
 from multiport.handlers.interface import (
     HandlerContext,
+    IDaemonControl,
     IDaemonView,
     IHandler,
     PortStatus,
 )
+from multiport.live import loadCertificates, tokenMatches
 from multiport.policies import DaemonLimit, drainTimeoutOf
 from multiport.port import PortFactory, PortServer, PortSSLServer, PortTCPServer
 from multiport.tls import LoadedCertificate
@@ -152,7 +165,13 @@ def overlaps(a: PortConfig, b: PortConfig) -> bool:
     return a.interface == b.interface or wildcard in (a.interface, b.interface)
 
 
-@implementer(IDaemonView)
+class ReloadUnavailable(Exception):
+    """
+    The daemon has no configuration file to reload.
+    """
+
+
+@implementer(IDaemonView, IDaemonControl)
 class PortsService(MultiService):
     """
     Every port of a L{Config}, bound all or nothing.  It is also the
@@ -171,9 +190,29 @@ class PortsService(MultiService):
         certificates: Mapping[TLSConfig, LoadedCertificate],
         reactor: Any,
         daemonLimit: DaemonLimit | None = None,
+        defaults: Defaults | None = None,
+        rebuild: Callable[[], Config] | None = None,
+        adminToken: str | None = None,
+        owner: tuple[int, int] | None = None,
     ) -> None:
+        """
+        @param defaults: What ports added through the admin API inherit.
+        @param rebuild: Reads the configuration again (file and command
+            line) for a reload; L{None} when there is nothing to reload.
+        @param adminToken: The admin API's bearer token; L{None} turns off
+            the admin API's changes.
+        @param owner: The uid and gid a self-signed certificate made while
+            running is given to.
+        """
         super().__init__()
         self.daemonLimit = daemonLimit
+        self.defaults = Defaults() if defaults is None else defaults
+        self.rebuild = rebuild
+        self.adminToken = adminToken
+        self.owner = owner
+        #: Names of the ports added through the admin API (a reload keeps
+        #: them unless the file now configures their address).
+        self.addedLive: set[str] = set()
         self.config = config
         self.handlers = handlers
         #: Ports removed while running, until their last connection is gone.
@@ -479,6 +518,189 @@ class PortsService(MultiService):
         self.config = Config(
             ports=tuple(s.config for s in self.ports()), stateDir=self.config.stateDir
         )
+
+    def reconcile(
+        self,
+        config: Config,
+        certificates: Mapping[TLSConfig, LoadedCertificate],
+    ) -> dict[str, object]:
+        """
+        Go from the running ports to C{config} (see L{apply}); what changed.
+        """
+        plan = self.plan(config, certificates)
+        before = {s.name for s in self.ports()}
+        self.apply(plan, certificates)
+        summary = plan.summary()
+        summary["added"] = [s.name for s in self.ports() if s.name not in before]
+        return summary
+
+    # IDaemonControl: the admin API and SIGHUP.
+
+    def checkToken(self, token: str) -> bool:
+        return tokenMatches(self.adminToken, token)
+
+    def _serverNamed(self, name: str) -> PortServer:
+        server = self.namedServices.get(name)
+        if not isinstance(server, PortTCPServer | PortSSLServer):
+            raise KeyError(name)
+        return server
+
+    def _requestFrom(self, table: Mapping[str, object], where: str) -> PortConfig:
+        request = portRequest(table, where, Path.cwd())
+        ports = buildConfig(
+            [request], self.defaults, self.handlers, self.config.stateDir
+        ).ports
+        if len(ports) != 1:
+            raise ConfigError(
+                f"{where}.interface",
+                f"names {len(ports)} addresses; give one numeric address",
+            )
+        return ports[0]
+
+    def addPort(self, table: Mapping[str, object]) -> PortServer:
+        """
+        Add the port C{table} describes (the keys of a C{[[port]]} table).
+
+        @raise ConfigError: for bad input.
+        @raise ReconcileError: if it can't listen or overlaps a port.
+        """
+        new = self._requestFrom(table, "POST /api/ports")
+        try:
+            checkOverlaps([*(s.config for s in self.ports()), new])
+        except ConfigError as e:
+            raise ReconcileError(str(e), conflict=True) from None
+        certificates = loadCertificates([new], self.config.stateDir, self.owner)
+        before = set(self.ports())
+        self.apply(Plan(add=(new,)), certificates)
+        [server] = [s for s in self.ports() if s not in before]
+        self.addedLive.add(server.name)
+        log.info("added {name} through the admin API", name=server.name)
+        return server
+
+    def changePort(self, name: str, table: Mapping[str, object]) -> PortServer:
+        """
+        Give port C{name} the settings C{table} describes; its address stays.
+
+        @raise KeyError: if there is no such port.
+        @raise ConfigError: for bad input, or an attempt to move the port.
+        """
+        server = self._serverNamed(name)
+        where = f"PUT /api/ports/{name}"
+        bound = server.boundAddress()
+        numbers = {server.config.port, getattr(bound, "port", server.config.port)}
+        table = dict(table)
+        table.setdefault("port", server.config.port)
+        table.setdefault("interface", server.config.interface)
+        if table["port"] not in numbers:
+            raise ConfigError(
+                f"{where}.port",
+                f"{table['port']!r} is not this port's number; to move a port, "
+                "add the new one and remove this one",
+            )
+        table["port"] = server.config.port
+        new = self._requestFrom(table, where)
+        if new.interface != server.config.interface:
+            raise ConfigError(
+                f"{where}.interface",
+                f"{new.interface} is not this port's address; to move a port, "
+                "add the new one and remove this one",
+            )
+        certificates = loadCertificates([new], self.config.stateDir, self.owner)
+        if server.config == new and not self._newCertificate(server, new, certificates):
+            return server
+        self.apply(Plan(change=((server, new),)), certificates)
+        return self._serverNamed(name)
+
+    def removePort(self, name: str, servingFrom: IAddress | None = None) -> int:
+        """
+        Stop port C{name} listening; its open connections (returned) drain.
+
+        @param servingFrom: The address the asking request came in on: a
+            status port can't remove itself.
+        @raise KeyError: if there is no such port.
+        """
+        server = self._serverNamed(name)
+        bound = server.boundAddress()
+        if (
+            servingFrom is not None
+            and bound is not None
+            and getattr(servingFrom, "port", None) == getattr(bound, "port", None)
+            and server.config.interface
+            in (getattr(servingFrom, "host", None), "0.0.0.0", "::")
+        ):
+            raise ReconcileError(
+                f"{name} is the port this request came in on; remove it from "
+                "another status port or the configuration",
+                conflict=True,
+            )
+        count = server.factory.counters.current
+        self.apply(Plan(remove=(server,)))
+        self.addedLive.discard(name)
+        return count
+
+    def reload(self) -> dict[str, object]:
+        """
+        Read the configuration again and go to it, keeping the ports added
+        through the admin API (unless the file now configures their
+        address: then the file's port replaces them).
+
+        @raise ReloadUnavailable: without a configuration file.
+        @raise ConfigError: if the configuration or a certificate is bad.
+        @raise ReconcileError: if it can't be applied.
+        """
+        if self.rebuild is None:
+            raise ReloadUnavailable(
+                "the daemon was started without --config: nothing to reload"
+            )
+        config = self.rebuild()
+        kept: list[PortConfig] = []
+        for server in self.ports():
+            if server.name not in self.addedLive:
+                continue
+            claimed = [
+                c
+                for c in config.ports
+                if overlaps(c, server.config)
+                or (c.interface, c.port)
+                == (server.config.interface, server.config.port)
+            ]
+            if claimed:
+                self.addedLive.discard(server.name)
+                log.info(
+                    "reload: {name}, added through the admin API, is now "
+                    "configured by {where}",
+                    name=server.name,
+                    where=claimed[0].where,
+                )
+            else:
+                kept.append(server.config)
+        config = Config((*config.ports, *kept), config.stateDir)
+        certificates = loadCertificates(config.ports, config.stateDir, self.owner)
+        summary = self.reconcile(config, certificates)
+        log.info(
+            "reloaded: added {added}, removed {removed}, changed {changed}, "
+            "{unchanged} unchanged; {kept} added through the admin API kept",
+            added=", ".join(summary["added"]) or "none",  # type: ignore[arg-type]
+            removed=", ".join(summary["removed"]) or "none",  # type: ignore[arg-type]
+            changed=", ".join(summary["changed"]) or "none",  # type: ignore[arg-type]
+            unchanged=summary["unchanged"],
+            kept=len(kept),
+        )
+        return summary
+
+    def reloadLogged(self) -> None:
+        """
+        L{reload}, for SIGHUP: a failure is logged with its reason and
+        nothing changes.
+        """
+        try:
+            self.reload()
+        except ReloadUnavailable as e:
+            log.info("SIGHUP: {reason}", reason=str(e))
+        except (ConfigError, ReconcileError) as e:
+            log.error("reload failed, nothing changed: {reason}", reason=str(e))
+        except Exception:
+            log.failure("reload failed, nothing changed")
 
     def _bindAll(self) -> None:
         bound: list[PortServer] = []

@@ -37,6 +37,7 @@ from multiport.configfile import readConfigFile
 from multiport.dump import StatsDumpService
 from multiport.handlers.interface import IHandler
 from multiport.handlers.registry import findHandlers
+from multiport.live import ReloadOnHangup, ensureAdminToken
 from multiport.policies import DEFAULT_DRAIN_TIMEOUT, DaemonLimit, Policy
 from multiport.portspec import parsePortItem, parsePorts
 from multiport.service import PortsService, reportStartupErrorsBriefly
@@ -194,6 +195,7 @@ class Options(usage.Options):
                 print(f"{name:<12} {self.handlers[name].description}")
             raise SystemExit(0)
         try:
+            self._configureLogFormat()
             self.config = self._buildConfig()
         except ConfigError as e:
             if e.where.startswith("--") and not self["check"]:
@@ -283,7 +285,6 @@ class Options(usage.Options):
         return seconds
 
     def _buildConfig(self) -> Config:
-        self._configureLogFormat()
         if self["tls-key"] and not self["tls-cert"]:
             raise ConfigError("--tls-key", "needs --tls-cert")
         interface = parseInterface(self["interface"], "--interface")
@@ -312,7 +313,17 @@ class Options(usage.Options):
         stateDir = Path(
             self["state-dir"] if self["state-dir"] else defaultStateDir()
         ).absolute()
+        self.defaults = defaults
         return buildConfig(requests, defaults, self.handlers, stateDir)
+
+    def rebuildConfig(self) -> Config:
+        """
+        The configuration as the command line and the file say now (for a
+        reload: the file is read again).
+
+        @raise ConfigError: if it is wrong.
+        """
+        return self._buildConfig()
 
     def _loadCertificates(self, config: Config) -> dict[TLSConfig, LoadedCertificate]:
         certificates: dict[TLSConfig, LoadedCertificate] = {}
@@ -408,6 +419,25 @@ def makeService(options: Options, reactor: Any = None) -> PortsService:
         "descriptor limit)",
         maximum=limit.maximum,
     )
-    service = PortsService(config, options.handlers, certificates, reactor, limit)
+    owner = _owner(options)
+    try:
+        token = ensureAdminToken(config.stateDir, owner)
+    except OSError as e:
+        raise SystemExit(
+            f"multiport: cannot write the admin token in {config.stateDir}: "
+            f"{e.strerror or e} (use --state-dir to pick a writable folder)"
+        ) from None
+    service = PortsService(
+        config,
+        options.handlers,
+        certificates,
+        reactor,
+        limit,
+        defaults=options.defaults,
+        rebuild=options.rebuildConfig if options["config"] else None,
+        adminToken=token,
+        owner=owner,
+    )
     StatsDumpService(service.portStatus, reactor).setServiceParent(service)
+    ReloadOnHangup(service.reloadLogged, reactor).setServiceParent(service)
     return service

@@ -348,6 +348,7 @@ class StatusPageTests(_StatusTestCase):
                         "handler": "echo",
                         "tls": False,
                         "listening": True,
+                        "draining": False,
                         "listening_since": 1001.0,
                         "connections": {
                             "current": 2,
@@ -1033,6 +1034,7 @@ class EndToEndTests(TestCase):
                     "handler",
                     "tls",
                     "listening",
+                    "draining",
                     "listening_since",
                     "connections",
                     "rejected_by_reason",

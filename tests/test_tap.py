@@ -541,10 +541,32 @@ class MakeServiceTests(OptionsTestsMixin, SynchronousTestCase):
 
     def test_noSelfSignedWithoutTLS(self):
         """
-        Without TLS ports nothing is written to the state directory.
+        Without TLS ports no certificate is written to the state directory,
+        only the admin token (mode 0600).
         """
         makeService(self.parse("-p", "127.0.0.1:7000=echo"), MemoryReactorClock())
-        self.assertFalse(os.path.exists(self.stateDir))
+        self.assertEqual(os.listdir(self.stateDir), ["admin-token"])
+        token = Path(self.stateDir) / "admin-token"
+        self.assertEqual(os.stat(token).st_mode & 0o777, 0o600)
+        self.assertGreaterEqual(len(token.read_text().strip()), 40)
+
+    def test_tokenKept(self):
+        """
+        The admin token is made once and the same on the next start; the
+        service checks it.
+        """
+        first = makeService(
+            self.parse("-p", "127.0.0.1:7000=echo"), MemoryReactorClock()
+        )
+        second = makeService(
+            self.parse("-p", "127.0.0.1:7000=echo"), MemoryReactorClock()
+        )
+        token = (Path(self.stateDir) / "admin-token").read_text().strip()
+        self.assertEqual(first.adminToken, token)
+        self.assertEqual(second.adminToken, token)
+        self.assertTrue(second.checkToken(token))
+        self.assertFalse(second.checkToken(token[:-1]))
+        self.assertFalse(second.checkToken(""))
 
     def test_unwritableStateDir(self):
         """

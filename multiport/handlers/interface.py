@@ -109,6 +109,37 @@ class IDaemonView(Interface):
         """
 
 
+class IDaemonControl(Interface):
+    """
+    What the admin API may change in the running daemon.
+    """
+
+    def checkToken(token: str) -> bool:
+        """
+        Whether C{token} is the admin token.
+        """
+
+    def addPort(table: Mapping[str, object]) -> Any:
+        """
+        Add a port from a C{[[port]]}-shaped table; the new port service.
+        """
+
+    def changePort(name: str, table: Mapping[str, object]) -> Any:
+        """
+        Change port C{name} in place; the port service now serving it.
+        """
+
+    def removePort(name: str, servingFrom: Any = None) -> int:
+        """
+        Remove port C{name}; how many connections drain.
+        """
+
+    def reload() -> Mapping[str, object]:
+        """
+        Read the configuration again and apply it; what changed.
+        """
+
+
 class IDrainable(Interface):
     """
     A handler's protocol that can finish early when its port goes away

@@ -18,11 +18,13 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server, static
 from twisted.web.http import HTTPChannel
 from twisted.web.iweb import IRequest
+from zope.interface import implementer
 
 from multiport import __version__
 from multiport.handlers.interface import (
     Handler,
     HandlerContext,
+    IDrainable,
     OptionError,
     optionOf,
     rejectUnknown,
@@ -233,7 +235,30 @@ DEFAULT_IDLE_TIMEOUT = 75.0
 DEFAULT_HEADER_TIMEOUT = 20.0
 
 
-class TimedChannel(HTTPChannel):
+@implementer(IDrainable)
+class DrainingChannel(HTTPChannel):
+    """
+    An HTTP channel that, when its port goes away, closes at once between
+    requests and otherwise after answering the request in flight (with
+    C{Connection: close}), as nginx does at a graceful stop.
+    """
+
+    _draining = False
+
+    def drain(self) -> None:
+        self._draining = True
+        self.persistent = False
+        if not self.requests:
+            self.loseConnection()
+
+    def checkPersistence(self, request: Any, version: bytes) -> bool:
+        if self._draining:
+            request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+            return False
+        return bool(super().checkPersistence(request, version))
+
+
+class TimedChannel(DrainingChannel):
     """
     An HTTP/1.1 channel that closes a connection whose request headers take
     longer than C{headerTimeout} to arrive, counted from the request's first

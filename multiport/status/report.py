@@ -67,6 +67,7 @@ def portReport(status: PortStatus) -> dict[str, object]:
         "handler": config.handler,
         "tls": config.tls is not None,
         "listening": status.listening,
+        "draining": status.draining,
         **status.counters,
         "certificate_expiry": status.certificateExpiry,
         "handler_counters": handlerCounterList(status.handlerCounters),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from attrs import field, frozen
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -15,10 +16,14 @@ from twisted.web import resource, server
 
 from multiport import __version__
 from multiport.handlers.interface import HandlerContext, IDaemonView
+from multiport.handlers.web import DrainingChannel
 from multiport.status.dashboard import DASHBOARD
 from multiport.status.history import History
 from multiport.status.metrics import metricsRegistry
 from multiport.status.report import NoDaemon, daemonReport
+
+if TYPE_CHECKING:
+    from multiport.status.api import AdminAPI
 
 JSON = b"application/json"
 TEXT = b"text/plain; charset=utf-8"
@@ -100,7 +105,11 @@ class StatusPages:
         C{ok} while every configured port listens; else 503 naming, one a
         line, those that don't.
         """
-        down = [s.name for s in self._view().portStatus() if not s.listening]
+        down = [
+            s.name
+            for s in self._view().portStatus()
+            if not s.listening and not s.draining
+        ]
         if down:
             return Page(503, TEXT, "".join(f"{name}\n" for name in down).encode())
         return Page(200, TEXT, b"ok\n")
@@ -134,14 +143,19 @@ class StatusResource(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, routes: Mapping[bytes, Callable[[], Page]]) -> None:
+    def __init__(
+        self, routes: Mapping[bytes, Callable[[], Page]], api: AdminAPI
+    ) -> None:
         super().__init__()
         self._routes = dict(routes)
+        self._api = api
 
     def page(self, request: server.Request) -> Page:
         """
         The response to C{request}.
         """
+        if request.path == b"/api" or request.path.startswith(b"/api/"):
+            return self._api.page(request)
         route = self._routes.get(request.path)
         if route is None:
             return Page(404, TEXT, b"not found\n")
@@ -174,6 +188,8 @@ class StatusSite(server.Site):
     and writes no access log (dashboards poll it every second, Prometheus
     every few).
     """
+
+    protocol = DrainingChannel
 
     def __init__(
         self, root: resource.IResource, history: History, reactor: object
@@ -217,4 +233,8 @@ def buildSite(context: HandlerContext) -> StatusSite:
 
     history = History(context.clock, view)
     pages = StatusPages(context.clock, view, history)
-    return StatusSite(StatusResource(pages.routes()), history, context.reactor)
+    from multiport.status.api import AdminAPI
+
+    return StatusSite(
+        StatusResource(pages.routes(), AdminAPI(view)), history, context.reactor
+    )
