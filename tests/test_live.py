@@ -6,8 +6,10 @@ ports, and applying it (bind first, all or nothing, drain what goes).
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 from attrs import evolve
+from cryptography.hazmat.primitives import serialization
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -16,7 +18,9 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from multiport.config import Config, TLSConfig
+from multiport.config import Config, Defaults, TLSConfig
+from multiport.errors import ConfigError
+from multiport.live import loadCertificates
 from multiport.policies import Policy
 from multiport.service import Plan, PortsService, ReconcileError, overlaps
 from multiport.tls import ensureSelfSigned
@@ -362,3 +366,112 @@ class LiveTests(TestCase):
         yield self.echoes(client, b"finishing")
         client.transport.loseConnection()
         yield stopped
+
+
+class CertificateTests(TestCase):
+    """
+    A renewed certificate file is a change: new connections get it, on the
+    same socket; an unreadable one changes nothing.
+    """
+
+    def setUp(self) -> None:
+        import datetime
+
+        from multiport.tls import makeSelfSigned
+
+        self.folder = Path(self.mktemp()).absolute()
+        self.folder.mkdir(parents=True)
+        self.cert = self.folder / "cert.pem"
+        self.key = self.folder / "key.pem"
+        self.make = lambda: makeSelfSigned(
+            datetime.datetime.now(datetime.UTC), "localhost"
+        )
+        self.writePair(*self.make())
+        self.port = freePort()
+        self.stateDir = self.folder / "state"
+        self.service = PortsService(
+            self.config(), HANDLERS, self.certificates(), reactor
+        )
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+
+    def writePair(self, cert: bytes, key: bytes) -> None:
+        self.cert.write_bytes(cert)
+        self.key.write_bytes(key)
+
+    def config(self) -> Config:
+        defaults = Defaults(tls=TLSConfig(cert=self.cert, key=self.key))
+        return configFor(f"127.0.0.1:{self.port}=echo+tls", self.stateDir, defaults)
+
+    def certificates(self):
+        return loadCertificates(self.config().ports, self.stateDir)
+
+    @inlineCallbacks
+    def served(self) -> bytes:
+        """
+        The DER of the certificate a new connection is served.
+        """
+        from twisted.internet.endpoints import wrapClientTLS
+        from twisted.internet.ssl import CertificateOptions
+
+        client = Holder()
+        endpoint = wrapClientTLS(
+            CertificateOptions(verify=False),
+            TCP4ClientEndpoint(reactor, "127.0.0.1", self.port),
+        )
+        protocol = yield endpoint.connect(Factory.forProtocol(lambda: client))
+        protocol.transport.write(b"x")
+        yield waitUntil(lambda: client.received == b"x")
+        der = (
+            protocol.transport.getPeerCertificate()
+            .to_cryptography()
+            .public_bytes(serialization.Encoding.DER)
+        )
+        protocol.transport.loseConnection()
+        yield client.lost
+        return der
+
+    @inlineCallbacks
+    def test_renewed(self):
+        """
+        Reloading after the files were replaced changes the port in place.
+        """
+        from cryptography import x509
+
+        before = yield self.served()
+        listening = self.service.ports()[0]._port
+        cert, key = self.make()
+        self.writePair(cert, key)
+        plan = self.service.plan(self.config(), self.certificates())
+        self.assertEqual(len(plan.change), 1)
+        self.service.apply(plan, self.certificates())
+        after = yield self.served()
+        self.assertNotEqual(before, after)
+        self.assertEqual(
+            after,
+            x509.load_pem_x509_certificate(cert).public_bytes(
+                serialization.Encoding.DER
+            ),
+        )
+        self.assertIs(self.service.ports()[0]._port, listening)
+        self.assertEqual(
+            self.service.plan(self.config(), self.certificates()).change, ()
+        )
+
+    @inlineCallbacks
+    def test_missingOrHalfWritten(self):
+        """
+        A reload that meets a missing or half-written certificate file
+        fails naming it, and the port keeps its certificate.
+        """
+        before = yield self.served()
+        self.service.rebuild = self.config
+        self.cert.unlink()
+        error = self.assertRaises(ConfigError, self.service.reload)
+        self.assertIn(str(self.cert), str(error))
+        cert, key = self.make()
+        self.writePair(cert[: len(cert) // 2], key)
+        error = self.assertRaises(ConfigError, self.service.reload)
+        self.assertIn(str(self.cert), str(error))
+        after = yield self.served()
+        self.assertEqual(before, after)

@@ -531,6 +531,7 @@ class MetricsTests(_StatusTestCase):
                 "multiport_tls_handshake_failures": "counter",
                 "multiport_protocol_errors": "counter",
                 "multiport_port_up": "gauge",
+                "multiport_port_draining": "gauge",
                 "multiport_tls_certificate_expiry_timestamp_seconds": "gauge",
             },
         )

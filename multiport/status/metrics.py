@@ -160,6 +160,11 @@ class DaemonCollector(Collector):
             "1 while the port listens, else 0.",
             labels=PORT_LABELS,
         )
+        draining = GaugeMetricFamily(
+            "multiport_port_draining",
+            "1 while a removed port's connections drain (it no longer listens).",
+            labels=PORT_LABELS,
+        )
         rejected = CounterMetricFamily(
             "multiport_connections_rejected",
             "Connections turned away before the handler, by reason.",
@@ -179,6 +184,7 @@ class DaemonCollector(Collector):
             snapshot = status.counters
             current.add_metric(labels, figure(snapshot, "connections", "current"))
             up.add_metric(labels, 1 if status.listening else 0)
+            draining.add_metric(labels, 1 if status.draining else 0)
             for reason, count in sorted(rejectedByReason(snapshot).items()):
                 rejected.add_metric([*labels, reason], count)
             if status.config.tls is not None and status.certificateExpiry is not None:
@@ -192,6 +198,7 @@ class DaemonCollector(Collector):
         for family, _, _ in counters[2:]:
             yield family
         yield up
+        yield draining
         yield expiry
 
     def _handlerFamilies(self, statuses: list[PortStatus]) -> Iterator[Metric]:
