@@ -25,6 +25,7 @@ from multiport import __version__
 from multiport.config import defaultStateDir, formatAddress
 from multiport.errors import ConfigError
 from multiport.portspec import parsePortItem
+from multiport.text import alignTable
 
 #: The daemon's own default status port (L{multiport.tap.DEFAULT_STATUS};
 #: not imported, so that this command stays quick to start).
@@ -285,14 +286,7 @@ def portsTable(ports: Sequence[object]) -> str:
                 _cell(counters.get("bytesSent")),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
-    return "\n".join(
-        "  ".join(
-            cell.ljust(width) if index < 3 else cell.rjust(width)
-            for index, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ).rstrip()
-        for row in rows
-    )
+    return alignTable(rows, left=3)
 
 
 def _tokenPath(args: argparse.Namespace) -> Path:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable, Sequence
-from types import FrameType
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.logger import Logger
 
 from multiport.handlers.interface import PortStatus
+from multiport.signals import OnSignal
+from multiport.text import alignTable
 
 log = Logger()
 
@@ -56,20 +56,12 @@ def statsTable(ports: Sequence[PortStatus]) -> str:
                 str(counters["errors"]["protocol"]),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
-    return "\n".join(
-        "  ".join(
-            cell.ljust(width) if index < 3 else cell.rjust(width)
-            for index, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ).rstrip()
-        for row in rows
-    )
+    return alignTable(rows, left=3)
 
 
-class StatsDumpService(Service):
+class StatsDumpService(OnSignal):
     """
-    Installs the SIGUSR2 handler while running and restores the previous
-    one when stopped.  The handler only schedules the dump on the reactor.
+    Writes the counters table to the log on SIGUSR2 (while running).
     """
 
     name = "multiport:stats-dump"
@@ -80,26 +72,11 @@ class StatsDumpService(Service):
         reactor: Any,
         signalNumber: int = signal.SIGUSR2,
     ) -> None:
+        super().__init__(signalNumber, self.dump, reactor)
         self._ports = ports
-        self._reactor = reactor
-        self._signal = signalNumber
-        self._previous: Any = None
 
     def dump(self) -> None:
         """
         Log the table of every port's counters.
         """
         log.info("port counters:\n{table}", table=statsTable(self._ports()))
-
-    def _received(self, number: int, frame: FrameType | None) -> None:
-        self._reactor.callFromThread(self.dump)
-
-    def startService(self) -> None:
-        super().startService()
-        self._previous = signal.signal(self._signal, self._received)
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._previous is not None:
-            signal.signal(self._signal, self._previous)
-            self._previous = None

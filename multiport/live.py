@@ -11,14 +11,13 @@ import secrets
 import signal
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.logger import Logger
 
 from multiport.config import PortConfig, TLSConfig
 from multiport.errors import ConfigError
+from multiport.signals import OnSignal
 from multiport.tls import (
     LoadedCertificate,
     TLSError,
@@ -102,27 +101,11 @@ def tokenMatches(expected: str | None, given: str) -> bool:
     )
 
 
-class ReloadOnHangup(Service):
+class ReloadOnHangup(OnSignal):
     """
     Calls C{reload} on the reactor's thread when the process gets SIGHUP,
-    while running; the previous handler is restored when stopped.
+    while running.
     """
 
     def __init__(self, reload: Callable[[], object], reactor: Any) -> None:
-        self._reload = reload
-        self._reactor = reactor
-        self._previous: Any = None
-
-    def startService(self) -> None:
-        super().startService()
-        self._previous = signal.signal(signal.SIGHUP, self._received)
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._previous is not None:
-            signal.signal(signal.SIGHUP, self._previous)
-            self._previous = None
-
-    def _received(self, number: int, frame: FrameType | None) -> None:
-        # No work in a signal handler: the reactor does it on its turn.
-        self._reactor.callFromThread(self._reload)
+        super().__init__(signal.SIGHUP, reload, reactor)
