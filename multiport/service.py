@@ -436,6 +436,10 @@ class PortsService(MultiService):
             self._detach(server)
         self._certificates = known
         self._rememberConfig()
+        if self.daemonLimit is not None:
+            # Each port's fair share of the daemon's connections follows
+            # the number of ports listening.
+            self.daemonLimit.ports = max(1, len(self.ports()))
 
     def _bindLive(self, servers: Sequence[PortServer], bound: list[PortServer]) -> None:
         for server in servers:

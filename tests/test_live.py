@@ -475,3 +475,25 @@ class CertificateTests(TestCase):
         self.assertIn(str(self.cert), str(error))
         after = yield self.served()
         self.assertEqual(before, after)
+
+
+class DaemonLimitTests(SynchronousTestCase):
+    """
+    The daemon-wide limit's fair share follows the number of ports.
+    """
+
+    def test_followsPorts(self):
+        from multiport.policies import DaemonLimit
+
+        stateDir = self.mktemp()
+        limit = DaemonLimit(maximum=100, ports=1)
+        service = PortsService(
+            configFor("7001=echo", stateDir), HANDLERS, {}, MemoryReactorClock(), limit
+        )
+        service.startService()
+        service.apply(
+            service.plan(configFor("7001=echo,7002=echo,7003=echo", stateDir), {})
+        )
+        self.assertEqual(limit.ports, 3)
+        service.apply(service.plan(configFor("7003=echo", stateDir), {}))
+        self.assertEqual(limit.ports, 1)
