@@ -12,10 +12,18 @@
  *   loadgen hold   HOST PORTS CONNS
  *       opens CONNS connections, prints "ready", and holds them until its
  *       standard input closes.
+ *   loadgen stream HOST PORT CONNS SECONDS WARMUP
+ *       CONNS connections to PORT, each written a fixed 64 KB buffer as fast
+ *       as it accepts data; counts the bytes written after WARMUP seconds
+ *       (ops is bytes).
+ *   loadgen sink   PORT
+ *       a server on 127.0.0.1:PORT that accepts any number of connections
+ *       and reads and discards everything sent to it, until killed.
  *
- * It prints one JSON object: mode, ops, seconds (measured, after warmup),
- * cpu_seconds (its own user + system time over the same span), errors.
- * Every run ends by itself: SECONDS bounds echo and accept.
+ * Every mode but sink prints one JSON object: mode, ops, seconds (measured,
+ * after warmup), cpu_seconds (its own user + system time over the same
+ * span), errors.  Every run ends by itself (SECONDS bounds echo, accept and
+ * stream) except sink, which runs until it is killed.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -23,6 +31,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +43,11 @@
 
 #define MAX_PORTS 20000
 #define MAX_SIZE 65536
+#define STREAM_CHUNK 65536
+#define SINK_BUFFER (256 * 1024)
+/* Writes (stream) or reads (sink) per ready socket before the others get a
+ * turn: the sockets stay level-triggered, so none is starved. */
+#define BURST 16
 
 typedef struct {
     int fd;
@@ -262,6 +276,97 @@ static int run_hold(int nconns) {
     return 0;
 }
 
+static int run_stream(int nconns, double seconds, double warmup) {
+    static char chunk[STREAM_CHUNK];
+    memset(chunk, 'x', sizeof chunk);
+    int *fds = calloc(nconns, sizeof *fds);
+    int ep = epoll_create1(0);
+    for (int i = 0; i < nconns; i++) {
+        fds[i] = open_conn(ports[0], 0);
+        if (fds[i] < 0) die("connect");
+        struct epoll_event ev = {.events = EPOLLOUT, .data.u32 = i};
+        epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev);
+    }
+    struct epoll_event events[1024];
+    double start = monotonic(), measured = start + warmup, end = measured + seconds;
+    double cpu_start = cpu();
+    long bytes = 0, errors = 0, alive = nconns;
+    int counting = 0;
+    while (alive > 0) {
+        double t = monotonic();
+        if (!counting && t >= measured) {
+            counting = 1;
+            bytes = 0;
+            cpu_start = cpu();
+        }
+        if (t >= end) break;
+        int n = epoll_wait(ep, events, 1024, 50);
+        for (int i = 0; i < n; i++) {
+            int fd = fds[events[i].data.u32];
+            int failed = (events[i].events & (EPOLLERR | EPOLLHUP)) != 0;
+            for (int k = 0; k < BURST && !failed; k++) {
+                ssize_t sent = send(fd, chunk, sizeof chunk, MSG_NOSIGNAL);
+                if (sent < 0) {
+                    if (errno != EAGAIN && errno != EINTR) failed = 1;
+                    break;
+                }
+                bytes += sent;
+                if (sent < (ssize_t)sizeof chunk) break;
+            }
+            if (failed) {
+                errors++;
+                alive--;
+                epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
+                close(fd);
+            }
+        }
+    }
+    double elapsed = monotonic() - measured;
+    report("stream", counting ? bytes : 0, elapsed, cpu() - cpu_start, errors);
+    return 0;
+}
+
+static _Noreturn void run_sink(int port) {
+    static char buffer[SINK_BUFFER];
+    int listener = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (listener < 0) die("socket");
+    int one = 1;
+    setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons(port)};
+    inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
+    if (bind(listener, (struct sockaddr *)&address, sizeof address) < 0) die("bind");
+    if (listen(listener, 4096) < 0) die("listen");
+    int ep = epoll_create1(0);
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = listener};
+    epoll_ctl(ep, EPOLL_CTL_ADD, listener, &ev);
+    printf("sink listening on 127.0.0.1:%d\n", port);
+    fflush(stdout);
+    struct epoll_event events[1024];
+    while (1) {
+        int n = epoll_wait(ep, events, 1024, -1);
+        if (n < 0 && errno != EINTR) die("epoll_wait");
+        for (int i = 0; i < n; i++) {
+            int fd = events[i].data.fd;
+            if (fd == listener) {
+                int client;
+                while ((client = accept4(listener, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
+                    struct epoll_event cev = {.events = EPOLLIN, .data.fd = client};
+                    epoll_ctl(ep, EPOLL_CTL_ADD, client, &cev);
+                }
+                continue;
+            }
+            for (int k = 0; k < BURST; k++) {
+                ssize_t got = read(fd, buffer, sizeof buffer);
+                if (got > 0) continue;
+                if (got < 0 && (errno == EAGAIN || errno == EINTR)) break;
+                epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
+                close(fd);
+                break;
+            }
+        }
+    }
+}
+
 int main(int argc, char **argv) {
     struct rlimit limit;
     getrlimit(RLIMIT_NOFILE, &limit);
@@ -284,9 +389,19 @@ int main(int argc, char **argv) {
         parse_target(argv[2], argv[3]);
         return run_hold(atoi(argv[4]));
     }
+    if (argc >= 6 && strcmp(argv[1], "stream") == 0) {
+        parse_target(argv[2], argv[3]);
+        return run_stream(atoi(argv[4]), atof(argv[5]), argc > 6 ? atof(argv[6]) : 0);
+    }
+    if (argc == 3 && strcmp(argv[1], "sink") == 0) {
+        signal(SIGPIPE, SIG_IGN);
+        run_sink(atoi(argv[2]));
+    }
     fprintf(stderr,
             "usage: loadgen echo HOST PORTS CONNS SIZE SECONDS [WARMUP]\n"
             "       loadgen accept HOST PORTS CONCURRENCY SECONDS [WARMUP]\n"
-            "       loadgen hold HOST PORTS CONNS\n");
+            "       loadgen hold HOST PORTS CONNS\n"
+            "       loadgen stream HOST PORT CONNS SECONDS [WARMUP]\n"
+            "       loadgen sink PORT\n");
     return 2;
 }

@@ -139,6 +139,42 @@ def accept(port: int, concurrency: int, seconds: float, warmup: float = 0.5) -> 
     return _loadgen(["accept", str(port), str(concurrency)], seconds, warmup)
 
 
+def stream(
+    port: int,
+    connections: int,
+    seconds: float,
+    warmup: float = 0.5,
+    sink: int | None = None,
+) -> Sample:
+    """
+    Relay throughput in MB/s (10^6 bytes per second): bytes written over
+    C{connections} connections to C{port}, each sent 64 KB at a time as fast
+    as it takes them.
+
+    @param sink: The process id of the sink the relay writes to, which runs
+        on the generator's CPU: its CPU use is added to the generator's, so
+        that the sample says when that CPU was the limit.
+    @raise RuntimeError: if no byte was written, or none reached the sink.
+    """
+    cpuBefore, readBefore = 0.0, 0
+    if sink is not None:
+        cpuBefore, readBefore = processes.cpuSeconds(sink), processes.bytesRead(sink)
+    started = time.monotonic()
+    sample = _loadgen(["stream", str(port), str(connections)], seconds, warmup)
+    elapsed = time.monotonic() - started
+    received = processes.bytesRead(sink) - readBefore if sink is not None else None
+    if sample.value <= 0 or received == 0:
+        raise RuntimeError(
+            f"nothing relayed through port {port}: {sample.value:.0f} bytes/s "
+            f"written, {received} bytes read by the sink, "
+            f"{sample.errors} of {connections} connections failed"
+        )
+    cpu = sample.generatorCPU
+    if sink is not None and cpu is not None:
+        cpu += (processes.cpuSeconds(sink) - cpuBefore) / elapsed
+    return Sample(sample.value / 1e6, cpu, sample.errors)
+
+
 def _loadgen(arguments: Sequence[str], seconds: float, warmup: float) -> Sample:
     """
     Run the C load generator (mode, ports, then the mode's own figures) for

@@ -191,3 +191,37 @@ def openFiles(leader: int) -> int:
         except OSError:
             continue
     return total
+
+
+def cpuSeconds(leader: int) -> float:
+    """
+    The CPU time (user and system) every process in C{leader}'s session has
+    used so far, in seconds.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in sessionPids(leader):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the command, utime and stime are the 12th and 13th fields.
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+def bytesRead(leader: int) -> int:
+    """
+    The bytes every process in C{leader}'s session has read so far, from
+    files and sockets alike (C{rchar} of C{/proc/PID/io}).
+    """
+    total = 0
+    for pid in sessionPids(leader):
+        try:
+            io = Path(f"/proc/{pid}/io").read_text()
+        except OSError:
+            continue
+        for line in io.splitlines():
+            if line.startswith("rchar:"):
+                total += int(line.split()[1])
+    return total

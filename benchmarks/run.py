@@ -70,6 +70,14 @@ def versions() -> dict[str, str | None]:
         found["nginx"] = _version([tools.command("nginx"), "-v"], r"nginx/(\S+)")
     if tools.have("wrk"):
         found["wrk"] = _version([tools.command("wrk"), "-v"], r"wrk (\S+)")
+    if tools.have("socat"):
+        found["socat"] = _version(
+            [tools.command("socat"), "-V"], r"socat version (\S+)"
+        )
+    if tools.have("haproxy"):
+        found["haproxy"] = _version(
+            [tools.command("haproxy"), "-v"], r"HAProxy version (\S+)"
+        )
     return found
 
 

@@ -9,6 +9,7 @@ taken against.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
@@ -390,6 +391,102 @@ def idle(settings: Settings) -> list[Series]:
     return [bare, ours]
 
 
+#: The streams of the relay scenario's variants.
+RELAY_STREAMS = (1, 16)
+
+
+def checkRelays(
+    relay: servers.Server,
+    sink: servers.Server,
+    size: int = 256 * 1024,
+    timeout: float = 30,
+) -> None:
+    """
+    Send C{size} bytes through C{relay} and wait until C{sink} has read them
+    all: the relay really forwards to the sink.
+
+    @raise RuntimeError: if they do not all arrive within C{timeout} seconds.
+    """
+    before = sink.bytesRead()
+    deadline = time.monotonic() + timeout
+    arrived = 0
+    address = ("127.0.0.1", relay.port)
+    try:
+        with socket.create_connection(address, timeout=timeout) as client:
+            client.sendall(b"x" * size)
+            while arrived < size and time.monotonic() < deadline:
+                time.sleep(0.01)
+                arrived = sink.bytesRead() - before
+    except OSError as e:
+        raise RuntimeError(f"{relay.name} does not relay: {e}") from None
+    if arrived < size:
+        raise RuntimeError(
+            f"{relay.name} relayed {arrived} of {size} bytes to the sink "
+            f"within {timeout}s"
+        )
+
+
+def _relayServers(
+    settings: Settings, stack: ExitStack, upstream: int
+) -> list[servers.Server]:
+    ports = processes.freePorts(5)
+    candidates = [
+        servers.portforward(settings.workdir, ports[0], upstream),
+        servers.multiportRelay(settings.workdir, ports[1], upstream),
+        servers.multiportRelay(settings.workdir, ports[2], upstream, splice=False),
+    ]
+    if tools.have("socat"):
+        candidates.append(servers.socat(settings.workdir, ports[3], upstream))
+    if tools.have("haproxy"):
+        candidates.append(servers.haproxy(settings.workdir, ports[4], upstream))
+    return [stack.enter_context(server) for server in candidates]
+
+
+def relay(settings: Settings) -> list[Series]:
+    """
+    Relay throughput: bytes written as fast as they go through a TCP
+    forwarder to a sink that discards them, over 1 and 16 streams, in MB/s;
+    multiport with splice(2), its default for plain TCP, and without.
+
+    Each relay runs on CPU 0 (socat's forked children too, HAProxy with one
+    thread); the load generator and the sink share CPU 1, so the generator's
+    CPU figure is theirs together.  The baseline is C{twistd portforward};
+    the target is the best of socat, HAProxy and it.
+    """
+    results: list[Series] = []
+    [upstream] = processes.freePorts(1)
+    with ExitStack() as stack:
+        sink = stack.enter_context(servers.sink(settings.workdir, upstream))
+        running = _relayServers(settings, stack, upstream)
+        for server in running:
+            checkRelays(server, sink)
+        for streams in RELAY_STREAMS:
+            contenders = []
+            for server in running:
+                series = Series(
+                    f"{streams} stream{'s' if streams > 1 else ''}",
+                    server.name,
+                    "throughput",
+                    "MB/s",
+                    baseline=server.name == "twistd portforward",
+                )
+                contenders.append(
+                    (
+                        series,
+                        lambda port=server.port, streams=streams: measure.stream(
+                            port,
+                            streams,
+                            settings.seconds,
+                            settings.warmup,
+                            sink=sink.process.pid,
+                        ),
+                    )
+                )
+                results.append(series)
+            alternate(settings.rounds, contenders)
+    return results
+
+
 SCENARIOS = {
     scenario.name: scenario
     for scenario in [
@@ -414,5 +511,11 @@ SCENARIOS = {
         Scenario("ports", "Many ports: 1 to 10,000 listening ports", ports),
         Scenario("idle", "Many connections: memory per idle connection", idle),
         Scenario("layer", "The cost of the per-port layer", layer),
+        Scenario(
+            "relay",
+            "Relay throughput: TCP forwarding to a sink",
+            relay,
+            optional=("socat", "haproxy"),
+        ),
     ]
 }

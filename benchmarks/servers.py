@@ -1,6 +1,7 @@
 """
 The servers a benchmark runs: multiport and the peers it is measured
-against, each started in its own process group on CPU 0 and stopped by
+against, each started in its own process group on CPU 0 (the relay
+scenario's sink, a load generator of sorts, on CPU 1) and stopped by
 process id.
 """
 
@@ -40,6 +41,7 @@ class Server:
     One server process: started on entry, stopped on exit.
 
     @ivar port: The port it is ready on once started (the first one).
+    @ivar core: The CPU it is pinned to (see L{processes.pinned}).
     """
 
     def __init__(
@@ -49,12 +51,14 @@ class Server:
         port: int,
         workdir: Path,
         timeout: float = 120,
+        core: int | None = 0,
     ) -> None:
         self.name = name
         self.argv = list(argv)
         self.port = port
         self.workdir = workdir
         self.timeout = timeout
+        self.core = core
         self.startup = 0.0
 
     def __enter__(self) -> Server:
@@ -66,7 +70,7 @@ class Server:
             filter(None, [str(ROOT), environment.get("PYTHONPATH")])
         )
         self.process = processes.start(
-            self.argv, log, cwd=self.workdir, env=environment
+            self.argv, log, core=self.core, cwd=self.workdir, env=environment
         )
         try:
             self.startup = processes.waitForPort(self.port, self.process, self.timeout)
@@ -96,6 +100,18 @@ class Server:
         File descriptors the server's processes hold.
         """
         return processes.openFiles(self.process.pid)
+
+    def cpuSeconds(self) -> float:
+        """
+        The CPU time the server's processes have used so far.
+        """
+        return processes.cpuSeconds(self.process.pid)
+
+    def bytesRead(self) -> int:
+        """
+        The bytes the server's processes have read so far.
+        """
+        return processes.bytesRead(self.process.pid)
 
 
 def site(workdir: Path) -> Path:
@@ -285,6 +301,126 @@ def nginx(workdir: Path, port: int, tls: bool = False) -> Server:
     return Server(
         "nginx",
         [tools.command("nginx"), "-p", str(prefix), "-c", str(config)],
+        port,
+        workdir,
+    )
+
+
+def sink(workdir: Path, port: int) -> Server:
+    """
+    The C load generator's C{sink} mode: reads and discards whatever any
+    number of connections send.  It is the far side of the relays, so it
+    runs on the load generator's CPU, not the servers'.
+    """
+    from benchmarks.measure import GENERATOR_CORE
+
+    return Server(
+        "sink",
+        [str(tools.loadgen()), "sink", str(port)],
+        port,
+        workdir,
+        core=GENERATOR_CORE,
+    )
+
+
+def multiportRelay(
+    workdir: Path, port: int, upstream: int, splice: bool = True
+) -> Server:
+    """
+    multiport's relay handler forwarding C{port} to 127.0.0.1:C{upstream}
+    (connection log on, as by default), with splice(2) (the default) or,
+    if C{splice} is false, copying through Python.
+    """
+    options = f'upstream = "127.0.0.1:{upstream}"'
+    if not splice:
+        options += ", splice = false"
+    config = (
+        f'[[port]]\nport = {port}\ninterface = "127.0.0.1"\nhandler = "relay"\n'
+        f"options = {{ {options} }}\n"
+    )
+    return multiport(
+        workdir, port, config, name="multiport" if splice else "multiport, no splice"
+    )
+
+
+def socat(workdir: Path, port: int, upstream: int) -> Server:
+    """
+    socat forwarding C{port} to 127.0.0.1:C{upstream}, one forked process
+    per connection (how socat relays many connections), with its default
+    8 KB transfer size.
+    """
+    return Server(
+        "socat",
+        [
+            tools.command("socat"),
+            f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,backlog=1024",
+            f"TCP:127.0.0.1:{upstream}",
+        ],
+        port,
+        workdir,
+    )
+
+
+def haproxyConfig(port: int, upstream: int) -> str:
+    """
+    An HAProxy configuration relaying TCP from C{port} to C{upstream}: one
+    thread, as every other contender has one core; no splicing (not on by
+    default); timeouts no measurement reaches; no logging.
+    """
+    return textwrap.dedent(
+        f"""\
+        global
+            nbthread 1
+            maxconn 1000
+
+        defaults
+            mode tcp
+            timeout connect 10s
+            timeout client 1h
+            timeout server 1h
+
+        frontend relay
+            bind 127.0.0.1:{port}
+            default_backend sink
+
+        backend sink
+            server sink 127.0.0.1:{upstream}
+        """
+    )
+
+
+def haproxy(workdir: Path, port: int, upstream: int) -> Server:
+    """
+    HAProxy in TCP mode forwarding C{port} to 127.0.0.1:C{upstream}, in the
+    foreground (C{-db}).
+    """
+    config = workdir / f"haproxy-{port}.cfg"
+    config.write_text(haproxyConfig(port, upstream))
+    return Server(
+        "haproxy",
+        [tools.command("haproxy"), "-f", str(config), "-db"],
+        port,
+        workdir,
+    )
+
+
+def portforward(workdir: Path, port: int, upstream: int) -> Server:
+    """
+    C{twistd portforward}, Twisted's own port forwarder, forwarding C{port}
+    (on 127.0.0.1) to 127.0.0.1:C{upstream}.
+    """
+    return Server(
+        "twistd portforward",
+        [
+            *TWISTD,
+            "portforward",
+            "--port",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--host",
+            "127.0.0.1",
+            "--dest_port",
+            str(upstream),
+        ],
         port,
         workdir,
     )

@@ -28,6 +28,8 @@ INSTALL = {
 }
 
 _PYTHON_MODULES = {"uvloop", "matplotlib"}
+#: Servers Debian installs in /usr/sbin, often not on a user's PATH.
+_SBIN = ("nginx", "haproxy")
 
 
 def have(tool: str) -> bool:
@@ -37,7 +39,7 @@ def have(tool: str) -> bool:
     if tool in _PYTHON_MODULES:
         return importlib.util.find_spec(tool) is not None
     return shutil.which(tool) is not None or (
-        tool == "nginx" and Path("/usr/sbin/nginx").exists()
+        tool in _SBIN and (Path("/usr/sbin") / tool).exists()
     )
 
 
@@ -46,7 +48,7 @@ def command(tool: str) -> str:
     The path of command C{tool}.
     """
     found = shutil.which(tool)
-    if found is None and tool in ("nginx", "haproxy"):
+    if found is None and tool in _SBIN:
         candidate = Path("/usr/sbin") / tool
         if candidate.exists():
             return str(candidate)

@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 from unittest import SkipTest
@@ -78,6 +79,10 @@ WRK_REFUSED = "unable to connect to 127.0.0.1:1 Connection refused\n"
 LOADGEN_ECHO = (
     '{"mode": "echo", "ops": 3000, "seconds": 0.300012, '
     '"cpu_seconds": 0.120000, "errors": 0}\n'
+)
+LOADGEN_STREAM = (
+    '{"mode": "stream", "ops": 2215641088, "seconds": 1.000383, '
+    '"cpu_seconds": 0.808063, "errors": 0}\n'
 )
 LOADGEN_HOLD = (
     'ready\n{"mode": "hold", "ops": 50, "seconds": 0.010000, '
@@ -252,6 +257,22 @@ class ParseLoadgenTests(SynchronousTestCase):
                 "ops": 3000,
                 "seconds": 0.300012,
                 "cpu_seconds": 0.12,
+                "errors": 0,
+            },
+        )
+
+    def test_stream(self) -> None:
+        """
+        Stream mode's line gives the bytes written as its operations, beyond
+        what 32 bits hold.
+        """
+        self.assertEqual(
+            measure.parseLoadgen(LOADGEN_STREAM),
+            {
+                "mode": "stream",
+                "ops": 2_215_641_088,
+                "seconds": 1.000383,
+                "cpu_seconds": 0.808063,
                 "errors": 0,
             },
         )
@@ -685,6 +706,38 @@ class ToolsTests(SynchronousTestCase):
             (2, b"", b"usage: loadgen echo HOST PORTS CONNS SIZE SECONDS [WARMUP]"),
         )
 
+    def test_usageModes(self) -> None:
+        """
+        The usage names every mode, stream and sink included.
+        """
+        requireTools("gcc")
+        result = subprocess.run([tools.loadgen()], capture_output=True, text=True)
+        self.assertEqual(
+            [line.split()[1:3] for line in result.stderr.splitlines()],
+            [
+                ["loadgen", "echo"],
+                ["accept", "HOST"],
+                ["hold", "HOST"],
+                ["stream", "HOST"],
+                ["sink", "PORT"],
+            ],
+        )
+
+    def test_haveSbin(self) -> None:
+        """
+        nginx and HAProxy are found in /usr/sbin, where Debian puts them,
+        even when it is not on C{PATH}.
+        """
+        if not Path("/usr/sbin/haproxy").exists():
+            raise SkipTest("no /usr/sbin/haproxy")
+        old = os.environ["PATH"]
+        os.environ["PATH"] = self.mktemp()
+        self.addCleanup(os.environ.__setitem__, "PATH", old)
+        self.assertEqual(
+            (tools.have("haproxy"), tools.command("haproxy"), tools.have("socat")),
+            (True, "/usr/sbin/haproxy", False),
+        )
+
     def test_badSize(self) -> None:
         """
         A message size out of range makes the generator exit with status 2.
@@ -753,6 +806,67 @@ class LoadgenTests(SynchronousTestCase):
             RuntimeError, measure.echo, [closed], 1, 0.3, warmup=0.1
         )
         self.assertIn("failed (2)", str(error))
+
+
+class StreamTests(SynchronousTestCase):
+    """
+    The load generator's C{stream} mode against its C{sink} mode.
+    """
+
+    def setUp(self) -> None:
+        requireTools("gcc")
+        [self.port] = processes.freePorts(1)
+        workdir = Path(self.mktemp()).resolve()
+        workdir.mkdir()
+        self.sink = servers.sink(workdir, self.port)
+        self.sink.__enter__()
+        self.addCleanup(self.sink.__exit__, None, None, None)
+
+    def test_stream(self) -> None:
+        """
+        Stream measures MB/s without errors, and the sink reads at least as
+        many bytes as were counted (the warm-up's are read too).
+        """
+        before = self.sink.bytesRead()
+        sample = measure.stream(self.port, 4, 0.3, 0.1, sink=self.sink.process.pid)
+        read = self.sink.bytesRead() - before
+        self.assertEqual(sample.errors, 0)
+        self.assertGreater(sample.value, 1)
+        self.assertGreater(sample.generatorCPU, 0)
+        self.assertGreaterEqual(read / 1e6, sample.value * 0.3 * 0.5)
+
+    def test_sinkConnections(self) -> None:
+        """
+        The sink accepts many connections at once and holds each.
+        """
+        before = self.sink.openFiles()
+        holder = measure.Holder([self.port], 100)
+        self.addCleanup(holder.close)
+        held = eventually(self.sink.openFiles, lambda n: n >= before + 100)
+        self.assertGreaterEqual(held, before + 100)
+        self.assertEqual(holder.result["errors"], 0)
+
+    def test_sinkPinned(self) -> None:
+        """
+        The sink runs on the load generator's CPU, not the servers'.
+        """
+        if processes.cores() < 2:
+            raise SkipTest("one CPU: nothing is pinned")
+        requireTools("taskset")
+        usable = sorted(os.sched_getaffinity(0))
+        self.assertEqual(
+            os.sched_getaffinity(self.sink.process.pid),
+            {usable[measure.GENERATOR_CORE]},
+        )
+
+    def test_refused(self) -> None:
+        """
+        Where nothing listens, nothing is relayed: L{RuntimeError}.
+        """
+        [closed] = processes.freePorts(1)
+        error = self.assertRaises(RuntimeError, measure.stream, closed, 2, 0.3, 0.1)
+        self.assertIn("nothing relayed", str(error))
+        self.assertIn("2 of 2 connections failed", str(error))
 
 
 class ProcessesTests(SynchronousTestCase):
@@ -933,6 +1047,27 @@ class ProcessesTests(SynchronousTestCase):
         )
         self.assertIn(f"port {port} did not open within 0.3s", str(error))
 
+    def test_cpuAndBytesRead(self) -> None:
+        """
+        L{processes.cpuSeconds} and L{processes.bytesRead} add up the CPU
+        time and the bytes read of a session's processes.
+        """
+        process = self.start(
+            [
+                PYTHON,
+                "-c",
+                "import time\n"
+                "open('/dev/zero', 'rb').read(3_000_000)\n"
+                "end = time.process_time() + 0.3\n"
+                "while time.process_time() < end: pass\n"
+                "print('done', flush=True)\n"
+                "time.sleep(300)",
+            ]
+        )
+        used = eventually(lambda: processes.cpuSeconds(process.pid), lambda t: t >= 0.3)
+        self.assertGreaterEqual(used, 0.3)
+        self.assertGreaterEqual(processes.bytesRead(process.pid), 3_000_000)
+
     def test_memoryAndFiles(self) -> None:
         """
         The memory and descriptors of a session add up those of its processes.
@@ -1025,6 +1160,102 @@ class ServerTests(SynchronousTestCase):
         """
         self.assertEqual(self.fetch(servers.twistdWeb), (200, servers.PAGE))
 
+    def test_haproxyConfig(self) -> None:
+        """
+        HAProxy relays TCP with one thread, no splicing, and timeouts no
+        measurement reaches.
+        """
+        self.assertEqual(
+            servers.haproxyConfig(8000, 9000),
+            "global\n"
+            "    nbthread 1\n"
+            "    maxconn 1000\n"
+            "\n"
+            "defaults\n"
+            "    mode tcp\n"
+            "    timeout connect 10s\n"
+            "    timeout client 1h\n"
+            "    timeout server 1h\n"
+            "\n"
+            "frontend relay\n"
+            "    bind 127.0.0.1:8000\n"
+            "    default_backend sink\n"
+            "\n"
+            "backend sink\n"
+            "    server sink 127.0.0.1:9000\n",
+        )
+
+    def relays(self, make: Callable[[Path, int, int], servers.Server]) -> None:
+        """
+        The relay C{make} makes forwards what it is sent to the sink.
+        """
+        requireTools("gcc")
+        upstream, port = processes.freePorts(2)
+        with servers.sink(self.workdir, upstream) as sink:
+            with make(self.workdir, port, upstream) as relay:
+                scenarios.checkRelays(relay, sink, size=1_000_000)
+                self.assertEqual(relay.port, port)
+
+    def test_multiportRelay(self) -> None:
+        """
+        multiport's relay handler forwards to the sink.
+        """
+        self.relays(servers.multiportRelay)
+
+    def test_multiportRelayNoSplice(self) -> None:
+        """
+        multiport's relay handler forwards to the sink without splice(2) too,
+        under a name of its own.
+        """
+        self.relays(partial(servers.multiportRelay, splice=False))
+        [config] = self.workdir.glob("multiport-*.toml")
+        self.assertIn("splice = false", config.read_text())
+        self.assertEqual(
+            servers.multiportRelay(self.workdir, 1, 2, splice=False).name,
+            "multiport, no splice",
+        )
+
+    def test_portforward(self) -> None:
+        """
+        C{twistd portforward} forwards to the sink.
+        """
+        self.relays(servers.portforward)
+
+    def test_socat(self) -> None:
+        """
+        socat forwards to the sink.
+        """
+        requireTools("socat")
+        self.relays(servers.socat)
+
+    def test_haproxy(self) -> None:
+        """
+        HAProxy forwards to the sink.
+        """
+        requireTools("haproxy")
+        self.relays(servers.haproxy)
+
+    def test_notRelaying(self) -> None:
+        """
+        A server that does not forward to the sink fails the check, saying
+        how much arrived.
+        """
+        requireTools("gcc")
+        upstream, port = processes.freePorts(2)
+        with servers.sink(self.workdir, upstream) as sink:
+            with servers.twistedEcho(self.workdir, port) as echo:
+                error = self.assertRaises(
+                    RuntimeError,
+                    scenarios.checkRelays,
+                    echo,
+                    sink,
+                    size=1000,
+                    timeout=0.5,
+                )
+        self.assertEqual(
+            str(error), "twisted relayed 0 of 1000 bytes to the sink within 0.5s"
+        )
+
     def test_nginx(self) -> None:
         """
         nginx serves the benchmark page from a private folder, as
@@ -1105,7 +1336,7 @@ class CommandLineTests(SynchronousTestCase):
         )
         self.assertEqual(
             list(scenarios.SCENARIOS),
-            ["echo", "http", "https", "accept", "ports", "idle", "layer"],
+            ["echo", "http", "https", "accept", "ports", "idle", "layer", "relay"],
         )
 
     def test_unknown(self) -> None:
@@ -1116,7 +1347,7 @@ class CommandLineTests(SynchronousTestCase):
         self.assertEqual(
             self.stderr.getvalue(),
             "unknown scenario nosuch; known: "
-            "echo, http, https, accept, ports, idle, layer\n",
+            "echo, http, https, accept, ports, idle, layer, relay\n",
         )
 
     def test_badSettings(self) -> None:
@@ -1211,6 +1442,75 @@ class CommandLineTests(SynchronousTestCase):
             [(r["contender"], True, [0]) for r in data["results"]],
         )
         self.assertEqual(list(self.results.glob("*.png")), [])
+
+    def test_relay(self) -> None:
+        """
+        A tiny relay run measures every relay over 1 and 16 streams against
+        C{twistd portforward}, in MB/s, without errors, and leaves no process
+        behind.
+        """
+        requireTools("gcc", "socat", "haproxy")
+        children = liveChildren()
+        argv = ["relay", "--seconds", "0.3", "--rounds", "1", "--warmup", "0.2"]
+        self.assertEqual(
+            run.main([*argv, "--no-plot", "--results", str(self.results)]), 0
+        )
+        contenders = [
+            "twistd portforward",
+            "multiport",
+            "multiport, no splice",
+            "socat",
+            "haproxy",
+        ]
+        # The sink, then the relays.
+        self.assertNothingLeft(1 + len(contenders), children)
+        data = self.resultsFile("relay")
+        self.assertEqual(
+            [
+                (r["variant"], r["contender"], r["metric"], r["unit"], r["baseline"])
+                for r in data["results"]
+            ],
+            [
+                (variant, contender, "throughput", "MB/s", contender == contenders[0])
+                for variant in ("1 stream", "16 streams")
+                for contender in contenders
+            ],
+        )
+        self.assertEqual(
+            [
+                (r["contender"], r["samples"][0] > 1, r["errors"])
+                for r in data["results"]
+            ],
+            [(r["contender"], True, [0]) for r in data["results"]],
+        )
+        self.assertIn("socat", data["versions"])
+        self.assertIn("haproxy", data["versions"])
+        self.assertIn("twistd portforward (baseline)", self.stdout.getvalue())
+
+    def test_relayWithoutPeers(self) -> None:
+        """
+        Without socat and HAProxy the relay scenario says how to install
+        them and measures the others.
+        """
+        requireTools("gcc")
+        have = tools.have
+        self.patch(
+            tools, "have", lambda tool: tool not in ("socat", "haproxy") and have(tool)
+        )
+        argv = ["relay", "--seconds", "0.2", "--rounds", "1", "--warmup", "0.1"]
+        self.assertEqual(
+            run.main([*argv, "--no-plot", "--results", str(self.results)]), 0
+        )
+        self.assertEqual(
+            self.stderr.getvalue(),
+            "relay: leaving out what needs\n"
+            "  socat: apt-get install socat\n"
+            "  haproxy: apt-get install haproxy\n",
+        )
+        self.assertEqual(
+            [r["contender"] for r in self.resultsFile("relay")["results"]],
+            ["twistd portforward", "multiport", "multiport, no splice"] * 2,
+        )
 
     def test_httpWithoutCompiler(self) -> None:
         """
