@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from attrs import define, field, fields, frozen
+from attrs import define, evolve, field, fields, frozen
 from twisted.internet.interfaces import IAddress, IReactorTime
 
 from multiport.errors import ConfigError, typeName
@@ -461,3 +461,29 @@ def networksText(networks: Sequence[Network]) -> str:
     Networks as the configuration would write them.
     """
     return ", ".join(str(n) for n in networks)
+
+
+def sharePolicy(policy: Policy, workers: int) -> Policy:
+    """
+    One worker's share of C{policy} when C{workers} processes serve the
+    port: connection limits and rates divided among them (rounded up, so a
+    limit never drops to 0), timeouts and access rules unchanged.
+    """
+    if workers <= 1:
+        return policy
+
+    def share(value: int | None) -> int | None:
+        return None if value is None else max(1, math.ceil(value / workers))
+
+    def shareRate(rate: Rate | None) -> Rate | None:
+        if rate is None:
+            return None
+        return Rate(rate.perSecond / workers, max(1, math.ceil(rate.burst / workers)))
+
+    return evolve(
+        policy,
+        maxConnections=share(policy.maxConnections),
+        maxConnectionsPerIP=share(policy.maxConnectionsPerIP),
+        rate=shareRate(policy.rate),
+        ratePerIP=shareRate(policy.ratePerIP),
+    )

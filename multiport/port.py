@@ -577,12 +577,28 @@ class ListeningPort(tcp.Port):
 
 
 def listenTCP(
-    reactor: Any, port: int, factory: IProtocolFactory, backlog: int, interface: str
+    reactor: Any,
+    port: int,
+    factory: IProtocolFactory,
+    backlog: int,
+    interface: str,
+    adopt: int | None = None,
 ) -> IListeningPort:
     """
     Listen with L{ListeningPort} on a real reactor, or with the reactor's own
     C{listenTCP} on a test double (a C{MemoryReactor}).
+
+    @param adopt: A descriptor of a socket already bound and listening (a
+        worker's copy of the main process's socket): listen on it instead
+        of binding.  It is duplicated; the caller closes its own.
     """
+    if adopt is not None:
+        family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+        adopted = ListeningPort._fromListeningDescriptor(
+            reactor, adopt, family, factory
+        )
+        adopted.startListening()
+        return adopted  # type: ignore[no-any-return]
     if isinstance(reactor, PosixReactorBase):
         listening = ListeningPort(port, factory, backlog, interface, reactor)
         listening.startListening()
@@ -598,6 +614,20 @@ class _PortServerMixin:
     config: PortConfig
     factory: PortFactory
     _port: IListeningPort | None
+    #: A listening socket's descriptor to adopt instead of binding (in a
+    #: worker process); used once.
+    adoptDescriptor: int | None = None
+
+    def _listen(self, factory: IProtocolFactory) -> IListeningPort:
+        adopt, self.adoptDescriptor = self.adoptDescriptor, None
+        return listenTCP(
+            self.reactor,  # type: ignore[attr-defined]
+            self.config.port,
+            factory,
+            self.config.backlog,
+            self.config.interface,
+            adopt,
+        )
 
     def boundAddress(self) -> IAddress | None:
         """
@@ -673,13 +703,7 @@ class PortTCPServer(_PortServerMixin, TCPServer):
         return self.factory.listeningFactory()
 
     def _getPort(self) -> IListeningPort:
-        return listenTCP(
-            self.reactor,
-            self.config.port,
-            self.listeningFactory(),
-            self.config.backlog,
-            self.config.interface,
-        )
+        return self._listen(self.listeningFactory())
 
 
 class PortSSLServer(_PortServerMixin, SSLServer):
@@ -719,14 +743,9 @@ class PortSSLServer(_PortServerMixin, SSLServer):
         if (
             isinstance(self.reactor, PosixReactorBase)
             or self.config.policy.proxyProtocol is not None
+            or self.adoptDescriptor is not None
         ):
-            return listenTCP(
-                self.reactor,
-                self.config.port,
-                self.listeningFactory(),
-                self.config.backlog,
-                self.config.interface,
-            )
+            return self._listen(self.listeningFactory())
         return self.reactor.listenSSL(  # type: ignore[no-any-return]
             self.config.port,
             self.factory,

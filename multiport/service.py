@@ -194,6 +194,8 @@ class PortsService(MultiService):
         rebuild: Callable[[], Config] | None = None,
         adminToken: str | None = None,
         owner: tuple[int, int] | None = None,
+        view: IDaemonView | None = None,
+        descriptors: Mapping[str, int] | None = None,
     ) -> None:
         """
         @param defaults: What ports added through the admin API inherit.
@@ -203,6 +205,10 @@ class PortsService(MultiService):
             the admin API's changes.
         @param owner: The uid and gid a self-signed certificate made while
             running is given to.
+        @param view: What handlers see of the daemon (the status port);
+            this service by default, the worker pool in the main process.
+        @param descriptors: Listening sockets to adopt rather than bind, by
+            port name (in a worker: the main process's sockets).
         """
         super().__init__()
         self.daemonLimit = daemonLimit
@@ -210,6 +216,8 @@ class PortsService(MultiService):
         self.rebuild = rebuild
         self.adminToken = adminToken
         self.owner = owner
+        self.view = self if view is None else view
+        self.descriptors: dict[str, int] = dict(descriptors or {})
         #: Names of the ports added through the admin API (a reload keeps
         #: them unless the file now configures their address).
         self.addedLive: set[str] = set()
@@ -235,13 +243,15 @@ class PortsService(MultiService):
     ) -> PortServer:
         context, inner = self._handlerFactory(config, handler)
         factory = PortFactory(inner, PortCounters(), context, self.daemonLimit)
-        return self._server(config, factory, certificates)
+        server = self._server(config, factory, certificates)
+        server.adoptDescriptor = self.descriptors.pop(config.name, None)
+        return server
 
     def _handlerFactory(
         self, config: PortConfig, handler: IHandler
     ) -> tuple[HandlerContext, Any]:
         context = HandlerContext(
-            reactor=self._reactor, clock=self._reactor, port=config, daemon=self
+            reactor=self._reactor, clock=self._reactor, port=config, daemon=self.view
         )
         inner = handler.buildFactory(context)
         # Our own log line says when a port starts; Twisted's per-factory
@@ -589,31 +599,59 @@ class PortsService(MultiService):
         @raise ConfigError: for bad input, or an attempt to move the port.
         """
         server = self._serverNamed(name)
-        where = f"PUT /api/ports/{name}"
         bound = server.boundAddress()
-        numbers = {server.config.port, getattr(bound, "port", server.config.port)}
-        table = dict(table)
-        table.setdefault("port", server.config.port)
-        table.setdefault("interface", server.config.interface)
-        if table["port"] not in numbers:
-            raise ConfigError(
-                f"{where}.port",
-                f"{table['port']!r} is not this port's number; to move a port, "
-                "add the new one and remove this one",
-            )
-        table["port"] = server.config.port
-        new = self._requestFrom(table, where)
-        if new.interface != server.config.interface:
-            raise ConfigError(
-                f"{where}.interface",
-                f"{new.interface} is not this port's address; to move a port, "
-                "add the new one and remove this one",
-            )
+        new = self.changedConfig(
+            name, server.config, getattr(bound, "port", server.config.port), table
+        )
         certificates = loadCertificates([new], self.config.stateDir, self.owner)
         if server.config == new and not self._newCertificate(server, new, certificates):
             return server
         self.apply(Plan(change=((server, new),)), certificates)
         return self._serverNamed(name)
+
+    def changedConfig(
+        self,
+        name: str,
+        current: PortConfig,
+        boundPort: int,
+        table: Mapping[str, object],
+    ) -> PortConfig:
+        """
+        The configuration C{table} gives port C{name} (now C{current},
+        listening on C{boundPort}); its address and number stay.
+
+        @raise ConfigError: for bad input, or an attempt to move the port.
+        """
+        where = f"PUT /api/ports/{name}"
+        table = dict(table)
+        table.setdefault("port", current.port)
+        table.setdefault("interface", current.interface)
+        if table["port"] not in (current.port, boundPort):
+            raise ConfigError(
+                f"{where}.port",
+                f"{table['port']!r} is not this port's number; to move a port, "
+                "add the new one and remove this one",
+            )
+        table["port"] = current.port
+        new = self._requestFrom(table, where)
+        if new.interface != current.interface:
+            raise ConfigError(
+                f"{where}.interface",
+                f"{new.interface} is not this port's address; to move a port, "
+                "add the new one and remove this one",
+            )
+        return new
+
+    def servedFrom(self, bound: IAddress | None, servingFrom: IAddress | None) -> bool:
+        """
+        Whether a request that came in on C{servingFrom} came through the
+        port bound at C{bound}.
+        """
+        return (
+            servingFrom is not None
+            and bound is not None
+            and getattr(servingFrom, "port", None) == getattr(bound, "port", None)
+        )
 
     def removePort(self, name: str, servingFrom: IAddress | None = None) -> int:
         """
@@ -624,12 +662,8 @@ class PortsService(MultiService):
         @raise KeyError: if there is no such port.
         """
         server = self._serverNamed(name)
-        bound = server.boundAddress()
-        if (
-            servingFrom is not None
-            and bound is not None
-            and getattr(servingFrom, "port", None) == getattr(bound, "port", None)
-            and server.config.interface
+        if self.servedFrom(server.boundAddress(), servingFrom) and (
+            server.config.interface
             in (getattr(servingFrom, "host", None), "0.0.0.0", "::")
         ):
             raise ReconcileError(

@@ -49,6 +49,7 @@ from multiport.tls import (
     selfSignedPaths,
     usingSelfSigned,
 )
+from multiport.workers import WorkerPool, workerCount
 
 log = Logger()
 
@@ -154,6 +155,13 @@ class Options(usage.Options):
             "Address ports without a HOST bind to.",
         ],
         [
+            "workers",
+            None,
+            "1",
+            "Processes serving every port (sharing each listening socket): a "
+            "number, or auto for one per core. 1 serves in this process.",
+        ],
+        [
             "state-dir",
             None,
             None,
@@ -196,6 +204,7 @@ class Options(usage.Options):
             raise SystemExit(0)
         try:
             self._configureLogFormat()
+            self.workers = workerCount(self["workers"])
             self.config = self._buildConfig()
         except ConfigError as e:
             if e.where.startswith("--") and not self["check"]:
@@ -381,7 +390,7 @@ def preload(modules: Sequence[str] = PRELOAD) -> None:
         importlib.import_module(name)
 
 
-def makeService(options: Options, reactor: Any = None) -> PortsService:
+def makeService(options: Options, reactor: Any = None) -> PortsService | WorkerPool:
     """
     The service tree for validated C{options}.
 
@@ -427,17 +436,35 @@ def makeService(options: Options, reactor: Any = None) -> PortsService:
             f"multiport: cannot write the admin token in {config.stateDir}: "
             f"{e.strerror or e} (use --state-dir to pick a writable folder)"
         ) from None
-    service = PortsService(
-        config,
-        options.handlers,
-        certificates,
-        reactor,
-        limit,
-        defaults=options.defaults,
-        rebuild=options.rebuildConfig if options["config"] else None,
-        adminToken=token,
-        owner=owner,
-    )
+    rebuild = options.rebuildConfig if options["config"] else None
+
+    def ports(config: Config, view: Any = None) -> PortsService:
+        return PortsService(
+            config,
+            options.handlers,
+            certificates,
+            reactor,
+            limit,
+            defaults=options.defaults,
+            rebuild=rebuild,
+            adminToken=token,
+            owner=owner,
+            view=view,
+        )
+
+    service: PortsService | WorkerPool
+    if options.workers > 1:
+        service = WorkerPool(
+            config,
+            options.workers,
+            reactor,
+            lambda pool, own: ports(own, view=pool),
+            rebuild=rebuild,
+            adminToken=token,
+            owner=owner,
+        )
+    else:
+        service = ports(config)
     StatsDumpService(service.portStatus, reactor).setServiceParent(service)
     ReloadOnHangup(service.reloadLogged, reactor).setServiceParent(service)
     return service

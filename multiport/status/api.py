@@ -20,7 +20,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, unquote
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import server
 
 from multiport.errors import ConfigError
@@ -115,10 +117,39 @@ class AdminAPI:
             refusal = self._authorize(request, view)
             if refusal is not None:
                 return refusal
+        return self._outcome(lambda: handler(request, view, name), name)
+
+    def _outcome(
+        self, call: Callable[[], Any], name: str | None
+    ) -> Page | Deferred[Page]:
+        """
+        C{call()}'s page, or the error page for what it raised; a
+        L{Deferred} of either when the change is applied later (in every
+        worker process).
+        """
         try:
-            return handler(request, view, name)  # type: ignore[operator]
-        except ConfigError as e:
-            return errorPage(400, str(e), field=e.where)
+            result = call()
+        except Exception as e:
+            return self._error(e, name)
+        if isinstance(result, Deferred):
+            return result.addErrback(lambda f: self._error(f.value, name))
+        return result  # type: ignore[no-any-return]
+
+    def _error(self, error: BaseException, name: str | None) -> Page:
+        from multiport.service import ReconcileError, ReloadUnavailable
+
+        if isinstance(error, _TooLarge):
+            return errorPage(413, f"the body is larger than {MAX_BODY} bytes")
+        if isinstance(error, KeyError):
+            return errorPage(404, f"no port named {name!r}")
+        if isinstance(error, ConfigError):
+            return errorPage(400, str(error), field=error.where)
+        if isinstance(error, ReconcileError):
+            return errorPage(409 if error.conflict else 400, error.message)
+        if isinstance(error, ReloadUnavailable):
+            return errorPage(409, str(error))
+        log.failure("admin API: the change failed", Failure(error, type(error), None))
+        return errorPage(500, f"the change failed: {error}")
 
     def _authorize(self, request: server.Request, control: Any) -> Page | None:
         header = request.getHeader(b"authorization") or b""
@@ -170,57 +201,45 @@ class AdminAPI:
             return errorPage(404, f"no port named {name!r}")
         return answer(200, portJSON(status))
 
-    def addPort(self, request: server.Request, view: Any, name: None) -> Page:
-        from multiport.service import ReconcileError
+    def addPort(self, request: server.Request, view: Any, name: None) -> Any:
+        table = self._body(request, "POST /api/ports")
 
-        try:
-            table = self._body(request, "POST /api/ports")
-            added = view.addPort(table)
-        except _TooLarge:
-            return errorPage(413, f"the body is larger than {MAX_BODY} bytes")
-        except ReconcileError as e:
-            return errorPage(409 if e.conflict else 400, e.message)
-        page = answer(201, {"name": added.name, "port": added.boundAddress().port})
-        page.headers[b"location"] = b"/api/ports/" + quote(added.name, "").encode()
-        return page
+        def added(port: Any) -> Page:
+            bound = getattr(port, "boundAddress", None)
+            number = bound().port if bound is not None else port.port
+            page = answer(201, {"name": port.name, "port": number})
+            page.headers[b"location"] = b"/api/ports/" + quote(port.name, "").encode()
+            return page
 
-    def changePort(self, request: server.Request, view: Any, name: str) -> Page:
-        from multiport.service import ReconcileError
+        return _then(view.addPort(table), added)
 
-        try:
-            table = self._body(request, f"PUT /api/ports/{name}")
-            changed = view.changePort(name, table)
-        except _TooLarge:
-            return errorPage(413, f"the body is larger than {MAX_BODY} bytes")
-        except KeyError:
-            return errorPage(404, f"no port named {name!r}")
-        except ReconcileError as e:
-            return errorPage(409 if e.conflict else 400, e.message)
-        log.info("changed {name} through the admin API", name=name)
-        return answer(200, {"name": changed.name})
+    def changePort(self, request: server.Request, view: Any, name: str) -> Any:
+        table = self._body(request, f"PUT /api/ports/{name}")
 
-    def removePort(self, request: server.Request, view: Any, name: str) -> Page:
-        from multiport.service import ReconcileError
+        def changed(port: Any) -> Page:
+            log.info("changed {name} through the admin API", name=name)
+            return answer(200, {"name": port.name})
 
-        try:
-            draining = view.removePort(name, request.getHost())
-        except KeyError:
-            return errorPage(404, f"no port named {name!r}")
-        except ReconcileError as e:
-            return errorPage(409 if e.conflict else 400, e.message)
-        log.info("removed {name} through the admin API", name=name)
-        return answer(202, {"name": name, "draining": draining})
+        return _then(view.changePort(name, table), changed)
 
-    def reload(self, request: server.Request, view: Any, name: None) -> Page:
-        from multiport.service import ReconcileError, ReloadUnavailable
+    def removePort(self, request: server.Request, view: Any, name: str) -> Any:
+        def removed(draining: int) -> Page:
+            log.info("removed {name} through the admin API", name=name)
+            return answer(202, {"name": name, "draining": draining})
 
-        try:
-            summary = view.reload()
-        except ReloadUnavailable as e:
-            return errorPage(409, str(e))
-        except ReconcileError as e:
-            return errorPage(409 if e.conflict else 400, e.message)
-        return answer(200, summary)
+        return _then(view.removePort(name, request.getHost()), removed)
+
+    def reload(self, request: server.Request, view: Any, name: None) -> Any:
+        return _then(view.reload(), lambda summary: answer(200, summary))
+
+
+def _then(result: Any, done: Callable[[Any], Page]) -> Page | Deferred[Page]:
+    """
+    C{done(result)}, now or when C{result} (a L{Deferred}) fires.
+    """
+    if isinstance(result, Deferred):
+        return result.addCallback(done)
+    return done(result)
 
 
 class _TooLarge(Exception):

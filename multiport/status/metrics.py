@@ -9,7 +9,7 @@ and platform collectors.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -129,8 +129,11 @@ class DaemonCollector(Collector):
     at each scrape.
     """
 
-    def __init__(self, view: Callable[[], IDaemonView]) -> None:
+    def __init__(
+        self, view: Callable[[], IDaemonView], perWorker: bool = False
+    ) -> None:
         self._view = view
+        self._perWorker = perWorker
         self._warned: set[str] = set()
 
     def collect(self) -> Iterable[Metric]:
@@ -146,41 +149,55 @@ class DaemonCollector(Collector):
             "When the daemon started (POSIX time).",
             value=float(view.started),
         )
-        yield from self._portFamilies(statuses)
-        yield from self._handlerFamilies(statuses)
+        workerStatus = getattr(view, "workerStatus", None)
+        if self._perWorker and workerStatus is not None:
+            # Series per port and worker: only when asked for, since it
+            # multiplies the number of series.
+            labels = (*PORT_LABELS, "worker")
+            rows = [
+                (status, [*portLabels(status), str(index)])
+                for index, _, statuses in workerStatus()
+                for status in statuses
+            ]
+        else:
+            labels = PORT_LABELS
+            rows = [(status, portLabels(status)) for status in statuses]
+        yield from self._portFamilies(rows, labels)
+        yield from self._handlerFamilies(rows, labels)
 
-    def _portFamilies(self, statuses: list[PortStatus]) -> Iterator[Metric]:
+    def _portFamilies(
+        self, rows: list[tuple[PortStatus, list[str]]], labelNames: Sequence[str]
+    ) -> Iterator[Metric]:
         current = GaugeMetricFamily(
             "multiport_connections_current",
             "Connections open now.",
-            labels=PORT_LABELS,
+            labels=labelNames,
         )
         up = GaugeMetricFamily(
             "multiport_port_up",
             "1 while the port listens, else 0.",
-            labels=PORT_LABELS,
+            labels=labelNames,
         )
         draining = GaugeMetricFamily(
             "multiport_port_draining",
             "1 while a removed port's connections drain (it no longer listens).",
-            labels=PORT_LABELS,
+            labels=labelNames,
         )
         rejected = CounterMetricFamily(
             "multiport_connections_rejected",
             "Connections turned away before the handler, by reason.",
-            labels=[*PORT_LABELS, "reason"],
+            labels=[*labelNames, "reason"],
         )
         expiry = GaugeMetricFamily(
             "multiport_tls_certificate_expiry_timestamp_seconds",
             "When the TLS port's certificate expires (POSIX time).",
-            labels=PORT_LABELS,
+            labels=labelNames,
         )
         counters = [
-            (CounterMetricFamily(name, help, labels=PORT_LABELS), group, key)
+            (CounterMetricFamily(name, help, labels=labelNames), group, key)
             for name, group, key, help in _COUNTERS
         ]
-        for status in statuses:
-            labels = portLabels(status)
+        for status, labels in rows:
             snapshot = status.counters
             current.add_metric(labels, figure(snapshot, "connections", "current"))
             up.add_metric(labels, 1 if status.listening else 0)
@@ -201,11 +218,13 @@ class DaemonCollector(Collector):
         yield draining
         yield expiry
 
-    def _handlerFamilies(self, statuses: list[PortStatus]) -> Iterator[Metric]:
+    def _handlerFamilies(
+        self, rows: list[tuple[PortStatus, list[str]]], labelNames: Sequence[str]
+    ) -> Iterator[Metric]:
         families: dict[str, Metric] = {}
-        for status in statuses:
+        for status, values in rows:
             handler = status.config.handler
-            ours = dict(zip(PORT_LABELS, portLabels(status), strict=True))
+            ours = dict(zip(labelNames, values, strict=True))
             for (counter, labels), value in sorted(status.handlerCounters.items()):
                 name = handlerFamilyName(handler, counter)
                 if name in BUILTIN_FAMILIES:
@@ -230,13 +249,16 @@ class DaemonCollector(Collector):
         yield from families.values()
 
 
-def metricsRegistry(view: Callable[[], IDaemonView]) -> CollectorRegistry:
+def metricsRegistry(
+    view: Callable[[], IDaemonView], perWorker: bool = False
+) -> CollectorRegistry:
     """
-    A new registry for one status port: the daemon's figures, the process's
-    (CPU, memory, file descriptors) and the platform's.
+    A new registry for one status port: the daemon's figures (with
+    C{perWorker}, per port and worker process), the process's (CPU, memory,
+    file descriptors) and the platform's.
     """
     registry = CollectorRegistry()
-    registry.register(DaemonCollector(view))
+    registry.register(DaemonCollector(view, perWorker))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry

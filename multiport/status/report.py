@@ -74,17 +74,38 @@ def portReport(status: PortStatus) -> dict[str, object]:
     }
 
 
-def daemonReport(view: IDaemonView, now: float) -> dict[str, object]:
+def daemonReport(
+    view: IDaemonView, now: float, perWorker: bool = False
+) -> dict[str, object]:
     """
-    The whole C{/status} document at time C{now}.
+    The whole C{/status} document at time C{now}; with C{perWorker}, each
+    port also lists its figures in each worker process (when the daemon
+    has workers).
     """
     started = float(view.started)
+    ports = [portReport(status) for status in view.portStatus()]
+    workerStatus = getattr(view, "workerStatus", None)
+    if perWorker and workerStatus is not None:
+        byName: dict[str, list[dict[str, object]]] = {}
+        for index, pid, statuses in workerStatus():
+            for status in statuses:
+                byName.setdefault(status.name, []).append(
+                    {
+                        "worker": index,
+                        "pid": pid,
+                        "listening": status.listening,
+                        "connections": status.counters.get("connections"),
+                        "bytes": status.counters.get("bytes"),
+                    }
+                )
+        for port in ports:
+            port["workers"] = byName.get(str(port["name"]), [])
     return {
         "version": view.version,
         "started": started,
         "now": now,
         "uptime_s": max(0.0, now - started),
-        "ports": [portReport(status) for status in view.portStatus()],
+        "ports": ports,
     }
 
 

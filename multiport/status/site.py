@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from attrs import field, frozen
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.web import resource, server
 
@@ -60,6 +61,13 @@ def jsonPage(value: object, code: int = 200) -> Page:
     return Page(code, JSON, json.dumps(value, indent=2).encode("utf-8") + b"\n")
 
 
+def _perWorker(request: server.Request) -> bool:
+    """
+    Whether the request asks for figures per worker (C{?workers=1}).
+    """
+    return (request.args or {}).get(b"workers") == [b"1"]
+
+
 class StatusPages:
     """
     What each path of a status port answers.
@@ -75,8 +83,9 @@ class StatusPages:
         self._view = view
         self._history = history
         self._registry = metricsRegistry(view)
+        self._workerRegistry = metricsRegistry(view, perWorker=True)
 
-    def routes(self) -> dict[bytes, Callable[[], Page]]:
+    def routes(self) -> dict[bytes, Callable[[server.Request], Page]]:
         """
         The pages by path.
         """
@@ -88,19 +97,24 @@ class StatusPages:
             b"/history": self.history,
         }
 
-    def status(self) -> Page:
+    def status(self, request: server.Request) -> Page:
         """
         Every port's state and figures as JSON.
         """
-        return jsonPage(daemonReport(self._view(), self._clock.seconds()))
+        return jsonPage(
+            daemonReport(
+                self._view(), self._clock.seconds(), perWorker=_perWorker(request)
+            )
+        )
 
-    def metrics(self) -> Page:
+    def metrics(self, request: server.Request) -> Page:
         """
         The Prometheus exposition of this status port's registry.
         """
-        return Page(200, METRICS, generate_latest(self._registry))
+        registry = self._workerRegistry if _perWorker(request) else self._registry
+        return Page(200, METRICS, generate_latest(registry))
 
-    def healthz(self) -> Page:
+    def healthz(self, request: server.Request) -> Page:
         """
         C{ok} while every configured port listens; else 503 naming, one a
         line, those that don't.
@@ -114,13 +128,13 @@ class StatusPages:
             return Page(503, TEXT, "".join(f"{name}\n" for name in down).encode())
         return Page(200, TEXT, b"ok\n")
 
-    def history(self) -> Page:
+    def history(self, request: server.Request) -> Page:
         """
         The sampled figures of the last minutes.
         """
         return jsonPage(self._history.report())
 
-    def dashboard(self) -> Page:
+    def dashboard(self, request: server.Request) -> Page:
         """
         The self-contained HTML dashboard.
         """
@@ -144,13 +158,13 @@ class StatusResource(resource.Resource):
     isLeaf = True
 
     def __init__(
-        self, routes: Mapping[bytes, Callable[[], Page]], api: AdminAPI
+        self, routes: Mapping[bytes, Callable[[server.Request], Page]], api: AdminAPI
     ) -> None:
         super().__init__()
         self._routes = dict(routes)
         self._api = api
 
-    def page(self, request: server.Request) -> Page:
+    def page(self, request: server.Request) -> Page | Deferred[Page]:
         """
         The response to C{request}.
         """
@@ -166,10 +180,24 @@ class StatusResource(resource.Resource):
                 b"method not allowed; use GET or HEAD\n",
                 {b"allow": b", ".join(ALLOWED_METHODS)},
             )
-        return route()
+        return route(request)
 
-    def render(self, request: server.Request) -> bytes:
+    def render(self, request: server.Request) -> bytes | int:
         page = self.page(request)
+        if isinstance(page, Deferred):
+            # A change applied in every worker answers when they all have.
+            def write(page: Page) -> None:
+                if not request.finished and not request._disconnected:
+                    body = self._respond(request, page)
+                    if body:
+                        request.write(body)
+                    request.finish()
+
+            page.addCallback(write)
+            return server.NOT_DONE_YET
+        return self._respond(request, page)
+
+    def _respond(self, request: server.Request, page: Page) -> bytes:
         request.setResponseCode(page.code)
         request.setHeader(b"content-type", page.contentType)
         request.setHeader(b"cache-control", b"no-store")

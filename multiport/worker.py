@@ -1,0 +1,185 @@
+"""
+A worker process of C{twistd multiport --workers N}: it serves the ports
+of the configuration the main process sends, on listening sockets the main
+process bound and passes to it, and answers for its counters.
+
+Run by the main process only (C{python -m multiport.worker}); descriptor 3
+is its end of the channel (L{multiport.ipc}).  Its log lines go to
+standard output, which the main process reads and logs with the worker's
+number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from attrs import evolve
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger, eventAsText, globalLogBeginner
+
+from multiport.config import Config
+from multiport.ipc import Channel
+from multiport.policies import DaemonLimit, sharePolicy
+
+log = Logger()
+
+#: The channel's descriptor in a worker.
+CHANNEL_FD = 3
+
+
+def shareConfig(config: Config, workers: int) -> Config:
+    """
+    One worker's share of C{config}: each port's limits and rates divided
+    among the workers.
+    """
+    return evolve(
+        config,
+        ports=tuple(
+            evolve(p, policy=sharePolicy(p.policy, workers)) for p in config.ports
+        ),
+    )
+
+
+class Worker:
+    """
+    What a worker does for the main process's messages.
+    """
+
+    def __init__(self, reactor: Any, index: int, owner: tuple[int, int] | None) -> None:
+        self.reactor = reactor
+        self.index = index
+        self.owner = owner
+        self.service: Any = None
+
+    def handlers(self) -> dict[str, Any]:
+        return {"start": self.start, "apply": self.apply, "status": self.status}
+
+    def _certificates(self, config: Config) -> Any:
+        from multiport.live import loadCertificates
+
+        return loadCertificates(config.ports, config.stateDir)
+
+    def start(self, payload: dict[str, Any], descriptors: list[int]) -> dict[str, int]:
+        """
+        Serve C{payload["config"]} on the sockets passed (named by
+        C{payload["names"]}, in order), then drop privileges if asked.
+        """
+        from multiport.handlers.registry import findHandlers
+        from multiport.service import PortsService
+
+        workers = payload["workers"]
+        config = shareConfig(payload["config"], workers)
+        self.workers = workers
+        self.service = PortsService(
+            config,
+            findHandlers(),
+            self._certificates(config),
+            self.reactor,
+            DaemonLimit.fromFileLimit(len(config.ports)),
+            descriptors=dict(zip(payload["names"], descriptors, strict=True)),
+        )
+        try:
+            self.service.privilegedStartService()
+        finally:
+            for descriptor in descriptors:
+                os.close(descriptor)
+        if self.owner is not None:
+            uid, gid = self.owner
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+        self.service.startService()
+        return {"pid": os.getpid()}
+
+    def apply(self, payload: dict[str, Any], descriptors: list[int]) -> object:
+        """
+        Go to C{payload["config"]}, adopting the sockets passed for its new
+        ports.
+        """
+        names = payload["names"]
+        service = self.service
+        service.descriptors.update(zip(names, descriptors, strict=True))
+        config = shareConfig(payload["config"], self.workers)
+        try:
+            return service.reconcile(config, self._certificates(config))
+        finally:
+            # Adopting duplicates a socket: these copies are never needed.
+            for name in names:
+                service.descriptors.pop(name, None)
+            for descriptor in descriptors:
+                os.close(descriptor)
+
+    def status(self, payload: object, descriptors: list[int]) -> object:
+        """
+        Every port's status in this worker.
+        """
+        if self.service is None:
+            return []
+        return self.service.portStatus()
+
+    def stop(self) -> Any:
+        if self.service is not None and self.service.running:
+            return self.service.stopService()
+        return None
+
+
+def _printEvent(event: dict[str, Any]) -> None:
+    text = eventAsText(event, includeTimestamp=False, includeSystem=False)
+    sys.stdout.write(text.rstrip("\n") + "\n")
+    sys.stdout.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="multiport.worker")
+    parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--uid", type=int)
+    parser.add_argument("--gid", type=int)
+    args = parser.parse_args(argv)
+    from twisted.internet import reactor
+
+    globalLogBeginner.beginLoggingTo([_printEvent], redirectStandardIO=False)
+    owner = None if args.uid is None else (args.uid, args.gid)
+    worker = Worker(reactor, args.index, owner)
+    channel = Channel(worker.handlers())
+    reactor.adoptStreamConnection(  # type: ignore[attr-defined]
+        CHANNEL_FD, socket.AF_UNIX, Factory.forProtocol(lambda: channel)
+    )
+    os.close(CHANNEL_FD)
+
+    def mainGone(_: object) -> None:
+        # The main process is gone: finish (draining) and exit.
+        if reactor.running:  # type: ignore[attr-defined]
+            reactor.stop()  # type: ignore[attr-defined]
+
+    channel.lost.addCallback(mainGone)
+    # The main process decides when workers stop: signals sent to the
+    # terminal's process group (Ctrl-C) or to the whole service (systemd)
+    # must not stop a worker twice.
+    os.setsid()
+
+    def stopOnce(number: int, frame: object) -> None:
+        reactor.callFromThread(stopping)  # type: ignore[attr-defined]
+
+    def stopping() -> None:
+        if reactor.running and not getattr(worker, "stopping", False):  # type: ignore[attr-defined]
+            worker.stopping = True  # type: ignore[attr-defined]
+            reactor.stop()  # type: ignore[attr-defined]
+
+    reactor.callWhenRunning(  # type: ignore[attr-defined]
+        lambda: [signal.signal(s, stopOnce) for s in (signal.SIGTERM, signal.SIGINT)]
+    )
+    reactor.addSystemEventTrigger(  # type: ignore[attr-defined]
+        "before", "shutdown", worker.stop
+    )
+    reactor.run()  # type: ignore[attr-defined]
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

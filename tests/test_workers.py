@@ -1,0 +1,311 @@
+"""
+Tests for C{--workers}: the pieces on their own, then a real daemon with
+two worker processes.  The daemon is another process, so blocking sockets
+are fine in the end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import signal
+import socket
+import time
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+from attrs import evolve
+from twisted.trial.unittest import SynchronousTestCase
+
+from multiport import ctl
+from multiport.config import Config
+from multiport.errors import ConfigError
+from multiport.handlers.interface import PortStatus
+from multiport.policies import Policy, Rate, sharePolicy
+from multiport.worker import shareConfig
+from multiport.workers import bindSocket, mergeStatuses, split, workerCount
+from tests.support import Daemon, configFor
+from tests.test_livedaemon import connect, echoes
+
+
+class PiecesTests(SynchronousTestCase):
+    """
+    Worker counts, shared limits, merged counters, the main's sockets.
+    """
+
+    def test_workerCount(self):
+        """
+        A number from 1 to 256, or auto (one per core); anything else names
+        --workers.
+        """
+        self.assertEqual(workerCount("1"), 1)
+        self.assertEqual(workerCount("4"), 4)
+        self.assertEqual(workerCount("auto", cores=2), 2)
+        for bad in ("0", "-1", "x", "1.5", "257", ""):
+            error = self.assertRaises(ConfigError, workerCount, bad)
+            self.assertEqual(error.where, "--workers")
+            self.assertIn(repr(bad), str(error))
+
+    def test_sharePolicy(self):
+        """
+        Limits and rates are divided among the workers, rounded up, never
+        below 1; the rest is untouched.
+        """
+        policy = Policy(
+            maxConnections=100,
+            maxConnectionsPerIP=3,
+            rate=Rate(10.0, 20),
+            ratePerIP=Rate(1.0, 1),
+            idleTimeout=5.0,
+        )
+        shared = sharePolicy(policy, 4)
+        self.assertEqual(shared.maxConnections, 25)
+        self.assertEqual(shared.maxConnectionsPerIP, 1)
+        self.assertEqual(shared.rate, Rate(2.5, 5))
+        self.assertEqual(shared.ratePerIP, Rate(0.25, 1))
+        self.assertEqual(shared.idleTimeout, 5.0)
+        self.assertIs(sharePolicy(policy, 1), policy)
+        self.assertEqual(sharePolicy(Policy(), 4), Policy())
+
+    def test_shareConfig(self):
+        """
+        Each port of a configuration gets its share.
+        """
+        config = configFor("7001=echo", self.mktemp())
+        config = Config(
+            tuple(evolve(p, policy=Policy(maxConnections=9)) for p in config.ports),
+            config.stateDir,
+        )
+        self.assertEqual(shareConfig(config, 2).ports[0].policy.maxConnections, 5)
+
+    def test_split(self):
+        """
+        Status ports stay in the main process; the others go to workers.
+        """
+        config = configFor("7001=echo,7002=status,7003=http", self.mktemp())
+        workers, own = split(config)
+        self.assertEqual([p.port for p in workers.ports], [7001, 7003])
+        self.assertEqual([p.port for p in own.ports], [7002])
+
+    def test_merge(self):
+        """
+        Counters add up over the workers; listening if any listens; the
+        earliest listening_since.
+        """
+        config = configFor("7001=echo", self.mktemp()).ports[0]
+
+        def part(accepted, current, since, listening=True):
+            return PortStatus(
+                name="tcp:0.0.0.0:7001",
+                config=config,
+                listening=listening,
+                counters={
+                    "connections": {"accepted": accepted, "current": current},
+                    "rejected_by_reason": {"rate": accepted},
+                    "bytes": {"received": 10, "sent": 20},
+                    "listening_since": since,
+                },
+                handlerCounters={("hits", ()): accepted},
+            )
+
+        merged = mergeStatuses(
+            "tcp:0.0.0.0:7001",
+            config,
+            [part(3, 1, 50.0), part(4, 2, 40.0, listening=False)],
+        )
+        self.assertEqual(
+            merged.counters["connections"],
+            {"accepted": 7, "current": 3, "closed": 0, "rejected": 0},
+        )
+        self.assertEqual(merged.counters["rejected_by_reason"], {"rate": 7})
+        self.assertEqual(merged.counters["bytes"], {"received": 20, "sent": 40})
+        self.assertEqual(merged.counters["listening_since"], 40.0)
+        self.assertEqual(merged.handlerCounters, {("hits", ()): 7})
+        self.assertTrue(merged.listening)
+        self.assertFalse(merged.draining)
+
+    def test_bindSocket(self):
+        """
+        The main process's sockets listen, IPv6 ones IPv6-only; a busy
+        address is a CannotListenError.
+        """
+        from twisted.internet.error import CannotListenError
+
+        config = configFor("127.0.0.1:0=echo", self.mktemp()).ports[0]
+        skt = bindSocket(config)
+        self.addCleanup(skt.close)
+        self.assertNotEqual(skt.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN), 0)
+        busy = configFor(f"127.0.0.1:{skt.getsockname()[1]}=echo", self.mktemp()).ports[
+            0
+        ]
+        self.assertRaises(CannotListenError, bindSocket, busy)
+        six = configFor("[::1]:0=echo", self.mktemp()).ports[0]
+        try:
+            other = bindSocket(six)
+        except CannotListenError:
+            return
+        self.addCleanup(other.close)
+        self.assertEqual(other.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY), 1)
+
+
+def getJSON(port: int, path: str) -> dict:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return json.loads(response.read())
+    finally:
+        connection.close()
+
+
+class TwoWorkersTests(SynchronousTestCase):
+    """
+    A real daemon with --workers 2.
+    """
+
+    def setUp(self) -> None:
+        self.folder = Path(self.mktemp()).absolute()
+        self.folder.mkdir(parents=True)
+        self.daemon = Daemon(
+            [
+                "--workers",
+                "2",
+                "--ports",
+                "127.0.0.1:0=echo",
+                "--status",
+                "127.0.0.1:0",
+                "--state-dir",
+                str(self.folder / "state"),
+                "--drain-timeout",
+                "20",
+            ],
+            str(self.folder),
+        )
+        self.addCleanup(self.daemon.stop)
+        self.daemon.waitFor(r"worker \d \(pid \d+\) serving", 2)
+        found = self.daemon.listening(2)
+        self.echo = found["echo"][1]
+        self.status = found["status"][1]
+
+    def port(self, name: str, workers: bool = True) -> dict:
+        document = getJSON(self.status, "/status" + ("?workers=1" if workers else ""))
+        return next(p for p in document["ports"] if p["name"] == name)
+
+    def waitForCounts(self, name: str, accepted: int) -> dict:
+        """
+        Poll /status?workers=1 (workers report every second) until the port
+        shows C{accepted} connections; at most 15 s.
+        """
+        deadline = time.monotonic() + 15
+        while True:
+            port = self.port(name)
+            if (
+                port["connections"]["accepted"] == accepted
+                or time.monotonic() > deadline
+            ):
+                return port
+            time.sleep(0.1)
+
+    def test_bothServeAndCountersAddUp(self):
+        """
+        Both workers take connections on the one port; the totals are the
+        sum of the workers' figures.
+        """
+        total = 300
+        for index in range(total):
+            with connect(self.echo) as client:
+                self.assertTrue(echoes(client, b"%d" % index))
+        name = f"tcp:127.0.0.1:{self.echo}"
+        port = self.waitForCounts(name, total)
+        self.assertEqual(port["connections"]["accepted"], total)
+        workers = port["workers"]
+        self.assertEqual(len(workers), 2)
+        self.assertEqual(sum(w["connections"]["accepted"] for w in workers), total)
+        self.assertTrue(all(w["connections"]["accepted"] > 0 for w in workers), workers)
+        self.assertEqual(
+            sum(w["bytes"]["received"] for w in workers),
+            port["bytes"]["received"],
+        )
+        metrics = http.client.HTTPConnection("127.0.0.1", self.status, timeout=10)
+        metrics.request("GET", "/metrics?workers=1")
+        text = metrics.getresponse().read().decode()
+        metrics.close()
+        self.assertIn('worker="0"', text)
+        self.assertIn('worker="1"', text)
+        metrics = http.client.HTTPConnection("127.0.0.1", self.status, timeout=10)
+        metrics.request("GET", "/metrics")
+        self.assertNotIn("worker=", metrics.getresponse().read().decode())
+        metrics.close()
+
+    def ctl(self, *args: str) -> tuple[int, str]:
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            code = ctl.main(
+                [
+                    "--status",
+                    f"127.0.0.1:{self.status}",
+                    "--state-dir",
+                    str(self.folder / "state"),
+                    *args,
+                ]
+            )
+        return code, out.getvalue() + err.getvalue()
+
+    def test_liveAddReachesBoth(self):
+        """
+        A port added through the admin API is served by both workers, and
+        removed from both.
+        """
+        code, out = self.ctl("add", "127.0.0.1:0=echo")
+        self.assertEqual(code, 0, out)
+        name = out.split()[-1]
+        number = int(name.rpartition(":")[2])
+        with connect(number) as client:
+            self.assertTrue(echoes(client, b"new"))
+        deadline = time.monotonic() + 15
+        while len(self.port(name)["workers"]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(len(self.port(name)["workers"]), 2)
+        code, out = self.ctl("remove", name)
+        self.assertEqual(code, 0, out)
+        self.assertRaises(ConnectionRefusedError, connect, number)
+
+    def test_workerRestarts(self):
+        """
+        A worker killed is restarted; meanwhile the other serves the port.
+        """
+        name = f"tcp:127.0.0.1:{self.echo}"
+        deadline = time.monotonic() + 15
+        while len(self.port(name)["workers"]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        victim = self.port(name)["workers"][0]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        self.daemon.waitFor(rf"worker \d \(pid {victim}\) exited")
+        for index in range(20):
+            with connect(self.echo) as client:
+                self.assertTrue(echoes(client, b"still %d" % index))
+        self.daemon.waitFor(r"worker \d \(pid \d+\) serving", 3)
+        pids = {w["pid"] for w in self.port(name)["workers"]}
+        self.assertNotIn(victim, pids)
+
+    def test_sigtermDrains(self):
+        """
+        SIGTERM: the workers stop listening and finish their connections;
+        the daemon exits once they have.
+        """
+        clients = [connect(self.echo) for _ in range(6)]
+        for client in clients:
+            self.addCleanup(client.close)
+            self.assertTrue(echoes(client, b"open"))
+        self.daemon.process.send_signal(signal.SIGTERM)
+        self.daemon.waitFor(r"worker \d: draining \d+ open connections")
+        for client in clients:
+            self.assertTrue(echoes(client, b"finishing"))
+        self.assertIsNone(self.daemon.process.poll())
+        for client in clients:
+            client.close()
+        self.daemon.process.wait(timeout=20)
+        self.daemon.waitFor(r"worker 0 exited")
+        self.daemon.waitFor(r"worker 1 exited")
