@@ -338,7 +338,9 @@ def _interfaces(host: str, where: str, resolve: Resolver) -> Sequence[str]:
         return [numeric]
     try:
         answers = resolve(host)
-    except OSError as e:
+    except (OSError, UnicodeError, ValueError) as e:
+        # The IDNA codec refuses some names (empty labels, labels over 63
+        # characters) before any query is made.
         raise ConfigError(where, f"cannot resolve host name {host!r}: {e}") from e
     addresses: list[str] = []
     for answer in answers:

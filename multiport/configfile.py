@@ -51,7 +51,14 @@ _TLS = {
     "client_auth",
 }
 
-_ARTICLES = {bool: "a boolean", int: "an integer", str: "a string", dict: "a table"}
+_ARTICLES = {
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    dict: "a table",
+    list: "an array",
+}
 
 
 @frozen
@@ -311,6 +318,8 @@ def readConfigFile(path: Path) -> FileConfig:
         data = tomllib.loads(text.decode("utf-8"))
     except UnicodeDecodeError as e:
         raise ConfigError(str(path), f"not UTF-8 text: {e}") from e
+    except RecursionError:
+        raise ConfigError(str(path), "TOML nested too deeply to read") from None
     except tomllib.TOMLDecodeError as e:
         message = str(e)
         position = _POSITION.search(message)

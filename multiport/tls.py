@@ -101,6 +101,8 @@ def _read(path: Path, what: str) -> bytes:
         return path.read_bytes()
     except OSError as e:
         raise TLSError(f"cannot read {what} {path}: {e.strerror}") from e
+    except ValueError as e:
+        raise TLSError(f"cannot read {what} {path!r}: {e}") from e
 
 
 def loadCertificate(tls: TLSConfig) -> LoadedCertificate:

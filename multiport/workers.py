@@ -70,7 +70,13 @@ def workerCount(value: str, cores: int | None = None) -> int:
     return int(value)
 
 
-def bindSocket(config: PortConfig) -> socket.socket:
+#: Set to "reuseport" to give each worker a socket of its own in an
+#: SO_REUSEPORT group instead of one shared socket per port (an experiment
+#: the benchmarks measure; see docs/benchmarks.rst).
+SOCKETS_ENV = "MULTIPORT_WORKER_SOCKETS"
+
+
+def bindSocket(config: PortConfig, reusePort: bool = False) -> socket.socket:
     """
     A socket bound and listening for C{config}, for the workers to share.
 
@@ -80,6 +86,8 @@ def bindSocket(config: PortConfig) -> socket.socket:
     skt = socket.socket(family, socket.SOCK_STREAM)
     try:
         skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reusePort:
+            skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if config.ipv6:
             skt.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         skt.bind((config.interface, config.port))
@@ -218,6 +226,9 @@ class WorkerPool(MultiService):
         self.sockets: dict[str, socket.socket] = {}
         self.addedLive: set[str] = set()
         self.slots = [Slot(index) for index in range(count)]
+        self.reusePort = os.environ.get(SOCKETS_ENV) == "reuseport"
+        #: With reusePort: each port's sockets, one per worker.
+        self.ownSockets: dict[str, list[socket.socket]] = {}
         self.status = makeStatus(self, own)
         self.status.setServiceParent(self)
         self._refresher = LoopingCall(self.refresh)
@@ -232,7 +243,13 @@ class WorkerPool(MultiService):
         ports: list[PortConfig] = []
         for config in self.config.ports:
             try:
-                skt = bindSocket(config)
+                skt = bindSocket(config, reusePort=self.reusePort)
+                if self.reusePort:
+                    # Worker 0 takes the first socket of the group.
+                    real = evolve(config, port=skt.getsockname()[1])
+                    self.ownSockets[real.name] = [skt] + [
+                        bindSocket(real, reusePort=True) for _ in range(self.count - 1)
+                    ]
             except CannotListenError as e:
                 for other in bound.values():
                     other.close()
@@ -303,7 +320,11 @@ class WorkerPool(MultiService):
         def closeSockets(_: object) -> None:
             for skt in self.sockets.values():
                 skt.close()
+            for sockets in self.ownSockets.values():
+                for skt in sockets[1:]:
+                    skt.close()
             self.sockets = {}
+            self.ownSockets = {}
 
         return done.addCallback(closeSockets)
 
@@ -349,7 +370,7 @@ class WorkerPool(MultiService):
         started = channel.call(
             "start",
             {"config": self.config, "names": names, "workers": self.count},
-            [self.sockets[name].fileno() for name in names],
+            [self._socketFor(name, slot).fileno() for name in names],
         )
 
         def ready(answer: Mapping[str, int]) -> None:
@@ -371,6 +392,10 @@ class WorkerPool(MultiService):
                 slot.process.signalProcess("KILL")
 
         started.addCallbacks(ready, failed)
+
+    def _socketFor(self, name: str, slot: Slot) -> socket.socket:
+        own = self.ownSockets.get(name)
+        return own[slot.index] if own else self.sockets[name]
 
     def workerEnded(self, slot: Slot, reason: Failure) -> None:
         """

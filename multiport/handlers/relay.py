@@ -87,7 +87,11 @@ def parseUpstream(value: object, key: str) -> Upstream:
         host, colon, portText = value.rpartition(":")
         if not colon or not host or ":" in host:
             raise OptionError(key, f"{value!r} is not host:port")
-    if not portText.isdigit() or not 1 <= int(portText) <= 65535:
+    if (
+        not portText.isascii()
+        or not portText.isdigit()
+        or not 1 <= int(portText) <= 65535
+    ):
         raise OptionError(key, f"{value!r} has no port from 1 to 65535")
     return Upstream(host, int(portText))
 
@@ -142,6 +146,8 @@ def parseRelayOptions(options: Mapping[str, object], relativeTo: Path) -> RelayO
     caName = optionOf(options, "upstream_ca", str, "a PEM file path", "")
     verify = optionOf(options, "upstream_tls_verify", bool, "true or false", True)
     ca = None
+    if "\x00" in caName:
+        raise OptionError("upstream_ca", f"{caName!r} contains a NUL character")
     if caName:
         ca = (relativeTo / caName).resolve()
         if not ca.is_file():

@@ -60,6 +60,8 @@ def parseWebOptions(options: Mapping[str, object], relativeTo: Path) -> WebOptio
         )
     rootOption = optionOf(options, "root", str, "a folder path (string)", "")
     root = None
+    if "\x00" in rootOption:
+        raise OptionError("root", f"{rootOption!r} contains a NUL character")
     if rootOption:
         root = (relativeTo / rootOption).resolve()
         if not root.is_dir():
@@ -129,6 +131,14 @@ class ConfinedFile(static.File):
         return os.path.commonpath([real, self.root]) == self.root
 
     def getChild(self, path: bytes, request: IRequest) -> resource.IResource:
+        # No file name holds a NUL, and names that aren't UTF-8 can't be
+        # ours: not found, without the traceback static.File would log.
+        if b"\x00" in path:
+            return self.childNotFound
+        try:
+            path.decode("utf-8")
+        except UnicodeDecodeError:
+            return self.childNotFound
         child = super().getChild(path, request)
         if not isinstance(child, static.File):
             return child

@@ -27,12 +27,9 @@ from twisted.web import server
 
 from multiport.errors import ConfigError
 from multiport.handlers.interface import IDaemonControl, IDaemonView, PortStatus
-from multiport.status.site import JSON, Page
+from multiport.status.site import JSON, MAX_BODY, Page
 
 log = Logger()
-
-#: The largest request body the API reads.
-MAX_BODY = 64 * 1024
 
 
 def errorPage(code: int, message: str, **extra: object) -> Page:

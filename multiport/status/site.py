@@ -41,6 +41,48 @@ DASHBOARD_POLICY = (
 
 ALLOWED_METHODS = (b"GET", b"HEAD")
 
+#: The largest request body the status port reads (the admin API's).
+MAX_BODY = 64 * 1024
+
+
+class LimitedRequest(server.Request):
+    """
+    A request whose body may not pass L{MAX_BODY}: a larger declared
+    length, or a chunked body that grows past it, is answered 413 and the
+    connection closed before the rest is read (twisted.web would otherwise
+    spool any body to a temporary file).
+    """
+
+    _bodySeen = 0
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > MAX_BODY:
+            self._refuse()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self._bodySeen += len(data)
+        if self._bodySeen > MAX_BODY:
+            self._refuse()
+            return
+        super().handleContentChunk(data)
+
+    def _refuse(self) -> None:
+        transport = self.channel.transport if self.channel is not None else None
+        if transport is None:
+            return
+        body = b'{"error": "the body is larger than %d bytes"}\n' % (MAX_BODY,)
+        transport.write(
+            b"HTTP/1.1 413 Payload Too Large\r\n"
+            b"Content-Type: application/json\r\n"
+            b"Connection: close\r\n"
+            b"Content-Length: %d\r\n\r\n" % (len(body),) + body
+        )
+        transport.loseConnection()
+        self.channel.persistent = False
+        self.channel.setTimeout(None)
+
 
 @frozen
 class Page:
@@ -218,6 +260,7 @@ class StatusSite(server.Site):
     """
 
     protocol = DrainingChannel
+    requestFactory = LimitedRequest
 
     def __init__(
         self, root: resource.IResource, history: History, reactor: object
