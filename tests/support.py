@@ -26,7 +26,34 @@ from multiport.portspec import parsePorts
 #: The handlers found on sys.path, as the daemon finds them.
 HANDLERS = findHandlers()
 
-TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+#: twistd ends a run stopped by a signal by killing itself with that signal
+#: (exit status 128+N), which skips atexit: under coverage (CI measures the
+#: daemons the tests start), save the data first.
+_RUN_TWISTD = """
+from twisted.application import app
+
+_exitWithSignal = app._exitWithSignal
+
+
+def _saveCoverageThenExit(sig):
+    try:
+        import coverage
+    except ImportError:
+        pass
+    else:
+        current = coverage.Coverage.current()
+        if current is not None:
+            current.stop()
+            current.save()
+    _exitWithSignal(sig)
+
+
+app._exitWithSignal = _saveCoverageThenExit
+from twisted.scripts.twistd import run
+
+run()
+"""
+TWISTD = [sys.executable, "-c", _RUN_TWISTD]
 
 
 #: A third-party handler plugin, as another package would ship it.
