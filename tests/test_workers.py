@@ -309,3 +309,116 @@ class TwoWorkersTests(SynchronousTestCase):
         self.daemon.process.wait(timeout=20)
         self.daemon.waitFor(r"worker 0 exited")
         self.daemon.waitFor(r"worker 1 exited")
+
+
+class FakeChannel:
+    """
+    A worker's channel that answers every call at once: refusing the first
+    "apply" when told to.
+    """
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.refuse = refuse
+        self.calls: list[tuple[str, object, list[int]]] = []
+
+    def call(self, kind, payload, descriptors=()):
+        from twisted.internet.defer import fail, succeed
+
+        from multiport.ipc import RemoteError
+
+        self.calls.append((kind, payload, list(descriptors)))
+        if kind == "apply" and self.refuse and len(self.calls) == 1:
+            return fail(RemoteError("cannot build the handler: exploded"))
+        if kind == "status":
+            return succeed([])
+        return succeed({"added": [], "removed": [], "changed": [], "unchanged": 1})
+
+
+class ControlTests(SynchronousTestCase):
+    """
+    The main process applies a change in every worker, all or nothing.
+    """
+
+    def pool(self, *channels: FakeChannel):
+        from twisted.internet.testing import MemoryReactorClock
+
+        from multiport.service import PortsService
+        from multiport.workers import WorkerPool
+        from tests.support import HANDLERS
+
+        reactor = MemoryReactorClock()
+        config = configFor("127.0.0.1:0=echo,127.0.0.1:0=status", self.mktemp())
+        pool = WorkerPool(
+            config,
+            len(channels),
+            reactor,
+            lambda pool, own: PortsService(own, HANDLERS, {}, reactor, view=pool),
+            adminToken="t",
+        )
+        first = config.ports[0]
+        skt = bindSocket(first)
+        self.addCleanup(skt.close)
+        real = evolve(first, port=skt.getsockname()[1])
+        pool.config = Config((real,), config.stateDir)
+        pool.sockets = {real.name: skt}
+        pool.given = {real.name: first}
+        for slot, channel in zip(pool.slots, channels, strict=True):
+            slot.ready = True
+            slot.channel = channel
+        return pool
+
+    def test_appliedEverywhere(self):
+        """
+        Every worker gets the new configuration and the new socket; the
+        main process keeps it.
+        """
+        channels = FakeChannel(), FakeChannel()
+        pool = self.pool(*channels)
+        added = self.successResultOf(
+            pool.addPort({"port": 0, "handler": "echo", "interface": "127.0.0.1"})
+        )
+        self.addCleanup(lambda: [s.close() for s in pool.sockets.values()])
+        self.assertIn(added.name, pool.sockets)
+        self.assertIn(added.name, pool.addedLive)
+        self.assertEqual(len(pool.config.ports), 2)
+        for channel in channels:
+            kind, payload, descriptors = channel.calls[0]
+            self.assertEqual(kind, "apply")
+            self.assertEqual(payload["names"], [added.name])
+            self.assertEqual(len(descriptors), 1)
+
+    def test_oneRefusesAllRollBack(self):
+        """
+        When one worker refuses, those that applied the change go back to
+        the previous configuration, the new socket is closed, and the change
+        fails naming the reason.
+        """
+        from multiport.service import ReconcileError
+
+        good, bad = FakeChannel(), FakeChannel(refuse=True)
+        pool = self.pool(good, bad)
+        before = pool.config
+        failure = self.failureResultOf(
+            pool.addPort({"port": 0, "handler": "echo", "interface": "127.0.0.1"}),
+            ReconcileError,
+        )
+        self.assertIn("exploded", failure.value.message)
+        self.assertEqual(pool.config, before)
+        self.assertEqual(list(pool.sockets), [before.ports[0].name])
+        self.assertEqual([kind for kind, _, _ in good.calls], ["apply", "apply"])
+        self.assertEqual(good.calls[1][1]["config"], before)
+        self.assertEqual([kind for kind, _, _ in bad.calls], ["apply"])
+        self.assertEqual(pool.addedLive, set())
+
+    def test_removeEverywhere(self):
+        """
+        A removed port's socket is closed in the main process once every
+        worker has let it go.
+        """
+        pool = self.pool(FakeChannel(), FakeChannel())
+        [name] = list(pool.sockets)
+        skt = pool.sockets[name]
+        self.assertEqual(self.successResultOf(pool.removePort(name)), 0)
+        self.assertEqual(pool.sockets, {})
+        self.assertEqual(skt.fileno(), -1)
+        self.assertRaises(KeyError, pool.removePort, name)
