@@ -415,17 +415,25 @@ class PortsService(MultiService):
             log.failure("a live change could not build its handlers")
             raise ReconcileError(f"cannot build the handler: {e}") from e
         removed = list(plan.remove)
-        later = [s for s in added if any(overlaps(s.config, r.config) for r in removed)]
-        now = [s for s in added if s not in later]
+        # Linear in the number of ports: removed ports by number and family.
+        byNumber: dict[tuple[int, bool], list[PortServer]] = {}
+        for server in removed:
+            if server.config.port:
+                key = (server.config.port, server.config.ipv6)
+                byNumber.setdefault(key, []).append(server)
+
+        def blockers(new: PortServer) -> list[PortServer]:
+            key = (new.config.port, new.config.ipv6)
+            return [r for r in byNumber.get(key, ()) if overlaps(new.config, r.config)]
+
+        later = [s for s in added if blockers(s)]
+        waiting = set(later)
+        now = [s for s in added if s not in waiting]
         bound: list[PortServer] = []
         try:
             self._bindLive(now, bound)
             if later:
-                blocking = [
-                    r
-                    for r in removed
-                    if any(overlaps(s.config, r.config) for s in later)
-                ]
+                blocking = list({id(r): r for s in later for r in blockers(s)}.values())
                 for server in blocking:
                     server.unbindNow()
                 try:
@@ -438,12 +446,16 @@ class PortsService(MultiService):
             for server in bound:
                 server.unbindNow()
             raise
+        positions = {id(server): index for index, server in enumerate(self.services)}
         for server in bound:
             self._attach(server)
         for old, new, context, inner in changed:
-            self._switch(old, new, context, inner, known)
+            self._switch(old, new, context, inner, known, positions[id(old)])
         for server in removed:
             self._detach(server)
+        if removed:
+            gone = {id(server) for server in removed}
+            self.services = [s for s in self.services if id(s) not in gone]
         self._certificates = known
         self._rememberConfig()
         if self.daemonLimit is not None:
@@ -478,13 +490,14 @@ class PortsService(MultiService):
         context: HandlerContext,
         inner: Any,
         certificates: Mapping[TLSConfig, LoadedCertificate],
+        position: int,
     ) -> None:
         factory = old.factory
         factory.reconfigure(inner, context)
         server = self._server(config, factory, certificates)
         server.takeOver(old)
         server.parent = self
-        self.services[self.services.index(old)] = server
+        self.services[position] = server
         old.parent = None
         old.running = 0
         if old.name is not None:
@@ -506,7 +519,6 @@ class PortsService(MultiService):
         name = server.name
         server.unbindNow()
         server.factory.counters.listeningSince = None
-        self.services.remove(server)
         self._forgetName(server)
         server.name = name
         server.parent = None
