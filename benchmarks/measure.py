@@ -88,15 +88,18 @@ def parseWrk(output: str) -> dict[str, float]:
     }
 
 
-def _run(argv: Sequence[str], timeout: float) -> tuple[str, float]:
+def _run(
+    argv: Sequence[str], timeout: float, core: int | None = GENERATOR_CORE
+) -> tuple[str, float]:
     """
-    Run a generator pinned to its core; its output and its CPU use as a
-    share of one core over the whole run.  A watchdog kills it after
-    C{timeout} seconds, though every generator bounds its own run.
+    Run a generator pinned to C{core} (its own, by default; C{None}: not
+    pinned); its output and its CPU use as a share of one core over the
+    whole run.  A watchdog kills it after C{timeout} seconds, though every
+    generator bounds its own run.
     """
     started = time.monotonic()
     process = subprocess.Popen(
-        processes.pinned(argv, GENERATOR_CORE),
+        processes.pinned(argv, core),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -124,12 +127,16 @@ def echo(
     seconds: float,
     size: int = 64,
     warmup: float = 0.5,
+    core: int | None = GENERATOR_CORE,
 ) -> Sample:
     """
-    Echo round trips per second over C{connections} spread over C{ports}.
+    Echo round trips per second over C{connections} spread over C{ports},
+    the generator pinned to C{core} (C{None}: not pinned).
     """
     portList = ",".join(map(str, ports))
-    return _loadgen(["echo", portList, str(connections), str(size)], seconds, warmup)
+    return _loadgen(
+        ["echo", portList, str(connections), str(size)], seconds, warmup, core
+    )
 
 
 def accept(port: int, concurrency: int, seconds: float, warmup: float = 0.5) -> Sample:
@@ -175,10 +182,16 @@ def stream(
     return Sample(sample.value / 1e6, cpu, sample.errors)
 
 
-def _loadgen(arguments: Sequence[str], seconds: float, warmup: float) -> Sample:
+def _loadgen(
+    arguments: Sequence[str],
+    seconds: float,
+    warmup: float,
+    core: int | None = GENERATOR_CORE,
+) -> Sample:
     """
     Run the C load generator (mode, ports, then the mode's own figures) for
-    C{seconds} after C{warmup}; operations per second and its CPU share.
+    C{seconds} after C{warmup}, on C{core}; operations per second and its
+    CPU share.
     """
     mode, ports, *rest = arguments
     output, _ = _run(
@@ -192,6 +205,7 @@ def _loadgen(arguments: Sequence[str], seconds: float, warmup: float) -> Sample:
             str(warmup),
         ],
         timeout=seconds + warmup + 60,
+        core=core,
     )
     result = parseLoadgen(output)
     return Sample(
@@ -206,10 +220,11 @@ def wrk(
     connections: int,
     seconds: float,
     headers: Sequence[str] = (),
+    core: int | None = GENERATOR_CORE,
 ) -> Sample:
     """
     HTTP requests per second with wrk (one thread, keep-alive unless a
-    header says otherwise).
+    header says otherwise), pinned to C{core} (C{None}: not pinned).
     """
     argv = [
         tools.command("wrk"),
@@ -221,7 +236,7 @@ def wrk(
     ]
     for header in headers:
         argv += ["-H", header]
-    output, cpu = _run([*argv, url], timeout=seconds + 60)
+    output, cpu = _run([*argv, url], timeout=seconds + 60, core=core)
     result = parseWrk(output)
     return Sample(result["rate"], cpu, int(result["errors"]))
 

@@ -225,3 +225,50 @@ def bytesRead(leader: int) -> int:
             if line.startswith("rchar:"):
                 total += int(line.split()[1])
     return total
+
+
+def _stat(pid: int) -> list[str] | None:
+    """
+    The fields of C{/proc/PID/stat} after the command (state first), or
+    C{None} if there is no such process.
+    """
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def alive(pid: int) -> bool:
+    """
+    Whether process C{pid} exists and has not ended (a zombie has ended).
+    """
+    fields = _stat(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
+def children(parent: int) -> list[int]:
+    """
+    The live processes whose parent is C{parent}, whatever their session.
+    """
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if (
+                fields is not None
+                and int(fields[1]) == parent
+                and alive(int(entry.name))
+            ):
+                found.append(int(entry.name))
+    return sorted(found)
+
+
+def processCPUSeconds(pid: int) -> float:
+    """
+    The CPU time (user and system) process C{pid} alone has used so far, in
+    seconds; 0 if it is gone.
+    """
+    fields = _stat(pid)
+    if fields is None:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -169,7 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.replot:
         for path in arguments.replot:
             data = json.loads(path.read_text())
-            report.plot(path.with_suffix(".png"), data["title"], report.fromJSON(data))
+            summaries = report.fromJSON(data)
+            if data.get("scenario") in SCENARIOS:
+                summaries = SCENARIOS[data["scenario"]].toPlot(summaries)
+            report.plot(path.with_suffix(".png"), data["title"], summaries)
         return 0
     unknown = [name for name in arguments.scenarios if name not in SCENARIOS]
     if unknown:
@@ -241,7 +244,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     report.toJSON(scenario.name, scenario.title, summaries, context),
                 )
                 if plotting:
-                    report.plot(stem.with_suffix(".png"), scenario.title, summaries)
+                    report.plot(
+                        stem.with_suffix(".png"),
+                        scenario.title,
+                        scenario.toPlot(summaries),
+                    )
     finally:
         processes.stopAll()
     return 1 if failed else 0

@@ -13,13 +13,17 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from attrs import define, field, frozen
 
-from benchmarks import measure, processes, servers, tools
+from benchmarks import measure, processes, servers, sharing, tools
 from benchmarks.measure import Sample
+
+if TYPE_CHECKING:
+    from benchmarks.report import Summary
 
 _T = TypeVar("_T")
 
@@ -82,6 +86,8 @@ class Scenario:
 
     @ivar needs: The tools without which it can't run at all.
     @ivar optional: Tools whose contenders are left out when missing.
+    @ivar plotted: The metrics its plot shows (all if empty); the table and
+        the results file have them all.
     """
 
     name: str
@@ -89,6 +95,15 @@ class Scenario:
     run: Callable[[Settings], list[Series]]
     needs: tuple[str, ...] = ("gcc",)
     optional: tuple[str, ...] = ()
+    plotted: tuple[str, ...] = ()
+
+    def toPlot(self, summaries: Sequence[Summary]) -> list[Summary]:
+        """
+        The C{summaries} its plot shows.
+        """
+        return [
+            s for s in summaries if not self.plotted or s.series.metric in self.plotted
+        ]
 
 
 def _echoServers(settings: Settings, stack: ExitStack) -> list[servers.Server]:
@@ -107,25 +122,80 @@ def echo(settings: Settings) -> list[Series]:
     """
     Echo ping-pong with 64-byte messages over 1 and 100 connections.
     """
-    results: list[Series] = []
     with ExitStack() as stack:
-        running = _echoServers(settings, stack)
-        for connections in (1, 100):
-            contenders = []
-            for server in running:
-                series = Series(
-                    f"{connections} connection{'s' if connections > 1 else ''}",
+        return _echoEach(settings, _echoServers(settings, stack))
+
+
+def transport(settings: Settings) -> list[Series]:
+    """
+    The echo scenario with issue 10's transport and reactor: bare Twisted
+    and multiport, each stock and with L{multiport.transport.FastServer} (and
+    the C{multiport-epoll} reactor), against asyncio and uvloop.
+    """
+    ports = processes.freePorts(7)
+    candidates = [
+        servers.twistedEcho(settings.workdir, ports[0]),
+        servers.fastEcho(settings.workdir, ports[1]),
+        servers.fastEcho(settings.workdir, ports[2], reactor=True),
+        servers.multiportEcho(settings.workdir, ports[3]),
+        servers.multiportFastEcho(settings.workdir, ports[4]),
+        servers.asyncioEcho(settings.workdir, ports[5]),
+    ]
+    if tools.have("uvloop"):
+        candidates.append(servers.asyncioEcho(settings.workdir, ports[6], uvloop=True))
+    with ExitStack() as stack:
+        running = [stack.enter_context(server) for server in candidates]
+        return _echoEach(settings, running, cpu=True)
+
+
+def _echoEach(
+    settings: Settings, running: Sequence[servers.Server], cpu: bool = False
+) -> list[Series]:
+    """
+    Echo round trips on every one of C{running}, alternating, over 1 and
+    100 connections; bare Twisted (C{twisted}) is the baseline.  With
+    C{cpu}, also the server's CPU time per round trip (after the rates).
+    """
+    results: list[Series] = []
+    costs: list[Series] = []
+    for connections in (1, 100):
+        variant = f"{connections} connection{'s' if connections > 1 else ''}"
+        contenders = []
+        for server in running:
+            baseline = server.name == "twisted"
+            series = Series(variant, server.name, "round trips", "/s", baseline)
+            run = _echoRun(server.port, connections, settings)
+            if cpu:
+                cost = Series(
+                    variant,
                     server.name,
-                    "round trips",
-                    "/s",
-                    baseline=server.name == "twisted",
+                    "server CPU per round trip",
+                    "us",
+                    baseline,
+                    higherIsBetter=False,
                 )
-                contenders.append(
-                    (series, _echoRun(server.port, connections, settings))
-                )
-                results.append(series)
-            alternate(settings.rounds, contenders)
-    return results
+                run = partial(_withCPU, server, run, cost, settings)
+                costs.append(cost)
+            contenders.append((series, run))
+            results.append(series)
+        alternate(settings.rounds, contenders)
+    return results + costs
+
+
+def _withCPU(
+    server: servers.Server, run: Measure, cost: Series, settings: Settings
+) -> Sample:
+    """
+    C{run()}, adding the server's CPU time per operation (in microseconds)
+    to C{cost}: its CPU time over the whole run (warm-up included) over
+    the operations at the measured rate over that time.
+    """
+    before, started = server.cpuSeconds(), time.monotonic()
+    sample = run()
+    used, elapsed = server.cpuSeconds() - before, time.monotonic() - started
+    if sample.value > 0:
+        cost.samples.append(Sample(1e6 * used / (sample.value * elapsed)))
+    return sample
 
 
 def _echoRun(
@@ -487,6 +557,178 @@ def relay(settings: Settings) -> list[Series]:
     return results
 
 
+#: Connections the workers scenario's generators keep open: enough that
+#: every worker gets some.
+WORKER_CONNECTIONS = 100
+
+
+@frozen
+class Placement:
+    """
+    Which CPUs the daemon (main process and workers) and the load generator
+    may use in the workers scenario; C{None}: any.
+    """
+
+    name: str
+    server: int | None
+    generator: int | None
+
+
+#: The machine has two cores and the generator needs one too: the workers
+#: scenario measures the same daemons three ways.
+PLACEMENTS = (
+    # The usual placement of this suite: one core for the daemon, however
+    # many workers it has, one for the generator.
+    Placement("server on CPU 0", 0, measure.GENERATOR_CORE),
+    # The daemon may use both cores, the generator only the second.
+    Placement("generator on CPU 1", None, measure.GENERATOR_CORE),
+    # The scheduler decides.
+    Placement("nothing pinned", None, None),
+)
+
+#: The workers scenario's contenders: a name, C{--workers}, and whether
+#: each worker has an SO_REUSEPORT socket of its own.
+WORKER_CONTENDERS = (
+    ("1 worker", 1, False),
+    ("2 workers, shared socket", 2, False),
+    ("2 workers, SO_REUSEPORT", 2, True),
+)
+
+#: What the workers scenario reports besides the throughput: the metric,
+#: its unit, and whether only daemons with several workers have it.  The
+#: shares are the smaller worker's part of the connections it accepted,
+#: of the bytes it sent (the responses or echoes: its part of the work),
+#: and of the workers' CPU time.
+WORKER_FIGURES = {
+    "server CPU": ("cores", False),
+    "smaller worker's connections": ("%", True),
+    "smaller worker's bytes sent": ("%", True),
+    "smaller worker's CPU": ("%", True),
+}
+
+
+def _workersLoad(
+    load: str, port: int, placement: Placement, settings: Settings
+) -> Sample:
+    """
+    One measurement of the workers scenario's C{load} against C{port}.
+    """
+    if load == "HTTP":
+        return measure.wrk(
+            f"http://127.0.0.1:{port}/index.html",
+            WORKER_CONNECTIONS,
+            settings.seconds,
+            core=placement.generator,
+        )
+    return measure.echo(
+        [port],
+        WORKER_CONNECTIONS,
+        settings.seconds,
+        warmup=settings.warmup,
+        core=placement.generator,
+    )
+
+
+def _workersRun(
+    settings: Settings,
+    load: str,
+    placement: Placement,
+    workers: int,
+    reusePort: bool,
+    figures: dict[str, Series],
+) -> Sample:
+    """
+    Start the daemon, measure C{load} against it, read how its workers
+    shared the work (their status, their CPU time), and stop it: the
+    throughput sample; the other figures are added to C{figures}.
+    """
+    port, statusPort = processes.freePorts(2)
+    with servers.multiportWorkers(
+        settings.workdir,
+        port,
+        "http" if load == "HTTP" else "echo",
+        workers,
+        statusPort,
+        reusePort=reusePort,
+        core=placement.server,
+    ) as server:
+        before = server.settled(1)
+        pids = server.pids()
+        cpuBefore = [processes.processCPUSeconds(pid) for pid in pids]
+        started = time.monotonic()
+        sample = _workersLoad(load, port, placement, settings)
+        elapsed = time.monotonic() - started
+        cpu = [
+            processes.processCPUSeconds(pid) - earlier
+            for pid, earlier in zip(pids, cpuBefore, strict=True)
+        ]
+        after = server.settled(sum(f.accepted for f in before) + WORKER_CONNECTIONS)
+    figures["server CPU"].samples.append(Sample(sum(cpu) / elapsed))
+    if workers > 1:
+        done = [now.minus(then) for now, then in zip(after, before, strict=True)]
+        figures["smaller worker's connections"].samples.append(
+            Sample(sharing.smallestShare([f.accepted for f in done]))
+        )
+        figures["smaller worker's bytes sent"].samples.append(
+            Sample(sharing.smallestShare([f.sent for f in done]))
+        )
+        # The main process is first; each worker's CPU by its pid.
+        byPid = dict(zip(pids[1:], cpu[1:], strict=True))
+        figures["smaller worker's CPU"].samples.append(
+            Sample(sharing.smallestShare([byPid.get(f.pid, 0.0) for f in after]))
+        )
+    return sample
+
+
+def workers(settings: Settings) -> list[Series]:
+    """
+    C{--workers 2} against C{--workers 1}: HTTP requests (wrk) and echo
+    round trips over 100 connections, with one shared socket per port and
+    with an SO_REUSEPORT socket per worker, in each of L{PLACEMENTS}; how
+    evenly the connections and the CPU time spread over the workers, and
+    the CPU the daemon used.  Each measurement starts a daemon of its own
+    and stops it, its workers too, so every count is of that measurement.
+    """
+    throughput: list[tuple[Series, Measure]] = []
+    extra: list[Series] = []
+    for load, metric in (("HTTP", "requests"), ("echo", "round trips")):
+        for placement in PLACEMENTS:
+            variant = f"{load}, {placement.name}"
+            for contender, count, reusePort in WORKER_CONTENDERS:
+                series = Series(variant, contender, metric, "/s", baseline=count == 1)
+                figures = {
+                    name: Series(
+                        variant,
+                        contender,
+                        name,
+                        unit,
+                        baseline=count == 1 and not several,
+                        higherIsBetter=name != "server CPU",
+                    )
+                    for name, (unit, several) in WORKER_FIGURES.items()
+                    if count > 1 or not several
+                }
+                throughput.append(
+                    (
+                        series,
+                        partial(
+                            _workersRun,
+                            settings,
+                            load,
+                            placement,
+                            count,
+                            reusePort,
+                            figures,
+                        ),
+                    )
+                )
+                extra.extend(figures.values())
+    alternate(settings.rounds, throughput)
+    metrics = list(WORKER_FIGURES)
+    extra.sort(key=lambda series: metrics.index(series.metric))
+    return [series for series, _ in throughput] + extra
+
+
 SCENARIOS = {
     scenario.name: scenario
     for scenario in [
@@ -516,6 +758,20 @@ SCENARIOS = {
             "Relay throughput: TCP forwarding to a sink",
             relay,
             optional=("socat", "haproxy"),
+        ),
+        Scenario(
+            "transport",
+            "Echo round trips with multiport's transport and reactor",
+            transport,
+            optional=("uvloop",),
+            plotted=("round trips",),
+        ),
+        Scenario(
+            "workers",
+            "Worker processes: --workers 2 against 1, 100 connections",
+            workers,
+            needs=("gcc", "wrk"),
+            plotted=("requests", "round trips"),
         ),
     ]
 }

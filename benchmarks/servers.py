@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import datetime
 import os
+import signal
 import sys
 import textwrap
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from benchmarks import processes, tools
+from benchmarks import processes, sharing, tools
 
 PYTHON = sys.executable
 TWISTD = [
@@ -42,6 +44,7 @@ class Server:
 
     @ivar port: The port it is ready on once started (the first one).
     @ivar core: The CPU it is pinned to (see L{processes.pinned}).
+    @ivar env: Environment variables set for it, besides this process's.
     """
 
     def __init__(
@@ -52,6 +55,7 @@ class Server:
         workdir: Path,
         timeout: float = 120,
         core: int | None = 0,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -59,6 +63,7 @@ class Server:
         self.workdir = workdir
         self.timeout = timeout
         self.core = core
+        self.env = dict(env or {})
         self.startup = 0.0
 
     def __enter__(self) -> Server:
@@ -69,6 +74,7 @@ class Server:
         environment["PYTHONPATH"] = os.pathsep.join(
             filter(None, [str(ROOT), environment.get("PYTHONPATH")])
         )
+        environment.update(self.env)
         self.process = processes.start(
             self.argv, log, core=self.core, cwd=self.workdir, env=environment
         )
@@ -208,6 +214,46 @@ def twistedEcho(workdir: Path, port: int) -> Server:
     )
 
 
+def fastEcho(workdir: Path, port: int, reactor: bool = False) -> Server:
+    """
+    The same bare echo on L{multiport.transport.FastPort} (issue 10), on the
+    C{multiport-epoll} reactor if asked.
+    """
+    argv = [PYTHON, "-m", "benchmarks.peers.fast_echo", str(port)]
+    return Server(
+        "twisted, FastPort + reactor" if reactor else "twisted, FastPort",
+        argv + (["--reactor", "multiport-epoll"] if reactor else []),
+        port,
+        workdir,
+    )
+
+
+#: twistd with multiport's ports using L{multiport.transport.FastServer}
+#: (patched in for the benchmark) on the C{multiport-epoll} reactor.
+FAST_TWISTD = [
+    PYTHON,
+    "-c",
+    "import multiport.port, multiport.transport; "
+    "multiport.port.ListeningPort.transport = multiport.transport.FastServer; "
+    "from twisted.scripts.twistd import run; run()",
+    "-n",
+    "--pidfile=",
+    "--reactor",
+    "multiport-epoll",
+]
+
+
+def multiportFastEcho(workdir: Path, port: int) -> Server:
+    """
+    multiport's echo handler on one port, its connections L{FastServer}s, on
+    the C{multiport-epoll} reactor.
+    """
+    server = multiportEcho(workdir, port)
+    server.name = "multiport, FastServer + reactor"
+    server.argv = FAST_TWISTD + server.argv[len(TWISTD) :]
+    return server
+
+
 def asyncioEcho(workdir: Path, port: int, uvloop: bool = False) -> Server:
     """
     An asyncio echo server, on uvloop if asked.
@@ -232,6 +278,138 @@ def multiportWeb(workdir: Path, port: int, tls: bool = False) -> Server:
         config += f'tls = {{ cert = "{cert}", key = "{key}" }}\n'
     config += f'options = {{ root = "{root}" }}\n'
     return multiport(workdir, port, config)
+
+
+#: C{MULTIPORT_WORKER_SOCKETS=reuseport}: each worker accepts on a socket of
+#: its own in an SO_REUSEPORT group instead of on one shared socket.
+REUSEPORT_ENV = {"MULTIPORT_WORKER_SOCKETS": "reuseport"}
+
+
+class MultiportWorkers(Server):
+    """
+    C{twistd multiport --workers N} with a status port: ready once every
+    worker serves (the main process binds the port before it starts them);
+    its workers, in sessions of their own, are checked gone on exit.
+
+    @ivar workers: N.
+    @ivar statusPort: Where its status port listens (on 127.0.0.1).
+    @ivar workerPids: The workers' process ids, known once it is ready.
+    @ivar grace: The seconds the workers have to end after the main process.
+    """
+
+    grace = 15.0
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        port: int,
+        workdir: Path,
+        workers: int,
+        statusPort: int,
+        core: int | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(name, argv, port, workdir, core=core, env=env)
+        self.workers = workers
+        self.statusPort = statusPort
+        self.workerPids: list[int] = []
+
+    def __enter__(self) -> MultiportWorkers:
+        super().__enter__()
+        try:
+            self.settled(0)
+            if self.workers > 1:
+                self.workerPids = sorted(
+                    {f.pid for f in self.settled(0) if f.pid is not None}
+                    | set(processes.children(self.process.pid))
+                )
+        except BaseException:
+            # Whatever workers it started are stopped too.
+            self.workerPids = processes.children(self.process.pid)
+            self.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def settled(self, minimum: int) -> list[sharing.WorkerFigures]:
+        """
+        Each worker's figures for the port once they have settled with at
+        least C{minimum} connections accepted and closed (see
+        L{sharing.settle}).
+        """
+        return sharing.settle(
+            lambda: sharing.fetchStatus(self.statusPort),
+            self.port,
+            self.workers,
+            minimum,
+        )
+
+    def pids(self) -> list[int]:
+        """
+        The main process's id and the workers'.
+        """
+        return [self.process.pid, *self.workerPids]
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        super().__exit__(kind, value, traceback)
+        deadline = time.monotonic() + self.grace
+        left = [pid for pid in self.workerPids if processes.alive(pid)]
+        while left and time.monotonic() < deadline:
+            time.sleep(0.05)
+            left = [pid for pid in left if processes.alive(pid)]
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if left and kind is None:
+            raise RuntimeError(
+                f"{self.name}: worker processes {left} were still running "
+                f"{self.grace:g}s after the main process ended (killed)"
+            )
+
+
+def multiportWorkers(
+    workdir: Path,
+    port: int,
+    handler: str,
+    workers: int,
+    statusPort: int,
+    reusePort: bool = False,
+    core: int | None = None,
+    name: str | None = None,
+) -> MultiportWorkers:
+    """
+    multiport's C{http} (the benchmark site) or C{echo} handler on C{port}
+    served by C{--workers N}, its status port on C{statusPort}, sharing one
+    socket per port or, with C{reusePort}, one SO_REUSEPORT socket per
+    worker.  Not pinned by default: the workers inherit the main process's
+    CPUs.  Connections still open at the end get a second to drain.
+    """
+    make = {"http": multiportWeb, "echo": multiportEcho}[handler]
+    base = make(workdir, port)
+    argv = list(base.argv)
+    argv[argv.index("--no-status")] = f"--status=127.0.0.1:{statusPort}"
+    argv += ["--workers", str(workers), "--drain-timeout", "1"]
+    if name is None:
+        name = f"multiport {workers} worker{'s' if workers > 1 else ''}"
+        if reusePort:
+            name += " reuseport"
+    return MultiportWorkers(
+        name,
+        argv,
+        port,
+        workdir,
+        workers,
+        statusPort,
+        core=core,
+        env=REUSEPORT_ENV if reusePort else None,
+    )
 
 
 def twistdWeb(workdir: Path, port: int, tls: bool = False) -> Server:

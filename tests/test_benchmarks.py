@@ -27,7 +27,16 @@ from unittest import SkipTest
 from twisted.trial.unittest import SynchronousTestCase
 
 import benchmarks
-from benchmarks import measure, processes, report, run, scenarios, servers, tools
+from benchmarks import (
+    measure,
+    processes,
+    report,
+    run,
+    scenarios,
+    servers,
+    sharing,
+    tools,
+)
 from benchmarks.measure import Sample
 from benchmarks.scenarios import Scenario, Series, Settings
 
@@ -617,6 +626,330 @@ class AlternationTests(SynchronousTestCase):
         """
         self.assertEqual(scenarios._spread([7, 8, 9], 5), [7, 8, 9])
         self.assertEqual(scenarios._spread([7, 8, 9], 3), [7, 8, 9])
+
+
+#: A C{/status?workers=1} document of a daemon with two workers: an echo
+#: port, then its status port.
+STATUS_WORKERS = {
+    "version": "0.1.0",
+    "ports": [
+        {
+            "name": "tcp:127.0.0.1:7001",
+            "port": 7001,
+            "handler": "echo",
+            "connections": {"current": 0, "accepted": 101, "closed": 101},
+            "bytes": {"received": 9000, "sent": 9000},
+            "workers": [
+                {
+                    "worker": 1,
+                    "pid": 502,
+                    "listening": True,
+                    "connections": {"current": 0, "accepted": 30, "closed": 30},
+                    "bytes": {"received": 4000, "sent": 4000},
+                },
+                {
+                    "worker": 0,
+                    "pid": 501,
+                    "listening": True,
+                    "connections": {"current": 0, "accepted": 71, "closed": 71},
+                    "bytes": {"received": 5000, "sent": 5000},
+                },
+            ],
+        },
+        {
+            "name": "tcp:127.0.0.1:9099",
+            "port": 9099,
+            "handler": "status",
+            "connections": {"current": 1, "accepted": 3, "closed": 2},
+            "bytes": {"received": 300, "sent": 3000},
+            "workers": [],
+        },
+    ],
+}
+
+
+def statusDocument(*workers: tuple[int, int], port: int = 7001) -> dict[str, object]:
+    """
+    A status document for C{port} whose workers have accepted and still
+    hold the given C{(accepted, current)} connections.
+    """
+    return {
+        "ports": [
+            {
+                "port": port,
+                "handler": "echo",
+                "workers": [
+                    {
+                        "worker": index,
+                        "pid": 500 + index,
+                        "connections": {"accepted": accepted, "current": current},
+                        "bytes": {"received": 0, "sent": 0},
+                    }
+                    for index, (accepted, current) in enumerate(workers)
+                ],
+            }
+        ]
+    }
+
+
+class SharingTests(SynchronousTestCase):
+    """
+    L{benchmarks.sharing}: each worker's figures from the status port, and
+    how evenly they are spread.
+    """
+
+    def test_portFigures(self) -> None:
+        """
+        Each worker's figures for the port, by worker number.
+        """
+        self.assertEqual(
+            sharing.portFigures(STATUS_WORKERS, 7001),
+            [
+                sharing.WorkerFigures(0, 501, 71, 0, 5000, 5000),
+                sharing.WorkerFigures(1, 502, 30, 0, 4000, 4000),
+            ],
+        )
+
+    def test_portFiguresWithoutWorkers(self) -> None:
+        """
+        A daemon without workers (C{--workers 1}) lists none: the port's own
+        figures are its one worker's, without a process id.
+        """
+        document = json.loads(json.dumps(STATUS_WORKERS))
+        del document["ports"][0]["workers"]
+        self.assertEqual(
+            sharing.portFigures(document, 7001),
+            [sharing.WorkerFigures(0, None, 101, 0, 9000, 9000)],
+        )
+
+    def test_portFiguresMissing(self) -> None:
+        """
+        A port the document does not have is a L{LookupError}; the status
+        port itself is never the port measured.
+        """
+        self.assertRaises(LookupError, sharing.portFigures, STATUS_WORKERS, 7002)
+        self.assertRaises(LookupError, sharing.portFigures, STATUS_WORKERS, 9099)
+
+    def test_minus(self) -> None:
+        """
+        What a worker did between two readings; connections still open are
+        the later reading's.
+        """
+        earlier = sharing.WorkerFigures(0, 501, 1, 1, 10, 20)
+        later = sharing.WorkerFigures(0, 501, 61, 0, 110, 220)
+        self.assertEqual(
+            later.minus(earlier), sharing.WorkerFigures(0, 501, 60, 0, 100, 200)
+        )
+
+    def test_smallestShare(self) -> None:
+        """
+        The smallest value as a percentage of the total: 50 for an even
+        split, 100 for one alone, 0 for an idle worker or no work at all.
+        """
+        self.assertEqual(
+            [
+                sharing.smallestShare(values)
+                for values in ([30, 70], [50, 50], [7], [0, 9], [0, 0], [], [1, 1, 2])
+            ],
+            [30.0, 50.0, 100.0, 0.0, 0.0, 0.0, 25.0],
+        )
+
+    def test_spreadFromStatus(self) -> None:
+        """
+        The smaller worker's share of the connections a measurement made,
+        from the status documents before and after it.
+        """
+        before = sharing.portFigures(statusDocument((1, 0), (0, 0)), 7001)
+        after = sharing.portFigures(STATUS_WORKERS, 7001)
+        done = [now.minus(then) for now, then in zip(after, before, strict=True)]
+        self.assertEqual(
+            (
+                [f.accepted for f in done],
+                sharing.smallestShare([f.accepted for f in done]),
+            ),
+            ([70, 30], 30.0),
+        )
+
+
+class SettleTests(SynchronousTestCase):
+    """
+    L{sharing.settle} polls the status port until the figures have settled.
+    """
+
+    def settle(
+        self,
+        answers: Sequence[object],
+        minimum: int = 100,
+        workers: int = 2,
+        timeout: float = 20,
+    ) -> tuple[list[sharing.WorkerFigures], float, int]:
+        """
+        Settle on C{answers}, one a poll (the last one repeated; an
+        exception is raised), a second apart: the figures, the seconds
+        taken and the polls made.
+        """
+        now = [0.0]
+        polls = [0]
+
+        def fetch() -> object:
+            answer = answers[min(polls[0], len(answers) - 1)]
+            polls[0] += 1
+            if isinstance(answer, BaseException):
+                raise answer
+            return answer
+
+        def sleep(seconds: float) -> None:
+            now[0] += 1.0
+
+        figures = sharing.settle(
+            fetch,  # type: ignore[arg-type]
+            7001,
+            workers,
+            minimum,
+            timeout=timeout,
+            clock=lambda: now[0],
+            sleep=sleep,
+        )
+        return figures, now[0], polls[0]
+
+    def test_done(self) -> None:
+        """
+        At once when the connections asked for were all accepted and are
+        closed.
+        """
+        figures, _, polls = self.settle([statusDocument((60, 0), (41, 0))])
+        self.assertEqual(
+            ([f.accepted for f in figures], [f.pid for f in figures], polls),
+            ([60, 41], [500, 501], 1),
+        )
+
+    def test_lagging(self) -> None:
+        """
+        Until every worker reports, the connections are all counted and none
+        is still open, it polls again; a status port not answering yet too.
+        """
+        _, _, polls = self.settle(
+            [
+                ConnectionRefusedError(),
+                statusDocument((1, 0)),
+                statusDocument((40, 10), (30, 0)),
+                statusDocument((60, 1), (40, 0)),
+                statusDocument((60, 0), (40, 0)),
+            ]
+        )
+        self.assertEqual(polls, 5)
+
+    def test_quiet(self) -> None:
+        """
+        Totals that stay the same for longer than the workers' reporting
+        period count as settled, even short of the minimum.
+        """
+        figures, seconds, _ = self.settle([statusDocument((50, 0), (40, 0))])
+        self.assertEqual([f.accepted for f in figures], [50, 40])
+        self.assertGreaterEqual(seconds, sharing.QUIET)
+        self.assertLess(seconds, sharing.QUIET + 2)
+
+    def test_timeout(self) -> None:
+        """
+        Figures that never settle (a worker missing) raise L{RuntimeError}
+        saying what was missing.
+        """
+        error = self.assertRaises(
+            RuntimeError, self.settle, [statusDocument((1, 0))], timeout=5
+        )
+        self.assertIn("1 of 2 workers reporting", str(error))
+
+
+class WorkersScenarioTests(SynchronousTestCase):
+    """
+    The workers scenario's registration and plot.
+    """
+
+    def test_registered(self) -> None:
+        """
+        The workers scenario needs wrk and the load generator, and plots
+        the throughput only.
+        """
+        scenario = scenarios.SCENARIOS["workers"]
+        self.assertEqual(
+            (scenario.run, scenario.needs, scenario.plotted),
+            (scenarios.workers, ("gcc", "wrk"), ("requests", "round trips")),
+        )
+
+    def test_placements(self) -> None:
+        """
+        The daemon on CPU 0 with the generator on CPU 1, the daemon free with
+        the generator on CPU 1, and nothing pinned.
+        """
+        self.assertEqual(
+            [(p.server, p.generator) for p in scenarios.PLACEMENTS],
+            [(0, 1), (None, 1), (None, None)],
+        )
+
+    def test_toPlot(self) -> None:
+        """
+        A scenario's plot shows the metrics it names, or all of them.
+        """
+        summaries = report.summarize(
+            [
+                series("v", "a", [1.0], baseline=True, metric="requests"),
+                series("v", "a", [0.5], baseline=True, metric="server CPU"),
+            ]
+        )
+        only = Scenario("s", "S", lambda settings: [], plotted=("requests",))
+        every = Scenario("s", "S", lambda settings: [])
+        self.assertEqual(
+            (
+                [s.series.metric for s in only.toPlot(summaries)],
+                [s.series.metric for s in every.toPlot(summaries)],
+            ),
+            (["requests"], ["requests", "server CPU"]),
+        )
+
+    def test_replotFiltered(self) -> None:
+        """
+        Drawn again, a workers results file plots the throughput only.
+        """
+        plotted: list[list[str]] = []
+        self.patch(
+            report,
+            "plot",
+            lambda path, title, summaries: plotted.append(
+                [s.series.metric for s in summaries]
+            ),
+        )
+        summaries = report.summarize(
+            [
+                series("v", "a", [1.0], baseline=True, metric="requests"),
+                series("v", "a", [0.5], baseline=True, metric="server CPU"),
+            ]
+        )
+        path = Path(self.mktemp())
+        report.writeJSON(path, report.toJSON("workers", "W", summaries, {}))
+        self.assertEqual(run.main(["--replot", str(path)]), 0)
+        self.assertEqual(plotted, [["requests"]])
+
+    def test_generatorCore(self) -> None:
+        """
+        The generators run on the core asked for: their own by default, or
+        anywhere.
+        """
+        cores: list[int | None] = []
+
+        def fakeRun(argv, timeout, core=measure.GENERATOR_CORE):
+            cores.append(core)
+            if "wrk" in argv[0]:
+                return WRK_CLEAN, 0.5
+            return LOADGEN_ECHO, 0.5
+
+        self.patch(measure, "_run", fakeRun)
+        self.patch(tools, "command", lambda tool: tool)
+        self.patch(tools, "loadgen", lambda: Path("loadgen"))
+        measure.wrk("http://127.0.0.1:1/", 1, 1)
+        measure.wrk("http://127.0.0.1:1/", 1, 1, core=None)
+        measure.echo([1], 1, 1)
+        measure.echo([1], 1, 1, core=None)
+        self.assertEqual(cores, [measure.GENERATOR_CORE, None] * 2)
 
 
 class ToolsTests(SynchronousTestCase):
@@ -1256,6 +1589,102 @@ class ServerTests(SynchronousTestCase):
             str(error), "twisted relayed 0 of 1000 bytes to the sink within 0.5s"
         )
 
+    def listeners(self, port: int) -> int:
+        """
+        How many sockets listen on C{port} (IPv4).
+        """
+        listening = [
+            line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+        ]
+        return sum(
+            1
+            for fields in listening
+            if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port
+        )
+
+    def test_multiportWorkers(self) -> None:
+        """
+        C{--workers 2} is ready once both workers serve: its status port
+        lists them, one shared listening socket; on exit every worker has
+        ended too.
+        """
+        port, statusPort = processes.freePorts(2)
+        server = servers.multiportWorkers(self.workdir, port, "http", 2, statusPort)
+        self.assertEqual(server.core, None)
+        with server:
+            figures = server.settled(1)
+            pids = server.pids()
+            self.assertEqual(
+                (
+                    [f.worker for f in figures],
+                    sorted(f.pid for f in figures),
+                    self.listeners(port),
+                ),
+                ([0, 1], pids[1:], 1),
+            )
+            url = f"http://127.0.0.1:{port}/index.html"
+            with urllib.request.urlopen(url, timeout=10) as response:
+                self.assertEqual(response.read(), servers.PAGE)
+        self.assertEqual(
+            [(pid, processes.alive(pid)) for pid in pids],
+            [(pid, False) for pid in pids],
+        )
+
+    def test_multiportWorkersReusePort(self) -> None:
+        """
+        With C{reusePort} each worker listens on a socket of its own.
+        """
+        port, statusPort = processes.freePorts(2)
+        server = servers.multiportWorkers(
+            self.workdir, port, "echo", 2, statusPort, reusePort=True
+        )
+        with server:
+            self.assertEqual((len(server.settled(1)), self.listeners(port)), (2, 2))
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+                c.sendall(b"ping")
+                self.assertEqual(c.recv(4), b"ping")
+            pids = server.pids()
+        self.assertEqual([processes.alive(pid) for pid in pids], [False] * 3)
+
+    def test_multiportOneWorker(self) -> None:
+        """
+        C{--workers 1} serves in the main process: its one "worker" is the
+        port's own figures.
+        """
+        port, statusPort = processes.freePorts(2)
+        with servers.multiportWorkers(
+            self.workdir, port, "echo", 1, statusPort
+        ) as server:
+            self.assertEqual(
+                (server.settled(1), server.pids()),
+                ([sharing.WorkerFigures(0, None, 1, 0, 0, 0)], [server.process.pid]),
+            )
+
+    def test_workersLeftBehind(self) -> None:
+        """
+        Workers still running once the main process has ended are killed,
+        and that is an error.
+        """
+        [port] = processes.freePorts(1)
+        stray = subprocess.Popen(["sleep", "300"])
+        self.addCleanup(stray.wait)
+        self.addCleanup(stray.kill)
+        server = servers.MultiportWorkers(
+            "stray",
+            [PYTHON, "-m", "benchmarks.peers.twisted_echo", str(port)],
+            port,
+            self.workdir,
+            2,
+            port,
+        )
+        self.patch(server, "settled", lambda minimum: [])
+        with self.assertRaises(RuntimeError) as caught:
+            with server:
+                server.workerPids = [stray.pid]
+                server.grace = 0.2
+        self.assertIn(f"worker processes [{stray.pid}]", str(caught.exception))
+        self.assertEqual(stray.wait(10), -signal.SIGKILL)
+
     def test_nginx(self) -> None:
         """
         nginx serves the benchmark page from a private folder, as
@@ -1336,7 +1765,18 @@ class CommandLineTests(SynchronousTestCase):
         )
         self.assertEqual(
             list(scenarios.SCENARIOS),
-            ["echo", "http", "https", "accept", "ports", "idle", "layer", "relay"],
+            [
+                "echo",
+                "http",
+                "https",
+                "accept",
+                "ports",
+                "idle",
+                "layer",
+                "relay",
+                "transport",
+                "workers",
+            ],
         )
 
     def test_unknown(self) -> None:
@@ -1347,7 +1787,8 @@ class CommandLineTests(SynchronousTestCase):
         self.assertEqual(
             self.stderr.getvalue(),
             "unknown scenario nosuch; known: "
-            "echo, http, https, accept, ports, idle, layer, relay\n",
+            "echo, http, https, accept, ports, idle, layer, relay, transport, "
+            "workers\n",
         )
 
     def test_badSettings(self) -> None:
@@ -1511,6 +1952,77 @@ class CommandLineTests(SynchronousTestCase):
             [r["contender"] for r in self.resultsFile("relay")["results"]],
             ["twistd portforward", "multiport", "multiport, no splice"] * 2,
         )
+
+    def test_workers(self) -> None:
+        """
+        A tiny workers run (one placement) measures 1 worker, 2 sharing a
+        socket and 2 with SO_REUSEPORT, HTTP and echo, each with a daemon of
+        its own: every request answered, the spread read from the status
+        port, and no process left behind, workers included.
+        """
+        requireTools("gcc", "wrk")
+        placement = scenarios.PLACEMENTS[1]
+        self.assertEqual(placement.name, "generator on CPU 1")
+        self.patch(scenarios, "PLACEMENTS", (placement,))
+        workerPids: list[int] = []
+        enter = servers.MultiportWorkers.__enter__
+
+        def recordingEnter(server: servers.MultiportWorkers) -> object:
+            entered = enter(server)
+            workerPids.extend(server.workerPids)
+            return entered
+
+        self.patch(servers.MultiportWorkers, "__enter__", recordingEnter)
+        children = liveChildren()
+        argv = ["workers", "--seconds", "1", "--rounds", "1", "--warmup", "0.1"]
+        self.assertEqual(
+            run.main([*argv, "--no-plot", "--results", str(self.results)]), 0
+        )
+        self.assertNothingLeft(6, children)
+        self.assertEqual(len(workerPids), 8)
+        self.assertEqual([pid for pid in workerPids if processes.alive(pid)], [])
+        results = self.resultsFile("workers")["results"]
+        contenders = [
+            "1 worker",
+            "2 workers, shared socket",
+            "2 workers, SO_REUSEPORT",
+        ]
+        variants = ["HTTP, generator on CPU 1", "echo, generator on CPU 1"]
+        self.assertEqual(
+            [
+                (r["variant"], r["contender"], r["metric"], r["baseline"])
+                for r in results
+            ],
+            [
+                (variant, contender, metric, contender == "1 worker")
+                for variant, metric in zip(
+                    variants, ["requests", "round trips"], strict=True
+                )
+                for contender in contenders
+            ]
+            + [
+                (variant, contender, "server CPU", contender == "1 worker")
+                for variant in variants
+                for contender in contenders
+            ]
+            + [
+                (variant, contender, metric, False)
+                for metric in (
+                    "smaller worker's connections",
+                    "smaller worker's bytes sent",
+                    "smaller worker's CPU",
+                )
+                for variant in variants
+                for contender in contenders[1:]
+            ],
+        )
+        for result in results:
+            [value] = result["samples"]
+            self.assertEqual(result["errors"], [0])
+            if result["unit"] == "%":
+                self.assertTrue(0 < value <= 50, result)
+            else:
+                self.assertGreater(value, 0, result)
 
     def test_httpWithoutCompiler(self) -> None:
         """
