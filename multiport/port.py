@@ -40,6 +40,7 @@ from multiport.config import PortConfig, formatAddress
 from multiport.counters import PortCounters
 from multiport.handlers.interface import HandlerContext, IDrainable
 from multiport.policies import Admission, DaemonLimit
+from multiport.transport import FastServer
 
 log = Logger()
 #: Seconds a TLS client has to finish its handshake unless the port's tls
@@ -555,11 +556,15 @@ class SwitchableCreator:
 
 class ListeningPort(tcp.Port):
     """
-    Twisted's TCP port, with IPV6_V6ONLY set on IPv6 sockets.
+    Twisted's TCP port, with IPV6_V6ONLY set on IPv6 sockets, whose
+    connections are L{FastServer}s (a write goes to the socket at once when
+    nothing is queued, rather than on a later reactor turn).
 
     Twisted leaves V6ONLY off, so C{[::]:P} would also take C{0.0.0.0:P};
     with it on (as nginx does) the two can be configured side by side.
     """
+
+    transport = FastServer
 
     def createInternetSocket(self) -> socket.socket:
         skt = super().createInternetSocket()

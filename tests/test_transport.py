@@ -1,0 +1,690 @@
+"""
+Tests for L{multiport.transport} and L{multiport.reactor}: a transport that
+sends at once still keeps Twisted's transport contract (ordering, flow
+control, half-close, closing, aborting, TLS on top), with real connections
+on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Generator
+from typing import Any
+
+from twisted.application.reactors import getReactorTypes
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import (
+    SSL4ClientEndpoint,
+    TCP4ClientEndpoint,
+    connectProtocol,
+)
+from twisted.internet.error import ConnectionAborted, ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
+from twisted.internet.task import deferLater
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+from zope.interface import implementer
+
+from multiport import transport as fast
+from multiport.handlers.simple import Echo
+from multiport.tls import makeSelfSigned
+from multiport.transport import FastPort, FastServer
+
+#: Smallish kernel buffers on both ends, so Twisted's own buffer fills
+#: soon; not below loopback's segment size (about 64 KB), where TCP stalls.
+SMALL = 131072
+
+
+def pattern(size: int, seed: int = 0) -> bytes:
+    """
+    C{size} bytes in which any misplaced or lost chunk shows.
+    """
+    block = bytes((seed + i * 7) % 251 for i in range(251))
+    return (block * (size // len(block) + 1))[:size]
+
+
+def queued(transport: FastServer) -> int:
+    """
+    The bytes in Twisted's buffer of C{transport}.
+    """
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+
+def waitUntil(
+    predicate: Callable[[], object], timeout: float = 20.0
+) -> Generator[Deferred[None], None, None]:
+    """
+    Let the reactor turn until C{predicate()} is true (fail after
+    C{timeout} seconds); use with C{yield from} in an inlineCallbacks test.
+    """
+    deadline = reactor.seconds() + timeout  # type: ignore[attr-defined]
+    while not predicate():
+        if reactor.seconds() > deadline:  # type: ignore[attr-defined]
+            raise AssertionError(f"timed out waiting for {predicate}")
+        yield deferLater(reactor, 0.001, lambda: None)  # type: ignore[arg-type]
+
+
+class Server(Protocol):
+    """
+    The server side: remembers what it got and how it ended.
+    """
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.made: Deferred[Server] = Deferred()
+        self.lost: Deferred[BaseException] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.socket.setsockopt(  # type: ignore[attr-defined]
+            socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL
+        )
+        self.made.callback(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        # The exception, not the Failure, which would make it an errback.
+        self.lost.callback(reason.value)
+
+
+@implementer(IHalfCloseableProtocol)
+class Client(Protocol):
+    """
+    The client side: collects everything, may start paused, and tells when
+    the server half-closed and when the connection ended.  At end-of-file it
+    closes too, unless asked to keep its own direction open.
+    """
+
+    def __init__(self, paused: bool = False, keepOpen: bool = False) -> None:
+        self.paused = paused
+        self.keepOpen = keepOpen
+        self.received = bytearray()
+        self.made: Deferred[Client] = Deferred()
+        self.eof: Deferred[bytes] = Deferred()
+        self.lost: Deferred[BaseException] = Deferred()
+
+    def connectionMade(self) -> None:
+        skt = self.transport.getHandle()  # type: ignore[attr-defined]
+        skt.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL)
+        if self.paused:
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
+        self.made.callback(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def readConnectionLost(self) -> None:
+        self.eof.callback(bytes(self.received))
+        if not self.keepOpen:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        # The exception, not the Failure, which would make it an errback.
+        self.lost.callback(reason.value)
+
+
+class TransportTestsMixin:
+    """
+    Listening on a L{FastPort}, connecting to it; everything is closed when
+    the test ends.
+    """
+
+    timeout = 60
+
+    def listen(self: Any, factory: Factory) -> int:
+        port = FastPort(0, factory, 50, "127.0.0.1", reactor)
+        port.startListening()
+        self.addCleanup(port.stopListening)
+        return port.getHost().port  # type: ignore[no-any-return]
+
+    @inlineCallbacks
+    def connect(
+        self: Any, client: Client | None = None
+    ) -> Generator[Deferred[Any], Any, tuple[Server, Client]]:
+        """
+        A connected pair: the server protocol (on a L{FastServer}) and
+        C{client}.
+        """
+        servers: list[Server] = []
+
+        def build(address: object) -> Server:
+            server = Server()
+            servers.append(server)
+            return server
+
+        factory = Factory()
+        factory.buildProtocol = build  # type: ignore[method-assign]
+        port = self.listen(factory)
+        client = client or Client()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+        yield client.made
+        yield from waitUntil(lambda: servers)
+        server = servers[0]
+        yield server.made
+        self.addCleanup(self.closeBoth, server, client)
+        return server, client
+
+    @inlineCallbacks
+    def closeBoth(
+        self, server: Server, client: Client
+    ) -> Generator[Deferred[Any], Any, None]:
+        for protocol in (server, client):
+            if not protocol.lost.called:
+                protocol.transport.abortConnection()  # type: ignore[attr-defined]
+        for protocol in (server, client):
+            if not protocol.lost.called:
+                yield protocol.lost
+
+
+class FastServerTests(TransportTestsMixin, TestCase):
+    """
+    L{FastServer} over real connections.
+    """
+
+    @inlineCallbacks
+    def test_portMakesFastServers(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        L{FastPort}'s connections are L{FastServer}s, which any port class
+        gets by naming it as its C{transport}.
+        """
+        server, client = yield self.connect()
+        self.assertIsInstance(server.transport, FastServer)
+        self.assertIs(FastPort.transport, FastServer)
+
+    @inlineCallbacks
+    def test_sendsAtOnce(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        A write with nothing queued goes to the socket within C{write}:
+        nothing is queued and the reactor is not asked to watch for
+        writability.
+        """
+        server, client = yield self.connect()
+        server.transport.write(b"hello")
+        self.assertEqual(queued(server.transport), 0)
+        self.assertNotIn(server.transport, reactor.getWriters())
+        server.transport.writeSequence([b", ", b"world"])
+        self.assertEqual(queued(server.transport), 0)
+        yield from waitUntil(lambda: len(client.received) == 12)
+        self.assertEqual(bytes(client.received), b"hello, world")
+
+    @inlineCallbacks
+    def test_orderingUnderSlowReader(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        Many writes of every size, some sent at once, some partly sent and
+        some queued behind earlier ones while the reader is paused, arrive
+        complete and in order.
+        """
+        server, client = yield self.connect(Client(paused=True))
+        transport = server.transport
+        expected = bytearray()
+        paths = {"at once": 0, "partly": 0, "queued": 0}
+        sizes = [1, 17, 100, 1000, 3000, 9000, 40000]
+        count = 0
+
+        def write(sequence: bool = False) -> None:
+            nonlocal count
+            data = pattern(sizes[count % len(sizes)], seed=count)
+            count += 1
+            before = queued(transport)
+            if sequence:
+                transport.writeSequence([data[:5], data[5:]])
+            else:
+                transport.write(data)
+            after = queued(transport)
+            if before:
+                paths["queued"] += 1
+            elif after == 0:
+                paths["at once"] += 1
+            else:
+                paths["partly"] += 1
+            expected.extend(data)
+
+        for cycle in range(3):
+            # The reader is paused: write until Twisted queues, then queue
+            # a good deal more.
+            while queued(transport) < 1_000_000:
+                write(sequence=cycle == 1)
+            # The reader resumes: while the queue drains, turn after turn,
+            # the kernel has room again, yet new writes must queue behind
+            # what is already queued.
+            client.transport.resumeProducing()
+            while queued(transport):
+                for _ in range(3):
+                    write(sequence=cycle == 2)
+                yield deferLater(reactor, 0, lambda: None)
+            # Drained: writes go out at once again.
+            for _ in range(30):
+                write()
+            client.transport.pauseProducing()
+        client.transport.resumeProducing()
+        transport.loseConnection()
+        yield client.lost
+        self.assertEqual(len(client.received), len(expected))
+        self.assertTrue(client.received == expected, "bytes out of order")
+        self.assertGreater(paths["at once"], 0)
+        self.assertGreater(paths["queued"], 0)
+
+    @inlineCallbacks
+    def test_streamingProducer(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        A streaming producer is paused when the queue goes over
+        C{bufferSize} (and only then) and resumed once it drains, again and
+        again; everything arrives in order.
+        """
+        server, client = yield self.connect(Client(paused=True))
+        transport = server.transport
+        total, chunk = 4_000_000, 16_384
+        sent = bytearray()
+        events: list[tuple[str, int]] = []
+
+        @implementer(IPushProducer)
+        class Producer:
+            paused = False
+
+            def produce(self) -> None:
+                while not self.paused and len(sent) < total:
+                    data = pattern(chunk, seed=len(sent))
+                    sent.extend(data)
+                    transport.write(data)
+                if len(sent) >= total and not self.paused:
+                    transport.unregisterProducer()
+                    transport.loseConnection()
+
+            def pauseProducing(self) -> None:
+                events.append(("pause", queued(transport)))
+                self.paused = True
+
+            def resumeProducing(self) -> None:
+                events.append(("resume", queued(transport)))
+                self.paused = False
+                reactor.callLater(0, self.produce)
+
+            def stopProducing(self) -> None:
+                events.append(("stop", queued(transport)))
+
+        producer = Producer()
+        transport.registerProducer(producer, True)
+        producer.produce()
+        self.assertEqual(events[0][0], "pause")
+        self.assertTrue(transport.producerPaused)
+        client.transport.resumeProducing()
+        yield client.lost
+        self.assertTrue(client.received == sent, "bytes lost or out of order")
+        # Paused only with more than bufferSize queued, resumed only once
+        # the queue is empty, in turn, more than once; never stopped.
+        kinds = [kind for kind, _ in events]
+        self.assertEqual(kinds, ["pause", "resume"] * (len(kinds) // 2))
+        self.assertGreater(len(kinds), 2)
+        for kind, size in events:
+            if kind == "pause":
+                self.assertGreater(size, transport.bufferSize)
+            else:
+                self.assertEqual(size, 0)
+
+    @inlineCallbacks
+    def test_streamingProducerNotPausedByImmediateWrites(
+        self,
+    ) -> Generator[Deferred[Any], Any, None]:
+        """
+        Writes the socket takes at once queue nothing and so never pause a
+        streaming producer.
+        """
+        server, client = yield self.connect()
+        paused: list[bool] = []
+
+        @implementer(IPushProducer)
+        class Producer:
+            def pauseProducing(self) -> None:
+                paused.append(True)
+
+            def resumeProducing(self) -> None:
+                pass
+
+            def stopProducing(self) -> None:
+                pass
+
+        server.transport.registerProducer(Producer(), True)
+        server.transport.bufferSize = 10
+        for _ in range(20):
+            server.transport.write(b"x" * 100)
+        self.assertEqual((paused, queued(server.transport)), ([], 0))
+        yield from waitUntil(lambda: len(client.received) == 2000)
+        server.transport.unregisterProducer()
+
+    @inlineCallbacks
+    def test_pullProducer(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        A pull producer is asked for more each time the queue drains, even
+        though its writes could go out at once, until it is done.
+        """
+        server, client = yield self.connect()
+        transport = server.transport
+        chunks = [pattern(1000 + i, seed=i) for i in range(50)]
+        asked: list[int] = []
+
+        class Producer:
+            def resumeProducing(self) -> None:
+                asked.append(len(asked))
+                if len(asked) <= len(chunks):
+                    transport.write(chunks[len(asked) - 1])
+                else:
+                    transport.unregisterProducer()
+                    transport.loseConnection()
+
+            def stopProducing(self) -> None:
+                pass
+
+        transport.registerProducer(Producer(), False)
+        yield client.lost
+        self.assertEqual(bytes(client.received), b"".join(chunks))
+        self.assertEqual(len(asked), len(chunks) + 1)
+
+    @inlineCallbacks
+    def test_halfClose(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        C{loseWriteConnection} after writes, some still queued, delivers
+        every byte and then end-of-file; the other direction stays open.
+        """
+        server, client = yield self.connect(Client(paused=True, keepOpen=True))
+        expected = bytearray()
+        while not queued(server.transport):
+            data = pattern(5000, seed=len(expected))
+            expected += data
+            server.transport.write(data)
+        server.transport.loseWriteConnection()
+        # Written after the half-close was asked for, before it happened:
+        # still delivered first, as by Twisted's own transport.
+        server.transport.write(b"last")
+        expected += b"last"
+        client.transport.resumeProducing()
+        received = yield client.eof
+        self.assertTrue(received == expected, "bytes lost or out of order")
+        client.transport.write(b"still open")
+        yield from waitUntil(lambda: server.received == b"still open")
+        # Written after the half-close: dropped, as by Twisted's.
+        server.transport.write(b"dropped")
+        client.transport.loseConnection()
+        reason = yield server.lost
+        self.assertIsInstance(reason, ConnectionDone)
+        self.assertEqual(bytes(client.received), bytes(expected))
+
+    @inlineCallbacks
+    def test_loseConnectionAfterWrites(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        C{loseConnection} after writes (some sent at once, the rest queued)
+        closes only once everything has been delivered.
+        """
+        server, client = yield self.connect(Client(paused=True))
+        expected = pattern(3_000_000)
+        for start in range(0, len(expected), 65536):
+            server.transport.write(expected[start : start + 65536])
+        self.assertGreater(queued(server.transport), 0)
+        server.transport.loseConnection()
+        client.transport.resumeProducing()
+        yield client.lost
+        self.assertTrue(client.received == expected, "bytes lost or out of order")
+        reason = yield server.lost
+        self.assertIsInstance(reason, ConnectionDone)
+
+    @inlineCallbacks
+    def test_abortConnection(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        C{abortConnection} drops what is queued and resets the connection;
+        writing afterwards neither raises nor sends.
+        """
+        server, client = yield self.connect(Client(paused=True))
+        total = 0
+        while not queued(server.transport):
+            server.transport.write(pattern(50_000))
+            total += 50_000
+        server.transport.abortConnection()
+        server.transport.write(b"after the abort")
+        reason = yield server.lost
+        self.assertIsInstance(reason, ConnectionAborted)
+        server.transport.write(b"after the loss")
+        client.transport.resumeProducing()
+        yield client.lost
+        self.assertLess(len(client.received), total)
+        self.assertNotIn(b"after", bytes(client.received))
+
+    @inlineCallbacks
+    def test_writeAfterPeerReset(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        Writes to a connection the peer has reset don't raise; the lost
+        connection is reported the usual way, on a later reactor turn.
+        """
+        server, client = yield self.connect()
+        # Not reading: the server learns of the reset only by writing.
+        server.transport.pauseProducing()
+        client.transport.abortConnection()
+        yield client.lost
+        yield deferLater(reactor, 0.05, lambda: None)
+        server.transport.write(b"into a reset connection")
+        server.transport.write(b"and again")
+        server.transport.writeSequence([b"and ", b"again"])
+        reason = yield server.lost
+        self.assertNotIsInstance(reason, ConnectionDone)
+        server.transport.write(b"after the loss")
+
+    @inlineCallbacks
+    def test_notBytes(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        Like Twisted's own transport, C{write} and C{writeSequence} refuse
+        text; an empty write sends nothing.
+        """
+        server, client = yield self.connect()
+        self.assertRaises(TypeError, server.transport.write, "text")
+        self.assertRaises(TypeError, server.transport.writeSequence, [b"a", "text"])
+        server.transport.write(b"")
+        server.transport.writeSequence([])
+        server.transport.write(b"ok")
+        yield from waitUntil(lambda: client.received == b"ok")
+
+
+def _tlsOptions() -> tuple[Any, Any]:
+    """
+    Server and client TLS options around one self-signed certificate.
+    """
+    certPEM, keyPEM = makeSelfSigned(datetime.datetime.now(datetime.UTC), "localhost")
+    server = PrivateCertificate.loadPEM(certPEM + keyPEM).options()
+    client = optionsForClientTLS("localhost", trustRoot=Certificate.loadPEM(certPEM))
+    return server, client
+
+
+class Sender(Protocol):
+    """
+    Sends C{data} once connected and collects the answer until it is as
+    long, then closes.
+    """
+
+    def __init__(self, data: bytes, startTLS: Any = None) -> None:
+        self.data = data
+        self.startTLS = startTLS
+        self.received = bytearray()
+        self.done: Deferred[bytes] = Deferred()
+
+    def connectionMade(self) -> None:
+        if self.startTLS is not None:
+            self.transport.startTLS(self.startTLS)  # type: ignore[attr-defined]
+        for start in range(0, len(self.data), 100_000):
+            self.transport.write(self.data[start : start + 100_000])
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if len(self.received) >= len(self.data):
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self.done.callback(bytes(self.received))
+
+
+class StartTLSEcho(Echo):
+    """
+    Echo that starts TLS as soon as it is connected.
+    """
+
+    options: Any = None
+
+    def connectionMade(self) -> None:
+        self.transport.startTLS(self.options)  # type: ignore[attr-defined]
+        super().connectionMade()
+
+
+class TLSTests(TransportTestsMixin, TestCase):
+    """
+    TLS on top of L{FastServer}: the ciphertext goes through its C{write}.
+    """
+
+    @inlineCallbacks
+    def test_tlsEcho(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        An echo wrapped in C{TLSMemoryBIOFactory} (as multiport's TLS ports
+        are) on a L{FastPort} sends several MB back intact.
+        """
+        serverOptions, clientOptions = _tlsOptions()
+        writes: list[int] = []
+        original = FastServer.write
+
+        def counting(transport: FastServer, data: bytes) -> None:
+            writes.append(len(data))
+            original(transport, data)
+
+        self.patch(FastServer, "write", counting)
+        factory = TLSMemoryBIOFactory(serverOptions, False, Factory.forProtocol(Echo))
+        port = self.listen(factory)
+        data = os.urandom(4_000_000)
+        sender = Sender(data)
+        yield connectProtocol(
+            SSL4ClientEndpoint(reactor, "127.0.0.1", port, clientOptions), sender
+        )
+        received = yield sender.done
+        self.assertTrue(received == data, "TLS echo corrupted")
+        self.assertGreater(sum(writes), len(data))
+
+    @inlineCallbacks
+    def test_startTLS(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        After C{startTLS} the ciphertext goes out through L{_writeNow} as
+        well, and an echo still round-trips intact.
+        """
+        serverOptions, clientOptions = _tlsOptions()
+        bypassed: list[int] = []
+        original = fast._FastBypass.write
+
+        def counting(transport: FastServer, data: bytes) -> None:
+            bypassed.append(len(data))
+            original(transport, data)
+
+        self.patch(fast._FastBypass, "write", counting)
+        self.patch(StartTLSEcho, "options", serverOptions)
+        port = self.listen(Factory.forProtocol(StartTLSEcho))
+        data = os.urandom(1_000_000)
+        sender = Sender(data, startTLS=clientOptions)
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), sender)
+        received = yield sender.done
+        self.assertTrue(received == data, "startTLS echo corrupted")
+        self.assertGreater(sum(bypassed), len(data))
+
+
+#: Run in a fresh process: installs the reactor by its plugin name, echoes
+#: over a FastPort, and reports what it saw as JSON.
+REACTOR_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from twisted.application.reactors import installReactor
+    installReactor("multiport-epoll")
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+    from twisted.internet.protocol import Factory, Protocol
+    from twisted.python import context, log
+    from multiport.transport import FastPort
+
+    seen = {"reactor": type(reactor).__module__ + "." + type(reactor).__name__}
+    errors = []
+    log.addObserver(
+        lambda e: errors.append(e.get("system")) if e.get("isError") else None
+    )
+
+    class Echo(Protocol):
+        def dataReceived(self, data):
+            seen["system"] = context.get(log.ILogContext)["system"]
+            seen["logstr"] = self.transport.logstr
+            if data == b"boom":
+                raise ValueError("boom")
+            self.transport.write(data)
+
+    class Client(Protocol):
+        def __init__(self, message):
+            self.message, self.got = message, b""
+        def connectionMade(self):
+            self.transport.write(self.message)
+        def dataReceived(self, data):
+            self.got += data
+            if len(self.got) == len(self.message):
+                self.transport.loseConnection()
+        def connectionLost(self, reason):
+            seen.setdefault("answers", []).append(self.got.decode())
+            if len(seen["answers"]) == 2:
+                seen["errorSystems"] = errors
+                reactor.stop()
+
+    port = FastPort(0, Factory.forProtocol(Echo), 50, "127.0.0.1", reactor)
+    port.startListening()
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+    connectProtocol(endpoint, Client(b"x" * 100000))
+    connectProtocol(endpoint, Client(b"boom"))
+    reactor.callLater(20, reactor.stop)
+    reactor.run()
+    print(json.dumps(seen))
+    """
+)
+
+
+class ReactorTests(TestCase):
+    """
+    L{multiport.reactor}, installed in a process of its own (trial's reactor
+    is already installed here).
+    """
+
+    def test_plugin(self) -> None:
+        """
+        C{twistd --reactor} knows it as C{multiport-epoll}.
+        """
+        found = {r.shortName: r.moduleName for r in getReactorTypes()}
+        self.assertEqual(found.get("multiport-epoll"), "multiport.reactor")
+
+    def test_echo(self) -> None:
+        """
+        Installed by its plugin name, it runs an echo on a L{FastPort}; each
+        event runs in the same log context as under Twisted's epoll reactor
+        (C{system} is the transport's log prefix), and an exception from a
+        protocol is logged with that prefix and drops only its connection.
+        """
+        result = subprocess.run(
+            [sys.executable, "-c", REACTOR_SCRIPT],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        seen = json.loads(result.stdout.strip().splitlines()[-1])
+        self.assertEqual(seen["reactor"], "multiport.reactor.MultiportEPollReactor")
+        self.assertEqual(seen["system"], seen["logstr"])
+        self.assertTrue(seen["system"].startswith("Echo,"), seen["system"])
+        self.assertEqual(sorted(seen["answers"]), ["", "x" * 100000])
+        self.assertEqual(len(seen["errorSystems"]), 1)
+        self.assertTrue(seen["errorSystems"][0].startswith("Echo,"))
