@@ -9,6 +9,7 @@ limits, access rules and timeouts will be applied: handlers never count.
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterable
 from typing import Any
@@ -564,7 +565,10 @@ class ListeningPort(tcp.Port):
     with it on (as nginx does) the two can be configured side by side.
     """
 
-    transport = FastServer
+    #: MULTIPORT_TRANSPORT=twisted falls back to Twisted's own transport.
+    transport = (
+        tcp.Server if os.environ.get("MULTIPORT_TRANSPORT") == "twisted" else FastServer
+    )
 
     def createInternetSocket(self) -> socket.socket:
         skt = super().createInternetSocket()

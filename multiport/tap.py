@@ -53,6 +53,27 @@ from multiport.workers import WorkerPool, workerCount
 
 log = Logger()
 
+
+def _preferOurReactor() -> None:
+    """
+    Install multiport's epoll reactor unless one is installed already
+    (C{twistd --reactor NAME} installs its choice before loading this
+    module; C{--reactor epoll} is how to get Twisted's own).
+    """
+    if "twisted.internet.reactor" in sys.modules:
+        return
+    try:
+        from multiport import reactor
+    except ImportError:
+        return
+    try:
+        reactor.install()
+    except Exception as e:  # no epoll on this platform
+        log.info("keeping Twisted's default reactor: {error}", error=str(e))
+
+
+_preferOurReactor()
+
 #: Where the status port listens unless told otherwise: loopback only.
 DEFAULT_STATUS = "127.0.0.1:9099"
 STATUS_HANDLER = "status"

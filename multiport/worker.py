@@ -140,7 +140,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--uid", type=int)
     parser.add_argument("--gid", type=int)
+    parser.add_argument("--twisted-reactor", action="store_true")
     args = parser.parse_args(argv)
+    if not args.twisted_reactor:
+        # The main process's choice: multiport's reactor unless it was
+        # started with twistd --reactor.
+        from multiport import reactor as ours
+
+        ours.install()
     from twisted.internet import reactor
 
     globalLogBeginner.beginLoggingTo([_printEvent], redirectStandardIO=False)

@@ -344,6 +344,8 @@ class WorkerPool(MultiService):
             "--index",
             str(slot.index),
         ]
+        if type(self._reactor).__name__ != "MultiportEPollReactor":
+            arguments.append("--twisted-reactor")
         if dropPrivileges and self.owner is not None and os.getuid() == 0:
             arguments += ["--uid", str(self.owner[0]), "--gid", str(self.owner[1])]
         environment = dict(os.environ)
