@@ -906,3 +906,29 @@ class FlowControlWithoutSpliceTests(FlowControlTests):
     """
 
     splice = False
+
+
+class LocalShortageTests(SynchronousTestCase):
+    """
+    A connect that fails for lack of descriptors here is not the upstream's
+    fault.
+    """
+
+    def test_kinds(self):
+        import errno
+
+        from twisted.internet.error import ConnectBindError, ConnectionRefusedError
+        from twisted.python.failure import Failure
+
+        from multiport.handlers.relay import localShortage
+
+        self.assertTrue(
+            localShortage(
+                Failure(ConnectBindError(errno.EMFILE, "Too many open files"))
+            )
+        )
+        self.assertTrue(localShortage(Failure(OSError(errno.ENFILE, "table full"))))
+        self.assertFalse(localShortage(Failure(ConnectionRefusedError())))
+        self.assertFalse(
+            localShortage(Failure(ConnectBindError(errno.EADDRNOTAVAIL, "no")))
+        )

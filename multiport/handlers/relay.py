@@ -5,6 +5,7 @@ names (never to one a client chooses), with flow control both ways.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
@@ -278,6 +279,27 @@ class UpstreamPool:
         self.failedUntil[upstream] = self.clock.seconds() + self.options.failTimeout
 
 
+#: Connect failures that are the daemon's own shortage, not the upstream's.
+LOCAL_SHORTAGE = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+def localShortage(reason: Failure) -> bool:
+    """
+    Whether a failed connect failed for lack of descriptors or memory here
+    (C{socket()} itself failing), rather than because of the upstream.
+    """
+    value = reason.value
+    for candidate in (value, getattr(value, "osError", None)):
+        code = (
+            candidate
+            if isinstance(candidate, int)
+            else getattr(candidate, "errno", None)
+        )
+        if code in LOCAL_SHORTAGE:
+            return True
+    return False
+
+
 def _closeWriting(transport: Any) -> None:
     """
     The side feeding C{transport} sent its end of file: it produces no more
@@ -408,6 +430,18 @@ class RelayProtocol(Protocol):
         def failed(reason: Failure) -> None:
             self._connecting = None
             if self._closed:
+                return
+            if localShortage(reason):
+                # The daemon is out of descriptors or memory: no upstream
+                # is to blame, and none would do better; close this client.
+                self.context.counters.add("local_connect_failures")
+                log.warn(
+                    "relay on {port}: cannot connect to {upstream}: {reason}",
+                    port=self.context.port.name,
+                    upstream=str(upstream),
+                    reason=reason.getErrorMessage(),
+                )
+                self.transport.loseConnection()
                 return
             self.pool.failed(upstream)
             self.context.counters.add(
