@@ -15,6 +15,7 @@ from attrs import define, field, frozen
 from OpenSSL import SSL
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
     IHalfCloseableProtocol,
@@ -351,7 +352,7 @@ class UpstreamProtocol(Protocol):
         self.client.transport.write(data)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        self.client.upstreamLost()
+        self.client.upstreamLost(reason)
 
 
 @implementer(IHalfCloseableProtocol)
@@ -533,7 +534,7 @@ class RelayProtocol(Protocol):
         else:
             self.upstream.transport.write(data)
 
-    def upstreamLost(self) -> None:
+    def upstreamLost(self, reason: Failure | None = None) -> None:
         if self.splice is not None:
             self.splice.stop()
             self.splice = None
@@ -541,7 +542,12 @@ class RelayProtocol(Protocol):
             self.pool.active[self.chosen] -= 1
         self.upstream = None
         if not self._closed:
-            self.transport.loseConnection()
+            if reason is None or reason.check(ConnectionDone):
+                self.transport.loseConnection()
+            else:
+                # The upstream went away mid-stream: reset the client too,
+                # so that a cut stream never looks complete to it.
+                self.transport.abortConnection()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._closed = True
