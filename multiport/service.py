@@ -171,6 +171,45 @@ class ReloadUnavailable(Exception):
     """
 
 
+def logReloaded(summary: Mapping[str, Any], note: str = "") -> None:
+    """
+    Log what a reload changed.
+    """
+    log.info(
+        "reloaded: added {added}, removed {removed}, changed {changed}, "
+        "{unchanged} unchanged{note}",
+        added=", ".join(summary["added"]) or "none",
+        removed=", ".join(summary["removed"]) or "none",
+        changed=", ".join(summary["changed"]) or "none",
+        unchanged=summary["unchanged"],
+        note=note,
+    )
+
+
+def reloadLogged(reload: Callable[[], object]) -> None:
+    """
+    Call C{reload} for SIGHUP: a failure, now or when its L{Deferred}
+    fires, is logged with its reason (nothing has changed then).
+    """
+    try:
+        result = reload()
+    except ReloadUnavailable as e:
+        log.info("SIGHUP: {reason}", reason=str(e))
+        return
+    except (ConfigError, ReconcileError) as e:
+        log.error("reload failed, nothing changed: {reason}", reason=str(e))
+        return
+    except Exception:
+        log.failure("reload failed, nothing changed")
+        return
+    if isinstance(result, Deferred):
+        result.addErrback(
+            lambda f: log.error(
+                "reload failed, nothing changed: {reason}", reason=f.getErrorMessage()
+            )
+        )
+
+
 @implementer(IDaemonView, IDaemonControl)
 class PortsService(MultiService):
     """
@@ -727,15 +766,7 @@ class PortsService(MultiService):
         config = Config((*config.ports, *kept), config.stateDir)
         certificates = loadCertificates(config.ports, config.stateDir, self.owner)
         summary = self.reconcile(config, certificates)
-        log.info(
-            "reloaded: added {added}, removed {removed}, changed {changed}, "
-            "{unchanged} unchanged; {kept} added through the admin API kept",
-            added=", ".join(summary["added"]) or "none",  # type: ignore[arg-type]
-            removed=", ".join(summary["removed"]) or "none",  # type: ignore[arg-type]
-            changed=", ".join(summary["changed"]) or "none",  # type: ignore[arg-type]
-            unchanged=summary["unchanged"],
-            kept=len(kept),
-        )
+        logReloaded(summary, f"; {len(kept)} added through the admin API kept")
         return summary
 
     def reloadLogged(self) -> None:
@@ -743,14 +774,7 @@ class PortsService(MultiService):
         L{reload}, for SIGHUP: a failure is logged with its reason and
         nothing changes.
         """
-        try:
-            self.reload()
-        except ReloadUnavailable as e:
-            log.info("SIGHUP: {reason}", reason=str(e))
-        except (ConfigError, ReconcileError) as e:
-            log.error("reload failed, nothing changed: {reason}", reason=str(e))
-        except Exception:
-            log.failure("reload failed, nothing changed")
+        reloadLogged(self.reload)
 
     def _bindAll(self) -> None:
         bound: list[PortServer] = []

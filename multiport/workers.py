@@ -41,7 +41,9 @@ from multiport.service import (
     ReloadUnavailable,
     StartupError,
     describeListenError,
+    logReloaded,
     overlaps,
+    reloadLogged,
 )
 from multiport.worker import CHANNEL_FD
 
@@ -623,14 +625,7 @@ class WorkerPool(MultiService):
             for key in ("added", "removed", "changed"):
                 summary[key] = [*summary[key], *mine[key]]  # type: ignore[misc]
             summary["unchanged"] = summary["unchanged"] + mine["unchanged"]  # type: ignore[operator]
-            log.info(
-                "reloaded: added {added}, removed {removed}, changed {changed}, "
-                "{unchanged} unchanged, in every worker",
-                added=", ".join(summary["added"]) or "none",  # type: ignore[arg-type]
-                removed=", ".join(summary["removed"]) or "none",  # type: ignore[arg-type]
-                changed=", ".join(summary["changed"]) or "none",  # type: ignore[arg-type]
-                unchanged=summary["unchanged"],
-            )
+            logReloaded(summary, ", in every worker")
             return summary
 
         return changed.addCallback(ownPorts)
@@ -639,20 +634,7 @@ class WorkerPool(MultiService):
         """
         L{reload} for SIGHUP: a failure is logged and nothing changes.
         """
-        try:
-            result = self.reload()
-        except ReloadUnavailable as e:
-            log.info("SIGHUP: {reason}", reason=str(e))
-            return
-        except (ConfigError, ReconcileError) as e:
-            log.error("reload failed, nothing changed: {reason}", reason=str(e))
-            return
-        result.addErrback(
-            lambda f: log.error(
-                "reload failed, nothing changed: {reason}",
-                reason=f.getErrorMessage(),
-            )
-        )
+        reloadLogged(self.reload)
 
     def _everywhere(
         self, config: Config, newSockets: Mapping[str, socket.socket]
