@@ -187,6 +187,19 @@ class PortProtocol(ProtocolWrapper):
             except Exception:
                 self._handlerFailed("drain")
 
+    _host: IAddress | None = None
+
+    def getHost(self) -> IAddress:
+        """
+        The address the client connected to, asked of the socket once: it
+        can't change, and twisted.web asks for it on every request (a
+        C{getsockname} system call each time).
+        """
+        host = self._host
+        if host is None:
+            host = self._host = self.transport.getHost()
+        return host
+
     def countReceived(self, size: int) -> None:
         """
         Count C{size} bytes the handler moved from the client without

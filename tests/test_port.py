@@ -15,7 +15,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.logger import capturedLogs
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from multiport.config import Defaults, TLSConfig, buildConfig
 from multiport.handlers import Handler
@@ -256,3 +256,35 @@ class ExactCountTests(TestCase):
             ],
         )
         self.assertEqual(tls.counters.tlsHandshakeFailures, 0)
+
+
+class HostCacheTests(SynchronousTestCase):
+    """
+    The wrapper asks the socket for the connection's own address once.
+    """
+
+    def test_getHostOnce(self):
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.protocol import Protocol
+        from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+        from multiport.counters import PortCounters
+        from multiport.handlers.interface import HandlerContext
+        from multiport.port import PortFactory
+
+        config = buildConfig(
+            parsePorts("127.0.0.1:7000=echo"), DEFAULTS, TEST_HANDLERS, Path(".")
+        ).ports[0]
+        clock = MemoryReactorClock()
+        context = HandlerContext(reactor=clock, clock=clock, port=config)
+        factory = PortFactory(Factory.forProtocol(Protocol), PortCounters(), context)
+        address = IPv4Address("TCP", "127.0.0.1", 5555)
+        protocol = factory.buildProtocol(address)
+        transport = StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", 7000))
+        asked = []
+        original = transport.getHost
+        transport.getHost = lambda: asked.append(1) or original()
+        protocol.makeConnection(transport)
+        for _ in range(3):
+            self.assertEqual(protocol.getHost().port, 7000)
+        self.assertEqual(len(asked), 1)
