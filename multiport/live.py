@@ -44,6 +44,7 @@ def loadCertificates(
     @raise ConfigError: naming the port whose certificate can't be used.
     """
     certificates: dict[TLSConfig, LoadedCertificate] = {}
+    made: LoadedCertificate | None = None
     for port in ports:
         tls = port.tls
         if tls is None or tls in certificates:
@@ -51,11 +52,15 @@ def loadCertificates(
         try:
             if not tls.selfSigned:
                 certificates[tls] = loadCertificate(tls)
-            elif tls == TLSConfig():
-                certificates[tls] = ensureSelfSigned(stateDir, owner)
-            else:
-                ensureSelfSigned(stateDir, owner)
-                certificates[tls] = loadCertificate(usingSelfSigned(tls, stateDir))
+                continue
+            if made is None:
+                # Made (or loaded) once, whatever settings ports give it.
+                made = ensureSelfSigned(stateDir, owner)
+            certificates[tls] = (
+                made
+                if tls == TLSConfig()
+                else loadCertificate(usingSelfSigned(tls, stateDir))
+            )
         except TLSError as e:
             raise ConfigError(port.where, str(e)) from None
     return certificates

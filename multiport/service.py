@@ -210,6 +210,14 @@ def reloadLogged(reload: Callable[[], object]) -> None:
         )
 
 
+def claims(a: PortConfig, b: PortConfig) -> bool:
+    """
+    Whether C{a} takes C{b}'s place: the same address and number, or an
+    overlapping one.
+    """
+    return (a.interface, a.port) == (b.interface, b.port) or overlaps(a, b)
+
+
 @implementer(IDaemonView, IDaemonControl)
 class PortsService(MultiService):
     """
@@ -746,13 +754,7 @@ class PortsService(MultiService):
         for server in self.ports():
             if server.name not in self.addedLive:
                 continue
-            claimed = [
-                c
-                for c in config.ports
-                if overlaps(c, server.config)
-                or (c.interface, c.port)
-                == (server.config.interface, server.config.port)
-            ]
+            claimed = [c for c in config.ports if claims(c, server.config)]
             if claimed:
                 self.addedLive.discard(server.name)
                 log.info(

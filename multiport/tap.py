@@ -37,14 +37,13 @@ from multiport.configfile import readConfigFile
 from multiport.dump import StatsDumpService
 from multiport.handlers.interface import IHandler
 from multiport.handlers.registry import findHandlers
-from multiport.live import ReloadOnHangup, ensureAdminToken
+from multiport.live import ReloadOnHangup, ensureAdminToken, loadCertificates
 from multiport.policies import DEFAULT_DRAIN_TIMEOUT, DaemonLimit, Policy
 from multiport.portspec import parsePortItem, parsePorts
 from multiport.service import PortsService, reportStartupErrorsBriefly
 from multiport.tls import (
     LoadedCertificate,
     TLSError,
-    ensureSelfSigned,
     loadCertificate,
     selfSignedPaths,
     usingSelfSigned,
@@ -425,18 +424,14 @@ def makeService(options: Options, reactor: Any = None) -> PortsService | WorkerP
     assert config is not None, "postOptions builds the configuration"
     preload()
     certificates = dict(options.certificates)
-    selfSigned = {p.tls for p in config.ports if p.tls is not None and p.tls.selfSigned}
-    if selfSigned:
-        try:
-            made = ensureSelfSigned(config.stateDir, _owner(options))
-            for tls in selfSigned:
-                certificates[tls] = (
-                    made
-                    if tls == TLSConfig()
-                    else loadCertificate(usingSelfSigned(tls, config.stateDir))
-                )
-        except TLSError as e:
-            raise SystemExit(f"multiport: {e}") from None
+    # The self-signed certificate is made (or loaded) here, knowing --uid.
+    selfSigned = [p for p in config.ports if p.tls is not None and p.tls.selfSigned]
+    try:
+        certificates.update(
+            loadCertificates(selfSigned, config.stateDir, _owner(options))
+        )
+    except ConfigError as e:
+        raise SystemExit(f"multiport: {e.message}") from None
     log.info(
         "multiport {version} on Python {python}: {count} ports",
         version=__version__,

@@ -56,6 +56,7 @@ class Worker:
         self.index = index
         self.owner = owner
         self.service: Any = None
+        self.stopping = False
 
     def handlers(self) -> dict[str, Any]:
         return {"start": self.start, "apply": self.apply, "status": self.status}
@@ -174,8 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         reactor.callFromThread(stopping)  # type: ignore[attr-defined]
 
     def stopping() -> None:
-        if reactor.running and not getattr(worker, "stopping", False):  # type: ignore[attr-defined]
-            worker.stopping = True  # type: ignore[attr-defined]
+        if reactor.running and not worker.stopping:  # type: ignore[attr-defined]
+            worker.stopping = True
             reactor.stop()  # type: ignore[attr-defined]
 
     reactor.callWhenRunning(  # type: ignore[attr-defined]

@@ -40,9 +40,9 @@ from multiport.service import (
     ReconcileError,
     ReloadUnavailable,
     StartupError,
+    claims,
     describeListenError,
     logReloaded,
-    overlaps,
     reloadLogged,
 )
 from multiport.worker import CHANNEL_FD
@@ -573,11 +573,7 @@ class WorkerPool(MultiService):
         given = list(workers.ports)
         for name in sorted(self.addedLive):
             config = self._named(name)
-            if any(
-                overlaps(c, config)
-                or (c.interface, c.port) == (config.interface, config.port)
-                for c in given
-            ):
+            if any(claims(c, config) for c in given):
                 self.addedLive.discard(name)
             else:
                 given.append(self.given[name])
