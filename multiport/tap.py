@@ -286,14 +286,24 @@ class Options(usage.Options):
         if format not in ("text", "json"):
             raise ConfigError("--log-format", f"{format!r} is not text or json")
         parent = getattr(self, "parent", None)
-        if format == "json" and parent is not None:
-            # twistd makes its log observer from --logger after makeService;
-            # point it at ours, writing where twistd would have.
-            logfile = parent.get("logfile")
-            if logfile in (None, "") and not parent.get("nodaemon"):
-                logfile = "twistd.log"
-            logformat.configure(logfile or "-")
-            parent["logger"] = "multiport.logformat.jsonLogger"
+        if parent is None:
+            return
+        logfile = parent.get("logfile")
+        nodaemon = parent.get("nodaemon")
+        if format == "text" and (
+            parent.get("logger") is not None
+            or parent.get("syslog")
+            or (logfile == "-" and not nodaemon)
+        ):
+            # The command line chose where the log goes (or twistd will
+            # refuse it): twistd's own observer.
+            return
+        # twistd makes its log observer from --logger after makeService;
+        # point it at ours, writing where twistd would have.
+        if logfile in (None, "") and not nodaemon:
+            logfile = "twistd.log"
+        logformat.configure(logfile or "-")
+        parent["logger"] = f"multiport.logformat.{format}Logger"
 
     def _drainTimeout(self) -> float | None:
         """

@@ -1,17 +1,26 @@
 """
-Tests for L{multiport.logformat}: the JSON log.
+Tests for L{multiport.logformat}: the text and JSON logs.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import signal
 
-from twisted.logger import Logger, LogLevel
+from twisted.internet.task import Clock
+from twisted.logger import (
+    Logger,
+    LogLevel,
+    formatEventAsClassicLogText,
+    formatTime,
+    globalLogPublisher,
+)
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from multiport import logformat
+from multiport.port import logConnection
 
 
 class JSONTests(SynchronousTestCase):
@@ -84,9 +93,191 @@ class JSONTests(SynchronousTestCase):
         """
         path = self.mktemp()
         self.addCleanup(logformat.configure, "-")
+        # A log file rotates on SIGUSR1, as twistd's does.
+        self.addCleanup(signal.signal, signal.SIGUSR1, signal.getsignal(signal.SIGUSR1))
         logformat.configure(path)
         observer = logformat.jsonLogger()
+        self.assertNotEqual(signal.getsignal(signal.SIGUSR1), signal.SIG_DFL)
         observer({"log_time": 0, "log_format": "hello", "log_level": LogLevel.info})
-        observer._outFile.close()
+        observer._out.close()
         with open(path) as f:
             self.assertEqual(json.loads(f.read())["message"], "hello")
+
+
+class TimeStampsTests(SynchronousTestCase):
+    """
+    Time stamps are twistd's, formatted once a second.
+    """
+
+    def test_sameAsTwisted(self):
+        """
+        Any time within a second gives twistd's stamp for it.
+        """
+        stamps = logformat.TimeStamps()
+        for when in (0.0, 0.25, 0.999, 1.0, 1_700_000_000.5, 1_700_000_001.0):
+            self.assertEqual(stamps(when), formatTime(when))
+        self.assertEqual(stamps(None), formatTime(None))
+
+    def test_once(self):
+        """
+        The stamp of a second is made once, not per call.
+        """
+        stamps = logformat.TimeStamps()
+        first = stamps(100.1)
+        self.assertIs(stamps(100.9), first)
+        self.assertIsNot(stamps(101.0), first)
+
+
+class ClassicTextTests(SynchronousTestCase):
+    """
+    ClassicText writes what twistd's text observer writes.
+    """
+
+    def assertSameAsTwisted(self, event):
+        self.assertEqual(
+            logformat.ClassicText()(event), formatEventAsClassicLogText(event)
+        )
+
+    def test_line(self):
+        """
+        A pre-formatted line: its text, stamped and named.
+        """
+        event = {
+            "log_time": 1_700_000_000.4,
+            "log_level": LogLevel.info,
+            "log_namespace": "multiport.connection",
+            "log_format": "{line}",
+            "line": "tcp:127.0.0.1:7000 echo 127.0.0.1:5000 closed clean",
+        }
+        self.assertSameAsTwisted(event)
+        text = logformat.ClassicText()(event)
+        self.assertIn("[multiport.connection#info] tcp:", text)
+
+    def test_multiline(self):
+        """
+        Lines after the first are indented, as twistd does.
+        """
+        self.assertSameAsTwisted(
+            {
+                "log_time": 5.0,
+                "log_level": LogLevel.warn,
+                "log_namespace": "x",
+                "log_format": "{line}",
+                "line": "one\ntwo",
+            }
+        )
+
+    def test_others(self):
+        """
+        Events with a system, a failure, another format, no level or no line
+        take twistd's formatter.
+        """
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            failure = Failure()
+        base = {"log_time": 5.0, "log_level": LogLevel.info, "log_format": "{line}"}
+        for event in (
+            {**base, "line": "a", "log_system": "sys"},
+            {**base, "line": "a", "log_failure": failure},
+            {**base, "log_format": "n={n}", "n": 3},
+            {"log_time": 5.0, "log_format": "{line}", "line": "no level"},
+            {**base, "line": ""},
+            {**base, "line": 7},
+            {"log_time": 5.0},
+        ):
+            self.assertSameAsTwisted(event)
+
+
+class Stream:
+    """
+    A file that records what each write and flush saw.
+    """
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+        self.flushes = 0
+
+    def write(self, text: str) -> None:
+        self.writes.append(text)
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+
+class TextFileObserverTests(SynchronousTestCase):
+    """
+    Connection lines go out once per reactor turn; anything else at once,
+    in order.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.stream = Stream()
+        self.observer = logformat.TextFileObserver(
+            self.stream, logformat.ClassicText(), self.clock.callLater
+        )
+        self.connections = Logger(
+            observer=self.observer, namespace=logformat.BULK_NAMESPACE
+        )
+        self.other = Logger(observer=self.observer, namespace="other")
+
+    def test_batched(self):
+        """
+        Connection lines wait for the end of the turn, then go in one write.
+        """
+        for n in range(3):
+            self.connections.info("{line}", line=f"closed {n}")
+        self.assertEqual(self.stream.writes, [])
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(0)
+        self.assertEqual(len(self.stream.writes), 1)
+        self.assertEqual(
+            [line.split("] ")[1] for line in self.stream.writes[0].splitlines()],
+            ["closed 0", "closed 1", "closed 2"],
+        )
+        self.assertEqual(self.stream.flushes, 1)
+
+    def test_otherFlushesInOrder(self):
+        """
+        Another event is written at once, after the connection lines
+        before it.
+        """
+        self.connections.info("{line}", line="first")
+        self.other.info("second")
+        self.assertEqual(len(self.stream.writes), 1)
+        text = self.stream.writes[0]
+        self.assertLess(text.index("first"), text.index("second"))
+        self.clock.advance(0)
+        self.assertEqual(len(self.stream.writes), 1)
+
+    def test_nothingToWrite(self):
+        """
+        An event with no text writes nothing.
+        """
+        self.observer({"log_time": 1.0})
+        self.assertEqual((self.stream.writes, self.stream.flushes), ([], 0))
+
+    def test_logConnection(self):
+        """
+        L{logConnection} makes the event C{Logger.info} would, and the text
+        and JSON observers write it.
+        """
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        logConnection("tcp:x echo 1.2.3.4:5 closed clean", port="tcp:x", sent=4)
+        [event] = events
+        self.assertEqual(event["log_namespace"], "multiport.connection")
+        self.assertEqual(event["log_level"], LogLevel.info)
+        self.observer(event)
+        self.clock.advance(0)
+        self.assertIn(
+            "[multiport.connection#info] tcp:x echo 1.2.3.4:5 closed clean\n",
+            self.stream.writes[0],
+        )
+        record = json.loads(logformat.eventAsJSON(event))
+        self.assertEqual(
+            (record["message"], record["port"], record["sent"]),
+            ("tcp:x echo 1.2.3.4:5 closed clean", "tcp:x", 4),
+        )

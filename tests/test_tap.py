@@ -764,11 +764,43 @@ class LogFormatTests(OptionsTestsMixin, SynchronousTestCase):
 
     def test_text(self):
         """
-        The default leaves twistd's logger alone.
+        The default text goes through multiport's text observer, to the file
+        twistd would write.
         """
+        self.addCleanup(logformat.configure, "-")
         server = ServerOptions()
         server.parseOptions(["multiport", "--no-status", "--state-dir", self.stateDir])
-        self.assertIsNone(server["logger"])
+        self.assertIs(server["logger"], logformat.textLogger)
+        self.assertEqual(logformat._destination, "twistd.log")
+
+    def test_textForeground(self):
+        """
+        With -n, text goes to standard output.
+        """
+        self.addCleanup(logformat.configure, "-")
+        server = ServerOptions()
+        server.parseOptions(
+            ["-n", "multiport", "--no-status", "--state-dir", self.stateDir]
+        )
+        self.assertIs(server["logger"], logformat.textLogger)
+        self.assertEqual(logformat._destination, "-")
+
+    def test_textLeftToTwistd(self):
+        """
+        A logger or syslog chosen on the command line, or a daemon told to
+        log to standard output (which twistd refuses with its own message),
+        keep twistd's choice.
+        """
+        for twistdArgs in (
+            ["--logger", "twisted.logger.jsonFileLogObserver"],
+            ["--syslog"],
+            ["--logfile", "-"],
+        ):
+            server = ServerOptions()
+            server.parseOptions(
+                [*twistdArgs, "multiport", "--no-status", "--state-dir", self.stateDir]
+            )
+            self.assertIsNot(server["logger"], logformat.textLogger, twistdArgs)
 
     def test_unknown(self):
         """
