@@ -25,11 +25,14 @@ import math
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import IO, Any, Protocol
 
 from twisted.logger import (
     ILogObserver,
+    Logger,
+    LogLevel,
     formatEvent,
     formatEventAsClassicLogText,
     formatTime,
@@ -43,8 +46,9 @@ _destination: str = "-"
 #: Event fields that are the logging system's own, not the event's.
 _SKIP = frozenset({"log_logger", "log_source", "log_format", "log_io", "log_trace"})
 
-#: The namespace of the lines written once per reactor turn.
-BULK_NAMESPACE = "multiport.connection"
+#: The namespaces of the lines written once per reactor turn: the
+#: connection log and the http access log, a line per connection or request.
+BULK_NAMESPACES = frozenset({"multiport.connection", "multiport.access"})
 
 #: The message format of an event whose message is its C{line} field as is.
 LINE_FORMAT = "{line}"
@@ -96,26 +100,29 @@ class ClassicText:
         self.stamps = TimeStamps() if stamps is None else stamps
 
     def __call__(self, event: dict[str, Any]) -> str | None:
-        if (
-            event.get("log_format") == LINE_FORMAT
-            and "log_failure" not in event
-            and "log_system" not in event
-        ):
+        if event.get("log_format") == LINE_FORMAT and "log_failure" not in event:
             line = event.get("line")
             level = event.get("log_level")
-            if type(line) is str and line and level is not None:
+            system = event.get("log_system")
+            if (
+                type(line) is str
+                and line
+                and level is not None
+                and (system is None or type(system) is str)
+            ):
                 if "\n" in line:
                     line = line.replace("\n", "\n\t")
                 stamp = self.stamps(event.get("log_time"))
-                namespace = event.get("log_namespace", "-")
-                return f"{stamp} [{namespace}#{level.name}] {line}\n"
+                if system is None:
+                    system = f"{event.get('log_namespace', '-')}#{level.name}"
+                return f"{stamp} [{system}] {line}\n"
         return formatEventAsClassicLogText(event, formatTime=self.stamps)
 
 
 @implementer(ILogObserver)
 class TextFileObserver:
     """
-    Writes formatted events to a file.  Events in L{BULK_NAMESPACE} wait
+    Writes formatted events to a file.  Events in L{BULK_NAMESPACES} wait
     for the end of the reactor turn (C{later(0, flush)}) and go out in one
     write; any other event is written and flushed at once, after them.
 
@@ -141,7 +148,7 @@ class TextFileObserver:
         with self._lock:
             pending = self._pending
             pending.append(text)
-            if event.get("log_namespace") == BULK_NAMESPACE:
+            if event.get("log_namespace") in BULK_NAMESPACES:
                 if len(pending) == 1:
                     self._later(0, self.flush)
                 return
@@ -158,6 +165,23 @@ class TextFileObserver:
             self._pending.clear()
             self._out.write(text)
             self._out.flush()
+
+
+def emitLine(logger: Logger, line: str, **fields: object) -> None:
+    """
+    Log C{line}, already formatted, at level info, with C{fields} for the
+    JSON log: the event C{logger.info("{line}", line=line, **fields)} emits,
+    without L{Logger.emit}'s checks, for the logs written once per
+    connection or request.
+    """
+    fields["line"] = line
+    fields["log_logger"] = logger
+    fields["log_level"] = LogLevel.info
+    fields["log_namespace"] = logger.namespace
+    fields["log_source"] = None
+    fields["log_format"] = LINE_FORMAT
+    fields["log_time"] = time.time()
+    logger.observer(fields)
 
 
 def _open(destination: str) -> IO[str] | LogFile:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -32,7 +31,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
@@ -41,7 +40,7 @@ from zope.interface import directlyProvides, implementer, providedBy
 from multiport.config import PortConfig, formatAddress
 from multiport.counters import PortCounters
 from multiport.handlers.interface import HandlerContext, IDrainable
-from multiport.logformat import LINE_FORMAT
+from multiport.logformat import emitLine
 from multiport.policies import Admission, DaemonLimit
 from multiport.transport import FastServer
 
@@ -55,23 +54,6 @@ PROXY_HEADER_TIMEOUT = 10.0
 #: One line per closed connection, in a namespace of its own so that it can
 #: be filtered or routed apart from the daemon's other lines.
 connectionLog = Logger(namespace="multiport.connection")
-
-
-def logConnection(line: str, **fields: object) -> None:
-    """
-    One connection log line, already formatted, with its fields for the
-    JSON log: what C{connectionLog.info("{line}", line=line, **fields)}
-    emits, without L{Logger.emit}'s checks (a line per connection is the
-    daemon's busiest log).
-    """
-    fields["line"] = line
-    fields["log_logger"] = connectionLog
-    fields["log_level"] = LogLevel.info
-    fields["log_namespace"] = connectionLog.namespace
-    fields["log_source"] = None
-    fields["log_format"] = LINE_FORMAT
-    fields["log_time"] = time.time()
-    connectionLog.observer(fields)
 
 
 #: How a connection ended, for the connection log, by the failure passed to
@@ -328,7 +310,8 @@ class PortProtocol(ProtocolWrapper):
         client = self.clientSubject() if self.handshaken else None
         if client is not None:
             line += f", client {client}"
-        logConnection(
+        emitLine(
+            connectionLog,
             line,
             port=factory.portName,
             handler=factory.handlerName,
@@ -492,7 +475,8 @@ class PortFactory(WrappingFactory):
         self.counters.reject(reason)
         if self.logConnections:
             address = addressText(addr)
-            logConnection(
+            emitLine(
+                connectionLog,
                 f"{self.portName} {self.handlerName} {address} closed "
                 f"rejected ({reason})",
                 port=self.portName,

@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from multiport import logformat
-from multiport.port import logConnection
+from multiport.port import connectionLog
 
 
 class JSONTests(SynchronousTestCase):
@@ -218,7 +218,7 @@ class TextFileObserverTests(SynchronousTestCase):
             self.stream, logformat.ClassicText(), self.clock.callLater
         )
         self.connections = Logger(
-            observer=self.observer, namespace=logformat.BULK_NAMESPACE
+            observer=self.observer, namespace="multiport.connection"
         )
         self.other = Logger(observer=self.observer, namespace="other")
 
@@ -258,15 +258,17 @@ class TextFileObserverTests(SynchronousTestCase):
         self.observer({"log_time": 1.0})
         self.assertEqual((self.stream.writes, self.stream.flushes), ([], 0))
 
-    def test_logConnection(self):
+    def test_emitLine(self):
         """
-        L{logConnection} makes the event C{Logger.info} would, and the text
-        and JSON observers write it.
+        L{logformat.emitLine} makes the event C{Logger.info} would, and the
+        text and JSON observers write it.
         """
         events = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        logConnection("tcp:x echo 1.2.3.4:5 closed clean", port="tcp:x", sent=4)
+        logformat.emitLine(
+            connectionLog, "tcp:x echo 1.2.3.4:5 closed clean", port="tcp:x", sent=4
+        )
         [event] = events
         self.assertEqual(event["log_namespace"], "multiport.connection")
         self.assertEqual(event["log_level"], LogLevel.info)

@@ -12,6 +12,7 @@ from attrs import frozen
 from twisted.internet import _producer_helpers
 from twisted.internet.task import Cooperator
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import server
 
@@ -401,6 +402,40 @@ class RedirectTests(_WebTestCase):
         self.assertEqual(response.header(b"location"), b"https://example.com/form")
 
 
+class AccessLogTests(_WebTestCase):
+    """
+    Each request leaves a line in the C{multiport.access} namespace: the
+    port's name, then the combined log format.
+    """
+
+    def logged(self, options: dict[str, object]) -> list[dict[str, object]]:
+        site = self.site(options)
+        site.startFactory()
+        self.addCleanup(site.stopFactory)
+        with capturedLogs() as events:
+            self.request(site, b"/missing?q=1", method=b"HEAD")
+        return [e for e in events if e["log_namespace"] == "multiport.access"]
+
+    def test_line(self) -> None:
+        """
+        The line and the fields the JSON log carries.
+        """
+        [event] = self.logged({})
+        line = formatEvent(event)
+        self.assertTrue(line.startswith('tcp:127.0.0.1:8080 "192.168.1.1" - - ['), line)
+        self.assertIn('"HEAD /missing?q=1 HTTP/1.1" 404 ', line)
+        self.assertEqual(
+            (event["port"], event["method"], event["uri"], event["status"]),
+            ("tcp:127.0.0.1:8080", "HEAD", "/missing?q=1", 404),
+        )
+
+    def test_off(self) -> None:
+        """
+        access_log = false: no line.
+        """
+        self.assertEqual(self.logged({"access_log": False}), [])
+
+
 class ParseWebOptionsTests(SynchronousTestCase):
     """
     Tests for L{parseWebOptions}.
@@ -495,7 +530,8 @@ class ParseWebOptionsTests(SynchronousTestCase):
         self.assertOptionError(
             {"roots": "site"},
             "roots",
-            "unknown option; known: hsts_max_age, listing, redirect_https, root",
+            "unknown option; known: access_log, hsts_max_age, listing, "
+            "redirect_https, root",
         )
 
     def test_redirectPort(self) -> None:
@@ -559,6 +595,16 @@ class ParseWebOptionsTests(SynchronousTestCase):
             {"redirect_https": True},
             "redirect_https",
             "expected a port number or an https:// URL, got True",
+        )
+
+    def test_accessLogNotBool(self) -> None:
+        """
+        access_log must be a boolean.
+        """
+        self.assertOptionError(
+            {"access_log": "no"},
+            "access_log",
+            "expected true or false, got string 'no'",
         )
 
     def test_rootAndRedirect(self) -> None:

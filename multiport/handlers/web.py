@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from attrs import frozen
 from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import resource, server, static
 from twisted.web.http import HTTPChannel
@@ -29,6 +30,10 @@ from multiport.handlers.interface import (
     optionOf,
     rejectUnknown,
 )
+from multiport.logformat import emitLine
+
+#: One line per request, in the combined log format after the port's name.
+accessLog = Logger(namespace="multiport.access")
 
 
 @frozen
@@ -40,19 +45,24 @@ class WebOptions:
     @ivar listing: Whether folders without an index are listed.
     @ivar redirectHTTPS: Redirect every request to HTTPS: a port number on
         the same host, or a base URL.
+    @ivar hstsMaxAge: Over TLS, the Strict-Transport-Security max-age.
+    @ivar accessLog: Whether each request leaves a line in the access log.
     """
 
     root: Path | None = None
     listing: bool = False
     redirectHTTPS: int | str | None = None
     hstsMaxAge: int | None = None
+    accessLog: bool = True
 
 
 def parseWebOptions(options: Mapping[str, object], relativeTo: Path) -> WebOptions:
     """
     Validate the http handler's options.
     """
-    rejectUnknown(options, {"root", "listing", "redirect_https", "hsts_max_age"})
+    rejectUnknown(
+        options, {"root", "listing", "redirect_https", "hsts_max_age", "access_log"}
+    )
     hsts = options.get("hsts_max_age")
     if hsts is not None and (type(hsts) is not int or hsts < 0):
         raise OptionError(
@@ -69,6 +79,7 @@ def parseWebOptions(options: Mapping[str, object], relativeTo: Path) -> WebOptio
         if not os.access(root, os.R_OK | os.X_OK):
             raise OptionError("root", f"{root} is not readable")
     listing = optionOf(options, "listing", bool, "true or false", False)
+    accessLog = optionOf(options, "access_log", bool, "true or false", True)
     redirect = options.get("redirect_https")
     if redirect is None:
         pass
@@ -91,7 +102,11 @@ def parseWebOptions(options: Mapping[str, object], relativeTo: Path) -> WebOptio
     if redirect is not None and root is not None:
         raise OptionError("redirect_https", "cannot be combined with root")
     return WebOptions(
-        root=root, listing=listing, redirectHTTPS=redirect, hstsMaxAge=hsts
+        root=root,
+        listing=listing,
+        redirectHTTPS=redirect,
+        hstsMaxAge=hsts,
+        accessLog=accessLog,
     )
 
 
@@ -323,10 +338,23 @@ class PortRequest(server.Request):
 class PortSite(server.Site):
     """
     The twisted.web site of one http port: HTTP/1.1 on L{TimedChannel}.
+
+    Each request leaves a line in the C{multiport.access} log namespace:
+    the port's name, then the request in the combined log format
+    (twisted.web's line, written through L{emitLine} rather than
+    twisted.web's log file object).
+
+    @ivar portName: The port's name, at the start of each access log line.
+    @ivar accessLog: Whether requests are logged.
     """
 
     def __init__(
-        self, root: resource.IResource, reactor: Any, idle: float, header: float
+        self,
+        root: resource.IResource,
+        reactor: Any,
+        idle: float,
+        header: float,
+        portName: str = "-",
     ) -> None:
         super().__init__(
             root, requestFactory=PortRequest, reactor=reactor, timeout=idle
@@ -334,6 +362,21 @@ class PortSite(server.Site):
         self.headerTimeout = header
         self.hstsMaxAge: int | None = None
         self.displayTracebacks = False
+        self.portName = portName
+        self.accessLog = True
+
+    def log(self, request: server.Request) -> None:  # type: ignore[override]
+        if not self.accessLog:
+            return
+        emitLine(
+            accessLog,
+            f"{self.portName} {self._logFormatter(self._logDateTime, request)}",
+            port=self.portName,
+            method=request.method.decode("latin-1"),
+            uri=request.uri.decode("latin-1"),
+            status=request.code,
+            sent=request.sentLength,
+        )
 
     def protocol(self) -> TimedChannel:  # type: ignore[override]
         channel = TimedChannel()
@@ -363,8 +406,10 @@ def buildSite(context: HandlerContext) -> server.Site:
         context.reactor,
         idle=policy.idleTimeout or DEFAULT_IDLE_TIMEOUT,
         header=policy.headerTimeout or DEFAULT_HEADER_TIMEOUT,
+        portName=context.port.name,
     )
     site.hstsMaxAge = options.hstsMaxAge
+    site.accessLog = options.accessLog
     return site
 
 
