@@ -89,6 +89,10 @@ class PortProtocol(ProtocolWrapper):
     closeReason: str | None = None
     handshaken = False
     _handshakeTimer: IDelayedCall | None = None
+    # Class defaults, so that a connection without timers holds no list and
+    # no attribute for them (memory per idle connection).
+    _timers: tuple[IDelayedCall, ...] = ()
+    _idleTimer: IDelayedCall | None = None
 
     def makeConnection(self, transport: Any) -> None:
         factory = self.factory
@@ -102,8 +106,6 @@ class PortProtocol(ProtocolWrapper):
         Protocol.makeConnection(self, transport)
         factory.registerProtocol(self)
         policy = factory.policy
-        self._timers = []
-        self._idleTimer: IDelayedCall | None = None
         if policy.idleTimeout is not None:
             self._idleSeen = (0, 0)
             self._idleChecks = 0
@@ -114,12 +116,12 @@ class PortProtocol(ProtocolWrapper):
             self._handshakeTimer = factory.clock.callLater(
                 factory.handshakeTimeout, self.timedOut, "handshake_timeout"
             )
-            self._timers.append(self._handshakeTimer)
+            self._timers = (self._handshakeTimer,)
         if policy.maxDuration is not None:
-            self._timers.append(
+            self._timers += (
                 factory.clock.callLater(
                     policy.maxDuration, self.timedOut, "max_duration"
-                )
+                ),
             )
         try:
             self.wrappedProtocol.makeConnection(self)

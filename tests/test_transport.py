@@ -206,6 +206,18 @@ class FastServerTests(TransportTestsMixin, TestCase):
         self.assertIs(FastPort.transport, FastServer)
 
     @inlineCallbacks
+    def test_repr(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        A L{FastServer}'s repr is C{tcp.Server}'s, made when asked rather
+        than kept per connection.
+        """
+        server, client = yield self.connect()
+        transport = server.transport
+        port = transport.server._realPortNumber
+        self.assertEqual(repr(transport), f"<Server #{transport.sessionno} on {port}>")
+        self.assertNotIn("repstr", vars(transport))
+
+    @inlineCallbacks
     def test_sendsAtOnce(self) -> Generator[Deferred[Any], Any, None]:
         """
         A write with nothing queued goes to the socket within C{write}:
