@@ -7,7 +7,8 @@ lookups, a context stack search, two dict copies) before the descriptor's
 C{doRead} runs; with an echo protocol that costs about as much CPU as the
 C{recv} and C{send} themselves.  L{MultiportEPollReactor} does the same
 bookkeeping inline: it pushes the same C{{"system": logPrefix}} log context
-onto the reactor thread's context stack, logs exceptions the same way, and
+onto the reactor thread's context stack (made only if something logs
+through it, see L{_EventContext}), logs exceptions the same way, and
 handles a plain read event without the generic C{_doReadOrWrite}.  Nothing
 else changes: it is an L{EPollReactor}.
 """
@@ -26,6 +27,54 @@ from twisted.python import context, log
 from twisted.python.log import ILogContext
 
 __all__ = ["MultiportEPollReactor", "install"]
+
+
+def _prefixOf(selectable: Any, report: bool = True) -> Any:
+    """
+    C{selectable.logPrefix()}, or what L{log.callWithLogger} says when it
+    raises (and logs, if C{report}: not from inside the log context, where
+    logging would ask for the prefix again).
+    """
+    try:
+        return selectable.logPrefix()
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
+        if report:
+            log.err(system="(buggy logPrefix method)")
+        return "(buggy logPrefix method)"
+
+
+class _EventContext:
+    """
+    The context of the event being dispatched, on the reactor thread's
+    context stack while it runs: C{{ILogContext: {..., "system": prefix}}},
+    made only when something asks for it (a legacy C{log.msg}), since most
+    events log nothing.  One per reactor, pointed at each event's
+    selectable in turn.
+    """
+
+    __slots__ = ("outer", "selectable")
+
+    def __init__(self) -> None:
+        self.outer: dict[str, Any] = {}
+        self.selectable: Any = None
+
+    def __getitem__(self, key: object) -> dict[str, Any]:
+        if key is not ILogContext:
+            raise KeyError(key)
+        logContext = self.outer.copy()
+        logContext["system"] = _prefixOf(self.selectable, report=False)
+        return logContext
+
+    def get(self, key: object, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def copy(self) -> dict[object, Any]:
+        return {ILogContext: self[ILogContext]}
 
 
 class MultiportEPollReactor(EPollReactor):
@@ -54,23 +103,16 @@ class MultiportEPollReactor(EPollReactor):
         # event's own is a copy of (as log.callWithContext makes it).
         stack = tracker.currentContext()
         contexts = stack.contexts
-        outer = stack.getContext(ILogContext)
+        eventContext = _EventContext()
+        eventContext.outer = stack.getContext(ILogContext)
         selectables = self._selectables
         doReadOrWrite = self._doReadOrWrite
         for fd, event in events:
             selectable = selectables.get(fd)
             if selectable is None:
                 continue
-            try:
-                prefix = selectable.logPrefix()
-            except KeyboardInterrupt:
-                raise
-            except BaseException:
-                prefix = "(buggy logPrefix method)"
-                log.err(system=prefix)
-            logContext = outer.copy()
-            logContext["system"] = prefix
-            contexts.append({ILogContext: logContext})
+            eventContext.selectable = selectable
+            contexts.append(eventContext)
             try:
                 if event == EPOLLIN:
                     # _doReadOrWrite's read branch, for the common case.
@@ -94,7 +136,7 @@ class MultiportEPollReactor(EPollReactor):
                 raise
             except BaseException:
                 contexts.pop()
-                log.err(system=prefix)
+                log.err(system=_prefixOf(selectable))
             else:
                 contexts.pop()
 

@@ -31,8 +31,9 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
 from twisted.internet.task import deferLater
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python import context, log
 from twisted.python.failure import Failure
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from multiport import transport as fast
@@ -664,6 +665,70 @@ REACTOR_SCRIPT = textwrap.dedent(
     print(json.dumps(seen))
     """
 )
+
+
+class Named:
+    """
+    A selectable's log prefix, as a TCP server transport gives it.
+    """
+
+    def logPrefix(self) -> str:
+        return "Echo,7,127.0.0.1"
+
+
+class EventContextTests(SynchronousTestCase):
+    """
+    The reactor's per-event log context, made when asked.
+    """
+
+    def push(self, selectable: object) -> None:
+        from multiport.reactor import _EventContext
+
+        eventContext = _EventContext()
+        eventContext.outer = {"system": "-", "other": 1}
+        eventContext.selectable = selectable
+        contexts = context.theContextTracker.currentContext().contexts
+        contexts.append(eventContext)
+        self.addCleanup(contexts.remove, eventContext)
+
+    def test_legacyLog(self) -> None:
+        """
+        A legacy C{log.msg} during the event says the selectable's prefix
+        as its system, with the outer context's other keys.
+        """
+        seen: list[dict[str, Any]] = []
+        log.addObserver(seen.append)
+        self.addCleanup(log.removeObserver, seen.append)
+        self.push(Named())
+        log.msg("hello")
+        [event] = [e for e in seen if e.get("message") == ("hello",)]
+        self.assertEqual((event["system"], event["other"]), ("Echo,7,127.0.0.1", 1))
+        copied = context.get(log.ILogContext)
+        self.assertEqual(copied, {"system": "Echo,7,127.0.0.1", "other": 1})
+
+    def test_buggyPrefix(self) -> None:
+        """
+        A logPrefix that raises gives Twisted's stand-in system, and asking
+        does not log (which would ask again, without end).
+        """
+
+        class Buggy:
+            def logPrefix(self) -> str:
+                raise RuntimeError("no prefix")
+
+        self.push(Buggy())
+        self.assertEqual(
+            context.get(log.ILogContext)["system"], "(buggy logPrefix method)"
+        )
+        self.assertEqual(self.flushLoggedErrors(RuntimeError), [])
+
+    def test_otherKeys(self) -> None:
+        """
+        Other context keys are not its own: looked up further down.
+        """
+        self.push(Named())
+        self.assertEqual(context.get("not-there", "default"), "default")
+        self.assertEqual(context.call({"k": 2}, context.get, "k"), 2)
 
 
 class ReactorTests(TestCase):
