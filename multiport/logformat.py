@@ -33,6 +33,7 @@ from twisted.logger import (
     ILogObserver,
     Logger,
     LogLevel,
+    eventAsText,
     formatEvent,
     formatEventAsClassicLogText,
     formatTime,
@@ -47,8 +48,12 @@ _destination: str = "-"
 _SKIP = frozenset({"log_logger", "log_source", "log_format", "log_io", "log_trace"})
 
 #: The namespaces of the lines written once per reactor turn: the
-#: connection log and the http access log, a line per connection or request.
-BULK_NAMESPACES = frozenset({"multiport.connection", "multiport.access"})
+#: connection log and the http access log, a line per connection or request,
+#: and (in the main process of C{--workers N}) the workers' output, which
+#: carries theirs.
+BULK_NAMESPACES = frozenset(
+    {"multiport.connection", "multiport.access", "multiport.worker"}
+)
 
 #: The message format of an event whose message is its C{line} field as is.
 LINE_FORMAT = "{line}"
@@ -201,19 +206,22 @@ def _open(destination: str) -> IO[str] | LogFile:
     return logFile
 
 
+def batchedObserver(
+    out: Writable, format: Callable[[dict[str, Any]], str | None], reactor: Any
+) -> TextFileObserver:
+    """
+    A L{TextFileObserver} on C{reactor}, which also writes what waits once
+    the reactor has stopped.
+    """
+    observer = TextFileObserver(out, format, reactor.callLater)
+    reactor.addSystemEventTrigger("after", "shutdown", observer.flush)
+    return observer
+
+
 def _observer(format: Callable[[dict[str, Any]], str | None]) -> TextFileObserver:
     from twisted.internet import reactor
 
-    observer = TextFileObserver(
-        _open(_destination),
-        format,
-        reactor.callLater,  # type: ignore[attr-defined]
-    )
-    # Connection lines of the last turn before the reactor stops.
-    reactor.addSystemEventTrigger(  # type: ignore[attr-defined]
-        "after", "shutdown", observer.flush
-    )
-    return observer
+    return batchedObserver(_open(_destination), format, reactor)
 
 
 def textLogger() -> ILogObserver:
@@ -222,6 +230,20 @@ def textLogger() -> ILogObserver:
     default: twistd's own format and file.
     """
     return _observer(ClassicText())
+
+
+def messageLine(event: dict[str, Any]) -> str | None:
+    """
+    An event's message alone, as one line of text (more, indented, for a
+    traceback), without time stamp or system: what a worker process writes
+    for the main process to log.
+    """
+    if event.get("log_format") == LINE_FORMAT and "log_failure" not in event:
+        line = event.get("line")
+        if type(line) is str and line:
+            return line + "\n"
+    text = eventAsText(event, includeTimestamp=False, includeSystem=False)
+    return text.rstrip("\n") + "\n" if text else None
 
 
 def eventAsJSON(event: dict[str, Any]) -> str:

@@ -21,10 +21,11 @@ from typing import Any
 
 from attrs import evolve
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger, eventAsText, globalLogBeginner
+from twisted.logger import Logger, globalLogBeginner
 
 from multiport.config import Config
 from multiport.ipc import Channel
+from multiport.logformat import batchedObserver, messageLine
 from multiport.policies import DaemonLimit, sharePolicy
 
 log = Logger()
@@ -130,12 +131,6 @@ class Worker:
         return None
 
 
-def _printEvent(event: dict[str, Any]) -> None:
-    text = eventAsText(event, includeTimestamp=False, includeSystem=False)
-    sys.stdout.write(text.rstrip("\n") + "\n")
-    sys.stdout.flush()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="multiport.worker")
     parser.add_argument("--index", type=int, required=True)
@@ -151,7 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ours.install()
     from twisted.internet import reactor
 
-    globalLogBeginner.beginLoggingTo([_printEvent], redirectStandardIO=False)
+    # Each event's message on a line of standard output, connection and
+    # access log lines together once per reactor turn (as the main
+    # process's own log writes them).
+    globalLogBeginner.beginLoggingTo(
+        [batchedObserver(sys.stdout, messageLine, reactor)], redirectStandardIO=False
+    )
     owner = None if args.uid is None else (args.uid, args.gid)
     worker = Worker(reactor, args.index, owner)
     channel = Channel(worker.handlers())

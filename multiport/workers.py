@@ -35,6 +35,7 @@ from multiport.errors import ConfigError
 from multiport.handlers.interface import IDaemonControl, IDaemonView, PortStatus
 from multiport.ipc import Channel
 from multiport.live import tokenMatches
+from multiport.logformat import emitLine
 from multiport.service import (
     PortsService,
     ReconcileError,
@@ -48,6 +49,9 @@ from multiport.service import (
 from multiport.worker import CHANNEL_FD
 
 log = Logger()
+#: The workers' own log lines (their connection and access logs among
+#: them), each after "worker N: ", written once per reactor turn.
+workerOutput = Logger(namespace="multiport.worker")
 
 STATUS_HANDLER = "status"
 #: How often the main process asks the workers for their counters.
@@ -183,10 +187,11 @@ class WorkerProcess(ProcessProtocol):
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         lines = (self._partial.get(childFD, b"") + data).split(b"\n")
         self._partial[childFD] = lines.pop()
+        index = self.slot.index
         for line in lines:
             text = line.decode("utf-8", "replace").rstrip()
             if text:
-                log.info("worker {index}: {line}", index=self.slot.index, line=text)
+                emitLine(workerOutput, f"worker {index}: {text}", index=index)
 
     def processEnded(self, reason: Failure) -> None:
         self.pool.workerEnded(self.slot, reason)

@@ -9,6 +9,7 @@ import json
 import signal
 
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import (
     Logger,
     LogLevel,
@@ -283,3 +284,61 @@ class TextFileObserverTests(SynchronousTestCase):
             (record["message"], record["port"], record["sent"]),
             ("tcp:x echo 1.2.3.4:5 closed clean", "tcp:x", 4),
         )
+
+
+class MessageLineTests(SynchronousTestCase):
+    """
+    What a worker writes for each event: its message on a line.
+    """
+
+    def test_line(self):
+        """
+        A pre-formatted line as it is.
+        """
+        event = {"log_format": "{line}", "line": "closed clean", "log_time": 1.0}
+        self.assertEqual(logformat.messageLine(event), "closed clean\n")
+
+    def test_formatted(self):
+        """
+        Any other event: its formatted message, a traceback after it.
+        """
+        self.assertEqual(
+            logformat.messageLine({"log_format": "n={n}", "n": 3}), "n=3\n"
+        )
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            failure = Failure()
+        text = logformat.messageLine(
+            {"log_format": "{line}", "line": "x", "log_failure": failure}
+        )
+        self.assertTrue(text.startswith("x\n"), text)
+        self.assertIn("ValueError: boom", text)
+
+    def test_nothing(self):
+        """
+        An event with no message writes nothing.
+        """
+        self.assertIsNone(logformat.messageLine({"log_time": 1.0}))
+
+
+class BatchedObserverTests(SynchronousTestCase):
+    """
+    L{logformat.batchedObserver} flushes once the reactor has stopped.
+    """
+
+    def test_flushAfterShutdown(self):
+        reactor = MemoryReactorClock()
+        stream = Stream()
+        observer = logformat.batchedObserver(stream, logformat.messageLine, reactor)
+        observer(
+            {
+                "log_namespace": "multiport.connection",
+                "log_format": "{line}",
+                "line": "a",
+            }
+        )
+        self.assertEqual(stream.writes, [])
+        [(flush, args, kwargs)] = reactor.triggers["after"]["shutdown"]
+        flush(*args, **kwargs)
+        self.assertEqual(stream.writes, ["a\n"])

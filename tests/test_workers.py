@@ -17,6 +17,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 from attrs import evolve
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from multiport import ctl
@@ -25,7 +26,14 @@ from multiport.errors import ConfigError
 from multiport.handlers.interface import PortStatus
 from multiport.policies import Policy, Rate, sharePolicy
 from multiport.worker import shareConfig
-from multiport.workers import bindSocket, mergeStatuses, split, workerCount
+from multiport.workers import (
+    Slot,
+    WorkerProcess,
+    bindSocket,
+    mergeStatuses,
+    split,
+    workerCount,
+)
 from tests.support import Daemon, configFor
 from tests.test_livedaemon import connect, echoes
 
@@ -422,3 +430,27 @@ class ControlTests(SynchronousTestCase):
         self.assertEqual(pool.sockets, {})
         self.assertEqual(skt.fileno(), -1)
         self.assertRaises(KeyError, pool.removePort, name)
+
+
+class WorkerOutputTests(SynchronousTestCase):
+    """
+    The main process logs each line a worker writes, after its number, in
+    the C{multiport.worker} namespace (written once per reactor turn).
+    """
+
+    def test_lines(self):
+        """
+        Complete lines are logged as they come; a partial line waits for
+        its end; blank lines are dropped.
+        """
+        process = WorkerProcess(None, Slot(index=1))  # type: ignore[arg-type]
+        with capturedLogs() as events:
+            process.childDataReceived(1, b"tcp:x echo 1.2.3.4:5 closed clean\n\npart")
+            process.childDataReceived(1, b"ial\n")
+        self.assertEqual(
+            [(e["log_namespace"], formatEvent(e), e["index"]) for e in events],
+            [
+                ("multiport.worker", "worker 1: tcp:x echo 1.2.3.4:5 closed clean", 1),
+                ("multiport.worker", "worker 1: partial", 1),
+            ],
+        )
