@@ -371,11 +371,14 @@ def _spread(ports: Sequence[int], count: int) -> list[int]:
 
 def ports(settings: Settings) -> list[Series]:
     """
-    1 to 10,000 listening ports in one process: start-up time, memory, echo
-    on one port while the rest are idle, and echo spread over all of them.
+    1 to 10,000 listening ports in one process: start-up time (from exec,
+    and as the daemon reports it from reading its command line), memory,
+    echo on one port while the rest are idle, and echo spread over all of
+    them.
     """
     kinds = {
         "start-up": ("s", False),
+        "start-up in the daemon": ("s", False),
         "memory": ("MB", False),
         "echo on one port": ("/s", True),
         "echo spread over all": ("/s", True),
@@ -396,6 +399,9 @@ def ports(settings: Settings) -> list[Series]:
         numbers = processes.freePorts(count)
         with servers.multiportPorts(settings.workdir, numbers, "echo") as server:
             table["start-up", count].samples.append(Sample(server.startup))
+            table["start-up in the daemon", count].samples.append(
+                Sample(server.reportedStartup())
+            )
             table["memory", count].samples.append(Sample(server.rss() / 1e6))
             table["echo on one port", count].samples.append(
                 measure.echo(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import signal
 import sys
 import textwrap
@@ -28,6 +29,8 @@ TWISTD = [
     "--pidfile=",
 ]
 ROOT = Path(__file__).resolve().parent.parent
+#: multiport's log line once every port listens.
+READY = re.compile(r"ready: \d+ ports listening, ([0-9.]+) s after")
 
 #: A small page, the size of nginx's default index.html.
 PAGE = (
@@ -75,6 +78,8 @@ class Server:
             filter(None, [str(ROOT), environment.get("PYTHONPATH")])
         )
         environment.update(self.env)
+        self.logPath = log
+        self.logOffset = log.stat().st_size if log.exists() else 0
         self.process = processes.start(
             self.argv, log, core=self.core, cwd=self.workdir, env=environment
         )
@@ -94,6 +99,30 @@ class Server:
         traceback: TracebackType | None,
     ) -> None:
         processes.stop(self.process)
+
+    def reportedStartup(self, timeout: float = 30) -> float:
+        """
+        The start-up time multiport reports in its log (C{ready: N ports
+        listening, X s after the command line was read}): from reading its
+        command line to every port listening, the interpreter's own start
+        and imports excluded.
+
+        @raise RuntimeError: if no such line is logged within C{timeout}.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            with open(self.logPath, "rb") as f:
+                f.seek(self.logOffset)
+                text = f.read().decode("utf-8", "replace")
+            found = READY.findall(text)
+            if found:
+                return float(found[-1])
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} logged no ready line within {timeout}s: "
+                    f"{text[-2000:]}"
+                )
+            time.sleep(0.01)
 
     def rss(self) -> int:
         """

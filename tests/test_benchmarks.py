@@ -1441,12 +1441,32 @@ class ServerTests(SynchronousTestCase):
                 c.sendall(b"ping")
                 self.assertEqual(c.recv(4), b"ping")
             self.assertGreater(server.startup, 0)
+            # Its own start-up, from its log, is part of the time to the
+            # first accepted connection.
+            self.assertLess(0, server.reportedStartup())
+            self.assertLess(server.reportedStartup(), server.startup)
             self.assertGreater(server.rss(), 0)
             pid = server.process.pid
         self.assertEqual(
             (server.process.returncode is not None, state(pid), liveSession(pid)),
             (True, None, []),
         )
+
+    def test_noReadyLine(self) -> None:
+        """
+        A server that never logs multiport's ready line: L{RuntimeError}
+        with the end of its log, after the time given.
+        """
+        [port] = processes.freePorts(1)
+        server = servers.Server(
+            "no ready line",
+            [PYTHON, "-m", "benchmarks.peers.twisted_echo", str(port)],
+            port,
+            self.workdir,
+        )
+        with server:
+            error = self.assertRaises(RuntimeError, server.reportedStartup, 0.2)
+        self.assertIn("no ready line logged no ready line within 0.2s", str(error))
 
     def test_failedStart(self) -> None:
         """

@@ -12,6 +12,7 @@ from pathlib import Path
 from twisted.application.internet import SSLServer, TCPServer
 from twisted.application.service import IServiceMaker
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import capturedLogs, formatEvent
 from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.scripts.twistd import ServerOptions
@@ -22,7 +23,7 @@ from multiport.config import TLSConfig
 from multiport.dump import StatsDumpService
 from multiport.policies import DEFAULT_DRAIN_TIMEOUT, Policy, drainTimeoutOf
 from multiport.service import PortsService
-from multiport.tap import Options, _owner, makeService
+from multiport.tap import Options, ReadyLine, _owner, makeService
 from multiport.tls import makeSelfSigned
 
 
@@ -714,6 +715,40 @@ class StatusOptionsTests(OptionsTestsMixin, SynchronousTestCase):
         self.assertIsInstance(
             service.getServiceNamed("multiport:stats-dump"), StatsDumpService
         )
+
+
+class ReadyLineTests(OptionsTestsMixin, SynchronousTestCase):
+    """
+    Once the ports listen, one line says how many and how long start-up
+    took since the command line was read.
+    """
+
+    def test_line(self):
+        """
+        The line counts the ports and the seconds from postOptions to the
+        services' start.
+        """
+        options = self.parse("-p", "127.0.0.1:7000=echo,127.0.0.1:7001=echo")
+        self.assertIsNotNone(options.startedAt)
+        service = makeService(options, MemoryReactorClock())
+        [ready] = [s for s in service if isinstance(s, ReadyLine)]
+        ready.clock = lambda: options.startedAt + 1.25
+        with capturedLogs() as events:
+            service.startService()
+        self.addCleanup(service.stopService)
+        lines = [formatEvent(e) for e in events if "ready:" in formatEvent(e)]
+        self.assertEqual(
+            lines,
+            ["ready: 2 ports listening, 1.250 s after the command line was read"],
+        )
+
+    def test_notParsed(self):
+        """
+        Options that were never parsed have no start time: no line.
+        """
+        with capturedLogs() as events:
+            ReadyLine(1, None).startService()
+        self.assertEqual(events, [])
 
 
 class LogFormatTests(OptionsTestsMixin, SynchronousTestCase):
