@@ -6,8 +6,10 @@ L{PortSSLServer} child per configured port.
 from __future__ import annotations
 
 import errno
+import gc
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +218,24 @@ def claims(a: PortConfig, b: PortConfig) -> bool:
     overlapping one.
     """
     return (a.interface, a.port) == (b.interface, b.port) or overlaps(a, b)
+
+
+@contextmanager
+def noCollections() -> Iterator[None]:
+    """
+    Python's cyclic garbage collector off for the block (then as before).
+
+    Start-up makes many objects per port and frees almost none; the
+    collector's full passes, more and longer as they accumulate, made the
+    cost per port grow by about an eighth from 1,000 to 10,000 ports.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @implementer(IDaemonView, IDaemonControl)
@@ -779,6 +799,10 @@ class PortsService(MultiService):
         reloadLogged(self.reload)
 
     def _bindAll(self) -> None:
+        with noCollections():
+            self._bindEach()
+
+    def _bindEach(self) -> None:
         bound: list[PortServer] = []
         for port in self.ports():
             try:

@@ -5,6 +5,7 @@ Tests for L{multiport.service}: the service tree of ports.
 from __future__ import annotations
 
 import errno
+import gc
 import socket
 
 from twisted.application.internet import SSLServer, TCPServer
@@ -19,7 +20,12 @@ from zope.interface.verify import verifyObject
 from multiport.config import Config, TLSConfig
 from multiport.handlers.interface import IDaemonView
 from multiport.port import ListeningPort, PortFactory
-from multiport.service import PortsService, StartupError, describeListenError
+from multiport.service import (
+    PortsService,
+    StartupError,
+    describeListenError,
+    noCollections,
+)
 from multiport.tls import ensureSelfSigned
 from tests.support import HANDLERS, busyPort, configFor
 
@@ -348,3 +354,50 @@ class ListeningSinceTests(SynchronousTestCase):
         self.assertEqual(
             (status.listening, status.counters["listening_since"]), (False, None)
         )
+
+
+class NoCollectionsTests(SynchronousTestCase):
+    """
+    Start-up runs without the cyclic garbage collector.
+    """
+
+    def test_offInside(self):
+        """
+        Off within the block, on again after, even when it raises.
+        """
+        self.assertTrue(gc.isenabled())
+        with noCollections():
+            self.assertFalse(gc.isenabled())
+        self.assertTrue(gc.isenabled())
+        with self.assertRaises(ValueError), noCollections():
+            raise ValueError()
+        self.assertTrue(gc.isenabled())
+
+    def test_leftOff(self):
+        """
+        If it was off, it stays off.
+        """
+        gc.disable()
+        self.addCleanup(gc.enable)
+        with noCollections():
+            pass
+        self.assertFalse(gc.isenabled())
+
+    def test_binding(self):
+        """
+        The ports bind with the collector off.
+        """
+        reactor = MemoryReactorClock()
+        seen = []
+        listen = reactor.listenTCP
+
+        def listenTCP(*args, **kwargs):
+            seen.append(gc.isenabled())
+            return listen(*args, **kwargs)
+
+        reactor.listenTCP = listenTCP
+        config = configFor("127.0.0.1:7000=echo", self.mktemp())
+        service = PortsService(config, HANDLERS, {}, reactor)
+        service.privilegedStartService()
+        self.assertEqual(seen, [False])
+        self.assertTrue(gc.isenabled())

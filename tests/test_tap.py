@@ -4,6 +4,7 @@ Tests for L{multiport.tap}: the command line and makeService.
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import sys
@@ -741,6 +742,25 @@ class ReadyLineTests(OptionsTestsMixin, SynchronousTestCase):
             lines,
             ["ready: 2 ports listening, 1.250 s after the command line was read"],
         )
+
+    def test_freeze(self):
+        """
+        In the daemon (makeService on the global reactor) what start-up made
+        is frozen out of the collector's generations once the ports listen;
+        with a reactor given (tests) nothing is.
+        """
+        self.addCleanup(gc.unfreeze)
+        ReadyLine(1, None).startService()
+        self.assertEqual(gc.get_freeze_count(), 0)
+        ReadyLine(1, None, freeze=True).startService()
+        self.assertGreater(gc.get_freeze_count(), 0)
+        options = self.parse("-p", "127.0.0.1:7000=echo")
+        [ready] = [
+            s
+            for s in makeService(options, MemoryReactorClock())
+            if isinstance(s, ReadyLine)
+        ]
+        self.assertFalse(ready.freeze)
 
     def test_notParsed(self):
         """
