@@ -47,18 +47,18 @@ def _prefixOf(selectable: Any, report: bool = True) -> Any:
 
 class _EventContext:
     """
-    The context of the event being dispatched, on the reactor thread's
-    context stack while it runs: C{{ILogContext: {..., "system": prefix}}},
-    made only when something asks for it (a legacy C{log.msg}), since most
-    events log nothing.  One per reactor, pointed at each event's
-    selectable in turn.
+    The context of one event, on the reactor thread's context stack while
+    it runs: C{{ILogContext: {..., "system": prefix}}}, made only when
+    something asks for it (a legacy C{log.msg}), since most events log
+    nothing.  One per event: whoever keeps it (a thread pool runs its work
+    in the context it was called in) keeps that event's prefix.
     """
 
     __slots__ = ("outer", "selectable")
 
-    def __init__(self) -> None:
-        self.outer: dict[str, Any] = {}
-        self.selectable: Any = None
+    def __init__(self, outer: dict[str, Any], selectable: Any) -> None:
+        self.outer = outer
+        self.selectable = selectable
 
     def __getitem__(self, key: object) -> dict[str, Any]:
         if key is not ILogContext:
@@ -66,15 +66,6 @@ class _EventContext:
         logContext = self.outer.copy()
         logContext["system"] = _prefixOf(self.selectable, report=False)
         return logContext
-
-    def get(self, key: object, default: Any = None) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            return default
-
-    def copy(self) -> dict[object, Any]:
-        return {ILogContext: self[ILogContext]}
 
 
 class MultiportEPollReactor(EPollReactor):
@@ -103,16 +94,14 @@ class MultiportEPollReactor(EPollReactor):
         # event's own is a copy of (as log.callWithContext makes it).
         stack = tracker.currentContext()
         contexts = stack.contexts
-        eventContext = _EventContext()
-        eventContext.outer = stack.getContext(ILogContext)
+        outer = stack.getContext(ILogContext)
         selectables = self._selectables
         doReadOrWrite = self._doReadOrWrite
         for fd, event in events:
             selectable = selectables.get(fd)
             if selectable is None:
                 continue
-            eventContext.selectable = selectable
-            contexts.append(eventContext)
+            contexts.append(_EventContext(outer, selectable))
             try:
                 if event == EPOLLIN:
                     # _doReadOrWrite's read branch, for the common case.

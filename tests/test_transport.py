@@ -684,9 +684,7 @@ class EventContextTests(SynchronousTestCase):
     def push(self, selectable: object) -> None:
         from multiport.reactor import _EventContext
 
-        eventContext = _EventContext()
-        eventContext.outer = {"system": "-", "other": 1}
-        eventContext.selectable = selectable
+        eventContext = _EventContext({"system": "-", "other": 1}, selectable)
         contexts = context.theContextTracker.currentContext().contexts
         contexts.append(eventContext)
         self.addCleanup(contexts.remove, eventContext)
@@ -721,6 +719,47 @@ class EventContextTests(SynchronousTestCase):
             context.get(log.ILogContext)["system"], "(buggy logPrefix method)"
         )
         self.assertEqual(self.flushLoggedErrors(RuntimeError), [])
+
+    def test_keptContextKeepsItsEvent(self) -> None:
+        """
+        Each event has a context of its own: one kept after its event (as
+        a thread pool keeps the context it was called in) still says that
+        event's prefix.
+        """
+        from select import EPOLLIN
+
+        from multiport.reactor import MultiportEPollReactor
+
+        kept: list[object] = []
+
+        class Selectable:
+            def __init__(self, prefix: str) -> None:
+                self.prefix = prefix
+
+            def logPrefix(self) -> str:
+                return self.prefix
+
+            def fileno(self) -> int:
+                return 7
+
+            def doRead(self) -> None:
+                kept.append(context.theContextTracker.currentContext().contexts[-1])
+
+        class Poller:
+            def poll(self, timeout: float, most: int) -> list[tuple[int, int]]:
+                return [(7, EPOLLIN)]
+
+        polled = MultiportEPollReactor()
+        self.addCleanup(polled.waker.connectionLost, None)
+        self.addCleanup(polled._poller.close)
+        polled._poller = Poller()
+        for prefix in ("first", "second"):
+            polled._selectables = {7: Selectable(prefix)}
+            polled.doPoll(0)
+        self.assertEqual(
+            [k[log.ILogContext]["system"] for k in kept],  # type: ignore[index]
+            ["first", "second"],
+        )
 
     def test_otherKeys(self) -> None:
         """
