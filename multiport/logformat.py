@@ -74,6 +74,19 @@ def configure(destination: str) -> None:
     _destination = destination
 
 
+def preformatted(event: dict[str, Any]) -> str | None:
+    """
+    The message of an event that is a pre-formatted line (L{emitLine}'s:
+    format C{{line}}, a non-empty string, no failure to append), or
+    C{None} for any other event.
+    """
+    if event.get("log_format") == LINE_FORMAT and "log_failure" not in event:
+        line = event.get("line")
+        if type(line) is str and line:
+            return line
+    return None
+
+
 class TimeStamps:
     """
     twistd's time stamps (L{formatTime}, RFC 3339 to the second), formatted
@@ -105,16 +118,11 @@ class ClassicText:
         self.stamps = TimeStamps() if stamps is None else stamps
 
     def __call__(self, event: dict[str, Any]) -> str | None:
-        if event.get("log_format") == LINE_FORMAT and "log_failure" not in event:
-            line = event.get("line")
+        line = preformatted(event)
+        if line is not None:
             level = event.get("log_level")
             system = event.get("log_system")
-            if (
-                type(line) is str
-                and line
-                and level is not None
-                and (system is None or type(system) is str)
-            ):
+            if level is not None and (system is None or type(system) is str):
                 if "\n" in line:
                     line = line.replace("\n", "\n\t")
                 stamp = self.stamps(event.get("log_time"))
@@ -238,10 +246,9 @@ def messageLine(event: dict[str, Any]) -> str | None:
     traceback), without time stamp or system: what a worker process writes
     for the main process to log.
     """
-    if event.get("log_format") == LINE_FORMAT and "log_failure" not in event:
-        line = event.get("line")
-        if type(line) is str and line:
-            return line + "\n"
+    line = preformatted(event)
+    if line is not None:
+        return line + "\n"
     text = eventAsText(event, includeTimestamp=False, includeSystem=False)
     return text.rstrip("\n") + "\n" if text else None
 

@@ -231,3 +231,32 @@ class Daemon:
         assert self.process.stdout is not None
         self.process.stdout.close()
         return self.process.returncode
+
+
+def configuredDaemon(
+    folder: Path,
+    toml: str,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    fileLimit: int | None = None,
+) -> Daemon:
+    """
+    A daemon in C{folder} with C{toml} (dedented) as its configuration
+    file, its state in C{folder/state} and a status port on 127.0.0.1 at a
+    free port, besides C{args}.
+    """
+    (folder / "multiport.toml").write_text(textwrap.dedent(toml))
+    return Daemon(
+        [
+            "--config",
+            str(folder / "multiport.toml"),
+            "--status",
+            "127.0.0.1:0",
+            "--state-dir",
+            str(folder / "state"),
+            *args,
+        ],
+        str(folder),
+        env=env,
+        fileLimit=fileLimit,
+    )

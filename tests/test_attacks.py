@@ -35,7 +35,7 @@ from multiport.config import Defaults, buildConfig
 from multiport.configfile import parseConfig
 from multiport.service import PortsService
 from multiport.status.api import MAX_BODY
-from tests.support import HANDLERS, Daemon
+from tests.support import HANDLERS, configuredDaemon
 
 SECRET = b"TOP-SECRET-MARKER-41c7e2"
 #: How long a test waits for anything the daemon should do at once.
@@ -207,20 +207,9 @@ class DaemonTestCase(SynchronousTestCase):
         ports (the status port included) and return them by handler and
         by name (see L{Daemon.listening}).
         """
-        self.workFolder()
-        self.stateDir = self.folder / "state"
-        (self.folder / "multiport.toml").write_text(toml)
-        self.daemon = Daemon(
-            [
-                "--config",
-                str(self.folder / "multiport.toml"),
-                "--status",
-                "127.0.0.1:0",
-                "--state-dir",
-                str(self.stateDir),
-            ],
-            str(self.folder),
-        )
+        folder = self.workFolder()
+        self.stateDir = folder / "state"
+        self.daemon = configuredDaemon(folder, toml)
         self.addCleanup(self.daemon.stop)
         self.ports = self.daemon.listening(count)
         self.statusPort = self.ports["status"][1]

@@ -38,7 +38,7 @@ from twisted.trial.unittest import FailTest, SynchronousTestCase
 
 from multiport import ctl
 from multiport.tls import ensureSelfSigned
-from tests.support import TWISTD, Daemon, writePlugin
+from tests.support import TWISTD, configuredDaemon, writePlugin
 from tests.test_live import freePort
 
 #: How long a test waits for anything the daemon should do at once.
@@ -196,20 +196,8 @@ class DaemonCase(SynchronousTestCase):
         ports (the status port included); they are returned by handler and
         by name.
         """
-        (self.folder / "multiport.toml").write_text(textwrap.dedent(toml))
-        self.daemon = Daemon(
-            [
-                "--config",
-                str(self.folder / "multiport.toml"),
-                "--status",
-                "127.0.0.1:0",
-                "--state-dir",
-                str(self.stateDir),
-                *args,
-            ],
-            str(self.folder),
-            env=env,
-            fileLimit=fileLimit,
+        self.daemon = configuredDaemon(
+            self.folder, toml, *args, env=env, fileLimit=fileLimit
         )
         self.addCleanup(self.daemon.stop)
         self.ports = self.daemon.listening(count)
