@@ -1406,18 +1406,23 @@ class ProcessesTests(SynchronousTestCase):
         The memory and descriptors of a session add up those of its processes.
         """
         process = self.startFamily("sleep 300 & sleep 300", 3)
-        pids = processes.sessionPids(process.pid)
-        rss = 0
-        for pid in pids:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    rss += int(line.split()[1]) * 1024
-        files = sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in pids)
-        self.assertEqual(
-            (processes.rssBytes(process.pid), processes.openFiles(process.pid)),
-            (rss, files),
-        )
-        self.assertGreater(rss, 0)
+
+        def measured() -> tuple[tuple[int, int], tuple[int, int]]:
+            pids = processes.sessionPids(process.pid)
+            rss = 0
+            for pid in pids:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        rss += int(line.split()[1]) * 1024
+            files = sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in pids)
+            ours = (processes.rssBytes(process.pid), processes.openFiles(process.pid))
+            return ours, (rss, files)
+
+        # A process that has just started may still be growing between the
+        # two readings: compare readings taken while it holds still.
+        ours, theirs = eventually(measured, lambda pair: pair[0] == pair[1])
+        self.assertEqual(ours, theirs)
+        self.assertGreater(theirs[0], 0)
 
 
 class ServerTests(SynchronousTestCase):
@@ -2040,7 +2045,9 @@ class CommandLineTests(SynchronousTestCase):
             [value] = result["samples"]
             self.assertEqual(result["errors"], [0])
             if result["unit"] == "%":
-                self.assertTrue(0 < value <= 50, result)
+                # With a shared socket one worker may accept every
+                # connection (docs/benchmarks.rst shows it): 0 is a share.
+                self.assertTrue(0 <= value <= 50, result)
             else:
                 self.assertGreater(value, 0, result)
 
