@@ -1,11 +1,13 @@
 """
 C{multiport-ctl}: the command-line client of the daemon's admin API.
 
-It lists, adds, changes and removes ports of a running daemon, and asks it
-to reload its configuration file, over HTTP to the status port (everything
-under C{/api/}).  Calls that change something carry the admin token the
-daemon keeps in its state directory.  A blocking command: the standard
-library's C{urllib}, no reactor.
+It shows (once, or refreshed every second) the ports of a running daemon,
+adds, changes and removes them, and asks the daemon to reload its
+configuration file, over HTTP to the status port (everything under
+C{/api/}).  Calls carry the admin token: the one given with
+C{--admin-token-file} or C{$MULTIPORT_ADMIN_TOKEN}, else the one the daemon
+keeps in its state directory.  A blocking command: the standard library's
+C{urllib}, no reactor.
 """
 
 from __future__ import annotations
@@ -13,15 +15,18 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from multiport import __version__
+from multiport.admintoken import ENVIRONMENT, TOKEN_FILE, givenToken
 from multiport.config import defaultStateDir, formatAddress
 from multiport.errors import ConfigError
 from multiport.portspec import parsePortItem
@@ -30,9 +35,6 @@ from multiport.text import alignTable
 #: The daemon's own default status port (L{multiport.tap.DEFAULT_STATUS};
 #: not imported, so that this command stays quick to start).
 DEFAULT_STATUS = "127.0.0.1:9099"
-
-#: The file in the daemon's state directory that holds the admin token.
-TOKEN_FILE = "admin-token"
 
 #: Seconds to wait for the daemon to answer.
 TIMEOUT = 30.0
@@ -64,6 +66,44 @@ def parseStatus(text: str) -> Address:
     if item.port == 0:
         raise argparse.ArgumentTypeError(f"{text!r}: port 0 can't be reached")
     return ("127.0.0.1" if item.host is None else item.host, item.port)
+
+
+def parseURL(text: str) -> str:
+    """
+    C{--url}: the status port as C{http://HOST:PORT} (or C{https://}), a
+    trailing slash allowed; the base that C{/api/...} paths are added to.
+
+    @raise argparse.ArgumentTypeError: if it is not such a URL.
+    """
+    try:
+        parts = urllib.parse.urlsplit(text)
+        port = parts.port
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected http://HOST:PORT or https://HOST:PORT"
+        )
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: the status port's address only, without a path"
+        )
+    if parts.username is not None or parts.password is not None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: no user in the URL; the admin token is given with "
+            "--admin-token-file or $" + ENVIRONMENT
+        )
+    netloc = formatAddress(parts.hostname, port) if port else parts.hostname
+    return f"{parts.scheme}://{netloc}"
+
+
+def baseURL(args: argparse.Namespace) -> str:
+    """
+    The status port's base URL from C{--url} or C{--status}.
+    """
+    if args.url is not None:
+        return str(args.url)
+    return "http://" + formatAddress(*args.status)
 
 
 def parseSpec(text: str) -> dict[str, object]:
@@ -147,7 +187,8 @@ def portBody(
 
 def readToken(path: Path) -> str:
     """
-    The admin token: the stripped text of C{path}.
+    The admin token the daemon keeps in its state directory: the stripped
+    text of C{path}.
 
     @raise CtlError: if it can't be read or is empty.
     """
@@ -157,11 +198,41 @@ def readToken(path: Path) -> str:
         reason = getattr(e, "strerror", None) or str(e)
         raise CtlError(
             f"cannot read the admin token {path}: {reason}; run as the "
-            "daemon's user or root, or point --state-dir or --token-file at it"
+            "daemon's user or root, point --state-dir at the daemon's, or give "
+            f"the token with --admin-token-file or ${ENVIRONMENT}"
         ) from None
     if not token:
         raise CtlError(f"the admin token file {path} is empty")
     return token
+
+
+def adminToken(args: argparse.Namespace) -> str:
+    """
+    The admin token: C{--admin-token-file} (or its alias C{--token-file}),
+    else C{$MULTIPORT_ADMIN_TOKEN}, else the daemon's own file in the state
+    directory, exactly as the daemon chooses it.
+
+    @raise CtlError: naming the file or variable that gives no token.
+    """
+    try:
+        given = givenToken(args.admin_token_file, os.environ)
+    except ConfigError as e:
+        raise CtlError(str(e)) from None
+    if given is not None:
+        return given[0]
+    stateDir = Path(args.state_dir) if args.state_dir else defaultStateDir()
+    return readToken(stateDir / TOKEN_FILE)
+
+
+def readingToken(args: argparse.Namespace) -> str | None:
+    """
+    The admin token for a call that only reads, if one can be had: reads
+    are sent with it when it is there, and without it when it is not.
+    """
+    try:
+        return adminToken(args)
+    except CtlError:
+        return None
 
 
 def _errorMessage(error: urllib.error.HTTPError, url: str) -> str:
@@ -178,7 +249,7 @@ def _errorMessage(error: urllib.error.HTTPError, url: str) -> str:
 
 
 def call(
-    address: Address,
+    base: str,
     method: str,
     path: str,
     body: object = None,
@@ -187,14 +258,15 @@ def call(
     """
     One call of the admin API.
 
+    @param base: The status port's URL (L{baseURL}).
     @param path: The path under C{/api/}, already percent-encoded.
     @param body: What to send as JSON, if anything.
     @param token: The admin token to send, if any.
     @return: The HTTP status code and the body of a successful answer.
     @raise CtlError: for an error answer, or a daemon that can't be reached.
     """
-    where = formatAddress(*address)
-    url = f"http://{where}/api/{path}"
+    where = urllib.parse.urlsplit(base).netloc
+    url = f"{base}/api/{path}"
     headers = {"Accept": "application/json", "User-Agent": f"{PROG}/{__version__}"}
     data = None
     if body is not None:
@@ -222,7 +294,7 @@ def call(
 
 
 def callJSON(
-    address: Address,
+    base: str,
     method: str,
     path: str,
     body: object = None,
@@ -233,12 +305,12 @@ def callJSON(
 
     @raise CtlError: also for an answer that is not JSON.
     """
-    status, data = call(address, method, path, body, token)
+    status, data = call(base, method, path, body, token)
     try:
         return json.loads(data)
     except ValueError:
         raise CtlError(
-            f"the status port at {formatAddress(*address)} answered "
+            f"the status port at {urllib.parse.urlsplit(base).netloc} answered "
             f"/api/{path} with something that is not JSON (HTTP {status})"
         ) from None
 
@@ -252,6 +324,29 @@ def _cell(value: object) -> str:
 _COLUMNS = ("port", "handler", "state", "current", "accepted", "received", "sent")
 
 
+def _portCells(port: Mapping[str, object]) -> tuple[str, str, str]:
+    """
+    The name, handler and state cells of a port of C{GET /api/ports}.
+    """
+    handler = _cell(port.get("handler"))
+    if port.get("tls"):
+        handler += "+tls"
+    if port.get("draining"):
+        state = "draining"
+    elif port.get("listening"):
+        state = "listening"
+    elif port.get("listening") is None:
+        state = "-"
+    else:
+        state = "stopped"
+    return _cell(port.get("name")), handler, state
+
+
+def _counters(port: Mapping[str, object]) -> Mapping[str, object]:
+    counters = port.get("counters")
+    return counters if isinstance(counters, dict) else {}
+
+
 def portsTable(ports: Sequence[object]) -> str:
     """
     The ports of C{GET /api/ports} as a plain-text table, like the SIGUSR2
@@ -261,25 +356,10 @@ def portsTable(ports: Sequence[object]) -> str:
     for port in ports:
         if not isinstance(port, dict):
             continue
-        counters = port.get("counters")
-        if not isinstance(counters, dict):
-            counters = {}
-        handler = _cell(port.get("handler"))
-        if port.get("tls"):
-            handler += "+tls"
-        if port.get("draining"):
-            state = "draining"
-        elif port.get("listening"):
-            state = "listening"
-        elif port.get("listening") is None:
-            state = "-"
-        else:
-            state = "stopped"
+        counters = _counters(port)
         rows.append(
             (
-                _cell(port.get("name")),
-                handler,
-                state,
+                *_portCells(port),
                 _cell(counters.get("current")),
                 _cell(counters.get("accepted")),
                 _cell(counters.get("bytesReceived")),
@@ -289,11 +369,79 @@ def portsTable(ports: Sequence[object]) -> str:
     return alignTable(rows, left=3)
 
 
-def _tokenPath(args: argparse.Namespace) -> Path:
-    if args.token_file is not None:
-        return Path(args.token_file)
-    stateDir = Path(args.state_dir) if args.state_dir else defaultStateDir()
-    return stateDir / TOKEN_FILE
+#: The counters L{watchTable} shows a rate per second of, and the column.
+_RATES = (("accepted", "conn/s"), ("bytesReceived", "in/s"), ("bytesSent", "out/s"))
+
+_WATCH_COLUMNS = (
+    "port",
+    "handler",
+    "state",
+    "current",
+    "accepted",
+    "conn/s",
+    "received",
+    "in/s",
+    "sent",
+    "out/s",
+)
+
+#: A refresh of C{watch}: when (C{time.monotonic()}) and each port's counters.
+Sample = tuple[float, dict[str, Mapping[str, object]]]
+
+
+def sample(ports: Sequence[object], now: float) -> Sample:
+    """
+    The counters of C{ports} by port name, taken at C{now}.
+    """
+    return now, {
+        str(port.get("name")): _counters(port)
+        for port in ports
+        if isinstance(port, dict)
+    }
+
+
+def _rate(
+    now: Mapping[str, object],
+    before: Mapping[str, object] | None,
+    key: str,
+    seconds: float,
+) -> str:
+    if before is None or seconds <= 0:
+        return "-"
+    new, old = now.get(key), before.get(key)
+    if not isinstance(new, int) or not isinstance(old, int) or new < old:
+        return "-"
+    return f"{(new - old) / seconds:.0f}"
+
+
+def watchTable(ports: Sequence[object], now: Sample, before: Sample | None) -> str:
+    """
+    The table of C{watch}: L{portsTable}'s columns with the rate per second
+    of new connections, bytes received and bytes sent since C{before}
+    beside the totals (C{-} on the first refresh, for a port that is new,
+    or for a counter that went back).
+    """
+    seconds = now[0] - before[0] if before is not None else 0.0
+    rows = [_WATCH_COLUMNS]
+    for port in ports:
+        if not isinstance(port, dict):
+            continue
+        counters = _counters(port)
+        old = before[1].get(str(port.get("name"))) if before is not None else None
+        rates = [_rate(counters, old, key, seconds) for key, _ in _RATES]
+        rows.append(
+            (
+                *_portCells(port),
+                _cell(counters.get("current")),
+                _cell(counters.get("accepted")),
+                rates[0],
+                _cell(counters.get("bytesReceived")),
+                rates[1],
+                _cell(counters.get("bytesSent")),
+                rates[2],
+            )
+        )
+    return alignTable(rows, left=3)
 
 
 def _name(answer: object, fallback: str) -> str:
@@ -302,36 +450,91 @@ def _name(answer: object, fallback: str) -> str:
     return fallback
 
 
-def _list(args: argparse.Namespace) -> None:
-    if args.json:
-        _, data = call(args.status, "GET", "ports")
-        text = data.decode("utf-8", "replace")
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-        return
-    answer = callJSON(args.status, "GET", "ports")
+def _ports(args: argparse.Namespace) -> list[object]:
+    answer = callJSON(baseURL(args), "GET", "ports", token=readingToken(args))
     ports = answer.get("ports") if isinstance(answer, dict) else None
     if not isinstance(ports, list):
         raise CtlError("the answer to GET /api/ports has no list of ports")
-    print(portsTable(ports))
+    return ports
+
+
+def _status(args: argparse.Namespace) -> None:
+    if args.json:
+        _, data = call(baseURL(args), "GET", "ports", token=readingToken(args))
+        text = data.decode("utf-8", "replace")
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return
+    print(portsTable(_ports(args)))
+
+
+#: Clears a terminal and puts the cursor at its top left (ANSI).
+_CLEAR = "\x1b[H\x1b[2J"
+
+
+def _watch(
+    args: argparse.Namespace,
+    clock: Callable[[], float] | None = None,
+    sleep: Callable[[float], object] | None = None,
+) -> None:
+    clock = time.monotonic if clock is None else clock
+    sleep = time.sleep if sleep is None else sleep
+    base = baseURL(args)
+    where = urllib.parse.urlsplit(base).netloc
+    inPlace = sys.stdout.isatty()
+    before: Sample | None = None
+    shown = 0
+    try:
+        while True:
+            try:
+                ports = _ports(args)
+            except CtlError as e:
+                if before is None:
+                    raise
+                raise CtlError(
+                    f"the daemon at {where} went away after {shown} "
+                    f"refresh{'' if shown == 1 else 'es'}: {e}"
+                ) from None
+            now = sample(ports, clock())
+            title = (
+                f"multiport at {where}, {time.strftime('%Y-%m-%d %H:%M:%S')}, "
+                f"every {args.interval:g} s"
+            )
+            if inPlace:
+                sys.stdout.write(_CLEAR + title + " (Ctrl-C to stop)\n\n")
+            elif shown:
+                sys.stdout.write("\n" + title + "\n")
+            else:
+                sys.stdout.write(title + "\n")
+            sys.stdout.write(watchTable(ports, now, before) + "\n")
+            sys.stdout.flush()
+            shown += 1
+            before = now
+            if args.count is not None and shown >= args.count:
+                return
+            # The refresh interval of an interactive command, not a wait
+            # for something to happen.
+            sleep(args.interval)
+    except KeyboardInterrupt:
+        sys.stdout.write("\n")
 
 
 def _add(args: argparse.Namespace) -> None:
-    token = readToken(_tokenPath(args))
-    answer = callJSON(args.status, "POST", "ports", args.body, token)
+    token = adminToken(args)
+    answer = callJSON(baseURL(args), "POST", "ports", args.body, token)
     print(f"added {_name(answer, str(args.spec['port']))}")
 
 
 def _change(args: argparse.Namespace) -> None:
-    token = readToken(_tokenPath(args))
+    token = adminToken(args)
     path = "ports/" + urllib.parse.quote(args.name, safe="")
-    answer = callJSON(args.status, "PUT", path, args.body, token)
+    answer = callJSON(baseURL(args), "PUT", path, args.body, token)
     print(f"changed {_name(answer, args.name)}")
 
 
 def _remove(args: argparse.Namespace) -> None:
-    token = readToken(_tokenPath(args))
+    token = adminToken(args)
     path = "ports/" + urllib.parse.quote(args.name, safe="")
-    answer = callJSON(args.status, "DELETE", path, token=token)
+    answer = callJSON(baseURL(args), "DELETE", path, token=token)
     draining = answer.get("draining") if isinstance(answer, dict) else None
     line = f"removed {_name(answer, args.name)}"
     if isinstance(draining, int):
@@ -340,8 +543,8 @@ def _remove(args: argparse.Namespace) -> None:
 
 
 def _reload(args: argparse.Namespace) -> None:
-    token = readToken(_tokenPath(args))
-    answer = callJSON(args.status, "POST", "reload", token=token)
+    token = adminToken(args)
+    answer = callJSON(baseURL(args), "POST", "reload", token=token)
     if not isinstance(answer, dict):
         raise CtlError("the answer to POST /api/reload is not an object")
     counts = []
@@ -355,6 +558,30 @@ def _reload(args: argparse.Namespace) -> None:
     print("reloaded: " + ", ".join(counts))
 
 
+def _positiveSeconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0.05 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(
+            f"expected seconds from 0.05 to 3600, got {text!r}"
+        )
+    return seconds
+
+
+def _positiveCount(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number, 1 or more, got {text!r}"
+        )
+    return count
+
+
 def _common(parser: argparse.ArgumentParser, default: bool) -> None:
     """
     The options every command takes, before or after its name; only the
@@ -365,25 +592,37 @@ def _common(parser: argparse.ArgumentParser, default: bool) -> None:
     def value(real: object) -> object:
         return real if default else argparse.SUPPRESS
 
-    parser.add_argument(
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
         "--status",
         metavar="HOST:PORT",
         type=parseStatus,
         default=value(DEFAULT_STATUS),
         help=f"the daemon's status port (default {DEFAULT_STATUS}; IPv6 as [::1]:9099)",
     )
+    where.add_argument(
+        "--url",
+        metavar="URL",
+        type=parseURL,
+        default=value(None),
+        help="the daemon's status port as a URL, http://HOST:PORT (instead "
+        "of --status)",
+    )
     parser.add_argument(
         "--state-dir",
         metavar="DIR",
         default=value(None),
-        help="the daemon's state directory, which holds the admin token "
-        f"({TOKEN_FILE}); default: the daemon's own default",
+        help="the daemon's state directory, which holds the admin token it "
+        f"makes ({TOKEN_FILE}); default: the daemon's own default",
     )
     parser.add_argument(
+        "--admin-token-file",
         "--token-file",
+        dest="admin_token_file",
         metavar="PATH",
         default=value(None),
-        help="the admin token file (default: STATE_DIR/admin-token)",
+        help=f"a file holding the admin token (else ${ENVIRONMENT}, else "
+        "STATE_DIR/admin-token); --token-file is the same",
     )
 
 
@@ -432,12 +671,36 @@ def makeParser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    listing = commands.add_parser("list", help="show every port and its counters")
-    _common(listing, default=False)
-    listing.add_argument(
+    status = commands.add_parser(
+        "status", aliases=["list"], help="show every port and its counters"
+    )
+    _common(status, default=False)
+    status.add_argument(
         "--json", action="store_true", help="print the daemon's JSON answer"
     )
-    listing.set_defaults(run=_list)
+    status.set_defaults(run=_status)
+
+    watch = commands.add_parser(
+        "watch",
+        help="show the ports and their counters, with rates per second, "
+        "refreshed until Ctrl-C",
+    )
+    _common(watch, default=False)
+    watch.add_argument(
+        "--interval",
+        metavar="SECONDS",
+        type=_positiveSeconds,
+        default=1.0,
+        help="seconds between refreshes (default 1)",
+    )
+    watch.add_argument(
+        "--count",
+        metavar="N",
+        type=_positiveCount,
+        default=None,
+        help="stop after N refreshes (default: until Ctrl-C)",
+    )
+    watch.set_defaults(run=_watch)
 
     add = commands.add_parser("add", help="add a port")
     _common(add, default=False)
@@ -446,7 +709,7 @@ def makeParser() -> argparse.ArgumentParser:
 
     change = commands.add_parser("change", help="change a port's configuration")
     _common(change, default=False)
-    change.add_argument("name", metavar="NAME", help="the port, as list shows it")
+    change.add_argument("name", metavar="NAME", help="the port, as status shows it")
     _portArguments(change)
     change.set_defaults(run=_change, parser=change)
 
@@ -454,7 +717,7 @@ def makeParser() -> argparse.ArgumentParser:
         "remove", help="remove a port; its connections get drain_timeout to finish"
     )
     _common(remove, default=False)
-    remove.add_argument("name", metavar="NAME", help="the port, as list shows it")
+    remove.add_argument("name", metavar="NAME", help="the port, as status shows it")
     remove.set_defaults(run=_remove)
 
     reload = commands.add_parser(

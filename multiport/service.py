@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from multiport import __version__
+from multiport.admintoken import tokenMatches
 from multiport.config import (
     Config,
     Defaults,
@@ -41,7 +42,7 @@ from multiport.handlers.interface import (
     IHandler,
     PortStatus,
 )
-from multiport.live import loadCertificates, tokenMatches
+from multiport.live import loadCertificates
 from multiport.policies import DaemonLimit, drainTimeoutOf
 from multiport.port import PortFactory, PortServer, PortSSLServer, PortTCPServer
 from multiport.tls import LoadedCertificate

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import importlib
 import math
+import os
 import pwd
 import sys
 import time
@@ -22,6 +23,14 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from multiport import __version__, logformat
+from multiport.admintoken import (
+    ENVIRONMENT,
+    FILE_OPTION,
+    TOKEN_FILE,
+    ensureAdminToken,
+    givenToken,
+    isLoopback,
+)
 from multiport.config import (
     DEFAULT_BACKLOG,
     DEFAULT_INTERFACE,
@@ -30,6 +39,7 @@ from multiport.config import (
     Config,
     ConfigError,
     Defaults,
+    PortConfig,
     PortRequest,
     TLSConfig,
     buildConfig,
@@ -40,7 +50,7 @@ from multiport.configfile import readConfigFile
 from multiport.dump import StatsDumpService
 from multiport.handlers.interface import IHandler
 from multiport.handlers.registry import findHandlers
-from multiport.live import ReloadOnHangup, ensureAdminToken, loadCertificates
+from multiport.live import ReloadOnHangup, loadCertificates
 from multiport.policies import DEFAULT_DRAIN_TIMEOUT, DaemonLimit, Policy
 from multiport.portspec import parsePortItem, parsePorts
 from multiport.service import (
@@ -104,14 +114,21 @@ PRELOAD = (
 )
 
 
-def _positiveInt(value: str) -> int:
-    number = int(value)
+def _backlog(value: object) -> int:
+    """
+    C{--backlog}: a whole number from 1 to L{MAX_BACKLOG}.
+
+    @raise ConfigError: naming the option and the value.
+    """
+    try:
+        number = int(str(value))
+    except ValueError:
+        number = 0
     if not 1 <= number <= MAX_BACKLOG:
-        raise ValueError(f"{value} is not from 1 to {MAX_BACKLOG}")
+        raise ConfigError(
+            "--backlog", f"expected a number from 1 to {MAX_BACKLOG}, got {value!r}"
+        )
     return number
-
-
-_positiveInt.coerceDoc = f"From 1 to {MAX_BACKLOG}."  # type: ignore[attr-defined]
 
 
 class Options(usage.Options):
@@ -164,8 +181,7 @@ class Options(usage.Options):
             "backlog",
             None,
             DEFAULT_BACKLOG,
-            "Listen backlog for ports that set none.",
-            _positiveInt,
+            f"Listen backlog for ports that set none: 1 to {MAX_BACKLOG}.",
         ],
         [
             "drain-timeout",
@@ -189,10 +205,20 @@ class Options(usage.Options):
             "number, or auto for one per core. 1 serves in this process.",
         ],
         [
+            "admin-token-file",
+            None,
+            None,
+            "A file holding the admin API's bearer token (else "
+            f"${ENVIRONMENT}; without both, one is made in the state "
+            "directory). Required, as one or the other, when the status port "
+            "is not on loopback.",
+        ],
+        [
             "state-dir",
             None,
             None,
-            "Folder for the daemon's files (the self-signed certificate). "
+            "Folder for the daemon's files (the self-signed certificate, "
+            "the admin token it makes). "
             "Default: /var/lib/multiport as root, else "
             "$XDG_STATE_HOME/multiport or ~/.local/state/multiport.",
         ],
@@ -204,6 +230,8 @@ class Options(usage.Options):
         self.config: Config | None = None
         self.handlers: Mapping[str, IHandler] = {}
         self.certificates: dict[TLSConfig, LoadedCertificate] = {}
+        #: The admin token the operator gave, and where from (L{givenToken}).
+        self.adminToken: tuple[str, str] | None = None
 
     def opt_ports(self, value: str) -> None:
         """
@@ -237,6 +265,7 @@ class Options(usage.Options):
         try:
             self._configureLogFormat()
             self.workers = workerCount(self["workers"])
+            self.adminToken = givenToken(self["admin-token-file"], os.environ)
             self.config = self._buildConfig()
         except ConfigError as e:
             if e.where.startswith("--") and not self["check"]:
@@ -342,7 +371,7 @@ class Options(usage.Options):
         drainTimeout = self._drainTimeout()
         defaults = Defaults(
             interface=interface,
-            backlog=self["backlog"],
+            backlog=_backlog(self["backlog"]),
             tls=TLSConfig(
                 cert=Path(self["tls-cert"]).absolute() if self["tls-cert"] else None,
                 key=Path(self["tls-key"]).absolute() if self["tls-key"] else None,
@@ -364,8 +393,11 @@ class Options(usage.Options):
         stateDir = Path(
             self["state-dir"] if self["state-dir"] else defaultStateDir()
         ).absolute()
-        self.defaults = defaults
-        return buildConfig(requests, defaults, self.handlers, stateDir)
+        self.portDefaults = defaults
+        config = buildConfig(requests, defaults, self.handlers, stateDir)
+        if self.adminToken is None:
+            refuseExposedStatus(config)
+        return config
 
     def rebuildConfig(self) -> Config:
         """
@@ -393,8 +425,18 @@ class Options(usage.Options):
             try:
                 certificates[port.tls] = loadCertificate(tls)
             except TLSError as e:
-                raise ConfigError(port.where, str(e)) from None
+                raise ConfigError(self._certificateSource(port), str(e)) from None
         return certificates
+
+    def _certificateSource(self, port: PortConfig) -> str:
+        """
+        Where the certificate of C{port} was named: C{--tls-cert} when the
+        port took it from there, else the port's own item or table.
+        """
+        given = self["tls-cert"]
+        if given and port.tls is not None and port.tls.cert == Path(given).absolute():
+            return f"--tls-cert {given!r} (for {port.where})"
+        return port.where
 
     def _printCheck(self, config: Config) -> None:
         for port in config.ports:
@@ -410,6 +452,24 @@ class Options(usage.Options):
                 f"[{port.where}]"
             )
         print(f"multiport: configuration ok, {len(config.ports)} ports")
+
+
+def refuseExposedStatus(config: Config) -> None:
+    """
+    Refuse a status port that other machines can reach when the admin token
+    was made by the daemon: a token in a file nobody has read would be the
+    only guard of an HTTP API open to the network.
+
+    @raise ConfigError: naming the status port.
+    """
+    for port in config.ports:
+        if port.handler == STATUS_HANDLER and not isLoopback(port.interface):
+            raise ConfigError(
+                port.where,
+                f"the status port {port.address} can be reached from other "
+                f"machines: give its admin token with {FILE_OPTION} or "
+                f"${ENVIRONMENT}, or bind it to 127.0.0.1",
+            )
 
 
 def _owner(options: usage.Options) -> tuple[int, int] | None:
@@ -475,13 +535,19 @@ def _makeService(options: Options, reactor: Any) -> PortsService | WorkerPool:
         maximum=limit.maximum,
     )
     owner = _owner(options)
-    try:
-        token = ensureAdminToken(config.stateDir, owner)
-    except OSError as e:
-        raise SystemExit(
-            f"multiport: cannot write the admin token in {config.stateDir}: "
-            f"{e.strerror or e} (use --state-dir to pick a writable folder)"
-        ) from None
+    if options.adminToken is not None:
+        token, source = options.adminToken
+    else:
+        source = str(config.stateDir / TOKEN_FILE)
+        try:
+            token = ensureAdminToken(config.stateDir, owner)
+        except OSError as e:
+            raise SystemExit(
+                f"multiport: cannot write the admin token in {config.stateDir}: "
+                f"{e.strerror or e} (use --state-dir to pick a writable folder, "
+                f"or give the token with {FILE_OPTION} or ${ENVIRONMENT})"
+            ) from None
+    log.info("the admin API's token is from {source}", source=source)
     rebuild = options.rebuildConfig if options["config"] else None
 
     def ports(config: Config, view: Any = None) -> PortsService:
@@ -491,7 +557,7 @@ def _makeService(options: Options, reactor: Any) -> PortsService | WorkerPool:
             certificates,
             reactor,
             limit,
-            defaults=options.defaults,
+            defaults=options.portDefaults,
             rebuild=rebuild,
             adminToken=token,
             owner=owner,

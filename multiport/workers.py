@@ -29,12 +29,12 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from multiport import __version__
+from multiport.admintoken import tokenMatches
 from multiport.config import Config, PortConfig, checkOverlaps
 from multiport.counters import PortCounters
 from multiport.errors import ConfigError
 from multiport.handlers.interface import IDaemonControl, IDaemonView, PortStatus
 from multiport.ipc import Channel
-from multiport.live import tokenMatches
 from multiport.logformat import emitLine
 from multiport.service import (
     PortsService,

@@ -19,7 +19,8 @@ from attrs import define, field
 from twisted.trial.unittest import SynchronousTestCase
 
 from multiport import __version__, ctl, tap
-from multiport.ctl import jsonValue, main, parseStatus
+from multiport.admintoken import ENVIRONMENT
+from multiport.ctl import jsonValue, main, parseStatus, parseURL, watchTable
 
 PORTS = {
     "ports": [
@@ -135,6 +136,9 @@ class CtlTestsMixin:
         self.stderr = io.StringIO()
         self.patch(sys, "stdout", self.stdout)
         self.patch(sys, "stderr", self.stderr)
+        environ = dict(os.environ)
+        environ.pop(ENVIRONMENT, None)
+        self.patch(os, "environ", environ)
 
     def ctl(self, *args: str) -> int:
         return main(["--status", self.status, "--state-dir", str(self.stateDir), *args])
@@ -248,6 +252,289 @@ class ListTests(CtlTestsMixin, SynchronousTestCase):
         self.daemon.answer(200, {"ports": []})
         self.assertEqual(self.ctl("list"), 0)
         self.assertEqual(len(self.daemon.requests), 1)
+
+
+class StatusTests(CtlTestsMixin, SynchronousTestCase):
+    """
+    C{status} is the table (C{list} its alias), reached by C{--status} or
+    C{--url}.
+    """
+
+    def test_statusIsList(self):
+        """
+        C{status} prints what C{list} prints, and C{--json} works on both.
+        """
+        self.daemon.answer(200, PORTS)
+        self.assertEqual(self.ctl("status"), 0)
+        status = self.stdout.getvalue()
+        self.assertEqual(self.ctl("list"), 0)
+        self.assertIn("tcp:127.0.0.1:7001", status)
+        self.assertEqual(self.stdout.getvalue(), status * 2)
+        body = json.dumps(PORTS)
+        self.daemon.reply = (200, body.encode("utf-8"))
+        self.stdout.truncate(0)
+        self.stdout.seek(0)
+        self.assertOutput(self.ctl("status", "--json"), 0, body + "\n")
+
+    def test_url(self):
+        """
+        C{--url http://HOST:PORT} reaches the status port like C{--status}.
+        """
+        self.daemon.answer(200, {"ports": []})
+        code = main(["--url", f"http://{self.status}/", "status"])
+        self.assertEqual(code, 0)
+        self.assertEqual(self.onlyRequest().path, "/api/ports")
+
+    def test_urlAfterCommand(self):
+        """
+        C{--url} works after the command's name too.
+        """
+        self.daemon.answer(200, {"ports": []})
+        self.assertEqual(main(["status", "--url", f"http://{self.status}"]), 0)
+        self.assertEqual(len(self.daemon.requests), 1)
+
+    def test_urlAndStatus(self):
+        """
+        C{--url} and C{--status} name the same thing: both is a usage error.
+        """
+        code = main(["--url", f"http://{self.status}", "--status", "9100", "status"])
+        self.assertEqual(code, 2)
+        self.assertIn("not allowed with argument", self.stderr.getvalue())
+        self.assertEqual(self.daemon.requests, [])
+
+    def test_parseURL(self):
+        """
+        --url takes http or https, a host and port, IPv6 in brackets; a
+        trailing slash is dropped.
+        """
+        self.assertEqual(parseURL("http://127.0.0.1:9099/"), "http://127.0.0.1:9099")
+        self.assertEqual(parseURL("https://[::1]:9443"), "https://[::1]:9443")
+        self.assertEqual(parseURL("http://localhost"), "http://localhost")
+
+    def test_badURL(self):
+        """
+        A URL that is not the status port's address is a usage error naming
+        it.
+        """
+        for value in (
+            "127.0.0.1:9099",
+            "ftp://127.0.0.1:9099",
+            "http://127.0.0.1:9099/api/",
+            "http://127.0.0.1:99999",
+            "http://user:pw@127.0.0.1:9099",
+        ):
+            self.stderr.truncate(0)
+            self.assertEqual(main(["--url", value, "status"]), 2)
+            self.assertIn(f"argument --url: {value!r}", self.stderr.getvalue())
+
+
+class TokenSourceTests(CtlTestsMixin, SynchronousTestCase):
+    """
+    The admin token comes from --admin-token-file (alias --token-file),
+    else $MULTIPORT_ADMIN_TOKEN, else the daemon's file in the state
+    directory: the daemon's own order.
+    """
+
+    def sentToken(self) -> str:
+        return self.onlyRequest().headers["Authorization"]
+
+    def test_stateDirectory(self):
+        """
+        Without a file or the variable, the state directory's token.
+        """
+        self.daemon.answer(200, {})
+        self.assertEqual(self.ctl("reload"), 0)
+        self.assertEqual(self.sentToken(), "Bearer s3cret-token")
+
+    def test_file(self):
+        """
+        --admin-token-file beats the state directory.
+        """
+        path = Path(self.mktemp())
+        path.write_text("from-a-file\n")
+        self.daemon.answer(200, {})
+        self.assertEqual(self.ctl("reload", "--admin-token-file", str(path)), 0)
+        self.assertEqual(self.sentToken(), "Bearer from-a-file")
+
+    def test_tokenFileAlias(self):
+        """
+        --token-file is --admin-token-file.
+        """
+        path = Path(self.mktemp())
+        path.write_text("from-the-alias")
+        self.daemon.answer(200, {})
+        self.assertEqual(self.ctl("--token-file", str(path), "reload"), 0)
+        self.assertEqual(self.sentToken(), "Bearer from-the-alias")
+
+    def test_environment(self):
+        """
+        $MULTIPORT_ADMIN_TOKEN beats the state directory.
+        """
+        os.environ[ENVIRONMENT] = "from-the-environment"
+        self.daemon.answer(200, {})
+        self.assertEqual(self.ctl("reload"), 0)
+        self.assertEqual(self.sentToken(), "Bearer from-the-environment")
+
+    def test_fileBeatsEnvironment(self):
+        """
+        --admin-token-file beats $MULTIPORT_ADMIN_TOKEN, as in the daemon.
+        """
+        os.environ[ENVIRONMENT] = "from-the-environment"
+        path = Path(self.mktemp())
+        path.write_text("from-a-file")
+        self.daemon.answer(200, {})
+        self.assertEqual(self.ctl("--admin-token-file", str(path), "reload"), 0)
+        self.assertEqual(self.sentToken(), "Bearer from-a-file")
+
+    def test_emptyEnvironment(self):
+        """
+        An empty $MULTIPORT_ADMIN_TOKEN is an error naming it; nothing is
+        sent.
+        """
+        os.environ[ENVIRONMENT] = " "
+        self.assertOutput(
+            self.ctl("reload"),
+            1,
+            "",
+            "multiport-ctl: MULTIPORT_ADMIN_TOKEN: the admin token is empty\n",
+        )
+        self.assertEqual(self.daemon.requests, [])
+
+    def test_missingFile(self):
+        """
+        An --admin-token-file that can't be read is an error naming it.
+        """
+        path = Path(self.mktemp()).absolute()
+        self.assertOutput(
+            self.ctl("--admin-token-file", str(path), "reload"),
+            1,
+            "",
+            f"multiport-ctl: --admin-token-file: cannot read the admin token "
+            f"{path}: No such file or directory\n",
+        )
+        self.assertEqual(self.daemon.requests, [])
+
+    def test_readsCarryToken(self):
+        """
+        C{status} sends the token when there is one, so that it works where
+        the daemon asks for it on reads too.
+        """
+        self.daemon.answer(200, {"ports": []})
+        self.assertEqual(self.ctl("status"), 0)
+        self.assertEqual(self.sentToken(), "Bearer s3cret-token")
+
+
+class WatchTests(CtlTestsMixin, SynchronousTestCase):
+    """
+    C{watch} refreshes the table with rates per second until stopped.
+    """
+
+    def test_rates(self):
+        """
+        Beside each total, its rate per second since the previous refresh;
+        C{-} on the first refresh, for a new port and for a counter that went
+        back.
+        """
+        ports = [
+            {
+                "name": "a",
+                "handler": "echo",
+                "listening": True,
+                "counters": {
+                    "current": 2,
+                    "accepted": 30,
+                    "bytesReceived": 4000,
+                    "bytesSent": 100,
+                },
+            },
+            {
+                "name": "b",
+                "handler": "http",
+                "listening": True,
+                "counters": {
+                    "current": 0,
+                    "accepted": 5,
+                    "bytesReceived": 10,
+                    "bytesSent": 7,
+                },
+            },
+        ]
+        before = (
+            10.0,
+            {
+                "a": {"accepted": 10, "bytesReceived": 0, "bytesSent": 200},
+            },
+        )
+        table = watchTable(ports, (12.0, {}), before)
+        self.assertEqual(
+            table.splitlines(),
+            [
+                "port  handler  state      current  accepted  conn/s  received"
+                "  in/s  sent  out/s",
+                "a     echo     listening        2        30      10      4000"
+                "  2000   100      -",
+                "b     http     listening        0         5       -        10"
+                "     -     7      -",
+            ],
+        )
+        first = watchTable(ports, (12.0, {}), None)
+        self.assertEqual(first.splitlines()[1].split()[5], "-")
+
+    def test_count(self):
+        """
+        C{--count N} stops after N refreshes, C{--interval} apart; each
+        refresh is a table.
+        """
+        self.daemon.answer(200, PORTS)
+        slept = []
+        args = ctl.makeParser().parse_args(
+            ["--status", self.status, "watch", "--count", "3", "--interval", "0.5"]
+        )
+        ctl._watch(args, clock=iter([1.0, 2.0, 3.0]).__next__, sleep=slept.append)
+        self.assertEqual(slept, [0.5, 0.5])
+        self.assertEqual(len(self.daemon.requests), 3)
+        self.assertEqual(self.stdout.getvalue().count("port   "), 3)
+
+    def test_goneAway(self):
+        """
+        When the daemon stops answering, C{watch} says so and exits 1.
+        """
+        self.daemon.answer(200, PORTS)
+        status = self.status
+
+        def stopDaemon(seconds: float) -> None:
+            self.daemon.answer(404, {"error": "gone"})
+
+        self.patch(ctl.time, "sleep", stopDaemon)
+        code = main(["--status", status, "watch", "--count", "5"])
+        self.assertEqual(code, 1)
+        self.assertIn(
+            f"multiport-ctl: the daemon at {status} went away after 1 refresh: gone",
+            self.stderr.getvalue(),
+        )
+
+    def test_interrupted(self):
+        """
+        Ctrl-C ends C{watch} with status 0.
+        """
+        self.daemon.answer(200, PORTS)
+
+        def interrupt(seconds: float) -> None:
+            raise KeyboardInterrupt()
+
+        self.patch(ctl.time, "sleep", interrupt)
+        self.assertEqual(self.ctl("watch"), 0)
+        self.assertEqual(len(self.daemon.requests), 1)
+
+    def test_badInterval(self):
+        """
+        An interval or count that is not a positive number is a usage error.
+        """
+        self.assertEqual(self.ctl("watch", "--interval", "0"), 2)
+        self.assertIn("argument --interval", self.stderr.getvalue())
+        self.assertEqual(self.ctl("watch", "--count", "x"), 2)
+        self.assertIn("argument --count", self.stderr.getvalue())
+        self.assertEqual(self.daemon.requests, [])
 
 
 class AddChangeTests(CtlTestsMixin, SynchronousTestCase):
@@ -385,8 +672,9 @@ class AddChangeTests(CtlTestsMixin, SynchronousTestCase):
             1,
             "",
             f"multiport-ctl: cannot read the admin token {path}: No such file or "
-            "directory; run as the daemon's user or root, or point --state-dir "
-            "or --token-file at it\n",
+            "directory; run as the daemon's user or root, point --state-dir at "
+            "the daemon's, or give the token with --admin-token-file or "
+            "$MULTIPORT_ADMIN_TOKEN\n",
         )
         self.assertEqual(self.daemon.requests, [])
 
