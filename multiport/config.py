@@ -17,7 +17,7 @@ import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from attrs import field, frozen
 
@@ -356,11 +356,17 @@ def _handlerFor(request: PortRequest, handlers: Mapping[str, IHandler]) -> IHand
     name = request.handler
     if name is None:
         name = WELL_KNOWN_PORTS.get(request.port)
-        if name is None:
+        if name is None and request.where.startswith("--"):
             raise ConfigError(
                 request.where,
                 f"port {request.port} has no well-known handler; name one "
                 f"(PORT=HANDLER); known handlers: {', '.join(sorted(handlers))}",
+            )
+        if name is None:
+            raise ConfigError(
+                f"{request.where}.handler",
+                f"missing key 'handler' (port {request.port} has no well-known "
+                f"handler); known handlers: {', '.join(sorted(handlers))}",
             )
     handler = handlers.get(name)
     if handler is None:
@@ -470,6 +476,105 @@ def checkOverlaps(ports: Iterable[PortConfig]) -> None:
                 port.where, f"{port.address} {what} (also at {other.where})"
             )
         group[port.interface] = port
+    checkLoops(ports)
+
+
+class _Forwarding(Protocol):
+    """
+    Handler options that send connections on to addresses (the relay's).
+    """
+
+    @property
+    def upstreams(self) -> Sequence[Any]: ...
+
+
+def _reaches(host: str, target: PortConfig) -> bool:
+    """
+    Whether connecting to C{host} (an address, or C{localhost}) on
+    C{target}'s port number lands on C{target}: its own address, or an
+    address of this machine in the family of a wildcard C{target}.
+    """
+    if host == "localhost":
+        return target.interface in ("0.0.0.0", "::", "127.0.0.1", "::1")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        # A name: resolved when connecting, not known here.
+        return False
+    if address == ipaddress.ip_address(target.interface):
+        return True
+    if target.interface != ("::" if address.version == 6 else "0.0.0.0"):
+        return False
+    if address.is_loopback:
+        return True
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    # An address a socket can be bound to is one of this machine's.
+    probe = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        probe.bind((host, 0))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def checkLoops(ports: Iterable[PortConfig]) -> None:
+    """
+    Refuse a port that forwards, directly or through other ports of the
+    daemon, to itself: one client would make it connect to itself until
+    the daemon runs out of descriptors.
+
+    @raise ConfigError: naming the forwarding port and the way round.
+    """
+    ports = list(ports)
+    byNumber: dict[int, list[PortConfig]] = {}
+    for port in ports:
+        if port.port != 0:
+            byNumber.setdefault(port.port, []).append(port)
+    # Each forwarding port's next ports, in order: a graph with at most one
+    # edge per upstream.
+    reaches: dict[str, list[PortConfig]] = {}
+    for port in ports:
+        upstreams = getattr(port.options, "upstreams", None)
+        if not isinstance(upstreams, tuple):
+            continue
+        reaches[port.name] = [
+            target
+            for upstream in cast(_Forwarding, port.options).upstreams
+            for target in byNumber.get(upstream.port, ())
+            if _reaches(upstream.host, target)
+        ]
+    # The last first: a port being added or changed comes last, and the
+    # error should name it.
+    for start in reversed(ports):
+        path = _pathBack(start, reaches)
+        if path is not None:
+            way = " -> ".join(p.name for p in path)
+            raise ConfigError(
+                start.where,
+                f"its upstream is this daemon's own port, and it would relay to "
+                f"itself ({way})",
+            )
+
+
+def _pathBack(
+    start: PortConfig, reaches: Mapping[str, list[PortConfig]]
+) -> list[PortConfig] | None:
+    """
+    The ports from C{start} back to C{start} along C{reaches}, if any.
+    """
+    stack = [(start, [start])]
+    seen: set[str] = set()
+    while stack:
+        port, path = stack.pop()
+        for target in reaches.get(port.name, ()):
+            if target.name == start.name:
+                return [*path, target]
+            if target.name not in seen:
+                seen.add(target.name)
+                stack.append((target, [*path, target]))
+    return None
 
 
 def buildConfig(

@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from attrs import frozen
+
 from multiport import __version__
 from multiport.admintoken import ENVIRONMENT, TOKEN_FILE, givenToken
 from multiport.config import defaultStateDir, formatAddress
@@ -206,7 +208,25 @@ def readToken(path: Path) -> str:
     return token
 
 
-def adminToken(args: argparse.Namespace) -> str:
+@frozen
+class Token:
+    """
+    An admin token, and where it was read (for the error when the daemon
+    refuses it).
+    """
+
+    value: str
+    source: str
+
+
+#: What to do about a token the daemon refused or did not get.
+_TOKEN_HINT = (
+    "give the daemon's token with --admin-token-file or $" + ENVIRONMENT + ", "
+    "or point --state-dir at the daemon's state directory"
+)
+
+
+def adminToken(args: argparse.Namespace) -> Token:
     """
     The admin token: C{--admin-token-file} (or its alias C{--token-file}),
     else C{$MULTIPORT_ADMIN_TOKEN}, else the daemon's own file in the state
@@ -219,32 +239,45 @@ def adminToken(args: argparse.Namespace) -> str:
     except ConfigError as e:
         raise CtlError(str(e)) from None
     if given is not None:
-        return given[0]
+        return Token(*given)
     stateDir = Path(args.state_dir) if args.state_dir else defaultStateDir()
-    return readToken(stateDir / TOKEN_FILE)
+    path = stateDir / TOKEN_FILE
+    return Token(readToken(path), str(path))
 
 
-def readingToken(args: argparse.Namespace) -> str | None:
+def readingToken(args: argparse.Namespace) -> Token | str:
     """
-    The admin token for a call that only reads, if one can be had: reads
-    are sent with it when it is there, and without it when it is not.
+    The admin token for a call that only reads, or why there is none: the
+    call goes without one then, and the reason is shown if the daemon asks
+    for it.
     """
     try:
         return adminToken(args)
-    except CtlError:
-        return None
+    except CtlError as e:
+        return str(e)
 
 
-def _errorMessage(error: urllib.error.HTTPError, url: str) -> str:
+def _errorMessage(
+    error: urllib.error.HTTPError, where: str, token: Token | str | None
+) -> str:
     text = error.read().decode("utf-8", "replace")
     try:
         answer = json.loads(text)
     except ValueError:
         answer = None
+    if error.code == 401 and isinstance(token, Token):
+        return f"the daemon refused the admin token from {token.source}; {_TOKEN_HINT}"
+    if error.code == 401 and isinstance(token, str):
+        return f"the daemon asks for the admin token, and none was found ({token})"
     if isinstance(answer, dict) and "error" in answer:
         return str(answer["error"])
-    if error.code == 404:
-        return f"{error.reason}: no admin API at {url} (is it multiport's status port?)"
+    if error.code == 421:
+        return (
+            f"the status port refuses requests for the name {where!r}: reach it "
+            "by its address, or list the name in its allowed_hosts option"
+        )
+    if error.code in (404, 405):
+        return f"no multiport status API at {where}"
     return str(error.reason or "error")
 
 
@@ -253,7 +286,7 @@ def call(
     method: str,
     path: str,
     body: object = None,
-    token: str | None = None,
+    token: Token | str | None = None,
 ) -> tuple[int, bytes]:
     """
     One call of the admin API.
@@ -261,7 +294,7 @@ def call(
     @param base: The status port's URL (L{baseURL}).
     @param path: The path under C{/api/}, already percent-encoded.
     @param body: What to send as JSON, if anything.
-    @param token: The admin token to send, if any.
+    @param token: The admin token to send, or why there is none.
     @return: The HTTP status code and the body of a successful answer.
     @raise CtlError: for an error answer, or a daemon that can't be reached.
     """
@@ -274,8 +307,8 @@ def call(
         headers["Content-Type"] = "application/json"
     elif method in ("POST", "PUT"):
         data = b""
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
+    if isinstance(token, Token):
+        headers["Authorization"] = f"Bearer {token.value}"
     request = urllib.request.Request(url, data=data, headers=headers, method=method)
     # No proxy from the environment: the status port is reached directly.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -283,12 +316,16 @@ def call(
         with opener.open(request, timeout=TIMEOUT) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as e:
-        raise CtlError(f"{_errorMessage(e, url)} (HTTP {e.code})") from None
+        raise CtlError(f"{_errorMessage(e, where, token)} (HTTP {e.code})") from None
     except urllib.error.URLError as e:
         reason = e.reason
         text = getattr(reason, "strerror", None) or str(reason)
         raise CtlError(f"cannot reach the status port at {where}: {text}") from None
-    except (OSError, http.client.HTTPException) as e:
+    except http.client.HTTPException:
+        # Something answered, but not in HTTP (an echo port sends the
+        # request back): no status port there.
+        raise CtlError(f"no multiport status API at {where}") from None
+    except OSError as e:
         text = getattr(e, "strerror", None) or str(e) or type(e).__name__
         raise CtlError(f"cannot reach the status port at {where}: {text}") from None
 
@@ -298,7 +335,7 @@ def callJSON(
     method: str,
     path: str,
     body: object = None,
-    token: str | None = None,
+    token: Token | str | None = None,
 ) -> Any:
     """
     L{call}, its answer parsed as JSON.
@@ -310,8 +347,8 @@ def callJSON(
         return json.loads(data)
     except ValueError:
         raise CtlError(
-            f"the status port at {urllib.parse.urlsplit(base).netloc} answered "
-            f"/api/{path} with something that is not JSON (HTTP {status})"
+            f"no multiport status API at {urllib.parse.urlsplit(base).netloc}: "
+            f"/api/{path} answered with something that is not JSON (HTTP {status})"
         ) from None
 
 

@@ -149,7 +149,18 @@ def _rate(value: object, where: str) -> Rate:
             )
     if "per_second" not in value:
         raise ConfigError(where, "missing key 'per_second'")
-    perSecond = _seconds(value["per_second"], f"{where}.per_second")
+    perSecond = value["per_second"]
+    if (
+        type(perSecond) not in (int, float)
+        or not perSecond > 0
+        or not math.isfinite(perSecond)
+    ):
+        raise ConfigError(
+            f"{where}.per_second",
+            "expected a number of connections a second above 0, got "
+            f"{typeName(perSecond)} {perSecond!r}",
+        )
+    perSecond = float(perSecond)
     burst = (
         _positiveInt(value["burst"], f"{where}.burst")
         if "burst" in value
@@ -168,11 +179,22 @@ def _networks(value: object, where: str) -> tuple[Network, ...]:
         if type(item) is not str:
             raise ConfigError(f"{where}[{index}]", f"expected a string, got {item!r}")
         try:
-            networks.append(ipaddress.ip_network(item, strict=False))
+            network = ipaddress.ip_network(item, strict=False)
         except ValueError as e:
             raise ConfigError(
                 f"{where}[{index}]", f"{item!r} is not a network: {e}"
             ) from None
+        address = ipaddress.ip_interface(item).ip
+        if address != network.network_address:
+            # 10.0.0.1/8 would silently mean 10.0.0.0/8: a typo for one
+            # address, or for a narrower network, opens far more than meant.
+            single = "32" if network.version == 4 else "128"
+            raise ConfigError(
+                f"{where}[{index}]",
+                f"{item!r} has host bits set: write {str(network)!r} for the "
+                f"network, or '{address}/{single}' for the one address",
+            )
+        networks.append(network)
     return tuple(networks)
 
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from attrs import frozen
+from attrs import evolve, frozen
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.error import CannotListenError
@@ -48,6 +48,17 @@ from multiport.port import PortFactory, PortServer, PortSSLServer, PortTCPServer
 from multiport.tls import LoadedCertificate
 
 log = Logger()
+
+
+def _withBoundPort(server: PortServer) -> PortConfig:
+    """
+    C{server}'s configuration with the port number it listens on.
+    """
+    bound = server.boundAddress()
+    number = getattr(bound, "port", None)
+    if server.config.port == 0 and number is not None:
+        return evolve(server.config, port=number)
+    return server.config
 
 
 class StartupError(Exception):
@@ -344,6 +355,13 @@ class PortsService(MultiService):
         The port services, in configuration order.
         """
         return [s for s in self if isinstance(s, PortTCPServer | PortSSLServer)]
+
+    def runningConfigs(self, leaving: PortServer | None = None) -> list[PortConfig]:
+        """
+        The configuration of every port but C{leaving}, port 0 replaced by
+        the number it got: what a new port is checked against.
+        """
+        return [_withBoundPort(s) for s in self.ports() if s is not leaving]
 
     def portStatus(self) -> list[PortStatus]:
         """
@@ -651,6 +669,19 @@ class PortsService(MultiService):
             )
         return ports[0]
 
+    @staticmethod
+    def checkAmong(others: Sequence[PortConfig], new: PortConfig) -> None:
+        """
+        Refuse C{new} beside the running C{others}: an address they claim,
+        or an upstream that is one of them.
+
+        @raise ReconcileError: (a conflict) naming both.
+        """
+        try:
+            checkOverlaps([*others, new])
+        except ConfigError as e:
+            raise ReconcileError(str(e), conflict=True) from None
+
     def addPort(self, table: Mapping[str, object]) -> PortServer:
         """
         Add the port C{table} describes (the keys of a C{[[port]]} table).
@@ -659,10 +690,7 @@ class PortsService(MultiService):
         @raise ReconcileError: if it can't listen or overlaps a port.
         """
         new = self._requestFrom(table, "POST /api/ports")
-        try:
-            checkOverlaps([*(s.config for s in self.ports()), new])
-        except ConfigError as e:
-            raise ReconcileError(str(e), conflict=True) from None
+        self.checkAmong(self.runningConfigs(), new)
         certificates = loadCertificates([new], self.config.stateDir, self.owner)
         before = set(self.ports())
         self.apply(Plan(add=(new,)), certificates)
@@ -671,17 +699,30 @@ class PortsService(MultiService):
         log.info("added {name} through the admin API", name=server.name)
         return server
 
-    def changePort(self, name: str, table: Mapping[str, object]) -> PortServer:
+    def changePort(
+        self,
+        name: str,
+        table: Mapping[str, object],
+        servingFrom: IAddress | None = None,
+    ) -> PortServer:
         """
         Give port C{name} the settings C{table} describes; its address stays.
 
+        @param servingFrom: The address the asking request came in on: a
+            status port can't change itself (into an echo port, say).
         @raise KeyError: if there is no such port.
         @raise ConfigError: for bad input, or an attempt to move the port.
+        @raise ReconcileError: if the request came in on this port.
         """
         server = self._serverNamed(name)
+        self._refuseSelf(server, servingFrom, "change")
         bound = server.boundAddress()
         new = self.changedConfig(
             name, server.config, getattr(bound, "port", server.config.port), table
+        )
+        self.checkAmong(
+            self.runningConfigs(leaving=server),
+            evolve(new, port=getattr(bound, "port", new.port)),
         )
         certificates = loadCertificates([new], self.config.stateDir, self.owner)
         if server.config == new and not self._newCertificate(server, new, certificates):
@@ -733,6 +774,25 @@ class PortsService(MultiService):
             and getattr(servingFrom, "port", None) == getattr(bound, "port", None)
         )
 
+    def _refuseSelf(
+        self, server: PortServer, servingFrom: IAddress | None, verb: str
+    ) -> None:
+        """
+        Refuse to C{verb} the port the asking request came in on: the admin
+        API would cut the branch it sits on.
+
+        @raise ReconcileError: (a conflict) if C{server} is that port.
+        """
+        if self.servedFrom(server.boundAddress(), servingFrom) and (
+            server.config.interface
+            in (getattr(servingFrom, "host", None), "0.0.0.0", "::")
+        ):
+            raise ReconcileError(
+                f"{server.name} is the port this request came in on; {verb} it "
+                "from another status port or the configuration",
+                conflict=True,
+            )
+
     def removePort(self, name: str, servingFrom: IAddress | None = None) -> int:
         """
         Stop port C{name} listening; its open connections (returned) drain.
@@ -742,15 +802,7 @@ class PortsService(MultiService):
         @raise KeyError: if there is no such port.
         """
         server = self._serverNamed(name)
-        if self.servedFrom(server.boundAddress(), servingFrom) and (
-            server.config.interface
-            in (getattr(servingFrom, "host", None), "0.0.0.0", "::")
-        ):
-            raise ReconcileError(
-                f"{name} is the port this request came in on; remove it from "
-                "another status port or the configuration",
-                conflict=True,
-            )
+        self._refuseSelf(server, servingFrom, "remove")
         count = server.factory.counters.current
         self.apply(Plan(remove=(server,)))
         self.addedLive.discard(name)

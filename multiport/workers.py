@@ -30,7 +30,7 @@ from zope.interface import implementer
 
 from multiport import __version__
 from multiport.admintoken import tokenMatches
-from multiport.config import Config, PortConfig, checkOverlaps
+from multiport.config import Config, PortConfig
 from multiport.counters import PortCounters
 from multiport.errors import ConfigError
 from multiport.handlers.interface import IDaemonControl, IDaemonView, PortStatus
@@ -496,17 +496,14 @@ class WorkerPool(MultiService):
         return tokenMatches(self.adminToken, token)
 
     def _allConfigs(self) -> list[PortConfig]:
-        return [*self.config.ports, *(s.config for s in self.status.ports())]
+        return [*self.config.ports, *self.status.runningConfigs()]
 
     def addPort(self, table: Mapping[str, object]) -> Deferred[PortRef]:
         if table.get("handler") == STATUS_HANDLER:
             server = self.status.addPort(table)
             return succeed(PortRef(server.name, server.boundAddress().port))
         new = self.status._requestFrom(table, "POST /api/ports")
-        try:
-            checkOverlaps([*self._allConfigs(), new])
-        except ConfigError as e:
-            raise ReconcileError(str(e), conflict=True) from None
+        self.status.checkAmong(self._allConfigs(), new)
         skt = self._bind(new)
         real = evolve(new, port=skt.getsockname()[1])
         config = Config((*self.config.ports, real), self.config.stateDir)
@@ -535,12 +532,18 @@ class WorkerPool(MultiService):
                 return config
         raise KeyError(name)
 
-    def changePort(self, name: str, table: Mapping[str, object]) -> Deferred[PortRef]:
+    def changePort(
+        self,
+        name: str,
+        table: Mapping[str, object],
+        servingFrom: IAddress | None = None,
+    ) -> Deferred[PortRef]:
         if name in self.status.namedServices:
-            server = self.status.changePort(name, table)
+            server = self.status.changePort(name, table, servingFrom)
             return succeed(PortRef(server.name, server.boundAddress().port))
         current = self._named(name)
         new = self.status.changedConfig(name, current, current.port, table)
+        self.status.checkAmong([c for c in self._allConfigs() if c is not current], new)
         config = Config(
             tuple(new if c is current else c for c in self.config.ports),
             self.config.stateDir,

@@ -111,9 +111,9 @@ class APITests(TestCase):
     def test_list(self):
         """
         GET /api/ports lists every port with its configuration and
-        counters, without a token.
+        counters.
         """
-        response = self.call(b"GET", "/api/ports", token=None)
+        response = self.call(b"GET", "/api/ports")
         self.assertEqual(response.status, 200)
         ports = self.json(response)["ports"]
         self.assertEqual(
@@ -133,11 +133,100 @@ class APITests(TestCase):
         unknown one.
         """
         name = quote(f"tcp:127.0.0.1:{self.echo}", safe="")
-        response = self.call(b"GET", f"/api/ports/{name}", token=None)
+        response = self.call(b"GET", f"/api/ports/{name}")
         self.assertEqual(self.json(response)["handler"], "echo")
-        missing = self.call(b"GET", "/api/ports/tcp%3A127.0.0.1%3A1", token=None)
+        missing = self.call(b"GET", "/api/ports/tcp%3A127.0.0.1%3A1")
         self.assertEqual(missing.status, 404)
         self.assertIn("tcp:127.0.0.1:1", self.json(missing)["error"])
+
+    def test_readsNeedToken(self):
+        """
+        Reads need the token too (the configuration names files and
+        addresses): 401 without it or with a wrong one.
+        """
+        name = quote(f"tcp:127.0.0.1:{self.echo}", safe="")
+        for path in ["/api/ports", f"/api/ports/{name}"]:
+            for token in [None, "wrong"]:
+                response = self.call(b"GET", path, token=token)
+                self.assertEqual(response.status, 401, (path, token))
+                self.assertIn("admin token", self.json(response)["error"])
+
+    def test_changeSelfRefused(self):
+        """
+        A status port can't be changed through itself (into an echo port,
+        say): 409, and it still answers as a status port.
+        """
+        name = quote(f"tcp:127.0.0.1:{self.status}", safe="")
+        response = self.call(b"PUT", f"/api/ports/{name}", {"handler": "echo"})
+        self.assertEqual(response.status, 409)
+        self.assertIn("the port this request came in on", self.json(response)["error"])
+        ports = self.json(self.call(b"GET", "/api/ports"))["ports"]
+        self.assertEqual(ports[1]["handler"], "status")
+
+    def test_nestedBody(self):
+        """
+        A deeply nested body is 400, not a traceback.
+        """
+        response = self.call(b"POST", "/api/ports", raw=b"[" * 30000)
+        self.assertEqual(response.status, 400)
+        self.assertEqual(
+            self.json(response)["error"],
+            "POST /api/ports: the body is nested too deeply",
+        )
+
+    def test_duplicateKey(self):
+        """
+        A key given twice is 400 naming it, not last-one-wins.
+        """
+        response = self.call(
+            b"POST", "/api/ports", raw=b'{"port": 0, "handler": "echo", "port": 7}'
+        )
+        self.assertEqual(response.status, 400)
+        self.assertEqual(
+            self.json(response),
+            {
+                "error": "POST /api/ports.port: the key 'port' is given twice",
+                "field": "POST /api/ports.port",
+            },
+        )
+
+    def test_putWithoutHandler(self):
+        """
+        A PUT without a handler, for a port with no well-known one, says
+        the handler is missing.
+        """
+        name = quote(f"tcp:127.0.0.1:{self.echo}", safe="")
+        response = self.call(b"PUT", f"/api/ports/{name}", {"max_connections": 5})
+        self.assertEqual(response.status, 400)
+        self.assertIn("missing key 'handler'", self.json(response)["error"])
+
+    def test_relayToItselfRefused(self):
+        """
+        A relay whose upstream is its own address, or a port that relays
+        back to it, is refused when added or changed; a relay to another
+        port of the daemon is not a loop.
+        """
+        relay = {
+            "port": 0,
+            "interface": "127.0.0.1",
+            "handler": "relay",
+            "options": {"upstream": f"127.0.0.1:{self.echo}"},
+        }
+        response = self.call(b"POST", "/api/ports", relay)
+        self.assertEqual(response.status, 201)
+        name, port = self.json(response)["name"], self.json(response)["port"]
+        change = {"handler": "relay", "options": {"upstream": f"localhost:{port}"}}
+        response = self.call(b"PUT", f"/api/ports/{quote(name, safe='')}", change)
+        self.assertEqual(response.status, 409)
+        self.assertIn("it would relay to itself", self.json(response)["error"])
+        # The echo port relaying to the relay: round the two.
+        echo = quote(f"tcp:127.0.0.1:{self.echo}", safe="")
+        response = self.call(b"PUT", f"/api/ports/{echo}", change)
+        self.assertEqual(response.status, 409)
+        self.assertIn(
+            f"(tcp:127.0.0.1:{self.echo} -> {name} -> tcp:127.0.0.1:{self.echo})",
+            self.json(response)["error"],
+        )
 
     @inlineCallbacks
     def test_add(self):

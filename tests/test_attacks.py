@@ -494,7 +494,7 @@ class AdminTokenTests(DaemonTestCase):
         return self.httpRequest(self.statusPort, method, path, data, headers)
 
     def listing(self) -> list[tuple[str, str]]:
-        code, body = self.call("GET", "/api/ports", None, None)
+        code, body = self.call("GET", "/api/ports", None, f"Bearer {self.token}")
         self.assertEqual(code, 200)
         return [(p["name"], p["handler"]) for p in json.loads(body)["ports"]]
 
@@ -544,6 +544,8 @@ class AdminTokenTests(DaemonTestCase):
         echoName = _name(self.echo)
         before = self.listing()
         calls = [
+            ("GET", "/api/ports", None),
+            ("GET", f"/api/ports/{echoName}", None),
             ("POST", "/api/ports", {"port": 0, "handler": "echo"}),
             ("PUT", f"/api/ports/{echoName}", {"handler": "discard"}),
             ("DELETE", f"/api/ports/{echoName}", None),
@@ -558,13 +560,13 @@ class AdminTokenTests(DaemonTestCase):
         self.echoes(self.echo[1])
 
         right = "Bearer " + token
-        code, answer = self.call("POST", "/api/ports", calls[0][2], right)
+        code, answer = self.call("POST", "/api/ports", calls[2][2], right)
         self.assertEqual(code, 201, answer)
         added = json.loads(answer)["name"]
         self.assertEqual(
             self.call("DELETE", f"/api/ports/{added}", None, right)[0], 202
         )
-        code, answer = self.call("PUT", calls[1][1], calls[1][2], right)
+        code, answer = self.call("PUT", calls[3][1], calls[3][2], right)
         self.assertEqual(code, 200, answer)
 
 
@@ -600,7 +602,12 @@ class OversizedBodyTests(DaemonTestCase):
         )
         self.assertEqual(code, 413, answer)
         self.assertIn("error", json.loads(answer))
-        code, answer = self.httpRequest(self.statusPort, "GET", "/api/ports")
+        code, answer = self.httpRequest(
+            self.statusPort,
+            "GET",
+            "/api/ports",
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
         self.assertEqual(len(json.loads(answer)["ports"]), 2)
         self.healthy()
 

@@ -434,6 +434,8 @@ class WatchDaemonTests(SynchronousTestCase):
                 "multiport.ctl",
                 "--url",
                 self.status,
+                "--state-dir",
+                str(self.folder / "state"),
                 "watch",
                 *args,
             ],

@@ -198,11 +198,27 @@ class WellKnownPortTests(SynchronousTestCase):
         A bare port with no well-known handler is rejected, naming the port
         and listing the known handlers.
         """
-        error = self.assertRaises(ConfigError, configsFor, PortRequest("W", 1234))
-        self.assertEqual(error.where, "W")
+        where = "--ports item 1 '1234'"
+        error = self.assertRaises(ConfigError, configsFor, PortRequest(where, 1234))
+        self.assertEqual(error.where, where)
         self.assertEqual(
             error.message,
             "port 1234 has no well-known handler; name one (PORT=HANDLER); "
+            f"known handlers: {KNOWN}",
+        )
+
+    def test_tableWithoutHandler(self):
+        """
+        A table (file, admin API) without a handler for a port that has no
+        well-known one names the missing key.
+        """
+        error = self.assertRaises(
+            ConfigError, configsFor, PortRequest("PUT /api/ports/x", 1234)
+        )
+        self.assertEqual(error.where, "PUT /api/ports/x.handler")
+        self.assertEqual(
+            error.message,
+            "missing key 'handler' (port 1234 has no well-known handler); "
             f"known handlers: {KNOWN}",
         )
 
@@ -989,3 +1005,77 @@ class DefaultStateDirTests(SynchronousTestCase):
             defaultStateDir({"XDG_STATE_HOME": ""}, euid=1000),
             Path.home() / ".local" / "state" / "multiport",
         )
+
+
+class RelayLoopTests(SynchronousTestCase):
+    """
+    A relay can't forward to itself, directly or through the daemon's own
+    ports; a relay to another port of the daemon is fine.
+    """
+
+    def build(self, *ports: dict[str, object]) -> Config:
+        from multiport.handlers.relay import relay
+
+        file = parseConfig({"port": list(ports)}, Path("."), "f.toml")
+        return buildConfig(file.ports, DEFAULTS, {**HANDLERS, "relay": relay}, STATE)
+
+    def relay(self, port: int, upstream: str, interface: str = "127.0.0.1"):
+        return {
+            "port": port,
+            "interface": interface,
+            "handler": "relay",
+            "options": {"upstream": upstream},
+        }
+
+    def test_toItself(self):
+        """
+        An upstream that is the relay's own address is refused, naming the
+        relay's table.
+        """
+        error = self.assertRaises(
+            ConfigError, self.build, self.relay(7000, "127.0.0.1:7000")
+        )
+        self.assertEqual(error.where, "f.toml: port[1]")
+        self.assertEqual(
+            error.message,
+            "its upstream is this daemon's own port, and it would relay to "
+            "itself (tcp:127.0.0.1:7000 -> tcp:127.0.0.1:7000)",
+        )
+
+    def test_wildcard(self):
+        """
+        A relay on 0.0.0.0 reaches itself through loopback or localhost.
+        """
+        for upstream in ("127.0.0.1:7000", "127.0.0.9:7000", "localhost:7000"):
+            self.assertRaises(
+                ConfigError,
+                self.build,
+                self.relay(7000, upstream, interface="0.0.0.0"),
+            )
+
+    def test_throughAnother(self):
+        """
+        Two relays forwarding to each other are a loop.
+        """
+        error = self.assertRaises(
+            ConfigError,
+            self.build,
+            self.relay(7000, "127.0.0.1:7001"),
+            self.relay(7001, "127.0.0.1:7000"),
+        )
+        self.assertIn(
+            "(tcp:127.0.0.1:7001 -> tcp:127.0.0.1:7000 -> tcp:127.0.0.1:7001)",
+            error.message,
+        )
+
+    def test_otherPortOrFamily(self):
+        """
+        A relay to another port of the daemon, or to the other family's
+        wildcard, is no loop.
+        """
+        config = self.build(
+            self.relay(7000, "127.0.0.1:7001"),
+            {"port": 7001, "interface": "127.0.0.1", "handler": "echo"},
+            self.relay(7002, "[::1]:7002", interface="0.0.0.0"),
+        )
+        self.assertEqual(len(config.ports), 3)

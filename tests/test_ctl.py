@@ -228,8 +228,8 @@ class ListTests(CtlTestsMixin, SynchronousTestCase):
             self.ctl("list"),
             1,
             "",
-            f"multiport-ctl: the status port at {self.status} answered "
-            "/api/ports with something that is not JSON (HTTP 200)\n",
+            f"multiport-ctl: no multiport status API at {self.status}: /api/ports "
+            "answered with something that is not JSON (HTTP 200)\n",
         )
 
     def test_optionsAfterCommand(self):
@@ -814,11 +814,19 @@ class ErrorTests(CtlTestsMixin, SynchronousTestCase):
         error too.
         """
         for code, message in [
-            (401, "bad admin token"),
+            (
+                401,
+                f"the daemon refused the admin token from {self.stateDir}/"
+                "admin-token; give the daemon's token with --admin-token-file or "
+                "$MULTIPORT_ADMIN_TOKEN, or point --state-dir at the daemon's "
+                "state directory",
+            ),
             (400, "port[1].handler: unknown handler 'gopher'"),
             (409, "tcp:0.0.0.0:7000 is configured already"),
         ]:
-            self.daemon.answer(code, {"error": message})
+            self.daemon.answer(
+                code, {"error": "refused"} if code == 401 else {"error": message}
+            )
             self.assertEqual(self.ctl("add", "7000=echo"), 1)
             self.assertTrue(
                 self.stderr.getvalue().endswith(
@@ -849,8 +857,7 @@ class ErrorTests(CtlTestsMixin, SynchronousTestCase):
             self.ctl("list"),
             1,
             "",
-            f"multiport-ctl: Not Found: no admin API at http://{self.status}/api/"
-            "ports (is it multiport's status port?) (HTTP 404)\n",
+            f"multiport-ctl: no multiport status API at {self.status} (HTTP 404)\n",
         )
 
     def test_unreachable(self):

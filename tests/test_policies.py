@@ -139,6 +139,46 @@ class ParseTests(SynchronousTestCase):
             "unknown key (known: burst, per_second)",
         )
 
+    def test_rateUnit(self):
+        """
+        A rate's per_second is named in connections a second, not seconds.
+        """
+        self.assertBad(
+            {"rate": {"per_second": 0}},
+            "port[1].rate.per_second",
+            "expected a number of connections a second above 0, got integer 0",
+        )
+
+    def test_hostBitsRefused(self):
+        """
+        A network with host bits set (10.0.0.1/8) is refused, saying what
+        to write instead; the same for IPv6.
+        """
+        self.assertBad(
+            {"allow": ["10.0.0.1/8"]},
+            "port[1].allow[0]",
+            "'10.0.0.1/8' has host bits set: write '10.0.0.0/8' for the network, "
+            "or '10.0.0.1/32' for the one address",
+        )
+        self.assertBad(
+            {"deny": ["::1", "2001:db8::1/32"]},
+            "port[1].deny[1]",
+            "'2001:db8::1/32' has host bits set: write '2001:db8::/32' for the "
+            "network, or '2001:db8::1/128' for the one address",
+        )
+
+    def test_networksAccepted(self):
+        """
+        Networks written without host bits, and single addresses, are kept.
+        """
+        policy = parsePolicy(
+            {"allow": ["10.0.0.0/8", "192.0.2.7", "2001:DB8::/32"]}, "port[1]"
+        )
+        self.assertEqual(
+            [str(n) for n in policy.allow],
+            ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"],
+        )
+
     def test_badNetwork(self):
         """
         A network that doesn't parse is named with its index.

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from attrs import frozen
+from attrs import evolve, frozen
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample as PrometheusSample
@@ -40,7 +40,7 @@ from multiport.handlers.interface import (
 )
 from multiport.portspec import parsePorts
 from multiport.service import PortsService
-from multiport.status import status
+from multiport.status import StatusOptions, status
 from multiport.status.history import LENGTH
 from multiport.status.site import StatusSite
 from tests.support import DEFAULTS, HANDLERS
@@ -190,14 +190,19 @@ class _StatusTestCase(SynchronousTestCase):
         self.echo = FakePort(portConfig("echo", 7))
         self.daemon = FakeDaemon([self.echo])
 
-    def site(self, daemon: object = None) -> StatusSite:
+    def site(self, daemon: object = None, options: object = None) -> StatusSite:
         """
-        A status site for C{daemon} (this test's fake by default).
+        A status site for C{daemon} (this test's fake by default), with the
+        status handler's C{options} table.
         """
+        port = evolve(
+            portConfig("status", 9100),
+            options=status.parseOptions(options or {}, Path(".")),
+        )
         context = HandlerContext(
             reactor=self.clock,
             clock=self.clock,
-            port=portConfig("status", 9100),
+            port=port,
             daemon=self.daemon if daemon is None else daemon,
         )
         site = status.buildFactory(context)
@@ -205,17 +210,27 @@ class _StatusTestCase(SynchronousTestCase):
         return site
 
     def request(
-        self, site: StatusSite, target: bytes, method: bytes = b"GET"
+        self,
+        site: StatusSite,
+        target: bytes,
+        method: bytes = b"GET",
+        hosts: Iterable[bytes] = (b"127.0.0.1:9099",),
     ) -> Response:
         """
-        Send one request to C{site} and return its complete response.
+        Send one request to C{site}, naming C{hosts} in C{Host} headers,
+        and return its complete response.
         """
         channel = site.buildProtocol(None)
         transport = StringTransport()
         channel.makeConnection(transport)
+        headers = b"".join(b"Host: " + host + b"\r\n" for host in hosts)
         channel.dataReceived(
-            method + b" " + target + b" HTTP/1.1\r\nHost: example.com\r\n"
-            b"Connection: close\r\n\r\n"
+            method
+            + b" "
+            + target
+            + b" HTTP/1.1\r\n"
+            + headers
+            + b"Connection: close\r\n\r\n"
         )
         for _ in range(100):
             if transport.disconnecting:
@@ -263,9 +278,41 @@ class HandlerTests(_StatusTestCase):
 
     def test_noOptions(self) -> None:
         """
-        No options parse to C{None}.
+        No options: no host names allowed beyond addresses and localhost.
         """
-        self.assertIsNone(status.parseOptions({}, Path(".")))
+        self.assertEqual(status.parseOptions({}, Path(".")), StatusOptions())
+
+    def test_allowedHosts(self) -> None:
+        """
+        C{allowed_hosts} is a list of host names, kept in lower case without
+        a trailing dot.
+        """
+        self.assertEqual(
+            status.parseOptions(
+                {"allowed_hosts": ["Status.Example.org.", "box-1"]}, Path(".")
+            ),
+            StatusOptions(frozenset({"status.example.org", "box-1"})),
+        )
+
+    def test_badAllowedHosts(self) -> None:
+        """
+        Anything but a list of host names is an L{OptionError} naming the
+        key and the value.
+        """
+        for value, message in [
+            ("a.example", "expected an array of host names, got string 'a.example'"),
+            ([1], "1 is not a host name"),
+            (["a b"], "'a b' is not a host name"),
+            (["evil\r\nx"], "'evil\\r\\nx' is not a host name"),
+            (["-a.example"], "'-a.example' is not a host name"),
+        ]:
+            error = self.assertRaises(
+                OptionError,
+                status.parseOptions,
+                {"allowed_hosts": value},
+                Path("."),
+            )
+            self.assertEqual((error.key, error.message), ("allowed_hosts", message))
 
     def test_unknownOptionRejected(self) -> None:
         """
@@ -858,6 +905,66 @@ class HistoryTests(_StatusTestCase):
         self.patch(self.daemon, "portStatus", working)
         self.clock.advance(1)
         self.assertEqual(len(site.history.samples("tcp:127.0.0.1:7")), 2)
+
+
+class HostTests(_StatusTestCase):
+    """
+    A status port answers only requests that name it (its address,
+    localhost, or a name in C{allowed_hosts}): a page whose name was made
+    to resolve to 127.0.0.1 (DNS rebinding) gets 421 on every path.
+    """
+
+    def test_otherNameRefused(self) -> None:
+        """
+        A name that is not allowed gets 421 on every path, the API too.
+        """
+        site = self.site()
+        for target in [b"/", b"/status", b"/metrics", b"/healthz", b"/api/ports"]:
+            response = self.request(site, target, hosts=[b"rebind.example:9099"])
+            self.assertEqual(response.status, 421, target)
+            self.assertIn(b"allowed_hosts", response.body)
+
+    def test_addressesAndLocalhost(self) -> None:
+        """
+        Any IP address (a rebinding page can't make its Host one),
+        C{localhost}, and no Host at all are answered.
+        """
+        site = self.site()
+        for hosts in [
+            [b"127.0.0.1"],
+            [b"127.0.0.1:9099"],
+            [b"[::1]:9099"],
+            [b"[::1]"],
+            [b"10.1.2.3:9099"],
+            [b"localhost:9099"],
+            [b"LOCALHOST."],
+            [],
+        ]:
+            response = self.request(site, b"/healthz", hosts=hosts)
+            self.assertEqual(response.status, 200, hosts)
+
+    def test_allowedHosts(self) -> None:
+        """
+        A name in C{allowed_hosts} is answered, in any case, with or without
+        a port or a trailing dot.
+        """
+        site = self.site(options={"allowed_hosts": ["status.example.org"]})
+        for host in [b"status.example.org", b"Status.Example.Org.:9099"]:
+            response = self.request(site, b"/healthz", hosts=[host])
+            self.assertEqual(response.status, 200, host)
+        response = self.request(site, b"/healthz", hosts=[b"example.org"])
+        self.assertEqual(response.status, 421)
+
+    def test_unreadableHost(self) -> None:
+        """
+        A Host that is not a host (bad port, bad brackets, not ASCII) is
+        421; two Host headers are 400.
+        """
+        site = self.site()
+        for host in [b"127.0.0.1:http", b"[::1", b"[::1]x", "h\u00e9".encode()]:
+            self.assertEqual(self.request(site, b"/", hosts=[host]).status, 421, host)
+        response = self.request(site, b"/", hosts=[b"127.0.0.1", b"127.0.0.1"])
+        self.assertEqual(response.status, 400)
 
 
 class RoutingTests(_StatusTestCase):

@@ -587,6 +587,29 @@ class ParseWebOptionsTests(SynchronousTestCase):
             "'https:///path' is not an https:// URL with a host",
         )
 
+    def test_redirectInjection(self) -> None:
+        """
+        A URL with a control character, a space, a user, a query or a bad
+        port is refused: it would go into the Location header.
+        """
+        for value in [
+            "https://a\r\nX: y",
+            "https://a.example/x y",
+            "https://a.example/\x00",
+            "https://user@a.example",
+            "https://a.example?x=1",
+            "https://a.example:0",
+            "https://a.example:70000",
+            "https://a..b:x",
+        ]:
+            error = self.assertRaises(
+                OptionError, parseWebOptions, {"redirect_https": value}, Path(".")
+            )
+            self.assertEqual(
+                (error.key, error.message),
+                ("redirect_https", f"{value!r} is not an https:// URL with a host"),
+            )
+
     def test_redirectBool(self) -> None:
         """
         A boolean is neither a port nor a URL.

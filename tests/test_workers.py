@@ -261,6 +261,20 @@ class TwoWorkersTests(SynchronousTestCase):
             )
         return code, out.getvalue() + err.getvalue()
 
+    def test_statusPortCantChangeItself(self):
+        """
+        With workers too, a status port refuses to be changed through
+        itself (409), and keeps answering as a status port.
+        """
+        name = f"tcp:127.0.0.1:{self.status}"
+        code, out = self.ctl("change", name, f"127.0.0.1:{self.status}=echo")
+        self.assertEqual(code, 1, out)
+        self.assertIn("the port this request came in on", out)
+        self.assertIn("(HTTP 409)", out)
+        code, out = self.ctl("status")
+        self.assertEqual(code, 0, out)
+        self.assertIn(f"{name}  status", out)
+
     def test_liveAddReachesBoth(self):
         """
         A port added through the admin API is served by both workers, and

@@ -124,9 +124,13 @@ class IDaemonControl(Interface):
         Add a port from a C{[[port]]}-shaped table; the new port service.
         """
 
-    def changePort(name: str, table: Mapping[str, object]) -> Any:
+    def changePort(
+        name: str, table: Mapping[str, object], servingFrom: Any = None
+    ) -> Any:
         """
         Change port C{name} in place; the port service now serving it.
+        C{servingFrom} is the address the asking request came in on: a
+        status port refuses to change itself.
         """
 
     def removePort(name: str, servingFrom: Any = None) -> int:

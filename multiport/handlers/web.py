@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,15 @@ class WebOptions:
     accessLog: bool = True
 
 
+#: C{redirect_https} as a URL: https, a host name or address, a port, a
+#: path of URL characters; no space or control character (the value goes
+#: into a Location header, where one would split the response).
+_REDIRECT_URL = re.compile(
+    r"https://(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)"
+    r"(?::(?P<port>[0-9]{1,5}))?(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?"
+)
+
+
 def parseWebOptions(options: Mapping[str, object], relativeTo: Path) -> WebOptions:
     """
     Validate the http handler's options.
@@ -87,8 +97,9 @@ def parseWebOptions(options: Mapping[str, object], relativeTo: Path) -> WebOptio
         if not 1 <= redirect <= 65535:
             raise OptionError("redirect_https", f"port {redirect} out of range 1-65535")
     elif isinstance(redirect, str):
-        parts = urlsplit(redirect)
-        if parts.scheme != "https" or not parts.hostname:
+        match = _REDIRECT_URL.fullmatch(redirect)
+        port = match.group("port") if match else None
+        if match is None or (port is not None and not 1 <= int(port) <= 65535):
             raise OptionError(
                 "redirect_https",
                 f"{redirect!r} is not an https:// URL with a host",

@@ -8,8 +8,8 @@ changed over HTTP with JSON.
       remove it (202: it drains);
     - C{POST /api/reload}: as SIGHUP.
 
-Changes need C{Authorization: Bearer TOKEN} (the state directory's
-C{admin-token}).  Errors are JSON C{{"error": "..."}}: 400 for bad input,
+Every call needs C{Authorization: Bearer TOKEN} (the admin token, see
+L{multiport.admintoken}).  Errors are JSON C{{"error": "..."}}: 400 for bad input,
 401 without the token, 404 for an unknown port, 409 for an address in use.
 """
 
@@ -108,12 +108,12 @@ class AdminAPI:
             page.headers[b"allow"] = ", ".join(allowed).encode("ascii")
             return page
         view = self._view()
-        if method != "GET":
-            if not IDaemonControl.providedBy(view):
-                return errorPage(404, "this daemon has no admin API")
-            refusal = self._authorize(request, view)
-            if refusal is not None:
-                return refusal
+        if not IDaemonControl.providedBy(view):
+            return errorPage(404, "this daemon has no admin API")
+        # Reads too: the ports' configuration names files and addresses.
+        refusal = self._authorize(request, view)
+        if refusal is not None:
+            return refusal
         return self._outcome(lambda: handler(request, view, name), name)
 
     def _outcome(
@@ -162,7 +162,9 @@ class AdminAPI:
             page = errorPage(
                 401,
                 "missing or wrong admin token: send 'Authorization: Bearer TOKEN' "
-                "with the token from the state directory's admin-token file",
+                "with the token given by --admin-token-file or "
+                "MULTIPORT_ADMIN_TOKEN, or else made in the state directory's "
+                "admin-token file",
             )
             page.headers[b"www-authenticate"] = b"Bearer"
             return page
@@ -177,7 +179,13 @@ class AdminAPI:
         if len(data) > MAX_BODY:
             raise _TooLarge()
         try:
-            value = json.loads(data.decode("utf-8"))
+            value = json.loads(data.decode("utf-8"), object_pairs_hook=_uniqueKeys)
+        except _DuplicateKey as e:
+            raise ConfigError(
+                f"{where}.{e.key}", f"the key {e.key!r} is given twice"
+            ) from None
+        except RecursionError:
+            raise ConfigError(where, "the body is nested too deeply") from None
         except (UnicodeDecodeError, ValueError) as e:
             raise ConfigError(where, f"the body is not JSON: {e}") from None
         if not isinstance(value, dict):
@@ -217,7 +225,7 @@ class AdminAPI:
             log.info("changed {name} through the admin API", name=name)
             return answer(200, {"name": port.name})
 
-        return _then(view.changePort(name, table), changed)
+        return _then(view.changePort(name, table, request.getHost()), changed)
 
     def removePort(self, request: server.Request, view: Any, name: str) -> Any:
         def removed(draining: int) -> Page:
@@ -237,6 +245,29 @@ def _then(result: Any, done: Callable[[Any], Page]) -> Page | Deferred[Page]:
     if isinstance(result, Deferred):
         return result.addCallback(done)
     return done(result)
+
+
+class _DuplicateKey(ValueError):
+    """
+    A JSON object names one key twice.
+    """
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _uniqueKeys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """
+    A JSON object as a dict, refusing a key given twice (C{json} would keep
+    the last one, silently).
+    """
+    result: dict[str, object] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
 
 
 class _TooLarge(Exception):

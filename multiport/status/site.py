@@ -5,6 +5,7 @@ of paths, each read from the daemon view at request time.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ from twisted.web import resource, server
 from multiport import __version__
 from multiport.handlers.interface import HandlerContext, IDaemonView
 from multiport.handlers.web import DrainingChannel
+from multiport.status import StatusOptions
 from multiport.status.dashboard import DASHBOARD
 from multiport.status.history import History
 from multiport.status.metrics import metricsRegistry
@@ -191,25 +193,86 @@ class StatusPages:
         )
 
 
+def hostOfHeader(value: bytes) -> str | None:
+    """
+    The host name or address of a C{Host} header, lower case, without its
+    port, brackets or a trailing dot; L{None} if it can't be read.
+    """
+    try:
+        text = value.decode("ascii").strip().lower()
+    except UnicodeDecodeError:
+        return None
+    if text.startswith("["):
+        address, bracket, rest = text[1:].partition("]")
+        if (
+            not bracket
+            or (rest and not rest[1:].isdigit())
+            or rest[:1] not in ("", ":")
+        ):
+            return None
+        return address
+    host, colon, port = text.rpartition(":")
+    if not colon:
+        host = text
+    elif not port.isdigit():
+        return None
+    return host.rstrip(".")
+
+
+def hostAllowed(value: bytes | None, allowed: frozenset[str]) -> bool:
+    """
+    Whether a request naming C{value} in C{Host} may be answered: no
+    C{Host} (HTTP/1.0: no browser), an IP address (DNS rebinding needs a
+    name), C{localhost}, or a name in C{allowed}.
+    """
+    if value is None:
+        return True
+    host = hostOfHeader(value)
+    if host is None:
+        return False
+    if host == "localhost" or host in allowed:
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 class StatusResource(resource.Resource):
     """
     The whole site: exact paths only (anything else is 404), GET and HEAD
-    only (anything else is 405).
+    only (anything else is 405), and only for a C{Host} that names this
+    port (anything else is 421).
     """
 
     isLeaf = True
 
     def __init__(
-        self, routes: Mapping[bytes, Callable[[server.Request], Page]], api: AdminAPI
+        self,
+        routes: Mapping[bytes, Callable[[server.Request], Page]],
+        api: AdminAPI,
+        allowedHosts: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__()
         self._routes = dict(routes)
         self._api = api
+        self._allowedHosts = allowedHosts
 
     def page(self, request: server.Request) -> Page | Deferred[Page]:
         """
         The response to C{request}.
         """
+        hosts = request.requestHeaders.getRawHeaders(b"host", [])
+        if len(hosts) > 1:
+            return Page(400, TEXT, b"more than one Host header\n")
+        if not hostAllowed(hosts[0] if hosts else None, self._allowedHosts):
+            return Page(
+                421,
+                TEXT,
+                b"misdirected request: this status port answers requests for "
+                b"its address, localhost, or a name in its allowed_hosts option\n",
+            )
         if request.path == b"/api" or request.path.startswith(b"/api/"):
             return self._api.page(request)
         route = self._routes.get(request.path)
@@ -306,6 +369,12 @@ def buildSite(context: HandlerContext) -> StatusSite:
     pages = StatusPages(context.clock, view, history)
     from multiport.status.api import AdminAPI
 
+    options = context.options
+    allowed = (
+        options.allowedHosts if isinstance(options, StatusOptions) else frozenset()
+    )
     return StatusSite(
-        StatusResource(pages.routes(), AdminAPI(view)), history, context.reactor
+        StatusResource(pages.routes(), AdminAPI(view), allowed),
+        history,
+        context.reactor,
     )
