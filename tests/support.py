@@ -172,6 +172,7 @@ class _Wait(Generic[_T]):
     def __init__(
         self,
         predicate: Callable[[], _T],
+        accept: Callable[[_T], object] | None,
         timeout: float,
         what: str | None,
         now: Callable[[], float],
@@ -179,6 +180,7 @@ class _Wait(Generic[_T]):
         if timeout <= 0:
             raise ValueError(f"a wait's timeout must be positive, not {timeout!r}")
         self.predicate = predicate
+        self.accept = accept
         self.timeout = timeout
         self.what = what
         self.now = now
@@ -188,11 +190,13 @@ class _Wait(Generic[_T]):
 
     def holds(self) -> bool:
         """
-        Ask the predicate once; whether it holds.
+        Call the predicate once; whether its result ends the wait.
         """
         self.checks += 1
         self.last = self.predicate()
-        return bool(self.last)
+        if self.accept is None:
+            return bool(self.last)
+        return bool(self.accept(self.last))
 
     def remaining(self) -> float:
         """
@@ -205,7 +209,11 @@ class _Wait(Generic[_T]):
         The failure that says what was awaited, for how long, and what the
         predicate last gave.
         """
-        what = self.what if self.what is not None else describe(self.predicate)
+        what = self.what
+        if what is None:
+            what = describe(self.predicate)
+            if self.accept is not None:
+                what = f"{what} to satisfy {describe(self.accept)}"
         return WaitTimeout(
             f"waited {self.timeout:g} s for {what}, in vain: "
             f"{self.checks} checks, the last gave {self.last!r}"
@@ -216,19 +224,23 @@ def waitUntil(
     predicate: Callable[[], _T],
     timeout: float = WAIT_TIMEOUT,
     *,
+    accept: Callable[[_T], object] | None = None,
     interval: float = 0.02,
     what: str | None = None,
 ) -> _T:
     """
-    Block this thread until C{predicate()} returns something true, and
-    return that.
+    Block this thread until C{predicate()} returns something true (or
+    something C{accept} finds true), and return that.
 
-    C{waitUntil(predicate, timeout=WAIT_TIMEOUT, *, interval=0.02,
-    what=None) -> value}: C{predicate} is called at once, then every
-    C{interval} seconds; after C{timeout} seconds (one last call at the
-    deadline) it raises L{WaitTimeout}, naming C{what} (by default the
-    predicate's source, see L{describe}), the timeout and the predicate's
-    last result.  An exception from C{predicate} ends the wait with it.
+    C{waitUntil(predicate, timeout=WAIT_TIMEOUT, *, accept=None,
+    interval=0.02, what=None) -> value}: C{predicate} is called at once,
+    then every C{interval} seconds; after C{timeout} seconds (one last call
+    at the deadline) it raises L{WaitTimeout}, naming C{what} (by default
+    the source of C{predicate} and C{accept}, see L{describe}), the timeout
+    and the predicate's last result.  With C{accept}, a result ends the
+    wait when C{accept(result)} is true, so a false one can too (an empty
+    list of processes left).  An exception from either ends the wait with
+    it.
 
     For code that runs outside the reactor: a daemon in a subprocess,
     blocking sockets, a test's own thread.  A trial C{TestCase} whose
@@ -242,7 +254,7 @@ def waitUntil(
             "waitUntil blocks its thread, and this is the running reactor's:"
             " use waitUntilOnReactor"
         )
-    wait = _Wait(predicate, timeout, what, time.monotonic)
+    wait = _Wait(predicate, accept, timeout, what, time.monotonic)
     while not wait.holds():
         remaining = wait.remaining()
         if remaining <= 0:
@@ -256,30 +268,32 @@ def waitUntilOnReactor(
     predicate: Callable[[], _T],
     timeout: float = WAIT_TIMEOUT,
     *,
+    accept: Callable[[_T], object] | None = None,
     interval: float = 0.005,
     what: str | None = None,
     clock: IReactorTime | None = None,
 ) -> Deferred[_T]:
     """
-    A Deferred that fires with the first true result of C{predicate()},
-    checked now and then every C{interval} seconds on C{clock} while the
-    reactor goes on.
+    A Deferred that fires with the first true result of C{predicate()} (or
+    the first that C{accept} finds true), checked now and then every
+    C{interval} seconds on C{clock} while the reactor goes on.
 
-    C{waitUntilOnReactor(predicate, timeout=WAIT_TIMEOUT, *,
+    C{waitUntilOnReactor(predicate, timeout=WAIT_TIMEOUT, *, accept=None,
     interval=0.005, what=None, clock=reactor) -> Deferred}: after
     C{timeout} seconds of C{clock} (one last check at the deadline) it
-    fails with L{WaitTimeout}, naming C{what} (by default the predicate's
-    source), the timeout and the predicate's last result; an exception
-    from C{predicate} fails it with that.  Cancelling it stops the checks.
-    For trial C{TestCase}s (C{yield} it in an C{inlineCallbacks} test);
-    C{clock} lets a test drive it with L{twisted.internet.task.Clock}.
+    fails with L{WaitTimeout}, naming C{what} (by default the source of
+    C{predicate} and C{accept}), the timeout and the predicate's last
+    result; an exception from either fails it with that.  Cancelling it
+    stops the checks.  For trial C{TestCase}s (C{yield} it in an
+    C{inlineCallbacks} test); C{clock} lets a test drive it with
+    L{twisted.internet.task.Clock}.
     """
     if clock is None:
         from twisted.internet import reactor
 
         clock = reactor  # type: ignore[assignment]
     assert clock is not None
-    wait = _Wait(predicate, timeout, what, clock.seconds)
+    wait = _Wait(predicate, accept, timeout, what, clock.seconds)
     pending: list[IDelayedCall] = []
 
     def stop(result: Deferred[_T]) -> None:
@@ -306,6 +320,18 @@ def waitUntilOnReactor(
 
     check()
     return result
+
+
+def accepting(port: int, host: str = "127.0.0.1") -> bool:
+    """
+    Whether something accepts a TCP connection on C{host}:C{port} now (the
+    probe connection is closed at once).
+    """
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 def busyPort(testCase: Any) -> int:

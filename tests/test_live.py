@@ -24,8 +24,7 @@ from multiport.live import loadCertificates
 from multiport.policies import Policy
 from multiport.service import Plan, PortsService, ReconcileError, overlaps
 from multiport.tls import ensureSelfSigned
-from tests.support import HANDLERS, busyPort, configFor
-from tests.test_endtoend import waitUntil
+from tests.support import HANDLERS, busyPort, configFor, waitUntilOnReactor
 
 
 def freePort() -> int:
@@ -190,7 +189,7 @@ class LiveTests(TestCase):
     def echoes(self, client: Holder, data: bytes):
         before = len(client.received)
         client.transport.write(data)
-        yield waitUntil(lambda: len(client.received) >= before + len(data))
+        yield waitUntilOnReactor(lambda: len(client.received) >= before + len(data))
         self.assertEqual(client.received[before:], data)
 
     @inlineCallbacks
@@ -235,7 +234,7 @@ class LiveTests(TestCase):
         self.assertEqual(status.counters["connections"]["current"], 1)
         client.transport.loseConnection()
         yield client.lost
-        yield waitUntil(lambda: not service.draining)
+        yield waitUntilOnReactor(lambda: not service.draining)
         self.assertEqual([s.name for s in service.portStatus()], [f"tcp:127.0.0.1:{a}"])
 
     @inlineCallbacks
@@ -249,7 +248,7 @@ class LiveTests(TestCase):
         client = yield self.connect(a)
         self.apply(service, self.config(""))
         yield client.lost
-        yield waitUntil(lambda: not service.draining)
+        yield waitUntilOnReactor(lambda: not service.draining)
 
     @inlineCallbacks
     def test_changeInPlace(self):
@@ -421,7 +420,7 @@ class CertificateTests(TestCase):
         )
         protocol = yield endpoint.connect(Factory.forProtocol(lambda: client))
         protocol.transport.write(b"x")
-        yield waitUntil(lambda: client.received == b"x")
+        yield waitUntilOnReactor(lambda: client.received == b"x")
         der = (
             protocol.transport.getPeerCertificate()
             .to_cryptography()

@@ -41,8 +41,7 @@ from multiport.policies import (
 from multiport.port import PortFactory
 from multiport.portspec import parsePorts
 from multiport.service import PortsService
-from tests.support import HANDLERS
-from tests.test_endtoend import waitUntil
+from tests.support import HANDLERS, waitUntilOnReactor
 
 
 def v4(host: str, port: int = 40000) -> IPv4Address:
@@ -481,7 +480,7 @@ def receive(client: socket.socket, expected: int):
         chunks.append(data)
         return sum(map(len, chunks)) >= expected
 
-    yield waitUntil(ready)
+    yield waitUntilOnReactor(ready)
     return b"".join(chunks)
 
 
@@ -522,7 +521,7 @@ class RealConnectionTests(TestCase):
             for _ in range(10)
         ]
         self.addCleanup(lambda: [c.close() for c in clients])
-        yield waitUntil(
+        yield waitUntilOnReactor(
             lambda: counters.accepted + sum(counters.rejected.values()) == 10
         )
         self.assertEqual(
@@ -530,7 +529,7 @@ class RealConnectionTests(TestCase):
         )
         for client in clients:
             client.close()
-        yield waitUntil(lambda: counters.current == 0)
+        yield waitUntilOnReactor(lambda: counters.current == 0)
         again = socket.create_connection(("127.0.0.1", bound.address.port))
         self.addCleanup(again.close)
         again.sendall(b"hi")
@@ -554,7 +553,7 @@ class RealConnectionTests(TestCase):
             client.sendall(b"\x16\x03\x01 not really a hello")
             received = yield receive(client, 1)
             self.assertEqual(received, b"")
-            yield waitUntil(lambda: counters.rejected == {"access": 1})
+            yield waitUntilOnReactor(lambda: counters.rejected == {"access": 1})
         self.assertEqual(
             (counters.accepted, counters.tlsHandshakeFailures, counters.bytesReceived),
             (0, 0, 0),
@@ -711,7 +710,7 @@ class ProxyProtocolPortTests(TestCase):
                     expected=5,
                 ),
             )
-            yield waitUntil(lambda: counters.closed == 1)
+            yield waitUntilOnReactor(lambda: counters.closed == 1)
         self.assertEqual(received, b"hello")
         self.assertEqual(counters.bytesReceived, 5)
         [line] = [e["line"] for e in events if "line" in e]
@@ -755,7 +754,7 @@ class ProxyProtocolPortTests(TestCase):
                     V2_IPV4, b"secret", optionsForClientTLS("localhost", trust), 6
                 ),
             )
-            yield waitUntil(lambda: counters.closed == 1)
+            yield waitUntilOnReactor(lambda: counters.closed == 1)
         self.assertEqual(received, b"secret")
         [line] = [e["line"] for e in events if "line" in e]
         self.assertIn(" echo 203.0.113.9:6666 closed", line)
@@ -776,7 +775,7 @@ class ProxyProtocolPortTests(TestCase):
             service, ProxyClient(b"PROXY TCP4 203.0.113.7 10.0.0.1 5555 7000\r\n", b"x")
         )
         self.assertEqual(received, b"")
-        yield waitUntil(lambda: counters.rejected == {"proxy_protocol": 1})
+        yield waitUntilOnReactor(lambda: counters.rejected == {"proxy_protocol": 1})
 
     @inlineCallbacks
     def test_malformedHeader(self):
@@ -793,7 +792,7 @@ class ProxyProtocolPortTests(TestCase):
             service, ProxyClient(b"GET / HTTP/1.0\r\n\r\n", b"")
         )
         self.assertEqual(received, b"")
-        yield waitUntil(lambda: counters.rejected == {"proxy_protocol": 1})
+        yield waitUntilOnReactor(lambda: counters.rejected == {"proxy_protocol": 1})
         self.assertEqual(counters.accepted, 0)
 
 

@@ -149,6 +149,31 @@ class WaitUntilTests(SynchronousTestCase):
             waitUntil(readyNever, 0.01, what="the daemon to start")
         self.assertIn("for the daemon to start,", str(caught.exception))
 
+    def test_accept(self):
+        """
+        With C{accept}, the first result it accepts ends the wait and is
+        returned, even a false one.
+        """
+        results = iter([[3, 4], [4], [], [5]])
+        self.assertEqual(
+            waitUntil(lambda: next(results), accept=lambda left: not left), []
+        )
+        self.assertEqual(next(results), [5])
+
+    def test_acceptTimesOut(self):
+        """
+        With C{accept}, the failure names the predicate and C{accept}, and
+        shows the predicate's last result.
+        """
+        with self.assertRaises(WaitTimeout) as caught:
+            waitUntil(lambda: [7], 0.05, accept=lambda left: not left)
+        self.assertRegex(
+            str(caught.exception),
+            r"^waited 0.05 s for \[7\] \(at tests/test_support.py:\d+\) to "
+            r"satisfy not left \(at tests/test_support.py:\d+\), in vain: "
+            r"\d+ checks, the last gave \[7\]$",
+        )
+
     def test_predicateRaises(self):
         """
         An exception from the predicate ends the wait with it.
@@ -239,6 +264,20 @@ class WaitUntilOnReactorTests(SynchronousTestCase):
             "waited 1 s for the port to close, in vain: 4 checks, the last gave None",
         )
         self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_accept(self):
+        """
+        With C{accept}, the Deferred fires with the first result it
+        accepts, even a false one.
+        """
+        clock = Clock()
+        results = iter([1, 0, 2])
+        waiting = waitUntilOnReactor(
+            lambda: next(results), accept=lambda n: n == 0, interval=1, clock=clock
+        )
+        self.assertNoResult(waiting)
+        clock.advance(1)
+        self.assertEqual(self.successResultOf(waiting), 0)
 
     def test_predicateRaises(self):
         """
