@@ -288,6 +288,25 @@ class TwoWorkersTests(SynchronousTestCase):
         pids = {w["pid"] for w in self.port(name)["workers"]}
         self.assertNotIn(victim, pids)
 
+    def assertNotServed(self, port: int) -> None:
+        """
+        A new client of C{port} is not served: refused, reset, or (the main
+        process holds the shared socket until the workers exit, so the
+        kernel may still complete the handshake) no echo within a second.
+        """
+        try:
+            late = connect(port)
+        except ConnectionRefusedError:
+            return
+        with late:
+            late.settimeout(1)
+            try:
+                late.sendall(b"late")
+                answer = late.recv(4)
+            except (TimeoutError, ConnectionResetError, BrokenPipeError):
+                return
+        self.assertEqual(answer, b"", "a worker still accepts while draining")
+
     def test_sigtermDrains(self):
         """
         SIGTERM: the workers stop listening and finish their connections;
@@ -299,6 +318,10 @@ class TwoWorkersTests(SynchronousTestCase):
             self.assertTrue(echoes(client, b"open"))
         self.daemon.process.send_signal(signal.SIGTERM)
         self.daemon.waitFor(r"worker \d: draining \d+ open connections")
+        self.daemon.waitFor(
+            rf"worker \d: stopped listening on tcp:127\.0\.0\.1:{self.echo}$", 2
+        )
+        self.assertNotServed(self.echo)
         for client in clients:
             self.assertTrue(echoes(client, b"finishing"))
         self.assertIsNone(self.daemon.process.poll())
