@@ -452,6 +452,12 @@ class TimeoutTests(SynchronousTestCase):
         clock = Clock()
         factory = wrapped(Policy(idleTimeout=8.0, maxDuration=60.0), clock)
         protocol, transport = self.connect(factory)
+        # Both timers run while the connection is open (the idle one checks
+        # every quarter of idle_timeout), so their absence afterwards is the
+        # close's doing.
+        self.assertEqual(
+            sorted(call.getTime() for call in clock.getDelayedCalls()), [2.0, 60.0]
+        )
         transport.loseConnection()
         self.assertEqual(clock.getDelayedCalls(), [])
 
@@ -771,11 +777,23 @@ class ProxyProtocolPortTests(TestCase):
             proxyProtocolFrom=(ipaddress.ip_network("192.0.2.0/24"),),
         )
         counters = service.boundPorts()[0].counters
-        received = yield self.connect(
-            service, ProxyClient(b"PROXY TCP4 203.0.113.7 10.0.0.1 5555 7000\r\n", b"x")
+        # The client sends nothing: only a refusal at connection time closes
+        # it before the header timeout (10 s), and counts proxy_protocol
+        # rather than timeout.
+        client = ProxyClient(b"", b"")
+        port = service.boundPorts()[0].address.port
+        yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
+            Factory.forProtocol(lambda: client)
         )
-        self.assertEqual(received, b"")
-        yield waitUntilOnReactor(lambda: counters.rejected == {"proxy_protocol": 1})
+        yield waitUntilOnReactor(
+            lambda: client.done.called,
+            5,
+            what="the untrusted sender to be closed before sending a header",
+        )
+        self.assertEqual(client.received, b"")
+        self.assertEqual(
+            (counters.accepted, counters.rejected), (0, {"proxy_protocol": 1})
+        )
 
     @inlineCallbacks
     def test_malformedHeader(self):
