@@ -20,7 +20,7 @@ from twisted.trial.unittest import TestCase
 from multiport.config import Config, Defaults
 from multiport.service import PortsService
 from multiport.status.api import MAX_BODY
-from tests.support import HANDLERS, busyPort, configFor
+from tests.support import HANDLERS, busyPort, configFor, waitUntilOnReactor
 from tests.test_live import Holder, freePort
 from tests.test_status import Response, parseResponse
 
@@ -97,14 +97,12 @@ class APITests(TestCase):
 
     @inlineCallbacks
     def echoes(self, port: int, data: bytes = b"hi"):
-        from tests.test_endtoend import waitUntil
-
         client = Holder()
         protocol = yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
             Factory.forProtocol(lambda: client)
         )
         protocol.transport.write(data)
-        yield waitUntil(lambda: client.received == data)
+        yield waitUntilOnReactor(lambda: client.received == data)
         protocol.transport.loseConnection()
         yield client.lost
 

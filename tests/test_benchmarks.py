@@ -21,7 +21,6 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
 from unittest import SkipTest
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -39,8 +38,7 @@ from benchmarks import (
 )
 from benchmarks.measure import Sample
 from benchmarks.scenarios import Scenario, Series, Settings
-
-_T = TypeVar("_T")
+from tests.support import waitUntil
 
 PYTHON = sys.executable
 
@@ -108,21 +106,6 @@ def requireTools(*names: str) -> None:
             raise SkipTest(f"{name} is not installed: {tools.INSTALL[name]}")
 
 
-def eventually(
-    probe: Callable[[], _T], done: Callable[[_T], bool], timeout: float = 10
-) -> _T:
-    """
-    Call C{probe} until C{done} holds for its result, for C{timeout} seconds
-    at most; its last result.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if done(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(0.02)
-
-
 def state(pid: int) -> str | None:
     """
     The state letter of process C{pid} (C{None} if there is none).
@@ -148,12 +131,12 @@ def liveSession(leader: int) -> list[int]:
     return [pid for pid in processes.sessionPids(leader) if alive(pid)]
 
 
-def sessionEnded(leader: int, timeout: float = 10) -> list[int]:
+def waitSessionEnded(leader: int, timeout: float = 10) -> None:
     """
-    The processes of C{leader}'s session still running after up to
-    C{timeout} seconds to end (killed processes take a moment).
+    Wait up to C{timeout} seconds for every process of C{leader}'s session
+    to end (killed processes take a moment); fail naming those left.
     """
-    return eventually(lambda: liveSession(leader), lambda pids: not pids, timeout)
+    waitUntil(lambda: liveSession(leader), timeout, accept=lambda pids: not pids)
 
 
 def killSession(leader: int) -> None:
@@ -1123,12 +1106,11 @@ class LoadgenTests(SynchronousTestCase):
         before = self.server.openFiles()
         holder = measure.Holder([self.port], 50)
         self.addCleanup(holder.close)
-        held = eventually(self.server.openFiles, lambda n: n >= before + 50)
-        self.assertGreaterEqual(held, before + 50)
+        waitUntil(self.server.openFiles, 10, accept=lambda n: n >= before + 50)
         self.assertEqual((holder.result["ops"], holder.result["errors"]), (50, 0))
         holder.close()
         self.assertEqual(holder.process.returncode, 0)
-        self.assertEqual(eventually(self.server.openFiles, before.__eq__), before)
+        waitUntil(self.server.openFiles, 10, accept=lambda n: n == before)
 
     def test_refused(self) -> None:
         """
@@ -1175,8 +1157,7 @@ class StreamTests(SynchronousTestCase):
         before = self.sink.openFiles()
         holder = measure.Holder([self.port], 100)
         self.addCleanup(holder.close)
-        held = eventually(self.sink.openFiles, lambda n: n >= before + 100)
-        self.assertGreaterEqual(held, before + 100)
+        waitUntil(self.sink.openFiles, 10, accept=lambda n: n >= before + 100)
         self.assertEqual(holder.result["errors"], 0)
 
     def test_sinkPinned(self) -> None:
@@ -1225,8 +1206,10 @@ class ProcessesTests(SynchronousTestCase):
         its session.
         """
         process = self.start(["sh", "-c", script])
-        running = eventually(
-            lambda: liveSession(process.pid), lambda pids: len(pids) >= members
+        running = waitUntil(
+            lambda: liveSession(process.pid),
+            10,
+            accept=lambda pids: len(pids) >= members,
         )
         self.assertEqual(len(running), members)
         return process
@@ -1277,7 +1260,7 @@ class ProcessesTests(SynchronousTestCase):
             (process.returncode, state(process.pid), process.pid in processes._RUNNING),
             (-signal.SIGTERM, None, False),
         )
-        self.assertEqual(sessionEnded(process.pid), [])
+        waitSessionEnded(process.pid)
 
     def test_stopChildren(self) -> None:
         """
@@ -1286,20 +1269,20 @@ class ProcessesTests(SynchronousTestCase):
         process = self.startFamily("sleep 300 & sleep 300", 3)
         processes.stop(process)
         self.assertEqual(state(process.pid), None)
-        self.assertEqual(sessionEnded(process.pid), [])
+        waitSessionEnded(process.pid)
 
     def test_stopOrphans(self) -> None:
         """
         Stopping a server that has exited ends the children it left behind.
         """
         process = self.start(["sh", "-c", "sleep 300 & sleep 300 & exit 0"])
-        orphans = eventually(
+        waitUntil(
             lambda: liveSession(process.pid),
-            lambda pids: len(pids) == 2 and process.pid not in pids,
+            10,
+            accept=lambda pids: len(pids) == 2 and process.pid not in pids,
         )
-        self.assertEqual((len(orphans), process.pid in orphans), (2, False))
         processes.stop(process)
-        self.assertEqual(sessionEnded(process.pid), [])
+        waitSessionEnded(process.pid)
 
     def test_stopChildGroups(self) -> None:
         """
@@ -1315,12 +1298,12 @@ class ProcessesTests(SynchronousTestCase):
                 "time.sleep(300)",
             ]
         )
-        running = eventually(
-            lambda: liveSession(process.pid), lambda pids: len(pids) >= 2
+        running = waitUntil(
+            lambda: liveSession(process.pid), 10, accept=lambda pids: len(pids) >= 2
         )
         self.assertEqual(len(running), 2)
         processes.stop(process)
-        self.assertEqual(sessionEnded(process.pid, timeout=2), [])
+        waitSessionEnded(process.pid, timeout=2)
 
     def test_stopKills(self) -> None:
         """
@@ -1331,7 +1314,7 @@ class ProcessesTests(SynchronousTestCase):
         processes.stop(process, timeout=0.5)
         self.assertEqual(process.returncode, -signal.SIGKILL)
         self.assertLess(time.monotonic() - started, 5)
-        self.assertEqual(sessionEnded(process.pid), [])
+        waitSessionEnded(process.pid)
 
     def test_stopAll(self) -> None:
         """
@@ -1397,8 +1380,7 @@ class ProcessesTests(SynchronousTestCase):
                 "time.sleep(300)",
             ]
         )
-        used = eventually(lambda: processes.cpuSeconds(process.pid), lambda t: t >= 0.3)
-        self.assertGreaterEqual(used, 0.3)
+        waitUntil(lambda: processes.cpuSeconds(process.pid) >= 0.3, 10)
         self.assertGreaterEqual(processes.bytesRead(process.pid), 3_000_000)
 
     def test_memoryAndFiles(self) -> None:
@@ -1420,8 +1402,7 @@ class ProcessesTests(SynchronousTestCase):
 
         # A process that has just started may still be growing between the
         # two readings: compare readings taken while it holds still.
-        ours, theirs = eventually(measured, lambda pair: pair[0] == pair[1])
-        self.assertEqual(ours, theirs)
+        ours, theirs = waitUntil(measured, 10, accept=lambda pair: pair[0] == pair[1])
         self.assertGreater(theirs[0], 0)
 
 
@@ -1760,9 +1741,11 @@ class CommandLineTests(SynchronousTestCase):
         """
         self.assertEqual((len(self.leaders), processes._RUNNING), (servers, {}))
         self.assertEqual(
-            [(pid, state(pid), sessionEnded(pid)) for pid in self.leaders],
-            [(pid, None, []) for pid in self.leaders],
+            [(pid, state(pid)) for pid in self.leaders],
+            [(pid, None) for pid in self.leaders],
         )
+        for leader in self.leaders:
+            waitSessionEnded(leader)
         self.assertEqual(liveChildren(), children)
 
     def resultsFile(self, scenario: str) -> dict[str, object]:

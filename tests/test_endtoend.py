@@ -26,7 +26,13 @@ from multiport.handlers.registry import findHandlers
 from multiport.handlers.simple import Chargen
 from multiport.service import PortsService
 from multiport.tls import ensureSelfSigned
-from tests.support import GREET_PLUGIN, HANDLERS, configFor, installPlugin
+from tests.support import (
+    GREET_PLUGIN,
+    HANDLERS,
+    configFor,
+    installPlugin,
+    waitUntilOnReactor,
+)
 
 
 class Collector(Protocol):
@@ -53,18 +59,6 @@ class Collector(Protocol):
     def connectionLost(self, reason: object = None) -> None:
         if not self.done.called:
             self.done.callback(self.received)
-
-
-@inlineCallbacks
-def waitUntil(predicate, turns: int = 2000):
-    """
-    Let the reactor turn until C{predicate()} holds, at most C{turns} times.
-    """
-    for _ in range(turns):
-        if predicate():
-            return
-        yield deferLater(reactor, 0.005, lambda: None)
-    raise AssertionError(f"{predicate} never held")
 
 
 class EndToEndTests(TestCase):
@@ -117,7 +111,7 @@ class EndToEndTests(TestCase):
         received = yield self.exchange(self.endpoint(service, 0), payload, len(payload))
         self.assertEqual(received, payload)
         counters = service.boundPorts()[0].counters
-        yield waitUntil(lambda: counters.closed == 1)
+        yield waitUntilOnReactor(lambda: counters.closed == 1)
         self.assertEqual(
             (
                 counters.accepted,
@@ -149,11 +143,11 @@ class EndToEndTests(TestCase):
         client = Collector()
         yield self.endpoint(service, 0).connect(Factory.forProtocol(lambda: client))
         counters = service.boundPorts()[0].counters
-        yield waitUntil(lambda: counters.current == 1)
+        yield waitUntilOnReactor(lambda: counters.current == 1)
         self.assertEqual((counters.accepted, counters.bytesReceived), (1, 0))
         client.transport.loseConnection()
         yield client.done
-        yield waitUntil(lambda: counters.closed == 1)
+        yield waitUntilOnReactor(lambda: counters.closed == 1)
 
     @inlineCallbacks
     def test_daytime(self):
@@ -180,7 +174,7 @@ class EndToEndTests(TestCase):
             Factory.forProtocol(lambda: client)
         )
         counters = service.boundPorts()[1].counters
-        yield waitUntil(lambda: counters.bytesReceived == 7)
+        yield waitUntilOnReactor(lambda: counters.bytesReceived == 7)
         protocol.transport.loseConnection()
         received = yield client.done
         self.assertEqual(received, b"")
@@ -229,10 +223,10 @@ class EndToEndTests(TestCase):
         client.transport.pauseProducing()
         port = list(service)[0]
         counters = port.factory.counters
-        yield waitUntil(lambda: len(port.factory.protocols) == 1)
+        yield waitUntilOnReactor(lambda: len(port.factory.protocols) == 1)
         [server] = list(port.factory.protocols)
         transport = server.transport
-        yield waitUntil(lambda: transport.producerPaused)
+        yield waitUntilOnReactor(lambda: transport.producerPaused)
         limit = transport.bufferSize + len(Chargen.chunk)
         for _ in range(100):
             buffered = len(transport.dataBuffer) + sum(
@@ -244,7 +238,7 @@ class EndToEndTests(TestCase):
         # The rest sits in the kernel's socket buffers, which it bounds.
         self.assertLess(sent, 64 * 1024 * 1024)
         client.transport.resumeProducing()
-        yield waitUntil(lambda: counters.bytesSent > sent + 1024 * 1024)
+        yield waitUntilOnReactor(lambda: counters.bytesSent > sent + 1024 * 1024)
         client.transport.loseConnection()
         yield client.done
 

@@ -16,6 +16,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from multiport.config import Config, Defaults, TLSConfig
@@ -24,8 +25,7 @@ from multiport.live import loadCertificates
 from multiport.policies import Policy
 from multiport.service import Plan, PortsService, ReconcileError, overlaps
 from multiport.tls import ensureSelfSigned
-from tests.support import HANDLERS, busyPort, configFor
-from tests.test_endtoend import waitUntil
+from tests.support import HANDLERS, busyPort, configFor, waitUntilOnReactor
 
 
 def freePort() -> int:
@@ -190,7 +190,7 @@ class LiveTests(TestCase):
     def echoes(self, client: Holder, data: bytes):
         before = len(client.received)
         client.transport.write(data)
-        yield waitUntil(lambda: len(client.received) >= before + len(data))
+        yield waitUntilOnReactor(lambda: len(client.received) >= before + len(data))
         self.assertEqual(client.received[before:], data)
 
     @inlineCallbacks
@@ -235,21 +235,40 @@ class LiveTests(TestCase):
         self.assertEqual(status.counters["connections"]["current"], 1)
         client.transport.loseConnection()
         yield client.lost
-        yield waitUntil(lambda: not service.draining)
+        yield waitUntilOnReactor(lambda: not service.draining)
         self.assertEqual([s.name for s in service.portStatus()], [f"tcp:127.0.0.1:{a}"])
 
     @inlineCallbacks
     def test_drainTimeout(self):
         """
-        Connections still open after the port's drain timeout are closed.
+        Connections still open after the port's drain timeout are closed:
+        served until then, closed by the daemon soon after it.
         """
+        timeout = 0.5
         a = freePort()
         service = self.start(f"127.0.0.1:{a}=echo")
-        self.apply(service, self.config(f"127.0.0.1:{a}=echo", drainTimeout=0.2))
+        self.apply(service, self.config(f"127.0.0.1:{a}=echo", drainTimeout=timeout))
         client = yield self.connect(a)
-        self.apply(service, self.config(""))
-        yield client.lost
-        yield waitUntil(lambda: not service.draining)
+        with capturedLogs() as events:
+            removed = reactor.seconds()
+            self.apply(service, self.config(""))
+            client.transport.write(b"draining")
+            yield waitUntilOnReactor(
+                lambda: client.received == b"draining" or client.lost.called
+            )
+            self.assertEqual(client.received, b"draining")
+            self.assertFalse(client.lost.called, "closed before the drain timeout")
+            # Far below the default drain timeout (30 s), far above this one.
+            yield waitUntilOnReactor(
+                lambda: client.lost.called,
+                5,
+                what=f"the drain timeout ({timeout} s) to close the connection",
+            )
+            elapsed = reactor.seconds() - removed
+            yield waitUntilOnReactor(lambda: not service.draining)
+        self.assertGreaterEqual(elapsed, timeout)
+        [closed] = [e for e in events if e.get("reason") is not None]
+        self.assertEqual(closed["reason"], "drain")
 
     @inlineCallbacks
     def test_changeInPlace(self):
@@ -421,7 +440,7 @@ class CertificateTests(TestCase):
         )
         protocol = yield endpoint.connect(Factory.forProtocol(lambda: client))
         protocol.transport.write(b"x")
-        yield waitUntil(lambda: client.received == b"x")
+        yield waitUntilOnReactor(lambda: client.received == b"x")
         der = (
             protocol.transport.getPeerCertificate()
             .to_cryptography()

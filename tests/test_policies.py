@@ -41,8 +41,7 @@ from multiport.policies import (
 from multiport.port import PortFactory
 from multiport.portspec import parsePorts
 from multiport.service import PortsService
-from tests.support import HANDLERS
-from tests.test_endtoend import waitUntil
+from tests.support import HANDLERS, waitUntilOnReactor
 
 
 def v4(host: str, port: int = 40000) -> IPv4Address:
@@ -493,6 +492,12 @@ class TimeoutTests(SynchronousTestCase):
         clock = Clock()
         factory = wrapped(Policy(idleTimeout=8.0, maxDuration=60.0), clock)
         protocol, transport = self.connect(factory)
+        # Both timers run while the connection is open (the idle one checks
+        # every quarter of idle_timeout), so their absence afterwards is the
+        # close's doing.
+        self.assertEqual(
+            sorted(call.getTime() for call in clock.getDelayedCalls()), [2.0, 60.0]
+        )
         transport.loseConnection()
         self.assertEqual(clock.getDelayedCalls(), [])
 
@@ -521,7 +526,7 @@ def receive(client: socket.socket, expected: int):
         chunks.append(data)
         return sum(map(len, chunks)) >= expected
 
-    yield waitUntil(ready)
+    yield waitUntilOnReactor(ready)
     return b"".join(chunks)
 
 
@@ -562,7 +567,7 @@ class RealConnectionTests(TestCase):
             for _ in range(10)
         ]
         self.addCleanup(lambda: [c.close() for c in clients])
-        yield waitUntil(
+        yield waitUntilOnReactor(
             lambda: counters.accepted + sum(counters.rejected.values()) == 10
         )
         self.assertEqual(
@@ -570,7 +575,7 @@ class RealConnectionTests(TestCase):
         )
         for client in clients:
             client.close()
-        yield waitUntil(lambda: counters.current == 0)
+        yield waitUntilOnReactor(lambda: counters.current == 0)
         again = socket.create_connection(("127.0.0.1", bound.address.port))
         self.addCleanup(again.close)
         again.sendall(b"hi")
@@ -594,7 +599,7 @@ class RealConnectionTests(TestCase):
             client.sendall(b"\x16\x03\x01 not really a hello")
             received = yield receive(client, 1)
             self.assertEqual(received, b"")
-            yield waitUntil(lambda: counters.rejected == {"access": 1})
+            yield waitUntilOnReactor(lambda: counters.rejected == {"access": 1})
         self.assertEqual(
             (counters.accepted, counters.tlsHandshakeFailures, counters.bytesReceived),
             (0, 0, 0),
@@ -751,7 +756,7 @@ class ProxyProtocolPortTests(TestCase):
                     expected=5,
                 ),
             )
-            yield waitUntil(lambda: counters.closed == 1)
+            yield waitUntilOnReactor(lambda: counters.closed == 1)
         self.assertEqual(received, b"hello")
         self.assertEqual(counters.bytesReceived, 5)
         [line] = [e["line"] for e in events if "line" in e]
@@ -795,7 +800,7 @@ class ProxyProtocolPortTests(TestCase):
                     V2_IPV4, b"secret", optionsForClientTLS("localhost", trust), 6
                 ),
             )
-            yield waitUntil(lambda: counters.closed == 1)
+            yield waitUntilOnReactor(lambda: counters.closed == 1)
         self.assertEqual(received, b"secret")
         [line] = [e["line"] for e in events if "line" in e]
         self.assertIn(" echo 203.0.113.9:6666 closed", line)
@@ -812,11 +817,23 @@ class ProxyProtocolPortTests(TestCase):
             proxyProtocolFrom=(ipaddress.ip_network("192.0.2.0/24"),),
         )
         counters = service.boundPorts()[0].counters
-        received = yield self.connect(
-            service, ProxyClient(b"PROXY TCP4 203.0.113.7 10.0.0.1 5555 7000\r\n", b"x")
+        # The client sends nothing: only a refusal at connection time closes
+        # it before the header timeout (10 s), and counts proxy_protocol
+        # rather than timeout.
+        client = ProxyClient(b"", b"")
+        port = service.boundPorts()[0].address.port
+        yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
+            Factory.forProtocol(lambda: client)
         )
-        self.assertEqual(received, b"")
-        yield waitUntil(lambda: counters.rejected == {"proxy_protocol": 1})
+        yield waitUntilOnReactor(
+            lambda: client.done.called,
+            5,
+            what="the untrusted sender to be closed before sending a header",
+        )
+        self.assertEqual(client.received, b"")
+        self.assertEqual(
+            (counters.accepted, counters.rejected), (0, {"proxy_protocol": 1})
+        )
 
     @inlineCallbacks
     def test_malformedHeader(self):
@@ -833,7 +850,7 @@ class ProxyProtocolPortTests(TestCase):
             service, ProxyClient(b"GET / HTTP/1.0\r\n\r\n", b"")
         )
         self.assertEqual(received, b"")
-        yield waitUntil(lambda: counters.rejected == {"proxy_protocol": 1})
+        yield waitUntilOnReactor(lambda: counters.rejected == {"proxy_protocol": 1})
         self.assertEqual(counters.accepted, 0)
 
 

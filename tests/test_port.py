@@ -22,8 +22,8 @@ from multiport.handlers import Handler
 from multiport.portspec import parsePorts
 from multiport.service import PortsService
 from multiport.tls import ensureSelfSigned
-from tests.support import DEFAULTS, HANDLERS
-from tests.test_endtoend import Collector, waitUntil
+from tests.support import DEFAULTS, HANDLERS, waitUntilOnReactor
+from tests.test_endtoend import Collector
 
 
 class Explode(Protocol):
@@ -103,7 +103,7 @@ class WrapperTests(TestCase):
         counters = service.boundPorts()[0].counters
         with capturedLogs() as events:
             yield self.exchange(self.port(service), b"x" * 10, 10)
-            yield waitUntil(lambda: counters.closed == 1)
+            yield waitUntilOnReactor(lambda: counters.closed == 1)
         [line] = connectionLines(events)
         name = service.boundPorts()[0].name
         self.assertRegex(
@@ -121,7 +121,7 @@ class WrapperTests(TestCase):
         counters = service.boundPorts()[0].counters
         with capturedLogs() as events:
             yield self.exchange(self.port(service), b"x", 1)
-            yield waitUntil(lambda: counters.closed == 1)
+            yield waitUntilOnReactor(lambda: counters.closed == 1)
         self.assertEqual(connectionLines(events), [])
 
     @inlineCallbacks
@@ -134,12 +134,12 @@ class WrapperTests(TestCase):
         with capturedLogs() as events:
             client = socket.create_connection(("127.0.0.1", self.port(service)))
             client.sendall(b"abc")
-            yield waitUntil(lambda: counters.bytesReceived == 3)
+            yield waitUntilOnReactor(lambda: counters.bytesReceived == 3)
             client.setsockopt(
                 socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
             )
             client.close()
-            yield waitUntil(lambda: counters.closed == 1)
+            yield waitUntilOnReactor(lambda: counters.closed == 1)
         self.assertEqual((counters.accepted, counters.current), (1, 0))
         [line] = connectionLines(events)
         self.assertIn("closed reset", line)
@@ -155,7 +155,7 @@ class WrapperTests(TestCase):
         with capturedLogs() as events:
             yield self.exchange(self.port(service), b"x")
             yield self.exchange(self.port(service), b"y")
-            yield waitUntil(lambda: counters.closed == 2)
+            yield waitUntilOnReactor(lambda: counters.closed == 2)
         self.assertEqual((counters.protocolErrors, counters.accepted), (2, 2))
         failures = [e for e in events if "log_failure" in e]
         self.assertEqual(len(failures), 2)
@@ -176,7 +176,7 @@ class WrapperTests(TestCase):
         counters = service.boundPorts()[0].counters
         with capturedLogs() as events:
             yield self.exchange(self.port(service), b"")
-            yield waitUntil(lambda: counters.closed == 1)
+            yield waitUntilOnReactor(lambda: counters.closed == 1)
         self.assertEqual(counters.protocolErrors, 1)
         [failure] = [e for e in events if "log_failure" in e]
         self.assertEqual(failure["where"], "connectionMade")
@@ -193,10 +193,10 @@ class WrapperTests(TestCase):
         port = self.port(service)
         probe = socket.create_connection(("127.0.0.1", port))
         probe.close()
-        yield waitUntil(lambda: counters.closed == 1)
+        yield waitUntilOnReactor(lambda: counters.closed == 1)
         self.assertEqual(counters.tlsHandshakeFailures, 0)
         yield self.exchange(port, b"GET / HTTP/1.0\r\n\r\n" * 4)
-        yield waitUntil(lambda: counters.closed == 2)
+        yield waitUntilOnReactor(lambda: counters.closed == 2)
         self.assertEqual(counters.tlsHandshakeFailures, 1)
         self.assertEqual(counters.bytesReceived, 0)
 
@@ -240,11 +240,11 @@ class ExactCountTests(TestCase):
         self.assertEqual([len(r) for r in received], [size] * (2 * count))
         reset = socket.create_connection(("127.0.0.1", plain.address.port))
         reset.sendall(b"12345")
-        yield waitUntil(lambda: plain.counters.bytesSent == count * size + 5)
+        yield waitUntilOnReactor(lambda: plain.counters.bytesSent == count * size + 5)
         reset.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         reset.close()
-        yield waitUntil(lambda: plain.counters.closed == count + 1)
-        yield waitUntil(lambda: tls.counters.closed == count)
+        yield waitUntilOnReactor(lambda: plain.counters.closed == count + 1)
+        yield waitUntilOnReactor(lambda: tls.counters.closed == count)
         self.assertEqual(
             [
                 (c.accepted, c.closed, c.current, c.bytesReceived, c.bytesSent)

@@ -35,8 +35,8 @@ from multiport.handlers.simple import Echo
 from multiport.portspec import parsePortItem
 from multiport.service import PortsService
 from multiport.tls import ensureSelfSigned
-from tests.support import HANDLERS, Daemon
-from tests.test_endtoend import Collector, waitUntil
+from tests.support import HANDLERS, Daemon, waitUntilOnReactor
+from tests.test_endtoend import Collector
 
 
 class OptionTests(SynchronousTestCase):
@@ -180,7 +180,7 @@ class RelayMixin:
         received = yield client.done
         # The relay passes the client's end of file to the upstream first;
         # its side closes a few turns later.
-        yield waitUntil(lambda: bound.counters.current == 0)
+        yield waitUntilOnReactor(lambda: bound.counters.current == 0)
         return received
 
 
@@ -244,7 +244,7 @@ class RelayTests(RelayMixin, TestCase):
         received = yield self.exchange(service, b"hello", 5)
         self.assertEqual(received, b"")
         context = list(service)[0].factory.handlerContext
-        yield waitUntil(lambda: context.counters.value("no_upstream") == 1)
+        yield waitUntilOnReactor(lambda: context.counters.value("no_upstream") == 1)
 
 
 class Recorder(Protocol):
@@ -365,7 +365,7 @@ class UpstreamFeaturesTests(RelayMixin, TestCase):
             connected = yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
                 Factory.forProtocol(lambda c=client: c)
             )
-            yield waitUntil(
+            yield waitUntilOnReactor(
                 lambda f=factory: (
                     f.connections and b"hello" in b"".join(f.connections[0].received)
                 )
@@ -451,7 +451,7 @@ class HalfCloseTests(RelayMixin, TestCase):
         )
         received = yield client.done
         self.assertEqual(received, b"question bye")
-        yield waitUntil(lambda: bound.counters.current == 0)
+        yield waitUntilOnReactor(lambda: bound.counters.current == 0)
 
     @inlineCallbacks
     def test_upstreamHalfClose(self):
@@ -475,10 +475,10 @@ class HalfCloseTests(RelayMixin, TestCase):
         yield TCP4ClientEndpoint(reactor, "127.0.0.1", bound.address.port).connect(
             Factory.forProtocol(lambda: client)
         )
-        yield waitUntil(lambda: len(upstreams) == 1)
+        yield waitUntilOnReactor(lambda: len(upstreams) == 1)
         received = yield upstreams[0].done
         self.assertEqual(received, b"question bye")
-        yield waitUntil(lambda: bound.counters.current == 0)
+        yield waitUntilOnReactor(lambda: bound.counters.current == 0)
 
 
 class Talker(Protocol):
@@ -545,11 +545,11 @@ class IntegrityTests(RelayMixin, TestCase):
         client = Talker(toUpstream, len(toClient))
         yield endpoint.connect(Factory.forProtocol(lambda: client))
         atClient = yield client.done
-        yield waitUntil(lambda: len(upstreams) == 1)
+        yield waitUntilOnReactor(lambda: len(upstreams) == 1)
         atUpstream = yield upstreams[0].done
         self.assertEqual(digest(atClient), digest(toClient))
         self.assertEqual(digest(atUpstream), digest(toUpstream))
-        yield waitUntil(lambda: bound.counters.current == 0)
+        yield waitUntilOnReactor(lambda: bound.counters.current == 0)
         self.assertEqual(bound.counters.bytesReceived, len(toUpstream))
         self.assertEqual(bound.counters.bytesSent, len(toClient))
         context = list(service)[0].factory.handlerContext
@@ -624,7 +624,7 @@ class FaultTests(RelayMixin, TestCase):
     @inlineCallbacks
     def assertNothingLeft(self, service: PortsService):
         bound = service.boundPorts()[0]
-        yield waitUntil(lambda: bound.counters.current == 0)
+        yield waitUntilOnReactor(lambda: bound.counters.current == 0)
         pool = list(service)[0].factory.handlerContext
         factory = list(service)[0].factory
         self.assertEqual(bound.counters.accepted, bound.counters.closed)
@@ -643,7 +643,7 @@ class FaultTests(RelayMixin, TestCase):
         connected = yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
             Factory.forProtocol(lambda: client)
         )
-        yield waitUntil(
+        yield waitUntilOnReactor(
             lambda: factory.connections and factory.connections[0].got == 13
         )
         connected.transport.loseConnection()
@@ -680,7 +680,9 @@ class FaultTests(RelayMixin, TestCase):
         connected = yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
             Factory.forProtocol(lambda: client)
         )
-        yield waitUntil(lambda: factory.connections and factory.connections[0].got > 0)
+        yield waitUntilOnReactor(
+            lambda: factory.connections and factory.connections[0].got > 0
+        )
         connected.transport.abortConnection()
         yield client.done
         yield factory.connections[0].lost
@@ -763,6 +765,8 @@ class FlowControlTests(SynchronousTestCase):
             got += len(data)
             ahead = got / (100 * MB) - (time.monotonic() - start)
             if ahead > 0:
+                # Pacing a slow reader, not waiting for an event: the
+                # relay must cope with a peer that reads this slowly.
                 time.sleep(ahead)
         return got
 
@@ -838,7 +842,7 @@ class SpliceTests(RelayMixin, TestCase):
         client.connectionMade = lambda: None
         connected = yield endpoint.connect(Factory.forProtocol(lambda: client))
         factory = list(service)[0].factory
-        yield waitUntil(
+        yield waitUntilOnReactor(
             lambda: any(p.wrappedProtocol.upstream for p in factory.protocols)
         )
         [wrapper] = factory.protocols
@@ -846,7 +850,7 @@ class SpliceTests(RelayMixin, TestCase):
         connected.transport.write(b"ping")
         received = yield client.done
         self.assertEqual(received, b"ping")
-        yield waitUntil(lambda: bound.counters.current == 0)
+        yield waitUntilOnReactor(lambda: bound.counters.current == 0)
         return spliced
 
     @inlineCallbacks

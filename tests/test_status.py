@@ -20,7 +20,6 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.plugin import IPlugin
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -43,7 +42,7 @@ from multiport.service import PortsService
 from multiport.status import StatusOptions, status
 from multiport.status.history import LENGTH
 from multiport.status.site import StatusSite
-from tests.support import DEFAULTS, HANDLERS
+from tests.support import DEFAULTS, HANDLERS, waitUntilOnReactor
 
 #: The handlers a daemon with a status port finds.
 STATUS_HANDLERS = {**HANDLERS, "status": status}
@@ -1028,18 +1027,6 @@ class Echoer(Protocol):
         self.done.callback(self.received)
 
 
-@inlineCallbacks
-def waitUntil(predicate, turns: int = 2000):
-    """
-    Let the reactor turn until C{predicate()} holds, at most C{turns} times.
-    """
-    for _ in range(turns):
-        if predicate():
-            return
-        yield deferLater(reactor, 0.005, lambda: None)
-    raise AssertionError(f"{predicate} never held")
-
-
 def startService(testCase: TestCase, ports: str) -> PortsService:
     """
     Start a daemon with a status handler for C{ports} on the real reactor;
@@ -1087,7 +1074,7 @@ def echoTraffic(service: PortsService, connections: int, size: int):
         )
         received = yield client.done
         assert received == client.payload, (len(received), size)
-    yield waitUntil(lambda: closedOn(service, name) == before + connections)
+    yield waitUntilOnReactor(lambda: closedOn(service, name) == before + connections)
 
 
 @inlineCallbacks

@@ -517,15 +517,20 @@ class EnsureSelfSignedTests(_FilesTestCase):
 
     def test_plantedLinkIgnored(self) -> None:
         """
-        A link planted where a temporary file might go is never followed.
+        A link planted at the key's or the certificate's name is replaced
+        by the new file, never written through.
         """
         self.stateDir.mkdir(parents=True)
-        victim = Path(self.mktemp())
-        victim.write_text("untouched")
+        victims = {}
         for name in (SELF_SIGNED_KEY, SELF_SIGNED_CERT):
-            (self.stateDir / f"{name}.new").symlink_to(victim)
+            victim = Path(self.mktemp()).absolute()
+            victim.write_text("untouched")
+            (self.stateDir / name).symlink_to(victim)
+            victims[name] = victim
         ensureSelfSigned(self.stateDir, now=NOW)
-        self.assertEqual(victim.read_text(), "untouched")
+        for name, victim in victims.items():
+            self.assertEqual(victim.read_text(), "untouched", name)
+            self.assertFalse((self.stateDir / name).is_symlink(), name)
 
     def test_unwritableStateDir(self) -> None:
         """

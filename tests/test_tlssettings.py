@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import time
 from pathlib import Path
 
 from twisted.internet.protocol import Factory
@@ -19,7 +20,7 @@ from multiport.counters import PortCounters
 from multiport.handlers.interface import HandlerContext
 from multiport.handlers.simple import Echo
 from multiport.port import PortFactory
-from tests.support import Daemon
+from tests.support import Daemon, accepting, waitUntil
 from tests.test_policies import v4
 from tests.test_twistd import LISTENING
 
@@ -237,13 +238,17 @@ class RealClientTests(SynchronousTestCase):
         A client that connects and never starts its handshake is closed after
         the port's handshake_timeout, and the log says timeout.
         """
+        started = time.monotonic()
         raw = socket.create_connection(("127.0.0.1", self.ports[4]), timeout=15)
         self.addCleanup(raw.close)
         try:
             received = raw.recv(10)
         except ConnectionResetError:  # the daemon aborts: a reset
             received = b""
+        elapsed = time.monotonic() - started
         self.assertEqual(received, b"")
+        # The port's 0.5 s, not the [defaults] 30 s (recv would time out).
+        self.assertGreaterEqual(elapsed, 0.5)
         self.daemon.waitFor(rf"tcp:127\.0\.0\.1:{self.ports[4]} echo .* closed timeout")
 
 
@@ -514,7 +519,6 @@ class OldVersionTests(SynchronousTestCase):
         An openssl s_server that allows only the old version; its port.
         """
         import subprocess
-        import time
 
         from benchmarks.processes import freePorts
 
@@ -541,15 +545,14 @@ class OldVersionTests(SynchronousTestCase):
         )
         self.addCleanup(server.wait)
         self.addCleanup(server.kill)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return port
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        waitUntil(
+            lambda: server.poll() is not None or accepting(port),
+            10,
+            interval=0.05,
+            what=f"openssl s_server to listen on 127.0.0.1:{port}",
+        )
+        self.assertIsNone(server.poll(), "openssl s_server ended")
+        return port
 
     def handshake(self, port: int, context: ssl.SSLContext) -> str | None:
         raw = socket.create_connection(("127.0.0.1", port), timeout=10)

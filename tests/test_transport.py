@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from typing import Any
 
 from twisted.application.reactors import getReactorTypes
@@ -40,6 +40,7 @@ from multiport import transport as fast
 from multiport.handlers.simple import Echo
 from multiport.tls import makeSelfSigned
 from multiport.transport import FastPort, FastServer
+from tests.support import waitUntilOnReactor
 
 #: Smallish kernel buffers on both ends, so Twisted's own buffer fills
 #: soon; not below loopback's segment size (about 64 KB), where TCP stalls.
@@ -54,25 +55,22 @@ def pattern(size: int, seed: int = 0) -> bytes:
     return (block * (size // len(block) + 1))[:size]
 
 
+#: The TCP state (linux/tcp_states.h) of a socket that got a reset.
+TCP_CLOSE = 7
+
+
+def tcpState(connection: socket.socket) -> int:
+    """
+    The kernel's TCP state of C{connection} (the first byte of TCP_INFO).
+    """
+    return connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+
+
 def queued(transport: FastServer) -> int:
     """
     The bytes in Twisted's buffer of C{transport}.
     """
     return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-
-
-def waitUntil(
-    predicate: Callable[[], object], timeout: float = 20.0
-) -> Generator[Deferred[None], None, None]:
-    """
-    Let the reactor turn until C{predicate()} is true (fail after
-    C{timeout} seconds); use with C{yield from} in an inlineCallbacks test.
-    """
-    deadline = reactor.seconds() + timeout  # type: ignore[attr-defined]
-    while not predicate():
-        if reactor.seconds() > deadline:  # type: ignore[attr-defined]
-            raise AssertionError(f"timed out waiting for {predicate}")
-        yield deferLater(reactor, 0.001, lambda: None)  # type: ignore[arg-type]
 
 
 class Server(Protocol):
@@ -173,7 +171,7 @@ class TransportTestsMixin:
         client = client or Client()
         yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
         yield client.made
-        yield from waitUntil(lambda: servers)
+        yield waitUntilOnReactor(lambda: servers)
         server = servers[0]
         yield server.made
         self.addCleanup(self.closeBoth, server, client)
@@ -231,7 +229,7 @@ class FastServerTests(TransportTestsMixin, TestCase):
         self.assertNotIn(server.transport, reactor.getWriters())
         server.transport.writeSequence([b", ", b"world"])
         self.assertEqual(queued(server.transport), 0)
-        yield from waitUntil(lambda: len(client.received) == 12)
+        yield waitUntilOnReactor(lambda: len(client.received) == 12)
         self.assertEqual(bytes(client.received), b"hello, world")
 
     @inlineCallbacks
@@ -375,7 +373,7 @@ class FastServerTests(TransportTestsMixin, TestCase):
         for _ in range(20):
             server.transport.write(b"x" * 100)
         self.assertEqual((paused, queued(server.transport)), ([], 0))
-        yield from waitUntil(lambda: len(client.received) == 2000)
+        yield waitUntilOnReactor(lambda: len(client.received) == 2000)
         server.transport.unregisterProducer()
 
     @inlineCallbacks
@@ -427,7 +425,7 @@ class FastServerTests(TransportTestsMixin, TestCase):
         received = yield client.eof
         self.assertTrue(received == expected, "bytes lost or out of order")
         client.transport.write(b"still open")
-        yield from waitUntil(lambda: server.received == b"still open")
+        yield waitUntilOnReactor(lambda: server.received == b"still open")
         # Written after the half-close: dropped, as by Twisted's.
         server.transport.write(b"dropped")
         client.transport.loseConnection()
@@ -485,7 +483,10 @@ class FastServerTests(TransportTestsMixin, TestCase):
         server.transport.pauseProducing()
         client.transport.abortConnection()
         yield client.lost
-        yield deferLater(reactor, 0.05, lambda: None)
+        yield waitUntilOnReactor(
+            lambda: tcpState(server.transport.socket) == TCP_CLOSE,
+            what="the server's socket to see the reset",
+        )
         server.transport.write(b"into a reset connection")
         server.transport.write(b"and again")
         server.transport.writeSequence([b"and ", b"again"])
@@ -505,7 +506,7 @@ class FastServerTests(TransportTestsMixin, TestCase):
         server.transport.write(b"")
         server.transport.writeSequence([])
         server.transport.write(b"ok")
-        yield from waitUntil(lambda: client.received == b"ok")
+        yield waitUntilOnReactor(lambda: client.received == b"ok")
 
 
 def _tlsOptions() -> tuple[Any, Any]:

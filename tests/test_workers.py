@@ -12,7 +12,7 @@ import json
 import os
 import signal
 import socket
-import time
+from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from multiport.workers import (
     split,
     workerCount,
 )
-from tests.support import Daemon, configFor
+from tests.support import Daemon, configFor, waitUntil
 from tests.test_livedaemon import connect, echoes
 
 
@@ -149,12 +149,15 @@ class PiecesTests(SynchronousTestCase):
             0
         ]
         self.assertRaises(CannotListenError, bindSocket, busy)
+        # The suite needs IPv6 loopback (test_service, test_twistd): an
+        # IPv6 port that can't be bound is a failure here, not a pass.
         six = configFor("[::1]:0=echo", self.mktemp()).ports[0]
-        try:
-            other = bindSocket(six)
-        except CannotListenError:
-            return
+        other = bindSocket(six)
         self.addCleanup(other.close)
+        self.assertEqual(other.family, socket.AF_INET6)
+        self.assertNotEqual(
+            other.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN), 0
+        )
         self.assertEqual(other.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY), 1)
 
 
@@ -201,20 +204,14 @@ class TwoWorkersTests(SynchronousTestCase):
         document = getJSON(self.status, "/status" + ("?workers=1" if workers else ""))
         return next(p for p in document["ports"] if p["name"] == name)
 
-    def waitForCounts(self, name: str, accepted: int) -> dict:
+    def waitForWorkers(
+        self, name: str, accept: Callable[[dict], object], timeout: float = 15
+    ) -> dict:
         """
-        Poll /status?workers=1 (workers report every second) until the port
-        shows C{accepted} connections; at most 15 s.
+        Poll /status?workers=1 (workers report every second) until C{accept}
+        holds for port C{name}'s entry; that entry.
         """
-        deadline = time.monotonic() + 15
-        while True:
-            port = self.port(name)
-            if (
-                port["connections"]["accepted"] == accepted
-                or time.monotonic() > deadline
-            ):
-                return port
-            time.sleep(0.1)
+        return waitUntil(lambda: self.port(name), timeout, accept=accept, interval=0.1)
 
     def test_bothServeAndCountersAddUp(self):
         """
@@ -226,8 +223,9 @@ class TwoWorkersTests(SynchronousTestCase):
             with connect(self.echo) as client:
                 self.assertTrue(echoes(client, b"%d" % index))
         name = f"tcp:127.0.0.1:{self.echo}"
-        port = self.waitForCounts(name, total)
-        self.assertEqual(port["connections"]["accepted"], total)
+        port = self.waitForWorkers(
+            name, lambda port: port["connections"]["accepted"] == total
+        )
         workers = port["workers"]
         self.assertEqual(len(workers), 2)
         self.assertEqual(sum(w["connections"]["accepted"] for w in workers), total)
@@ -286,10 +284,7 @@ class TwoWorkersTests(SynchronousTestCase):
         number = int(name.rpartition(":")[2])
         with connect(number) as client:
             self.assertTrue(echoes(client, b"new"))
-        deadline = time.monotonic() + 15
-        while len(self.port(name)["workers"]) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        self.assertEqual(len(self.port(name)["workers"]), 2)
+        self.waitForWorkers(name, lambda port: len(port["workers"]) == 2)
         code, out = self.ctl("remove", name)
         self.assertEqual(code, 0, out)
         self.assertRaises(ConnectionRefusedError, connect, number)
@@ -299,10 +294,8 @@ class TwoWorkersTests(SynchronousTestCase):
         A worker killed is restarted; meanwhile the other serves the port.
         """
         name = f"tcp:127.0.0.1:{self.echo}"
-        deadline = time.monotonic() + 15
-        while len(self.port(name)["workers"]) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        victim = self.port(name)["workers"][0]["pid"]
+        port = self.waitForWorkers(name, lambda port: len(port["workers"]) == 2)
+        victim = port["workers"][0]["pid"]
         os.kill(victim, signal.SIGKILL)
         self.daemon.waitFor(rf"worker \d \(pid {victim}\) exited")
         for index in range(20):
@@ -311,6 +304,25 @@ class TwoWorkersTests(SynchronousTestCase):
         self.daemon.waitFor(r"worker \d \(pid \d+\) serving", 3)
         pids = {w["pid"] for w in self.port(name)["workers"]}
         self.assertNotIn(victim, pids)
+
+    def assertNotServed(self, port: int) -> None:
+        """
+        A new client of C{port} is not served: refused, reset, or (the main
+        process holds the shared socket until the workers exit, so the
+        kernel may still complete the handshake) no echo within a second.
+        """
+        try:
+            late = connect(port)
+        except ConnectionRefusedError:
+            return
+        with late:
+            late.settimeout(1)
+            try:
+                late.sendall(b"late")
+                answer = late.recv(4)
+            except (TimeoutError, ConnectionResetError, BrokenPipeError):
+                return
+        self.assertEqual(answer, b"", "a worker still accepts while draining")
 
     def test_sigtermDrains(self):
         """
@@ -323,6 +335,10 @@ class TwoWorkersTests(SynchronousTestCase):
             self.assertTrue(echoes(client, b"open"))
         self.daemon.process.send_signal(signal.SIGTERM)
         self.daemon.waitFor(r"worker \d: draining \d+ open connections")
+        self.daemon.waitFor(
+            rf"worker \d: stopped listening on tcp:127\.0\.0\.1:{self.echo}$", 2
+        )
+        self.assertNotServed(self.echo)
         for client in clients:
             self.assertTrue(echoes(client, b"finishing"))
         self.assertIsNone(self.daemon.process.poll())
