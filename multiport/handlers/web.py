@@ -5,11 +5,13 @@ or a redirect to HTTPS.
 
 from __future__ import annotations
 
+import errno
 import html
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 from attrs import frozen
@@ -17,11 +19,23 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import resource, server, static
-from twisted.web.http import HTTPChannel
+from twisted.web.http import (
+    OK,
+    PARTIAL_CONTENT,
+    REQUESTED_RANGE_NOT_SATISFIABLE,
+    HTTPChannel,
+)
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
 from multiport import __version__
+from multiport.handlers.byteranges import (
+    Segment,
+    SegmentsProducer,
+    multipartEnd,
+    multipartSeparator,
+    planRanges,
+)
 from multiport.handlers.interface import (
     Handler,
     HandlerContext,
@@ -110,6 +124,20 @@ def parseWebOptions(options: Mapping[str, object], relativeTo: Path) -> WebOptio
     )
 
 
+#: Opening never blocks (a FIFO), never makes a terminal ours, and the
+#: descriptor is not inherited by anything the daemon starts.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+#: What open() says of a path that went away or can't be read as a file
+#: (ENXIO: a socket, or a FIFO's peer; ENODEV: a device without a driver).
+_GONE = {errno.ENOENT, errno.ENOTDIR, errno.ENXIO, errno.ENODEV, errno.ELOOP}
+
+
+class NotServable(Exception):
+    """
+    The path is not a regular file (any more): it answers 404.
+    """
+
+
 class ConfinedFile(static.File):
     """
     A L{static.File} that never serves anything outside its root, symlinks
@@ -167,6 +195,112 @@ class ConfinedFile(static.File):
         if isinstance(child, ConfinedFile):
             child._real = real
         return child
+
+    def openForReading(self) -> IO[bytes]:
+        """
+        Open this file for reading if it is a regular file.
+
+        A FIFO would block C{open()}, and with it the reactor and every
+        port, until something writes to it; a device or a socket is no
+        file to serve either.  So open without blocking and check what was
+        opened (the path may have changed since it was looked at), as nginx
+        does.
+
+        @raise NotServable: if it is not a regular file, or went away.
+        """
+        try:
+            fd = os.open(self.path, _OPEN_FLAGS)
+        except OSError as e:
+            if e.errno in _GONE:
+                raise NotServable(self.path) from e
+            raise
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise NotServable(self.path)
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def render_GET(self, request: server.Request) -> bytes | int:
+        # Only regular files and folders are served: anything else is not
+        # found (nginx), and is not even opened.
+        self.restat(reraise=False)
+        if self.exists() and not (self.isfile() or self.isdir()):
+            return self.childNotFound.render(request)  # type: ignore[no-any-return]
+        try:
+            return super().render_GET(request)  # type: ignore[no-any-return]
+        except NotServable:
+            request.responseHeaders.removeHeader(b"accept-ranges")
+            return self.childNotFound.render(request)  # type: ignore[no-any-return]
+
+    render_HEAD = render_GET
+
+    def makeProducer(
+        self, request: server.Request, fileForReading: IO[bytes]
+    ) -> SegmentsProducer:
+        """
+        Set the status and content headers of a GET and make the producer
+        of its body: the whole file, or the parts a C{Range} header asks
+        for (see L{planRanges}).
+        """
+        size = os.fstat(fileForReading.fileno()).st_size
+        contentType = (self.type or "application/octet-stream").encode("latin-1")
+        boundary = os.urandom(12).hex().encode("ascii")
+        plan = planRanges(
+            request.requestHeaders.getRawHeaders(b"range"),
+            size,
+            boundary,
+            contentType,
+        )
+        segments: list[Segment] = []
+        trailer = b""
+        if plan.parts is None:
+            request.setResponseCode(OK)
+            self._contentHeaders(request, size, contentType)
+            segments.append(Segment(b"", 0, size))
+        elif not plan.parts:
+            request.setResponseCode(REQUESTED_RANGE_NOT_SATISFIABLE)
+            request.setHeader(b"content-range", b"bytes */%d" % (size,))
+            request.setHeader(b"content-length", b"0")
+        elif len(plan.parts) == 1:
+            [part] = plan.parts
+            request.setResponseCode(PARTIAL_CONTENT)
+            request.setHeader(
+                b"content-range",
+                b"bytes %d-%d/%d" % (part.offset, part.offset + part.size - 1, size),
+            )
+            self._contentHeaders(request, part.size, contentType)
+            segments.append(Segment(b"", part.offset, part.size))
+        else:
+            request.setResponseCode(PARTIAL_CONTENT)
+            segments.extend(
+                Segment(
+                    multipartSeparator(boundary, contentType, part, size),
+                    part.offset,
+                    part.size,
+                )
+                for part in plan.parts
+            )
+            trailer = multipartEnd(boundary)
+            request.setHeader(
+                b"content-type",
+                b'multipart/byteranges; boundary="%s"' % (boundary,),
+            )
+            request.setHeader(
+                b"content-length",
+                b"%d" % (len(trailer) + sum(len(s.prefix) + s.size for s in segments),),
+            )
+        return SegmentsProducer(request, fileForReading, segments, trailer, self.path)
+
+    def _contentHeaders(
+        self, request: server.Request, length: int, contentType: bytes
+    ) -> None:
+        request.setHeader(b"content-length", b"%d" % (length,))
+        request.setHeader(b"content-type", contentType)
+        if self.encoding:
+            request.setHeader(b"content-encoding", self.encoding.encode("latin-1"))
 
     def directoryListing(self) -> resource.IResource:
         if not self.listing:
