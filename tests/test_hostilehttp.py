@@ -367,6 +367,170 @@ class RangeTests(InProcessPort):
         self.assertEqual(second.body, b"0123456789")
 
 
+class ParsingTests(InProcessPort):
+    """
+    Request heads that nginx refuses, or reads where twisted.web hung:
+    every one gets a status line, then the connection closes.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.port = self.startPort()
+
+    @inlineCallbacks
+    def statusLine(self, request: bytes):
+        """
+        Send C{request}; the status line of the answer, after which the
+        server must have closed.
+        """
+        received = yield self.exchange(self.port, request)
+        self.assertTrue(received, f"closed without an answer: {request[:60]!r}")
+        return received.split(b"\r\n", 1)[0]
+
+    @inlineCallbacks
+    def test_noHost(self):
+        """
+        HTTP/1.1 without Host, or with an empty one, is 400 (nginx: 400);
+        HTTP/1.0 needs none (nginx: 200).
+        """
+        for request in (
+            b"GET /small.txt HTTP/1.1\r\nConnection: close\r\n\r\n",
+            b"GET /small.txt HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n",
+            b"GET http://localhost/small.txt HTTP/1.1\r\nConnection: close\r\n\r\n",
+        ):
+            status = yield self.statusLine(request)
+            self.assertEqual(status, b"HTTP/1.1 400 Bad Request", request)
+        status = yield self.statusLine(b"GET /small.txt HTTP/1.0\r\n\r\n")
+        self.assertEqual(status, b"HTTP/1.0 200 OK")
+
+    @inlineCallbacks
+    def test_twoHosts(self):
+        """
+        Two Host headers, even equal, are 400 (nginx: 400).
+        """
+        for request in (
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\nConnection: close\r\n\r\n",
+        ):
+            status = yield self.statusLine(request)
+            self.assertEqual(status, b"HTTP/1.1 400 Bad Request", request)
+        status = yield self.statusLine(b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n")
+        self.assertEqual(status, b"HTTP/1.0 400 Bad Request")
+
+    @inlineCallbacks
+    def test_noHostKeepAlive(self):
+        """
+        The 400 closes a kept-alive connection: a request pipelined after
+        it is not answered.
+        """
+        received = yield self.exchange(
+            self.port,
+            b"GET /small.txt HTTP/1.1\r\n\r\n"
+            b"GET /small.txt HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+        answer = parseAnswer(received)
+        self.assertEqual(answer.statusLine, b"HTTP/1.1 400 Bad Request")
+        self.assertEqual(answer.header(b"connection"), b"close")
+        self.assertEqual(answer.body, b"HTTP/1.1 requires a Host header field.\n")
+
+    @inlineCallbacks
+    def test_obsFold(self):
+        """
+        A header folded onto the next line, or whitespace before the first
+        header, is 400 (nginx: 400; twisted.web joined the lines: 200).
+        """
+        for request in (
+            b"GET /small.txt HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n"
+            b"Connection: close\r\n\r\n",
+            b"GET /small.txt HTTP/1.1\r\nHost: a\r\nX-A: b\r\n\tc\r\n"
+            b"Connection: close\r\n\r\n",
+            b"GET /small.txt HTTP/1.1\r\n Host: a\r\nConnection: close\r\n\r\n",
+        ):
+            status = yield self.statusLine(request)
+            self.assertEqual(status, b"HTTP/1.1 400 Bad Request", request)
+
+    @inlineCallbacks
+    def test_longRequestLine(self):
+        """
+        A request line over 16 KB is 414 (nginx: 414, over 8 KB;
+        twisted.web closed without a word).
+        """
+        status = yield self.statusLine(
+            b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: a\r\n\r\n"
+        )
+        self.assertEqual(status, b"HTTP/1.1 414 URI Too Long")
+
+    @inlineCallbacks
+    def test_longRequestLineUnfinished(self):
+        """
+        A request line still without its end after 16 KB is 414 at once.
+        """
+        status = yield self.statusLine(b"GET /" + b"a" * 20000)
+        self.assertEqual(status, b"HTTP/1.1 414 URI Too Long")
+
+    @inlineCallbacks
+    def test_longHeader(self):
+        """
+        A header line over 16 KB is 431 (nginx: 400, over 8 KB;
+        twisted.web closed without a word).
+        """
+        status = yield self.statusLine(
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-A: " + b"a" * 20000 + b"\r\n\r\n"
+        )
+        self.assertEqual(status, b"HTTP/1.1 431 Request Header Fields Too Large")
+
+    @inlineCallbacks
+    def test_largeHead(self):
+        """
+        Headers that add up to more than 16 KB are 431 (nginx: 200 up to
+        32 KB, then 400; twisted.web: 400).
+        """
+        headers = b"".join(b"X-%d: %s\r\n" % (i, b"a" * 4000) for i in range(5))
+        status = yield self.statusLine(
+            b"GET / HTTP/1.1\r\nHost: a\r\n" + headers + b"\r\n"
+        )
+        self.assertEqual(status, b"HTTP/1.1 431 Request Header Fields Too Large")
+
+    @inlineCallbacks
+    def test_bareLF(self):
+        """
+        Lines ended by a bare LF are read (nginx: 200; twisted.web waited
+        for a CR until header_timeout), pipelined requests too.
+        """
+        received = yield self.exchange(
+            self.port,
+            b"GET /small.txt HTTP/1.1\nHost: a\n\n"
+            b"GET /nine.bin HTTP/1.1\nHost: a\r\nConnection: close\n\n",
+        )
+        first = parseAnswer(received)
+        self.assertEqual(first.statusLine, b"HTTP/1.1 200 OK")
+        self.assertEqual(first.body[:10], b"0123456789")
+        second = parseAnswer(first.body[10:])
+        self.assertEqual(second.statusLine, b"HTTP/1.1 200 OK")
+        self.assertEqual(second.body, NINE)
+
+    @inlineCallbacks
+    def test_ifModifiedSinceFuture(self):
+        """
+        If-Modified-Since later than now is ignored (RFC 9110 section
+        13.1.3; nginx: 200, as it answers 304 only to the exact date;
+        twisted.web: 304).  The file's own date still gets 304 (nginx:
+        304).
+        """
+        answer = yield self.get(
+            self.port,
+            b"/small.txt",
+            b"If-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT",
+        )
+        self.assertEqual(answer.statusLine, b"HTTP/1.1 200 OK")
+        self.assertEqual(answer.body, b"0123456789")
+        lastModified = answer.header(b"last-modified")
+        answer = yield self.get(
+            self.port, b"/small.txt", b"If-Modified-Since: " + lastModified
+        )
+        self.assertEqual(answer.statusLine, b"HTTP/1.1 304 Not Modified")
+
+
 class FIFOTests(DaemonTestCase):
     """
     A FIFO, a socket and a FIFO index inside an http port's root, against

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import html
+import math
 import os
 import stat
 from collections.abc import Mapping
@@ -20,10 +21,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import resource, server, static
 from twisted.web.http import (
+    CACHED,
+    NOT_MODIFIED,
     OK,
     PARTIAL_CONTENT,
     REQUESTED_RANGE_NOT_SATISFIABLE,
     HTTPChannel,
+    stringToDatetime,
 )
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
@@ -417,7 +421,76 @@ class DrainingChannel(HTTPChannel):
         return bool(super().checkPersistence(request, version))
 
 
-class TimedChannel(DrainingChannel):
+#: Reason phrases of the answers a channel gives on its own (RFC 9110 and
+#: RFC 6585 names).
+_PHRASES = {
+    400: b"Bad Request",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+}
+
+
+class StrictChannel(DrainingChannel):
+    """
+    An HTTP/1.1 channel that parses request heads as nginx does where
+    twisted.web's L{HTTPChannel} is looser, and that answers every request
+    it can't take with a status line and a close, never with silence:
+
+      - a bare LF ends a line, as CRLF does (RFC 9112 section 2.2 allows
+        it; nginx does it), instead of waiting for a CR until
+        C{header_timeout};
+      - a line folded onto the one before (obs-fold, or whitespace before
+        the first header) is refused with 400 rather than joined (RFC 9112
+        section 5.2 lets a server do either; nginx refuses);
+      - a request line over L{MAX_LENGTH} answers 414, header lines over it
+        or a head over L{totalHeadersSize} 431, where twisted.web closes
+        without a word (nginx: 414, and 400 for headers).
+    """
+
+    delimiter = b"\n"
+    _refused = False
+    _headSize = 0
+
+    def refuse(self, status: int, why: str) -> None:
+        """
+        Answer C{status} with C{why} as a plain text body, and close.
+        """
+        body = f"{why}\n".encode()
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (status, _PHRASES[status], len(body), body)
+        )
+        self._refused = True
+        self.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self._refused:
+            super().dataReceived(data)
+
+    def lineReceived(self, line: bytes) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not self.requests:
+            # No request line yet: a new head starts.
+            self._headSize = 0
+        elif line[:1] in (b" ", b"\t"):
+            self.refuse(400, "Folded header lines (obs-fold) are not accepted.")
+            return
+        self._headSize += len(line)
+        if self._headSize > self.totalHeadersSize:
+            self.refuse(431, "The request's header fields are too large.")
+            return
+        super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        if self.requests:
+            self.refuse(431, "A request header field is too large.")
+        else:
+            self.refuse(414, "The request line is too long.")
+
+
+class TimedChannel(StrictChannel):
     """
     An HTTP/1.1 channel that closes a connection whose request headers take
     longer than C{headerTimeout} to arrive, counted from the request's first
@@ -459,10 +532,68 @@ class TimedChannel(DrainingChannel):
 class PortRequest(server.Request):
     """
     A request that says Strict-Transport-Security over TLS when the port
-    asks for it (option hsts_max_age).
+    asks for it (option hsts_max_age), refuses an HTTP/1.1 request without
+    exactly one Host as nginx does, and ignores an C{If-Modified-Since}
+    that RFC 9110 says to ignore.
     """
 
+    def hostProblem(self) -> str | None:
+        """
+        What is wrong with this request's Host header fields, if anything:
+        RFC 9112 section 3.2 asks for a 400 when HTTP/1.1 comes without
+        one, and for any request with more than one.
+        """
+        hosts = self.requestHeaders.getRawHeaders(b"host", [])
+        if len(hosts) > 1:
+            return "More than one Host header field."
+        if self.clientproto == b"HTTP/1.1" and not (hosts and hosts[0]):
+            return "HTTP/1.1 requires a Host header field."
+        return None
+
+    def setLastModified(self, when: float) -> bytes | None:
+        """
+        As twisted.web's, but a condition RFC 9110 section 13.1.3 says to
+        ignore never answers 304: a date later than now, a request that
+        also carries If-None-Match, or a method other than GET and HEAD.
+        """
+        when = int(math.ceil(when))
+        if not self.lastModified or self.lastModified < when:
+            self.lastModified = when
+        if self.method not in (b"GET", b"HEAD") or self.requestHeaders.hasHeader(
+            b"if-none-match"
+        ):
+            return None
+        values = self.requestHeaders.getRawHeaders(b"if-modified-since", [])
+        if len(values) != 1:
+            return None
+        try:
+            since = stringToDatetime(values[0].split(b";", 1)[0])
+        except ValueError:
+            return None
+        # Rounded up as Last-Modified is: a file changed this very second
+        # is sent with a date up to a second ahead, which a client may
+        # send back at once.
+        if since > math.ceil(self.channel.site.reactor.seconds()):
+            return None
+        if since >= self.lastModified:
+            self.setResponseCode(NOT_MODIFIED)
+            return CACHED
+        return None
+
     def process(self) -> None:
+        problem = self.hostProblem()
+        if problem is not None:
+            # nginx answers 400 and closes; so does Twisted's own channel
+            # for the request heads it refuses.
+            body = f"{problem}\n".encode()
+            self.channel.persistent = False
+            self.setResponseCode(400)
+            self.setHeader(b"connection", b"close")
+            self.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            self.setHeader(b"content-length", b"%d" % (len(body),))
+            self.write(body)
+            self.finish()
+            return
         maxAge = getattr(self.channel.site, "hstsMaxAge", None)
         if maxAge is not None and self.isSecure():
             self.setHeader(b"strict-transport-security", b"max-age=%d" % (maxAge,))
