@@ -33,6 +33,7 @@ from twisted.trial.unittest import TestCase
 
 from multiport.config import Defaults, buildConfig
 from multiport.configfile import parseConfig
+from multiport.policies import Policy
 from multiport.service import PortsService
 from tests.support import HANDLERS
 from tests.test_attacks import PROMPTLY, DaemonTestCase
@@ -529,6 +530,89 @@ class ParsingTests(InProcessPort):
             self.port, b"/small.txt", b"If-Modified-Since: " + lastModified
         )
         self.assertEqual(answer.statusLine, b"HTTP/1.1 304 Not Modified")
+
+
+class StalledResponseTests(InProcessPort):
+    """
+    A client that asks for a large file and never reads the answer.
+    """
+
+    @inlineCallbacks
+    def test_handlerDefaultIdleTimeout(self):
+        """
+        With no idle_timeout configured, the http handler's default one
+        applies: the stalled connection is closed (reason timeout) once no
+        byte has moved for it.  (Shortened here from the real 75 s, which
+        L{test_httpDefault} checks.)
+        """
+        with (self.root / "large.bin").open("wb") as large:
+            large.truncate(64 * 1024 * 1024)
+        handlers = dict(HANDLERS)
+        handlers["http"] = evolve(
+            HANDLERS["http"], defaultPolicy=Policy(idleTimeout=0.4)
+        )
+        port = self.startPort(handlers)
+        closed: Deferred[str] = Deferred()
+
+        def watch(event: dict) -> None:
+            line = event.get("line", "")
+            if event.get("log_namespace") == "multiport.connection" and (
+                f"127.0.0.1:{local} " in line
+            ):
+                if not closed.called:
+                    closed.callback(line)
+
+        globalLogPublisher.addObserver(watch)
+        self.addCleanup(globalLogPublisher.removeObserver, watch)
+        client = socket.create_connection(("127.0.0.1", port))
+        self.addCleanup(client.close)
+        # A small receive window, and nothing read: the server's writes stop.
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        local = client.getsockname()[1]
+        client.sendall(b"GET /large.bin HTTP/1.1\r\nHost: a\r\n\r\n")
+        line = yield closed.addTimeout(PROMPTLY, reactor)
+        self.assertIn(" closed timeout ", line)
+
+    def test_httpDefault(self):
+        """
+        An http or https port that sets no idle_timeout gets 75 s (nginx's
+        keepalive_timeout); [defaults] and the port's own value win.
+        """
+        for handler in ("http", "https"):
+            policy = HANDLERS[handler].defaultPolicy
+            self.assertEqual(policy, Policy(idleTimeout=75.0))
+        fileConfig = parseConfig(
+            {
+                "port": [
+                    {"port": 8080, "handler": "http"},
+                    {"port": 8081, "handler": "http", "idle_timeout": 5},
+                    {"port": 7000, "handler": "echo"},
+                ]
+            },
+            self.folder,
+            "hostile.toml",
+        )
+        config = buildConfig(
+            fileConfig.ports, Defaults(), HANDLERS, self.folder / "state"
+        )
+        self.assertEqual(
+            [p.policy.idleTimeout for p in config.ports], [75.0, 5.0, None]
+        )
+        fileConfig = parseConfig(
+            {
+                "defaults": {"idle_timeout": 300},
+                "port": [{"port": 8080, "handler": "http"}],
+            },
+            self.folder,
+            "hostile.toml",
+        )
+        config = buildConfig(
+            fileConfig.ports,
+            fileConfig.defaults.over(Defaults()),
+            HANDLERS,
+            self.folder / "state",
+        )
+        self.assertEqual([p.policy.idleTimeout for p in config.ports], [300.0])
 
 
 class FIFOTests(DaemonTestCase):

@@ -49,6 +49,7 @@ from multiport.handlers.interface import (
     rejectUnknown,
 )
 from multiport.logformat import emitLine
+from multiport.policies import Policy
 
 #: One line per request, in the combined log format after the port's name.
 accessLog = Logger(namespace="multiport.access")
@@ -391,7 +392,8 @@ class RedirectToHTTPS(resource.Resource):
 
 
 #: How long an http connection may sit idle between requests when the port
-#: sets no idle_timeout: nginx's keepalive_timeout.
+#: sets no idle_timeout: nginx's keepalive_timeout.  It is also the http
+#: handlers' default idle_timeout (L{HTTP_POLICY}).
 DEFAULT_IDLE_TIMEOUT = 75.0
 #: How long a request's headers may take to arrive (slowloris) when the
 #: port sets no header_timeout.
@@ -678,11 +680,20 @@ def buildSite(context: HandlerContext) -> server.Site:
     return site
 
 
+#: What an http port gets when neither it nor [defaults] says otherwise: a
+#: connection on which no byte moves either way for 75 s (nginx's
+#: keepalive_timeout; its send_timeout, for a client that stops reading a
+#: response, is 60 s) is closed.  Without it, a response the client never
+#: reads holds its connection and its open file forever: twisted.web turns
+#: its own idle timeout off while a request is being answered.
+HTTP_POLICY = Policy(idleTimeout=DEFAULT_IDLE_TIMEOUT)
+
 http = Handler(
     "http",
     "HTTP on twisted.web: a folder (option root), a built-in page, or a redirect",
     buildSite,
     parse=parseWebOptions,
+    defaultPolicy=HTTP_POLICY,
 )
 https = Handler(
     "https",
@@ -690,4 +701,5 @@ https = Handler(
     buildSite,
     parse=parseWebOptions,
     impliesTLS=True,
+    defaultPolicy=HTTP_POLICY,
 )
