@@ -296,6 +296,8 @@ class SegmentsProducer:
             path=self._path,
         )
         self.fileObject.close()
+        # Stop being pulled now, not when the connection is gone.
+        request.unregisterProducer()
         request.transport.abortConnection()
 
     def stopProducing(self) -> None:
