@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import IO
+from typing import IO, Any
 
 from attrs import frozen
 from twisted.internet.abstract import FileDescriptor
@@ -298,7 +298,8 @@ class SegmentsProducer:
         self.fileObject.close()
         # Stop being pulled now, not when the connection is gone.
         request.unregisterProducer()
-        request.transport.abortConnection()
+        transport: Any = request.transport
+        transport.abortConnection()
 
     def stopProducing(self) -> None:
         """

@@ -458,7 +458,8 @@ class StrictChannel(DrainingChannel):
         Answer C{status} with C{why} as a plain text body, and close.
         """
         body = f"{why}\n".encode()
-        self.transport.write(
+        transport: Any = self.transport
+        transport.write(
             b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
             % (status, _PHRASES[status], len(body), body)
@@ -552,7 +553,7 @@ class PortRequest(server.Request):
             return "HTTP/1.1 requires a Host header field."
         return None
 
-    def setLastModified(self, when: float) -> bytes | None:
+    def setLastModified(self, when: float) -> str | None:
         """
         As twisted.web's, but a condition RFC 9110 section 13.1.3 says to
         ignore never answers 304: a date later than now, a request that
@@ -560,7 +561,7 @@ class PortRequest(server.Request):
         """
         when = int(math.ceil(when))
         if not self.lastModified or self.lastModified < when:
-            self.lastModified = when
+            self.lastModified = when  # type: ignore[assignment]
         if self.method not in (b"GET", b"HEAD") or self.requestHeaders.hasHeader(
             b"if-none-match"
         ):
@@ -575,7 +576,8 @@ class PortRequest(server.Request):
         # Rounded up as Last-Modified is: a file changed this very second
         # is sent with a date up to a second ahead, which a client may
         # send back at once.
-        if since > math.ceil(self.channel.site.reactor.seconds()):
+        channel: Any = self.channel
+        if since > math.ceil(channel.site.reactor.seconds()):
             return None
         if since >= self.lastModified:
             self.setResponseCode(NOT_MODIFIED)
