@@ -424,6 +424,9 @@ def portConfigs(
         if request.inheritPolicy
         else request.policy
     )
+    # The handler's own defaults come last: an http port closes a
+    # connection that stalls even when nothing is configured.
+    policy = policy.over(getattr(handler, "defaultPolicy", Policy()))
     checkPolicy(policy, request.where)
     host = defaults.interface if request.host is None else request.host
     return [

@@ -18,6 +18,12 @@ from twisted.web import server
 
 from multiport import __version__
 from multiport.config import PortConfig
+from multiport.handlers.byteranges import (
+    Part,
+    RangePlan,
+    parseRangeHeader,
+    planRanges,
+)
 from multiport.handlers.interface import HandlerContext, OptionError
 from multiport.handlers.web import WebOptions, http, https, parseWebOptions
 
@@ -691,3 +697,251 @@ class HandlersTests(SynchronousTestCase):
         self.assertIsNot(first, second)
         self.assertFalse(first.displayTracebacks)
         self.assertIs(first.reactor, context.reactor)
+
+
+class ParseRangeHeaderTests(SynchronousTestCase):
+    """
+    Tests for L{parseRangeHeader}.
+    """
+
+    def test_specs(self) -> None:
+        """
+        First-last, open-ended and suffix specs, with optional whitespace
+        and empty list elements, in the order given.
+        """
+        self.assertEqual(
+            parseRangeHeader(b"bytes=0-0, 5-, -3,,\t7-9 ,"),
+            [(0, 0), (5, None), (None, 3), (7, 9)],
+        )
+
+    def test_unitCaseInsensitive(self) -> None:
+        """
+        The unit is compared without case (RFC 9110 section 14.1).
+        """
+        self.assertEqual(parseRangeHeader(b"Bytes=1-2"), [(1, 2)])
+
+    def test_invalid(self) -> None:
+        """
+        Anything that is not a bytes range set is C{None}: another unit,
+        no set at all, a bad spec anywhere in it, a last before its first,
+        signs and underscores C{int()} would take.
+        """
+        for value in (
+            b"items=0-1",
+            b"bytes",
+            b"bytes=",
+            b"bytes=,",
+            b"bytes = 1-2",
+            b"bytes=1-2,x-y",
+            b"bytes=-",
+            b"bytes=3-1",
+            b"bytes=+1-2",
+            b"bytes=1_0-20",
+            b"bytes=1 - 2",
+            b"bytes=\xd9\xa1-2",
+        ):
+            self.assertIsNone(parseRangeHeader(value), value)
+
+
+class PlanRangesTests(SynchronousTestCase):
+    """
+    Tests for L{planRanges} on a 1,000-byte file.
+    """
+
+    def plan(self, value: bytes, size: int = 1000, maxParts: int = 64) -> RangePlan:
+        return planRanges([value], size, b"b" * 24, b"text/plain", maxParts)
+
+    def parts(self, *pairs: tuple[int, int]) -> RangePlan:
+        return RangePlan(tuple(Part(offset, size) for offset, size in pairs))
+
+    def test_noHeader(self) -> None:
+        """
+        No Range, or two of them: the whole file.
+        """
+        self.assertTrue(planRanges(None, 1000, b"b", b"t").whole)
+        twice = [b"bytes=0-1", b"bytes=2-3"]
+        self.assertTrue(planRanges(twice, 1000, b"b", b"t").whole)
+
+    def test_single(self) -> None:
+        """
+        One part, clipped to the file.
+        """
+        self.assertEqual(self.plan(b"bytes=10-19"), self.parts((10, 10)))
+        self.assertEqual(self.plan(b"bytes=990-5000"), self.parts((990, 10)))
+        self.assertEqual(self.plan(b"bytes=-10"), self.parts((990, 10)))
+        self.assertEqual(self.plan(b"bytes=-5000"), self.parts((0, 1000)))
+        self.assertEqual(self.plan(b"bytes=500-"), self.parts((500, 500)))
+
+    def test_merged(self) -> None:
+        """
+        Overlapping and adjacent parts merge; merged parts keep the order
+        of their first piece.
+        """
+        self.assertEqual(self.plan(b"bytes=0-1,2-3,1-5"), self.parts((0, 6)))
+        self.assertEqual(
+            self.plan(b"bytes=700-799,0-99,750-850,100-109"),
+            self.parts((700, 151), (0, 110)),
+        )
+
+    def test_unsatisfiable(self) -> None:
+        """
+        No part inside the file: 416; one inside is kept.
+        """
+        self.assertTrue(self.plan(b"bytes=1000-").unsatisfiable)
+        self.assertTrue(self.plan(b"bytes=-0,2000-3000").unsatisfiable)
+        self.assertEqual(self.plan(b"bytes=2000-,5-5"), self.parts((5, 1)))
+
+    def test_amplification(self) -> None:
+        """
+        Parts adding up to more than the file: the whole file.
+        """
+        self.assertTrue(self.plan(b"bytes=0-,0-").whole)
+        self.assertTrue(self.plan(b"bytes=0-600,400-999").whole)
+
+    def test_tooManyParts(self) -> None:
+        """
+        More parts than C{maxParts} after merging: the whole file.
+        """
+        spec = b"bytes=" + b",".join(b"%d-%d" % (i * 10, i * 10) for i in range(4))
+        self.assertEqual(len(self.plan(spec, 100000, maxParts=4).parts or ()), 4)
+        self.assertTrue(self.plan(spec, 100000, maxParts=3).whole)
+
+    def test_multipartOverhead(self) -> None:
+        """
+        A multipart answer larger than the file: the whole file.
+        """
+        self.assertTrue(self.plan(b"bytes=0-0,10-10", size=100).whole)
+        self.assertEqual(
+            self.plan(b"bytes=0-0,10-10", size=1000), self.parts((0, 1), (10, 1))
+        )
+
+    def test_emptyFile(self) -> None:
+        """
+        Any range of an empty file: the (empty) whole file.
+        """
+        self.assertTrue(self.plan(b"bytes=0-0", size=0).whole)
+
+
+class ChangingFileTests(_WebTestCase):
+    """
+    A file that changes while it is being sent.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        (self.base / "root").mkdir()
+        self.file = self.base / "root" / "big.bin"
+        self.file.write_bytes(b"x" * 300_000)
+
+    def start(self) -> tuple[StringTransport, object]:
+        """
+        Send a request for the file; the transport and the channel.
+        """
+        site = self.site({"root": "root"})
+        channel = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(
+            b"GET /big.bin HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+        return transport, channel
+
+    def finish(self, transport: StringTransport) -> None:
+        for _ in range(1000):
+            if transport.disconnecting:
+                return
+            self.reactor.advance(0)
+        self.fail("the response never ended")
+
+    def test_grows(self) -> None:
+        """
+        Bytes added after the headers went out are not sent: the body is
+        the Content-Length the headers promised.
+        """
+        transport, _ = self.start()
+        with self.file.open("ab") as f:
+            f.write(b"y" * 100_000)
+        self.finish(transport)
+        response = _parse(transport.value())
+        self.assertEqual(response.header(b"content-length"), b"300000")
+        self.assertEqual(response.body, b"x" * 300_000)
+        self.assertFalse(transport.disconnected)
+
+    def test_shrinks(self) -> None:
+        """
+        A file cut short after its length went out in the headers aborts
+        the connection (the promised length can't be kept), and says so in
+        the log.
+        """
+        transport, _ = self.start()
+        with capturedLogs() as events:
+            os.truncate(self.file, 100_000)
+            self.finish(transport)
+        self.assertTrue(transport.disconnected)
+        self.assertLess(len(_parse(transport.value()).body), 300_000)
+        self.assertTrue(
+            any("shrank while being served" in formatEvent(e) for e in events)
+        )
+
+
+class IfModifiedSinceTests(_WebTestCase):
+    """
+    If-Modified-Since answers 304 only when RFC 9110 section 13.1.3 lets it.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        (self.base / "root").mkdir()
+        page = self.base / "root" / "page.txt"
+        page.write_bytes(b"page")
+        os.utime(page, (1_000_000_000, 1_000_000_000))
+        self.reactor.advance(2_000_000_000)
+
+    def status(self, *headers: bytes, method: bytes = b"GET") -> int:
+        channel = self.site({"root": "root"}).buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(
+            method
+            + b" /page.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+            + b"".join(h + b"\r\n" for h in headers)
+            + b"\r\n"
+        )
+        for _ in range(100):
+            if transport.disconnecting:
+                break
+            self.reactor.advance(0)
+        return _parse(transport.value()).status
+
+    def test_notModified(self) -> None:
+        """
+        A date at or after the file's, and not after now: 304, for GET and
+        HEAD.
+        """
+        since = b"If-Modified-Since: Sun, 09 Sep 2001 01:46:40 GMT"
+        self.assertEqual(self.status(since), 304)
+        self.assertEqual(self.status(since, method=b"HEAD"), 304)
+        later = b"If-Modified-Since: Wed, 18 May 2033 03:33:20 GMT"
+        self.assertEqual(self.status(later), 304)
+
+    def test_modified(self) -> None:
+        """
+        A date before the file's: 200.
+        """
+        self.assertEqual(
+            self.status(b"If-Modified-Since: Sat, 08 Sep 2001 01:46:40 GMT"), 200
+        )
+
+    def test_ignored(self) -> None:
+        """
+        A date after now, a request with If-None-Match, two dates, or a
+        date that is not one: 200.
+        """
+        since = b"If-Modified-Since: Sun, 09 Sep 2001 01:46:40 GMT"
+        for headers in (
+            [b"If-Modified-Since: Wed, 18 May 2033 03:33:21 GMT"],
+            [since, b'If-None-Match: "x"'],
+            [since, since],
+            [b"If-Modified-Since: yesterday"],
+        ):
+            self.assertEqual(self.status(*headers), 200, headers)

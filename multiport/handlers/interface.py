@@ -20,6 +20,7 @@ from zope.interface import Attribute, Interface, implementer
 
 from multiport.counters import HandlerCounters
 from multiport.errors import typeName
+from multiport.policies import Policy
 
 if TYPE_CHECKING:
     from multiport.config import PortConfig
@@ -170,6 +171,12 @@ class IHandler(Interface):
     )
     description = Attribute("One line saying what the handler does.")
     impliesTLS = Attribute("True if every port with this handler uses TLS.")
+    # Optional: a handler without it gets no defaults of its own.
+    defaultPolicy = Attribute(
+        "A L{multiport.policies.Policy} of defaults for this handler's ports "
+        "(optional): each setting applies where neither the port nor "
+        "[defaults] sets it."
+    )
 
     def parseOptions(options: Mapping[str, object], relativeTo: Path) -> object:
         """
@@ -204,6 +211,7 @@ class Handler:
     build: Callable[[HandlerContext], IProtocolFactory]
     parse: Callable[[Mapping[str, object], Path], object] | None = None
     impliesTLS: bool = False
+    defaultPolicy: Policy = Policy()
 
     def parseOptions(self, options: Mapping[str, object], relativeTo: Path) -> object:
         """

@@ -5,12 +5,15 @@ or a redirect to HTTPS.
 
 from __future__ import annotations
 
+import errno
 import html
+import math
 import os
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 from attrs import frozen
@@ -18,11 +21,26 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import resource, server, static
-from twisted.web.http import HTTPChannel
+from twisted.web.http import (
+    CACHED,
+    NOT_MODIFIED,
+    OK,
+    PARTIAL_CONTENT,
+    REQUESTED_RANGE_NOT_SATISFIABLE,
+    HTTPChannel,
+    stringToDatetime,
+)
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
 from multiport import __version__
+from multiport.handlers.byteranges import (
+    Segment,
+    SegmentsProducer,
+    multipartEnd,
+    multipartSeparator,
+    planRanges,
+)
 from multiport.handlers.interface import (
     Handler,
     HandlerContext,
@@ -32,6 +50,7 @@ from multiport.handlers.interface import (
     rejectUnknown,
 )
 from multiport.logformat import emitLine
+from multiport.policies import Policy
 
 #: One line per request, in the combined log format after the port's name.
 accessLog = Logger(namespace="multiport.access")
@@ -121,6 +140,20 @@ def parseWebOptions(options: Mapping[str, object], relativeTo: Path) -> WebOptio
     )
 
 
+#: Opening never blocks (a FIFO), never makes a terminal ours, and the
+#: descriptor is not inherited by anything the daemon starts.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+#: What open() says of a path that went away or can't be read as a file
+#: (ENXIO: a socket, or a FIFO's peer; ENODEV: a device without a driver).
+_GONE = {errno.ENOENT, errno.ENOTDIR, errno.ENXIO, errno.ENODEV, errno.ELOOP}
+
+
+class NotServable(Exception):
+    """
+    The path is not a regular file (any more): it answers 404.
+    """
+
+
 class ConfinedFile(static.File):
     """
     A L{static.File} that never serves anything outside its root, symlinks
@@ -178,6 +211,112 @@ class ConfinedFile(static.File):
         if isinstance(child, ConfinedFile):
             child._real = real
         return child
+
+    def openForReading(self) -> IO[bytes]:
+        """
+        Open this file for reading if it is a regular file.
+
+        A FIFO would block C{open()}, and with it the reactor and every
+        port, until something writes to it; a device or a socket is no
+        file to serve either.  So open without blocking and check what was
+        opened (the path may have changed since it was looked at), as nginx
+        does.
+
+        @raise NotServable: if it is not a regular file, or went away.
+        """
+        try:
+            fd = os.open(self.path, _OPEN_FLAGS)
+        except OSError as e:
+            if e.errno in _GONE:
+                raise NotServable(self.path) from e
+            raise
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise NotServable(self.path)
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def render_GET(self, request: server.Request) -> bytes | int:
+        # Only regular files and folders are served: anything else is not
+        # found (nginx), and is not even opened.
+        self.restat(reraise=False)
+        if self.exists() and not (self.isfile() or self.isdir()):
+            return self.childNotFound.render(request)  # type: ignore[no-any-return]
+        try:
+            return super().render_GET(request)  # type: ignore[no-any-return]
+        except NotServable:
+            request.responseHeaders.removeHeader(b"accept-ranges")
+            return self.childNotFound.render(request)  # type: ignore[no-any-return]
+
+    render_HEAD = render_GET
+
+    def makeProducer(
+        self, request: server.Request, fileForReading: IO[bytes]
+    ) -> SegmentsProducer:
+        """
+        Set the status and content headers of a GET and make the producer
+        of its body: the whole file, or the parts a C{Range} header asks
+        for (see L{planRanges}).
+        """
+        size = os.fstat(fileForReading.fileno()).st_size
+        contentType = (self.type or "application/octet-stream").encode("latin-1")
+        boundary = os.urandom(12).hex().encode("ascii")
+        plan = planRanges(
+            request.requestHeaders.getRawHeaders(b"range"),
+            size,
+            boundary,
+            contentType,
+        )
+        segments: list[Segment] = []
+        trailer = b""
+        if plan.parts is None:
+            request.setResponseCode(OK)
+            self._contentHeaders(request, size, contentType)
+            segments.append(Segment(b"", 0, size))
+        elif not plan.parts:
+            request.setResponseCode(REQUESTED_RANGE_NOT_SATISFIABLE)
+            request.setHeader(b"content-range", b"bytes */%d" % (size,))
+            request.setHeader(b"content-length", b"0")
+        elif len(plan.parts) == 1:
+            [part] = plan.parts
+            request.setResponseCode(PARTIAL_CONTENT)
+            request.setHeader(
+                b"content-range",
+                b"bytes %d-%d/%d" % (part.offset, part.offset + part.size - 1, size),
+            )
+            self._contentHeaders(request, part.size, contentType)
+            segments.append(Segment(b"", part.offset, part.size))
+        else:
+            request.setResponseCode(PARTIAL_CONTENT)
+            segments.extend(
+                Segment(
+                    multipartSeparator(boundary, contentType, part, size),
+                    part.offset,
+                    part.size,
+                )
+                for part in plan.parts
+            )
+            trailer = multipartEnd(boundary)
+            request.setHeader(
+                b"content-type",
+                b'multipart/byteranges; boundary="%s"' % (boundary,),
+            )
+            request.setHeader(
+                b"content-length",
+                b"%d" % (len(trailer) + sum(len(s.prefix) + s.size for s in segments),),
+            )
+        return SegmentsProducer(request, fileForReading, segments, trailer, self.path)
+
+    def _contentHeaders(
+        self, request: server.Request, length: int, contentType: bytes
+    ) -> None:
+        request.setHeader(b"content-length", b"%d" % (length,))
+        request.setHeader(b"content-type", contentType)
+        if self.encoding:
+            request.setHeader(b"content-encoding", self.encoding.encode("latin-1"))
 
     def directoryListing(self) -> resource.IResource:
         if not self.listing:
@@ -264,7 +403,8 @@ class RedirectToHTTPS(resource.Resource):
 
 
 #: How long an http connection may sit idle between requests when the port
-#: sets no idle_timeout: nginx's keepalive_timeout.
+#: sets no idle_timeout: nginx's keepalive_timeout.  It is also the http
+#: handlers' default idle_timeout (L{HTTP_POLICY}).
 DEFAULT_IDLE_TIMEOUT = 75.0
 #: How long a request's headers may take to arrive (slowloris) when the
 #: port sets no header_timeout.
@@ -294,7 +434,77 @@ class DrainingChannel(HTTPChannel):
         return bool(super().checkPersistence(request, version))
 
 
-class TimedChannel(DrainingChannel):
+#: Reason phrases of the answers a channel gives on its own (RFC 9110 and
+#: RFC 6585 names).
+_PHRASES = {
+    400: b"Bad Request",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+}
+
+
+class StrictChannel(DrainingChannel):
+    """
+    An HTTP/1.1 channel that parses request heads as nginx does where
+    twisted.web's L{HTTPChannel} is looser, and that answers every request
+    it can't take with a status line and a close, never with silence:
+
+      - a bare LF ends a line, as CRLF does (RFC 9112 section 2.2 allows
+        it; nginx does it), instead of waiting for a CR until
+        C{header_timeout};
+      - a line folded onto the one before (obs-fold, or whitespace before
+        the first header) is refused with 400 rather than joined (RFC 9112
+        section 5.2 lets a server do either; nginx refuses);
+      - a request line over L{MAX_LENGTH} answers 414, header lines over it
+        or a head over L{totalHeadersSize} 431, where twisted.web closes
+        without a word (nginx: 414, and 400 for headers).
+    """
+
+    delimiter = b"\n"
+    _refused = False
+    _headSize = 0
+
+    def refuse(self, status: int, why: str) -> None:
+        """
+        Answer C{status} with C{why} as a plain text body, and close.
+        """
+        body = f"{why}\n".encode()
+        transport: Any = self.transport
+        transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (status, _PHRASES[status], len(body), body)
+        )
+        self._refused = True
+        self.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self._refused:
+            super().dataReceived(data)
+
+    def lineReceived(self, line: bytes) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not self.requests:
+            # No request line yet: a new head starts.
+            self._headSize = 0
+        elif line[:1] in (b" ", b"\t"):
+            self.refuse(400, "Folded header lines (obs-fold) are not accepted.")
+            return
+        self._headSize += len(line)
+        if self._headSize > self.totalHeadersSize:
+            self.refuse(431, "The request's header fields are too large.")
+            return
+        super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        if self.requests:
+            self.refuse(431, "A request header field is too large.")
+        else:
+            self.refuse(414, "The request line is too long.")
+
+
+class TimedChannel(StrictChannel):
     """
     An HTTP/1.1 channel that closes a connection whose request headers take
     longer than C{headerTimeout} to arrive, counted from the request's first
@@ -336,10 +546,69 @@ class TimedChannel(DrainingChannel):
 class PortRequest(server.Request):
     """
     A request that says Strict-Transport-Security over TLS when the port
-    asks for it (option hsts_max_age).
+    asks for it (option hsts_max_age), refuses an HTTP/1.1 request without
+    exactly one Host as nginx does, and ignores an C{If-Modified-Since}
+    that RFC 9110 says to ignore.
     """
 
+    def hostProblem(self) -> str | None:
+        """
+        What is wrong with this request's Host header fields, if anything:
+        RFC 9112 section 3.2 asks for a 400 when HTTP/1.1 comes without
+        one, and for any request with more than one.
+        """
+        hosts = self.requestHeaders.getRawHeaders(b"host", [])
+        if len(hosts) > 1:
+            return "More than one Host header field."
+        if self.clientproto == b"HTTP/1.1" and not (hosts and hosts[0]):
+            return "HTTP/1.1 requires a Host header field."
+        return None
+
+    def setLastModified(self, when: float) -> str | None:
+        """
+        As twisted.web's, but a condition RFC 9110 section 13.1.3 says to
+        ignore never answers 304: a date later than now, a request that
+        also carries If-None-Match, or a method other than GET and HEAD.
+        """
+        when = int(math.ceil(when))
+        if not self.lastModified or self.lastModified < when:
+            self.lastModified = when  # type: ignore[assignment]
+        if self.method not in (b"GET", b"HEAD") or self.requestHeaders.hasHeader(
+            b"if-none-match"
+        ):
+            return None
+        values = self.requestHeaders.getRawHeaders(b"if-modified-since", [])
+        if len(values) != 1:
+            return None
+        try:
+            since = stringToDatetime(values[0].split(b";", 1)[0])
+        except ValueError:
+            return None
+        # Rounded up as Last-Modified is: a file changed this very second
+        # is sent with a date up to a second ahead, which a client may
+        # send back at once.
+        channel: Any = self.channel
+        if since > math.ceil(channel.site.reactor.seconds()):
+            return None
+        if since >= self.lastModified:
+            self.setResponseCode(NOT_MODIFIED)
+            return CACHED
+        return None
+
     def process(self) -> None:
+        problem = self.hostProblem()
+        if problem is not None:
+            # nginx answers 400 and closes; so does Twisted's own channel
+            # for the request heads it refuses.
+            body = f"{problem}\n".encode()
+            self.channel.persistent = False
+            self.setResponseCode(400)
+            self.setHeader(b"connection", b"close")
+            self.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            self.setHeader(b"content-length", b"%d" % (len(body),))
+            self.write(body)
+            self.finish()
+            return
         maxAge = getattr(self.channel.site, "hstsMaxAge", None)
         if maxAge is not None and self.isSecure():
             self.setHeader(b"strict-transport-security", b"max-age=%d" % (maxAge,))
@@ -424,11 +693,20 @@ def buildSite(context: HandlerContext) -> server.Site:
     return site
 
 
+#: What an http port gets when neither it nor [defaults] says otherwise: a
+#: connection on which no byte moves either way for 75 s (nginx's
+#: keepalive_timeout; its send_timeout, for a client that stops reading a
+#: response, is 60 s) is closed.  Without it, a response the client never
+#: reads holds its connection and its open file forever: twisted.web turns
+#: its own idle timeout off while a request is being answered.
+HTTP_POLICY = Policy(idleTimeout=DEFAULT_IDLE_TIMEOUT)
+
 http = Handler(
     "http",
     "HTTP on twisted.web: a folder (option root), a built-in page, or a redirect",
     buildSite,
     parse=parseWebOptions,
+    defaultPolicy=HTTP_POLICY,
 )
 https = Handler(
     "https",
@@ -436,4 +714,5 @@ https = Handler(
     buildSite,
     parse=parseWebOptions,
     impliesTLS=True,
+    defaultPolicy=HTTP_POLICY,
 )
