@@ -42,6 +42,7 @@ from multiport.counters import PortCounters
 from multiport.handlers.interface import HandlerContext, IDrainable
 from multiport.logformat import emitLine
 from multiport.policies import Admission, DaemonLimit
+from multiport.text import plural
 from multiport.transport import FastServer
 
 log = Logger()
@@ -417,16 +418,32 @@ class PortFactory(WrappingFactory):
             self._drainTimer = self.clock.callLater(timeout, self._closeRemaining)
         return waiter
 
+    def closeNow(self) -> int:
+        """
+        Close every open connection now, without waiting for a drain to
+        finish or its timeout to pass (a second SIGTERM); how many there
+        were.  A drain waiting on them fires once they are gone.
+        """
+        timer, self._drainTimer = self._drainTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        remaining = list(self.protocols)
+        self._abort(remaining)
+        return len(remaining)
+
     def _closeRemaining(self) -> None:
         self._drainTimer = None
         remaining = list(self.protocols)
         if remaining:
             log.info(
-                "{port}: closing {count} connections still open after the drain "
-                "timeout",
+                "{port}: closing {connections} still open after the drain timeout",
                 port=self.portName,
                 count=len(remaining),
+                connections=plural(len(remaining), "connection"),
             )
+        self._abort(remaining)
+
+    def _abort(self, remaining: list[Any]) -> None:
         for protocol in remaining:
             if protocol.closeReason is None:
                 protocol.closeReason = "drain"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import signal
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -44,6 +45,7 @@ from multiport.handlers.interface import (
 from multiport.live import loadCertificates, tokenMatches
 from multiport.policies import DaemonLimit, drainTimeoutOf
 from multiport.port import PortFactory, PortServer, PortSSLServer, PortTCPServer
+from multiport.text import plural
 from multiport.tls import LoadedCertificate
 
 log = Logger()
@@ -594,10 +596,11 @@ class PortsService(MultiService):
         timeout = drainTimeoutOf(server.config.policy)
         count = server.factory.counters.current
         log.info(
-            "stopped listening on {name}; {count} connections draining (at most "
+            "stopped listening on {name}; {connections} draining (at most "
             "{timeout:g}s)",
             name=name,
             count=count,
+            connections=plural(count, "connection"),
             timeout=timeout,
         )
 
@@ -883,7 +886,36 @@ class PortsService(MultiService):
                 log.info("stopped listening on {name}", name=name)
         open = sum(p.factory.counters.current for p in [*self.ports(), *self.draining])
         if open:
-            log.info("draining {count} open connections", count=open)
+            log.info(
+                "draining {connections}",
+                count=open,
+                connections=plural(open, "open connection"),
+            )
         for port in [*self.ports(), *self.draining]:
             stops.append(port.factory.drain(drainTimeoutOf(port.config.policy)))
         return DeferredList(stops).addCallback(lambda _: None)
+
+    def hurry(self, signalNumber: int) -> int:
+        """
+        The daemon is stopping and got C{signalNumber} (SIGTERM or SIGINT)
+        again: close every open connection now rather than let it drain;
+        how many there were.
+        """
+        count = sum(p.factory.closeNow() for p in [*self.ports(), *self.draining])
+        log.info(
+            "{signal} again: closing {connections} now, without waiting for the drain",
+            signal=signalName(signalNumber),
+            count=count,
+            connections=plural(count, "open connection"),
+        )
+        return count
+
+
+def signalName(number: int) -> str:
+    """
+    C{SIGTERM} for C{signal.SIGTERM}; the number for one without a name.
+    """
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

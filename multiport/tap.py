@@ -48,6 +48,8 @@ from multiport.service import (
     noCollections,
     reportStartupErrorsBriefly,
 )
+from multiport.signals import HurryOnSecondSignal
+from multiport.text import plural
 from multiport.tls import (
     LoadedCertificate,
     TLSError,
@@ -409,7 +411,7 @@ class Options(usage.Options):
                 f"{port.name} {port.handler} {tls} backlog {port.backlog} "
                 f"[{port.where}]"
             )
-        print(f"multiport: configuration ok, {len(config.ports)} ports")
+        print(f"multiport: configuration ok, {plural(len(config.ports), 'port')}")
 
 
 def _owner(options: usage.Options) -> tuple[int, int] | None:
@@ -463,10 +465,11 @@ def _makeService(options: Options, reactor: Any) -> PortsService | WorkerPool:
     except ConfigError as e:
         raise SystemExit(f"multiport: {e.message}") from None
     log.info(
-        "multiport {version} on Python {python}: {count} ports",
+        "multiport {version} on Python {python}: {ports}",
         version=__version__,
         python=sys.version.split()[0],
         count=len(config.ports),
+        ports=plural(len(config.ports), "port"),
     )
     limit = DaemonLimit.fromFileLimit(len(config.ports))
     log.info(
@@ -512,6 +515,10 @@ def _makeService(options: Options, reactor: Any) -> PortsService | WorkerPool:
     else:
         service = ports(config)
     StatsDumpService(service.portStatus, reactor).setServiceParent(service)
+    if daemon:
+        # Takes SIGTERM and SIGINT over from the reactor once stopping, in
+        # the daemon only: a test's process keeps its own handlers.
+        HurryOnSecondSignal(service.hurry, reactor).setServiceParent(service)
     ReloadOnHangup(service.reloadLogged, reactor).setServiceParent(service)
     ReadyLine(len(config.ports), options.startedAt, freeze=daemon).setServiceParent(
         service
@@ -550,8 +557,9 @@ class ReadyLine(Service):
             gc.freeze()
         if self.startedAt is not None:
             log.info(
-                "ready: {count} ports listening, {seconds:.3f} s after the "
-                "command line was read",
+                "ready: {ports} listening, {seconds:.3f} s after the command "
+                "line was read",
                 count=self.count,
+                ports=plural(self.count, "port"),
                 seconds=self.clock() - self.startedAt,
             )

@@ -162,7 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def mainGone(_: object) -> None:
         # The main process is gone: finish (draining) and exit.
-        if reactor.running:  # type: ignore[attr-defined]
+        if reactor.running and not worker.stopping:  # type: ignore[attr-defined]
+            worker.stopping = True
             reactor.stop()  # type: ignore[attr-defined]
 
     channel.lost.addCallback(mainGone)
@@ -171,16 +172,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     # must not stop a worker twice.
     os.setsid()
 
-    def stopOnce(number: int, frame: object) -> None:
-        reactor.callFromThread(stopping)  # type: ignore[attr-defined]
+    def onStopSignal(number: int, frame: object) -> None:
+        reactor.callFromThread(stopping, number)  # type: ignore[attr-defined]
 
-    def stopping() -> None:
-        if reactor.running and not worker.stopping:  # type: ignore[attr-defined]
-            worker.stopping = True
-            reactor.stop()  # type: ignore[attr-defined]
+    def stopping(number: int) -> None:
+        if not worker.stopping:
+            if reactor.running:  # type: ignore[attr-defined]
+                worker.stopping = True
+                reactor.stop()  # type: ignore[attr-defined]
+        elif worker.service is not None:
+            # Asked again while draining: the main process got a second
+            # SIGTERM or SIGINT.
+            worker.service.hurry(number)
 
     reactor.callWhenRunning(  # type: ignore[attr-defined]
-        lambda: [signal.signal(s, stopOnce) for s in (signal.SIGTERM, signal.SIGINT)]
+        lambda: [
+            signal.signal(s, onStopSignal) for s in (signal.SIGTERM, signal.SIGINT)
+        ]
     )
     reactor.addSystemEventTrigger(  # type: ignore[attr-defined]
         "before", "shutdown", worker.stop

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -45,7 +44,9 @@ from multiport.service import (
     describeListenError,
     logReloaded,
     reloadLogged,
+    signalName,
 )
+from multiport.text import plural
 from multiport.worker import CHANNEL_FD
 
 log = Logger()
@@ -303,10 +304,6 @@ class WorkerPool(MultiService):
         """
         Service.stopService(self)
         self._stopping = True
-        # A second SIGTERM or SIGINT while draining would only make the
-        # reactor complain that it is stopping already.
-        for number in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(number, self._alreadyStopping)
         if self._refresher.running:
             self._refresher.stop()
         waits: list[Deferred[Any]] = []
@@ -335,10 +332,24 @@ class WorkerPool(MultiService):
 
         return done.addCallback(closeSockets)
 
-    def _alreadyStopping(self, number: int, frame: object) -> None:
-        self._reactor.callFromThread(
-            log.info, "already stopping: waiting for the workers to drain"
+    def hurry(self, signalNumber: int) -> None:
+        """
+        The daemon is stopping and got C{signalNumber} (SIGTERM or SIGINT)
+        again: every worker is told to close its connections now (a second
+        SIGTERM does that in a worker), and so are the status port's.
+        """
+        log.info(
+            "{signal} again: the workers close their connections now, without "
+            "waiting for the drain",
+            signal=signalName(signalNumber),
         )
+        for slot in self.slots:
+            if slot.process is not None:
+                try:
+                    slot.process.signalProcess("TERM")
+                except Exception:
+                    pass
+        self.status.hurry(signalNumber)
 
     # Workers.
 
@@ -385,10 +396,11 @@ class WorkerPool(MultiService):
         def ready(answer: Mapping[str, int]) -> None:
             slot.ready = True
             log.info(
-                "worker {index} (pid {pid}) serving {count} ports",
+                "worker {index} (pid {pid}) serving {ports}",
                 index=slot.index,
                 pid=answer["pid"],
                 count=len(names),
+                ports=plural(len(names), "port"),
             )
 
         def failed(reason: Failure) -> None:

@@ -308,7 +308,7 @@ class TwoWorkersTests(SynchronousTestCase):
             self.addCleanup(client.close)
             self.assertTrue(echoes(client, b"open"))
         self.daemon.process.send_signal(signal.SIGTERM)
-        self.daemon.waitFor(r"worker \d: draining \d+ open connections")
+        self.daemon.waitFor(r"worker \d: draining \d+ open connections?")
         for client in clients:
             self.assertTrue(echoes(client, b"finishing"))
         self.assertIsNone(self.daemon.process.poll())
