@@ -6,8 +6,11 @@ twistd picks its log observer from C{--logger}, a dotted name it calls with
 no arguments.  multiport points that option at L{textLogger} or
 L{jsonLogger} (unless the command line chose a logger, or syslog) and
 L{configure} tells them where twistd would have written.  Both write the
-same file twistd would (a L{LogFile}, rotated at 1 MB and on SIGUSR1, as
-twistd does), in the same text format as twistd's own observer for text.
+same file twistd would, in the same text format as twistd's own observer
+for text: a L{ReopeningLogFile}, rotated at 1 MB as twistd's (keeping at
+most 10 rotated files, where twistd keeps them all), and on SIGUSR1 either
+rotated, or reopened by name when something else (logrotate) has moved it
+away, as nginx does on SIGUSR1.
 
 What makes them cheaper than twistd's observer matters only for the
 connection log, one line per connection: time stamps are formatted once a
@@ -22,6 +25,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -39,10 +43,21 @@ from twisted.logger import (
     formatTime,
     timeFormatRFC3339,
 )
+from twisted.python import threadable
 from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
+#: Where the observers write, and how their log file rotates (L{configure}).
 _destination: str = "-"
+#: Bytes after which the log file is rotated (twistd's figure); 0: never by
+#: size.
+DEFAULT_ROTATE_SIZE = 1_000_000
+#: Rotated files kept (C{twistd.log.1} ... C{.10}); older ones are deleted.
+DEFAULT_ROTATE_KEEP = 10
+_rotateSize = DEFAULT_ROTATE_SIZE
+_rotateKeep = DEFAULT_ROTATE_KEEP
+
+log = Logger()
 
 #: Event fields that are the logging system's own, not the event's.
 _SKIP = frozenset({"log_logger", "log_source", "log_format", "log_io", "log_trace"})
@@ -65,13 +80,23 @@ class Writable(Protocol):
     def flush(self) -> object: ...
 
 
-def configure(destination: str) -> None:
+def configure(
+    destination: str,
+    rotateSize: int = DEFAULT_ROTATE_SIZE,
+    rotateKeep: int = DEFAULT_ROTATE_KEEP,
+) -> None:
     """
     Where L{textLogger}'s and L{jsonLogger}'s observers write: a file name,
     or C{-} for standard output.
+
+    @param rotateSize: Bytes after which the file is rotated; 0: never by
+        size (only on SIGUSR1, or by logrotate).
+    @param rotateKeep: How many rotated files are kept.
     """
-    global _destination
+    global _destination, _rotateSize, _rotateKeep
     _destination = destination
+    _rotateSize = rotateSize
+    _rotateKeep = rotateKeep
 
 
 def preformatted(event: dict[str, Any]) -> str | None:
@@ -197,21 +222,93 @@ def emitLine(logger: Logger, line: str, **fields: object) -> None:
     logger.observer(fields)
 
 
-def _open(destination: str) -> IO[str] | LogFile:
+class ReopeningLogFile(LogFile):
+    """
+    A L{LogFile} that notices when something else has moved it away (as
+    logrotate does) and then opens a new file at its path rather than
+    writing on into the moved one.
+
+    Twisted's L{LogFile} keeps writing the file it has open, and its
+    rotation renames whatever is at the path: once logrotate has moved the
+    file, rotating either silently does nothing (the path is gone) or
+    renames logrotate's new empty file.  Here both size rotation and
+    L{rotate} reopen by name instead when the file at the path is not the
+    one open (another inode, or none).
+    """
+
+    # Rotating takes the file's lock, as LogFile's own write and rotate do.
+    synchronized = ["rotate"]
+
+    def _openFile(self) -> None:
+        super()._openFile()
+        opened = os.fstat(self._file.fileno())
+        self._identity = (opened.st_dev, opened.st_ino)
+
+    def movedAway(self) -> bool:
+        """
+        Whether the file at the path is no longer the one being written.
+        """
+        try:
+            current = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        return (current.st_dev, current.st_ino) != self._identity
+
+    def rotate(self) -> None:
+        """
+        Reopen by name if the file was moved away; else rotate it as
+        L{LogFile} does (C{path} to C{path.1}, and so on, at most
+        C{maxRotatedFiles} kept).
+        """
+        if self.movedAway():
+            self.reopen()
+        else:
+            super().rotate()
+
+
+threadable.synchronize(ReopeningLogFile)
+
+
+def onLogSignal(logFile: ReopeningLogFile, flush: Callable[[], object]) -> str:
+    """
+    What SIGUSR1 does to the log file: write what waits, then reopen it if
+    it was moved away (logrotate), else rotate it; logged, in the file it
+    goes on with.  Returns C{"reopened"} or C{"rotated"}.
+    """
+    flush()
+    done = "reopened" if logFile.movedAway() else "rotated"
+    logFile.rotate()
+    if done == "reopened":
+        log.info("SIGUSR1: {path} was moved away: reopened it", path=logFile.path)
+    else:
+        log.info("SIGUSR1: rotated {path}", path=logFile.path)
+    return done
+
+
+def _onUSR1(callback: Callable[[], object]) -> None:
+    """
+    Have SIGUSR1 call C{callback} on the reactor's thread, unless something
+    else handles that signal already (as twistd does for its log file).
+    """
+    if signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, None):
+        return
+
+    def received(signum: int, frame: object) -> None:
+        from twisted.internet import reactor
+
+        reactor.callFromThread(callback)  # type: ignore[attr-defined]
+
+    signal.signal(signal.SIGUSR1, received)
+
+
+def _open(destination: str) -> IO[str] | ReopeningLogFile:
     if destination == "-":
         return sys.stdout
-    logFile = LogFile.fromFullPath(destination)
-    # As twistd does for its own log file: SIGUSR1 rotates it, unless
-    # something else handles that signal.
-    if not signal.getsignal(signal.SIGUSR1):
-
-        def rotate(signum: int, frame: object) -> None:
-            from twisted.internet import reactor
-
-            reactor.callFromThread(logFile.rotate)  # type: ignore[attr-defined]
-
-        signal.signal(signal.SIGUSR1, rotate)
-    return logFile
+    return ReopeningLogFile.fromFullPath(
+        destination,
+        rotateLength=_rotateSize or None,
+        maxRotatedFiles=_rotateKeep,
+    )
 
 
 def batchedObserver(
@@ -229,7 +326,20 @@ def batchedObserver(
 def _observer(format: Callable[[dict[str, Any]], str | None]) -> TextFileObserver:
     from twisted.internet import reactor
 
-    return batchedObserver(_open(_destination), format, reactor)
+    out = _open(_destination)
+    observer = batchedObserver(out, format, reactor)
+    if isinstance(out, ReopeningLogFile):
+        _onUSR1(lambda: onLogSignal(out, observer.flush))
+    else:
+        # A daemon logging to standard output (systemd's journal) has no
+        # file to reopen: SIGUSR1, sent by habit or a shared logrotate
+        # rule, must not kill it (Python's default for the signal).
+        _onUSR1(
+            lambda: log.info(
+                "SIGUSR1: the log goes to standard output; nothing to reopen"
+            )
+        )
+    return observer
 
 
 def textLogger() -> ILogObserver:

@@ -116,6 +116,19 @@ def _positiveInt(value: str) -> int:
 _positiveInt.coerceDoc = f"From 1 to {MAX_BACKLOG}."  # type: ignore[attr-defined]
 
 
+def _wholeNumber(value: str, option: str, least: int, most: int) -> int:
+    """
+    C{value} of C{option} as a whole number from C{least} to C{most}.
+
+    @raise ConfigError: naming the option and the bad value.
+    """
+    if not (value.isascii() and value.isdigit()) or not least <= int(value) <= most:
+        raise ConfigError(
+            option, f"expected a whole number from {least} to {most}, got {value!r}"
+        )
+    return int(value)
+
+
 class Options(usage.Options):
     """
     The options of C{twistd multiport}.
@@ -153,6 +166,19 @@ class Options(usage.Options):
             None,
             "text",
             "The daemon's log lines: text, or json (one object per line).",
+        ],
+        [
+            "log-rotate-size",
+            None,
+            str(logformat.DEFAULT_ROTATE_SIZE),
+            "Bytes after which the log file is rotated (as twistd.log.1...); 0: "
+            "never by size (when logrotate rotates it).",
+        ],
+        [
+            "log-rotate-keep",
+            None,
+            str(logformat.DEFAULT_ROTATE_KEEP),
+            "Rotated log files kept; older ones are deleted.",
         ],
         [
             "tls-cert",
@@ -299,6 +325,10 @@ class Options(usage.Options):
         format = self["log-format"]
         if format not in ("text", "json"):
             raise ConfigError("--log-format", f"{format!r} is not text or json")
+        rotateSize = _wholeNumber(
+            self["log-rotate-size"], "--log-rotate-size", 0, 1 << 50
+        )
+        rotateKeep = _wholeNumber(self["log-rotate-keep"], "--log-rotate-keep", 1, 1000)
         parent = getattr(self, "parent", None)
         if parent is None:
             return
@@ -316,7 +346,7 @@ class Options(usage.Options):
         # point it at ours, writing where twistd would have.
         if logfile in (None, "") and not nodaemon:
             logfile = "twistd.log"
-        logformat.configure(logfile or "-")
+        logformat.configure(logfile or "-", rotateSize, rotateKeep)
         parent["logger"] = f"multiport.logformat.{format}Logger"
 
     def _drainTimeout(self) -> float | None:

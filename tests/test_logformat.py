@@ -7,12 +7,15 @@ from __future__ import annotations
 import io
 import json
 import signal
+from pathlib import Path
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import (
     Logger,
     LogLevel,
+    capturedLogs,
+    formatEvent,
     formatEventAsClassicLogText,
     formatTime,
     globalLogPublisher,
@@ -342,3 +345,120 @@ class BatchedObserverTests(SynchronousTestCase):
         [(flush, args, kwargs)] = reactor.triggers["after"]["shutdown"]
         flush(*args, **kwargs)
         self.assertEqual(stream.writes, ["a\n"])
+
+
+class ReopeningLogFileTests(SynchronousTestCase):
+    """
+    The log file rotates with a cap on rotated files, and reopens by name
+    when something else (logrotate) moved it away.
+    """
+
+    def setUp(self):
+        self.folder = Path(self.mktemp())
+        self.folder.mkdir()
+        self.path = self.folder / "twistd.log"
+
+    def open(self, **kwargs) -> logformat.ReopeningLogFile:
+        logFile = logformat.ReopeningLogFile.fromFullPath(str(self.path), **kwargs)
+        self.addCleanup(lambda: logFile.closed or logFile.close())
+        return logFile
+
+    def test_rotatedFilesCapped(self):
+        """
+        Size rotation keeps at most maxRotatedFiles rotated files.
+        """
+        logFile = self.open(rotateLength=100, maxRotatedFiles=3)
+        for n in range(50):
+            logFile.write(f"line {n:03} {'x' * 30}\n")
+        self.assertEqual(logFile.listLogs(), [1, 2, 3])
+        self.assertEqual(
+            sorted(p.name for p in self.folder.iterdir()),
+            ["twistd.log", "twistd.log.1", "twistd.log.2", "twistd.log.3"],
+        )
+
+    def test_notMoved(self):
+        """
+        A file still at its path was not moved; rotating renames it to .1.
+        """
+        logFile = self.open()
+        logFile.write("before\n")
+        self.assertFalse(logFile.movedAway())
+        logFile.rotate()
+        logFile.write("after\n")
+        logFile.flush()
+        self.assertEqual(self.path.read_text(), "after\n")
+        self.assertEqual((self.folder / "twistd.log.1").read_text(), "before\n")
+
+    def test_movedReopens(self):
+        """
+        Once moved away, rotating opens a new file at the path and leaves the
+        moved one as it is.
+        """
+        logFile = self.open()
+        logFile.write("before\n")
+        moved = self.folder / "twistd.log-20261205"
+        self.path.rename(moved)
+        self.assertTrue(logFile.movedAway())
+        logFile.rotate()
+        logFile.write("after\n")
+        logFile.flush()
+        self.assertFalse(logFile.movedAway())
+        self.assertEqual(self.path.read_text(), "after\n")
+        self.assertEqual(moved.read_text(), "before\n")
+        self.assertFalse((self.folder / "twistd.log.1").exists())
+
+    def test_replacedReopens(self):
+        """
+        logrotate's C{create}: a new empty file at the path is not renamed,
+        it is the one written next.
+        """
+        logFile = self.open()
+        logFile.write("before\n")
+        self.path.rename(self.folder / "twistd.log.1")
+        self.path.write_text("")
+        self.assertTrue(logFile.movedAway())
+        logFile.rotate()
+        logFile.write("after\n")
+        logFile.flush()
+        self.assertEqual(self.path.read_text(), "after\n")
+        self.assertEqual((self.folder / "twistd.log.1").read_text(), "before\n")
+        self.assertFalse((self.folder / "twistd.log.2").exists())
+
+    def test_sizeRotationAfterMove(self):
+        """
+        Reaching the size after the file was moved away opens a new one at
+        the path instead of writing on into the moved file.
+        """
+        logFile = self.open(rotateLength=10)
+        logFile.write("0123456789\n")
+        moved = self.folder / "elsewhere.log"
+        self.path.rename(moved)
+        logFile.write("next\n")
+        logFile.flush()
+        self.assertEqual(moved.read_text(), "0123456789\n")
+        self.assertEqual(self.path.read_text(), "next\n")
+
+    def test_onLogSignal(self):
+        """
+        SIGUSR1's work: write what waits, then rotate or reopen, and say
+        which in the log.
+        """
+        logFile = self.open()
+        flushed = []
+        with capturedLogs() as events:
+            self.assertEqual(
+                logformat.onLogSignal(logFile, lambda: flushed.append(1)), "rotated"
+            )
+            self.path.rename(self.folder / "moved.log")
+            self.assertEqual(
+                logformat.onLogSignal(logFile, lambda: flushed.append(2)), "reopened"
+            )
+        self.assertEqual(flushed, [1, 2])
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            [
+                f"SIGUSR1: rotated {self.path.absolute()}",
+                f"SIGUSR1: {self.path.absolute()} was moved away: reopened it",
+            ],
+        )
+        self.assertTrue(self.path.exists())

@@ -8,6 +8,7 @@ The daemon tests send real signals to a real C{twistd multiport}.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import time
@@ -200,3 +201,101 @@ def closedByServer(client: socket.socket) -> bool:
         return client.recv(10) == b""
     except ConnectionResetError:
         return True
+
+
+def readWhen(path: Path, pattern: str, timeout: float = PROMPTLY) -> re.Match[str]:
+    """
+    Poll the file at C{path} until a line matches C{pattern}; the match.
+    Fails after C{timeout} seconds.
+    """
+    expression = re.compile(pattern, re.MULTILINE)
+    deadline = time.monotonic() + timeout
+    while True:
+        text = path.read_text() if path.exists() else ""
+        match = expression.search(text)
+        if match:
+            return match
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{pattern!r} not in {path} in {timeout}s:\n{text}")
+        time.sleep(0.02)
+
+
+class LogSignalDaemonTests(SynchronousTestCase):
+    """
+    SIGUSR1 to a real daemon logging to a file reopens the file by name
+    once logrotate has moved it; logging to standard output, SIGUSR1 does
+    no harm.
+    """
+
+    def setUp(self) -> None:
+        self.folder = Path(self.mktemp()).absolute()
+        self.folder.mkdir(parents=True)
+        self.logfile = self.folder / "multiport.log"
+
+    def daemon(self, *args: str, logfile: bool = True) -> Daemon:
+        daemon = Daemon(
+            [
+                "--no-status",
+                "--state-dir",
+                str(self.folder / "state"),
+                "--ports",
+                "127.0.0.1:0=echo",
+                *args,
+            ],
+            str(self.folder),
+            twistdArgs=["--logfile", str(self.logfile)] if logfile else [],
+        )
+        self.addCleanup(daemon.stop)
+        return daemon
+
+    def echoPort(self) -> int:
+        return int(readWhen(self.logfile, r"listening on tcp:127\.0\.0\.1:(\d+)")[1])
+
+    def test_reopenAfterMove(self):
+        """
+        After the file is moved away (logrotate), SIGUSR1 makes the daemon
+        write a new file at the path; the moved file gets nothing more.
+        """
+        daemon = self.daemon()
+        port = self.echoPort()
+        moved = self.folder / "multiport.log.1"
+        self.logfile.rename(moved)
+        daemon.process.send_signal(signal.SIGUSR1)
+        readWhen(self.logfile, r"SIGUSR1: .*multiport\.log was moved away: reopened")
+        with connect(port) as client:
+            self.assertTrue(echoes(client, b"after the move"))
+        readWhen(self.logfile, rf"tcp:127\.0\.0\.1:{port} echo .* closed clean")
+        self.assertEqual(daemon.stop(), -signal.SIGTERM)
+        readWhen(self.logfile, r"Server Shut Down")
+        before = moved.read_text()
+        self.assertIn("listening on", before)
+        self.assertNotIn("closed clean", before)
+        self.assertNotIn("Traceback", before + self.logfile.read_text())
+
+    def test_rotatedFilesCapped(self):
+        """
+        --log-rotate-size and --log-rotate-keep: the file rotates by size
+        and at most that many rotated files are kept.
+        """
+        self.daemon("--log-rotate-size", "1000", "--log-rotate-keep", "2")
+        port = self.echoPort()
+        for n in range(40):
+            with connect(port) as client:
+                self.assertTrue(echoes(client, b"%d" % n))
+        readWhen(self.logfile, r"127\.0\.0\.1:\d+ closed clean after .*, received 2 B")
+        names = {p.name for p in self.folder.iterdir() if p.name.startswith("multip")}
+        self.assertEqual(names, {"multiport.log", "multiport.log.1", "multiport.log.2"})
+        self.assertLess(self.logfile.stat().st_size, 1200)
+
+    def test_standardOutput(self):
+        """
+        Logging to standard output (-n, as under systemd), SIGUSR1 is logged
+        and the daemon goes on serving.
+        """
+        daemon = self.daemon(logfile=False)
+        [(host, port)] = {a for a in daemon.listening(1).values()}
+        daemon.process.send_signal(signal.SIGUSR1)
+        daemon.waitFor(r"SIGUSR1: the log goes to standard output; nothing to reopen")
+        with connect(port) as client:
+            self.assertTrue(echoes(client, b"still here"))
+        self.assertIsNone(daemon.process.poll())
