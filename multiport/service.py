@@ -56,8 +56,8 @@ class StartupError(Exception):
     The daemon can't start; the message says why in one line.
     """
 
-    # twistd shows "<module>.<class>: <message>" in daemon mode, cut at 100
-    # bytes: keep the prefix short.
+    # twistd's own daemon-mode report says "<module>.<class>: <message>";
+    # keep the prefix short (multiport.daemonmode prints the message alone).
     __module__ = "multiport"
 
 

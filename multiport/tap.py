@@ -37,6 +37,7 @@ from multiport.config import (
     parseInterface,
 )
 from multiport.configfile import readConfigFile
+from multiport.daemonmode import reportStartupErrorsWhole
 from multiport.dump import StatsDumpService
 from multiport.handlers.interface import IHandler
 from multiport.handlers.registry import findHandlers
@@ -482,6 +483,7 @@ def _makeService(options: Options, reactor: Any) -> PortsService | WorkerPool:
         from twisted.internet import reactor
 
         reportStartupErrorsBriefly()
+        reportStartupErrorsWhole()
     config = options.config
     assert config is not None, "postOptions builds the configuration"
     preload()

@@ -9,10 +9,12 @@ import http.client
 import json
 import os
 import pwd
+import re
 import signal
 import socket
 import ssl
 import subprocess
+import time
 from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
@@ -343,3 +345,102 @@ class PrivilegeDropTests(SynchronousTestCase):
         daemon.stop()
         self.assertNotIn("Traceback", "".join(daemon.lines))
         self.assertIn("Server Shut Down", "".join(daemon.lines))
+
+
+class DaemonModeTests(SynchronousTestCase):
+    """
+    Without -n: twistd forks, and the command on the terminal reports how
+    the start went.
+    """
+
+    def setUp(self) -> None:
+        self.folder = Path(self.mktemp()).absolute()
+        self.folder.mkdir(parents=True)
+        self.pidfile = self.folder / "twistd.pid"
+        self.logfile = self.folder / "twistd.log"
+
+    def twistd(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                *TWISTD,
+                "--pidfile",
+                str(self.pidfile),
+                "--logfile",
+                str(self.logfile),
+                "multiport",
+                "--no-status",
+                "--state-dir",
+                str(self.folder / "state"),
+                *args,
+            ],
+            cwd=self.folder,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def assertWholeError(self, result: subprocess.CompletedProcess[str], busy: int):
+        self.assertEqual(result.returncode, 1)
+        line = (
+            f"multiport: cannot listen on 127.0.0.1:{busy}: address already in use "
+            "(another process, or another port here) "
+            f"[--ports item 2 '127.0.0.1:{busy}=echo']\n"
+        )
+        self.assertEqual((result.stdout, result.stderr), ("", line))
+        self.assertFalse(self.pidfile.exists())
+        self.assertIn(line[len("multiport: ") :], self.logfile.read_text())
+
+    def test_portInUse(self):
+        """
+        A port that can't be bound after the fork: the terminal gets the
+        whole line -n prints (not a bytes repr cut at 100 bytes), status 1,
+        and the log file has it too.
+        """
+        busy = busyPort(self)
+        result = self.twistd("--ports", f"127.0.0.1:0=echo,127.0.0.1:{busy}=echo")
+        self.assertWholeError(result, busy)
+
+    def test_portInUseWorkers(self):
+        """
+        The same with --workers, whose main process binds the sockets.
+        """
+        busy = busyPort(self)
+        result = self.twistd(
+            "--workers", "2", "--ports", f"127.0.0.1:0=echo,127.0.0.1:{busy}=echo"
+        )
+        self.assertWholeError(result, busy)
+
+    def test_started(self):
+        """
+        A start that works still exits 0 on the terminal once the daemon
+        serves, leaving its pid file.
+        """
+        result = self.twistd("--ports", "127.0.0.1:0=echo")
+        self.assertEqual((result.returncode, result.stderr), (0, ""))
+        pid = int(self.pidfile.read_text())
+        self.addCleanup(stopDaemon, pid)
+        deadline = time.monotonic() + 30
+        match = None
+        while match is None and time.monotonic() < deadline:
+            match = re.search(
+                r"listening on tcp:127\.0\.0\.1:(\d+)", self.logfile.read_text()
+            )
+            time.sleep(0.02)
+        assert match is not None, self.logfile.read_text()
+        self.assertEqual(receiveAll("127.0.0.1", int(match[1]), b"up", limit=2), b"up")
+
+
+def stopDaemon(pid: int, timeout: float = 30) -> None:
+    """
+    SIGTERM the daemonized process C{pid} and wait for it to be gone.
+    """
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists():
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            return
+        time.sleep(0.02)
