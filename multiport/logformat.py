@@ -177,7 +177,10 @@ class TextFileObserver:
         self._format = format
         self._later = later
         self._pending: list[str] = []
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler that logs (the reactor's SIGTERM
+        # handler does) may run on this thread in the middle of a write; a
+        # plain lock would hang the daemon there for good.
+        self._lock = threading.RLock()
 
     def __call__(self, event: dict[str, Any]) -> None:
         text = self._format(event)

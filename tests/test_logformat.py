@@ -255,6 +255,35 @@ class TextFileObserverTests(SynchronousTestCase):
         self.clock.advance(0)
         self.assertEqual(len(self.stream.writes), 1)
 
+    def test_reentrant(self):
+        """
+        An event logged while a write is under way on the same thread (a
+        signal handler that logs) is written too, instead of waiting
+        forever for the write around it.
+        """
+        import threading
+
+        observer = self.observer
+
+        class Interrupted(Stream):
+            def write(self, text: str) -> None:
+                super().write(text)
+                if len(self.writes) == 1:
+                    Logger(observer=observer, namespace="signal").info("received")
+
+        self.stream = Interrupted()
+        observer._out = self.stream
+        done = threading.Event()
+
+        def write() -> None:
+            self.other.info("first")
+            done.set()
+
+        threading.Thread(target=write, daemon=True).start()
+        self.assertTrue(done.wait(10), "the write never finished")
+        self.assertEqual(len(self.stream.writes), 2)
+        self.assertIn("received", self.stream.writes[1])
+
     def test_nothingToWrite(self):
         """
         An event with no text writes nothing.
