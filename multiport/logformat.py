@@ -26,18 +26,19 @@ import datetime
 import json
 import math
 import os
+import re
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container, Iterator
 from typing import IO, Any, Protocol
 
 from twisted.logger import (
     ILogObserver,
+    InvalidLogLevelError,
     Logger,
     LogLevel,
-    eventAsText,
     formatEvent,
     formatEventAsClassicLogText,
     formatTime,
@@ -72,6 +73,23 @@ BULK_NAMESPACES = frozenset(
 
 #: The message format of an event whose message is its C{line} field as is.
 LINE_FORMAT = "{line}"
+
+#: The log system of the events logged while a port starts listening
+#: (L{multiport.port.ListeningPort}): Twisted's own C{<factory> starting on
+#: N} line among them, which multiport's C{listening on} line replaces.
+PORT_START_SYSTEM = "multiport.port-start"
+_STARTING_ON = re.compile(r".* starting on \d+")
+
+
+def isTwistedPortLine(event: dict[str, Any]) -> bool:
+    """
+    Whether C{event} is Twisted's C{<factory> starting on N} line for a
+    multiport port, which the daemon's observers leave out.
+    """
+    if event.get("log_system") != PORT_START_SYSTEM:
+        return False
+    text = event.get("log_text")
+    return isinstance(text, str) and _STARTING_ON.fullmatch(text) is not None
 
 
 class Writable(Protocol):
@@ -144,6 +162,8 @@ class ClassicText:
 
     def __call__(self, event: dict[str, Any]) -> str | None:
         line = preformatted(event)
+        if line is None and isTwistedPortLine(event):
+            return None
         if line is not None:
             level = event.get("log_level")
             system = event.get("log_system")
@@ -353,24 +373,106 @@ def textLogger() -> ILogObserver:
     return _observer(ClassicText())
 
 
-def messageLine(event: dict[str, Any]) -> str | None:
+def _simpleFields(
+    event: dict[str, Any], skip: Container[str]
+) -> Iterator[tuple[str, object]]:
     """
-    An event's message alone, as one line of text (more, indented, for a
-    traceback), without time stamp or system: what a worker process writes
-    for the main process to log.
+    The event's own fields (not the logging system's, nor those in
+    C{skip}) whose values JSON carries as they are.
     """
+    for key, value in event.items():
+        if key in _SKIP or key.startswith("log_") or key in skip:
+            continue
+        if isinstance(value, str | int | float | bool) or value is None:
+            yield key, value
+
+
+#: Fields of a worker's log event that are the logging system's (the legacy
+#: log's own), not the event's.
+_LEGACY = frozenset(
+    {"message", "format", "isError", "system", "time", "failure", "why"}
+)
+
+
+def workerRecord(event: dict[str, Any]) -> str | None:
+    """
+    What a worker process writes on its standard output for one log event,
+    for the main process to log again (L{eventFromWorker}): one line of
+    JSON with the time, level, namespace, message, the event's simple
+    fields and its traceback, if any.
+    """
+    if isTwistedPortLine(event):
+        return None
     line = preformatted(event)
-    if line is not None:
-        return line + "\n"
-    text = eventAsText(event, includeTimestamp=False, includeSystem=False)
-    return text.rstrip("\n") + "\n" if text else None
+    message = line if line is not None else formatEvent(event)
+    failure = event.get("log_failure")
+    if not message and failure is None:
+        return None
+    record: dict[str, object] = {
+        "t": event.get("log_time"),
+        "l": getattr(event.get("log_level"), "name", "info"),
+        "n": event.get("log_namespace", "-"),
+        "m": message,
+        "f": dict(_simpleFields(event, _LEGACY | {"line"})),
+    }
+    if failure is not None:
+        record["tb"] = failure.getTraceback()
+    return json.dumps(record) + "\n"
 
 
-def eventAsJSON(event: dict[str, Any]) -> str:
+def eventFromWorker(text: str, worker: int) -> dict[str, Any] | None:
+    """
+    The event to log in the main process for a line worker C{worker} wrote
+    (L{workerRecord}), or C{None} if the line is not one.
+
+    The event keeps its namespace, level, time and fields, plus C{worker};
+    its message is a pre-formatted line: as the worker had it for the
+    connection and access logs (whose lines parsers read the same with or
+    without workers), after C{worker N: } for the rest.
+    """
+    if not text.startswith("{"):
+        return None
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("m"), str):
+        return None
+    namespace = record.get("n")
+    namespace = namespace if isinstance(namespace, str) else "-"
+    try:
+        level = LogLevel.levelWithName(str(record.get("l")))
+    except InvalidLogLevelError:
+        level = LogLevel.info
+    line = record["m"]
+    if namespace not in BULK_NAMESPACES:
+        line = f"worker {worker}: {line}"
+    traceback = record.get("tb")
+    if isinstance(traceback, str) and traceback:
+        line = f"{line}\n{traceback.rstrip()}"
+    fields = record.get("f")
+    event: dict[str, Any] = dict(fields) if isinstance(fields, dict) else {}
+    when = record.get("t")
+    event.update(
+        line=line,
+        worker=worker,
+        log_level=level,
+        log_namespace=namespace,
+        log_source=None,
+        log_format=LINE_FORMAT,
+        log_time=when if isinstance(when, int | float) else time.time(),
+    )
+    return event
+
+
+def eventAsJSON(event: dict[str, Any]) -> str | None:
     """
     One log event as a line of JSON: time, level, namespace, the formatted
     message, the event's own simple fields, and a traceback if it has one.
+    Twisted's C{starting on} line for a port is left out (C{None}).
     """
+    if isTwistedPortLine(event):
+        return None
     record: dict[str, object] = {
         "time": datetime.datetime.fromtimestamp(
             event.get("log_time", 0), datetime.UTC
@@ -379,11 +481,7 @@ def eventAsJSON(event: dict[str, Any]) -> str:
         "namespace": event.get("log_namespace", "-"),
         "message": formatEvent(event),
     }
-    for key, value in event.items():
-        if key in _SKIP or key.startswith("log_") or key in record:
-            continue
-        if isinstance(value, str | int | float | bool) or value is None:
-            record[key] = value
+    record.update(_simpleFields(event, record))
     failure = event.get("log_failure")
     if failure is not None:
         record["traceback"] = failure.getTraceback()

@@ -34,13 +34,14 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.python import log as legacyLog
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
 from multiport.config import PortConfig, formatAddress
 from multiport.counters import PortCounters
 from multiport.handlers.interface import HandlerContext, IDrainable
-from multiport.logformat import emitLine
+from multiport.logformat import PORT_START_SYSTEM, emitLine
 from multiport.policies import Admission, DaemonLimit
 from multiport.text import plural
 from multiport.transport import FastServer
@@ -608,6 +609,17 @@ class ListeningPort(tcp.Port):
         if self.addressFamily == socket.AF_INET6:
             skt.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         return skt
+
+    def startListening(self) -> None:
+        # tcp.Port logs "<factory> starting on N" as it starts; multiport's
+        # "listening on" line says that and more: the daemon's observers
+        # leave out Twisted's line, known by this log system.
+        legacyLog.callWithContext({"system": PORT_START_SYSTEM}, super().startListening)
+
+    def _logConnectionLostMsg(self) -> None:
+        # Twisted's "(TCP Port N Closed)": multiport's own "stopped listening
+        # on" line says it.
+        pass
 
     def closeNow(self) -> None:
         """

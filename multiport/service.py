@@ -812,8 +812,10 @@ class PortsService(MultiService):
                 port.privilegedStartService()
             except CannotListenError as e:
                 for done in bound:
+                    name = done.name
                     done.unbindNow()
                     self._forgetName(done)
+                    log.info("closed {name}: the start failed", name=name)
                 message = describeListenError(port.config, e)
                 log.critical("{message}", message=message)
                 raise StartupError(message) from None

@@ -4,9 +4,9 @@ of the configuration the main process sends, on listening sockets the main
 process bound and passes to it, and answers for its counters.
 
 Run by the main process only (C{python -m multiport.worker}); descriptor 3
-is its end of the channel (L{multiport.ipc}).  Its log lines go to
-standard output, which the main process reads and logs with the worker's
-number.
+is its end of the channel (L{multiport.ipc}).  Its log events go to
+standard output as lines of JSON, which the main process reads and logs
+again with the worker's number.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from twisted.logger import Logger, globalLogBeginner
 
 from multiport.config import Config
 from multiport.ipc import Channel
-from multiport.logformat import batchedObserver, messageLine
+from multiport.logformat import batchedObserver, workerRecord
 from multiport.policies import DaemonLimit, sharePolicy
 
 log = Logger()
@@ -146,11 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ours.install()
     from twisted.internet import reactor
 
-    # Each event's message on a line of standard output, connection and
-    # access log lines together once per reactor turn (as the main
-    # process's own log writes them).
+    # Each event as a line of JSON on standard output, for the main process
+    # to log with its namespace and fields; connection and access log lines
+    # together once per reactor turn (as the main process's own log writes
+    # them).
     globalLogBeginner.beginLoggingTo(
-        [batchedObserver(sys.stdout, messageLine, reactor)], redirectStandardIO=False
+        [batchedObserver(sys.stdout, workerRecord, reactor)], redirectStandardIO=False
     )
     owner = None if args.uid is None else (args.uid, args.gid)
     worker = Worker(reactor, args.index, owner)

@@ -34,7 +34,7 @@ from multiport.errors import ConfigError
 from multiport.handlers.interface import IDaemonControl, IDaemonView, PortStatus
 from multiport.ipc import Channel
 from multiport.live import tokenMatches
-from multiport.logformat import emitLine
+from multiport.logformat import emitLine, eventFromWorker
 from multiport.service import (
     PortsService,
     ReconcileError,
@@ -50,8 +50,8 @@ from multiport.text import plural
 from multiport.worker import CHANNEL_FD
 
 log = Logger()
-#: The workers' own log lines (their connection and access logs among
-#: them), each after "worker N: ", written once per reactor turn.
+#: What workers write that is not one of their log events, after
+#: "worker N: ", written once per reactor turn.
 workerOutput = Logger(namespace="multiport.worker")
 
 STATUS_HANDLER = "status"
@@ -177,7 +177,10 @@ class Slot:
 class WorkerProcess(ProcessProtocol):
     """
     The main process's side of one worker process: its output is logged
-    line by line with its number.
+    line by line with its number.  The worker writes its log events as
+    L{workerRecord} lines, logged again here with their namespace, level
+    and fields (L{eventFromWorker}); anything else it writes (Python's own
+    last words) is logged as it is, in the C{multiport.worker} namespace.
     """
 
     def __init__(self, pool: WorkerPool, slot: Slot) -> None:
@@ -191,8 +194,13 @@ class WorkerProcess(ProcessProtocol):
         index = self.slot.index
         for line in lines:
             text = line.decode("utf-8", "replace").rstrip()
-            if text:
-                emitLine(workerOutput, f"worker {index}: {text}", index=index)
+            if not text:
+                continue
+            event = eventFromWorker(text, index) if childFD == 1 else None
+            if event is not None:
+                workerOutput.observer(event)
+            else:
+                emitLine(workerOutput, f"worker {index}: {text}", worker=index)
 
     def processEnded(self, reason: Failure) -> None:
         self.pool.workerEnded(self.slot, reason)

@@ -318,40 +318,137 @@ class TextFileObserverTests(SynchronousTestCase):
         )
 
 
-class MessageLineTests(SynchronousTestCase):
+class WorkerRecordTests(SynchronousTestCase):
     """
-    What a worker writes for each event: its message on a line.
+    What a worker writes for each event, and the event the main process
+    makes of it: namespace, level, time and fields kept.
     """
 
-    def test_line(self):
-        """
-        A pre-formatted line as it is.
-        """
-        event = {"log_format": "{line}", "line": "closed clean", "log_time": 1.0}
-        self.assertEqual(logformat.messageLine(event), "closed clean\n")
+    def roundTrip(self, event, worker=2):
+        text = logformat.workerRecord(event)
+        self.assertTrue(text.endswith("\n"))
+        self.assertEqual(text.count("\n"), 1)
+        return logformat.eventFromWorker(text.rstrip("\n"), worker)
 
-    def test_formatted(self):
+    def test_accessLine(self):
         """
-        Any other event: its formatted message, a traceback after it.
+        An access log line comes back as it was, in its namespace, with its
+        fields and the worker's number.
         """
-        self.assertEqual(
-            logformat.messageLine({"log_format": "n={n}", "n": 3}), "n=3\n"
+        line = 'tcp:x 1.2.3.4 - - [t] "GET / HTTP/1.1" 200 5 "-" "ua"'
+        event = self.roundTrip(
+            {
+                "log_time": 1234.5,
+                "log_level": LogLevel.info,
+                "log_namespace": "multiport.access",
+                "log_format": "{line}",
+                "line": line,
+                "client": "1.2.3.4",
+                "status": 200,
+                "request_time": 0.25,
+                "log_logger": object(),
+                "unserialisable": object(),
+            }
         )
+        self.assertEqual(formatEvent(event), line)
+        self.assertEqual(
+            {k: event[k] for k in ("log_namespace", "log_level", "log_time")},
+            {
+                "log_namespace": "multiport.access",
+                "log_level": LogLevel.info,
+                "log_time": 1234.5,
+            },
+        )
+        self.assertEqual(
+            (event["client"], event["status"], event["request_time"], event["worker"]),
+            ("1.2.3.4", 200, 0.25, 2),
+        )
+        self.assertNotIn("unserialisable", event)
+        text = logformat.ClassicText()(event)
+        self.assertIn(f"[multiport.access#info] {line}\n", text)
+        record = json.loads(logformat.eventAsJSON(event))
+        self.assertEqual(
+            (
+                record["namespace"],
+                record["message"],
+                record["client"],
+                record["worker"],
+            ),
+            ("multiport.access", line, "1.2.3.4", 2),
+        )
+
+    def test_otherLine(self):
+        """
+        Any other event keeps its namespace and level; its message says
+        which worker, and a traceback follows it.
+        """
         try:
             raise ValueError("boom")
         except ValueError:
             failure = Failure()
-        text = logformat.messageLine(
-            {"log_format": "{line}", "line": "x", "log_failure": failure}
+        event = self.roundTrip(
+            {
+                "log_time": 5.0,
+                "log_level": LogLevel.error,
+                "log_namespace": "multiport.port",
+                "log_format": "handler {handler} raised",
+                "handler": "echo",
+                "log_failure": failure,
+            },
+            worker=0,
         )
-        self.assertTrue(text.startswith("x\n"), text)
-        self.assertIn("ValueError: boom", text)
+        self.assertEqual(event["log_namespace"], "multiport.port")
+        self.assertEqual(event["log_level"], LogLevel.error)
+        self.assertEqual(event["handler"], "echo")
+        message = formatEvent(event)
+        self.assertTrue(message.startswith("worker 0: handler echo raised\n"), message)
+        self.assertIn("ValueError: boom", message)
 
-    def test_nothing(self):
+    def test_notRecords(self):
         """
-        An event with no message writes nothing.
+        Lines that are not records are not events; events with nothing to
+        say write nothing.
         """
-        self.assertIsNone(logformat.messageLine({"log_time": 1.0}))
+        for text in ("plain text", "{broken", "[1, 2]", '{"n": "x"}', '{"m": 5}'):
+            self.assertIsNone(logformat.eventFromWorker(text, 1), text)
+        self.assertIsNone(logformat.workerRecord({"log_time": 1.0}))
+
+    def test_badLevel(self):
+        """
+        An unknown level is taken as info.
+        """
+        event = logformat.eventFromWorker('{"m": "x", "l": "loud", "n": "a"}', 1)
+        self.assertEqual(event["log_level"], LogLevel.info)
+
+
+class TwistedPortLineTests(SynchronousTestCase):
+    """
+    Twisted's "<factory> starting on N" line for a multiport port is left
+    out by the daemon's observers; the same text from elsewhere is not.
+    """
+
+    def events(self, system):
+        from twisted.python import log as legacy
+
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        legacy.callWithContext(
+            {"system": system}, legacy.msg, "PortSite starting on 8080"
+        )
+        legacy.callWithContext({"system": system}, legacy.msg, "something else")
+        return events
+
+    def test_leftOut(self):
+        starting, other = self.events(logformat.PORT_START_SYSTEM)
+        self.assertIsNone(logformat.ClassicText()(starting))
+        self.assertIsNone(logformat.eventAsJSON(starting))
+        self.assertIsNone(logformat.workerRecord(starting))
+        self.assertIn("something else", logformat.ClassicText()(other))
+
+    def test_elsewhere(self):
+        starting, _ = self.events("-")
+        self.assertIn("PortSite starting on 8080", logformat.ClassicText()(starting))
 
 
 class BatchedObserverTests(SynchronousTestCase):
@@ -362,7 +459,9 @@ class BatchedObserverTests(SynchronousTestCase):
     def test_flushAfterShutdown(self):
         reactor = MemoryReactorClock()
         stream = Stream()
-        observer = logformat.batchedObserver(stream, logformat.messageLine, reactor)
+        observer = logformat.batchedObserver(
+            stream, lambda e: e["line"] + "\n", reactor
+        )
         observer(
             {
                 "log_namespace": "multiport.connection",

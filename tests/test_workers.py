@@ -434,8 +434,9 @@ class ControlTests(SynchronousTestCase):
 
 class WorkerOutputTests(SynchronousTestCase):
     """
-    The main process logs each line a worker writes, after its number, in
-    the C{multiport.worker} namespace (written once per reactor turn).
+    The main process logs each event a worker writes with its namespace and
+    fields, and any other line after the worker's number in the
+    C{multiport.worker} namespace.
     """
 
     def test_lines(self):
@@ -445,12 +446,38 @@ class WorkerOutputTests(SynchronousTestCase):
         """
         process = WorkerProcess(None, Slot(index=1))  # type: ignore[arg-type]
         with capturedLogs() as events:
-            process.childDataReceived(1, b"tcp:x echo 1.2.3.4:5 closed clean\n\npart")
+            process.childDataReceived(1, b"Traceback (most recent\n\npart")
+            process.childDataReceived(2, b"on stderr\n")
             process.childDataReceived(1, b"ial\n")
         self.assertEqual(
-            [(e["log_namespace"], formatEvent(e), e["index"]) for e in events],
+            [(e["log_namespace"], formatEvent(e), e["worker"]) for e in events],
             [
-                ("multiport.worker", "worker 1: tcp:x echo 1.2.3.4:5 closed clean", 1),
+                ("multiport.worker", "worker 1: Traceback (most recent", 1),
+                ("multiport.worker", "worker 1: on stderr", 1),
                 ("multiport.worker", "worker 1: partial", 1),
             ],
+        )
+
+    def test_events(self):
+        """
+        A worker's connection log event keeps its namespace, line and
+        fields.
+        """
+        from multiport.logformat import emitLine, workerRecord
+        from multiport.port import connectionLog
+
+        written = []
+        with capturedLogs() as events:
+            emitLine(connectionLog, "tcp:x echo 1.2.3.4:5 closed clean", sent=4)
+        [original] = events
+        written.append(workerRecord(original).encode())
+        process = WorkerProcess(None, Slot(index=1))  # type: ignore[arg-type]
+        with capturedLogs() as events:
+            process.childDataReceived(1, b"".join(written))
+        self.assertEqual(
+            [
+                (e["log_namespace"], formatEvent(e), e["sent"], e["worker"])
+                for e in events
+            ],
+            [("multiport.connection", "tcp:x echo 1.2.3.4:5 closed clean", 4, 1)],
         )
