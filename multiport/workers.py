@@ -147,6 +147,48 @@ def mergeStatuses(
     )
 
 
+@define
+class Retired:
+    """
+    What the workers that exited had counted on one port, at their last
+    report: kept so that the daemon's totals never go backwards.
+    """
+
+    counters: dict[str, Any] = field(factory=dict)
+    handlerCounters: dict[Any, int] = field(factory=dict)
+
+    def fold(self, status: PortStatus) -> None:
+        """
+        Add the last figures of a worker that exited: its connections still
+        open are gone with it, so they count as closed.
+        """
+        counters = {
+            key: dict(value) if isinstance(value, Mapping) else value
+            for key, value in status.counters.items()
+            if key != "listening_since"
+        }
+        connections = counters.get("connections")
+        if isinstance(connections, dict):
+            current = connections.get("current", 0)
+            connections["closed"] = connections.get("closed", 0) + current
+            connections["current"] = 0
+        _add(self.counters, counters)
+        for key, value in status.handlerCounters.items():
+            self.handlerCounters[key] = self.handlerCounters.get(key, 0) + value
+
+    def addedTo(self, status: PortStatus) -> PortStatus:
+        """
+        C{status} with these figures added.
+        """
+        counters: dict[str, Any] = {}
+        _add(counters, status.counters)
+        _add(counters, self.counters)
+        handlerCounters = dict(status.handlerCounters)
+        for key, value in self.handlerCounters.items():
+            handlerCounters[key] = handlerCounters.get(key, 0) + value
+        return evolve(status, counters=counters, handlerCounters=handlerCounters)
+
+
 @frozen
 class PortRef:
     """
@@ -242,6 +284,8 @@ class WorkerPool(MultiService):
         self.sockets: dict[str, socket.socket] = {}
         self.addedLive: set[str] = set()
         self.slots = [Slot(index) for index in range(count)]
+        #: By port name: what workers that exited had counted.
+        self.retired: dict[str, Retired] = {}
         self.reusePort = os.environ.get(SOCKETS_ENV) == "reuseport"
         #: With reusePort: each port's sockets, one per worker.
         self.ownSockets: dict[str, list[socket.socket]] = {}
@@ -435,6 +479,8 @@ class WorkerPool(MultiService):
         slot.ready = False
         slot.process = None
         slot.channel = None
+        for status in slot.statuses:
+            self.retired.setdefault(status.name, Retired()).fold(status)
         slot.statuses = []
         if ended is not None:
             ended.callback(None)
@@ -502,6 +548,10 @@ class WorkerPool(MultiService):
             if name not in configured:
                 parts = byName[name]
                 result.append(mergeStatuses(name, parts[0].config, parts))
+        result = [
+            self.retired[s.name].addedTo(s) if s.name in self.retired else s
+            for s in result
+        ]
         return result + self.status.portStatus()
 
     def workerStatus(self) -> list[tuple[int, int | None, list[PortStatus]]]:
@@ -703,6 +753,8 @@ class WorkerPool(MultiService):
             for name in [n for n in self.sockets if n not in kept]:
                 self.sockets.pop(name).close()
                 self.given.pop(name, None)
+                # A port removed is forgotten, as in one process.
+                self.retired.pop(name, None)
             self.sockets.update(newSockets)
             self.config = config
             self.refresh()

@@ -298,6 +298,47 @@ class TwoWorkersTests(SynchronousTestCase):
         pids = {w["pid"] for w in self.port(name)["workers"]}
         self.assertNotIn(victim, pids)
 
+    def test_deadWorkerCountersKept(self):
+        """
+        A worker killed after serving traffic: its figures stay in the
+        totals of /status and /metrics, which never go backwards, while it
+        is restarted.
+        """
+        name = f"tcp:127.0.0.1:{self.echo}"
+        total = 60
+        for index in range(total):
+            with connect(self.echo) as client:
+                self.assertTrue(echoes(client, b"%d" % index))
+        port = self.waitForCounts(name, total)
+        self.assertEqual(port["connections"]["accepted"], total)
+        busy = [w for w in port["workers"] if w["connections"]["accepted"] > 0]
+        self.assertTrue(busy, port["workers"])
+        victim = busy[0]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        self.daemon.waitFor(rf"worker \d \(pid {victim}\) exited")
+        seen = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            figures = self.port(name, workers=False)
+            seen.append(figures["connections"]["accepted"])
+            self.assertEqual(figures["connections"]["current"], 0)
+            self.assertEqual(figures["connections"]["closed"], seen[-1])
+            self.assertEqual(figures["bytes"]["received"], port["bytes"]["received"])
+            pids = {w["pid"] for w in self.port(name)["workers"]}
+            if len(seen) > 5 and victim not in pids and len(pids) == 2:
+                break
+            time.sleep(0.1)
+        self.assertEqual(set(seen), {total})
+        metrics = http.client.HTTPConnection("127.0.0.1", self.status, timeout=10)
+        metrics.request("GET", "/metrics")
+        text = metrics.getresponse().read().decode()
+        metrics.close()
+        self.assertRegex(
+            text,
+            rf'multiport_connections_accepted_total\{{[^}}]*port="{name}"[^}}]*\}} '
+            rf"{total}\.0",
+        )
+
     def test_sigtermDrains(self):
         """
         SIGTERM: the workers stop listening and finish their connections;
@@ -417,6 +458,53 @@ class ControlTests(SynchronousTestCase):
         self.assertEqual(good.calls[1][1]["config"], before)
         self.assertEqual([kind for kind, _, _ in bad.calls], ["apply"])
         self.assertEqual(pool.addedLive, set())
+
+    def test_exitedWorkerFigures(self):
+        """
+        When a worker exits, its last figures are folded into the port's
+        totals (its open connections counted as closed), handler counters
+        too, and added to what the live workers report.
+        """
+        from twisted.python.failure import Failure
+
+        from multiport.counters import PortCounters
+
+        pool = self.pool(FakeChannel(), FakeChannel())
+        [config] = pool.config.ports
+
+        def status(accepted: int, closed: int, handled: int) -> PortStatus:
+            counters = PortCounters(
+                current=accepted - closed,
+                accepted=accepted,
+                closed=closed,
+                bytesReceived=10 * accepted,
+                listeningSince=100.0,
+            )
+            counters.reject("rate")
+            return PortStatus(
+                name=config.name,
+                config=config,
+                listening=True,
+                counters=counters.snapshot(),
+                handlerCounters={("requests", ()): handled},
+            )
+
+        dying, living = pool.slots
+        dying.statuses = [status(accepted=5, closed=3, handled=7)]
+        living.statuses = [status(accepted=4, closed=4, handled=1)]
+        pool.workerEnded(dying, Failure(Exception("killed")))
+        [merged, *_] = pool.portStatus()
+        self.assertEqual(
+            merged.counters["connections"],
+            {"current": 0, "accepted": 9, "closed": 9, "rejected": 2},
+        )
+        self.assertEqual(merged.counters["bytes"]["received"], 90)
+        self.assertEqual(merged.counters["listening_since"], 100.0)
+        self.assertEqual(merged.handlerCounters, {("requests", ()): 8})
+        self.assertTrue(merged.listening)
+        living.statuses = []
+        [alone, *_] = pool.portStatus()
+        self.assertEqual(alone.counters["connections"]["accepted"], 5)
 
     def test_removeEverywhere(self):
         """
