@@ -388,10 +388,19 @@ def _simpleFields(
 
 
 #: Fields of a worker's log event that are the logging system's (the legacy
-#: log's own), not the event's.
-_LEGACY = frozenset(
-    {"message", "format", "isError", "system", "time", "failure", "why"}
-)
+#: log's own) or its message's, not the event's.
+_NOT_WORKER_FIELDS = _SKIP | {
+    "message",
+    "format",
+    "isError",
+    "system",
+    "time",
+    "failure",
+    "why",
+    "line",
+}
+#: The types of field values a worker's record carries.
+_SIMPLE = frozenset({str, int, float, bool, type(None)})
 
 
 def workerRecord(event: dict[str, Any]) -> str | None:
@@ -401,19 +410,30 @@ def workerRecord(event: dict[str, Any]) -> str | None:
     JSON with the time, level, namespace, message, the event's simple
     fields and its traceback, if any.
     """
-    if isTwistedPortLine(event):
-        return None
     line = preformatted(event)
-    message = line if line is not None else formatEvent(event)
+    if line is None:
+        if isTwistedPortLine(event):
+            return None
+        message = formatEvent(event)
+    else:
+        message = line
     failure = event.get("log_failure")
     if not message and failure is None:
         return None
+    level = event.get("log_level")
     record: dict[str, object] = {
         "t": event.get("log_time"),
-        "l": getattr(event.get("log_level"), "name", "info"),
+        "l": "info" if level is None else level.name,
         "n": event.get("log_namespace", "-"),
         "m": message,
-        "f": dict(_simpleFields(event, _LEGACY | {"line"})),
+        # One pass, no generator: a line per connection goes through here.
+        "f": {
+            key: value
+            for key, value in event.items()
+            if type(value) in _SIMPLE
+            and key not in _NOT_WORKER_FIELDS
+            and not key.startswith("log_")
+        },
     }
     if failure is not None:
         record["tb"] = failure.getTraceback()
