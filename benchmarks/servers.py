@@ -30,7 +30,7 @@ TWISTD = [
 ]
 ROOT = Path(__file__).resolve().parent.parent
 #: multiport's log line once every port listens.
-READY = re.compile(r"ready: \d+ ports listening, ([0-9.]+) s after")
+READY = re.compile(r"ready: \d+ ports? listening, ([0-9.]+) s after")
 
 #: A small page, the size of nginx's default index.html.
 PAGE = (

@@ -6,8 +6,11 @@ twistd picks its log observer from C{--logger}, a dotted name it calls with
 no arguments.  multiport points that option at L{textLogger} or
 L{jsonLogger} (unless the command line chose a logger, or syslog) and
 L{configure} tells them where twistd would have written.  Both write the
-same file twistd would (a L{LogFile}, rotated at 1 MB and on SIGUSR1, as
-twistd does), in the same text format as twistd's own observer for text.
+same file twistd would, in the same text format as twistd's own observer
+for text: a L{ReopeningLogFile}, rotated at 1 MB as twistd's (keeping at
+most 10 rotated files, where twistd keeps them all), and on SIGUSR1 either
+rotated, or reopened by name when something else (logrotate) has moved it
+away, as nginx does on SIGUSR1.
 
 What makes them cheaper than twistd's observer matters only for the
 connection log, one line per connection: time stamps are formatted once a
@@ -22,27 +25,40 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import os
+import re
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container, Iterator
 from typing import IO, Any, Protocol
 
 from twisted.logger import (
     ILogObserver,
+    InvalidLogLevelError,
     Logger,
     LogLevel,
-    eventAsText,
     formatEvent,
     formatEventAsClassicLogText,
     formatTime,
     timeFormatRFC3339,
 )
+from twisted.python import threadable
 from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
+#: Where the observers write, and how their log file rotates (L{configure}).
 _destination: str = "-"
+#: Bytes after which the log file is rotated (twistd's figure); 0: never by
+#: size.
+DEFAULT_ROTATE_SIZE = 1_000_000
+#: Rotated files kept (C{twistd.log.1} ... C{.10}); older ones are deleted.
+DEFAULT_ROTATE_KEEP = 10
+_rotateSize = DEFAULT_ROTATE_SIZE
+_rotateKeep = DEFAULT_ROTATE_KEEP
+
+log = Logger()
 
 #: Event fields that are the logging system's own, not the event's.
 _SKIP = frozenset({"log_logger", "log_source", "log_format", "log_io", "log_trace"})
@@ -58,6 +74,23 @@ BULK_NAMESPACES = frozenset(
 #: The message format of an event whose message is its C{line} field as is.
 LINE_FORMAT = "{line}"
 
+#: The log system of the events logged while a port starts listening
+#: (L{multiport.port.ListeningPort}): Twisted's own C{<factory> starting on
+#: N} line among them, which multiport's C{listening on} line replaces.
+PORT_START_SYSTEM = "multiport.port-start"
+_STARTING_ON = re.compile(r".* starting on \d+")
+
+
+def isTwistedPortLine(event: dict[str, Any]) -> bool:
+    """
+    Whether C{event} is Twisted's C{<factory> starting on N} line for a
+    multiport port, which the daemon's observers leave out.
+    """
+    if event.get("log_system") != PORT_START_SYSTEM:
+        return False
+    text = event.get("log_text")
+    return isinstance(text, str) and _STARTING_ON.fullmatch(text) is not None
+
 
 class Writable(Protocol):
     def write(self, data: str, /) -> object: ...
@@ -65,13 +98,23 @@ class Writable(Protocol):
     def flush(self) -> object: ...
 
 
-def configure(destination: str) -> None:
+def configure(
+    destination: str,
+    rotateSize: int = DEFAULT_ROTATE_SIZE,
+    rotateKeep: int = DEFAULT_ROTATE_KEEP,
+) -> None:
     """
     Where L{textLogger}'s and L{jsonLogger}'s observers write: a file name,
     or C{-} for standard output.
+
+    @param rotateSize: Bytes after which the file is rotated; 0: never by
+        size (only on SIGUSR1, or by logrotate).
+    @param rotateKeep: How many rotated files are kept.
     """
-    global _destination
+    global _destination, _rotateSize, _rotateKeep
     _destination = destination
+    _rotateSize = rotateSize
+    _rotateKeep = rotateKeep
 
 
 def preformatted(event: dict[str, Any]) -> str | None:
@@ -119,6 +162,8 @@ class ClassicText:
 
     def __call__(self, event: dict[str, Any]) -> str | None:
         line = preformatted(event)
+        if line is None and isTwistedPortLine(event):
+            return None
         if line is not None:
             level = event.get("log_level")
             system = event.get("log_system")
@@ -152,7 +197,10 @@ class TextFileObserver:
         self._format = format
         self._later = later
         self._pending: list[str] = []
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler that logs (the reactor's SIGTERM
+        # handler does) may run on this thread in the middle of a write; a
+        # plain lock would hang the daemon there for good.
+        self._lock = threading.RLock()
 
     def __call__(self, event: dict[str, Any]) -> None:
         text = self._format(event)
@@ -197,21 +245,93 @@ def emitLine(logger: Logger, line: str, **fields: object) -> None:
     logger.observer(fields)
 
 
-def _open(destination: str) -> IO[str] | LogFile:
+class ReopeningLogFile(LogFile):
+    """
+    A L{LogFile} that notices when something else has moved it away (as
+    logrotate does) and then opens a new file at its path rather than
+    writing on into the moved one.
+
+    Twisted's L{LogFile} keeps writing the file it has open, and its
+    rotation renames whatever is at the path: once logrotate has moved the
+    file, rotating either silently does nothing (the path is gone) or
+    renames logrotate's new empty file.  Here both size rotation and
+    L{rotate} reopen by name instead when the file at the path is not the
+    one open (another inode, or none).
+    """
+
+    # Rotating takes the file's lock, as LogFile's own write and rotate do.
+    synchronized = ["rotate"]
+
+    def _openFile(self) -> None:
+        super()._openFile()
+        opened = os.fstat(self._file.fileno())
+        self._identity = (opened.st_dev, opened.st_ino)
+
+    def movedAway(self) -> bool:
+        """
+        Whether the file at the path is no longer the one being written.
+        """
+        try:
+            current = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        return (current.st_dev, current.st_ino) != self._identity
+
+    def rotate(self) -> None:
+        """
+        Reopen by name if the file was moved away; else rotate it as
+        L{LogFile} does (C{path} to C{path.1}, and so on, at most
+        C{maxRotatedFiles} kept).
+        """
+        if self.movedAway():
+            self.reopen()
+        else:
+            super().rotate()
+
+
+threadable.synchronize(ReopeningLogFile)
+
+
+def onLogSignal(logFile: ReopeningLogFile, flush: Callable[[], object]) -> str:
+    """
+    What SIGUSR1 does to the log file: write what waits, then reopen it if
+    it was moved away (logrotate), else rotate it; logged, in the file it
+    goes on with.  Returns C{"reopened"} or C{"rotated"}.
+    """
+    flush()
+    done = "reopened" if logFile.movedAway() else "rotated"
+    logFile.rotate()
+    if done == "reopened":
+        log.info("SIGUSR1: {path} was moved away: reopened it", path=logFile.path)
+    else:
+        log.info("SIGUSR1: rotated {path}", path=logFile.path)
+    return done
+
+
+def _onUSR1(callback: Callable[[], object]) -> None:
+    """
+    Have SIGUSR1 call C{callback} on the reactor's thread, unless something
+    else handles that signal already (as twistd does for its log file).
+    """
+    if signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, None):
+        return
+
+    def received(signum: int, frame: object) -> None:
+        from twisted.internet import reactor
+
+        reactor.callFromThread(callback)  # type: ignore[attr-defined]
+
+    signal.signal(signal.SIGUSR1, received)
+
+
+def _open(destination: str) -> IO[str] | ReopeningLogFile:
     if destination == "-":
         return sys.stdout
-    logFile = LogFile.fromFullPath(destination)
-    # As twistd does for its own log file: SIGUSR1 rotates it, unless
-    # something else handles that signal.
-    if not signal.getsignal(signal.SIGUSR1):
-
-        def rotate(signum: int, frame: object) -> None:
-            from twisted.internet import reactor
-
-            reactor.callFromThread(logFile.rotate)  # type: ignore[attr-defined]
-
-        signal.signal(signal.SIGUSR1, rotate)
-    return logFile
+    return ReopeningLogFile.fromFullPath(
+        destination,
+        rotateLength=_rotateSize or None,
+        maxRotatedFiles=_rotateKeep,
+    )
 
 
 def batchedObserver(
@@ -229,7 +349,20 @@ def batchedObserver(
 def _observer(format: Callable[[dict[str, Any]], str | None]) -> TextFileObserver:
     from twisted.internet import reactor
 
-    return batchedObserver(_open(_destination), format, reactor)
+    out = _open(_destination)
+    observer = batchedObserver(out, format, reactor)
+    if isinstance(out, ReopeningLogFile):
+        _onUSR1(lambda: onLogSignal(out, observer.flush))
+    else:
+        # A daemon logging to standard output (systemd's journal) has no
+        # file to reopen: SIGUSR1, sent by habit or a shared logrotate
+        # rule, must not kill it (Python's default for the signal).
+        _onUSR1(
+            lambda: log.info(
+                "SIGUSR1: the log goes to standard output; nothing to reopen"
+            )
+        )
+    return observer
 
 
 def textLogger() -> ILogObserver:
@@ -240,24 +373,126 @@ def textLogger() -> ILogObserver:
     return _observer(ClassicText())
 
 
-def messageLine(event: dict[str, Any]) -> str | None:
+def _simpleFields(
+    event: dict[str, Any], skip: Container[str]
+) -> Iterator[tuple[str, object]]:
     """
-    An event's message alone, as one line of text (more, indented, for a
-    traceback), without time stamp or system: what a worker process writes
-    for the main process to log.
+    The event's own fields (not the logging system's, nor those in
+    C{skip}) whose values JSON carries as they are.
+    """
+    for key, value in event.items():
+        if key in _SKIP or key.startswith("log_") or key in skip:
+            continue
+        if isinstance(value, str | int | float | bool) or value is None:
+            yield key, value
+
+
+#: Fields of a worker's log event that are the logging system's (the legacy
+#: log's own) or its message's, not the event's.
+_NOT_WORKER_FIELDS = _SKIP | {
+    "message",
+    "format",
+    "isError",
+    "system",
+    "time",
+    "failure",
+    "why",
+    "line",
+}
+#: The types of field values a worker's record carries.
+_SIMPLE = frozenset({str, int, float, bool, type(None)})
+
+
+def workerRecord(event: dict[str, Any]) -> str | None:
+    """
+    What a worker process writes on its standard output for one log event,
+    for the main process to log again (L{eventFromWorker}): one line of
+    JSON with the time, level, namespace, message, the event's simple
+    fields and its traceback, if any.
     """
     line = preformatted(event)
-    if line is not None:
-        return line + "\n"
-    text = eventAsText(event, includeTimestamp=False, includeSystem=False)
-    return text.rstrip("\n") + "\n" if text else None
+    if line is None:
+        if isTwistedPortLine(event):
+            return None
+        message = formatEvent(event)
+    else:
+        message = line
+    failure = event.get("log_failure")
+    if not message and failure is None:
+        return None
+    level = event.get("log_level")
+    record: dict[str, object] = {
+        "t": event.get("log_time"),
+        "l": "info" if level is None else level.name,
+        "n": event.get("log_namespace", "-"),
+        "m": message,
+        # One pass, no generator: a line per connection goes through here.
+        "f": {
+            key: value
+            for key, value in event.items()
+            if type(value) in _SIMPLE
+            and key not in _NOT_WORKER_FIELDS
+            and not key.startswith("log_")
+        },
+    }
+    if failure is not None:
+        record["tb"] = failure.getTraceback()
+    return json.dumps(record) + "\n"
 
 
-def eventAsJSON(event: dict[str, Any]) -> str:
+def eventFromWorker(text: str, worker: int) -> dict[str, Any] | None:
+    """
+    The event to log in the main process for a line worker C{worker} wrote
+    (L{workerRecord}), or C{None} if the line is not one.
+
+    The event keeps its namespace, level, time and fields, plus C{worker};
+    its message is a pre-formatted line: as the worker had it for the
+    connection and access logs (whose lines parsers read the same with or
+    without workers), after C{worker N: } for the rest.
+    """
+    if not text.startswith("{"):
+        return None
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("m"), str):
+        return None
+    namespace = record.get("n")
+    namespace = namespace if isinstance(namespace, str) else "-"
+    try:
+        level = LogLevel.levelWithName(str(record.get("l")))
+    except InvalidLogLevelError:
+        level = LogLevel.info
+    line = record["m"]
+    if namespace not in BULK_NAMESPACES:
+        line = f"worker {worker}: {line}"
+    traceback = record.get("tb")
+    if isinstance(traceback, str) and traceback:
+        line = f"{line}\n{traceback.rstrip()}"
+    fields = record.get("f")
+    event: dict[str, Any] = dict(fields) if isinstance(fields, dict) else {}
+    when = record.get("t")
+    event.update(
+        line=line,
+        worker=worker,
+        log_level=level,
+        log_namespace=namespace,
+        log_source=None,
+        log_format=LINE_FORMAT,
+        log_time=when if isinstance(when, int | float) else time.time(),
+    )
+    return event
+
+
+def eventAsJSON(event: dict[str, Any]) -> str | None:
     """
     One log event as a line of JSON: time, level, namespace, the formatted
     message, the event's own simple fields, and a traceback if it has one.
+    Twisted's C{starting on} line for a port is left out (C{None}).
     """
+    if isTwistedPortLine(event):
+        return None
     record: dict[str, object] = {
         "time": datetime.datetime.fromtimestamp(
             event.get("log_time", 0), datetime.UTC
@@ -266,11 +501,7 @@ def eventAsJSON(event: dict[str, Any]) -> str:
         "namespace": event.get("log_namespace", "-"),
         "message": formatEvent(event),
     }
-    for key, value in event.items():
-        if key in _SKIP or key.startswith("log_") or key in record:
-            continue
-        if isinstance(value, str | int | float | bool) or value is None:
-            record[key] = value
+    record.update(_simpleFields(event, record))
     failure = event.get("log_failure")
     if failure is not None:
         record["traceback"] = failure.getTraceback()

@@ -34,14 +34,16 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.python import log as legacyLog
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
 from multiport.config import PortConfig, formatAddress
 from multiport.counters import PortCounters
 from multiport.handlers.interface import HandlerContext, IDrainable
-from multiport.logformat import emitLine
+from multiport.logformat import PORT_START_SYSTEM, emitLine
 from multiport.policies import Admission, DaemonLimit
+from multiport.text import plural
 from multiport.transport import FastServer
 
 log = Logger()
@@ -417,16 +419,32 @@ class PortFactory(WrappingFactory):
             self._drainTimer = self.clock.callLater(timeout, self._closeRemaining)
         return waiter
 
+    def closeNow(self) -> int:
+        """
+        Close every open connection now, without waiting for a drain to
+        finish or its timeout to pass (a second SIGTERM); how many there
+        were.  A drain waiting on them fires once they are gone.
+        """
+        timer, self._drainTimer = self._drainTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        remaining = list(self.protocols)
+        self._abort(remaining)
+        return len(remaining)
+
     def _closeRemaining(self) -> None:
         self._drainTimer = None
         remaining = list(self.protocols)
         if remaining:
             log.info(
-                "{port}: closing {count} connections still open after the drain "
-                "timeout",
+                "{port}: closing {connections} still open after the drain timeout",
                 port=self.portName,
                 count=len(remaining),
+                connections=plural(len(remaining), "connection"),
             )
+        self._abort(remaining)
+
+    def _abort(self, remaining: list[Any]) -> None:
         for protocol in remaining:
             if protocol.closeReason is None:
                 protocol.closeReason = "drain"
@@ -591,6 +609,17 @@ class ListeningPort(tcp.Port):
         if self.addressFamily == socket.AF_INET6:
             skt.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         return skt
+
+    def startListening(self) -> None:
+        # tcp.Port logs "<factory> starting on N" as it starts; multiport's
+        # "listening on" line says that and more: the daemon's observers
+        # leave out Twisted's line, known by this log system.
+        legacyLog.callWithContext({"system": PORT_START_SYSTEM}, super().startListening)
+
+    def _logConnectionLostMsg(self) -> None:
+        # Twisted's "(TCP Port N Closed)": multiport's own "stopped listening
+        # on" line says it.
+        pass
 
     def closeNow(self) -> None:
         """

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import signal
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -45,6 +46,7 @@ from multiport.handlers.interface import (
 from multiport.live import loadCertificates
 from multiport.policies import DaemonLimit, drainTimeoutOf
 from multiport.port import PortFactory, PortServer, PortSSLServer, PortTCPServer
+from multiport.text import plural
 from multiport.tls import LoadedCertificate
 
 log = Logger()
@@ -66,8 +68,8 @@ class StartupError(Exception):
     The daemon can't start; the message says why in one line.
     """
 
-    # twistd shows "<module>.<class>: <message>" in daemon mode, cut at 100
-    # bytes: keep the prefix short.
+    # twistd's own daemon-mode report says "<module>.<class>: <message>";
+    # keep the prefix short (multiport.daemonmode prints the message alone).
     __module__ = "multiport"
 
 
@@ -613,10 +615,11 @@ class PortsService(MultiService):
         timeout = drainTimeoutOf(server.config.policy)
         count = server.factory.counters.current
         log.info(
-            "stopped listening on {name}; {count} connections draining (at most "
+            "stopped listening on {name}; {connections} draining (at most "
             "{timeout:g}s)",
             name=name,
             count=count,
+            connections=plural(count, "connection"),
             timeout=timeout,
         )
 
@@ -862,8 +865,10 @@ class PortsService(MultiService):
                 port.privilegedStartService()
             except CannotListenError as e:
                 for done in bound:
+                    name = done.name
                     done.unbindNow()
                     self._forgetName(done)
+                    log.info("closed {name}: the start failed", name=name)
                 message = describeListenError(port.config, e)
                 log.critical("{message}", message=message)
                 raise StartupError(message) from None
@@ -936,7 +941,36 @@ class PortsService(MultiService):
                 log.info("stopped listening on {name}", name=name)
         open = sum(p.factory.counters.current for p in [*self.ports(), *self.draining])
         if open:
-            log.info("draining {count} open connections", count=open)
+            log.info(
+                "draining {connections}",
+                count=open,
+                connections=plural(open, "open connection"),
+            )
         for port in [*self.ports(), *self.draining]:
             stops.append(port.factory.drain(drainTimeoutOf(port.config.policy)))
         return DeferredList(stops).addCallback(lambda _: None)
+
+    def hurry(self, signalNumber: int) -> int:
+        """
+        The daemon is stopping and got C{signalNumber} (SIGTERM or SIGINT)
+        again: close every open connection now rather than let it drain;
+        how many there were.
+        """
+        count = sum(p.factory.closeNow() for p in [*self.ports(), *self.draining])
+        log.info(
+            "{signal} again: closing {connections} now, without waiting for the drain",
+            signal=signalName(signalNumber),
+            count=count,
+            connections=plural(count, "open connection"),
+        )
+        return count
+
+
+def signalName(number: int) -> str:
+    """
+    C{SIGTERM} for C{signal.SIGTERM}; the number for one without a name.
+    """
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

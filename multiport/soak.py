@@ -80,8 +80,8 @@ STOP_TIMEOUT = 5.0
 PAGE_MARK = b"multiport is running"
 #: How the daemon logs each port it listens on.
 LISTENING = re.compile(r"listening on (tcp:\[?[0-9a-f.:]+?\]?:(\d+)): handler (\S+),")
-#: The connection log's closing line (a worker's line comes without its
-#: namespace, after "worker N: ").
+#: The connection log's closing line (a worker's line too, in the same
+#: namespace; "worker N: " was its prefix before workers kept namespaces).
 CLOSED = re.compile(r"(?:#\w+\]|worker \d+:) tcp:\S+ \S+ \S+ closed (\w+)")
 #: Log lines that are a daemon error.
 ERROR_LINE = re.compile(r"#(error|critical)\]|Traceback|Unhandled")

@@ -47,6 +47,7 @@ from multiport.config import (
     parseInterface,
 )
 from multiport.configfile import readConfigFile
+from multiport.daemonmode import reportStartupErrorsWhole
 from multiport.dump import StatsDumpService
 from multiport.handlers.interface import IHandler
 from multiport.handlers.registry import findHandlers
@@ -58,6 +59,8 @@ from multiport.service import (
     noCollections,
     reportStartupErrorsBriefly,
 )
+from multiport.signals import HurryOnSecondSignal
+from multiport.text import plural
 from multiport.tls import (
     LoadedCertificate,
     TLSError,
@@ -120,15 +123,20 @@ def _backlog(value: object) -> int:
 
     @raise ConfigError: naming the option and the value.
     """
-    try:
-        number = int(str(value))
-    except ValueError:
-        number = 0
-    if not 1 <= number <= MAX_BACKLOG:
+    return _wholeNumber(str(value), "--backlog", 1, MAX_BACKLOG)
+
+
+def _wholeNumber(value: str, option: str, least: int, most: int) -> int:
+    """
+    C{value} of C{option} as a whole number from C{least} to C{most}.
+
+    @raise ConfigError: naming the option and the bad value.
+    """
+    if not (value.isascii() and value.isdigit()) or not least <= int(value) <= most:
         raise ConfigError(
-            "--backlog", f"expected a number from 1 to {MAX_BACKLOG}, got {value!r}"
+            option, f"expected a whole number from {least} to {most}, got {value!r}"
         )
-    return number
+    return int(value)
 
 
 class Options(usage.Options):
@@ -168,6 +176,19 @@ class Options(usage.Options):
             None,
             "text",
             "The daemon's log lines: text, or json (one object per line).",
+        ],
+        [
+            "log-rotate-size",
+            None,
+            str(logformat.DEFAULT_ROTATE_SIZE),
+            "Bytes after which the log file is rotated (as twistd.log.1...); 0: "
+            "never by size (when logrotate rotates it).",
+        ],
+        [
+            "log-rotate-keep",
+            None,
+            str(logformat.DEFAULT_ROTATE_KEEP),
+            "Rotated log files kept; older ones are deleted.",
         ],
         [
             "tls-cert",
@@ -326,6 +347,10 @@ class Options(usage.Options):
         format = self["log-format"]
         if format not in ("text", "json"):
             raise ConfigError("--log-format", f"{format!r} is not text or json")
+        rotateSize = _wholeNumber(
+            self["log-rotate-size"], "--log-rotate-size", 0, 1 << 50
+        )
+        rotateKeep = _wholeNumber(self["log-rotate-keep"], "--log-rotate-keep", 1, 1000)
         parent = getattr(self, "parent", None)
         if parent is None:
             return
@@ -343,7 +368,7 @@ class Options(usage.Options):
         # point it at ours, writing where twistd would have.
         if logfile in (None, "") and not nodaemon:
             logfile = "twistd.log"
-        logformat.configure(logfile or "-")
+        logformat.configure(logfile or "-", rotateSize, rotateKeep)
         parent["logger"] = f"multiport.logformat.{format}Logger"
 
     def _drainTimeout(self) -> float | None:
@@ -451,7 +476,7 @@ class Options(usage.Options):
                 f"{port.name} {port.handler} {tls} backlog {port.backlog} "
                 f"[{port.where}]"
             )
-        print(f"multiport: configuration ok, {len(config.ports)} ports")
+        print(f"multiport: configuration ok, {plural(len(config.ports), 'port')}")
 
 
 def refuseExposedStatus(config: Config) -> None:
@@ -510,6 +535,7 @@ def _makeService(options: Options, reactor: Any) -> PortsService | WorkerPool:
         from twisted.internet import reactor
 
         reportStartupErrorsBriefly()
+        reportStartupErrorsWhole()
     config = options.config
     assert config is not None, "postOptions builds the configuration"
     preload()
@@ -523,10 +549,11 @@ def _makeService(options: Options, reactor: Any) -> PortsService | WorkerPool:
     except ConfigError as e:
         raise SystemExit(f"multiport: {e.message}") from None
     log.info(
-        "multiport {version} on Python {python}: {count} ports",
+        "multiport {version} on Python {python}: {ports}",
         version=__version__,
         python=sys.version.split()[0],
         count=len(config.ports),
+        ports=plural(len(config.ports), "port"),
     )
     limit = DaemonLimit.fromFileLimit(len(config.ports))
     log.info(
@@ -578,6 +605,10 @@ def _makeService(options: Options, reactor: Any) -> PortsService | WorkerPool:
     else:
         service = ports(config)
     StatsDumpService(service.portStatus, reactor).setServiceParent(service)
+    if daemon:
+        # Takes SIGTERM and SIGINT over from the reactor once stopping, in
+        # the daemon only: a test's process keeps its own handlers.
+        HurryOnSecondSignal(service.hurry, reactor).setServiceParent(service)
     ReloadOnHangup(service.reloadLogged, reactor).setServiceParent(service)
     ReadyLine(len(config.ports), options.startedAt, freeze=daemon).setServiceParent(
         service
@@ -616,8 +647,9 @@ class ReadyLine(Service):
             gc.freeze()
         if self.startedAt is not None:
             log.info(
-                "ready: {count} ports listening, {seconds:.3f} s after the "
-                "command line was read",
+                "ready: {ports} listening, {seconds:.3f} s after the command "
+                "line was read",
                 count=self.count,
+                ports=plural(self.count, "port"),
                 seconds=self.clock() - self.startedAt,
             )

@@ -1,10 +1,23 @@
 """
-Plain-text tables for people (the SIGUSR2 dump, C{multiport-ctl list}).
+Plain text for people: tables (the SIGUSR2 dump, C{multiport-ctl list})
+and counts in log lines.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """
+    C{count} and C{noun}, in the plural unless C{count} is 1: C{"1 port"},
+    C{"2 ports"}.
+
+    @param nouns: The plural, when it is not C{noun + "s"}.
+    """
+    if count == 1:
+        return f"{count} {noun}"
+    return f"{count} {nouns if nouns is not None else noun + 's'}"
 
 
 def alignTable(rows: Sequence[Sequence[str]], left: int) -> str:

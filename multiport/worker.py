@@ -4,9 +4,9 @@ of the configuration the main process sends, on listening sockets the main
 process bound and passes to it, and answers for its counters.
 
 Run by the main process only (C{python -m multiport.worker}); descriptor 3
-is its end of the channel (L{multiport.ipc}).  Its log lines go to
-standard output, which the main process reads and logs with the worker's
-number.
+is its end of the channel (L{multiport.ipc}).  Its log events go to
+standard output as lines of JSON, which the main process reads and logs
+again with the worker's number.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from twisted.logger import Logger, globalLogBeginner
 
 from multiport.config import Config
 from multiport.ipc import Channel
-from multiport.logformat import batchedObserver, messageLine
+from multiport.logformat import batchedObserver, workerRecord
 from multiport.policies import DaemonLimit, sharePolicy
 
 log = Logger()
@@ -146,11 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ours.install()
     from twisted.internet import reactor
 
-    # Each event's message on a line of standard output, connection and
-    # access log lines together once per reactor turn (as the main
-    # process's own log writes them).
+    # Each event as a line of JSON on standard output, for the main process
+    # to log with its namespace and fields; connection and access log lines
+    # together once per reactor turn (as the main process's own log writes
+    # them).
     globalLogBeginner.beginLoggingTo(
-        [batchedObserver(sys.stdout, messageLine, reactor)], redirectStandardIO=False
+        [batchedObserver(sys.stdout, workerRecord, reactor)], redirectStandardIO=False
     )
     owner = None if args.uid is None else (args.uid, args.gid)
     worker = Worker(reactor, args.index, owner)
@@ -162,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def mainGone(_: object) -> None:
         # The main process is gone: finish (draining) and exit.
-        if reactor.running:  # type: ignore[attr-defined]
+        if reactor.running and not worker.stopping:  # type: ignore[attr-defined]
+            worker.stopping = True
             reactor.stop()  # type: ignore[attr-defined]
 
     channel.lost.addCallback(mainGone)
@@ -171,16 +173,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     # must not stop a worker twice.
     os.setsid()
 
-    def stopOnce(number: int, frame: object) -> None:
-        reactor.callFromThread(stopping)  # type: ignore[attr-defined]
+    def onStopSignal(number: int, frame: object) -> None:
+        reactor.callFromThread(stopping, number)  # type: ignore[attr-defined]
 
-    def stopping() -> None:
-        if reactor.running and not worker.stopping:  # type: ignore[attr-defined]
-            worker.stopping = True
-            reactor.stop()  # type: ignore[attr-defined]
+    def stopping(number: int) -> None:
+        if not worker.stopping:
+            if reactor.running:  # type: ignore[attr-defined]
+                worker.stopping = True
+                reactor.stop()  # type: ignore[attr-defined]
+        elif worker.service is not None:
+            # Asked again while draining: the main process got a second
+            # SIGTERM or SIGINT.
+            worker.service.hurry(number)
 
     reactor.callWhenRunning(  # type: ignore[attr-defined]
-        lambda: [signal.signal(s, stopOnce) for s in (signal.SIGTERM, signal.SIGINT)]
+        lambda: [
+            signal.signal(s, onStopSignal) for s in (signal.SIGTERM, signal.SIGINT)
+        ]
     )
     reactor.addSystemEventTrigger(  # type: ignore[attr-defined]
         "before", "shutdown", worker.stop

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -35,7 +34,7 @@ from multiport.counters import PortCounters
 from multiport.errors import ConfigError
 from multiport.handlers.interface import IDaemonControl, IDaemonView, PortStatus
 from multiport.ipc import Channel
-from multiport.logformat import emitLine
+from multiport.logformat import emitLine, eventFromWorker
 from multiport.service import (
     PortsService,
     ReconcileError,
@@ -45,12 +44,14 @@ from multiport.service import (
     describeListenError,
     logReloaded,
     reloadLogged,
+    signalName,
 )
+from multiport.text import plural
 from multiport.worker import CHANNEL_FD
 
 log = Logger()
-#: The workers' own log lines (their connection and access logs among
-#: them), each after "worker N: ", written once per reactor turn.
+#: What workers write that is not one of their log events, after
+#: "worker N: ", written once per reactor turn.
 workerOutput = Logger(namespace="multiport.worker")
 
 STATUS_HANDLER = "status"
@@ -146,6 +147,48 @@ def mergeStatuses(
     )
 
 
+@define
+class Retired:
+    """
+    What the workers that exited had counted on one port, at their last
+    report: kept so that the daemon's totals never go backwards.
+    """
+
+    counters: dict[str, Any] = field(factory=dict)
+    handlerCounters: dict[Any, int] = field(factory=dict)
+
+    def fold(self, status: PortStatus) -> None:
+        """
+        Add the last figures of a worker that exited: its connections still
+        open are gone with it, so they count as closed.
+        """
+        counters = {
+            key: dict(value) if isinstance(value, Mapping) else value
+            for key, value in status.counters.items()
+            if key != "listening_since"
+        }
+        connections = counters.get("connections")
+        if isinstance(connections, dict):
+            current = connections.get("current", 0)
+            connections["closed"] = connections.get("closed", 0) + current
+            connections["current"] = 0
+        _add(self.counters, counters)
+        for key, value in status.handlerCounters.items():
+            self.handlerCounters[key] = self.handlerCounters.get(key, 0) + value
+
+    def addedTo(self, status: PortStatus) -> PortStatus:
+        """
+        C{status} with these figures added.
+        """
+        counters: dict[str, Any] = {}
+        _add(counters, status.counters)
+        _add(counters, self.counters)
+        handlerCounters = dict(status.handlerCounters)
+        for key, value in self.handlerCounters.items():
+            handlerCounters[key] = handlerCounters.get(key, 0) + value
+        return evolve(status, counters=counters, handlerCounters=handlerCounters)
+
+
 @frozen
 class PortRef:
     """
@@ -176,7 +219,10 @@ class Slot:
 class WorkerProcess(ProcessProtocol):
     """
     The main process's side of one worker process: its output is logged
-    line by line with its number.
+    line by line with its number.  The worker writes its log events as
+    L{workerRecord} lines, logged again here with their namespace, level
+    and fields (L{eventFromWorker}); anything else it writes (Python's own
+    last words) is logged as it is, in the C{multiport.worker} namespace.
     """
 
     def __init__(self, pool: WorkerPool, slot: Slot) -> None:
@@ -190,8 +236,13 @@ class WorkerProcess(ProcessProtocol):
         index = self.slot.index
         for line in lines:
             text = line.decode("utf-8", "replace").rstrip()
-            if text:
-                emitLine(workerOutput, f"worker {index}: {text}", index=index)
+            if not text:
+                continue
+            event = eventFromWorker(text, index) if childFD == 1 else None
+            if event is not None:
+                workerOutput.observer(event)
+            else:
+                emitLine(workerOutput, f"worker {index}: {text}", worker=index)
 
     def processEnded(self, reason: Failure) -> None:
         self.pool.workerEnded(self.slot, reason)
@@ -233,6 +284,8 @@ class WorkerPool(MultiService):
         self.sockets: dict[str, socket.socket] = {}
         self.addedLive: set[str] = set()
         self.slots = [Slot(index) for index in range(count)]
+        #: By port name: what workers that exited had counted.
+        self.retired: dict[str, Retired] = {}
         self.reusePort = os.environ.get(SOCKETS_ENV) == "reuseport"
         #: With reusePort: each port's sockets, one per worker.
         self.ownSockets: dict[str, list[socket.socket]] = {}
@@ -303,10 +356,6 @@ class WorkerPool(MultiService):
         """
         Service.stopService(self)
         self._stopping = True
-        # A second SIGTERM or SIGINT while draining would only make the
-        # reactor complain that it is stopping already.
-        for number in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(number, self._alreadyStopping)
         if self._refresher.running:
             self._refresher.stop()
         waits: list[Deferred[Any]] = []
@@ -335,10 +384,24 @@ class WorkerPool(MultiService):
 
         return done.addCallback(closeSockets)
 
-    def _alreadyStopping(self, number: int, frame: object) -> None:
-        self._reactor.callFromThread(
-            log.info, "already stopping: waiting for the workers to drain"
+    def hurry(self, signalNumber: int) -> None:
+        """
+        The daemon is stopping and got C{signalNumber} (SIGTERM or SIGINT)
+        again: every worker is told to close its connections now (a second
+        SIGTERM does that in a worker), and so are the status port's.
+        """
+        log.info(
+            "{signal} again: the workers close their connections now, without "
+            "waiting for the drain",
+            signal=signalName(signalNumber),
         )
+        for slot in self.slots:
+            if slot.process is not None:
+                try:
+                    slot.process.signalProcess("TERM")
+                except Exception:
+                    pass
+        self.status.hurry(signalNumber)
 
     # Workers.
 
@@ -385,10 +448,11 @@ class WorkerPool(MultiService):
         def ready(answer: Mapping[str, int]) -> None:
             slot.ready = True
             log.info(
-                "worker {index} (pid {pid}) serving {count} ports",
+                "worker {index} (pid {pid}) serving {ports}",
                 index=slot.index,
                 pid=answer["pid"],
                 count=len(names),
+                ports=plural(len(names), "port"),
             )
 
         def failed(reason: Failure) -> None:
@@ -415,6 +479,8 @@ class WorkerPool(MultiService):
         slot.ready = False
         slot.process = None
         slot.channel = None
+        for status in slot.statuses:
+            self.retired.setdefault(status.name, Retired()).fold(status)
         slot.statuses = []
         if ended is not None:
             ended.callback(None)
@@ -482,6 +548,10 @@ class WorkerPool(MultiService):
             if name not in configured:
                 parts = byName[name]
                 result.append(mergeStatuses(name, parts[0].config, parts))
+        result = [
+            self.retired[s.name].addedTo(s) if s.name in self.retired else s
+            for s in result
+        ]
         return result + self.status.portStatus()
 
     def workerStatus(self) -> list[tuple[int, int | None, list[PortStatus]]]:
@@ -686,6 +756,8 @@ class WorkerPool(MultiService):
             for name in [n for n in self.sockets if n not in kept]:
                 self.sockets.pop(name).close()
                 self.given.pop(name, None)
+                # A port removed is forgotten, as in one process.
+                self.retired.pop(name, None)
             self.sockets.update(newSockets)
             self.config = config
             self.refresh()

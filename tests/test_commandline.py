@@ -173,11 +173,12 @@ class UsageErrorTests(SynchronousTestCase):
         --backlog out of range names the option.
         """
         self.assertUsageError(
-            ["--backlog", "0"], "--backlog: expected a number from 1 to 65535, got '0'"
+            ["--backlog", "0"],
+            "--backlog: expected a whole number from 1 to 65535, got '0'",
         )
         self.assertUsageError(
             ["--backlog", "many"],
-            "--backlog: expected a number from 1 to 65535, got 'many'",
+            "--backlog: expected a whole number from 1 to 65535, got 'many'",
         )
 
     def test_interface(self):

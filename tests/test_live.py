@@ -5,6 +5,7 @@ ports, and applying it (bind first, all or nothing, drain what goes).
 
 from __future__ import annotations
 
+import signal
 import socket
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from multiport.config import Config, Defaults, TLSConfig
@@ -385,6 +386,29 @@ class LiveTests(TestCase):
         yield self.echoes(client, b"finishing")
         client.transport.loseConnection()
         yield stopped
+
+    @inlineCallbacks
+    def test_hurryClosesAtOnce(self):
+        """
+        While stopping, hurry closes the open connections at once, whatever
+        the drain timeout, and the stop completes.
+        """
+        a = freePort()
+        service = self.start(f"127.0.0.1:{a}=echo")
+        self.apply(service, self.config(f"127.0.0.1:{a}=echo", drainTimeout=600.0))
+        client = yield self.connect(a)
+        yield self.echoes(client, b"open")
+        stopped = service.stopService()
+        self.assertNoResult(stopped)
+        with capturedLogs() as events:
+            self.assertEqual(service.hurry(signal.SIGINT), 1)
+        yield client.lost
+        yield stopped
+        self.assertIn(
+            "SIGINT again: closing 1 open connection now, without waiting for the "
+            "drain",
+            [formatEvent(e) for e in events],
+        )
 
 
 class CertificateTests(TestCase):

@@ -138,7 +138,7 @@ class LiveDaemonTests(SynchronousTestCase):
         self.addCleanup(client.close)
         self.assertTrue(echoes(client, b"hello"))
         self.daemon.process.send_signal(signal.SIGTERM)
-        self.daemon.waitFor(r"draining 1 open connections")
+        self.daemon.waitFor(r"draining 1 open connection$")
         self.daemon.waitFor(rf"stopped listening on tcp:127\.0\.0\.1:{self.a}")
         self.assertRaises(ConnectionRefusedError, connect, self.a)
         self.assertIsNone(self.daemon.process.poll())

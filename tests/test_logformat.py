@@ -7,12 +7,15 @@ from __future__ import annotations
 import io
 import json
 import signal
+from pathlib import Path
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import (
     Logger,
     LogLevel,
+    capturedLogs,
+    formatEvent,
     formatEventAsClassicLogText,
     formatTime,
     globalLogPublisher,
@@ -252,6 +255,35 @@ class TextFileObserverTests(SynchronousTestCase):
         self.clock.advance(0)
         self.assertEqual(len(self.stream.writes), 1)
 
+    def test_reentrant(self):
+        """
+        An event logged while a write is under way on the same thread (a
+        signal handler that logs) is written too, instead of waiting
+        forever for the write around it.
+        """
+        import threading
+
+        observer = self.observer
+
+        class Interrupted(Stream):
+            def write(self, text: str) -> None:
+                super().write(text)
+                if len(self.writes) == 1:
+                    Logger(observer=observer, namespace="signal").info("received")
+
+        self.stream = Interrupted()
+        observer._out = self.stream
+        done = threading.Event()
+
+        def write() -> None:
+            self.other.info("first")
+            done.set()
+
+        threading.Thread(target=write, daemon=True).start()
+        self.assertTrue(done.wait(10), "the write never finished")
+        self.assertEqual(len(self.stream.writes), 2)
+        self.assertIn("received", self.stream.writes[1])
+
     def test_nothingToWrite(self):
         """
         An event with no text writes nothing.
@@ -286,40 +318,137 @@ class TextFileObserverTests(SynchronousTestCase):
         )
 
 
-class MessageLineTests(SynchronousTestCase):
+class WorkerRecordTests(SynchronousTestCase):
     """
-    What a worker writes for each event: its message on a line.
+    What a worker writes for each event, and the event the main process
+    makes of it: namespace, level, time and fields kept.
     """
 
-    def test_line(self):
-        """
-        A pre-formatted line as it is.
-        """
-        event = {"log_format": "{line}", "line": "closed clean", "log_time": 1.0}
-        self.assertEqual(logformat.messageLine(event), "closed clean\n")
+    def roundTrip(self, event, worker=2):
+        text = logformat.workerRecord(event)
+        self.assertTrue(text.endswith("\n"))
+        self.assertEqual(text.count("\n"), 1)
+        return logformat.eventFromWorker(text.rstrip("\n"), worker)
 
-    def test_formatted(self):
+    def test_accessLine(self):
         """
-        Any other event: its formatted message, a traceback after it.
+        An access log line comes back as it was, in its namespace, with its
+        fields and the worker's number.
         """
-        self.assertEqual(
-            logformat.messageLine({"log_format": "n={n}", "n": 3}), "n=3\n"
+        line = 'tcp:x 1.2.3.4 - - [t] "GET / HTTP/1.1" 200 5 "-" "ua"'
+        event = self.roundTrip(
+            {
+                "log_time": 1234.5,
+                "log_level": LogLevel.info,
+                "log_namespace": "multiport.access",
+                "log_format": "{line}",
+                "line": line,
+                "client": "1.2.3.4",
+                "status": 200,
+                "request_time": 0.25,
+                "log_logger": object(),
+                "unserialisable": object(),
+            }
         )
+        self.assertEqual(formatEvent(event), line)
+        self.assertEqual(
+            {k: event[k] for k in ("log_namespace", "log_level", "log_time")},
+            {
+                "log_namespace": "multiport.access",
+                "log_level": LogLevel.info,
+                "log_time": 1234.5,
+            },
+        )
+        self.assertEqual(
+            (event["client"], event["status"], event["request_time"], event["worker"]),
+            ("1.2.3.4", 200, 0.25, 2),
+        )
+        self.assertNotIn("unserialisable", event)
+        text = logformat.ClassicText()(event)
+        self.assertIn(f"[multiport.access#info] {line}\n", text)
+        record = json.loads(logformat.eventAsJSON(event))
+        self.assertEqual(
+            (
+                record["namespace"],
+                record["message"],
+                record["client"],
+                record["worker"],
+            ),
+            ("multiport.access", line, "1.2.3.4", 2),
+        )
+
+    def test_otherLine(self):
+        """
+        Any other event keeps its namespace and level; its message says
+        which worker, and a traceback follows it.
+        """
         try:
             raise ValueError("boom")
         except ValueError:
             failure = Failure()
-        text = logformat.messageLine(
-            {"log_format": "{line}", "line": "x", "log_failure": failure}
+        event = self.roundTrip(
+            {
+                "log_time": 5.0,
+                "log_level": LogLevel.error,
+                "log_namespace": "multiport.port",
+                "log_format": "handler {handler} raised",
+                "handler": "echo",
+                "log_failure": failure,
+            },
+            worker=0,
         )
-        self.assertTrue(text.startswith("x\n"), text)
-        self.assertIn("ValueError: boom", text)
+        self.assertEqual(event["log_namespace"], "multiport.port")
+        self.assertEqual(event["log_level"], LogLevel.error)
+        self.assertEqual(event["handler"], "echo")
+        message = formatEvent(event)
+        self.assertTrue(message.startswith("worker 0: handler echo raised\n"), message)
+        self.assertIn("ValueError: boom", message)
 
-    def test_nothing(self):
+    def test_notRecords(self):
         """
-        An event with no message writes nothing.
+        Lines that are not records are not events; events with nothing to
+        say write nothing.
         """
-        self.assertIsNone(logformat.messageLine({"log_time": 1.0}))
+        for text in ("plain text", "{broken", "[1, 2]", '{"n": "x"}', '{"m": 5}'):
+            self.assertIsNone(logformat.eventFromWorker(text, 1), text)
+        self.assertIsNone(logformat.workerRecord({"log_time": 1.0}))
+
+    def test_badLevel(self):
+        """
+        An unknown level is taken as info.
+        """
+        event = logformat.eventFromWorker('{"m": "x", "l": "loud", "n": "a"}', 1)
+        self.assertEqual(event["log_level"], LogLevel.info)
+
+
+class TwistedPortLineTests(SynchronousTestCase):
+    """
+    Twisted's "<factory> starting on N" line for a multiport port is left
+    out by the daemon's observers; the same text from elsewhere is not.
+    """
+
+    def events(self, system):
+        from twisted.python import log as legacy
+
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        legacy.callWithContext(
+            {"system": system}, legacy.msg, "PortSite starting on 8080"
+        )
+        legacy.callWithContext({"system": system}, legacy.msg, "something else")
+        return events
+
+    def test_leftOut(self):
+        starting, other = self.events(logformat.PORT_START_SYSTEM)
+        self.assertIsNone(logformat.ClassicText()(starting))
+        self.assertIsNone(logformat.eventAsJSON(starting))
+        self.assertIsNone(logformat.workerRecord(starting))
+        self.assertIn("something else", logformat.ClassicText()(other))
+
+    def test_elsewhere(self):
+        starting, _ = self.events("-")
+        self.assertIn("PortSite starting on 8080", logformat.ClassicText()(starting))
 
 
 class BatchedObserverTests(SynchronousTestCase):
@@ -330,7 +459,9 @@ class BatchedObserverTests(SynchronousTestCase):
     def test_flushAfterShutdown(self):
         reactor = MemoryReactorClock()
         stream = Stream()
-        observer = logformat.batchedObserver(stream, logformat.messageLine, reactor)
+        observer = logformat.batchedObserver(
+            stream, lambda e: e["line"] + "\n", reactor
+        )
         observer(
             {
                 "log_namespace": "multiport.connection",
@@ -342,3 +473,120 @@ class BatchedObserverTests(SynchronousTestCase):
         [(flush, args, kwargs)] = reactor.triggers["after"]["shutdown"]
         flush(*args, **kwargs)
         self.assertEqual(stream.writes, ["a\n"])
+
+
+class ReopeningLogFileTests(SynchronousTestCase):
+    """
+    The log file rotates with a cap on rotated files, and reopens by name
+    when something else (logrotate) moved it away.
+    """
+
+    def setUp(self):
+        self.folder = Path(self.mktemp())
+        self.folder.mkdir()
+        self.path = self.folder / "twistd.log"
+
+    def open(self, **kwargs) -> logformat.ReopeningLogFile:
+        logFile = logformat.ReopeningLogFile.fromFullPath(str(self.path), **kwargs)
+        self.addCleanup(lambda: logFile.closed or logFile.close())
+        return logFile
+
+    def test_rotatedFilesCapped(self):
+        """
+        Size rotation keeps at most maxRotatedFiles rotated files.
+        """
+        logFile = self.open(rotateLength=100, maxRotatedFiles=3)
+        for n in range(50):
+            logFile.write(f"line {n:03} {'x' * 30}\n")
+        self.assertEqual(logFile.listLogs(), [1, 2, 3])
+        self.assertEqual(
+            sorted(p.name for p in self.folder.iterdir()),
+            ["twistd.log", "twistd.log.1", "twistd.log.2", "twistd.log.3"],
+        )
+
+    def test_notMoved(self):
+        """
+        A file still at its path was not moved; rotating renames it to .1.
+        """
+        logFile = self.open()
+        logFile.write("before\n")
+        self.assertFalse(logFile.movedAway())
+        logFile.rotate()
+        logFile.write("after\n")
+        logFile.flush()
+        self.assertEqual(self.path.read_text(), "after\n")
+        self.assertEqual((self.folder / "twistd.log.1").read_text(), "before\n")
+
+    def test_movedReopens(self):
+        """
+        Once moved away, rotating opens a new file at the path and leaves the
+        moved one as it is.
+        """
+        logFile = self.open()
+        logFile.write("before\n")
+        moved = self.folder / "twistd.log-20261205"
+        self.path.rename(moved)
+        self.assertTrue(logFile.movedAway())
+        logFile.rotate()
+        logFile.write("after\n")
+        logFile.flush()
+        self.assertFalse(logFile.movedAway())
+        self.assertEqual(self.path.read_text(), "after\n")
+        self.assertEqual(moved.read_text(), "before\n")
+        self.assertFalse((self.folder / "twistd.log.1").exists())
+
+    def test_replacedReopens(self):
+        """
+        logrotate's C{create}: a new empty file at the path is not renamed,
+        it is the one written next.
+        """
+        logFile = self.open()
+        logFile.write("before\n")
+        self.path.rename(self.folder / "twistd.log.1")
+        self.path.write_text("")
+        self.assertTrue(logFile.movedAway())
+        logFile.rotate()
+        logFile.write("after\n")
+        logFile.flush()
+        self.assertEqual(self.path.read_text(), "after\n")
+        self.assertEqual((self.folder / "twistd.log.1").read_text(), "before\n")
+        self.assertFalse((self.folder / "twistd.log.2").exists())
+
+    def test_sizeRotationAfterMove(self):
+        """
+        Reaching the size after the file was moved away opens a new one at
+        the path instead of writing on into the moved file.
+        """
+        logFile = self.open(rotateLength=10)
+        logFile.write("0123456789\n")
+        moved = self.folder / "elsewhere.log"
+        self.path.rename(moved)
+        logFile.write("next\n")
+        logFile.flush()
+        self.assertEqual(moved.read_text(), "0123456789\n")
+        self.assertEqual(self.path.read_text(), "next\n")
+
+    def test_onLogSignal(self):
+        """
+        SIGUSR1's work: write what waits, then rotate or reopen, and say
+        which in the log.
+        """
+        logFile = self.open()
+        flushed = []
+        with capturedLogs() as events:
+            self.assertEqual(
+                logformat.onLogSignal(logFile, lambda: flushed.append(1)), "rotated"
+            )
+            self.path.rename(self.folder / "moved.log")
+            self.assertEqual(
+                logformat.onLogSignal(logFile, lambda: flushed.append(2)), "reopened"
+            )
+        self.assertEqual(flushed, [1, 2])
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            [
+                f"SIGUSR1: rotated {self.path.absolute()}",
+                f"SIGUSR1: {self.path.absolute()} was moved away: reopened it",
+            ],
+        )
+        self.assertTrue(self.path.exists())

@@ -12,7 +12,7 @@ from twisted.application.internet import SSLServer, TCPServer
 from twisted.internet import reactor
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
@@ -226,7 +226,11 @@ class StartupFailureTests(SynchronousTestCase):
         first = list(service)[0]
         with capturedLogs() as events:
             self.assertRaises(StartupError, service.privilegedStartService)
-        [bound] = [e["name"] for e in events if "name" in e]
+        bound, closed = [e["name"] for e in events if "name" in e]
+        self.assertEqual(closed, bound)
+        self.assertIn(
+            f"closed {bound}: the start failed", [formatEvent(e) for e in events]
+        )
         self.assertIsNone(first.boundAddress())
         self.assertNotIn(bound, service.namedServices)
         # The port the first child had is free again.

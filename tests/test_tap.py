@@ -864,6 +864,49 @@ class LogFormatTests(OptionsTestsMixin, SynchronousTestCase):
         error = self.assertRaises(usage.UsageError, self.parse, "--log-format", "xml")
         self.assertIn("'xml' is not text or json", str(error))
 
+    def test_rotation(self):
+        """
+        --log-rotate-size and --log-rotate-keep reach the log file's
+        settings; by default twistd's 1 MB and at most 10 rotated files.
+        """
+        self.addCleanup(logformat.configure, "-")
+        for extra, size, keep in (
+            ([], 1_000_000, 10),
+            (["--log-rotate-size", "0", "--log-rotate-keep", "3"], 0, 3),
+        ):
+            server = ServerOptions()
+            server.parseOptions(
+                [
+                    "--logfile",
+                    "x.log",
+                    "multiport",
+                    "--no-status",
+                    "--state-dir",
+                    self.stateDir,
+                    *extra,
+                ]
+            )
+            self.assertEqual(
+                (logformat._destination, logformat._rotateSize, logformat._rotateKeep),
+                ("x.log", size, keep),
+            )
+
+    def test_badRotation(self):
+        """
+        A rotation setting that is not a whole number in range is an error
+        naming the option and the value.
+        """
+        for option, value in (
+            ("--log-rotate-size", "-1"),
+            ("--log-rotate-size", "1MB"),
+            ("--log-rotate-keep", "0"),
+            ("--log-rotate-keep", "1001"),
+            ("--log-rotate-keep", "\N{SUPERSCRIPT TWO}"),
+        ):
+            error = self.assertRaises(usage.UsageError, self.parse, option, value)
+            self.assertIn(option, str(error))
+            self.assertIn(repr(value), str(error))
+
 
 class DefaultStatusQuietTests(OptionsTestsMixin, SynchronousTestCase):
     """

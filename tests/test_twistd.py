@@ -9,6 +9,7 @@ import http.client
 import json
 import os
 import pwd
+import re
 import signal
 import socket
 import ssl
@@ -17,7 +18,15 @@ from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tests.support import GREET_PLUGIN, TWISTD, Daemon, busyPort, writePlugin
+from tests.support import (
+    GREET_PLUGIN,
+    TWISTD,
+    Daemon,
+    WaitTimeout,
+    busyPort,
+    waitUntil,
+    writePlugin,
+)
 
 LISTENING = r"listening on tcp:\[?([0-9a-f.:]+?)\]?:(\d+): handler (\S+), TLS (\S+)"
 
@@ -223,7 +232,8 @@ class TwistdTests(SynchronousTestCase):
             f"[--ports item 2 '127.0.0.1:{busy}=echo']\n",
         )
         self.assertNotIn("Traceback", result.stdout + result.stderr)
-        self.assertIn("Closed", result.stdout)
+        self.assertIn("closed tcp:127.0.0.1:", result.stdout)
+        self.assertIn(": the start failed", result.stdout)
 
     def test_badConfigFile(self):
         """
@@ -343,3 +353,220 @@ class PrivilegeDropTests(SynchronousTestCase):
         daemon.stop()
         self.assertNotIn("Traceback", "".join(daemon.lines))
         self.assertIn("Server Shut Down", "".join(daemon.lines))
+
+
+class DaemonModeTests(SynchronousTestCase):
+    """
+    Without -n: twistd forks, and the command on the terminal reports how
+    the start went.
+    """
+
+    def setUp(self) -> None:
+        self.folder = Path(self.mktemp()).absolute()
+        self.folder.mkdir(parents=True)
+        self.pidfile = self.folder / "twistd.pid"
+        self.logfile = self.folder / "twistd.log"
+
+    def twistd(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                *TWISTD,
+                "--pidfile",
+                str(self.pidfile),
+                "--logfile",
+                str(self.logfile),
+                "multiport",
+                "--no-status",
+                "--state-dir",
+                str(self.folder / "state"),
+                *args,
+            ],
+            cwd=self.folder,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def assertWholeError(self, result: subprocess.CompletedProcess[str], busy: int):
+        self.assertEqual(result.returncode, 1)
+        line = (
+            f"multiport: cannot listen on 127.0.0.1:{busy}: address already in use "
+            "(another process, or another port here) "
+            f"[--ports item 2 '127.0.0.1:{busy}=echo']\n"
+        )
+        self.assertEqual((result.stdout, result.stderr), ("", line))
+        self.assertFalse(self.pidfile.exists())
+        self.assertIn(line[len("multiport: ") :], self.logfile.read_text())
+
+    def test_portInUse(self):
+        """
+        A port that can't be bound after the fork: the terminal gets the
+        whole line -n prints (not a bytes repr cut at 100 bytes), status 1,
+        and the log file has it too.
+        """
+        busy = busyPort(self)
+        result = self.twistd("--ports", f"127.0.0.1:0=echo,127.0.0.1:{busy}=echo")
+        self.assertWholeError(result, busy)
+
+    def test_portInUseWorkers(self):
+        """
+        The same with --workers, whose main process binds the sockets.
+        """
+        busy = busyPort(self)
+        result = self.twistd(
+            "--workers", "2", "--ports", f"127.0.0.1:0=echo,127.0.0.1:{busy}=echo"
+        )
+        self.assertWholeError(result, busy)
+
+    def test_started(self):
+        """
+        A start that works still exits 0 on the terminal once the daemon
+        serves, leaving its pid file.
+        """
+        result = self.twistd("--ports", "127.0.0.1:0=echo")
+        self.assertEqual((result.returncode, result.stderr), (0, ""))
+        pid = int(self.pidfile.read_text())
+        self.addCleanup(stopDaemon, pid)
+        match = waitUntil(
+            lambda: re.search(
+                r"listening on tcp:127\.0\.0\.1:(\d+)", self.logfile.read_text()
+            ),
+            30,
+        )
+        assert match is not None
+        self.assertEqual(receiveAll("127.0.0.1", int(match[1]), b"up", limit=2), b"up")
+
+
+def stopDaemon(pid: int, timeout: float = 30) -> None:
+    """
+    SIGTERM the daemonized process C{pid} and wait for it to be gone.
+    """
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        waitUntil(lambda: not Path(f"/proc/{pid}").exists(), timeout)
+    except WaitTimeout:
+        os.kill(pid, signal.SIGKILL)
+
+
+class AccessLogDaemonTests(SynchronousTestCase):
+    """
+    A real request's access log line, with and without workers: nginx's
+    combined format after the port's name, the same fields and namespace.
+    """
+
+    def request(self, *args: str) -> tuple[Daemon, list[str]]:
+        """
+        Start a daemon with an http port and C{args}, send it one request
+        with a referer and a user agent, stop it; it and its output lines.
+        """
+        folder = Path(self.mktemp()).absolute()
+        folder.mkdir(parents=True)
+        daemon = Daemon(
+            [
+                "--no-status",
+                "--state-dir",
+                str(folder / "state"),
+                "--ports",
+                "127.0.0.1:0=http",
+                *args,
+            ],
+            str(folder),
+        )
+        self.addCleanup(daemon.stop)
+        if "--workers" in args:
+            daemon.waitFor(r"serving 1 port\b", 2)
+        match = daemon.waitFor(r"listening on tcp:127\.0\.0\.1:(\d+)")[0]
+        port = int(match[1])
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            connection.request(
+                "GET",
+                "/?q=1",
+                headers={"User-Agent": 'probe/1.0 "x"', "Referer": "http://r.example/"},
+            )
+            self.assertEqual(connection.getresponse().status, 200)
+        finally:
+            connection.close()
+        daemon.waitFor(r"multiport\.access")
+        daemon.stop()
+        return daemon, [line for line in daemon.lines if "multiport.access" in line]
+
+    def assertCombined(self, line: str) -> None:
+        from tests.test_web import COMBINED
+
+        portName, text = line.split("] ", 1)[1].rstrip("\n").split(" ", 1)
+        self.assertRegex(portName, r"^tcp:127\.0\.0\.1:\d+$")
+        match = COMBINED.fullmatch(text)
+        assert match is not None, line
+        self.assertEqual(
+            [match[k] for k in ("client", "request", "status", "referer", "agent")],
+            [
+                "127.0.0.1",
+                "GET /?q=1 HTTP/1.1",
+                "200",
+                "http://r.example/",
+                'probe/1.0 \\"x\\"',
+            ],
+        )
+
+    def test_text(self):
+        """
+        One process: the line parses as combined, and Twisted's own
+        "starting on" and "Port Closed" lines are gone.
+        """
+        daemon, [line] = self.request()
+        self.assertIn("[multiport.access#info] tcp:127.0.0.1:", line)
+        self.assertCombined(line)
+        output = "".join(daemon.lines)
+        self.assertNotRegex(output, r"starting on \d+")
+        self.assertNotRegex(output, r"Port \d+ Closed")
+        self.assertIn("stopped listening on", output)
+
+    def test_textWorkers(self):
+        """
+        With workers, the same line in the same namespace.
+        """
+        daemon, [line] = self.request("--workers", "2")
+        self.assertIn("[multiport.access#info] tcp:127.0.0.1:", line)
+        self.assertCombined(line)
+        self.assertNotRegex("".join(daemon.lines), r"starting on \d+")
+
+    def test_jsonWorkers(self):
+        """
+        With workers and the JSON log, the event keeps its namespace and
+        fields (client, user agent, referer, request time), with the
+        worker's number.
+        """
+        daemon, [line] = self.request("--workers", "2", "--log-format", "json")
+        record = json.loads(line)
+        self.assertEqual(
+            {
+                k: record[k]
+                for k in (
+                    "namespace",
+                    "client",
+                    "method",
+                    "uri",
+                    "status",
+                    "referer",
+                    "user_agent",
+                )
+            },
+            {
+                "namespace": "multiport.access",
+                "client": "127.0.0.1",
+                "method": "GET",
+                "uri": "/?q=1",
+                "status": 200,
+                "referer": "http://r.example/",
+                "user_agent": 'probe/1.0 "x"',
+            },
+        )
+        self.assertIn(record["worker"], (0, 1))
+        self.assertIsInstance(record["request_time"], float)
+        self.assertGreaterEqual(record["request_time"], 0)
+        self.assertLess(record["request_time"], 10)
+        self.assertCombined("] " + record["message"])

@@ -6,6 +6,7 @@ through the real C{twisted.web} site with raw HTTP requests.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from attrs import frozen
@@ -26,6 +27,14 @@ from multiport.handlers.byteranges import (
 )
 from multiport.handlers.interface import HandlerContext, OptionError
 from multiport.handlers.web import WebOptions, http, https, parseWebOptions
+
+#: nginx's "combined" log format as log parsers read it (fail2ban's and
+#: goaccess's COMBINED): the client address is a bare token.
+COMBINED = re.compile(
+    r"(?P<client>[0-9A-Fa-f.:]+|-) - - \[(?P<time>[^\]]+)\] "
+    r'"(?P<request>(?:[^"\\]|\\.)*)" (?P<status>\d{3}) (?P<size>\d+|-) '
+    r'"(?P<referer>(?:[^"\\]|\\.)*)" "(?P<agent>(?:[^"\\]|\\.)*)"'
+)
 
 
 @frozen
@@ -424,16 +433,82 @@ class AccessLogTests(_WebTestCase):
 
     def test_line(self) -> None:
         """
-        The line and the fields the JSON log carries.
+        The port's name, then the request in nginx's combined format with
+        the client address unquoted.
         """
         [event] = self.logged({})
-        line = formatEvent(event)
-        self.assertTrue(line.startswith('tcp:127.0.0.1:8080 "192.168.1.1" - - ['), line)
-        self.assertIn('"HEAD /missing?q=1 HTTP/1.1" 404 ', line)
+        port, line = formatEvent(event).split(" ", 1)
+        self.assertEqual(port, "tcp:127.0.0.1:8080")
+        match = COMBINED.fullmatch(line)
+        assert match is not None, line
         self.assertEqual(
-            (event["port"], event["method"], event["uri"], event["status"]),
-            ("tcp:127.0.0.1:8080", "HEAD", "/missing?q=1", 404),
+            match.groupdict(),
+            {
+                "client": "192.168.1.1",
+                "time": match["time"],
+                "request": "HEAD /missing?q=1 HTTP/1.1",
+                "status": "404",
+                "size": "-",
+                "referer": "-",
+                "agent": "-",
+            },
         )
+        self.assertRegex(match["time"], r"^\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000$")
+
+    def test_fields(self) -> None:
+        """
+        The JSON log's fields: client address, method, target, protocol,
+        status, bytes sent, referer, user agent, and the request time from
+        its first line to its log line.
+        """
+        site = self.site({})
+        site.startFactory()
+        self.addCleanup(site.stopFactory)
+        channel = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        with capturedLogs() as events:
+            channel.dataReceived(b"GET / HTTP/1.1\r\n")
+            self.reactor.advance(0.25)
+            channel.dataReceived(
+                b"Host: example.com\r\nReferer: http://example.com/a?b=1\r\n"
+                b'User-Agent: curl/8.5.0 "quoted"\r\nConnection: close\r\n\r\n'
+            )
+        [event] = [e for e in events if e["log_namespace"] == "multiport.access"]
+        wanted = {
+            "port",
+            "client",
+            "method",
+            "uri",
+            "protocol",
+            "status",
+            "sent",
+            "referer",
+            "user_agent",
+            "request_time",
+        }
+        fields = {k: v for k, v in event.items() if k in wanted}
+        self.assertEqual(
+            fields,
+            {
+                "port": "tcp:127.0.0.1:8080",
+                "client": "192.168.1.1",
+                "method": "GET",
+                "uri": "/",
+                "protocol": "HTTP/1.1",
+                "status": 200,
+                "sent": fields["sent"],
+                "referer": "http://example.com/a?b=1",
+                "user_agent": 'curl/8.5.0 "quoted"',
+                "request_time": 0.25,
+            },
+        )
+        self.assertGreater(fields["sent"], 0)
+        match = COMBINED.fullmatch(event["line"].split(" ", 1)[1])
+        assert match is not None, event["line"]
+        self.assertEqual(match["referer"], "http://example.com/a?b=1")
+        self.assertEqual(match["agent"], 'curl/8.5.0 \\"quoted\\"')
+        self.assertEqual(match["size"], str(fields["sent"]))
 
     def test_off(self) -> None:
         """
@@ -537,7 +612,7 @@ class ParseWebOptionsTests(SynchronousTestCase):
             {"roots": "site"},
             "roots",
             "unknown option; known: access_log, hsts_max_age, listing, "
-            "redirect_https, root",
+            "redirect_https, root, server_header",
         )
 
     def test_redirectPort(self) -> None:
@@ -945,3 +1020,63 @@ class IfModifiedSinceTests(_WebTestCase):
             [b"If-Modified-Since: yesterday"],
         ):
             self.assertEqual(self.status(*headers), 200, headers)
+
+
+class ServerHeaderTests(_WebTestCase):
+    """
+    The Server header: twisted.web's unless the port's server_header option
+    turns it off or names another.
+    """
+
+    def test_default(self) -> None:
+        """
+        By default, twisted.web's own.
+        """
+        response = self.request(self.site({}), b"/")
+        self.assertEqual(response.header(b"server"), server.version)
+
+    def test_off(self) -> None:
+        """
+        server_header = false: no Server header, on pages and errors alike.
+        """
+        site = self.site({"server_header": False})
+        for target in (b"/", b"/missing"):
+            self.assertNotIn(b"server", self.request(site, target).headers)
+
+    def test_named(self) -> None:
+        """
+        server_header = "text": that text.
+        """
+        site = self.site({"server_header": "edge/1 (ours)"})
+        self.assertEqual(self.request(site, b"/").header(b"server"), b"edge/1 (ours)")
+        self.assertEqual(
+            self.request(site, b"/missing").header(b"server"), b"edge/1 (ours)"
+        )
+
+    def test_true(self) -> None:
+        """
+        server_header = true is the default.
+        """
+        self.assertEqual(
+            parseWebOptions({"server_header": True}, self.base).serverHeader,
+            server.version,
+        )
+
+    def test_bad(self) -> None:
+        """
+        Anything else is refused naming the option: a header line break,
+        control characters, an empty or overlong name, another type.
+        """
+        for value, message in (
+            ("a\r\nSet-Cookie: x=1", "'a\\r\\nSet-Cookie: x=1' is not"),
+            ("", "'' is not"),
+            (" lead", "' lead' is not"),
+            ("x" * 257, "is not 1 to 256 visible ASCII"),
+            ("caf\u00e9", "'caf\u00e9' is not"),
+            (5, "expected true, false or a string, got integer 5"),
+        ):
+            error = self.assertRaises(
+                OptionError, parseWebOptions, {"server_header": value}, self.base
+            )
+            self.assertEqual(error.key, "server_header")
+            self.assertIn(message, error.message)

@@ -324,6 +324,49 @@ class TwoWorkersTests(SynchronousTestCase):
                 return
         self.assertEqual(answer, b"", "a worker still accepts while draining")
 
+    def test_deadWorkerCountersKept(self):
+        """
+        A worker killed after serving traffic: its figures stay in the
+        totals of /status and /metrics, which never go backwards, while it
+        is restarted.
+        """
+        name = f"tcp:127.0.0.1:{self.echo}"
+        total = 60
+        for index in range(total):
+            with connect(self.echo) as client:
+                self.assertTrue(echoes(client, b"%d" % index))
+        port = self.waitForWorkers(
+            name, lambda p: p["connections"]["accepted"] == total
+        )
+        busy = [w for w in port["workers"] if w["connections"]["accepted"] > 0]
+        self.assertTrue(busy, port["workers"])
+        victim = busy[0]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        self.daemon.waitFor(rf"worker \d \(pid {victim}\) exited")
+        seen = []
+
+        def replaced() -> bool:
+            # Every reading on the way must keep the totals.
+            figures = self.port(name, workers=False)
+            seen.append(figures["connections"]["accepted"])
+            self.assertEqual(figures["connections"]["current"], 0)
+            self.assertEqual(figures["connections"]["closed"], seen[-1])
+            self.assertEqual(figures["bytes"]["received"], port["bytes"]["received"])
+            pids = {w["pid"] for w in self.port(name)["workers"]}
+            return len(seen) > 5 and victim not in pids and len(pids) == 2
+
+        waitUntil(replaced, 15, interval=0.1, what="the killed worker replaced")
+        self.assertEqual(set(seen), {total})
+        metrics = http.client.HTTPConnection("127.0.0.1", self.status, timeout=10)
+        metrics.request("GET", "/metrics")
+        text = metrics.getresponse().read().decode()
+        metrics.close()
+        self.assertRegex(
+            text,
+            rf'multiport_connections_accepted_total\{{[^}}]*port="{name}"[^}}]*\}} '
+            rf"{total}\.0",
+        )
+
     def test_sigtermDrains(self):
         """
         SIGTERM: the workers stop listening and finish their connections;
@@ -334,7 +377,7 @@ class TwoWorkersTests(SynchronousTestCase):
             self.addCleanup(client.close)
             self.assertTrue(echoes(client, b"open"))
         self.daemon.process.send_signal(signal.SIGTERM)
-        self.daemon.waitFor(r"worker \d: draining \d+ open connections")
+        self.daemon.waitFor(r"worker \d: draining \d+ open connections?")
         self.daemon.waitFor(
             rf"worker \d: stopped listening on tcp:127\.0\.0\.1:{self.echo}$", 2
         )
@@ -448,6 +491,53 @@ class ControlTests(SynchronousTestCase):
         self.assertEqual([kind for kind, _, _ in bad.calls], ["apply"])
         self.assertEqual(pool.addedLive, set())
 
+    def test_exitedWorkerFigures(self):
+        """
+        When a worker exits, its last figures are folded into the port's
+        totals (its open connections counted as closed), handler counters
+        too, and added to what the live workers report.
+        """
+        from twisted.python.failure import Failure
+
+        from multiport.counters import PortCounters
+
+        pool = self.pool(FakeChannel(), FakeChannel())
+        [config] = pool.config.ports
+
+        def status(accepted: int, closed: int, handled: int) -> PortStatus:
+            counters = PortCounters(
+                current=accepted - closed,
+                accepted=accepted,
+                closed=closed,
+                bytesReceived=10 * accepted,
+                listeningSince=100.0,
+            )
+            counters.reject("rate")
+            return PortStatus(
+                name=config.name,
+                config=config,
+                listening=True,
+                counters=counters.snapshot(),
+                handlerCounters={("requests", ()): handled},
+            )
+
+        dying, living = pool.slots
+        dying.statuses = [status(accepted=5, closed=3, handled=7)]
+        living.statuses = [status(accepted=4, closed=4, handled=1)]
+        pool.workerEnded(dying, Failure(Exception("killed")))
+        [merged, *_] = pool.portStatus()
+        self.assertEqual(
+            merged.counters["connections"],
+            {"current": 0, "accepted": 9, "closed": 9, "rejected": 2},
+        )
+        self.assertEqual(merged.counters["bytes"]["received"], 90)
+        self.assertEqual(merged.counters["listening_since"], 100.0)
+        self.assertEqual(merged.handlerCounters, {("requests", ()): 8})
+        self.assertTrue(merged.listening)
+        living.statuses = []
+        [alone, *_] = pool.portStatus()
+        self.assertEqual(alone.counters["connections"]["accepted"], 5)
+
     def test_removeEverywhere(self):
         """
         A removed port's socket is closed in the main process once every
@@ -464,8 +554,9 @@ class ControlTests(SynchronousTestCase):
 
 class WorkerOutputTests(SynchronousTestCase):
     """
-    The main process logs each line a worker writes, after its number, in
-    the C{multiport.worker} namespace (written once per reactor turn).
+    The main process logs each event a worker writes with its namespace and
+    fields, and any other line after the worker's number in the
+    C{multiport.worker} namespace.
     """
 
     def test_lines(self):
@@ -475,12 +566,38 @@ class WorkerOutputTests(SynchronousTestCase):
         """
         process = WorkerProcess(None, Slot(index=1))  # type: ignore[arg-type]
         with capturedLogs() as events:
-            process.childDataReceived(1, b"tcp:x echo 1.2.3.4:5 closed clean\n\npart")
+            process.childDataReceived(1, b"Traceback (most recent\n\npart")
+            process.childDataReceived(2, b"on stderr\n")
             process.childDataReceived(1, b"ial\n")
         self.assertEqual(
-            [(e["log_namespace"], formatEvent(e), e["index"]) for e in events],
+            [(e["log_namespace"], formatEvent(e), e["worker"]) for e in events],
             [
-                ("multiport.worker", "worker 1: tcp:x echo 1.2.3.4:5 closed clean", 1),
+                ("multiport.worker", "worker 1: Traceback (most recent", 1),
+                ("multiport.worker", "worker 1: on stderr", 1),
                 ("multiport.worker", "worker 1: partial", 1),
             ],
+        )
+
+    def test_events(self):
+        """
+        A worker's connection log event keeps its namespace, line and
+        fields.
+        """
+        from multiport.logformat import emitLine, workerRecord
+        from multiport.port import connectionLog
+
+        written = []
+        with capturedLogs() as events:
+            emitLine(connectionLog, "tcp:x echo 1.2.3.4:5 closed clean", sent=4)
+        [original] = events
+        written.append(workerRecord(original).encode())
+        process = WorkerProcess(None, Slot(index=1))  # type: ignore[arg-type]
+        with capturedLogs() as events:
+            process.childDataReceived(1, b"".join(written))
+        self.assertEqual(
+            [
+                (e["log_namespace"], formatEvent(e), e["sent"], e["worker"])
+                for e in events
+            ],
+            [("multiport.connection", "tcp:x echo 1.2.3.4:5 closed clean", 4, 1)],
         )

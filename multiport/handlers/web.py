@@ -34,6 +34,7 @@ from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
 from multiport import __version__
+from multiport.errors import typeName
 from multiport.handlers.byteranges import (
     Segment,
     SegmentsProducer,
@@ -67,6 +68,8 @@ class WebOptions:
         the same host, or a base URL.
     @ivar hstsMaxAge: Over TLS, the Strict-Transport-Security max-age.
     @ivar accessLog: Whether each request leaves a line in the access log.
+    @ivar serverHeader: The C{Server} header of every response: twisted.web's
+        (C{TwistedWeb/VERSION}) when L{DEFAULT_SERVER}, none when C{None}.
     """
 
     root: Path | None = None
@@ -74,6 +77,40 @@ class WebOptions:
     redirectHTTPS: int | str | None = None
     hstsMaxAge: int | None = None
     accessLog: bool = True
+    serverHeader: bytes | None = server.version
+
+
+#: The C{Server} header unless a port sets server_header: twisted.web's.
+DEFAULT_SERVER = server.version
+#: What a server_header may hold: visible ASCII and spaces (no CR or LF to
+#: split a response with), at most this long.
+SERVER_HEADER = re.compile(r"[!-~]+( [!-~]+)*")
+MAX_SERVER_HEADER = 256
+
+
+def parseServerHeader(value: object) -> bytes | None:
+    """
+    The http option server_header: C{true} (twisted.web's header), C{false}
+    (none) or the header's text.
+
+    @raise OptionError: naming the bad value.
+    """
+    if value is True:
+        return DEFAULT_SERVER
+    if value is False:
+        return None
+    if not isinstance(value, str):
+        raise OptionError(
+            "server_header",
+            f"expected true, false or a string, got {typeName(value)} {value!r}",
+        )
+    if len(value) > MAX_SERVER_HEADER or not SERVER_HEADER.fullmatch(value):
+        raise OptionError(
+            "server_header",
+            f"{value!r} is not 1 to {MAX_SERVER_HEADER} visible ASCII characters "
+            "(single spaces between words)",
+        )
+    return value.encode("ascii")
 
 
 #: C{redirect_https} as a URL: https, a host name or address, a port, a
@@ -90,7 +127,15 @@ def parseWebOptions(options: Mapping[str, object], relativeTo: Path) -> WebOptio
     Validate the http handler's options.
     """
     rejectUnknown(
-        options, {"root", "listing", "redirect_https", "hsts_max_age", "access_log"}
+        options,
+        {
+            "root",
+            "listing",
+            "redirect_https",
+            "hsts_max_age",
+            "access_log",
+            "server_header",
+        },
     )
     hsts = options.get("hsts_max_age")
     if hsts is not None and (type(hsts) is not int or hsts < 0):
@@ -109,6 +154,7 @@ def parseWebOptions(options: Mapping[str, object], relativeTo: Path) -> WebOptio
             raise OptionError("root", f"{root} is not readable")
     listing = optionOf(options, "listing", bool, "true or false", False)
     accessLog = optionOf(options, "access_log", bool, "true or false", True)
+    serverHeader = parseServerHeader(options.get("server_header", True))
     redirect = options.get("redirect_https")
     if redirect is None:
         pass
@@ -137,6 +183,7 @@ def parseWebOptions(options: Mapping[str, object], relativeTo: Path) -> WebOptio
         redirectHTTPS=redirect,
         hstsMaxAge=hsts,
         accessLog=accessLog,
+        serverHeader=serverHeader,
     )
 
 
@@ -546,10 +593,28 @@ class TimedChannel(StrictChannel):
 class PortRequest(server.Request):
     """
     A request that says Strict-Transport-Security over TLS when the port
-    asks for it (option hsts_max_age), refuses an HTTP/1.1 request without
-    exactly one Host as nginx does, and ignores an C{If-Modified-Since}
-    that RFC 9110 says to ignore.
+    asks for it (option hsts_max_age), sends the port's C{Server} header
+    (option server_header), knows when its first line arrived (the access
+    log's request time), refuses an HTTP/1.1 request without exactly one
+    Host as nginx does, and ignores an C{If-Modified-Since} that RFC 9110
+    says to ignore.
     """
+
+    def __init__(self, channel: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(channel, *args, **kwargs)
+        site = getattr(channel, "site", None)
+        clock = getattr(site, "reactor", None)
+        self.receivedAt: float | None = None if clock is None else clock.seconds()
+
+    def setHeader(self, name: bytes | str, value: bytes | str) -> None:
+        # process() sets twisted.web's Server header (the very object
+        # server.version) on every response: the port's choice replaces it.
+        if value is DEFAULT_SERVER:
+            serverHeader = getattr(self.channel.site, "serverHeader", DEFAULT_SERVER)
+            if serverHeader is None:
+                return
+            value = serverHeader
+        super().setHeader(name, value)
 
     def hostProblem(self) -> str | None:
         """
@@ -644,18 +709,33 @@ class PortSite(server.Site):
         self.displayTracebacks = False
         self.portName = portName
         self.accessLog = True
+        self.serverHeader: bytes | None = DEFAULT_SERVER
 
     def log(self, request: server.Request) -> None:  # type: ignore[override]
         if not self.accessLog:
             return
+        client = clientHost(request)
+        referer = request.getHeader(b"referer")
+        agent = request.getHeader(b"user-agent")
+        receivedAt = getattr(request, "receivedAt", None)
         emitLine(
             accessLog,
-            f"{self.portName} {self._logFormatter(self._logDateTime, request)}",
+            f"{self.portName} "
+            + combinedLine(self._logDateTime, request, client, referer, agent),
             port=self.portName,
+            client=client,
             method=request.method.decode("latin-1"),
             uri=request.uri.decode("latin-1"),
+            protocol=request.clientproto.decode("latin-1"),
             status=request.code,
             sent=request.sentLength,
+            referer=None if referer is None else referer.decode("latin-1"),
+            user_agent=None if agent is None else agent.decode("latin-1"),
+            request_time=(
+                None
+                if receivedAt is None
+                else round(max(0.0, self.reactor.seconds() - receivedAt), 6)
+            ),
         )
 
     def protocol(self) -> TimedChannel:  # type: ignore[override]
@@ -665,6 +745,50 @@ class PortSite(server.Site):
 
     def acceptableProtocols(self) -> list[bytes]:
         return [b"http/1.1"]
+
+
+def clientHost(request: server.Request) -> str:
+    """
+    The client's address as an access log shows it: the host alone
+    (C{192.0.2.7}, C{2001:db8::7}), or C{-} for a client that has none.
+    """
+    address = request.getClientAddress()
+    host = getattr(address, "host", None)
+    return host if isinstance(host, str) and host else "-"
+
+
+def escapeLogText(value: bytes | str) -> str:
+    """
+    C{value} for a quoted part of an access log line: what a client sent
+    can't end the part (C{"} becomes C{\\"}) or the line (control bytes and
+    bytes above 127 become C{\\xNN}), as twisted.web writes it.
+    """
+    if isinstance(value, str):
+        value = value.encode("latin-1", "backslashreplace")
+    text = repr(value)[1:]
+    if text.startswith("'"):
+        return text[1:-1].replace('"', '\\"').replace("\\'", "'")
+    return text[1:-1]
+
+
+def combinedLine(
+    timestamp: str,
+    request: server.Request,
+    client: str,
+    referer: bytes | None,
+    agent: bytes | None,
+) -> str:
+    """
+    C{request} in nginx's "combined" log format, which goaccess, fail2ban
+    and the like parse: unlike twisted.web's line, the client address is not
+    quoted.  Quoted parts are escaped as twisted.web escapes them.
+    """
+    return (
+        f'{escapeLogText(client)} - - {timestamp} "{escapeLogText(request.method)} '
+        f'{escapeLogText(request.uri)} {escapeLogText(request.clientproto)}" '
+        f"{request.code} {request.sentLength or '-'} "
+        f'"{escapeLogText(referer or b"-")}" "{escapeLogText(agent or b"-")}"'
+    )
 
 
 def buildSite(context: HandlerContext) -> server.Site:
@@ -690,6 +814,7 @@ def buildSite(context: HandlerContext) -> server.Site:
     )
     site.hstsMaxAge = options.hstsMaxAge
     site.accessLog = options.accessLog
+    site.serverHeader = options.serverHeader
     return site
 
 
