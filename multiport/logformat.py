@@ -199,8 +199,11 @@ class TextFileObserver:
         self._pending: list[str] = []
         # Reentrant: a signal handler that logs (the reactor's SIGTERM
         # handler does) may run on this thread in the middle of a write; a
-        # plain lock would hang the daemon there for good.
+        # plain lock would hang the daemon there for good.  Such a nested
+        # event only joins the pending lines: the write under way takes it
+        # after its own (a file object refuses a write inside a write).
         self._lock = threading.RLock()
+        self._writing = False
 
     def __call__(self, event: dict[str, Any]) -> None:
         text = self._format(event)
@@ -220,12 +223,17 @@ class TextFileObserver:
         Write what is waiting, now.
         """
         with self._lock:
-            if not self._pending:
+            if self._writing:
                 return
-            text = "".join(self._pending)
-            self._pending.clear()
-            self._out.write(text)
-            self._out.flush()
+            self._writing = True
+            try:
+                while self._pending:
+                    text = "".join(self._pending)
+                    self._pending.clear()
+                    self._out.write(text)
+                    self._out.flush()
+            finally:
+                self._writing = False
 
 
 def emitLine(logger: Logger, line: str, **fields: object) -> None:

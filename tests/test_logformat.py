@@ -258,18 +258,27 @@ class TextFileObserverTests(SynchronousTestCase):
     def test_reentrant(self):
         """
         An event logged while a write is under way on the same thread (a
-        signal handler that logs) is written too, instead of waiting
-        forever for the write around it.
+        signal handler that logs) is written too, after the write around it
+        and not inside it, instead of waiting forever for it.
         """
         import threading
 
         observer = self.observer
 
         class Interrupted(Stream):
+            inWrite = False
+
             def write(self, text: str) -> None:
-                super().write(text)
-                if len(self.writes) == 1:
-                    Logger(observer=observer, namespace="signal").info("received")
+                # As io's buffered files do: no write inside a write.
+                if self.inWrite:
+                    raise RuntimeError("reentrant call inside write")
+                self.inWrite = True
+                try:
+                    super().write(text)
+                    if len(self.writes) == 1:
+                        Logger(observer=observer, namespace="signal").info("received")
+                finally:
+                    self.inWrite = False
 
         self.stream = Interrupted()
         observer._out = self.stream
