@@ -371,18 +371,19 @@ class WorkerPool(MultiService):
                     slot.process.signalProcess("TERM")
                 except Exception:
                     pass
-        done = DeferredList(waits)
-
-        def closeSockets(_: object) -> None:
-            for skt in self.sockets.values():
+        # The workers stop listening on TERM; this process's copies of the
+        # listening sockets (kept for restarting workers, which no longer
+        # happens) must go too, or the kernel keeps completing handshakes
+        # that nobody will ever accept: new clients would hang, not be
+        # refused, for the whole drain.
+        for skt in self.sockets.values():
+            skt.close()
+        for sockets in self.ownSockets.values():
+            for skt in sockets[1:]:
                 skt.close()
-            for sockets in self.ownSockets.values():
-                for skt in sockets[1:]:
-                    skt.close()
-            self.sockets = {}
-            self.ownSockets = {}
-
-        return done.addCallback(closeSockets)
+        self.sockets = {}
+        self.ownSockets = {}
+        return DeferredList(waits).addCallback(lambda _: None)
 
     def hurry(self, signalNumber: int) -> None:
         """
