@@ -737,21 +737,12 @@ class WebTests(_TwistedAPITestCase):
 
     dependent = "multiport.handlers.web"
 
-    def test_logFormatter(self) -> None:
+    def test_logDateTime(self) -> None:
         """
-        An HTTP factory's C{_logFormatter} turns C{_logDateTime} (a string
-        once the factory started) and a request into the access log line.
+        An HTTP factory's C{_logDateTime} is a string once the factory has
+        started (multiport's access log line carries it).
         """
         factory = http.HTTPFactory(reactor=Clock())
-        formatter = self.require(factory, "_logFormatter")
-        self.assertIs(
-            formatter,
-            http.combinedLogFormatter,
-            self.changed("HTTPFactory._logFormatter", "not the combined format"),
-        )
-        self.assertParameters(
-            formatter, ["timestamp", "request"], "HTTPFactory._logFormatter"
-        )
         factory.doStart()
         self.addCleanup(factory.doStop)
         timestamp = self.require(factory, "_logDateTime")
@@ -760,11 +751,39 @@ class WebTests(_TwistedAPITestCase):
             str,
             self.changed("HTTPFactory._logDateTime", f"a {type(timestamp)}"),
         )
-        request = http.Request(DummyChannel())
-        request.method, request.uri, request.clientproto = b"GET", b"/", b"HTTP/1.1"
-        line = formatter(timestamp, request)
-        self.assertIn(timestamp, line)
-        self.assertIn('"GET / HTTP/1.1"', line)
+
+
+class DaemonModeTests(_TwistedAPITestCase):
+    """
+    What L{multiport.daemonmode} replaces in twistd's Unix runner to get a
+    start-up error through the status pipe whole.
+    """
+
+    dependent = "multiport.daemonmode"
+
+    def test_runnerMethods(self) -> None:
+        """
+        C{UnixApplicationRunner} has C{_formatChildException(exception)} and
+        C{_waitForStart(readPipe)}, and C{postApplication} looks the first
+        up when it runs.
+        """
+        from twisted.scripts._twistd_unix import UnixApplicationRunner
+
+        self.assertParameters(
+            self.require(UnixApplicationRunner, "_formatChildException"),
+            ["self", "exception"],
+            "UnixApplicationRunner._formatChildException",
+        )
+        self.assertParameters(
+            self.require(UnixApplicationRunner, "_waitForStart"),
+            ["self", "readPipe"],
+            "UnixApplicationRunner._waitForStart",
+        )
+        self.assertCalls(
+            UnixApplicationRunner.postApplication,
+            "_formatChildException",
+            "UnixApplicationRunner.postApplication",
+        )
 
 
 class StatusSiteTests(_TwistedAPITestCase):
@@ -890,6 +909,7 @@ class ScopeTests(SynchronousTestCase):
                 "twisted.internet._sslverify.protosFromProtocol",
                 "twisted.internet.abstract._dataMustBeBytes",
                 "twisted.internet.posixbase._NO_FILEDESC",
+                "twisted.scripts._twistd_unix.UnixApplicationRunner",
             },
             "multiport or benchmarks imports a new private Twisted name: add a "
             "test of the shape it relies on to tests/test_twistedapi.py",
