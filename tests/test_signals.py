@@ -179,6 +179,9 @@ class SecondSignalDaemonTests(SynchronousTestCase):
             self.assertTrue(echoes(client, b"open"))
         daemon.process.send_signal(signal.SIGTERM)
         daemon.waitFor(r"worker \d: draining \d open connections?$")
+        # Both workers must have had the first TERM before the second is
+        # sent: two signals still pending in a process are one.
+        daemon.waitFor(r"worker \d: stopped listening on tcp:", 2)
         self.assertIsNone(daemon.process.poll())
         daemon.process.send_signal(signal.SIGTERM)
         daemon.process.wait(timeout=PROMPTLY)
