@@ -254,6 +254,22 @@ class Options(usage.Options):
         #: The admin token the operator gave, and where from (L{givenToken}).
         self.adminToken: tuple[str, str] | None = None
 
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse as L{usage.Options} does; under twistd, a usage error prints
+        the usage and the error and exits 1 here, since twistd before 26.10
+        exits 0 after printing them.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            parent = getattr(self, "parent", None)
+            if parent is None:
+                raise
+            print(parent)
+            print(f"{sys.argv[0]}: {e}")
+            raise SystemExit(1) from None
+
     def opt_ports(self, value: str) -> None:
         """
         Ports to serve: [HOST:]PORT[=HANDLER[+tls]],... (may be repeated).
