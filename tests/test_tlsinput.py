@@ -691,13 +691,13 @@ class HandshakeLogTests(SynchronousTestCase):
                 "--state-dir",
                 str(folder / "state"),
                 "--ports",
-                "127.0.0.1:0=echo+tls,127.0.0.1:0=https",
+                "127.0.0.1:0=echo+tls,127.0.0.1:0=https,127.0.0.1:0=daytime+tls",
             ],
             str(folder),
         )
         self.addCleanup(self.daemon.stop)
-        self.echo, self.https = [
-            int(m.group(2)) for m in self.daemon.waitFor(LISTENING, 2)
+        self.echo, self.https, self.daytime = [
+            int(m.group(2)) for m in self.daemon.waitFor(LISTENING, 3)
         ]
 
     def closed(self, local: int) -> str:
@@ -801,6 +801,21 @@ class HandshakeLogTests(SynchronousTestCase):
         for _ in range(5):
             local = closeNotifyThenReset(self.echo)
             self.assertRegex(self.closed(local), r"^clean after ")
+
+    def test_serverClosesFirst(self):
+        """
+        A port that ends the connection itself (daytime: its close_notify
+        goes out) and a client that then closes its socket without one of
+        its own: clean.
+        """
+        raw = socket.create_connection(("127.0.0.1", self.daytime), timeout=10)
+        local = raw.getsockname()[1]
+        with unverified().wrap_socket(raw, server_hostname="localhost") as connection:
+            received = b""
+            while chunk := connection.recv(100):
+                received += chunk
+        self.assertTrue(received.endswith(b"-UTC\r\n"), received)
+        self.assertRegex(self.closed(local), r"^clean after ")
 
     def test_resetWithoutCloseNotify(self):
         """
