@@ -9,15 +9,16 @@ the same way, so this module imports nothing heavy.
 
 from __future__ import annotations
 
+import errno
 import hmac
 import ipaddress
 import os
 import secrets
-import stat
 from collections.abc import Mapping
 from pathlib import Path
 
 from multiport.errors import ConfigError
+from multiport.files import FileError, readRegularFile, whyNotWritable
 
 #: The token's file in the state directory, when the daemon makes one.
 TOKEN_FILE = "admin-token"
@@ -61,20 +62,9 @@ def readTokenFile(path: Path, where: str) -> str:
         token.
     """
     try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer.
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as e:
-        raise ConfigError(
-            where, f"cannot read the admin token {path}: {e.strerror or e}"
-        ) from None
-    with open(descriptor, "rb") as file:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise ConfigError(where, f"the admin token {path} is not a regular file")
-        data = file.read(MAX_TOKEN_FILE + 1)
-    if len(data) > MAX_TOKEN_FILE:
-        raise ConfigError(
-            where, f"the admin token {path} is over {MAX_TOKEN_FILE} bytes"
-        )
+        data = readRegularFile(path, MAX_TOKEN_FILE, "the admin token")
+    except FileError as e:
+        raise ConfigError(where, str(e)) from None
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError:
@@ -100,20 +90,42 @@ def givenToken(
     return None
 
 
+def _keptToken(path: Path) -> str | None:
+    """
+    The token in the daemon's own file C{path}, or C{None} if there is
+    none yet.
+
+    @raise FileError: if it is there but can't be read (not a regular file,
+        too large).
+    @raise ConfigError: if what it holds is not a token.
+    """
+    try:
+        kept = readRegularFile(path, MAX_TOKEN_FILE, "the admin token").strip()
+    except FileError as e:
+        # Not there (nor, perhaps, its folder): it will be made, or fail
+        # to be, with a reason about writing.
+        if e.errno not in (errno.ENOENT, errno.ENOTDIR):
+            raise
+        return None
+    if not kept:
+        return None
+    return checkToken(kept.decode("ascii", "replace"), str(path))
+
+
 def ensureAdminToken(stateDir: Path, owner: tuple[int, int] | None = None) -> str:
     """
     The token the daemon keeps in C{stateDir/admin-token} (mode 0600, owned
     by the daemon's user): made on first start, the same after.
 
-    @raise OSError: if it can't be read or written.
+    @raise OSError: if it can't be written.
+    @raise FileError: if it is there but can't be read (not a regular file,
+        too large).
+    @raise ConfigError: if what it holds is not a token.
     """
     path = stateDir / TOKEN_FILE
-    try:
-        token = path.read_text("ascii").strip()
-    except FileNotFoundError:
-        token = ""
-    if token:
-        return token
+    kept = _keptToken(path)
+    if kept is not None:
+        return kept
     stateDir.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
     temporary = path.with_name(f".{TOKEN_FILE}.{os.getpid()}")
@@ -126,6 +138,20 @@ def ensureAdminToken(stateDir: Path, owner: tuple[int, int] | None = None) -> st
         os.close(descriptor)
     os.replace(temporary, path)
     return token
+
+
+def checkAdminToken(stateDir: Path) -> str | None:
+    """
+    Whether L{ensureAdminToken} would work, asked without writing (for
+    C{--check}): C{None} if it would, else why the token could not be
+    written, in the system's words.
+
+    @raise FileError: as L{ensureAdminToken}.
+    @raise ConfigError: as L{ensureAdminToken}.
+    """
+    if _keptToken(stateDir / TOKEN_FILE) is not None:
+        return None
+    return whyNotWritable(stateDir)
 
 
 def tokenMatches(expected: str | None, given: str) -> bool:

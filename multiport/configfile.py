@@ -22,8 +22,14 @@ from multiport.config import (
     parseInterface,
     typeName,
 )
+from multiport.files import FileError, readRegularFile
 from multiport.policies import KEYS as POLICY_KEYS
 from multiport.policies import parsePolicy
+
+#: The largest configuration file read: far above any real one (ten
+#: thousand ports take about 1 MiB), and a bound on what a mistaken path
+#: can make the daemon read.
+MAX_CONFIG_FILE = 16 << 20
 
 _POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 _TOP = {"defaults", "port"}
@@ -311,9 +317,9 @@ def readConfigFile(path: Path) -> FileConfig:
         column; for other errors, the path of the bad key.
     """
     try:
-        text = path.read_bytes()
-    except OSError as e:
-        raise ConfigError(str(path), f"cannot read: {e.strerror}") from e
+        text = readRegularFile(path, MAX_CONFIG_FILE, "the configuration file")
+    except FileError as e:
+        raise ConfigError(str(path), f"cannot read: {e.reason}") from None
     try:
         data = tomllib.loads(text.decode("utf-8"))
     except UnicodeDecodeError as e:

@@ -28,9 +28,10 @@ from typing import Any
 from attrs import frozen
 
 from multiport import __version__
-from multiport.admintoken import ENVIRONMENT, TOKEN_FILE, givenToken
+from multiport.admintoken import ENVIRONMENT, MAX_TOKEN_FILE, TOKEN_FILE, givenToken
 from multiport.config import defaultStateDir, formatAddress
 from multiport.errors import ConfigError
+from multiport.files import FileError, readRegularFile
 from multiport.portspec import parsePortItem
 from multiport.text import alignTable
 
@@ -195,9 +196,13 @@ def readToken(path: Path) -> str:
     @raise CtlError: if it can't be read or is empty.
     """
     try:
-        token = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as e:
-        reason = getattr(e, "strerror", None) or str(e)
+        token = (
+            readRegularFile(path, MAX_TOKEN_FILE, "the admin token")
+            .decode("utf-8")
+            .strip()
+        )
+    except (FileError, UnicodeDecodeError) as e:
+        reason = getattr(e, "reason", None) or str(e)
         raise CtlError(
             f"cannot read the admin token {path}: {reason}; run as the "
             "daemon's user or root, point --state-dir at the daemon's, or give "

@@ -41,6 +41,14 @@ from zope.interface import directlyProvides, implementer, providedBy
 from multiport.config import PortConfig, formatAddress
 from multiport.counters import PortCounters
 from multiport.handlers.interface import HandlerContext, IDrainable
+from multiport.handshake import (
+    Plain,
+    classifyPlain,
+    handshakeFailure,
+    notTLSReason,
+    plainHTTPAnswer,
+    startsTLS,
+)
 from multiport.logformat import PORT_START_SYSTEM, emitLine
 from multiport.policies import Admission, DaemonLimit
 from multiport.text import plural
@@ -89,6 +97,8 @@ class PortProtocol(ProtocolWrapper):
     #: PROXY header); released and logged with the same value.
     peer: IAddress
     closeReason: str | None = None
+    #: Why the connection failed, for the log (a TLS handshake's reason).
+    failure: str | None = None
     handshaken = False
     _handshakeTimer: IDelayedCall | None = None
     # Class defaults, so that a connection without timers holds no list and
@@ -276,6 +286,8 @@ class PortProtocol(ProtocolWrapper):
     def _ending(self, reason: Failure) -> str:
         if self.closeReason is not None:
             return self.closeReason
+        if getattr(self.transport, "closedClean", False):
+            return "clean"
         value = reason.value
         for kind, name in _ENDINGS:
             if isinstance(value, kind):
@@ -295,6 +307,9 @@ class PortProtocol(ProtocolWrapper):
             if getattr(self.transport, "sawBytes", False):
                 counters.tlsHandshakeFailures += 1
                 self.closeReason = "error"
+                self.failure = "TLS handshake failed: " + (
+                    getattr(self.transport, "notTLS", None) or handshakeFailure(reason)
+                )
         if factory.logConnections:
             self._logClose(self._ending(reason))
         super().connectionLost(reason)
@@ -314,6 +329,8 @@ class PortProtocol(ProtocolWrapper):
         client = self.clientSubject() if self.handshaken else None
         if client is not None:
             line += f", client {client}"
+        if self.failure is not None:
+            line += f", {self.failure}"
         emitLine(
             connectionLog,
             line,
@@ -325,6 +342,7 @@ class PortProtocol(ProtocolWrapper):
             received=self.received,
             sent=self.sent,
             client=client,
+            detail=self.failure,
         )
 
     def clientSubject(self) -> str | None:
@@ -547,14 +565,55 @@ class TLSProtocol(TLSMemoryBIOProtocol):
     """
     Twisted's TLS protocol, noting whether the client sent anything: a
     connection that ends before its handshake is a handshake failure only
-    if it did (a load balancer's bare TCP check is not).
+    if it did (a load balancer's bare TCP check is not).  A client whose
+    first byte can't begin TLS never reaches OpenSSL: plain HTTP gets
+    nginx's 400, anything else is closed.
+
+    @ivar notTLS: Why the handshake failed, when the client did not speak
+        TLS at all.
+    @ivar closedClean: Whether TLS ended with a close_notify (the client's,
+        or ours answered by an end of file): what TCP does next, such as
+        curl closing with our close_notify unread (its kernel answers that
+        with a reset), is then no failure.
     """
 
     sawBytes = False
+    notTLS: str | None = None
+    closedClean = False
+    _plain = b""
+    _answered = False
 
     def dataReceived(self, data: bytes) -> None:
-        self.sawBytes = True
+        if not self.sawBytes and data:
+            self.sawBytes = True
+            if not startsTLS(data[0]):
+                self.notTLS = notTLSReason(data)
+        if self.notTLS is not None:
+            self._plainReceived(data)
+            return
         super().dataReceived(data)
+
+    def _plainReceived(self, data: bytes) -> None:
+        if self._answered:
+            return
+        self._plain += data
+        kind = classifyPlain(self._plain)
+        if kind is Plain.MORE:
+            return
+        self._answered = True
+        self.notTLS = notTLSReason(self._plain)
+        if kind is Plain.HTTP:
+            self.transport.write(plainHTTPAnswer(self._plain))
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure) -> None:
+        connection = self._tlsConnection
+        if connection is not None and self._handshakeDone:
+            state = connection.get_shutdown()
+            self.closedClean = bool(state & SSL.RECEIVED_SHUTDOWN) or bool(
+                state & SSL.SENT_SHUTDOWN and reason.check(error.ConnectionDone)
+            )
+        super().connectionLost(reason)
 
 
 class TLSFactory(TLSMemoryBIOFactory):

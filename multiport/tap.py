@@ -27,6 +27,7 @@ from multiport.admintoken import (
     ENVIRONMENT,
     FILE_OPTION,
     TOKEN_FILE,
+    checkAdminToken,
     ensureAdminToken,
     givenToken,
     isLoopback,
@@ -49,6 +50,7 @@ from multiport.config import (
 from multiport.configfile import readConfigFile
 from multiport.daemonmode import reportStartupErrorsWhole
 from multiport.dump import StatsDumpService
+from multiport.files import FileError
 from multiport.handlers.interface import IHandler
 from multiport.handlers.registry import findHandlers
 from multiport.live import ReloadOnHangup, loadCertificates
@@ -64,7 +66,9 @@ from multiport.text import plural
 from multiport.tls import (
     LoadedCertificate,
     TLSError,
+    certificateFromPEM,
     loadCertificate,
+    previewSelfSigned,
     selfSignedPaths,
     usingSelfSigned,
 )
@@ -285,6 +289,10 @@ class Options(usage.Options):
         print(f"multiport {__version__}")
         raise SystemExit(0)
 
+    #: Whether the self-signed certificate C{--check} built its contexts
+    #: with is one a start would make (none usable is kept).
+    selfSignedMade = False
+
     #: When the command line was read (C{time.monotonic()}): the start of
     #: the start-up time the ready line reports.
     startedAt: float | None = None
@@ -315,8 +323,22 @@ class Options(usage.Options):
             # syntax: one line, without the usage text.
             raise SystemExit(f"multiport: {e}") from None
         if self["check"]:
+            if self.adminToken is None:
+                self._checkAdminToken(self.config.stateDir)
             self._printCheck(self.config)
             raise SystemExit(0)
+
+    def _checkAdminToken(self, stateDir: Path) -> None:
+        """
+        Fail C{--check} where a start would fail to keep its admin token in
+        C{stateDir}, without writing it.
+        """
+        try:
+            unwritable = checkAdminToken(stateDir)
+        except (FileError, ConfigError) as e:
+            raise SystemExit(_tokenFailure(stateDir, None, e)) from None
+        if unwritable is not None:
+            raise SystemExit(_tokenFailure(stateDir, unwritable))
 
     def _statusRequest(
         self, requests: list[PortRequest], drainTimeout: float | None
@@ -450,21 +472,29 @@ class Options(usage.Options):
         return self._buildConfig()
 
     def _loadCertificates(self, config: Config) -> dict[TLSConfig, LoadedCertificate]:
+        """
+        Load every certificate the ports name and build their TLS contexts.
+        The self-signed certificate is made (or loaded) by makeService,
+        which knows C{--uid}; C{--check} builds its contexts too, from the
+        files a start would keep or from a pair made in memory, so that it
+        fails where a start would, and writes nothing.
+        """
         certificates: dict[TLSConfig, LoadedCertificate] = {}
+        selfSigned: tuple[bytes, bytes, bool] | None = None
         for port in config.ports:
-            if port.tls is None or port.tls in certificates:
-                continue
             tls = port.tls
-            if tls.selfSigned:
-                # Made (or loaded) by makeService, which knows --uid; here
-                # only a --check of an existing one.
-                if not (
-                    self["check"] and selfSignedPaths(config.stateDir).cert.exists()
-                ):  # type: ignore[union-attr]
-                    continue
-                tls = usingSelfSigned(tls, config.stateDir)
+            if tls is None or tls in certificates:
+                continue
             try:
-                certificates[port.tls] = loadCertificate(tls)
+                if not tls.selfSigned:
+                    certificates[tls] = loadCertificate(tls)
+                elif self["check"]:
+                    if selfSigned is None:
+                        selfSigned = previewSelfSigned(config.stateDir)
+                        self.selfSignedMade = selfSigned[2]
+                    certificates[tls] = certificateFromPEM(
+                        usingSelfSigned(tls, config.stateDir), *selfSigned[:2]
+                    )
             except TLSError as e:
                 raise ConfigError(self._certificateSource(port), str(e)) from None
         return certificates
@@ -483,16 +513,38 @@ class Options(usage.Options):
         for port in config.ports:
             tls = "plain"
             if port.tls is not None:
-                loaded = self.certificates.get(port.tls)
-                if loaded is not None:
-                    tls = f"TLS {port.tls.describe()} (SHA-256 {loaded.fingerprint})"
+                loaded = self.certificates[port.tls]
+                if not port.tls.selfSigned:
+                    source = port.tls.describe()
+                elif self.selfSignedMade:
+                    source = f"self-signed (made at first start in {config.stateDir})"
                 else:
-                    tls = f"TLS self-signed (made at first start in {config.stateDir})"
+                    source = f"self-signed {selfSignedPaths(config.stateDir).cert}"
+                tls = f"TLS {source} (SHA-256 {loaded.fingerprint})"
             print(
                 f"{port.name} {port.handler} {tls} backlog {port.backlog} "
                 f"[{port.where}]"
             )
         print(f"multiport: configuration ok, {plural(len(config.ports), 'port')}")
+
+
+def _tokenFailure(
+    stateDir: Path, unwritable: str | None, error: Exception | None = None
+) -> str:
+    """
+    The line a start (or C{--check}) ends with when the admin token the
+    daemon keeps can't be written (C{unwritable}: why) or read (C{error}).
+    """
+    advice = (
+        "use --state-dir to pick a writable folder, or give the token with "
+        f"{FILE_OPTION} or ${ENVIRONMENT}"
+    )
+    if error is not None:
+        return f"multiport: {error} ({advice})"
+    return (
+        f"multiport: cannot write the admin token in {stateDir}: {unwritable} "
+        f"({advice})"
+    )
 
 
 def refuseExposedStatus(config: Config) -> None:
@@ -563,7 +615,8 @@ def _makeService(options: Options, reactor: Any) -> PortsService | WorkerPool:
             loadCertificates(selfSigned, config.stateDir, _owner(options))
         )
     except ConfigError as e:
-        raise SystemExit(f"multiport: {e.message}") from None
+        # The same line as --check's for the same problem.
+        raise SystemExit(f"multiport: {e}") from None
     log.info(
         "multiport {version} on Python {python}: {ports}",
         version=__version__,
@@ -586,10 +639,10 @@ def _makeService(options: Options, reactor: Any) -> PortsService | WorkerPool:
             token = ensureAdminToken(config.stateDir, owner)
         except OSError as e:
             raise SystemExit(
-                f"multiport: cannot write the admin token in {config.stateDir}: "
-                f"{e.strerror or e} (use --state-dir to pick a writable folder, "
-                f"or give the token with {FILE_OPTION} or ${ENVIRONMENT})"
+                _tokenFailure(config.stateDir, str(e.strerror or e))
             ) from None
+        except (FileError, ConfigError) as e:
+            raise SystemExit(_tokenFailure(config.stateDir, None, e)) from None
     log.info("the admin API's token is from {source}", source=source)
     rebuild = options.rebuildConfig if options["config"] else None
 

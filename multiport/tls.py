@@ -29,6 +29,7 @@ from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.logger import Logger
 
 from multiport.config import TLSConfig
+from multiport.files import FileError, readRegularFile, whyNotWritable
 
 log = Logger()
 
@@ -66,6 +67,8 @@ class LoadedCertificate:
     contextFactory: CertificateOptions
     fingerprint: str
     notAfter: datetime.datetime
+    #: The DNS names of the leaf certificate's subjectAltName, lower case.
+    dnsNames: tuple[str, ...] = ()
 
 
 def _selectALPN(
@@ -96,30 +99,67 @@ def fingerprint(certificate: x509.Certificate) -> str:
     return certificate.fingerprint(hashes.SHA256()).hex(":").upper()
 
 
+#: The largest certificate, key or CA file read: a chain of a dozen
+#: certificates is some 20 KiB, a system CA bundle a few hundred.
+MAX_PEM_FILE = 1 << 20
+
+
 def _read(path: Path, what: str) -> bytes:
     try:
-        return path.read_bytes()
-    except OSError as e:
-        raise TLSError(f"cannot read {what} {path}: {e.strerror}") from e
-    except ValueError as e:
-        raise TLSError(f"cannot read {what} {path!r}: {e}") from e
+        return readRegularFile(path, MAX_PEM_FILE, what)
+    except FileError as e:
+        raise TLSError(str(e)) from None
+
+
+def opensslReason(error: Exception) -> str:
+    """
+    What OpenSSL says went wrong in C{error} (an C{OpenSSL.SSL.Error}), in
+    its own words: C{"no cipher match"}, C{"unsupported protocol"}.
+    """
+    reasons: list[str] = []
+    queue = error.args[0] if error.args else None
+    if isinstance(queue, list):
+        for entry in queue:
+            if isinstance(entry, tuple) and entry and entry[-1]:
+                reasons.append(str(entry[-1]))
+    elif len(error.args) == 2 and isinstance(error.args[1], str):
+        # SysCallError: (errno, text), e.g. (-1, "Unexpected EOF").
+        reasons.append(error.args[1])
+    return "; ".join(dict.fromkeys(reasons)) or str(error) or type(error).__name__
 
 
 def loadCertificate(tls: TLSConfig) -> LoadedCertificate:
     """
-    Load and check the certificate, chain and key C{tls} names.
+    Load and check the certificate, chain and key C{tls} names, and build
+    the TLS context of its settings.
 
-    @raise TLSError: if a file is missing or unreadable, holds no usable
-        PEM data, or the key does not match the certificate.
+    @raise TLSError: if a file is missing, unreadable or not a regular
+        file, holds no usable PEM data, the key does not match the
+        certificate, or OpenSSL refuses a setting.
     """
     assert tls.cert is not None, "the self-signed default is loaded by path"
     certData = _read(tls.cert, "certificate")
+    keyData = certData if tls.key is None else _read(tls.key, "private key")
+    return certificateFromPEM(tls, certData, keyData)
+
+
+def certificateFromPEM(
+    tls: TLSConfig, certData: bytes, keyData: bytes
+) -> LoadedCertificate:
+    """
+    L{loadCertificate} of files already read: C{certData} is what
+    C{tls.cert} holds, C{keyData} what C{tls.key} holds (the same bytes
+    when the key is in the certificate's file).  The files C{tls} names for
+    SNI, C{cert_dir} and C{client_ca} are read here.
+
+    @raise TLSError: as L{loadCertificate}.
+    """
+    assert tls.cert is not None, "the self-signed default is loaded by path"
     try:
         chain = x509.load_pem_x509_certificates(certData)
     except ValueError as e:
         raise TLSError(f"no PEM certificate in {tls.cert}: {e}") from e
     keyPath = tls.cert if tls.key is None else tls.key
-    keyData = certData if tls.key is None else _read(tls.key, "private key")
     block = _KEY_BLOCK.search(keyData)
     if block is None:
         where = "" if tls.key is not None else " (and no key file given)"
@@ -156,10 +196,12 @@ def loadCertificate(tls: TLSConfig) -> LoadedCertificate:
         extra["verify"] = True
         extra["caCerts"] = [crypto.X509.from_cryptography(c) for c in authorities]
         extra["requireCertificate"] = tls.clientAuth != "optional"
-    extra["acceptableCiphers"] = OpenSSLAcceptableCiphers.fromOpenSSLCipherString(
-        DEFAULT_CIPHERS if tls.ciphers is None else tls.ciphers
-    )
+    byName = _serverNames(tls) if tls.sni or tls.certDir is not None else None
+    offered = tuple(name.encode("ascii") for name in tls.alpn or ())
     try:
+        extra["acceptableCiphers"] = OpenSSLAcceptableCiphers.fromOpenSSLCipherString(
+            DEFAULT_CIPHERS if tls.ciphers is None else tls.ciphers
+        )
         options = CertificateOptions(
             privateKey=crypto.PKey.from_cryptography_key(key),  # type: ignore[arg-type]
             certificate=crypto.X509.from_cryptography(leaf),
@@ -169,29 +211,47 @@ def loadCertificate(tls: TLSConfig) -> LoadedCertificate:
             else TLSVersion.TLSv1_2,
             **extra,
         )
+        # Build the OpenSSL context now: errors surface at start (or in the
+        # reload or API call that asked), not at the first handshake, and
+        # nothing is left to import after a privilege drop.
+        context = options.getContext()
+        context.set_alpn_select_callback(
+            lambda connection, protocols: _selectALPN(connection, protocols, offered)
+        )
+        if byName is not None:
+            context.set_tlsext_servername_callback(
+                lambda connection: _chooseByName(connection, byName)
+            )
     except ValueError as e:
+        # Twisted's words for a cipher string that leaves no cipher.
         if tls.ciphers is None:
             raise TLSError(f"cannot use these TLS settings: {e}") from None
         raise TLSError(
-            f"cipher string {tls.ciphers!r} selects no usable cipher: {e}"
+            f"tls.ciphers {tls.ciphers!r} selects no usable cipher: {e}"
         ) from None
-    # Build the OpenSSL context now: errors surface at start, not at the
-    # first handshake, and nothing is left to import after a privilege drop.
-    offered = tuple(name.encode("ascii") for name in tls.alpn or ())
-    options.getContext().set_alpn_select_callback(
-        lambda connection, protocols: _selectALPN(connection, protocols, offered)
-    )
-    if tls.sni or tls.certDir is not None:
-        byName = _serverNames(tls)
-        options.getContext().set_tlsext_servername_callback(
-            lambda connection: _chooseByName(connection, byName)
-        )
+    except (SSL.Error, crypto.Error) as e:
+        raise TLSError(_contextError(tls, e)) from None
     return LoadedCertificate(
         tls=tls,
         contextFactory=options,
         fingerprint=fingerprint(leaf),
         notAfter=leaf.not_valid_after_utc,
+        dnsNames=_dnsNames(leaf),
     )
+
+
+def _contextError(tls: TLSConfig, error: Exception) -> str:
+    """
+    The one line for an OpenSSL error while building the context of
+    C{tls}: the setting it is about, and OpenSSL's reason.
+    """
+    reason = opensslReason(error)
+    if tls.ciphers is not None and "cipher" in reason:
+        # set_cipher_list is the only step whose errors speak of ciphers:
+        # a string that selects only suites OpenSSL will not use at its
+        # security level (NULL, EXPORT) passes the parser and fails here.
+        return f"tls.ciphers {tls.ciphers!r}: OpenSSL refuses it: {reason}"
+    return f"cannot build a TLS context for {tls.describe()}: OpenSSL: {reason}"
 
 
 def _serverNames(tls: TLSConfig) -> dict[str, SSL.Context]:
@@ -213,18 +273,17 @@ def _serverNames(tls: TLSConfig) -> dict[str, SSL.Context]:
         for path in files:
             loaded = loadCertificate(attrs.evolve(plain, cert=path, key=None))
             context = loaded.contextFactory.getContext()
-            for name in _dnsNames(path):
+            for name in loaded.dnsNames:
                 byName.setdefault(name, context)
     return byName
 
 
-def _dnsNames(path: Path) -> list[str]:
-    leaf = x509.load_pem_x509_certificates(path.read_bytes())[0]
+def _dnsNames(leaf: x509.Certificate) -> tuple[str, ...]:
     try:
         names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except x509.ExtensionNotFound:
-        return []
-    return [n.lower() for n in names.value.get_values_for_type(x509.DNSName)]
+        return ()
+    return tuple(n.lower() for n in names.value.get_values_for_type(x509.DNSName))
 
 
 def _chooseByName(connection: SSL.Connection, byName: dict[str, SSL.Context]) -> None:
@@ -359,11 +418,7 @@ def ensureSelfSigned(
         _writeAtomically(paths.key, keyPEM, 0o600, owner)
         _writeAtomically(paths.cert, certPEM, 0o644, owner)
     except OSError as e:
-        raise TLSError(
-            f"cannot write the self-signed certificate to the state directory "
-            f"{stateDir}: {e.strerror} (set --state-dir, or give --tls-cert "
-            "and --tls-key)"
-        ) from e
+        raise TLSError(_unwritable(stateDir, e.strerror or str(e))) from e
     loaded = loadCertificate(paths)
     log.warn(
         "made a self-signed certificate {path} (SHA-256 {fingerprint}); clients "
@@ -372,3 +427,51 @@ def ensureSelfSigned(
         fingerprint=loaded.fingerprint,
     )
     return loaded
+
+
+def _unwritable(stateDir: Path, reason: str) -> str:
+    return (
+        f"cannot write the self-signed certificate to the state directory "
+        f"{stateDir}: {reason} (set --state-dir, or give --tls-cert and --tls-key)"
+    )
+
+
+def _usableSelfSigned(
+    stateDir: Path, now: datetime.datetime
+) -> tuple[bytes, bytes] | None:
+    """
+    The self-signed certificate and key in C{stateDir} (PEM) if
+    L{ensureSelfSigned} would keep them, else C{None}.
+    """
+    paths = selfSignedPaths(stateDir)
+    assert paths.cert is not None and paths.key is not None
+    try:
+        pem = _read(paths.cert, "certificate"), _read(paths.key, "private key")
+        loaded = certificateFromPEM(paths, *pem)
+    except TLSError:
+        return None
+    return pem if loaded.notAfter > now + datetime.timedelta(days=1) else None
+
+
+def previewSelfSigned(
+    stateDir: Path, now: datetime.datetime | None = None
+) -> tuple[bytes, bytes, bool]:
+    """
+    The self-signed certificate and key (PEM) a start would serve from
+    C{stateDir}, for C{--check}, which writes nothing: the files there if
+    L{ensureSelfSigned} would keep them, else a pair made in memory once
+    the state directory is shown writable.
+
+    @return: The certificate, the key, and whether they are new (a start
+        would make them).
+    @raise TLSError: if a start could not write the state directory.
+    """
+    if now is None:
+        now = datetime.datetime.now(datetime.UTC)
+    kept = _usableSelfSigned(stateDir, now)
+    if kept is not None:
+        return (*kept, False)
+    reason = whyNotWritable(stateDir)
+    if reason is not None:
+        raise TLSError(_unwritable(stateDir, reason))
+    return (*makeSelfSigned(now, socket.gethostname()), True)

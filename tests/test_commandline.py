@@ -266,7 +266,8 @@ class UsageErrorTests(SynchronousTestCase):
         """
         self.assertUsageError(
             ["--admin-token-file", "/dev/zero"],
-            "--admin-token-file: the admin token /dev/zero is not a regular file",
+            "--admin-token-file: cannot read the admin token /dev/zero: not a "
+            "regular file (a character device)",
         )
 
     def test_unknownOption(self):
@@ -289,12 +290,14 @@ class OptionsAttributeTests(SynchronousTestCase):
         """
         base = usage.Options()
         options = Options()
+        empty = Path(self.mktemp())
+        empty.write_text("")
         options.parseOptions(
             [
                 "--ports",
                 "127.0.0.1:0=echo",
                 "--config",
-                os.devnull,
+                str(empty),
                 "--state-dir",
                 self.mktemp(),
             ]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from attrs import define, field, frozen
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone
@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from multiport.config import formatAddress, numericHost
+from multiport.files import FileError, readRegularFile
 from multiport.handlers.interface import (
     Handler,
     HandlerContext,
@@ -37,6 +38,7 @@ from multiport.handlers.interface import (
     rejectUnknown,
 )
 from multiport.splice import AVAILABLE, Splice, tcpTransport
+from multiport.tls import MAX_PEM_FILE, opensslReason
 
 log = Logger()
 
@@ -69,6 +71,8 @@ class RelayOptions:
     tls: bool = False
     serverName: str | None = None
     ca: Path | None = None
+    #: What C{ca} held when the options were read (a reload reads it again).
+    caPEM: bytes | None = None
     verify: bool = True
     sendProxy: str | None = None
     splice: bool = True
@@ -103,6 +107,28 @@ def _seconds(options: Mapping[str, object], key: str, default: float) -> float:
     if type(value) not in (int, float) or not 0 < value < 86400:  # type: ignore[operator]
         raise OptionError(key, f"expected seconds above 0, got {value!r}")
     return float(value)  # type: ignore[arg-type]
+
+
+def _readCA(name: str, path: Path) -> bytes:
+    """
+    The PEM certificate C{upstream_ca} names, read once with the options
+    (not on each connection, where a FIFO or device would block the
+    reactor).
+
+    @raise OptionError: if it is not a readable regular file of at most
+        C{MAX_PEM_FILE} bytes holding a PEM certificate.
+    """
+    try:
+        data = readRegularFile(path, MAX_PEM_FILE, "upstream_ca")
+        Certificate.loadPEM(data)
+    except FileError as e:
+        raise OptionError("upstream_ca", f"{name!r}: {e.reason} ({path})") from None
+    except crypto.Error as e:
+        raise OptionError(
+            "upstream_ca",
+            f"{name!r} holds no PEM certificate ({path}): {opensslReason(e)}",
+        ) from None
+    return data
 
 
 def parseRelayOptions(options: Mapping[str, object], relativeTo: Path) -> RelayOptions:
@@ -150,10 +176,10 @@ def parseRelayOptions(options: Mapping[str, object], relativeTo: Path) -> RelayO
     ca = None
     if "\x00" in caName:
         raise OptionError("upstream_ca", f"{caName!r} contains a NUL character")
+    caPEM = None
     if caName:
         ca = (relativeTo / caName).resolve()
-        if not ca.is_file():
-            raise OptionError("upstream_ca", f"{caName!r} is not a file ({ca})")
+        caPEM = _readCA(caName, ca)
     if not tls:
         for key in ("upstream_server_name", "upstream_ca", "upstream_tls_verify"):
             if key in options:
@@ -171,6 +197,7 @@ def parseRelayOptions(options: Mapping[str, object], relativeTo: Path) -> RelayO
         tls=tls,
         serverName=serverName or None,
         ca=ca,
+        caPEM=caPEM,
         verify=verify,
         sendProxy=sendProxy or None,
         splice=optionOf(options, "splice", bool, "true or false", True),
@@ -206,8 +233,8 @@ def clientTLS(options: RelayOptions, upstream: Upstream) -> Any:
     if not options.verify:
         return _Unverified(name)
     trust = (
-        Certificate.loadPEM(options.ca.read_bytes())
-        if options.ca is not None
+        Certificate.loadPEM(options.caPEM)
+        if options.caPEM is not None
         else platformTrust()
     )
     return optionsForClientTLS(name, trustRoot=trust)
