@@ -31,7 +31,7 @@ import fcntl
 import os
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import tcp
 from twisted.internet.interfaces import IReactorFDSet, IReadWriteDescriptor
@@ -229,17 +229,30 @@ class _End:
     @ivar buffer: Bytes read here without a pipe, not yet delivered.
     """
 
-    pipe: Pipe | None = None
-    queued = 0
-    buffer: memoryview | bytes = b""
-    ended = False
-    shut = False
+    # Two of these live as long as every relayed connection: slots keep
+    # them small.
+    __slots__ = (
+        "splice",
+        "connection",
+        "fd",
+        "other",
+        "pipe",
+        "queued",
+        "buffer",
+        "ended",
+        "shut",
+    )
 
     def __init__(self, splice: Splice, connection: tcp.Connection) -> None:
         self.splice = splice
         self.connection = connection
         self.fd = connection.fileno()
         self.other: _End
+        self.pipe: Pipe | None = None
+        self.queued = 0
+        self.buffer: memoryview | bytes = b""
+        self.ended = False
+        self.shut = False
 
     def fileno(self) -> int:
         # Asked of the connection each time: once Twisted has closed the
@@ -355,34 +368,49 @@ class _End:
         self.buffer = b""
 
 
+class SpliceOwner(Protocol):
+    """
+    What a L{Splice} reports to (the relayed connection).
+    """
+
+    def spliceCounted(self, fromFirst: bool, count: int) -> None:
+        """
+        C{count} bytes were read from the first connection (C{fromFirst})
+        or from the second.
+        """
+
+    def spliceEnded(self, error: BaseException | None) -> None:
+        """
+        The splice is over: with L{None} when both sides sent their end of
+        file and everything was delivered, else with the error.  Its
+        descriptors are gone by then (its pipes given back), the sockets
+        still open.
+        """
+
+
 class Splice:
     """
     Relay two plain TCP connections with splice(2) until both directions
-    end or either fails.
+    end or either fails, telling C{owner} (L{SpliceOwner}) what moved and
+    when it is over.
 
     @param pool: Where each direction takes a pipe while it has bytes in
         flight.
-    @param counted: Called with C{(True, n)} when C{n} bytes were read from
-        C{first} and with C{(False, n)} for bytes read from C{second}.
-    @param finished: Called once, with L{None} when both sides sent their
-        end of file and everything was delivered, else with the error; the
-        splice's descriptors are gone by then (its pipes given back), the
-        sockets still open.
     """
+
+    __slots__ = ("reactor", "pool", "owner", "done", "first", "second")
 
     def __init__(
         self,
         reactor: IReactorFDSet,
         first: tcp.Connection,
         second: tcp.Connection,
-        counted: Callable[[bool, int], None],
-        finished: Callable[[BaseException | None], None],
+        owner: SpliceOwner,
         pool: PipePool,
     ) -> None:
         self.reactor = reactor
         self.pool = pool
-        self._counted = counted
-        self._finished = finished
+        self.owner = owner
         self.done = False
         self.first = _End(self, first)
         self.second = _End(self, second)
@@ -403,7 +431,7 @@ class Splice:
             self.second.flush()
 
     def counted(self, end: _End, count: int) -> None:
-        self._counted(end is self.first, count)
+        self.owner.spliceCounted(end is self.first, count)
 
     def checkDone(self) -> None:
         """
@@ -427,4 +455,4 @@ class Splice:
     def _finish(self, error: BaseException | None) -> None:
         if not self.done:
             self.stop()
-            self._finished(error)
+            self.owner.spliceEnded(error)

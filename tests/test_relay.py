@@ -236,6 +236,53 @@ class RelayTests(RelayMixin, TestCase):
         )
 
     @inlineCallbacks
+    def test_upstreamByName(self):
+        """
+        An upstream named by its host name (resolved when connecting, both
+        address families tried) relays too.
+        """
+        service = self.relay({"upstream": f"localhost:{self.upstream()}"})
+        payload = os.urandom(256 * 1024)
+        received = yield self.exchange(service, payload, len(payload))
+        self.assertEqual(digest(received), digest(payload))
+
+    @inlineCallbacks
+    def test_closedWhileConnecting(self):
+        """
+        A client connection closed by the daemon (a timeout, a drain) while
+        the upstream connection is still being made: the attempt is
+        stopped, nobody is blamed, nothing stays open.
+        """
+        # A listening socket whose accept queue is full drops new SYNs: a
+        # connect to it stays in progress.
+        full = socket.socket()
+        self.addCleanup(full.close)
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        filler = socket.socket()
+        self.addCleanup(filler.close)
+        filler.connect(full.getsockname())
+        service = self.relay(
+            {"upstream": f"127.0.0.1:{full.getsockname()[1]}", "connect_timeout": 30}
+        )
+        bound = service.boundPorts()[0]
+        client = Collector(b"")
+        yield TCP4ClientEndpoint(reactor, "127.0.0.1", bound.address.port).connect(
+            Factory.forProtocol(lambda: client)
+        )
+        factory = list(service)[0].factory
+        yield waitUntil(lambda: len(factory.protocols) == 1)
+        [wrapper] = factory.protocols
+        connector = wrapper.wrappedProtocol._connecting
+        self.assertEqual(connector.state, "connecting")
+        wrapper.transport.abortConnection()
+        yield client.done
+        yield waitUntil(lambda: bound.counters.current == 0)
+        self.assertEqual(connector.state, "disconnected")
+        counters = factory.handlerContext.counters.snapshot()
+        self.assertEqual({key for key, value in counters.items() if value}, set())
+
+    @inlineCallbacks
     def test_noUpstreamClosesClient(self):
         """
         When no upstream answers, the client is closed promptly and it is
