@@ -11,7 +11,7 @@
  *       read it back, close with a reset (no TIME_WAIT); counts them.
  *   loadgen hold   HOST PORTS CONNS
  *       opens CONNS connections one after the other (one not established
- *       within 1 s, or after 30 s in all, is an error), prints "ready", and
+ *       within 4 s, or after 30 s in all, is an error), prints "ready", and
  *       holds them until its standard input closes.
  *   loadgen stream HOST PORT CONNS SECONDS WARMUP
  *       CONNS connections to PORT, each written a fixed 64 KB buffer as fast
@@ -260,11 +260,12 @@ static int run_accept(int concurrency, double seconds, double warmup) {
 }
 
 /* hold opens its connections one after the other, each given at most
- * HOLD_CONNECT_SECONDS to be established, all of them at most
- * HOLD_TOTAL_SECONDS: a server that stops accepting (at its connection
- * limit, its backlog full) leaves the rest unanswered, and each of those is
- * an error instead of a connect hanging for minutes. */
-#define HOLD_CONNECT_SECONDS 1.0
+ * HOLD_CONNECT_SECONDS to be established (enough for the SYN to be sent
+ * again twice, at 1 s and 3 s, when a busy server's backlog overflowed),
+ * all of them at most HOLD_TOTAL_SECONDS: a server that stops accepting (at
+ * its connection limit, its backlog full) leaves the rest unanswered, and
+ * each of those is an error instead of a connect hanging for minutes. */
+#define HOLD_CONNECT_SECONDS 4.0
 #define HOLD_TOTAL_SECONDS 30.0
 
 static int hold_conn(int port, double deadline) {

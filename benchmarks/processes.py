@@ -90,6 +90,15 @@ def start(
     it), pinned to C{core}, its output to C{logPath}, with its descriptor
     limit (soft and hard) at C{fileLimit}, or raised to the hard limit.
     """
+    if fileLimit is not None:
+        import resource
+
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and fileLimit > hard:
+            raise RuntimeError(
+                f"cannot give {argv[0]} a descriptor limit of {fileLimit}: this "
+                f"process's hard limit is {hard}"
+            )
     with open(logPath, "ab") as log:
         process = subprocess.Popen(
             pinned(argv, core),
