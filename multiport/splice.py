@@ -116,9 +116,10 @@ class PipePool:
     Pipes are made on demand, up to C{maximum} at once (in use or kept),
     and each takes two descriptors from the daemon's L{DaemonLimit} (only
     from what the limit lends, never from the quarter kept for ports below
-    their fair share).  Given-back pipes are kept for the next taker, as
-    many as are in use (at least L{KEEP_AT_LEAST}); the daemon limit may
-    have kept ones closed when it needs their descriptors for a connection.
+    their fair share).  Given-back pipes are kept for the next taker, at
+    most as many as are in use (at least L{KEEP_AT_LEAST}), so that an idle
+    daemon keeps at most L{KEEP_AT_LEAST}; the daemon limit may have kept
+    ones closed when it needs their descriptors for a connection.
 
     @ivar taken: How many times a pipe was handed out.
     @ivar refused: How many times none could be (the direction copied).
@@ -181,10 +182,16 @@ class PipePool:
         closed when enough are kept.
         """
         self.inUse -= 1
-        if len(self.kept) < max(KEEP_AT_LEAST, self.inUse):
-            self.kept.append(pipe)
-        else:
-            self._closed(pipe)
+        keep = max(KEEP_AT_LEAST, self.inUse)
+        kept = self.kept
+        if len(kept) < keep:
+            kept.append(pipe)
+            return
+        self._closed(pipe)
+        # As the load falls, so does what is kept: after a burst an idle
+        # daemon holds at most KEEP_AT_LEAST pipes.
+        while len(kept) > keep:
+            self._closed(kept.pop())
 
     def discard(self, pipe: Pipe) -> None:
         """

@@ -1090,6 +1090,23 @@ class PipePoolTests(SynchronousTestCase):
         self.assertEqual(limit.current, 2 * KEEP_AT_LEAST)
         self.assertEqual(sum(broken(p[0]) and broken(p[1]) for p in pipes), 3)
 
+    def test_keptFallsWithTheLoad(self):
+        """
+        After a burst, giving pipes back as the load falls closes what is
+        kept beyond L{KEEP_AT_LEAST}.
+        """
+        limit = DaemonLimit(maximum=1000)
+        pool = self.pool(100, limit)
+        pipes = [pool.take() for _ in range(2 * KEEP_AT_LEAST + 8)]
+        # Half go back while the other half are still in use: all are kept.
+        for pipe in pipes[: KEEP_AT_LEAST + 4]:
+            pool.give(pipe)
+        self.assertEqual(len(pool.kept), KEEP_AT_LEAST + 4)
+        for pipe in pipes[KEEP_AT_LEAST + 4 :]:
+            pool.give(pipe)
+        self.assertEqual((pool.inUse, len(pool.kept)), (0, KEEP_AT_LEAST))
+        self.assertEqual(limit.current, 2 * KEEP_AT_LEAST)
+
     def test_discarded(self):
         """
         A pipe that still holds bytes is closed, never handed out again.
