@@ -10,8 +10,9 @@
  *       CONCURRENCY connections at a time, each: connect, send one byte,
  *       read it back, close with a reset (no TIME_WAIT); counts them.
  *   loadgen hold   HOST PORTS CONNS
- *       opens CONNS connections, prints "ready", and holds them until its
- *       standard input closes.
+ *       opens CONNS connections one after the other (one not established
+ *       within 4 s, or after 30 s in all, is an error), prints "ready", and
+ *       holds them until its standard input closes.
  *   loadgen stream HOST PORT CONNS SECONDS WARMUP
  *       CONNS connections to PORT, each written a fixed 64 KB buffer as fast
  *       as it accepts data; counts the bytes written after WARMUP seconds
@@ -31,6 +32,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -257,12 +259,38 @@ static int run_accept(int concurrency, double seconds, double warmup) {
     return 0;
 }
 
+/* hold opens its connections one after the other, each given at most
+ * HOLD_CONNECT_SECONDS to be established (enough for the SYN to be sent
+ * again twice, at 1 s and 3 s, when a busy server's backlog overflowed),
+ * all of them at most HOLD_TOTAL_SECONDS: a server that stops accepting (at
+ * its connection limit, its backlog full) leaves the rest unanswered, and
+ * each of those is an error instead of a connect hanging for minutes. */
+#define HOLD_CONNECT_SECONDS 4.0
+#define HOLD_TOTAL_SECONDS 30.0
+
+static int hold_conn(int port, double deadline) {
+    int fd = open_conn(port, 0);
+    if (fd < 0) return -1;
+    double left = deadline - monotonic();
+    if (left > HOLD_CONNECT_SECONDS) left = HOLD_CONNECT_SECONDS;
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    int error = 0;
+    socklen_t len = sizeof error;
+    if (left <= 0 || poll(&p, 1, (int)(left * 1000)) != 1 ||
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) < 0 || error) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 static int run_hold(int nconns) {
     int *fds = calloc(nconns, sizeof *fds);
     long errors = 0;
     double start = monotonic();
+    double deadline = start + HOLD_TOTAL_SECONDS;
     for (int i = 0; i < nconns; i++) {
-        fds[i] = open_conn(ports[i % nports], 1);
+        fds[i] = hold_conn(ports[i % nports], deadline);
         if (fds[i] < 0) errors++;
     }
     double elapsed = monotonic() - start;

@@ -11,7 +11,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from benchmarks import tools
@@ -61,17 +61,44 @@ def _raiseFileLimit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def _fileLimit(limit: int | None) -> Callable[[], None]:
+    """
+    What a child runs before its command: the descriptor limit, soft and
+    hard, set to C{limit}, or the soft one raised to the hard one.
+    """
+    if limit is None:
+        return _raiseFileLimit
+
+    def setLimit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return setLimit
+
+
 def start(
     argv: Sequence[str],
     logPath: Path,
     core: int | None = 0,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
+    fileLimit: int | None = None,
 ) -> subprocess.Popen[bytes]:
     """
     Start a server in a session of its own (so that its children end with
-    it), pinned to C{core}, its output to C{logPath}.
+    it), pinned to C{core}, its output to C{logPath}, with its descriptor
+    limit (soft and hard) at C{fileLimit}, or raised to the hard limit.
     """
+    if fileLimit is not None:
+        import resource
+
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and fileLimit > hard:
+            raise RuntimeError(
+                f"cannot give {argv[0]} a descriptor limit of {fileLimit}: this "
+                f"process's hard limit is {hard}"
+            )
     with open(logPath, "ab") as log:
         process = subprocess.Popen(
             pinned(argv, core),
@@ -79,7 +106,7 @@ def start(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_raiseFileLimit,
+            preexec_fn=_fileLimit(fileLimit),
             env=env,
             cwd=cwd,
         )

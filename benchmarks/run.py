@@ -133,6 +133,13 @@ def parser() -> argparse.ArgumentParser:
         help="connections the idle scenario holds (default 10000)",
     )
     options.add_argument(
+        "--file-limit",
+        type=int,
+        default=20_000,
+        help="descriptor limit of every relay in the idle-relay scenario "
+        "(default 20000)",
+    )
+    options.add_argument(
         "--port-counts",
         default="1,100,1000,10000",
         help="port counts of the ports scenario (default 1,100,1000,10000)",
@@ -215,6 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rounds=arguments.rounds,
                 warmup=arguments.warmup,
                 idleConnections=arguments.idle_connections,
+                fileLimit=arguments.file_limit,
                 portCounts=tuple(int(n) for n in arguments.port_counts.split(",")),
             )
             for scenario in chosen:

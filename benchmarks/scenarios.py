@@ -9,6 +9,7 @@ taken against.
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -40,6 +41,7 @@ class Settings:
     warmup: float = 0.5
     idleConnections: int = 10_000
     portCounts: tuple[int, ...] = (1, 100, 1000, 10_000)
+    fileLimit: int = 20_000
 
 
 @define
@@ -563,6 +565,140 @@ def relay(settings: Settings) -> list[Series]:
     return results
 
 
+#: Log lines of a relay that say it ran short of descriptors or could not
+#: reach its upstream: each one counts as an error of the idle-relay
+#: scenario.
+RELAY_TROUBLE = re.compile(r"EMFILE|Too many open files|cannot connect")
+
+
+def settle(
+    read: Callable[[], int],
+    target: int,
+    quiet: float = 2.0,
+    timeout: float = 120.0,
+    poll: float = 0.1,
+) -> int:
+    """
+    Poll C{read()} until it reaches C{target} or has not changed for
+    C{quiet} seconds; its last value.
+
+    @raise RuntimeError: if it is still changing after C{timeout} seconds.
+    """
+    started = changed = time.monotonic()
+    last = read()
+    while last < target:
+        time.sleep(poll)
+        now, value = time.monotonic(), read()
+        if value != last:
+            last, changed = value, now
+        elif now - changed >= quiet:
+            break
+        if now - started > timeout:
+            raise RuntimeError(f"still changing after {timeout}s: {value}")
+    return last
+
+
+def relayTrouble(server: servers.Server) -> int:
+    """
+    How many lines of C{server}'s log, since it started, match
+    L{RELAY_TROUBLE}.
+    """
+    with open(server.logPath, "rb") as log:
+        log.seek(server.logOffset)
+        text = log.read().decode("utf-8", "replace")
+    return len(RELAY_TROUBLE.findall(text))
+
+
+#: The idle-relay scenario's relays: name and how to start one forwarding
+#: a port to the sink (workdir, port, upstream, fileLimit).  C{twistd
+#: portforward} is not one: with no limit of its own it runs out of
+#: descriptors and stops accepting, and the clients' connects hang.
+IDLE_RELAYS: tuple[tuple[str, Callable[..., servers.Server]], ...] = (
+    ("multiport", servers.multiportRelay),
+    ("multiport, no splice", partial(servers.multiportRelay, splice=False)),
+    ("haproxy", partial(servers.haproxy, maxconn=None)),
+)
+
+
+def idleRelay(settings: Settings) -> list[Series]:
+    """
+    Idle relayed connections: C{idleConnections} clients held open through
+    each relay to the sink, every relay with the same descriptor limit
+    (C{fileLimit}, soft and hard).  How many it holds (it turns the rest
+    away, or fails them), the descriptors and the resident memory each one
+    costs it; multiport with splice(2) (its default) and without, and
+    HAProxy (its C{maxconn} derived from the same limit),
+    the baseline when installed (else multiport without splice).  Log lines
+    saying a relay ran short of descriptors count as errors.
+    """
+    count = settings.idleConnections
+    relays = [
+        (name, make)
+        for name, make in IDLE_RELAYS
+        if name != "haproxy" or tools.have("haproxy")
+    ]
+    baseline = "haproxy" if tools.have("haproxy") else "multiport, no splice"
+    variant = f"{count} idle connections, {settings.fileLimit} descriptors"
+    figures = {
+        name: {
+            metric: Series(
+                variant,
+                name,
+                metric,
+                unit,
+                baseline=name == baseline,
+                higherIsBetter=metric == "connections held",
+            )
+            for metric, unit in (
+                ("connections held", "connections"),
+                ("descriptors per connection", "descriptors"),
+                ("memory per connection", "bytes"),
+            )
+        }
+        for name, _ in relays
+    }
+    [upstream] = processes.freePorts(1)
+    with servers.sink(settings.workdir, upstream) as sink:
+
+        def run(name: str, make: Callable[..., servers.Server]) -> Sample:
+            [port] = processes.freePorts(1)
+            idle = sink.openFiles()
+            with make(
+                settings.workdir, port, upstream, fileLimit=settings.fileLimit
+            ) as relay:
+                # One transfer first: whatever a relay loads or allocates on
+                # its first connection is not counted as the idle ones' cost.
+                checkRelays(relay, sink)
+                settle(lambda: -sink.openFiles(), -idle)
+                before, files, atSink = relay.rss(), relay.openFiles(), idle
+                holder = measure.Holder([port], count)
+                try:
+                    held = settle(lambda: sink.openFiles() - atSink, count)
+                    after, filesAfter = relay.rss(), relay.openFiles()
+                finally:
+                    holder.close()
+                errors = int(holder.result["errors"]) + relayTrouble(relay)
+            settle(lambda: -sink.openFiles(), -idle)
+            perRelay = figures[name]
+            if held:
+                perRelay["descriptors per connection"].samples.append(
+                    Sample((filesAfter - files) / held)
+                )
+                perRelay["memory per connection"].samples.append(
+                    Sample((after - before) / held)
+                )
+            return Sample(float(held), errors=errors)
+
+        alternate(
+            settings.rounds,
+            [
+                (figures[name]["connections held"], partial(run, name, make))
+                for name, make in relays
+            ],
+        )
+    return [series for byMetric in figures.values() for series in byMetric.values()]
+
+
 #: Connections the workers scenario's generators keep open: enough that
 #: every worker gets some.
 WORKER_CONNECTIONS = 100
@@ -758,6 +894,13 @@ SCENARIOS = {
         Scenario("accept", "Accept rate: new connections per second", accept),
         Scenario("ports", "Many ports: 1 to 10,000 listening ports", ports),
         Scenario("idle", "Many connections: memory per idle connection", idle),
+        Scenario(
+            "idle-relay",
+            "Many relayed connections: held, descriptors and memory each, "
+            "under one descriptor limit",
+            idleRelay,
+            optional=("haproxy",),
+        ),
         Scenario("layer", "The cost of the per-port layer", layer),
         Scenario(
             "relay",

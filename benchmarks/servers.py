@@ -48,6 +48,8 @@ class Server:
     @ivar port: The port it is ready on once started (the first one).
     @ivar core: The CPU it is pinned to (see L{processes.pinned}).
     @ivar env: Environment variables set for it, besides this process's.
+    @ivar fileLimit: Its descriptor limit (soft and hard); L{None}: the
+        soft limit raised to the hard one.
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class Server:
         timeout: float = 120,
         core: int | None = 0,
         env: Mapping[str, str] | None = None,
+        fileLimit: int | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -67,6 +70,7 @@ class Server:
         self.timeout = timeout
         self.core = core
         self.env = dict(env or {})
+        self.fileLimit = fileLimit
         self.startup = 0.0
 
     def __enter__(self) -> Server:
@@ -81,7 +85,12 @@ class Server:
         self.logPath = log
         self.logOffset = log.stat().st_size if log.exists() else 0
         self.process = processes.start(
-            self.argv, log, core=self.core, cwd=self.workdir, env=environment
+            self.argv,
+            log,
+            core=self.core,
+            cwd=self.workdir,
+            env=environment,
+            fileLimit=self.fileLimit,
         )
         try:
             self.startup = processes.waitForPort(self.port, self.process, self.timeout)
@@ -531,12 +540,17 @@ def sink(workdir: Path, port: int) -> Server:
 
 
 def multiportRelay(
-    workdir: Path, port: int, upstream: int, splice: bool = True
+    workdir: Path,
+    port: int,
+    upstream: int,
+    splice: bool = True,
+    fileLimit: int | None = None,
 ) -> Server:
     """
     multiport's relay handler forwarding C{port} to 127.0.0.1:C{upstream}
     (connection log on, as by default), with splice(2) (the default) or,
-    if C{splice} is false, copying through Python.
+    if C{splice} is false, copying through Python; C{fileLimit} as for
+    L{Server}.
     """
     options = f'upstream = "127.0.0.1:{upstream}"'
     if not splice:
@@ -545,9 +559,11 @@ def multiportRelay(
         f'[[port]]\nport = {port}\ninterface = "127.0.0.1"\nhandler = "relay"\n'
         f"options = {{ {options} }}\n"
     )
-    return multiport(
+    server = multiport(
         workdir, port, config, name="multiport" if splice else "multiport, no splice"
     )
+    server.fileLimit = fileLimit
+    return server
 
 
 def socat(workdir: Path, port: int, upstream: int) -> Server:
@@ -568,17 +584,19 @@ def socat(workdir: Path, port: int, upstream: int) -> Server:
     )
 
 
-def haproxyConfig(port: int, upstream: int) -> str:
+def haproxyConfig(port: int, upstream: int, maxconn: int | None = 1000) -> str:
     """
     An HAProxy configuration relaying TCP from C{port} to C{upstream}: one
     thread, as every other contender has one core; no splicing (not on by
-    default); timeouts no measurement reaches; no logging.
+    default); timeouts no measurement reaches; no logging.  Without
+    C{maxconn} HAProxy derives its own from the descriptor limit (as
+    multiport does).
     """
+    limit = "" if maxconn is None else f"\n    maxconn {maxconn}"
     return textwrap.dedent(
         f"""\
         global
-            nbthread 1
-            maxconn 1000
+            nbthread 1LIMIT
 
         defaults
             mode tcp
@@ -593,21 +611,29 @@ def haproxyConfig(port: int, upstream: int) -> str:
         backend sink
             server sink 127.0.0.1:{upstream}
         """
-    )
+    ).replace("LIMIT", limit)
 
 
-def haproxy(workdir: Path, port: int, upstream: int) -> Server:
+def haproxy(
+    workdir: Path,
+    port: int,
+    upstream: int,
+    maxconn: int | None = 1000,
+    fileLimit: int | None = None,
+) -> Server:
     """
     HAProxy in TCP mode forwarding C{port} to 127.0.0.1:C{upstream}, in the
-    foreground (C{-db}).
+    foreground (C{-db}), with C{maxconn} (see L{haproxyConfig}) and
+    C{fileLimit} (see L{Server}).
     """
     config = workdir / f"haproxy-{port}.cfg"
-    config.write_text(haproxyConfig(port, upstream))
+    config.write_text(haproxyConfig(port, upstream, maxconn))
     return Server(
         "haproxy",
         [tools.command("haproxy"), "-f", str(config), "-db"],
         port,
         workdir,
+        fileLimit=fileLimit,
     )
 
 

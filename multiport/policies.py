@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from attrs import define, evolve, field, fields, frozen
 from twisted.internet.interfaces import IAddress, IReactorTime
@@ -330,40 +330,99 @@ class TokenBucket:
         return self.tokens >= self.rate.burst
 
 
+class SpareDescriptors(Protocol):
+    """
+    Descriptors held for reuse that can be closed when a connection needs
+    them (the splice pipe pool's kept pipes).
+    """
+
+    def reclaim(self, descriptors: int) -> int:
+        """
+        Close what is kept until C{descriptors} are freed or nothing is
+        kept; the descriptors freed.
+        """
+
+
 @define
 class DaemonLimit:
     """
-    The connections every port together may hold: derived from the file
-    descriptor limit, so that accepting never runs the process out of
-    descriptors.
+    The file descriptors every port's connections together may hold:
+    derived from the file descriptor limit, so that accepting never runs
+    the process out of descriptors.  A connection costs what its handler
+    declares (one socket; a relayed connection two, with its upstream's),
+    and the splice pipes in use or kept for reuse two each.
 
-    So that a flood on one port can't take every connection from the
+    So that a flood on one port can't take every descriptor from the
     others, each port is sure of a fair share (C{maximum / ports}); beyond
     it a port may borrow what is free, except a quarter of the maximum kept
-    for ports still below their share.
+    for ports still below their share.  Pipes are only lent from what may
+    be borrowed, never from that quarter.
+
+    @ivar current: The descriptors held now, by connections and pipes.
+    @ivar spare: Where kept descriptors can be closed to make room.
     """
 
     maximum: int
     ports: int = 1
     current: int = 0
+    spare: SpareDescriptors | None = None
 
-    def admits(self, portCurrent: int) -> bool:
+    @property
+    def share(self) -> int:
         """
-        Whether a port holding C{portCurrent} connections may take one more.
+        The descriptors each port is sure of.
         """
-        if self.current >= self.maximum:
+        return self.maximum // max(1, self.ports)
+
+    def _borrowable(self) -> int:
+        return self.maximum - self.maximum // 4
+
+    def _room(self, cost: int, ceiling: int) -> bool:
+        """
+        Whether C{cost} more descriptors fit under C{ceiling}, once kept
+        ones are closed if that is what it takes.
+        """
+        over = self.current + cost - ceiling
+        if over > 0 and self.spare is not None:
+            self.spare.reclaim(over)
+            over = self.current + cost - ceiling
+        return over <= 0
+
+    def admits(self, portDescriptors: int, cost: int = 1) -> bool:
+        """
+        Whether a port whose connections hold C{portDescriptors} may take
+        a connection costing C{cost} more.
+        """
+        if not self._room(cost, self.maximum):
             return False
-        if portCurrent < max(1, self.maximum // max(1, self.ports)):
+        if portDescriptors + cost <= max(cost, self.share):
             return True
-        return self.current < self.maximum - self.maximum // 4
+        return self._room(cost, self._borrowable())
+
+    def lend(self, count: int) -> bool:
+        """
+        Lend C{count} descriptors for something other than a connection (a
+        splice pipe), only out of what ports may borrow; whether they were.
+        """
+        if self.current + count > self._borrowable():
+            return False
+        self.current += count
+        return True
+
+    def giveBack(self, count: int) -> None:
+        """
+        C{count} descriptors lent by L{lend} are closed.
+        """
+        self.current -= count
 
     @classmethod
     def fromFileLimit(cls, listening: int, reserve: int = 64) -> DaemonLimit:
         """
         Raise the soft file-descriptor limit to the hard one (as nginx's
         C{worker_rlimit_nofile} or Go's runtime do) and keep C{reserve}
-        descriptors, plus one per listening port, for everything else
-        (log files, certificates, outgoing connections).
+        descriptors, plus one per listening port, for everything else (the
+        reactor's own, log files, certificates, a connection accepted only
+        to be turned away).
         """
         import resource
 
@@ -384,12 +443,16 @@ class Admission:
     """
     Decides, per new connection, whether a port lets it in; keeps the
     per-address counts and rate buckets that takes.
+
+    @ivar descriptors: The descriptors the port's admitted connections
+        hold (its part of the daemon limit).
     """
 
     policy: Policy
     clock: IReactorTime
     daemon: DaemonLimit | None = None
     perAddress: dict[object, int] = field(factory=dict)
+    descriptors: int = 0
     _bucket: TokenBucket | None = None
     _buckets: dict[object, TokenBucket] = field(factory=dict)
     _needsAddress: bool = field(init=False, default=False)
@@ -406,12 +469,14 @@ class Admission:
             or policy.ratePerIP is not None
         )
 
-    def admit(self, address: IAddress, current: int) -> str | None:
+    def admit(self, address: IAddress, current: int, cost: int = 1) -> str | None:
         """
         C{None} to let the connection in (it is then counted until
         L{release}), else the reason it is turned away.
 
         @param current: The port's connections now.
+        @param cost: The descriptors the connection will hold (its
+            handler's L{descriptorsPerConnection}).
         """
         policy = self.policy
         ip = clientAddress(address) if self._needsAddress else None
@@ -421,7 +486,7 @@ class Admission:
             if policy.allow and not any(ip in network for network in policy.allow):
                 return "access"
         daemon = self.daemon
-        if daemon is not None and not daemon.admits(current):
+        if daemon is not None and not daemon.admits(self.descriptors, cost):
             return "max_connections"
         if policy.maxConnections is not None and current >= policy.maxConnections:
             return "max_connections"
@@ -447,16 +512,18 @@ class Admission:
                 return "rate"
         if group is not None and policy.maxConnectionsPerIP is not None:
             self.perAddress[group] = self.perAddress.get(group, 0) + 1
+        self.descriptors += cost
         if daemon is not None:
-            daemon.current += 1
+            daemon.current += cost
         return None
 
-    def release(self, address: IAddress) -> None:
+    def release(self, address: IAddress, cost: int = 1) -> None:
         """
-        A connection L{admit} let in has ended.
+        A connection L{admit} let in, with the same C{cost}, has ended.
         """
+        self.descriptors -= cost
         if self.daemon is not None:
-            self.daemon.current -= 1
+            self.daemon.current -= cost
         if self.policy.maxConnectionsPerIP is None:
             return
         ip = clientAddress(address)

@@ -99,6 +99,10 @@ class PortProtocol(ProtocolWrapper):
     closeReason: str | None = None
     #: Why the connection failed, for the log (a TLS handshake's reason).
     failure: str | None = None
+
+    #: The descriptors the connection holds (its handler's declared cost),
+    #: released with it; set on the instance only when not 1.
+    descriptors = 1
     handshaken = False
     _handshakeTimer: IDelayedCall | None = None
     # Class defaults, so that a connection without timers holds no list and
@@ -302,7 +306,7 @@ class PortProtocol(ProtocolWrapper):
         for timer in (*self._timers, self._idleTimer):
             if timer is not None and timer.active():
                 timer.cancel()
-        factory.admission.release(self.peer)
+        factory.admission.release(self.peer, self.descriptors)
         if factory.tls and not self.handshaken and self.closeReason is None:
             if getattr(self.transport, "sawBytes", False):
                 counters.tlsHandshakeFailures += 1
@@ -377,17 +381,24 @@ class PortFactory(WrappingFactory):
         counters: PortCounters,
         handlerContext: HandlerContext,
         daemonLimit: DaemonLimit | None = None,
+        descriptors: int = 1,
     ) -> None:
+        """
+        @param descriptors: The descriptors each connection of the handler
+            holds (L{IHandler}'s C{descriptorsPerConnection}): what
+            admission reserves for it in the daemon limit.
+        """
         super().__init__(wrappedFactory)
         self.counters = counters
         self.portName = handlerContext.port.name
         self.daemonLimit = daemonLimit
         self._drainWaiters: list[Deferred[None]] = []
         self._drainTimer: IDelayedCall | None = None
-        self._configure(handlerContext)
+        self._configure(handlerContext, descriptors)
         self.admission = Admission(self.policy, self.clock, daemonLimit)
 
-    def _configure(self, handlerContext: HandlerContext) -> None:
+    def _configure(self, handlerContext: HandlerContext, descriptors: int) -> None:
+        self.descriptors = descriptors
         self.handlerContext = handlerContext
         self.clock = handlerContext.clock
         config = handlerContext.port
@@ -402,21 +413,26 @@ class PortFactory(WrappingFactory):
         )
 
     def reconfigure(
-        self, wrappedFactory: IProtocolFactory, handlerContext: HandlerContext
+        self,
+        wrappedFactory: IProtocolFactory,
+        handlerContext: HandlerContext,
+        descriptors: int = 1,
     ) -> None:
         """
         Serve new connections with C{wrappedFactory} and the settings of
-        C{handlerContext.port}; open connections keep the handler protocol
-        they have.  The counters, and the per-address counts of open
-        connections, go on.
+        C{handlerContext.port}, each holding C{descriptors}; open
+        connections keep the handler protocol they have (and release what
+        they took).  The counters, and the per-address and descriptor
+        counts of open connections, go on.
         """
         old = self.wrappedFactory
         if self.numPorts:
             wrappedFactory.doStart()
         self.wrappedFactory = wrappedFactory
-        self._configure(handlerContext)
+        self._configure(handlerContext, descriptors)
         admission = Admission(self.policy, self.clock, self.daemonLimit)
         admission.perAddress = self.admission.perAddress
+        admission.descriptors = self.admission.descriptors
         self.admission = admission
         if self.numPorts:
             old.doStop()
@@ -483,14 +499,15 @@ class PortFactory(WrappingFactory):
         Admit the connection (access rules, limits, rates) or turn it away
         before the handler, and TLS, see anything of it.
         """
-        reason = self.admission.admit(addr, self.counters.current)
+        cost = self.descriptors
+        reason = self.admission.admit(addr, self.counters.current, cost)
         if reason is not None:
             self.rejected(reason, addr)
             return None
         try:
             inner = self.wrappedFactory.buildProtocol(addr)
         except Exception:
-            self.admission.release(addr)
+            self.admission.release(addr, cost)
             self.counters.protocolErrors += 1
             log.failure(
                 "handler {handler} raised in buildProtocol on {port}",
@@ -499,10 +516,12 @@ class PortFactory(WrappingFactory):
             )
             return None
         if inner is None:
-            self.admission.release(addr)
+            self.admission.release(addr, cost)
             return None
         protocol = self.protocol(self, inner)
         protocol.peer = addr
+        if cost != 1:
+            protocol.descriptors = cost
         return protocol
 
     def rejected(self, reason: str, addr: IAddress) -> None:

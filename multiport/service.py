@@ -42,10 +42,12 @@ from multiport.handlers.interface import (
     IDaemonView,
     IHandler,
     PortStatus,
+    descriptorsOf,
 )
 from multiport.live import loadCertificates
 from multiport.policies import DaemonLimit, drainTimeoutOf
 from multiport.port import PortFactory, PortServer, PortSSLServer, PortTCPServer
+from multiport.splice import DEFAULT_POOL, PipePool, poolSize
 from multiport.text import plural
 from multiport.tls import LoadedCertificate
 
@@ -277,6 +279,7 @@ class PortsService(MultiService):
         owner: tuple[int, int] | None = None,
         view: IDaemonView | None = None,
         descriptors: Mapping[str, int] | None = None,
+        pipes: PipePool | None = None,
     ) -> None:
         """
         @param defaults: What ports added through the admin API inherit.
@@ -290,9 +293,19 @@ class PortsService(MultiService):
             this service by default, the worker pool in the main process.
         @param descriptors: Listening sockets to adopt rather than bind, by
             port name (in a worker: the main process's sockets).
+        @param pipes: The splice pipe pool every relay port shares; by
+            default one sized from C{daemonLimit} (L{poolSize}) that takes
+            its descriptors from it.
         """
         super().__init__()
         self.daemonLimit = daemonLimit
+        if pipes is None:
+            pipes = (
+                PipePool(DEFAULT_POOL)
+                if daemonLimit is None
+                else PipePool(poolSize(daemonLimit.maximum), daemonLimit)
+            )
+        self.pipes = pipes
         self.defaults = Defaults() if defaults is None else defaults
         self.rebuild = rebuild
         self.adminToken = adminToken
@@ -323,7 +336,9 @@ class PortsService(MultiService):
         certificates: Mapping[TLSConfig, LoadedCertificate],
     ) -> PortServer:
         context, inner = self._handlerFactory(config, handler)
-        factory = PortFactory(inner, PortCounters(), context, self.daemonLimit)
+        factory = PortFactory(
+            inner, PortCounters(), context, self.daemonLimit, descriptorsOf(handler)
+        )
         server = self._server(config, factory, certificates)
         server.adoptDescriptor = self.descriptors.pop(config.name, None)
         return server
@@ -332,7 +347,11 @@ class PortsService(MultiService):
         self, config: PortConfig, handler: IHandler
     ) -> tuple[HandlerContext, Any]:
         context = HandlerContext(
-            reactor=self._reactor, clock=self._reactor, port=config, daemon=self.view
+            reactor=self._reactor,
+            clock=self._reactor,
+            port=config,
+            daemon=self.view,
+            pipes=self.pipes,
         )
         inner = handler.buildFactory(context)
         # Our own log line says when a port starts; Twisted's per-factory
@@ -581,7 +600,8 @@ class PortsService(MultiService):
         position: int,
     ) -> None:
         factory = old.factory
-        factory.reconfigure(inner, context)
+        cost = descriptorsOf(self.handlers[config.handler])
+        factory.reconfigure(inner, context, cost)
         server = self._server(config, factory, certificates)
         server.takeOver(old)
         server.parent = self
@@ -948,7 +968,8 @@ class PortsService(MultiService):
             )
         for port in [*self.ports(), *self.draining]:
             stops.append(port.factory.drain(drainTimeoutOf(port.config.policy)))
-        return DeferredList(stops).addCallback(lambda _: None)
+        # Once no connection is left, no pipe is in use: close the kept ones.
+        return DeferredList(stops).addCallback(lambda _: self.pipes.close())
 
     def hurry(self, signalNumber: int) -> int:
         """

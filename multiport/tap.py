@@ -62,6 +62,7 @@ from multiport.service import (
     reportStartupErrorsBriefly,
 )
 from multiport.signals import HurryOnSecondSignal
+from multiport.splice import poolSize
 from multiport.text import plural
 from multiport.tls import (
     LoadedCertificate,
@@ -626,9 +627,16 @@ def _makeService(options: Options, reactor: Any) -> PortsService | WorkerPool:
     )
     limit = DaemonLimit.fromFileLimit(len(config.ports))
     log.info(
-        "at most {maximum} connections at once over all ports (from the file "
-        "descriptor limit)",
+        "at most {maximum} descriptors for connections at once over all ports "
+        "(one per connection, two per relayed one; from the file descriptor "
+        "limit)",
         maximum=limit.maximum,
+    )
+    log.info(
+        "splice(2) relays take pipes from a pool of at most {pipes} ({count} "
+        "descriptors, lent by that limit), only while bytes are in flight",
+        pipes=poolSize(limit.maximum),
+        count=2 * poolSize(limit.maximum),
     )
     owner = _owner(options)
     if options.adminToken is not None:

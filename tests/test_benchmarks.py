@@ -1112,6 +1112,25 @@ class LoadgenTests(SynchronousTestCase):
         self.assertEqual(holder.process.returncode, 0)
         waitUntil(self.server.openFiles, 10, accept=lambda n: n == before)
 
+    def test_holdUnanswered(self) -> None:
+        """
+        A connection a server leaves unanswered (it does not accept and its
+        backlog is full) is given up after 4 s and counted as an error; the
+        holder does not hang.
+        """
+        full = socket.socket()
+        self.addCleanup(full.close)
+        full.bind(("127.0.0.1", 0))
+        # A backlog of 0 still queues one connection; the next SYNs are
+        # dropped.
+        full.listen(0)
+        started = time.monotonic()
+        holder = measure.Holder([full.getsockname()[1]], 2, timeout=30)
+        self.addCleanup(holder.close)
+        elapsed = time.monotonic() - started
+        self.assertEqual((holder.result["ops"], holder.result["errors"]), (1, 1))
+        self.assertTrue(3.5 < elapsed < 10, elapsed)
+
     def test_refused(self) -> None:
         """
         A generator that fails (nothing listens) raises L{RuntimeError}.
@@ -1236,6 +1255,36 @@ class ProcessesTests(SynchronousTestCase):
             (processes.pinned(["a", "b"], 1), processes.pinned(["a", "b"], None)),
             ([tools.command("taskset"), "-c", "1", "a", "b"], ["a", "b"]),
         )
+
+    def test_fileLimit(self) -> None:
+        """
+        A server started with a descriptor limit has it, soft and hard;
+        without one, its soft limit is raised to the hard one.
+        """
+        import resource
+
+        def limits(process: subprocess.Popen[bytes]) -> tuple[int, int]:
+            for line in Path(f"/proc/{process.pid}/limits").read_text().splitlines():
+                if line.startswith("Max open files"):
+                    soft, hard = line.split()[3:5]
+                    return int(soft), int(hard)
+            raise AssertionError("no open files limit")
+
+        log = Path(self.mktemp())
+        limited = processes.start(["sleep", "300"], log, fileLimit=300)
+        self.addCleanup(processes.stop, limited, 5)
+        default = self.start(["sleep", "300"])
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.assertEqual((limits(limited), limits(default)), ((300, 300), (hard, hard)))
+        if hard != resource.RLIM_INFINITY:
+            error = self.assertRaises(
+                RuntimeError, processes.start, ["sleep", "1"], log, fileLimit=hard + 1
+            )
+            self.assertEqual(
+                str(error),
+                f"cannot give sleep a descriptor limit of {hard + 1}: this "
+                f"process's hard limit is {hard}",
+            )
 
     def test_log(self) -> None:
         """
@@ -1524,6 +1573,15 @@ class ServerTests(SynchronousTestCase):
             "    server sink 127.0.0.1:9000\n",
         )
 
+    def test_haproxyConfigOwnMaxconn(self) -> None:
+        """
+        Without a C{maxconn}, HAProxy's configuration leaves it to derive
+        one from its descriptor limit.
+        """
+        config = servers.haproxyConfig(8000, 9000, maxconn=None)
+        self.assertTrue(config.startswith("global\n    nbthread 1\n\ndefaults\n"))
+        self.assertNotIn("maxconn", config)
+
     def relays(self, make: Callable[[Path, int, int], servers.Server]) -> None:
         """
         The relay C{make} makes forwards what it is sent to the sink.
@@ -1780,6 +1838,7 @@ class CommandLineTests(SynchronousTestCase):
                 "accept",
                 "ports",
                 "idle",
+                "idle-relay",
                 "layer",
                 "relay",
                 "transport",
@@ -1795,8 +1854,8 @@ class CommandLineTests(SynchronousTestCase):
         self.assertEqual(
             self.stderr.getvalue(),
             "unknown scenario nosuch; known: "
-            "echo, http, https, accept, ports, idle, layer, relay, transport, "
-            "workers\n",
+            "echo, http, https, accept, ports, idle, idle-relay, layer, relay, "
+            "transport, workers\n",
         )
 
     def test_badSettings(self) -> None:
@@ -1936,6 +1995,47 @@ class CommandLineTests(SynchronousTestCase):
         self.assertIn("haproxy", data["versions"])
         self.assertIn("twistd portforward (baseline)", self.stdout.getvalue())
 
+    def test_idleRelay(self) -> None:
+        """
+        A small idle-relay run (200 clients, 300 descriptors each relay):
+        multiport holds what its limit allows, two descriptors a
+        connection, and turns the rest away without an error, as does
+        HAProxy, the baseline; the limit reaches every relay and no
+        process is left behind.
+        """
+        requireTools("gcc", "haproxy")
+        children = liveChildren()
+        argv = ["idle-relay", "--idle-connections", "200", "--file-limit", "300"]
+        argv += ["--rounds", "1", "--no-plot", "--results", str(self.results)]
+        self.assertEqual(run.main(argv), 0)
+        # The sink, then the relays.
+        self.assertNothingLeft(4, children)
+        data = self.resultsFile("idle-relay")
+        figures = {
+            (r["contender"], r["metric"]): (r["samples"][0], r["errors"][0])
+            for r in data["results"]
+        }
+        contenders = ["multiport", "multiport, no splice", "haproxy"]
+        self.assertEqual(
+            [(r["contender"], r["baseline"]) for r in data["results"]],
+            [(c, c == "haproxy") for c in contenders for _ in range(3)],
+        )
+        # 300 descriptors, less one port and 64 in reserve, two a connection.
+        for contender in contenders[:2]:
+            self.assertEqual(
+                figures[contender, "connections held"], ((300 - 1 - 64) // 2, 0)
+            )
+        held, errors = figures["haproxy", "connections held"]
+        self.assertEqual(errors, 0)
+        self.assertTrue(100 < held < 150, held)
+        for contender in contenders:
+            perConnection, _ = figures[contender, "descriptors per connection"]
+            # Two sockets; a pipe kept from the first transfer may have been
+            # closed to make room (2 of about 230 descriptors).
+            self.assertLess(abs(perConnection - 2.0), 0.05, (contender, perConnection))
+            memory, _ = figures[contender, "memory per connection"]
+            self.assertGreater(memory, 0)
+
     def test_relayWithoutPeers(self) -> None:
         """
         Without socat and HAProxy the relay scenario says how to install
@@ -2069,6 +2169,65 @@ class CommandLineTests(SynchronousTestCase):
         self.assertEqual(self.resultsFile("quick")["command"], "python -m benchmarks")
 
 
+class IdleRelayHelpersTests(SynchronousTestCase):
+    """
+    What the idle-relay scenario measures with.
+    """
+
+    def test_settleReachesTarget(self) -> None:
+        """
+        L{scenarios.settle} returns as soon as the figure reaches its target.
+        """
+        values = iter([1, 2, 5])
+        self.assertEqual(scenarios.settle(lambda: next(values), 5, poll=0.001), 5)
+
+    def test_settleQuiet(self) -> None:
+        """
+        A figure that stops short of its target is taken once it has not
+        changed for the quiet time.
+        """
+        values = iter([1, 3] + [4] * 1000)
+        started = time.monotonic()
+        self.assertEqual(
+            scenarios.settle(lambda: next(values), 10, quiet=0.05, poll=0.001), 4
+        )
+        self.assertLess(time.monotonic() - started, 1)
+
+    def test_settleTimeout(self) -> None:
+        """
+        A figure still changing after the timeout is an error.
+        """
+        values = iter(range(100000))
+        error = self.assertRaises(
+            RuntimeError,
+            scenarios.settle,
+            lambda: next(values),
+            10**9,
+            quiet=1,
+            timeout=0.05,
+            poll=0.001,
+        )
+        self.assertIn("still changing after 0.05s", str(error))
+
+    def test_relayTrouble(self) -> None:
+        """
+        Lines of a relay's log since it started saying it ran out of
+        descriptors or could not reach its upstream are counted.
+        """
+        log = Path(self.mktemp())
+        log.write_text("EMFILE from an earlier run\n")
+        server = servers.Server("relay", ["true"], 1, log.parent)
+        server.logPath, server.logOffset = log, log.stat().st_size
+        with log.open("a") as f:
+            f.write(
+                "Could not accept new connection (EMFILE)\n"
+                "relay on tcp:127.0.0.1:1: cannot connect to 127.0.0.1:2: ...\n"
+                "socket: Too many open files\n"
+                "closed clean\n"
+            )
+        self.assertEqual(scenarios.relayTrouble(server), 3)
+
+
 class SettingsTests(SynchronousTestCase):
     """
     L{Settings} defaults, which the command line's defaults repeat.
@@ -2087,6 +2246,7 @@ class SettingsTests(SynchronousTestCase):
                 arguments.warmup,
                 arguments.idle_connections,
                 tuple(int(n) for n in arguments.port_counts.split(",")),
+                arguments.file_limit,
             ),
             (
                 settings.seconds,
@@ -2094,5 +2254,6 @@ class SettingsTests(SynchronousTestCase):
                 settings.warmup,
                 settings.idleConnections,
                 settings.portCounts,
+                settings.fileLimit,
             ),
         )

@@ -911,21 +911,61 @@ class StateDirectoryTests(DaemonCase):
 # --------------------------------------------------------------------------
 # Running out of file descriptors.
 
-#: The daemon's descriptor limit in these tests: its connection cap is
-#: 128 - 3 ports - 64 = 61, but a spliced relay connection takes six
-#: descriptors (client, upstream, two pipes) and its upstream connection
-#: one more on the echo port, so relay clients run it out of descriptors
-#: well before the cap.
+#: The daemon's descriptor limit in these tests: 128 - 4 ports - 64 in
+#: reserve leave 60 for connections.  Admission counts the descriptors each
+#: handler declares (two for a relayed connection), so honest handlers
+#: never run the daemon out; a third-party handler that takes more than it
+#: declares can, and that is what these tests do.
 FILE_LIMIT = 128
+
+#: A handler that declares one descriptor a connection but, told a number
+#: N, opens files until the process has none left but N, and closes them
+#: when its client goes: a plugin that undercounts.
+HOG_PLUGIN = """
+import os
+
+from twisted.internet.protocol import Factory, Protocol
+from multiport.handlers import Handler
+
+
+class Hog(Protocol):
+    def connectionMade(self):
+        self.files = []
+
+    def dataReceived(self, data):
+        try:
+            for _ in range(100000):
+                self.files.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            pass
+        for _ in range(min(int(data), len(self.files))):
+            os.close(self.files.pop())
+        self.transport.write(b"%d\\n" % len(self.files))
+
+    def connectionLost(self, reason):
+        for descriptor in self.files:
+            os.close(descriptor)
+        self.files = []
+
+
+hog = Handler(
+    "hog", "Takes every descriptor it can.", lambda context: Factory.forProtocol(Hog)
+)
+"""
 
 
 class OutOfFilesTests(DaemonCase):
     """
-    A daemon with a low descriptor limit, given more relay clients than it
-    has descriptors for.
+    A daemon with a low descriptor limit that a handler taking more than it
+    declares runs out of descriptors, while relay clients keep coming.
     """
 
     def startLimited(self, failTimeout: float | None) -> tuple[int, int]:
+        plugins = writePlugin(self.folder / "thirdparty", "hog_handler", HOG_PLUGIN)
+        environment = dict(os.environ)
+        environment["PYTHONPATH"] = os.pathsep.join(
+            [str(plugins), environment.get("PYTHONPATH", "")]
+        )
         echoPort = freePort()
         option = "" if failTimeout is None else f", fail_timeout = {failTimeout}"
         self.startDaemon(
@@ -940,21 +980,43 @@ class OutOfFilesTests(DaemonCase):
             interface = "127.0.0.1"
             handler = "relay"
             options = {{ upstream = "127.0.0.1:{echoPort}"{option} }}
+
+            [[port]]
+            port = 0
+            interface = "127.0.0.1"
+            handler = "hog"
             """,
-            3,
+            4,
+            env=environment,
             fileLimit=FILE_LIMIT,
         )
         return echoPort, self.ports["relay"][1]
 
-    def exhaust(self, relayPort: int) -> tuple[list[socket.socket], dict[str, int]]:
+    def hog(self, leave: int) -> socket.socket:
         """
-        Open 80 relay clients, each trying one round trip; the connections
-        (held open) and how many of each outcome.
+        Have the hog port take every descriptor but C{leave}; its
+        connection (closing it gives them back).
+        """
+        hog = connect(self.ports["hog"][1])
+        self.addCleanup(hog.close)
+        hog.sendall(b"%d" % leave)
+        answer = b""
+        while not answer.endswith(b"\n"):
+            chunk = hog.recv(100)
+            self.assertTrue(chunk, answer)
+            answer += chunk
+        self.assertGreater(int(answer), 0)
+        return hog
+
+    def tryRelay(self, relayPort: int, count: int) -> tuple[list, dict[str, int]]:
+        """
+        Open C{count} relay clients, each trying one round trip; the
+        connections (held open) and how many of each outcome.
         """
         clients: list[socket.socket] = []
         self.addCleanup(lambda: [c.close() for c in clients])
         outcomes: dict[str, int] = {}
-        for _ in range(80):
+        for _ in range(count):
             try:
                 client = connect(relayPort)
             except OSError as e:
@@ -972,18 +1034,21 @@ class OutOfFilesTests(DaemonCase):
 
     def test_outOfFiles(self):
         """
-        Past its descriptors the daemon turns clients away and logs it; it
+        Out of descriptors, the daemon turns clients away and logs it; it
         does not spin (under half a core while the clients hold on and new
-        ones keep knocking); once they close it serves again.
+        ones keep knocking); once the descriptors are free it serves again.
         """
         echoPort, relayPort = self.startLimited(failTimeout=1)
         pid = self.daemon.process.pid
         filesAtStart = len(os.listdir(f"/proc/{pid}/fd"))
-        clients, outcomes = self.exhaust(relayPort)
+        before, served = self.tryRelay(relayPort, 5)
+        self.assertEqual(served, {"served": 5})
+        hog = self.hog(leave=0)
         filesAtPeak = len(os.listdir(f"/proc/{pid}/fd"))
-        self.assertGreater(outcomes.get("served", 0), 0, outcomes)
-        self.assertGreater(80 - outcomes.get("served", 0), 0, outcomes)
-        self.daemon.waitFor(r"EMFILE")
+        self.assertEqual(filesAtPeak, FILE_LIMIT)
+        clients, outcomes = self.tryRelay(relayPort, 80)
+        self.assertEqual(outcomes.get("served", 0), 0, outcomes)
+        self.daemon.waitFor(r"EMFILE encountered")
 
         # A bounded window while the clients hold on and 20 more are left
         # in the listen backlog (the listening socket stays readable).
@@ -1002,7 +1067,8 @@ class OutOfFilesTests(DaemonCase):
         used = (cpuSeconds(pid) - cpu) / (time.monotonic() - started)
         self.assertLess(used, 0.5)
 
-        for connection in clients + knocking:
+        hog.close()
+        for connection in before + clients + knocking:
             connection.close()
         waitUntil(
             lambda: len(os.listdir(f"/proc/{pid}/fd")) <= filesAtStart + 4,
@@ -1012,9 +1078,10 @@ class OutOfFilesTests(DaemonCase):
         self.assertTrue(echoes(echoPort))
         waitUntil(lambda: echoes(relayPort), timeout=PROMPTLY)
         log.info(
-            "out of files: 80 relay clients: {outcomes}; descriptors {start} at "
-            "start, {peak} of {limit} held, {after} after; {emfile} EMFILE "
-            "recoveries logged; CPU {used:.1%} of {window} s",
+            "out of files: a hog took every descriptor; 80 relay clients: "
+            "{outcomes}; descriptors {start} at start, {peak} of {limit} held, "
+            "{after} after; {emfile} EMFILE recoveries logged; CPU {used:.1%} "
+            "of {window} s",
             outcomes=outcomes,
             start=filesAtStart,
             peak=filesAtPeak,
@@ -1036,24 +1103,32 @@ class OutOfFilesTests(DaemonCase):
 
     # Fixed bug: the relay blamed its upstream for the daemon's own shortage.
     # When socket() fails with EMFILE while connecting to the upstream, the
-    # relay's errback calls UpstreamPool.failed(upstream), so a healthy
-    # upstream is skipped for fail_timeout (10 s by default): once
-    # descriptors are free again, every new relay client is still closed
-    # at once ("no upstream answered") for up to 10 s.  Reproduce: this
-    # test (relay serving again within 3 s of the clients closing fails).
-    # Fix: in RelayProtocol._tryNext's errback, don't call
-    # self.pool.failed() when the failure is local (an OSError/ConnectError
-    # with errno EMFILE, ENFILE, ENOBUFS or ENOMEM); count it apart, e.g.
-    # "local_connect_failures".
+    # relay's errback called UpstreamPool.failed(upstream), so a healthy
+    # upstream was skipped for fail_timeout (10 s by default): once
+    # descriptors were free again, every new relay client was still closed
+    # at once ("no upstream answered") for up to 10 s.  Fix: in
+    # RelayProtocol._tryNext's errback, a local failure (EMFILE, ENFILE,
+    # ENOBUFS, ENOMEM) closes the client and counts local_connect_failures.
+    # Since admission counts a relayed connection's upstream socket, only a
+    # handler taking more than it declares (the hog, leaving one descriptor:
+    # the client's) brings this about.
     def test_relayUpstreamNotBlamedForOwnShortage(self):
         """
         With the default fail_timeout, the relay serves again as soon as
         the daemon has descriptors again.
         """
         echoPort, relayPort = self.startLimited(failTimeout=None)
-        clients, outcomes = self.exhaust(relayPort)
-        self.assertGreater(80 - outcomes.get("served", 0), 0, outcomes)
+        hog = self.hog(leave=1)
+        clients, outcomes = self.tryRelay(relayPort, 10)
+        self.assertEqual(outcomes.get("served", 0), 0, outcomes)
         for connection in clients:
             connection.close()
+        counters = {
+            c["name"]: c["value"]
+            for c in self.portStatus(relayPort)["handler_counters"]
+        }
+        self.assertEqual(counters.get("local_connect_failures"), 10, counters)
+        self.assertNotIn("upstream_connect_failures", counters)
+        hog.close()
         waitUntil(lambda: echoes(echoPort), timeout=PROMPTLY)
         waitUntil(lambda: echoes(relayPort), timeout=3)

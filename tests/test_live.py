@@ -540,3 +540,29 @@ class DaemonLimitTests(SynchronousTestCase):
         self.assertEqual(limit.ports, 3)
         service.apply(service.plan(configFor("7003=echo", stateDir), {}))
         self.assertEqual(limit.ports, 1)
+
+    def test_pipePoolFromLimit(self):
+        """
+        The daemon's splice pipe pool is sized from its limit, takes its
+        descriptors from it, and reaches every port's handler.
+        """
+        from multiport.config import buildConfig
+        from multiport.policies import DaemonLimit
+        from multiport.portspec import parsePorts
+
+        limit = DaemonLimit(maximum=800, ports=2)
+        echo, relay = parsePorts("7001=echo,7002=relay")
+        relay = evolve(relay, options={"upstream": "127.0.0.1:1"})
+        service = PortsService(
+            buildConfig([echo, relay], Defaults(), HANDLERS, Path(self.mktemp())),
+            HANDLERS,
+            {},
+            MemoryReactorClock(),
+            limit,
+        )
+        pool = service.pipes
+        self.assertEqual((pool.maximum, pool.limit, limit.spare), (100, limit, pool))
+        contexts = [port.factory.handlerContext for port in service.ports()]
+        self.assertEqual([c.pipes for c in contexts], [pool, pool])
+        self.assertIs(service.ports()[1].factory.wrappedFactory.pipes, pool)
+        self.assertEqual([p.factory.descriptors for p in service.ports()], [1, 2])

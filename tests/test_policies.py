@@ -407,13 +407,61 @@ class AdmissionTests(SynchronousTestCase):
         above it may only borrow until a quarter of the maximum is left.
         """
         limit = DaemonLimit(maximum=100, ports=4, current=70)
-        self.assertTrue(limit.admits(portCurrent=24))
-        self.assertTrue(limit.admits(portCurrent=25 + 40))
+        self.assertTrue(limit.admits(portDescriptors=24))
+        self.assertTrue(limit.admits(portDescriptors=25 + 40))
         limit.current = 75
-        self.assertFalse(limit.admits(portCurrent=75))
-        self.assertTrue(limit.admits(portCurrent=0))
+        self.assertFalse(limit.admits(portDescriptors=75))
+        self.assertTrue(limit.admits(portDescriptors=0))
         limit.current = 100
-        self.assertFalse(limit.admits(portCurrent=0))
+        self.assertFalse(limit.admits(portDescriptors=0))
+
+    def test_descriptorCost(self):
+        """
+        A connection takes the descriptors its handler declares from the
+        daemon limit and gives them all back when it ends.
+        """
+        limit = DaemonLimit(maximum=10)
+        admission = Admission(Policy(), Clock(), limit)
+        client = v4("192.0.2.1")
+        self.assertEqual(
+            [admission.admit(client, n, cost=2) for n in range(6)],
+            [None] * 5 + ["max_connections"],
+        )
+        self.assertEqual((limit.current, admission.descriptors), (10, 10))
+        for _ in range(5):
+            admission.release(client, cost=2)
+        self.assertEqual((limit.current, admission.descriptors), (0, 0))
+
+    def test_fairShareInDescriptors(self):
+        """
+        A port's fair share is counted in descriptors: a relay port (two a
+        connection) flooding a two-port daemon holds half as many
+        connections as its share and what it may borrow allow one-socket
+        connections, and the other port still gets the rest.
+        """
+        limit = DaemonLimit(maximum=100, ports=2)
+        relay = Admission(Policy(), Clock(), limit)
+        echo = Admission(Policy(), Clock(), limit)
+        client = v4("192.0.2.1")
+        admitted = 0
+        while relay.admit(client, admitted, cost=2) is None:
+            admitted += 1
+        self.assertEqual((admitted, relay.descriptors), (37, 74))
+        while echo.admit(client, echo.descriptors) is None:
+            pass
+        self.assertEqual((echo.descriptors, limit.current), (26, 100))
+
+    def test_lend(self):
+        """
+        Descriptors lent for pipes come only from what ports may borrow:
+        never from the quarter kept for ports below their share.
+        """
+        limit = DaemonLimit(maximum=100, current=73)
+        self.assertTrue(limit.lend(2))
+        self.assertFalse(limit.lend(2))
+        self.assertEqual(limit.current, 75)
+        limit.giveBack(2)
+        self.assertEqual(limit.current, 73)
 
     def test_fromFileLimit(self):
         """
@@ -433,6 +481,60 @@ def wrapped(policy: Policy, clock: Clock) -> PortFactory:
     config = PortConfig("127.0.0.1", 7000, "echo", None, 50, None, policy=policy)
     context = HandlerContext(reactor=clock, clock=clock, port=config)
     return PortFactory(Factory.forProtocol(Echo), PortCounters(), context)
+
+
+class DescriptorCostTests(SynchronousTestCase):
+    """
+    The port wrapper reserves, per connection, the descriptors its handler
+    declares, and each connection gives back what it took.
+    """
+
+    def test_reservedPerConnection(self):
+        """
+        A handler declaring two descriptors a connection gets half as many
+        connections from the daemon limit; each one gives two back.
+        """
+        clock = Clock()
+        config = PortConfig("127.0.0.1", 7000, "relay", None, 50, None)
+        context = HandlerContext(reactor=clock, clock=clock, port=config)
+        limit = DaemonLimit(maximum=10)
+        factory = PortFactory(
+            Factory.forProtocol(Echo), PortCounters(), context, limit, descriptors=2
+        )
+        built = []
+        for port in range(6):
+            protocol = factory.buildProtocol(v4("192.0.2.1", 40000 + port))
+            if protocol is not None:
+                protocol.makeConnection(StringTransportWithDisconnection())
+                protocol.transport.protocol = protocol
+                built.append(protocol)
+        self.assertEqual((len(built), limit.current), (5, 10))
+        self.assertEqual(factory.counters.rejected, {"max_connections": 1})
+        built[0].transport.loseConnection()
+        self.assertEqual(limit.current, 8)
+
+    def test_reconfigureKeepsWhatConnectionsTook(self):
+        """
+        After a live change to a handler costing one descriptor, the open
+        connections of the old one still give back their two.
+        """
+        clock = Clock()
+        config = PortConfig("127.0.0.1", 7000, "relay", None, 50, None)
+        context = HandlerContext(reactor=clock, clock=clock, port=config)
+        limit = DaemonLimit(maximum=10)
+        factory = PortFactory(
+            Factory.forProtocol(Echo), PortCounters(), context, limit, descriptors=2
+        )
+        old = factory.buildProtocol(v4("192.0.2.1"))
+        old.makeConnection(StringTransportWithDisconnection())
+        old.transport.protocol = old
+        factory.reconfigure(Factory.forProtocol(Echo), context, descriptors=1)
+        new = factory.buildProtocol(v4("192.0.2.1", 40001))
+        new.makeConnection(StringTransportWithDisconnection())
+        new.transport.protocol = new
+        self.assertEqual((limit.current, factory.admission.descriptors), (3, 3))
+        old.transport.loseConnection()
+        self.assertEqual((limit.current, factory.admission.descriptors), (1, 1))
 
 
 class TimeoutTests(SynchronousTestCase):

@@ -32,8 +32,10 @@ from multiport.handlers.relay import (
     parseRelayOptions,
 )
 from multiport.handlers.simple import Echo
+from multiport.policies import DaemonLimit
 from multiport.portspec import parsePortItem
 from multiport.service import PortsService
+from multiport.splice import KEEP_AT_LEAST, PipePool, poolSize
 from multiport.tls import ensureSelfSigned
 from tests.support import HANDLERS, Daemon, waitUntilOnReactor
 from tests.test_endtoend import Collector
@@ -156,7 +158,12 @@ class RelayMixin:
     #: The relay's splice option, when a test class sets it.
     spliceOption: bool | None = None
 
-    def relay(self, options: dict, spec: str = "127.0.0.1:0=relay") -> PortsService:
+    def relay(
+        self,
+        options: dict,
+        spec: str = "127.0.0.1:0=relay",
+        pipes: PipePool | None = None,
+    ) -> PortsService:
         if self.spliceOption is not None:
             options = {**options, "splice": self.spliceOption}
         request = evolve(parsePortItem(spec, "test"), options=options)
@@ -165,7 +172,7 @@ class RelayMixin:
         if request.tls is not None:
             certificates[TLSConfig()] = ensureSelfSigned(config.stateDir)
             self.certificate = config.stateDir / "selfsigned-cert.pem"
-        service = PortsService(config, HANDLERS, certificates, reactor)
+        service = PortsService(config, HANDLERS, certificates, reactor, pipes=pipes)
         service.startService()
         self.addCleanup(service.stopService)
         return service
@@ -227,6 +234,53 @@ class RelayTests(RelayMixin, TestCase):
             ),
             1,
         )
+
+    @inlineCallbacks
+    def test_upstreamByName(self):
+        """
+        An upstream named by its host name (resolved when connecting, both
+        address families tried) relays too.
+        """
+        service = self.relay({"upstream": f"localhost:{self.upstream()}"})
+        payload = os.urandom(256 * 1024)
+        received = yield self.exchange(service, payload, len(payload))
+        self.assertEqual(digest(received), digest(payload))
+
+    @inlineCallbacks
+    def test_closedWhileConnecting(self):
+        """
+        A client connection closed by the daemon (a timeout, a drain) while
+        the upstream connection is still being made: the attempt is
+        stopped, nobody is blamed, nothing stays open.
+        """
+        # A listening socket whose accept queue is full drops new SYNs: a
+        # connect to it stays in progress.
+        full = socket.socket()
+        self.addCleanup(full.close)
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        filler = socket.socket()
+        self.addCleanup(filler.close)
+        filler.connect(full.getsockname())
+        service = self.relay(
+            {"upstream": f"127.0.0.1:{full.getsockname()[1]}", "connect_timeout": 30}
+        )
+        bound = service.boundPorts()[0]
+        client = Collector(b"")
+        yield TCP4ClientEndpoint(reactor, "127.0.0.1", bound.address.port).connect(
+            Factory.forProtocol(lambda: client)
+        )
+        factory = list(service)[0].factory
+        yield waitUntilOnReactor(lambda: len(factory.protocols) == 1)
+        [wrapper] = factory.protocols
+        connector = wrapper.wrappedProtocol._connecting
+        self.assertEqual(connector.state, "connecting")
+        wrapper.transport.abortConnection()
+        yield client.done
+        yield waitUntilOnReactor(lambda: bound.counters.current == 0)
+        self.assertEqual(connector.state, "disconnected")
+        counters = factory.handlerContext.counters.snapshot()
+        self.assertEqual({key for key, value in counters.items() if value}, set())
 
     @inlineCallbacks
     def test_noUpstreamClosesClient(self):
@@ -825,13 +879,18 @@ class SpliceTests(RelayMixin, TestCase):
     """
 
     @inlineCallbacks
-    def spliced(self, options: dict, spec: str = "127.0.0.1:0=relay"):
+    def spliced(
+        self,
+        options: dict,
+        spec: str = "127.0.0.1:0=relay",
+        pipes: PipePool | None = None,
+    ):
         """
         Whether a connection through a relay with C{options} is spliced
         (while it is open); its bytes must come back intact either way.
         """
         service = self.relay(
-            {"upstream": f"127.0.0.1:{self.upstream()}", **options}, spec
+            {"upstream": f"127.0.0.1:{self.upstream()}", **options}, spec, pipes
         )
         bound = service.boundPorts()[0]
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", bound.address.port)
@@ -877,18 +936,18 @@ class SpliceTests(RelayMixin, TestCase):
     @inlineCallbacks
     def test_noPipes(self):
         """
-        When no pipe can be made (no descriptors left), the relay reads and
-        writes instead.
+        When no pipe can be made (no descriptors left), the connection is
+        still spliced: each direction copies its bytes instead.
         """
         import errno
-
-        from multiport import splice
 
         def noPipe():
             raise OSError(errno.EMFILE, "Too many open files")
 
-        self.patch(splice, "_pipe", noPipe)
-        self.assertFalse((yield self.spliced({})))
+        pool = PipePool(4, makePipe=noPipe)
+        self.assertTrue((yield self.spliced({}, pipes=pool)))
+        self.assertEqual((pool.taken, pool.inUse), (0, 0))
+        self.assertGreater(pool.refused, 0)
 
     def test_option(self):
         """
@@ -936,3 +995,323 @@ class LocalShortageTests(SynchronousTestCase):
         self.assertFalse(
             localShortage(Failure(ConnectBindError(errno.EADDRNOTAVAIL, "no")))
         )
+
+
+def broken(descriptor: int) -> bool:
+    """
+    Whether C{descriptor} is closed.
+    """
+    try:
+        os.fstat(descriptor)
+    except OSError:
+        return True
+    return False
+
+
+class PipePoolTests(SynchronousTestCase):
+    """
+    The pipe pool makes pipes on demand, up to its maximum and what the
+    daemon limit lends, keeps given-back ones for reuse, and gives their
+    descriptors back when a connection needs them.
+    """
+
+    def pool(
+        self, maximum: int, limit: DaemonLimit | None = None, **kwargs
+    ) -> PipePool:
+        pool = PipePool(maximum, limit, **kwargs)
+        self.addCleanup(pool.close)
+        return pool
+
+    def test_madeOnDemandAndKept(self):
+        """
+        No pipe exists until one is taken; a given-back pipe is kept (its
+        descriptors still lent) and handed out again.
+        """
+        limit = DaemonLimit(maximum=100)
+        pool = self.pool(4, limit)
+        self.assertEqual((pool.descriptors, limit.current), (0, 0))
+        pipe = pool.take()
+        self.assertIsNotNone(pipe)
+        self.assertEqual((pool.inUse, pool.descriptors, limit.current), (1, 2, 2))
+        os.write(pipe[1], b"x")
+        self.assertEqual(os.read(pipe[0], 1), b"x")
+        pool.give(pipe)
+        self.assertEqual((pool.inUse, pool.kept, limit.current), (0, [pipe], 2))
+        self.assertEqual(pool.take(), pipe)
+        self.assertEqual(pool.taken, 2)
+        pool.give(pipe)
+
+    def test_maximum(self):
+        """
+        Past its maximum the pool hands out nothing, and counts it.
+        """
+        pool = self.pool(1)
+        pipe = pool.take()
+        self.assertIsNone(pool.take())
+        self.assertEqual(pool.refused, 1)
+        pool.give(pipe)
+
+    def test_lendsOnlyWhatPortsMayBorrow(self):
+        """
+        A pipe's descriptors come only from what ports may borrow beyond
+        their share, never from the quarter kept for ports below it.
+        """
+        limit = DaemonLimit(maximum=16, current=10)
+        pool = self.pool(8, limit)
+        pipe = pool.take()
+        self.assertEqual(limit.current, 12)
+        self.assertIsNone(pool.take())
+        self.assertEqual((pool.refused, limit.current), (1, 12))
+        pool.discard(pipe)
+        self.assertEqual(limit.current, 10)
+
+    def test_systemRefuses(self):
+        """
+        When the system makes no pipe, the pool hands out nothing and the
+        descriptors it asked the limit for go back.
+        """
+        import errno
+
+        def noPipe():
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        limit = DaemonLimit(maximum=100)
+        pool = self.pool(4, limit, makePipe=noPipe)
+        self.assertIsNone(pool.take())
+        self.assertEqual((pool.refused, pool.inUse, limit.current), (1, 0, 0))
+
+    def test_keepsAsManyAsInUse(self):
+        """
+        Given-back pipes are kept up to L{KEEP_AT_LEAST} or as many as are
+        in use; the rest are closed and their descriptors go back.
+        """
+        limit = DaemonLimit(maximum=1000)
+        pool = self.pool(100, limit)
+        pipes = [pool.take() for _ in range(KEEP_AT_LEAST + 3)]
+        for pipe in pipes:
+            pool.give(pipe)
+        self.assertEqual(len(pool.kept), KEEP_AT_LEAST)
+        self.assertEqual(limit.current, 2 * KEEP_AT_LEAST)
+        self.assertEqual(sum(broken(p[0]) and broken(p[1]) for p in pipes), 3)
+
+    def test_keptFallsWithTheLoad(self):
+        """
+        After a burst, giving pipes back as the load falls closes what is
+        kept beyond L{KEEP_AT_LEAST}.
+        """
+        limit = DaemonLimit(maximum=1000)
+        pool = self.pool(100, limit)
+        pipes = [pool.take() for _ in range(2 * KEEP_AT_LEAST + 8)]
+        # Half go back while the other half are still in use: all are kept.
+        for pipe in pipes[: KEEP_AT_LEAST + 4]:
+            pool.give(pipe)
+        self.assertEqual(len(pool.kept), KEEP_AT_LEAST + 4)
+        for pipe in pipes[KEEP_AT_LEAST + 4 :]:
+            pool.give(pipe)
+        self.assertEqual((pool.inUse, len(pool.kept)), (0, KEEP_AT_LEAST))
+        self.assertEqual(limit.current, 2 * KEEP_AT_LEAST)
+
+    def test_discarded(self):
+        """
+        A pipe that still holds bytes is closed, never handed out again.
+        """
+        limit = DaemonLimit(maximum=100)
+        pool = self.pool(4, limit)
+        pipe = pool.take()
+        os.write(pipe[1], b"left over")
+        pool.discard(pipe)
+        self.assertTrue(broken(pipe[0]) and broken(pipe[1]))
+        self.assertEqual((pool.inUse, pool.kept, limit.current), (0, [], 0))
+
+    def test_reclaimedForAConnection(self):
+        """
+        When the daemon limit is full, kept pipes are closed to let a
+        connection in.
+        """
+        from twisted.internet.address import IPv4Address
+
+        from multiport.policies import Admission, Policy
+
+        limit = DaemonLimit(maximum=16)
+        pool = self.pool(8, limit)
+        pipes = [pool.take(), pool.take()]
+        for pipe in pipes:
+            pool.give(pipe)
+        admission = Admission(Policy(), Clock(), limit)
+        client = IPv4Address("TCP", "192.0.2.1", 1234)
+        for _ in range(6):
+            self.assertIsNone(admission.admit(client, 0, cost=2))
+        self.assertEqual((limit.current, len(pool.kept)), (16, 2))
+        self.assertIsNone(admission.admit(client, 6, cost=2))
+        self.assertEqual((limit.current, len(pool.kept)), (16, 1))
+        self.assertTrue(broken(pipes[1][0]))
+        self.assertIsNone(admission.admit(client, 7, cost=2))
+        self.assertEqual((limit.current, pool.kept), (16, []))
+        self.assertEqual(admission.admit(client, 8, cost=2), "max_connections")
+
+    def test_close(self):
+        """
+        Closing the pool closes its kept pipes.
+        """
+        limit = DaemonLimit(maximum=100)
+        pool = self.pool(4, limit)
+        pipe = pool.take()
+        pool.give(pipe)
+        pool.close()
+        self.assertTrue(broken(pipe[0]) and broken(pipe[1]))
+        self.assertEqual((pool.kept, limit.current), ([], 0))
+
+    def test_size(self):
+        """
+        The pool is sized as HAProxy's maxpipes: a pipe for a quarter of the
+        relayed connections (two descriptors each) the limit holds.
+        """
+        self.assertEqual(poolSize(20_000 - 1 - 64), 2491)
+        self.assertEqual(poolSize(3), 1)
+
+
+class Held(Protocol):
+    """
+    An upstream that reads nothing until L{resume}d, then keeps what
+    arrives; C{done} fires with it once C{expected} bytes came.
+    """
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.chunks: list[bytes] = []
+        self.count = 0
+        self.done: Deferred[bytes] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.pauseProducing()
+        self.factory.connections.append(self)
+
+    def resume(self) -> None:
+        self.transport.resumeProducing()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.count += len(data)
+        if self.count >= self.expected and not self.done.called:
+            self.done.callback(b"".join(self.chunks))
+
+
+class PipesInFlightTests(RelayMixin, TestCase):
+    """
+    A spliced connection holds a pipe only while it has bytes in flight;
+    when the pool has none to give, it copies, and its bytes still arrive
+    intact.
+    """
+
+    payload = 16 * MB
+
+    def heldUpstream(self, expected: int) -> tuple[Factory, int]:
+        factory = Factory.forProtocol(lambda: Held(expected))
+        factory.connections = []
+        listening = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        return factory, listening.getHost().port
+
+    @inlineCallbacks
+    def openSpliced(self, service: PortsService, upstreams: Factory):
+        """
+        A client connected through C{service}'s relay, once spliced: the
+        client and its splice.
+        """
+        port = service.boundPorts()[0].address.port
+        client = Talker(b"", 0)
+        client.connectionMade = lambda: None
+        factory = list(service)[0].factory
+        known = {id(p) for p in factory.protocols}
+        yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
+            Factory.forProtocol(lambda: client)
+        )
+
+        def newSplice():
+            for protocol in factory.protocols:
+                if id(protocol) not in known:
+                    return protocol.wrappedProtocol.splice
+            return None
+
+        yield waitUntilOnReactor(lambda: newSplice() is not None)
+        return client, newSplice()
+
+    @inlineCallbacks
+    def test_pipeOnlyWhileBytesInFlight(self):
+        """
+        An idle spliced connection holds no pipe; while the upstream does
+        not read, the client's bytes hold one; once they are delivered the
+        pipe goes back to the pool (kept for reuse), and they arrive intact.
+        """
+        pool = PipePool(4)
+        self.addCleanup(pool.close)
+        upstreams, upstreamPort = self.heldUpstream(self.payload)
+        service = self.relay({"upstream": f"127.0.0.1:{upstreamPort}"}, pipes=pool)
+        client, splice = yield self.openSpliced(service, upstreams)
+        self.assertEqual((pool.taken, pool.inUse, pool.kept), (0, 0, []))
+        self.assertEqual((splice.first.pipe, splice.second.pipe), (None, None))
+
+        payload = os.urandom(self.payload)
+        client.transport.write(payload)
+        yield waitUntilOnReactor(lambda: splice.first.queued > 0)
+        self.assertEqual(pool.inUse, 1)
+        self.assertIsNotNone(splice.first.pipe)
+        self.assertIsNone(splice.second.pipe)
+
+        [upstream] = upstreams.connections
+        upstream.resume()
+        received = yield upstream.done
+        self.assertEqual(digest(received), digest(payload))
+        yield waitUntilOnReactor(lambda: pool.inUse == 0)
+        self.assertIsNone(splice.first.pipe)
+        self.assertEqual(len(pool.kept), 1)
+        client.transport.loseConnection()
+        yield client.done
+
+    @inlineCallbacks
+    def test_exhaustedPoolCopies(self):
+        """
+        With the pool's only pipe held by one connection, a second one
+        copies both ways, byte for byte; the first then completes intact.
+        """
+        pool = PipePool(1)
+        self.addCleanup(pool.close)
+        toUpstream = os.urandom(3 * MB + 17)
+        toClient = os.urandom(5 * MB + 3)
+        upstreams, upstreamPort = self.heldUpstream(len(toUpstream))
+        service = self.relay({"upstream": f"127.0.0.1:{upstreamPort}"}, pipes=pool)
+
+        holder, holding = yield self.openSpliced(service, upstreams)
+        held = os.urandom(self.payload)
+        holder.transport.write(held)
+        yield waitUntilOnReactor(lambda: holding.first.queued > 0)
+        self.assertEqual(pool.inUse, 1)
+        taken, refused = pool.taken, pool.refused
+
+        client, splice = yield self.openSpliced(service, upstreams)
+        upstream = upstreams.connections[-1]
+        upstream.resume()
+        upstream.transport.write(toClient)
+        client.expected = len(toClient)
+        client.transport.write(toUpstream)
+        atUpstream = yield upstream.done
+        self.assertEqual(digest(atUpstream), digest(toUpstream))
+        yield waitUntilOnReactor(lambda: client.count >= len(toClient))
+        self.assertEqual(digest(b"".join(client.chunks)), digest(toClient))
+        yield client.done
+        self.assertEqual(pool.taken, taken)
+        self.assertGreater(pool.refused, refused)
+        self.assertIsNotNone(holding.first.pipe)
+
+        first = upstreams.connections[0]
+        first.expected = len(held)
+        first.resume()
+        atFirst = yield first.done
+        self.assertEqual(digest(atFirst), digest(held))
+        holder.transport.loseConnection()
+        yield holder.done
+        bound = service.boundPorts()[0]
+        yield waitUntilOnReactor(lambda: bound.counters.current == 0)
+        self.assertEqual(pool.inUse, 0)
+        self.assertEqual(bound.counters.bytesReceived, len(held) + len(toUpstream))
+        self.assertEqual(bound.counters.bytesSent, len(toClient))

@@ -7,6 +7,7 @@ The daemon tests send real signals to a real C{twistd multiport}.
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import signal
@@ -206,15 +207,29 @@ def closedByServer(client: socket.socket) -> bool:
         return True
 
 
-def readWhen(path: Path, pattern: str, timeout: float = PROMPTLY) -> re.Match[str]:
+def readWhen(
+    path: Path, pattern: str, timeout: float = PROMPTLY, rotated: bool = False
+) -> re.Match[str]:
     """
-    Poll the file at C{path} until a line matches C{pattern}; the match.
-    Fails after C{timeout} seconds.
+    Poll the file at C{path} (and, if C{rotated}, the files it was rotated
+    to, C{path.1} ...) until a line matches C{pattern}; the match.  Fails
+    after C{timeout} seconds.
     """
     expression = re.compile(pattern, re.MULTILINE)
 
     def search() -> re.Match[str] | None:
-        return expression.search(path.read_text() if path.exists() else "")
+        paths = [path]
+        if rotated:
+            paths += sorted(path.parent.glob(glob.escape(path.name) + ".*"))
+        for each in paths:
+            try:
+                found = expression.search(each.read_text())
+            except FileNotFoundError:
+                # Rotated away between the listing and the read.
+                continue
+            if found:
+                return found
+        return None
 
     match = waitUntil(search, timeout, what=f"a line matching {pattern!r} in {path}")
     assert match is not None
@@ -250,7 +265,11 @@ class LogSignalDaemonTests(SynchronousTestCase):
         return daemon
 
     def echoPort(self) -> int:
-        return int(readWhen(self.logfile, r"listening on tcp:127\.0\.0\.1:(\d+)")[1])
+        # A small --log-rotate-size may rotate the line away before it is read.
+        found = readWhen(
+            self.logfile, r"listening on tcp:127\.0\.0\.1:(\d+)", rotated=True
+        )
+        return int(found[1])
 
     def test_reopenAfterMove(self):
         """

@@ -181,7 +181,7 @@ class TwistdTests(SynchronousTestCase):
         flooded, echo, status = [
             (m.group(1), int(m.group(2))) for m in daemon.waitFor(LISTENING, 3)
         ]
-        [limit] = daemon.waitFor(r"at most (\d+) connections at once")
+        [limit] = daemon.waitFor(r"at most (\d+) descriptors for connections at once")
         maximum = int(limit.group(1))
         self.assertEqual(maximum, 256 - 3 - 64)
         flood = []

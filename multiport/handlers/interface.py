@@ -24,6 +24,7 @@ from multiport.policies import Policy
 
 if TYPE_CHECKING:
     from multiport.config import PortConfig
+    from multiport.splice import PipePool
 
 _T = TypeVar("_T")
 
@@ -55,6 +56,8 @@ class HandlerContext:
     @ivar daemon: The whole daemon, read-only (L{IDaemonView}): every port's
         configuration and figures, for handlers that report on the daemon
         (C{status}).
+    @ivar pipes: The daemon's splice(2) pipe pool, shared by every port
+        (the relay takes its pipes there); L{None} outside a daemon.
     """
 
     reactor: Any
@@ -62,6 +65,7 @@ class HandlerContext:
     port: PortConfig
     counters: HandlerCounters = field(factory=HandlerCounters)
     daemon: Any = None
+    pipes: PipePool | None = None
 
     @property
     def options(self) -> object:
@@ -177,6 +181,12 @@ class IHandler(Interface):
         "(optional): each setting applies where neither the port nor "
         "[defaults] sets it."
     )
+    descriptorsPerConnection = Attribute(
+        "Optional: the file descriptors one connection holds, its own socket "
+        "included (an int, at least 1; 1 if absent).  A handler that opens "
+        "a connection of its own per client (the relay: 2) says so, and the "
+        "daemon's limit and each port's fair share count it."
+    )
 
     def parseOptions(options: Mapping[str, object], relativeTo: Path) -> object:
         """
@@ -212,6 +222,11 @@ class Handler:
     parse: Callable[[Mapping[str, object], Path], object] | None = None
     impliesTLS: bool = False
     defaultPolicy: Policy = Policy()
+    descriptorsPerConnection: int = field(default=1)
+
+    @descriptorsPerConnection.validator
+    def _check(self, attribute: object, value: object) -> None:
+        descriptorsOf(self)
 
     def parseOptions(self, options: Mapping[str, object], relativeTo: Path) -> object:
         """
@@ -228,6 +243,24 @@ class Handler:
         Build with C{build}.
         """
         return self.build(context)
+
+
+def descriptorsOf(handler: object) -> int:
+    """
+    The descriptors one connection of C{handler} holds: its
+    C{descriptorsPerConnection}, 1 when it declares none.
+
+    @raise ValueError: naming the handler, for a value that is not a whole
+        number of at least 1.
+    """
+    value = getattr(handler, "descriptorsPerConnection", 1)
+    if type(value) is not int or value < 1:
+        raise ValueError(
+            f"handler {getattr(handler, 'name', handler)!r}: "
+            f"descriptorsPerConnection must be a whole number of at least 1, "
+            f"got {typeName(value)} {value!r}"
+        )
+    return value
 
 
 def rejectUnknown(options: Mapping[str, object], known: set[str]) -> None:

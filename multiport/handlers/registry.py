@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from twisted.logger import Logger
 from twisted.plugin import getPlugins
 
-from multiport.handlers.interface import IHandler
+from multiport.handlers.interface import IHandler, descriptorsOf
 
 log = Logger()
 
@@ -23,7 +23,8 @@ def findHandlers() -> Mapping[str, IHandler]:
 
     A built-in handler wins over a third-party one of the same name, and of
     two third-party ones the first found wins; the loser is logged, never
-    silently dropped.
+    silently dropped.  So is a plugin with a bad name or a bad
+    C{descriptorsPerConnection}.
     """
     from twisted.plugins import multiport_handlers
 
@@ -39,6 +40,13 @@ def findHandlers() -> Mapping[str, IHandler]:
                 "ignoring handler plugin {plugin!r}: bad name {name!r}",
                 plugin=handler,
                 name=name,
+            )
+            continue
+        try:
+            descriptorsOf(handler)
+        except ValueError as e:
+            log.warn(
+                "ignoring handler plugin {plugin!r}: {error}", plugin=handler, error=e
             )
             continue
         if name in found:

@@ -18,8 +18,10 @@ from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
+    IConnector,
     IHalfCloseableProtocol,
     IOpenSSLClientConnectionCreator,
+    IProtocolFactory,
     IReactorTime,
 )
 from twisted.internet.protocol import Factory, Protocol
@@ -37,7 +39,7 @@ from multiport.handlers.interface import (
     optionOf,
     rejectUnknown,
 )
-from multiport.splice import AVAILABLE, Splice, tcpTransport
+from multiport.splice import AVAILABLE, DEFAULT_POOL, PipePool, Splice, tcpTransport
 from multiport.tls import MAX_PEM_FILE, opensslReason
 
 log = Logger()
@@ -352,11 +354,35 @@ def _halfClose(transport: Any) -> None:
         transport.loseConnection()
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IProtocolFactory)
 class UpstreamProtocol(Protocol):
     """
     The relay's connection to its upstream.
+
+    Connected with C{connectTCP} (a plain upstream named by its address),
+    it is also its own connection's factory: one object fewer for every
+    relayed connection, which counts when a relay holds ten thousand.
+
+    @ivar rest: The upstreams to try next if this one does not answer.
     """
+
+    def doStart(self) -> None:
+        pass
+
+    def doStop(self) -> None:
+        pass
+
+    def startedConnecting(self, connector: IConnector) -> None:
+        pass
+
+    def buildProtocol(self, addr: IAddress) -> UpstreamProtocol:
+        return self
+
+    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
+        self.client.upstreamFailed(reason, self.rest or [])
+
+    def clientConnectionLost(self, connector: IConnector, reason: Failure) -> None:
+        pass
 
     def readConnectionLost(self) -> None:
         # The upstream is done sending: pass the end of file on, and let
@@ -368,8 +394,9 @@ class UpstreamProtocol(Protocol):
     def writeConnectionLost(self) -> None:
         pass
 
-    def __init__(self, client: RelayProtocol) -> None:
+    def __init__(self, client: RelayProtocol, rest: list[Upstream]) -> None:
         self.client = client
+        self.rest: list[Upstream] | None = rest
 
     def connectionMade(self) -> None:
         self.client.upstreamConnected(self)
@@ -415,16 +442,32 @@ class RelayProtocol(Protocol):
     upstream: UpstreamProtocol | None = None
     splice: Splice | None = None
     chosen: Upstream | None = None
-    _connecting: Deferred[Any] | None = None
+    _connecting: Deferred[Any] | IConnector | None = None
     _closed = False
+    #: What the client sent before the upstream answered (a class default:
+    #: most clients send nothing then).
+    pending: tuple[bytes, ...] = ()
 
-    def __init__(self, context: HandlerContext, pool: UpstreamPool) -> None:
-        self.context = context
-        self.pool = pool
-        self.options: RelayOptions = context.options  # type: ignore[assignment]
+    # Everything shared by the port's connections is read from the factory,
+    # never copied into each connection (memory per idle connection).
+    factory: RelayFactory
+
+    def __init__(self, factory: RelayFactory) -> None:
+        self.factory = factory
         self.received = 0
         self.sent = 0
-        self.pending: list[bytes] = []
+
+    @property
+    def context(self) -> HandlerContext:
+        return self.factory.context
+
+    @property
+    def pool(self) -> UpstreamPool:
+        return self.factory.pool
+
+    @property
+    def options(self) -> RelayOptions:
+        return self.factory.options
 
     def connectionMade(self) -> None:
         self.transport.pauseProducing()
@@ -442,45 +485,60 @@ class RelayProtocol(Protocol):
             self.transport.loseConnection()
             return
         upstream, rest = candidates[0], candidates[1:]
+        self.chosen = upstream
+        options = self.options
+        protocol = UpstreamProtocol(self, rest)
+        if not options.tls and numericHost(upstream.host) is not None:
+            # An address needs no name resolution: connect straight, without
+            # the endpoint's Deferreds and wrappers (kept as long as the
+            # connection lasts).
+            self._connecting = self.context.reactor.connectTCP(
+                upstream.host, upstream.port, protocol, options.connectTimeout
+            )
+            return
         endpoint: Any = HostnameEndpoint(
             self.context.reactor,
             upstream.host,
             upstream.port,
-            timeout=self.options.connectTimeout,
+            timeout=options.connectTimeout,
         )
-        if self.options.tls:
-            endpoint = wrapClientTLS(clientTLS(self.options, upstream), endpoint)
-        self.chosen = upstream
-        self._connecting = endpoint.connect(
-            Factory.forProtocol(lambda: UpstreamProtocol(self))
-        )
+        if options.tls:
+            endpoint = wrapClientTLS(clientTLS(options, upstream), endpoint)
+        factory = Factory.forProtocol(lambda: protocol)
+        # Twisted logs a factory's start and stop: two lines per upstream
+        # connection saying nothing.
+        factory.noisy = False
+        connecting = self._connecting = endpoint.connect(factory)
+        connecting.addErrback(self.upstreamFailed, rest)
 
-        def failed(reason: Failure) -> None:
-            self._connecting = None
-            if self._closed:
-                return
-            if localShortage(reason):
-                # The daemon is out of descriptors or memory: no upstream
-                # is to blame, and none would do better; close this client.
-                self.context.counters.add("local_connect_failures")
-                log.warn(
-                    "relay on {port}: cannot connect to {upstream}: {reason}",
-                    port=self.context.port.name,
-                    upstream=str(upstream),
-                    reason=reason.getErrorMessage(),
-                )
-                self.transport.loseConnection()
-                return
-            self.pool.failed(upstream)
-            self.context.counters.add(
-                "upstream_connect_failures", upstream=str(upstream)
+    def upstreamFailed(self, reason: Failure, rest: list[Upstream]) -> None:
+        """
+        The upstream being tried did not answer: try the next of C{rest}.
+        """
+        self._connecting = None
+        upstream = self.chosen
+        if self._closed or upstream is None:
+            return
+        if localShortage(reason):
+            # The daemon is out of descriptors or memory: no upstream
+            # is to blame, and none would do better; close this client.
+            self.context.counters.add("local_connect_failures")
+            log.warn(
+                "relay on {port}: cannot connect to {upstream}: {reason}",
+                port=self.context.port.name,
+                upstream=str(upstream),
+                reason=reason.getErrorMessage(),
             )
-            self._tryNext(rest)
-
-        self._connecting.addErrback(failed)
+            self.transport.loseConnection()
+            return
+        self.pool.failed(upstream)
+        self.context.counters.add("upstream_connect_failures", upstream=str(upstream))
+        self._tryNext(rest)
 
     def upstreamConnected(self, upstream: UpstreamProtocol) -> None:
         self._connecting = None
+        # Only a connection still being made needs the upstreams after it.
+        upstream.rest = None
         if self._closed:
             upstream.transport.loseConnection()
             return
@@ -490,7 +548,7 @@ class RelayProtocol(Protocol):
         # Each side produces for the other: a full buffer on one side pauses
         # reading on the other, so memory stays bounded whatever the speeds.
         prefix = b"".join(self.pending)
-        self.pending = []
+        self.pending = ()
         if self.options.sendProxy is not None:
             prefix = (
                 proxyHeader(
@@ -515,26 +573,31 @@ class RelayProtocol(Protocol):
     def _splice(self, upstream: UpstreamProtocol, prefix: bytes) -> bool:
         """
         Relay with splice(2) when both sides are plain TCP: bytes then go
-        from socket to socket without being copied into Python.  False
-        where it can't apply (TLS on either side, no splice, no spare
-        descriptors for its pipes); the relay then reads and writes.
+        from socket to socket without being copied into Python, through a
+        pipe of the daemon's pool taken only while they are in flight (a
+        direction copies while the pool has none).  False where it can't
+        apply (TLS on either side, no splice); the relay then reads and
+        writes through Twisted.
         """
         client = tcpTransport(self.transport)
         server = tcpTransport(upstream.transport)
         if not AVAILABLE or client is None or server is None:
             return False
-        if len(prefix) > 65536:
-            return False
-        try:
-            self.splice = Splice(
-                self.context.reactor, client, server, self._counted, self._spliceEnded
-            )
-        except OSError:
-            return False
+        self.splice = Splice(
+            self.context.reactor,
+            client,
+            server,
+            self,
+            self.factory.pipes,
+        )
         self.splice.start(prefix)
         return True
 
-    def _counted(self, fromClient: bool, size: int) -> None:
+    def spliceCounted(self, fromClient: bool, size: int) -> None:
+        """
+        The splice moved C{size} bytes from the client (C{fromClient}) or
+        from the upstream: count them for the port and the relay.
+        """
         if fromClient:
             self.received += size
             self.transport.countReceived(size)
@@ -542,7 +605,10 @@ class RelayProtocol(Protocol):
             self.sent += size
             self.transport.countSent(size)
 
-    def _spliceEnded(self, error: BaseException | None) -> None:
+    def spliceEnded(self, error: BaseException | None) -> None:
+        """
+        Both sides ended (close both) or one failed (reset both).
+        """
         self.splice = None
         upstream = self.upstream
         if error is None:
@@ -557,7 +623,7 @@ class RelayProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.received += len(data)
         if self.upstream is None:
-            self.pending.append(data)
+            self.pending += (data,)
         else:
             self.upstream.transport.write(data)
 
@@ -581,8 +647,11 @@ class RelayProtocol(Protocol):
         if self.splice is not None:
             self.splice.stop()
             self.splice = None
-        if self._connecting is not None:
-            self._connecting.cancel()
+        connecting, self._connecting = self._connecting, None
+        if isinstance(connecting, Deferred):
+            connecting.cancel()
+        elif connecting is not None and connecting.state == "connecting":
+            connecting.stopConnecting()
         if self.chosen is not None:
             counters = self.context.counters
             counters.add("bytes_to_upstream", self.received, upstream=str(self.chosen))
@@ -598,12 +667,13 @@ class RelayFactory(Factory):
 
     def __init__(self, context: HandlerContext) -> None:
         self.context = context
-        self.pool = UpstreamPool(context.options, context.clock)  # type: ignore[arg-type]
+        self.options: RelayOptions = context.options  # type: ignore[assignment]
+        self.pool = UpstreamPool(self.options, context.clock)
+        # Outside a daemon (no shared pool) the port has a pool of its own.
+        self.pipes = context.pipes or PipePool(DEFAULT_POOL)
 
     def buildProtocol(self, addr: IAddress) -> RelayProtocol:
-        protocol = RelayProtocol(self.context, self.pool)
-        protocol.factory = self
-        return protocol
+        return RelayProtocol(self)
 
 
 def buildRelay(context: HandlerContext) -> RelayFactory:
@@ -626,4 +696,6 @@ relay = Handler(
     "TCP relay to configured upstreams (options upstream or upstreams)",
     buildRelay,
     parse=parseRelayOptions,
+    # The client's socket and the upstream's.
+    descriptorsPerConnection=2,
 )
