@@ -22,6 +22,7 @@ from typing import Any
 
 from twisted.application.reactors import getReactorTypes
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import (
     SSL4ClientEndpoint,
@@ -33,7 +34,9 @@ from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
 from twisted.internet.task import deferLater
+from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import context, log
 from twisted.python.failure import Failure
@@ -43,10 +46,17 @@ from zope.interface import implementer
 from multiport import transport as fast
 from multiport.handlers.simple import Echo
 from multiport.port import listenTCP
+from multiport.proxyprotocol import ProxiedTransport
 from multiport.reactor import MultiportEPollReactor
 from multiport.splice import Splice
 from multiport.tls import makeSelfSigned
-from multiport.transport import HOLD_LIMIT, FastPort, FastServer, WriteBatch
+from multiport.transport import (
+    HOLD_LIMIT,
+    FastPort,
+    FastServer,
+    WriteBatch,
+    coalesceWrites,
+)
 from tests.support import dataSegmentsIn
 
 #: Smallish kernel buffers on both ends, so Twisted's own buffer fills
@@ -560,6 +570,29 @@ class FastServerTests(TransportTestsMixin, TestCase):
         yield from waitUntil(lambda: client.received == b"ok")
 
 
+class StockReactorTests(TransportTestsMixin, TestCase):
+    """
+    L{FastServer} on Twisted's own reactor (trial's), which has no
+    L{WriteBatch}.
+    """
+
+    @inlineCallbacks
+    def test_noHoldingWithoutBatch(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        On a reactor without a L{WriteBatch} (Twisted's own) a connection
+        can't hold writes: asked to, it says so and keeps sending at once.
+        """
+        self.assertFalse(hasattr(reactor, "writeBatch"))
+        server, client = yield self.connect()
+        self.assertFalse(coalesceWrites(server.transport))
+        server.transport.write(b"at ")  # type: ignore[union-attr]
+        self.assertEqual(queued(server.transport), 0)  # type: ignore[arg-type]
+        server.transport.write(b"once")  # type: ignore[union-attr]
+        self.assertEqual(queued(server.transport), 0)  # type: ignore[arg-type]
+        self.assertIsNone(server.transport._held)  # type: ignore[union-attr]
+        yield from waitUntil(lambda: client.received == b"at once")
+
+
 class CountingSocket:
     """
     A server connection's socket that records the size of every C{send}
@@ -588,8 +621,9 @@ class CountingSocket:
 
 class Responder(Protocol):
     """
-    The server side for L{BatchTests}: its socket counted, every read
-    answered by C{respond} (a function of the protocol and the bytes read).
+    The server side for L{BatchTests}: its socket counted, its writes held
+    (unless C{hold} is false), every read answered by C{respond} (a
+    function of the protocol and the bytes read).
     """
 
     def __init__(self, respond: Callable[[Responder, bytes], None]) -> None:
@@ -597,9 +631,13 @@ class Responder(Protocol):
         self.received = b""
         self.lost: Failure | None = None
 
+    hold = True
+
     def connectionMade(self) -> None:
         self.sock = CountingSocket(self.transport.socket)  # type: ignore[attr-defined]
         self.transport.socket = self.sock  # type: ignore[attr-defined]
+        if self.hold:
+            self.holding = coalesceWrites(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
         self.received += data
@@ -622,9 +660,10 @@ def respondAsWeb(protocol: Responder, data: bytes) -> None:
 class BatchTests(SynchronousTestCase):
     """
     L{FastServer} on multiport's reactor (an instance of its own, turned
-    by the test, with real sockets on 127.0.0.1): what is written while one
-    event is handled or one round of timed calls runs leaves in one C{send}
-    when it ends, and nothing written later overtakes it.
+    by the test, with real sockets on 127.0.0.1): for a connection that
+    holds its writes, what is written while one event is handled or one
+    round of timed calls runs leaves in one C{send} when it ends, and
+    nothing written later overtakes it.
     """
 
     def setUp(self) -> None:
@@ -707,6 +746,38 @@ class BatchTests(SynchronousTestCase):
             self.assertEqual(self.receive(client, len(expected)), expected)
             self.assertEqual(server.sock.sends[calls:], [len(expected)])
             self.assertEqual(dataSegmentsIn(client) - before, 1)
+
+    def test_notHeldUnlessAsked(self) -> None:
+        """
+        A connection whose protocol did not ask for its writes to be held
+        sends each at once, as before (an echo's one reply per read costs
+        no more).
+        """
+        self.patch(Responder, "hold", False)
+        server, client = self.connect()
+        expected = b"".join(HEADERS) + b"hello"
+        client.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        self.assertEqual(self.receive(client, len(expected)), expected)
+        self.assertEqual(server.sock.sends, [len(b"".join(HEADERS)), 5])
+
+    def test_coalesceWritesThroughLayers(self) -> None:
+        """
+        L{coalesceWrites} finds the connection under the layers a handler's
+        protocol sees it through (a protocol wrapper, a PROXY protocol
+        transport) and says whether it will hold writes.
+        """
+        self.patch(Responder, "hold", False)
+        server, client = self.connect()
+        fastServer = server.transport
+        address = IPv4Address("TCP", "127.0.0.1", 1)
+        proxied = ProxiedTransport(fastServer, address, address)  # type: ignore[arg-type]
+        wrapper = ProtocolWrapper(WrappingFactory(Factory()), Protocol())
+        wrapper.transport = proxied  # type: ignore[assignment]
+        self.assertIsNone(fastServer._batch)  # type: ignore[union-attr]
+        self.assertTrue(coalesceWrites(wrapper))
+        self.assertIs(fastServer._batch, self.reactor.writeBatch)  # type: ignore[union-attr]
+        self.assertFalse(coalesceWrites(StringTransport()))
+        self.assertFalse(coalesceWrites(None))
 
     def test_replyWithinTheTurn(self) -> None:
         """
@@ -1148,13 +1219,21 @@ CONTRACT_SCRIPT = textwrap.dedent(
     installReactor("multiport-epoll")
     from multiport.transport import FastServer
 
+    # Every connection holds its writes, as the http handler's do.
+    init = FastServer.__init__
+
+    def holding(self, *args):
+        init(self, *args)
+        assert self.holdWrites()
+
+    FastServer.__init__ = holding
     counts = {"held": 0, "joined": 0}
     flushWrites = FastServer.flushWrites
 
     def counting(self):
         if self._held is not None:
             counts["held"] += 1
-            counts["joined"] += len(self._held) > 1
+            counts["joined"] += isinstance(self._held, list)
         flushWrites(self)
 
     FastServer.flushWrites = counting
@@ -1310,8 +1389,8 @@ class ReactorTests(TestCase):
         """
         L{FastServer}'s contract tests (ordering under a slow reader,
         producers, half-close, closing, aborting, TLS, startTLS) pass on
-        multiport's reactor too, where writes made in one event are held
-        and several go out in one send.
+        multiport's reactor too, every connection holding the writes made
+        in one event, several of them going out in one send.
         """
         result = subprocess.run(
             [sys.executable, "-c", CONTRACT_SCRIPT, os.path.abspath(self.mktemp())],
