@@ -423,6 +423,11 @@ class Splice:
         self.second = _End(self, second)
         self.first.other, self.second.other = self.second, self.first
         for transport in (first, second):
+            # What a FastServer holds for the reactor's write batch goes
+            # first: from now on its socket is written behind its back.
+            flushWrites = getattr(transport, "flushWrites", None)
+            if flushWrites is not None:
+                flushWrites()
             transport.stopReading()
             transport.stopWriting()
 

@@ -493,3 +493,24 @@ def configuredDaemon(
         env=env,
         fileLimit=fileLimit,
     )
+
+
+#: Where Linux's struct tcp_info keeps tcpi_data_segs_in (since 4.6): the
+#: TCP segments with data a socket has received.
+_TCPI_DATA_SEGS_IN = 152
+
+
+def dataSegmentsIn(skt: socket.socket) -> int:
+    """
+    How many TCP segments carrying data C{skt} has received so far, as the
+    kernel counts them (C{TCP_INFO}); the difference over one response is
+    how many segments the server sent it in.
+    """
+    info = skt.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    if len(info) < _TCPI_DATA_SEGS_IN + 4:
+        raise AssertionError(
+            f"this kernel's TCP_INFO ({len(info)} bytes) has no tcpi_data_segs_in"
+        )
+    return int.from_bytes(
+        info[_TCPI_DATA_SEGS_IN : _TCPI_DATA_SEGS_IN + 4], sys.byteorder
+    )

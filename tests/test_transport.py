@@ -10,15 +10,18 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
 import textwrap
-from collections.abc import Generator
+from collections.abc import Callable, Generator
+from pathlib import Path
 from typing import Any
 
 from twisted.application.reactors import getReactorTypes
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import (
     SSL4ClientEndpoint,
@@ -30,6 +33,9 @@ from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
 from twisted.internet.task import deferLater
+from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import context, log
 from twisted.python.failure import Failure
@@ -38,9 +44,19 @@ from zope.interface import implementer
 
 from multiport import transport as fast
 from multiport.handlers.simple import Echo
+from multiport.port import listenTCP
+from multiport.proxyprotocol import ProxiedTransport
+from multiport.reactor import MultiportEPollReactor
+from multiport.splice import Splice
 from multiport.tls import makeSelfSigned
-from multiport.transport import FastPort, FastServer
-from tests.support import waitUntilOnReactor
+from multiport.transport import (
+    HOLD_LIMIT,
+    FastPort,
+    FastServer,
+    WriteBatch,
+    coalesceWrites,
+)
+from tests.support import dataSegmentsIn, waitUntil, waitUntilOnReactor
 
 #: Smallish kernel buffers on both ends, so Twisted's own buffer fills
 #: soon; not below loopback's segment size (about 64 KB), where TCP stalls.
@@ -215,6 +231,50 @@ class FastServerTests(TransportTestsMixin, TestCase):
         port = transport.server._realPortNumber
         self.assertEqual(repr(transport), f"<Server #{transport.sessionno} on {port}>")
         self.assertNotIn("repstr", vars(transport))
+
+    @inlineCallbacks
+    def test_noDelay(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        The server side of an accepted connection has C{TCP_NODELAY} set
+        (the client side, left alone, shows the kernel's default is off).
+        """
+        server, client = yield self.connect()
+        serverSocket = server.transport.socket  # type: ignore[attr-defined]
+        clientSocket = client.transport.getHandle()  # type: ignore[attr-defined]
+        nodelay = (socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        self.assertTrue(serverSocket.getsockopt(*nodelay))
+        self.assertFalse(clientSocket.getsockopt(*nodelay))
+        self.assertTrue(server.transport.getTcpNoDelay())  # type: ignore[attr-defined]
+
+    @inlineCallbacks
+    def test_noDelayOnMultiportPorts(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        Connections accepted by multiport's own ports (L{listenTCP}, which
+        every configured port uses) have C{TCP_NODELAY} set too.
+        """
+        servers: list[Server] = []
+
+        def build(address: object) -> Server:
+            servers.append(Server())
+            return servers[-1]
+
+        factory = Factory()
+        factory.buildProtocol = build  # type: ignore[method-assign]
+        port = listenTCP(reactor, 0, factory, 50, "127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = Client()
+        yield connectProtocol(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), client
+        )
+        yield waitUntilOnReactor(lambda: servers)
+        server = servers[0]
+        yield server.made
+        self.addCleanup(self.closeBoth, server, client)
+        self.assertTrue(
+            server.transport.socket.getsockopt(  # type: ignore[attr-defined]
+                socket.IPPROTO_TCP, socket.TCP_NODELAY
+            )
+        )
 
     @inlineCallbacks
     def test_sendsAtOnce(self) -> Generator[Deferred[Any], Any, None]:
@@ -509,6 +569,489 @@ class FastServerTests(TransportTestsMixin, TestCase):
         yield waitUntilOnReactor(lambda: client.received == b"ok")
 
 
+class StockReactorTests(TransportTestsMixin, TestCase):
+    """
+    L{FastServer} on Twisted's own reactor (trial's), which has no
+    L{WriteBatch}.
+    """
+
+    @inlineCallbacks
+    def test_noHoldingWithoutBatch(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        On a reactor without a L{WriteBatch} (Twisted's own) a connection
+        can't hold writes: asked to, it says so and keeps sending at once.
+        """
+        self.assertFalse(hasattr(reactor, "writeBatch"))
+        server, client = yield self.connect()
+        self.assertFalse(coalesceWrites(server.transport))
+        server.transport.write(b"at ")  # type: ignore[union-attr]
+        self.assertEqual(queued(server.transport), 0)  # type: ignore[arg-type]
+        server.transport.write(b"once")  # type: ignore[union-attr]
+        self.assertEqual(queued(server.transport), 0)  # type: ignore[arg-type]
+        self.assertIsNone(server.transport._held)  # type: ignore[union-attr]
+        yield waitUntilOnReactor(lambda: client.received == b"at once")
+
+
+class CountingSocket:
+    """
+    A server connection's socket that records the size of every C{send}
+    and what else happened to the connection in between.
+    """
+
+    def __init__(self, real: socket.socket) -> None:
+        self.real = real
+        self.calls: list[str | int] = []
+
+    def send(self, data: bytes, *flags: int) -> int:
+        sent = self.real.send(data, *flags)
+        self.calls.append(sent)
+        return sent
+
+    @property
+    def sends(self) -> list[int]:
+        """
+        The sizes of the C{send}s so far.
+        """
+        return [c for c in self.calls if isinstance(c, int)]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+class Responder(Protocol):
+    """
+    The server side for L{BatchTests}: its socket counted, its writes held
+    (unless C{hold} is false), every read answered by C{respond} (a
+    function of the protocol and the bytes read).
+    """
+
+    def __init__(self, respond: Callable[[Responder, bytes], None]) -> None:
+        self.respond = respond
+        self.received = b""
+        self.lost: Failure | None = None
+
+    hold = True
+
+    def connectionMade(self) -> None:
+        self.sock = CountingSocket(self.transport.socket)  # type: ignore[attr-defined]
+        self.transport.socket = self.sock  # type: ignore[attr-defined]
+        if self.hold:
+            self.holding = coalesceWrites(self.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        self.respond(self, data)
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self.lost = reason
+
+
+#: A twisted.web response, written as twisted.web writes one: the headers
+#: with writeSequence, then the body.
+HEADERS = [b"HTTP/1.1 200 OK\r\n", b"Content-Length: 5\r\n", b"\r\n"]
+
+
+def respondAsWeb(protocol: Responder, data: bytes) -> None:
+    protocol.transport.writeSequence(HEADERS)  # type: ignore[union-attr]
+    protocol.transport.write(b"hello")  # type: ignore[union-attr]
+
+
+class BatchTests(SynchronousTestCase):
+    """
+    L{FastServer} on multiport's reactor (an instance of its own, turned
+    by the test, with real sockets on 127.0.0.1): for a connection that
+    holds its writes, what is written while one event is handled or one
+    round of timed calls runs leaves in one C{send} when it ends, and
+    nothing written later overtakes it.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MultiportEPollReactor()
+        self.addCleanup(self.closeReactor)
+        self.respond: Callable[[Responder, bytes], None] = respondAsWeb
+        self.servers: list[Responder] = []
+
+        def build(address: object) -> Responder:
+            self.servers.append(Responder(lambda p, d: self.respond(p, d)))
+            return self.servers[-1]
+
+        factory = Factory()
+        factory.buildProtocol = build  # type: ignore[method-assign]
+        self.port = FastPort(0, factory, 50, "127.0.0.1", self.reactor)
+        self.port.startListening()
+
+    def closeReactor(self) -> None:
+        for call in self.reactor.getDelayedCalls():
+            call.cancel()
+        for selectable in self.reactor.removeAll():
+            selectable.connectionLost(Failure(ConnectionDone("test over")))
+        self.reactor.waker.connectionLost(None)
+        self.reactor._poller.close()
+
+    def turnUntil(self, predicate: Callable[[], object], timeout: float = 20) -> None:
+        """
+        Turn the reactor until C{predicate()} is true; fail after
+        C{timeout} seconds.
+        """
+
+        def turned() -> object:
+            # This test's own reactor turns only when asked: each check
+            # lets it wait up to 10 ms for an event first.
+            self.reactor.iterate(0.01)
+            return predicate()
+
+        waitUntil(turned, timeout, interval=0, what=f"{predicate} while turning")
+
+    def connect(self) -> tuple[Responder, socket.socket]:
+        """
+        A client socket and the server protocol it is connected to.
+        """
+        client = socket.create_connection(
+            ("127.0.0.1", self.port.getHost().port), timeout=20
+        )
+        self.addCleanup(client.close)
+        self.turnUntil(lambda: self.servers)
+        return self.servers[-1], client
+
+    def readable(self, client: socket.socket) -> bool:
+        return bool(select.select([client], [], [], 0)[0])
+
+    def receive(self, client: socket.socket, size: int) -> bytes:
+        """
+        Turn the reactor until C{size} bytes have arrived on C{client}.
+        """
+        received = b""
+
+        def arrived() -> bool:
+            nonlocal received
+            while len(received) < size and self.readable(client):
+                chunk = client.recv(size - len(received))
+                if not chunk:
+                    raise AssertionError(f"closed after {received!r}")
+                received += chunk
+            return len(received) == size
+
+        self.turnUntil(arrived)
+        return received
+
+    def test_responseInOneSend(self) -> None:
+        """
+        Headers written with C{writeSequence} and a body written after them
+        in the same event leave in one C{send} and one TCP segment.
+        """
+        server, client = self.connect()
+        expected = b"".join(HEADERS) + b"hello"
+        for _ in range(3):
+            before = dataSegmentsIn(client)
+            calls = len(server.sock.sends)
+            client.sendall(b"GET / HTTP/1.1\r\n\r\n")
+            self.assertEqual(self.receive(client, len(expected)), expected)
+            self.assertEqual(server.sock.sends[calls:], [len(expected)])
+            self.assertEqual(dataSegmentsIn(client) - before, 1)
+
+    def test_notHeldUnlessAsked(self) -> None:
+        """
+        A connection whose protocol did not ask for its writes to be held
+        sends each at once, as before (an echo's one reply per read costs
+        no more).
+        """
+        self.patch(Responder, "hold", False)
+        server, client = self.connect()
+        expected = b"".join(HEADERS) + b"hello"
+        client.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        self.assertEqual(self.receive(client, len(expected)), expected)
+        self.assertEqual(server.sock.sends, [len(b"".join(HEADERS)), 5])
+
+    def test_coalesceWritesThroughLayers(self) -> None:
+        """
+        L{coalesceWrites} finds the connection under the layers a handler's
+        protocol sees it through (a protocol wrapper, a PROXY protocol
+        transport) and says whether it will hold writes.
+        """
+        self.patch(Responder, "hold", False)
+        server, client = self.connect()
+        fastServer = server.transport
+        address = IPv4Address("TCP", "127.0.0.1", 1)
+        proxied = ProxiedTransport(fastServer, address, address)  # type: ignore[arg-type]
+        wrapper = ProtocolWrapper(WrappingFactory(Factory()), Protocol())
+        wrapper.transport = proxied  # type: ignore[assignment]
+        self.assertIsNone(fastServer._batch)  # type: ignore[union-attr]
+        self.assertTrue(coalesceWrites(wrapper))
+        self.assertIs(fastServer._batch, self.reactor.writeBatch)  # type: ignore[union-attr]
+        self.assertFalse(coalesceWrites(StringTransport()))
+        self.assertFalse(coalesceWrites(None))
+
+    def test_replyWithinTheTurn(self) -> None:
+        """
+        A reply is sent when the event that wrote it ends: one reactor turn
+        after the request arrives, the reply is already on the client's side.
+        """
+
+        def echo(protocol: Responder, data: bytes) -> None:
+            protocol.transport.write(data)  # type: ignore[union-attr]
+
+        self.respond = echo
+        server, client = self.connect()
+        client.sendall(b"ping")
+        self.reactor.doIteration(20)
+        self.assertEqual(server.received, b"ping")
+        self.assertEqual(server.sock.sends, [4])
+        self.assertTrue(select.select([client], [], [], 5)[0], "no reply yet")
+        self.assertEqual(client.recv(10), b"ping")
+
+    def test_timedCallsInOneSend(self) -> None:
+        """
+        Writes made by timed calls (a deferred response) leave in one
+        C{send} once the round of timed calls ends.
+        """
+
+        def later(protocol: Responder, data: bytes) -> None:
+            self.reactor.callLater(0, respondAsWeb, protocol, data)
+
+        self.respond = later
+        server, client = self.connect()
+        expected = b"".join(HEADERS) + b"hello"
+        client.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        self.assertEqual(self.receive(client, len(expected)), expected)
+        self.assertEqual(server.sock.sends, [len(expected)])
+
+    def test_writesOutsideTheReactor(self) -> None:
+        """
+        A write made outside any event or timed call (no batch is open)
+        goes to the socket within C{write}, as before.
+        """
+        server, client = self.connect()
+        server.transport.write(b"now")  # type: ignore[union-attr]
+        self.assertEqual(server.sock.sends, [3])
+        self.assertEqual(self.reactor.writeBatch.pending, [])
+
+    def test_largeWritesNotHeld(self) -> None:
+        """
+        Held writes go out as soon as they reach L{HOLD_LIMIT} bytes, all
+        of them in one C{send}; what follows is held afresh.
+        """
+        small, large = b"s" * 100, b"L" * HOLD_LIMIT
+
+        def respond(protocol: Responder, data: bytes) -> None:
+            protocol.transport.write(small)  # type: ignore[union-attr]
+            protocol.transport.write(large)  # type: ignore[union-attr]
+            protocol.sentInEvent = list(protocol.sock.sends)  # type: ignore[attr-defined]
+            protocol.transport.write(small)  # type: ignore[union-attr]
+
+        self.respond = respond
+        server, client = self.connect()
+        client.sendall(b"go")
+        expected = small + large + small
+        self.assertEqual(self.receive(client, len(expected)), expected)
+        self.assertEqual(server.sentInEvent, [len(small) + len(large)])  # type: ignore[attr-defined]
+        self.assertEqual(server.sock.sends, [len(small) + len(large), len(small)])
+
+    def test_orderingUnderSlowReader(self) -> None:
+        """
+        Writes of every size in one event, some held, some sent, the rest
+        queued behind a reader that does not keep up, arrive complete and
+        in order, and C{loseConnection} after them closes only once all is
+        delivered.
+        """
+        expected = pattern(2_000_000)
+        sizes = [1, 17, 1000, HOLD_LIMIT - 1, 5, HOLD_LIMIT + 1, 300_000, 3]
+
+        def respond(protocol: Responder, data: bytes) -> None:
+            start, turn = 0, 0
+            while start < len(expected):
+                size = sizes[turn % len(sizes)]
+                if turn % 3:
+                    protocol.transport.write(expected[start : start + size])  # type: ignore[union-attr]
+                else:
+                    chunk = expected[start : start + size]
+                    protocol.transport.writeSequence([chunk[:2], chunk[2:]])  # type: ignore[union-attr]
+                start, turn = start + size, turn + 1
+            protocol.transport.loseConnection()  # type: ignore[union-attr]
+
+        self.respond = respond
+        server, client = self.connect()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL)
+        client.sendall(b"go")
+        received = self.receive(client, len(expected))
+        self.assertTrue(received == expected, "bytes lost or out of order")
+        self.turnUntil(lambda: self.readable(client))
+        self.assertEqual(client.recv(1), b"")
+        self.turnUntil(lambda: server.lost is not None)
+        assert server.lost is not None
+        self.assertIsInstance(server.lost.value, ConnectionDone)
+
+    def test_spliceSendsHeldFirst(self) -> None:
+        """
+        A splice set up in the same event as writes to one of its sockets
+        sends those writes before anything it moves itself.
+        """
+        _, otherClient = self.connect()
+        other = self.servers[-1]
+
+        def respond(protocol: Responder, data: bytes) -> None:
+            protocol.transport.write(b"held, ")  # type: ignore[union-attr]
+            splice = Splice(
+                self.reactor,
+                other.transport,  # type: ignore[arg-type]
+                protocol.transport,  # type: ignore[arg-type]
+                lambda fromFirst, size: None,
+                lambda error: None,
+            )
+            self.addCleanup(splice.stop)
+            splice.start(b"then spliced")
+
+        self.respond = respond
+        server, client = self.connect()
+        client.sendall(b"go")
+        self.assertEqual(self.receive(client, 18), b"held, then spliced")
+
+    def closeAfterWrites(self, method: str) -> tuple[Responder, socket.socket]:
+        """
+        Two writes, then C{method} of the transport, in one event: the
+        server protocol (C{sentInEvent} says what had been sent when
+        C{method} returned) and the client.
+        """
+
+        def respond(protocol: Responder, data: bytes) -> None:
+            protocol.transport.write(b"last ")  # type: ignore[union-attr]
+            protocol.transport.write(b"words")  # type: ignore[union-attr]
+            getattr(protocol.transport, method)()
+            protocol.sentInEvent = list(protocol.sock.sends)  # type: ignore[attr-defined]
+
+        self.respond = respond
+        server, client = self.connect()
+        client.sendall(b"bye")
+        self.turnUntil(lambda: hasattr(server, "sentInEvent"))
+        return server, client
+
+    def test_loseConnectionSendsHeldFirst(self) -> None:
+        """
+        C{loseConnection} after writes in the same event first sends them,
+        in one C{send}; the client gets them, then end-of-file.
+        """
+        server, client = self.closeAfterWrites("loseConnection")
+        self.assertEqual(server.sentInEvent, [10])  # type: ignore[attr-defined]
+        self.assertEqual(self.receive(client, 10), b"last words")
+        self.turnUntil(lambda: self.readable(client))
+        self.assertEqual(client.recv(1), b"")
+
+    def test_loseWriteConnectionSendsHeldFirst(self) -> None:
+        """
+        C{loseWriteConnection} after writes in the same event first sends
+        them, in one C{send}; the client gets them, then end-of-file.
+        """
+        server, client = self.closeAfterWrites("loseWriteConnection")
+        self.assertEqual(server.sentInEvent, [10])  # type: ignore[attr-defined]
+        self.assertEqual(self.receive(client, 10), b"last words")
+        self.turnUntil(lambda: self.readable(client))
+        self.assertEqual(client.recv(1), b"")
+
+    def test_abortConnectionSendsHeldFirst(self) -> None:
+        """
+        C{abortConnection} after writes in the same event hands them to the
+        kernel first, as when every write was sent at once.
+        """
+        server, client = self.closeAfterWrites("abortConnection")
+        self.assertEqual(server.sentInEvent, [10])  # type: ignore[attr-defined]
+
+    def test_lostConnectionDropsHeld(self) -> None:
+        """
+        A connection lost while it holds writes sends nothing and leaves
+        nothing held.
+        """
+
+        def respond(protocol: Responder, data: bytes) -> None:
+            protocol.transport.write(b"never sent")  # type: ignore[union-attr]
+            protocol.transport.connectionLost(  # type: ignore[union-attr]
+                Failure(ConnectionDone("gone"))
+            )
+
+        self.respond = respond
+        server, client = self.connect()
+        client.sendall(b"x")
+        self.turnUntil(lambda: server.lost is not None)
+        self.assertEqual(server.sock.sends, [])
+        self.assertIsNone(server.transport._held)  # type: ignore[union-attr]
+
+    def test_notBytesWhileHolding(self) -> None:
+        """
+        Text written while writes are held is refused, as always, and
+        what was held still goes out.
+        """
+        refused: list[str] = []
+
+        def respond(protocol: Responder, data: bytes) -> None:
+            protocol.transport.write(b"ok")  # type: ignore[union-attr]
+            for write in (
+                lambda: protocol.transport.write("text"),  # type: ignore[union-attr]
+                lambda: protocol.transport.writeSequence([b"a", "text"]),  # type: ignore[union-attr]
+            ):
+                try:
+                    write()
+                except TypeError as e:
+                    refused.append(str(e))
+
+        self.respond = respond
+        server, client = self.connect()
+        client.sendall(b"x")
+        self.assertEqual(self.receive(client, 2), b"ok")
+        self.assertEqual(len(refused), 2)
+        self.assertEqual(server.sock.sends, [2])
+
+
+class WriteBatchTests(SynchronousTestCase):
+    """
+    L{WriteBatch} on its own.
+    """
+
+    def test_flushLogsAndGoesOn(self) -> None:
+        """
+        A connection whose sending raises is logged, and the others are
+        still sent.
+        """
+
+        class Pending:
+            def __init__(self, fail: bool) -> None:
+                self.fail, self.flushed = fail, False
+
+            def flushWrites(self) -> None:
+                self.flushed = True
+                if self.fail:
+                    raise ValueError("broken producer")
+
+        batch = WriteBatch()
+        first, second = Pending(True), Pending(False)
+        batch.pending = [first, second]  # type: ignore[list-item]
+        with capturedLogs() as events:
+            batch.flush()
+        self.assertTrue(first.flushed and second.flushed)
+        self.assertEqual(batch.pending, [])
+        [event] = events
+        self.assertIsInstance(event["log_failure"].value, ValueError)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+    def test_flushPicksUpNewWrites(self) -> None:
+        """
+        Writes held while the batch is being flushed are flushed too.
+        """
+        batch = WriteBatch()
+        flushed: list[str] = []
+
+        class Pending:
+            def __init__(self, name: str, then: Any = None) -> None:
+                self.name, self.then = name, then
+
+            def flushWrites(self) -> None:
+                flushed.append(self.name)
+                if self.then is not None:
+                    batch.pending.append(self.then)
+
+        batch.pending = [Pending("first", Pending("second"))]  # type: ignore[list-item]
+        batch.flush()
+        self.assertEqual(flushed, ["first", "second"])
+        self.assertEqual(batch.pending, [])
+
+
 def _tlsOptions() -> tuple[Any, Any]:
     """
     Server and client TLS options around one self-signed certificate.
@@ -592,7 +1135,7 @@ class TLSTests(TransportTestsMixin, TestCase):
     @inlineCallbacks
     def test_startTLS(self) -> Generator[Deferred[Any], Any, None]:
         """
-        After C{startTLS} the ciphertext goes out through L{_writeNow} as
+        After C{startTLS} the ciphertext goes out through L{_write} as
         well, and an echo still round-trips intact.
         """
         serverOptions, clientOptions = _tlsOptions()
@@ -664,6 +1207,44 @@ REACTOR_SCRIPT = textwrap.dedent(
     reactor.callLater(20, reactor.stop)
     reactor.run()
     print(json.dumps(seen))
+    """
+)
+
+
+#: Run in a fresh process: this module's transport contract tests again,
+#: on multiport's reactor (so that writes are held and sent together),
+#: counting how often more than one write went out in one send.
+CONTRACT_SCRIPT = textwrap.dedent(
+    """
+    import atexit, json, sys
+    from twisted.application.reactors import installReactor
+    installReactor("multiport-epoll")
+    from multiport.transport import FastServer
+
+    # Every connection holds its writes, as the http handler's do.
+    init = FastServer.__init__
+
+    def holding(self, *args):
+        init(self, *args)
+        assert self.holdWrites()
+
+    FastServer.__init__ = holding
+    counts = {"held": 0, "joined": 0}
+    flushWrites = FastServer.flushWrites
+
+    def counting(self):
+        if self._held is not None:
+            counts["held"] += 1
+            counts["joined"] += isinstance(self._held, list)
+        flushWrites(self)
+
+    FastServer.flushWrites = counting
+    atexit.register(lambda: print(json.dumps(counts), file=sys.stderr))
+    from twisted.scripts.trial import run
+    sys.argv = ["trial", "--temp-directory", sys.argv[1],
+                "tests.test_transport.FastServerTests",
+                "tests.test_transport.TLSTests"]
+    run()
     """
 )
 
@@ -805,3 +1386,24 @@ class ReactorTests(TestCase):
         self.assertEqual(sorted(seen["answers"]), ["", "x" * 100000])
         self.assertEqual(len(seen["errorSystems"]), 1)
         self.assertTrue(seen["errorSystems"][0].startswith("Echo,"))
+
+    def test_transportContract(self) -> None:
+        """
+        L{FastServer}'s contract tests (ordering under a slow reader,
+        producers, half-close, closing, aborting, TLS, startTLS) pass on
+        multiport's reactor too, every connection holding the writes made
+        in one event, several of them going out in one send.
+        """
+        result = subprocess.run(
+            [sys.executable, "-c", CONTRACT_SCRIPT, os.path.abspath(self.mktemp())],
+            # Where this module is importable as tests.test_transport.
+            cwd=Path(__file__).parent.parent,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("PASSED", result.stdout)
+        counts = json.loads(result.stderr.strip().splitlines()[-1])
+        self.assertGreater(counts["held"], 0)
+        self.assertGreater(counts["joined"], 0)

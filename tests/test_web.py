@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import re
+import socket
+import ssl
 from pathlib import Path
 
 from attrs import frozen
@@ -27,6 +29,7 @@ from multiport.handlers.byteranges import (
 )
 from multiport.handlers.interface import HandlerContext, OptionError
 from multiport.handlers.web import WebOptions, http, https, parseWebOptions
+from tests.support import configuredDaemon, dataSegmentsIn
 
 #: nginx's "combined" log format as log parsers read it (fail2ban's and
 #: goaccess's COMBINED): the client address is a bare token.
@@ -1080,3 +1083,100 @@ class ServerHeaderTests(_WebTestCase):
             )
             self.assertEqual(error.key, "server_header")
             self.assertIn(message, error.message)
+
+
+def readResponse(connection: socket.socket) -> _Response:
+    """
+    Read one response with a Content-Length from C{connection}.
+    """
+    data = b""
+    while True:
+        chunk = connection.recv(65536)
+        if not chunk:
+            raise AssertionError(f"connection closed after {data!r}")
+        data += chunk
+        head, separator, body = data.partition(b"\r\n\r\n")
+        if separator:
+            response = _parse(data)
+            length = response.header(b"content-length")
+            assert length is not None, head
+            if len(body) >= int(length):
+                return response
+
+
+class OneSegmentTests(SynchronousTestCase):
+    """
+    A real daemon sends each HTTP response (headers and body) in one TCP
+    segment, as the client's kernel counts them (C{TCP_INFO}), over plain
+    HTTP and over TLS, on a kept-alive connection.
+    """
+
+    def setUp(self) -> None:
+        folder = Path(self.mktemp()).absolute()
+        (folder / "www").mkdir(parents=True)
+        (folder / "www" / "index.html").write_bytes(b"<p>" + b"x" * 2000 + b"</p>")
+        self.stateDir = folder / "state"
+        daemon = configuredDaemon(
+            folder,
+            """
+            [[port]]
+            port = 0
+            interface = "127.0.0.1"
+            handler = "http"
+            options = { root = "www" }
+
+            [[port]]
+            port = 0
+            interface = "127.0.0.1"
+            handler = "https"
+            """,
+        )
+        self.addCleanup(daemon.stop)
+        self.ports = daemon.listening(3)
+
+    def segmentsPerResponse(
+        self, connection: socket.socket, path: str, count: int
+    ) -> list[tuple[int, int]]:
+        """
+        GET C{path} C{count} times on C{connection}: each response's status
+        and the data segments it came in.
+        """
+        seen = []
+        request = f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode()
+        for _ in range(count):
+            before = dataSegmentsIn(connection)
+            connection.sendall(request)
+            response = readResponse(connection)
+            seen.append((response.status, dataSegmentsIn(connection) - before))
+        return seen
+
+    def test_http(self) -> None:
+        """
+        A file (which twisted.web streams from a producer) and an error
+        page (rendered at once) each come in one segment.
+        """
+        with socket.create_connection(self.ports["http"], timeout=20) as connection:
+            self.assertEqual(
+                self.segmentsPerResponse(connection, "/index.html", 3), [(200, 1)] * 3
+            )
+            self.assertEqual(
+                self.segmentsPerResponse(connection, "/missing", 3), [(404, 1)] * 3
+            )
+
+    def test_https(self) -> None:
+        """
+        Over TLS the headers' record and the body's record come in one
+        segment (after the first response, which may share the connection
+        with the session tickets TLS 1.3 sends after the handshake).
+        """
+        context = ssl.create_default_context(
+            cafile=str(self.stateDir / "selfsigned-cert.pem")
+        )
+        with context.wrap_socket(
+            socket.create_connection(self.ports["https"], timeout=20),
+            server_hostname="localhost",
+        ) as connection:
+            self.segmentsPerResponse(connection, "/", 1)
+            self.assertEqual(
+                self.segmentsPerResponse(connection, "/", 3), [(200, 1)] * 3
+            )

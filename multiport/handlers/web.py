@@ -52,6 +52,7 @@ from multiport.handlers.interface import (
 )
 from multiport.logformat import emitLine
 from multiport.policies import Policy
+from multiport.transport import coalesceWrites
 
 #: One line per request, in the combined log format after the port's name.
 accessLog = Logger(namespace="multiport.access")
@@ -555,11 +556,18 @@ class TimedChannel(StrictChannel):
     """
     An HTTP/1.1 channel that closes a connection whose request headers take
     longer than C{headerTimeout} to arrive, counted from the request's first
-    byte (a slowloris client trickles headers forever).
+    byte (a slowloris client trickles headers forever), and whose writes
+    are sent once per event (L{coalesceWrites}).
     """
 
     headerTimeout: float = DEFAULT_HEADER_TIMEOUT
     _headerDeadline: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        # twisted.web writes a response's headers, then its body: held and
+        # sent together, they leave in one TCP segment.
+        coalesceWrites(self.transport)
+        super().connectionMade()
 
     def dataReceived(self, data: bytes) -> None:
         if self._headerDeadline is None and self.line_mode:
