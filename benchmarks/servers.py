@@ -172,7 +172,7 @@ def certificate(workdir: Path) -> tuple[Path, Path]:
     """
     A self-signed certificate and key every TLS server uses.
     """
-    from multiport.tls import makeSelfSigned
+    from multiport.ports.tls import makeSelfSigned
 
     cert, key = workdir / "cert.pem", workdir / "key.pem"
     if not cert.exists():
@@ -254,7 +254,7 @@ def twistedEcho(workdir: Path, port: int) -> Server:
 
 def fastEcho(workdir: Path, port: int, reactor: bool = False) -> Server:
     """
-    The same bare echo on L{multiport.transport.FastPort} (issue 10), on the
+    The same bare echo on L{multiport.io.transport.FastPort} (issue 10), on the
     C{multiport-epoll} reactor if asked.
     """
     argv = [PYTHON, "-m", "benchmarks.peers.fast_echo", str(port)]
@@ -266,13 +266,13 @@ def fastEcho(workdir: Path, port: int, reactor: bool = False) -> Server:
     )
 
 
-#: twistd with multiport's ports using L{multiport.transport.FastServer}
+#: twistd with multiport's ports using L{multiport.io.transport.FastServer}
 #: (patched in for the benchmark) on the C{multiport-epoll} reactor.
 FAST_TWISTD = [
     PYTHON,
     "-c",
-    "import multiport.port, multiport.transport; "
-    "multiport.port.ListeningPort.transport = multiport.transport.FastServer; "
+    "import multiport.ports.port, multiport.io.transport; "
+    "multiport.ports.port.ListeningPort.transport = multiport.io.transport.FastServer; "
     "from twisted.scripts.twistd import run; run()",
     "-n",
     "--pidfile=",

@@ -28,14 +28,19 @@ from typing import Any
 from attrs import frozen
 
 from multiport import __version__
-from multiport.admintoken import ENVIRONMENT, MAX_TOKEN_FILE, TOKEN_FILE, givenToken
-from multiport.config import defaultStateDir, formatAddress
+from multiport.config.files import FileError, readRegularFile
+from multiport.config.model import defaultStateDir, formatAddress
+from multiport.config.portspec import parsePortItem
 from multiport.errors import ConfigError
-from multiport.files import FileError, readRegularFile
-from multiport.portspec import parsePortItem
+from multiport.status.admintoken import (
+    ENVIRONMENT,
+    MAX_TOKEN_FILE,
+    TOKEN_FILE,
+    givenToken,
+)
 from multiport.text import alignTable
 
-#: The daemon's own default status port (L{multiport.tap.DEFAULT_STATUS};
+#: The daemon's own default status port (L{multiport.daemon.tap.DEFAULT_STATUS};
 #: not imported, so that this command stays quick to start).
 DEFAULT_STATUS = "127.0.0.1:9099"
 

@@ -17,8 +17,8 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from multiport import ctl
-from multiport.admintoken import ENVIRONMENT
-from multiport.tap import Options
+from multiport.daemon.tap import Options
+from multiport.status.admintoken import ENVIRONMENT
 from tests.support import TWISTD, Daemon
 
 

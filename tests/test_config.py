@@ -1,5 +1,5 @@
 """
-Tests for L{multiport.config}: the validated configuration model.
+Tests for L{multiport.config.model}: the validated configuration model.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from multiport.config import (
+from multiport.config.model import (
     WELL_KNOWN_PORTS,
     Config,
     ConfigError,
@@ -28,7 +28,7 @@ from multiport.config import (
     portConfigs,
     resolveHostName,
 )
-from multiport.configfile import parseConfig
+from multiport.config.tomlfile import parseConfig
 from multiport.handlers.interface import IHandler
 from multiport.handlers.simple import (
     QuoteOptions,

@@ -18,9 +18,10 @@ from pathlib import Path
 from attrs import define, field
 from twisted.trial.unittest import SynchronousTestCase
 
-from multiport import __version__, ctl, tap
-from multiport.admintoken import ENVIRONMENT
+from multiport import __version__, ctl
 from multiport.ctl import jsonValue, main, parseStatus, parseURL, watchTable
+from multiport.daemon import tap
+from multiport.status.admintoken import ENVIRONMENT
 
 PORTS = {
     "ports": [

@@ -31,10 +31,10 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from multiport.config import Defaults, buildConfig
-from multiport.configfile import parseConfig
-from multiport.policies import Policy
-from multiport.service import PortsService
+from multiport.config.model import Defaults, buildConfig
+from multiport.config.tomlfile import parseConfig
+from multiport.daemon.service import PortsService
+from multiport.ports.policies import Policy
 from tests.support import HANDLERS
 from tests.test_attacks import PROMPTLY, DaemonTestCase
 

@@ -1,5 +1,5 @@
 """
-Tests for L{multiport.policies}: limits, rates, access rules and timeouts.
+Tests for L{multiport.ports.policies}: limits, rates, access rules and timeouts.
 """
 
 from __future__ import annotations
@@ -22,12 +22,14 @@ from twisted.internet.testing import (
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from multiport.config import ConfigError, Defaults, PortConfig, buildConfig
-from multiport.configfile import parseConfig
-from multiport.counters import PortCounters
+from multiport.config.model import ConfigError, Defaults, PortConfig, buildConfig
+from multiport.config.portspec import parsePorts
+from multiport.config.tomlfile import parseConfig
+from multiport.daemon.service import PortsService
 from multiport.handlers.interface import HandlerContext
 from multiport.handlers.simple import Echo
-from multiport.policies import (
+from multiport.ports.counters import PortCounters
+from multiport.ports.policies import (
     DEFAULT_DRAIN_TIMEOUT,
     Admission,
     DaemonLimit,
@@ -38,9 +40,7 @@ from multiport.policies import (
     drainTimeoutOf,
     parsePolicy,
 )
-from multiport.port import PortFactory
-from multiport.portspec import parsePorts
-from multiport.service import PortsService
+from multiport.ports.port import PortFactory
 from tests.support import HANDLERS, waitUntilOnReactor
 
 
@@ -644,8 +644,8 @@ class RealConnectionTests(TestCase):
             HANDLERS,
             Path(self.mktemp()),
         )
-        from multiport.config import TLSConfig
-        from multiport.tls import ensureSelfSigned
+        from multiport.config.model import TLSConfig
+        from multiport.ports.tls import ensureSelfSigned
 
         certificates = {}
         if any(p.tls for p in config.ports):
@@ -1014,7 +1014,7 @@ class ReviewRegressionTests(SynchronousTestCase):
         Many new client groups whose buckets never refill keep the per-IP
         table bounded.
         """
-        from multiport import policies
+        from multiport.ports import policies
 
         self.patch(policies, "MAX_BUCKETS", 100)
         self.patch(policies, "MIN_PRUNE", 10)

@@ -1,5 +1,5 @@
 """
-Tests for L{multiport.port}: what the per-port wrapper counts, logs and
+Tests for L{multiport.ports.port}: what the per-port wrapper counts, logs and
 contains, with real connections on 127.0.0.1.
 """
 
@@ -17,11 +17,11 @@ from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from multiport.config import Defaults, TLSConfig, buildConfig
+from multiport.config.model import Defaults, TLSConfig, buildConfig
+from multiport.config.portspec import parsePorts
+from multiport.daemon.service import PortsService
 from multiport.handlers import Handler
-from multiport.portspec import parsePorts
-from multiport.service import PortsService
-from multiport.tls import ensureSelfSigned
+from multiport.ports.tls import ensureSelfSigned
 from tests.support import DEFAULTS, HANDLERS, waitUntilOnReactor
 from tests.test_endtoend import Collector
 
@@ -268,9 +268,9 @@ class HostCacheTests(SynchronousTestCase):
         from twisted.internet.protocol import Protocol
         from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-        from multiport.counters import PortCounters
         from multiport.handlers.interface import HandlerContext
-        from multiport.port import PortFactory
+        from multiport.ports.counters import PortCounters
+        from multiport.ports.port import PortFactory
 
         config = buildConfig(
             parsePorts("127.0.0.1:7000=echo"), DEFAULTS, TEST_HANDLERS, Path(".")

@@ -39,7 +39,7 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from multiport.config import (
+from multiport.config.model import (
     Config,
     Defaults,
     PortConfig,
@@ -47,14 +47,14 @@ from multiport.config import (
     buildConfig,
     numericHost,
 )
-from multiport.configfile import parseConfig, readConfigFile
+from multiport.config.portspec import parsePortItem, parsePorts
+from multiport.config.tomlfile import parseConfig, readConfigFile
+from multiport.daemon.service import PortsService
 from multiport.errors import ConfigError
 from multiport.handlers.interface import HandlerContext
 from multiport.handlers.relay import proxyHeader
 from multiport.handlers.web import http, parseWebOptions
-from multiport.portspec import parsePortItem, parsePorts
-from multiport.proxyprotocol import HeaderParser, ProxyInfo, ProxyProtocolError
-from multiport.service import PortsService
+from multiport.ports.proxyprotocol import HeaderParser, ProxyInfo, ProxyProtocolError
 from multiport.status import status as statusHandler
 from tests.support import HANDLERS, configFor
 from tests.test_live import freePort
@@ -186,7 +186,7 @@ def validItems(draw):
 
 class PortItemProperties(SynchronousTestCase):
     """
-    The C{--ports} grammar (L{multiport.portspec}) on any text.
+    The C{--ports} grammar (L{multiport.config.portspec}) on any text.
     """
 
     @readable
@@ -1503,7 +1503,7 @@ class FoundTests(SynchronousTestCase):
     # Fixed bug: a host name the idna codec refuses ("a..b", a label over 63
     # characters, a lone surrogate from the admin API's JSON) makes
     # socket.getaddrinfo raise UnicodeError before any query, and
-    # multiport.config._interfaces catches only OSError: the name ends in
+    # multiport.config.model._interfaces catches only OSError: the name ends in
     # a traceback (`twistd multiport --ports a..b:7000=echo`, a file's
     # `interface = "a..b"`) or a 500 from the admin API.  Fix: catch
     # UnicodeError (and ValueError) in _interfaces too, as "cannot resolve
@@ -1514,7 +1514,7 @@ class FoundTests(SynchronousTestCase):
         L{ConfigError}, with the real resolver (no query is sent: the idna
         codec refuses it first).
         """
-        from multiport.config import resolveHostName
+        from multiport.config.model import resolveHostName
 
         for name in ("a..b", "x" * 64 + ".test"):
             requests = parsePorts(f"{name}:7000=echo")
@@ -1575,7 +1575,7 @@ class FoundTests(SynchronousTestCase):
             error = self.assertRaises(ConfigError, self.build, table)
             self.assertTrue(error.where.endswith(".options.upstream"), error.where)
 
-    # Fixed bug: multiport.configfile._expect looks its article up in
+    # Fixed bug: multiport.config.tomlfile._expect looks its article up in
     # _ARTICLES, which has no entry for list: `tls = { alpn = "h2" }` (a
     # string where an array belongs, an easy slip) raises KeyError instead
     # of a ConfigError.  Fix: add `list: "an array"` to _ARTICLES.
@@ -1591,7 +1591,7 @@ class FoundTests(SynchronousTestCase):
 
     # Fixed bug: tomllib recurses once per nesting level, so a file with arrays
     # (or inline tables) nested about 500 deep raises RecursionError, which
-    # multiport.configfile.readConfigFile does not catch: a traceback
+    # multiport.config.tomlfile.readConfigFile does not catch: a traceback
     # instead of one line naming the file.  Fix: catch RecursionError
     # around tomllib.loads and raise ConfigError(path, "nested too
     # deeply").

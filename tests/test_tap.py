@@ -1,5 +1,5 @@
 """
-Tests for L{multiport.tap}: the command line and makeService.
+Tests for L{multiport.daemon.tap}: the command line and makeService.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from twisted.python import usage
 from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 
-from multiport import logformat
-from multiport.config import TLSConfig
-from multiport.dump import StatsDumpService
-from multiport.policies import DEFAULT_DRAIN_TIMEOUT, Policy, drainTimeoutOf
-from multiport.service import PortsService
-from multiport.tap import Options, ReadyLine, _owner, makeService
-from multiport.tls import makeSelfSigned
+from multiport.config.model import TLSConfig
+from multiport.daemon import logformat
+from multiport.daemon.dump import StatsDumpService
+from multiport.daemon.service import PortsService
+from multiport.daemon.tap import Options, ReadyLine, _owner, makeService
+from multiport.ports.policies import DEFAULT_DRAIN_TIMEOUT, Policy, drainTimeoutOf
+from multiport.ports.tls import makeSelfSigned
 
 
 def writeCertificate(folder: Path, name: str = "site") -> tuple[Path, Path]:
@@ -610,7 +610,7 @@ class PluginTests(SynchronousTestCase):
 
     def test_serviceMaker(self):
         """
-        getPlugins(IServiceMaker) has multiport, pointing at multiport.tap.
+        getPlugins(IServiceMaker) has multiport, pointing at multiport.daemon.tap.
         """
         makers = {m.tapname: m for m in getPlugins(IServiceMaker)}
         self.assertIn("multiport", makers)
@@ -939,7 +939,7 @@ class StatusIgnoresDefaultPoliciesTests(OptionsTestsMixin, SynchronousTestCase):
         An allow list in [defaults] applies to served ports, not to the
         default status port.
         """
-        from multiport.policies import Policy
+        from multiport.ports.policies import Policy
 
         path = Path(self.mktemp())
         path.write_text(

@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import server
 
 from multiport import __version__
-from multiport.config import PortConfig
+from multiport.config.model import PortConfig
 from multiport.handlers.byteranges import (
     Part,
     RangePlan,

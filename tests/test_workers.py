@@ -21,12 +21,9 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from multiport import ctl
-from multiport.config import Config
-from multiport.errors import ConfigError
-from multiport.handlers.interface import PortStatus
-from multiport.policies import Policy, Rate, sharePolicy
-from multiport.worker import shareConfig
-from multiport.workers import (
+from multiport.config.model import Config
+from multiport.daemon.worker import shareConfig
+from multiport.daemon.workers import (
     Slot,
     WorkerProcess,
     bindSocket,
@@ -34,6 +31,9 @@ from multiport.workers import (
     split,
     workerCount,
 )
+from multiport.errors import ConfigError
+from multiport.handlers.interface import PortStatus
+from multiport.ports.policies import Policy, Rate, sharePolicy
 from tests.support import Daemon, configFor, waitUntil
 from tests.test_livedaemon import connect, echoes
 
@@ -403,7 +403,7 @@ class FakeChannel:
     def call(self, kind, payload, descriptors=()):
         from twisted.internet.defer import fail, succeed
 
-        from multiport.ipc import RemoteError
+        from multiport.daemon.ipc import RemoteError
 
         self.calls.append((kind, payload, list(descriptors)))
         if kind == "apply" and self.refuse and len(self.calls) == 1:
@@ -421,8 +421,8 @@ class ControlTests(SynchronousTestCase):
     def pool(self, *channels: FakeChannel):
         from twisted.internet.testing import MemoryReactorClock
 
-        from multiport.service import PortsService
-        from multiport.workers import WorkerPool
+        from multiport.daemon.service import PortsService
+        from multiport.daemon.workers import WorkerPool
         from tests.support import HANDLERS
 
         reactor = MemoryReactorClock()
@@ -472,7 +472,7 @@ class ControlTests(SynchronousTestCase):
         the previous configuration, the new socket is closed, and the change
         fails naming the reason.
         """
-        from multiport.service import ReconcileError
+        from multiport.daemon.service import ReconcileError
 
         good, bad = FakeChannel(), FakeChannel(refuse=True)
         pool = self.pool(good, bad)
@@ -497,7 +497,7 @@ class ControlTests(SynchronousTestCase):
         """
         from twisted.python.failure import Failure
 
-        from multiport.counters import PortCounters
+        from multiport.ports.counters import PortCounters
 
         pool = self.pool(FakeChannel(), FakeChannel())
         [config] = pool.config.ports
@@ -554,7 +554,7 @@ class WorkerOutputTests(SynchronousTestCase):
     """
     The main process logs each event a worker writes with its namespace and
     fields, and any other line after the worker's number in the
-    C{multiport.worker} namespace.
+    C{multiport.daemon.worker} namespace.
     """
 
     def test_lines(self):
@@ -570,9 +570,9 @@ class WorkerOutputTests(SynchronousTestCase):
         self.assertEqual(
             [(e["log_namespace"], formatEvent(e), e["worker"]) for e in events],
             [
-                ("multiport.worker", "worker 1: Traceback (most recent", 1),
-                ("multiport.worker", "worker 1: on stderr", 1),
-                ("multiport.worker", "worker 1: partial", 1),
+                ("multiport.daemon.worker", "worker 1: Traceback (most recent", 1),
+                ("multiport.daemon.worker", "worker 1: on stderr", 1),
+                ("multiport.daemon.worker", "worker 1: partial", 1),
             ],
         )
 
@@ -581,8 +581,8 @@ class WorkerOutputTests(SynchronousTestCase):
         A worker's connection log event keeps its namespace, line and
         fields.
         """
-        from multiport.logformat import emitLine, workerRecord
-        from multiport.port import connectionLog
+        from multiport.daemon.logformat import emitLine, workerRecord
+        from multiport.ports.port import connectionLog
 
         written = []
         with capturedLogs() as events:

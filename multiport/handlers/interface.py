@@ -18,13 +18,13 @@ from twisted.internet.interfaces import IProtocolFactory, IReactorTime
 from twisted.plugin import IPlugin
 from zope.interface import Attribute, Interface, implementer
 
-from multiport.counters import HandlerCounters
 from multiport.errors import typeName
-from multiport.policies import Policy
+from multiport.ports.counters import HandlerCounters
+from multiport.ports.policies import Policy
 
 if TYPE_CHECKING:
-    from multiport.config import PortConfig
-    from multiport.splice import PipePool
+    from multiport.config.model import PortConfig
+    from multiport.io.splice import PipePool
 
 _T = TypeVar("_T")
 
@@ -177,7 +177,7 @@ class IHandler(Interface):
     impliesTLS = Attribute("True if every port with this handler uses TLS.")
     # Optional: a handler without it gets no defaults of its own.
     defaultPolicy = Attribute(
-        "A L{multiport.policies.Policy} of defaults for this handler's ports "
+        "A L{multiport.ports.policies.Policy} of defaults for this handler's ports "
         "(optional): each setting applies where neither the port nor "
         "[defaults] sets it."
     )

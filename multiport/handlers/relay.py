@@ -30,8 +30,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from multiport.config import formatAddress, numericHost
-from multiport.files import FileError, readRegularFile
+from multiport.config.files import FileError, readRegularFile
+from multiport.config.model import formatAddress, numericHost
 from multiport.handlers.interface import (
     Handler,
     HandlerContext,
@@ -39,8 +39,8 @@ from multiport.handlers.interface import (
     optionOf,
     rejectUnknown,
 )
-from multiport.splice import AVAILABLE, DEFAULT_POOL, PipePool, Splice, tcpTransport
-from multiport.tls import MAX_PEM_FILE, opensslReason
+from multiport.io.splice import AVAILABLE, DEFAULT_POOL, PipePool, Splice, tcpTransport
+from multiport.ports.tls import MAX_PEM_FILE, opensslReason
 
 log = Logger()
 

@@ -34,6 +34,7 @@ from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
 from multiport import __version__
+from multiport.daemon.logformat import emitLine
 from multiport.errors import typeName
 from multiport.handlers.byteranges import (
     Segment,
@@ -50,9 +51,8 @@ from multiport.handlers.interface import (
     optionOf,
     rejectUnknown,
 )
-from multiport.logformat import emitLine
-from multiport.policies import Policy
-from multiport.transport import coalesceWrites
+from multiport.io.transport import coalesceWrites
+from multiport.ports.policies import Policy
 
 #: One line per request, in the combined log format after the port's name.
 accessLog = Logger(namespace="multiport.access")

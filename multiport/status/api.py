@@ -9,8 +9,9 @@ changed over HTTP with JSON.
     - C{POST /api/reload}: as SIGHUP.
 
 Every call needs C{Authorization: Bearer TOKEN} (the admin token, see
-L{multiport.admintoken}).  Errors are JSON C{{"error": "..."}}: 400 for bad input,
-401 without the token, 404 for an unknown port, 409 for an address in use.
+L{multiport.status.admintoken}).  Errors are JSON C{{"error": "..."}}: 400
+for bad input, 401 without the token, 404 for an unknown port, 409 for an
+address in use.
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ class AdminAPI:
         return result  # type: ignore[no-any-return]
 
     def _error(self, error: BaseException, name: str | None) -> Page:
-        from multiport.service import ReconcileError, ReloadUnavailable
+        from multiport.daemon.service import ReconcileError, ReloadUnavailable
 
         if isinstance(error, _TooLarge):
             return errorPage(413, f"the body is larger than {MAX_BODY} bytes")

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from attrs import frozen
 from zope.interface import implementer
 
-from multiport.counters import LabelSet
 from multiport.handlers.interface import IDaemonView, PortStatus
+from multiport.ports.counters import LabelSet
 
 
 @implementer(IDaemonView)
@@ -18,7 +18,7 @@ from multiport.handlers.interface import IDaemonView, PortStatus
 class NoDaemon:
     """
     The view a status port reports when its context has no daemon (a port
-    built outside a L{multiport.service.PortsService}): no ports.
+    built outside a L{multiport.daemon.service.PortsService}): no ports.
     """
 
     version: str
@@ -57,7 +57,7 @@ def handlerCounterList(
 def portReport(status: PortStatus) -> dict[str, object]:
     """
     One port's entry in C{/status}: its configuration, state and figures
-    (every key of L{multiport.counters.PortCounters.snapshot}).
+    (every key of L{multiport.ports.counters.PortCounters.snapshot}).
     """
     config = status.config
     return {

@@ -6,7 +6,7 @@ from twisted.application.service import ServiceMaker
 
 multiport = ServiceMaker(
     "multiport",
-    "multiport.tap",
+    "multiport.daemon.tap",
     "Serve many ports from one process, each with its own handler.",
     "multiport",
 )

@@ -3,8 +3,8 @@ A worker process of C{twistd multiport --workers N}: it serves the ports
 of the configuration the main process sends, on listening sockets the main
 process bound and passes to it, and answers for its counters.
 
-Run by the main process only (C{python -m multiport.worker}); descriptor 3
-is its end of the channel (L{multiport.ipc}).  Its log events go to
+Run by the main process only (C{python -m multiport.daemon.worker}); descriptor 3
+is its end of the channel (L{multiport.daemon.ipc}).  Its log events go to
 standard output as lines of JSON, which the main process reads and logs
 again with the worker's number.
 """
@@ -23,10 +23,10 @@ from attrs import evolve
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger, globalLogBeginner
 
-from multiport.config import Config
-from multiport.ipc import Channel
-from multiport.logformat import batchedObserver, workerRecord
-from multiport.policies import DaemonLimit, sharePolicy
+from multiport.config.model import Config
+from multiport.daemon.ipc import Channel
+from multiport.daemon.logformat import batchedObserver, workerRecord
+from multiport.ports.policies import DaemonLimit, sharePolicy
 
 log = Logger()
 
@@ -63,7 +63,7 @@ class Worker:
         return {"start": self.start, "apply": self.apply, "status": self.status}
 
     def _certificates(self, config: Config) -> Any:
-        from multiport.live import loadCertificates
+        from multiport.daemon.live import loadCertificates
 
         return loadCertificates(config.ports, config.stateDir)
 
@@ -72,8 +72,8 @@ class Worker:
         Serve C{payload["config"]} on the sockets passed (named by
         C{payload["names"]}, in order), then drop privileges if asked.
         """
+        from multiport.daemon.service import PortsService
         from multiport.handlers.registry import findHandlers
-        from multiport.service import PortsService
 
         workers = payload["workers"]
         config = shareConfig(payload["config"], workers)
@@ -132,7 +132,7 @@ class Worker:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="multiport.worker")
+    parser = argparse.ArgumentParser(prog="multiport.daemon.worker")
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--uid", type=int)
     parser.add_argument("--gid", type=int)
@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.twisted_reactor:
         # The main process's choice: multiport's reactor unless it was
         # started with twistd --reactor.
-        from multiport import reactor as ours
+        from multiport.io import reactor as ours
 
         ours.install()
     from twisted.internet import reactor

@@ -22,17 +22,9 @@ from twisted.application.service import Service
 from twisted.logger import Logger
 from twisted.python import usage
 
-from multiport import __version__, logformat
-from multiport.admintoken import (
-    ENVIRONMENT,
-    FILE_OPTION,
-    TOKEN_FILE,
-    checkAdminToken,
-    ensureAdminToken,
-    givenToken,
-    isLoopback,
-)
-from multiport.config import (
+from multiport import __version__
+from multiport.config.files import FileError
+from multiport.config.model import (
     DEFAULT_BACKLOG,
     DEFAULT_INTERFACE,
     DEFAULT_PORTS,
@@ -47,24 +39,24 @@ from multiport.config import (
     defaultStateDir,
     parseInterface,
 )
-from multiport.configfile import readConfigFile
-from multiport.daemonmode import reportStartupErrorsWhole
-from multiport.dump import StatsDumpService
-from multiport.files import FileError
-from multiport.handlers.interface import IHandler
-from multiport.handlers.registry import findHandlers
-from multiport.live import ReloadOnHangup, loadCertificates
-from multiport.policies import DEFAULT_DRAIN_TIMEOUT, DaemonLimit, Policy
-from multiport.portspec import parsePortItem, parsePorts
-from multiport.service import (
+from multiport.config.portspec import parsePortItem, parsePorts
+from multiport.config.tomlfile import readConfigFile
+from multiport.daemon import logformat
+from multiport.daemon.daemonmode import reportStartupErrorsWhole
+from multiport.daemon.dump import StatsDumpService
+from multiport.daemon.live import ReloadOnHangup, loadCertificates
+from multiport.daemon.service import (
     PortsService,
     noCollections,
     reportStartupErrorsBriefly,
 )
-from multiport.signals import HurryOnSecondSignal
-from multiport.splice import poolSize
-from multiport.text import plural
-from multiport.tls import (
+from multiport.daemon.signals import HurryOnSecondSignal
+from multiport.daemon.workers import WorkerPool, workerCount
+from multiport.handlers.interface import IHandler
+from multiport.handlers.registry import findHandlers
+from multiport.io.splice import poolSize
+from multiport.ports.policies import DEFAULT_DRAIN_TIMEOUT, DaemonLimit, Policy
+from multiport.ports.tls import (
     LoadedCertificate,
     TLSError,
     certificateFromPEM,
@@ -73,7 +65,16 @@ from multiport.tls import (
     selfSignedPaths,
     usingSelfSigned,
 )
-from multiport.workers import WorkerPool, workerCount
+from multiport.status.admintoken import (
+    ENVIRONMENT,
+    FILE_OPTION,
+    TOKEN_FILE,
+    checkAdminToken,
+    ensureAdminToken,
+    givenToken,
+    isLoopback,
+)
+from multiport.text import plural
 
 log = Logger()
 
@@ -87,7 +88,7 @@ def _preferOurReactor() -> None:
     if "twisted.internet.reactor" in sys.modules:
         return
     try:
-        from multiport import reactor
+        from multiport.io import reactor
     except ImportError:
         return
     try:
@@ -408,7 +409,7 @@ class Options(usage.Options):
         if logfile in (None, "") and not nodaemon:
             logfile = "twistd.log"
         logformat.configure(logfile or "-", rotateSize, rotateKeep)
-        parent["logger"] = f"multiport.logformat.{format}Logger"
+        parent["logger"] = f"multiport.daemon.logformat.{format}Logger"
 
     def _drainTimeout(self) -> float | None:
         """

@@ -42,8 +42,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import alsoProvides, directlyProvides, providedBy
 
-from multiport.config import formatAddress
-from multiport.policies import clientAddress
+from multiport.config.model import formatAddress
+from multiport.ports.policies import clientAddress
 
 log = Logger()
 

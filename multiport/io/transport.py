@@ -16,7 +16,7 @@ network the second small segment can wait for the first one's ACK (Nagle's
 algorithm against the peer's delayed ACK).  So a connection whose protocol
 writes in pieces asks for its writes to be held (L{coalesceWrites}; the
 http handler does): when the reactor offers a L{WriteBatch} (multiport's,
-L{multiport.reactor}, does), what is written to it while one event is
+L{multiport.io.reactor}, does), what is written to it while one event is
 handled (or one round of timed calls runs) is sent when that ends, in one
 C{send}: still within the same reactor turn.  Holding is not the default:
 for a protocol that answers each read with one write (an echo) it would

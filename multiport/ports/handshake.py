@@ -17,7 +17,7 @@ from OpenSSL import SSL
 from twisted.internet import error
 from twisted.python.failure import Failure
 
-from multiport.tls import opensslReason
+from multiport.ports.tls import opensslReason
 
 #: The content type of a TLS record carrying a handshake message.
 _HANDSHAKE_RECORD = 0x16

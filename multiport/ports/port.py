@@ -38,10 +38,12 @@ from twisted.python import log as legacyLog
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
-from multiport.config import PortConfig, formatAddress
-from multiport.counters import PortCounters
+from multiport.config.model import PortConfig, formatAddress
+from multiport.daemon.logformat import PORT_START_SYSTEM, emitLine
 from multiport.handlers.interface import HandlerContext, IDrainable
-from multiport.handshake import (
+from multiport.io.transport import FastServer
+from multiport.ports.counters import PortCounters
+from multiport.ports.handshake import (
     Plain,
     classifyPlain,
     handshakeFailure,
@@ -49,10 +51,8 @@ from multiport.handshake import (
     plainHTTPAnswer,
     startsTLS,
 )
-from multiport.logformat import PORT_START_SYSTEM, emitLine
-from multiport.policies import Admission, DaemonLimit
+from multiport.ports.policies import Admission, DaemonLimit
 from multiport.text import plural
-from multiport.transport import FastServer
 
 log = Logger()
 #: Seconds a TLS client has to finish its handshake unless the port's tls
@@ -555,7 +555,7 @@ class PortFactory(WrappingFactory):
             factory = TLSFactory(tls, False, self)
         policy = self.policy
         if policy.proxyProtocol is not None:
-            from multiport.proxyprotocol import ProxyProtocolFactory
+            from multiport.ports.proxyprotocol import ProxyProtocolFactory
 
             factory = ProxyProtocolFactory(
                 factory,

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from attrs import frozen
 
-from multiport.config import (
+from multiport.config.files import FileError, readRegularFile
+from multiport.config.model import (
     MAX_BACKLOG,
     ConfigError,
     PartialDefaults,
@@ -22,9 +23,8 @@ from multiport.config import (
     parseInterface,
     typeName,
 )
-from multiport.files import FileError, readRegularFile
-from multiport.policies import KEYS as POLICY_KEYS
-from multiport.policies import parsePolicy
+from multiport.ports.policies import KEYS as POLICY_KEYS
+from multiport.ports.policies import parsePolicy
 
 #: The largest configuration file read: far above any real one (ten
 #: thousand ports take about 1 MiB), and a bound on what a mistaken path

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from multiport.config import ConfigError, PortRequest, numericHost, parseInterface
+from multiport.config.model import ConfigError, PortRequest, numericHost, parseInterface
 
 _HANDLER = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 

@@ -1,7 +1,7 @@
 """
 A bounded soak test of a real daemon::
 
-    python -m multiport.soak --seconds 60
+    python -m benchmarks.soak --seconds 60
 
 It starts a C{twistd -n multiport} process of its own (a generated TOML file
 in a temporary folder, every port on 127.0.0.1 with port 0, C{--status
@@ -1330,7 +1330,7 @@ def parseArguments(argv: Sequence[str]) -> Options:
     The command line.
     """
     parser = argparse.ArgumentParser(
-        prog="python -m multiport.soak",
+        prog="python -m benchmarks.soak",
         description="Run a bounded mixed load against a daemon of its own "
         "and check it afterwards.",
     )

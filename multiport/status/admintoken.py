@@ -17,8 +17,8 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
+from multiport.config.files import FileError, readRegularFile, whyNotWritable
 from multiport.errors import ConfigError
-from multiport.files import FileError, readRegularFile, whyNotWritable
 
 #: The token's file in the state directory, when the daemon makes one.
 TOKEN_FILE = "admin-token"

@@ -12,8 +12,8 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from multiport.daemon.signals import OnSignal
 from multiport.handlers.interface import PortStatus
-from multiport.signals import OnSignal
 from multiport.text import alignTable
 
 log = Logger()

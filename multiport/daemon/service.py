@@ -23,8 +23,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from multiport import __version__
-from multiport.admintoken import tokenMatches
-from multiport.config import (
+from multiport.config.model import (
     Config,
     Defaults,
     PortConfig,
@@ -33,8 +32,8 @@ from multiport.config import (
     checkOverlaps,
     formatAddress,
 )
-from multiport.configfile import portRequest
-from multiport.counters import PortCounters
+from multiport.config.tomlfile import portRequest
+from multiport.daemon.live import loadCertificates
 from multiport.errors import ConfigError
 from multiport.handlers.interface import (
     HandlerContext,
@@ -44,12 +43,13 @@ from multiport.handlers.interface import (
     PortStatus,
     descriptorsOf,
 )
-from multiport.live import loadCertificates
-from multiport.policies import DaemonLimit, drainTimeoutOf
-from multiport.port import PortFactory, PortServer, PortSSLServer, PortTCPServer
-from multiport.splice import DEFAULT_POOL, PipePool, poolSize
+from multiport.io.splice import DEFAULT_POOL, PipePool, poolSize
+from multiport.ports.counters import PortCounters
+from multiport.ports.policies import DaemonLimit, drainTimeoutOf
+from multiport.ports.port import PortFactory, PortServer, PortSSLServer, PortTCPServer
+from multiport.ports.tls import LoadedCertificate
+from multiport.status.admintoken import tokenMatches
 from multiport.text import plural
-from multiport.tls import LoadedCertificate
 
 log = Logger()
 
@@ -71,7 +71,7 @@ class StartupError(Exception):
     """
 
     # twistd's own daemon-mode report says "<module>.<class>: <message>";
-    # keep the prefix short (multiport.daemonmode prints the message alone).
+    # keep the prefix short (multiport.daemon.daemonmode prints the message alone).
     __module__ = "multiport"
 
 

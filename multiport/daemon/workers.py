@@ -28,14 +28,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from multiport import __version__
-from multiport.admintoken import tokenMatches
-from multiport.config import Config, PortConfig
-from multiport.counters import PortCounters
-from multiport.errors import ConfigError
-from multiport.handlers.interface import IDaemonControl, IDaemonView, PortStatus
-from multiport.ipc import Channel
-from multiport.logformat import emitLine, eventFromWorker
-from multiport.service import (
+from multiport.config.model import Config, PortConfig
+from multiport.daemon.ipc import Channel
+from multiport.daemon.logformat import emitLine, eventFromWorker
+from multiport.daemon.service import (
     PortsService,
     ReconcileError,
     ReloadUnavailable,
@@ -46,13 +42,17 @@ from multiport.service import (
     reloadLogged,
     signalName,
 )
+from multiport.daemon.worker import CHANNEL_FD
+from multiport.errors import ConfigError
+from multiport.handlers.interface import IDaemonControl, IDaemonView, PortStatus
+from multiport.ports.counters import PortCounters
+from multiport.status.admintoken import tokenMatches
 from multiport.text import plural
-from multiport.worker import CHANNEL_FD
 
 log = Logger()
 #: What workers write that is not one of their log events, after
 #: "worker N: ", written once per reactor turn.
-workerOutput = Logger(namespace="multiport.worker")
+workerOutput = Logger(namespace="multiport.daemon.worker")
 
 STATUS_HANDLER = "status"
 #: How often the main process asks the workers for their counters.
@@ -222,7 +222,7 @@ class WorkerProcess(ProcessProtocol):
     line by line with its number.  The worker writes its log events as
     L{workerRecord} lines, logged again here with their namespace, level
     and fields (L{eventFromWorker}); anything else it writes (Python's own
-    last words) is logged as it is, in the C{multiport.worker} namespace.
+    last words) is logged as it is, in the C{multiport.daemon.worker} namespace.
     """
 
     def __init__(self, pool: WorkerPool, slot: Slot) -> None:
@@ -411,7 +411,7 @@ class WorkerPool(MultiService):
         arguments = [
             sys.executable,
             "-m",
-            "multiport.worker",
+            "multiport.daemon.worker",
             "--index",
             str(slot.index),
         ]
@@ -692,7 +692,7 @@ class WorkerPool(MultiService):
         changed = self._everywhere(config, newSockets)
 
         def ownPorts(summary: dict[str, object]) -> dict[str, object]:
-            from multiport.live import loadCertificates
+            from multiport.daemon.live import loadCertificates
 
             mine = self.status.reconcile(
                 own, loadCertificates(own.ports, own.stateDir, self.owner)

@@ -1,8 +1,8 @@
 """
 The configuration model: every port the daemon serves, validated once.
 
-The command line (L{multiport.portspec}) and the TOML file
-(L{multiport.configfile}) each turn their input into L{PortRequest}s: what
+The command line (L{multiport.config.portspec}) and the TOML file
+(L{multiport.config.tomlfile}) each turn their input into L{PortRequest}s: what
 the user asked for, not yet checked against the handlers or the network.
 L{buildConfig} turns those into one immutable L{Config}; every error is a
 L{ConfigError} that names the bad value and where it came from.  Everything
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from attrs import field, frozen
 
 from multiport.errors import ConfigError, typeName
-from multiport.policies import Policy, checkPolicy
+from multiport.ports.policies import Policy, checkPolicy
 
 if TYPE_CHECKING:
     from multiport.handlers.interface import IHandler

@@ -12,10 +12,10 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from multiport.config import PortConfig, TLSConfig
+from multiport.config.model import PortConfig, TLSConfig
+from multiport.daemon.signals import OnSignal
 from multiport.errors import ConfigError
-from multiport.signals import OnSignal
-from multiport.tls import (
+from multiport.ports.tls import (
     LoadedCertificate,
     TLSError,
     ensureSelfSigned,

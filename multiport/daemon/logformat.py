@@ -68,16 +68,16 @@ _SKIP = frozenset({"log_logger", "log_source", "log_format", "log_io", "log_trac
 #: and (in the main process of C{--workers N}) the workers' output, which
 #: carries theirs.
 BULK_NAMESPACES = frozenset(
-    {"multiport.connection", "multiport.access", "multiport.worker"}
+    {"multiport.connection", "multiport.access", "multiport.daemon.worker"}
 )
 
 #: The message format of an event whose message is its C{line} field as is.
 LINE_FORMAT = "{line}"
 
 #: The log system of the events logged while a port starts listening
-#: (L{multiport.port.ListeningPort}): Twisted's own C{<factory> starting on
+#: (L{multiport.ports.port.ListeningPort}): Twisted's own C{<factory> starting on
 #: N} line among them, which multiport's C{listening on} line replaces.
-PORT_START_SYSTEM = "multiport.port-start"
+PORT_START_SYSTEM = "multiport.ports.port-start"
 _STARTING_ON = re.compile(r".* starting on \d+")
 
 

@@ -28,8 +28,8 @@ from twisted.internet.ssl import (
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.logger import Logger
 
-from multiport.config import TLSConfig
-from multiport.files import FileError, readRegularFile, whyNotWritable
+from multiport.config.files import FileError, readRegularFile, whyNotWritable
+from multiport.config.model import TLSConfig
 
 log = Logger()
 

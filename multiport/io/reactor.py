@@ -12,8 +12,8 @@ through it, see L{_EventContext}), logs exceptions the same way, and
 handles a plain read event without the generic C{_doReadOrWrite}.
 
 It also has a L{WriteBatch}: the writes made to
-L{multiport.transport.FastServer} connections that asked for it
-(L{multiport.transport.coalesceWrites}) while one event is handled, or
+L{multiport.io.transport.FastServer} connections that asked for it
+(L{multiport.io.transport.coalesceWrites}) while one event is handled, or
 while one round of timed calls (and calls from other threads) runs, are
 held and sent when it ends, one system call per connection, so that a
 response written in pieces (twisted.web's headers, then its body) leaves as
@@ -34,7 +34,7 @@ from twisted.internet.posixbase import _NO_FILEDESC
 from twisted.python import context, log
 from twisted.python.log import ILogContext
 
-from multiport.transport import WriteBatch
+from multiport.io.transport import WriteBatch
 
 __all__ = ["MultiportEPollReactor", "install"]
 
@@ -81,7 +81,7 @@ class _EventContext:
 class MultiportEPollReactor(EPollReactor):
     """
     L{EPollReactor} whose C{doPoll} sets up each event's log context inline,
-    and which holds the writes to L{multiport.transport.FastServer}
+    and which holds the writes to L{multiport.io.transport.FastServer}
     connections (those that ask) made during each event and each round of
     timed calls until it ends.
 
