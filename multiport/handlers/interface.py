@@ -19,6 +19,7 @@ from twisted.plugin import IPlugin
 from zope.interface import Attribute, Interface, implementer
 
 from multiport.errors import typeName
+from multiport.io.reactortype import ReactorLike
 from multiport.ports.counters import HandlerCounters
 from multiport.ports.policies import Policy
 
@@ -48,23 +49,26 @@ class HandlerContext:
     """
     Everything a handler gets to build one port's protocol factory.
 
-    @ivar reactor: The reactor the port runs on (use it for connections).
-    @ivar clock: The clock to schedule and read time with.
+    @ivar reactor: The reactor the port runs on (use it for connections);
+        L{ReactorLike} names the reactor interfaces it provides.
+    @ivar clock: The clock to schedule and read time with (the reactor in
+        a daemon; a L{twisted.internet.task.Clock} in tests).
     @ivar port: The port's validated configuration.
     @ivar counters: Where the handler publishes counters of its own; they
         are shown with the port's (status page, metrics).
     @ivar daemon: The whole daemon, read-only (L{IDaemonView}): every port's
         configuration and figures, for handlers that report on the daemon
-        (C{status}).
+        (C{status}); L{None} outside a daemon.  The status port's admin API
+        also changes it where it provides L{IDaemonControl}.
     @ivar pipes: The daemon's splice(2) pipe pool, shared by every port
         (the relay takes its pipes there); L{None} outside a daemon.
     """
 
-    reactor: Any
+    reactor: ReactorLike
     clock: IReactorTime
     port: PortConfig
     counters: HandlerCounters = field(factory=HandlerCounters)
-    daemon: Any = None
+    daemon: IDaemonView | None = None
     pipes: PipePool | None = None
 
     @property
