@@ -24,14 +24,22 @@ it is an L{EPollReactor}.
 from __future__ import annotations
 
 import errno
+import select
 import sys
+from collections.abc import Callable
 from select import EPOLLIN
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
+from twisted.internet import main
 from twisted.internet.epollreactor import EPollReactor
-from twisted.internet.main import installReactor
+from twisted.internet.interfaces import (
+    ILoggingContext,
+    IReactorCore,
+    IReadWriteDescriptor,
+)
 from twisted.internet.posixbase import _NO_FILEDESC
 from twisted.python import context, log
+from twisted.python.failure import Failure
 from twisted.python.log import ILogContext
 
 from multiport.io.transport import WriteBatch
@@ -39,7 +47,76 @@ from multiport.io.transport import WriteBatch
 __all__ = ["MultiportEPollReactor", "install"]
 
 
-def _prefixOf(selectable: Any, report: bool = True) -> Any:
+# What is used here of Twisted's unannotated functions and private names,
+# typed as they are used (the objects themselves are Twisted's).
+
+
+class _LogErr(Protocol):
+    """
+    L{log.err}: log the current exception, or C{_stuff}.
+    """
+
+    def __call__(
+        self, _stuff: object = None, _why: str | None = None, **kw: object
+    ) -> None: ...
+
+
+class _CallWithLogger(Protocol):
+    """
+    L{log.callWithLogger}: call C{func} in C{logger}'s log context, logging
+    what it raises.
+    """
+
+    def __call__(
+        self, logger: ILoggingContext, func: Callable[..., object], *args: object
+    ) -> object: ...
+
+
+class _ContextStack(Protocol):
+    """
+    A thread's stack of contexts (L{context.ContextTracker}), as
+    L{MultiportEPollReactor.doPoll} uses it: it pushes an event's context
+    and reads the log context, a dict.
+    """
+
+    contexts: list[object]
+
+    def getContext(self, key: type[ILogContext]) -> dict[str, object]: ...
+
+
+_logErr: _LogErr = log.err
+_callWithLogger: _CallWithLogger = log.callWithLogger
+_installReactor: Callable[[IReactorCore], None] = main.installReactor
+
+if TYPE_CHECKING:
+
+    class _EPollReactor(EPollReactor):
+        """
+        L{EPollReactor} as mypy sees it: the private names
+        L{MultiportEPollReactor} uses, which Twisted leaves unannotated.
+        Its selectables are L{FileDescriptor}s (readers and writers).
+        """
+
+        _poller: select.epoll
+        _selectables: dict[int, IReadWriteDescriptor]
+
+        def __init__(self) -> None: ...
+        def _doReadOrWrite(
+            self, selectable: IReadWriteDescriptor, fd: int, event: int
+        ) -> None: ...
+        def _disconnectSelectable(
+            self,
+            selectable: IReadWriteDescriptor,
+            why: object,
+            isRead: bool,
+            faildict: dict[type[BaseException], Failure] = ...,
+        ) -> None: ...
+
+else:
+    _EPollReactor = EPollReactor
+
+
+def _prefixOf(selectable: ILoggingContext, report: bool = True) -> str:
     """
     C{selectable.logPrefix()}, or what L{log.callWithLogger} says when it
     raises (and logs, if C{report}: not from inside the log context, where
@@ -51,7 +128,7 @@ def _prefixOf(selectable: Any, report: bool = True) -> Any:
         raise
     except BaseException:
         if report:
-            log.err(system="(buggy logPrefix method)")
+            _logErr(system="(buggy logPrefix method)")
         return "(buggy logPrefix method)"
 
 
@@ -66,11 +143,11 @@ class _EventContext:
 
     __slots__ = ("outer", "selectable")
 
-    def __init__(self, outer: dict[str, Any], selectable: Any) -> None:
+    def __init__(self, outer: dict[str, object], selectable: ILoggingContext) -> None:
         self.outer = outer
         self.selectable = selectable
 
-    def __getitem__(self, key: object) -> dict[str, Any]:
+    def __getitem__(self, key: object) -> dict[str, object]:
         if key is not ILogContext:
             raise KeyError(key)
         logContext = self.outer.copy()
@@ -78,7 +155,7 @@ class _EventContext:
         return logContext
 
 
-class MultiportEPollReactor(EPollReactor):
+class MultiportEPollReactor(_EPollReactor):
     """
     L{EPollReactor} whose C{doPoll} sets up each event's log context inline,
     and which holds the writes to L{multiport.io.transport.FastServer}
@@ -107,9 +184,10 @@ class MultiportEPollReactor(EPollReactor):
             if batch.pending:
                 batch.flush()
 
-    def doPoll(self, timeout: float | None) -> None:
-        if timeout is None:
-            timeout = -1
+    # Named as ReactorBase.doIteration names it (doIteration is this),
+    # where EPollReactor.doPoll says "timeout".
+    def doPoll(self, delay: float | None) -> None:
+        timeout = -1 if delay is None else delay
         try:
             events = self._poller.poll(timeout, len(self._selectables))
         except OSError as err:
@@ -126,7 +204,8 @@ class MultiportEPollReactor(EPollReactor):
             return
         # The reactor thread's context stack, and the log context every
         # event's own is a copy of (as log.callWithContext makes it).
-        stack = tracker.currentContext()
+        currentContext: Callable[[], _ContextStack] = tracker.currentContext
+        stack = currentContext()
         contexts = stack.contexts
         outer = stack.getContext(ILogContext)
         selectables = self._selectables
@@ -143,7 +222,7 @@ class MultiportEPollReactor(EPollReactor):
                 try:
                     if event == EPOLLIN:
                         # _doReadOrWrite's read branch, for the common case.
-                        why: Any = None
+                        why: object = None
                         inRead = False
                         try:
                             if selectable.fileno() == -1:
@@ -153,7 +232,7 @@ class MultiportEPollReactor(EPollReactor):
                                 inRead = True
                         except BaseException:
                             why = sys.exc_info()[1]
-                            log.err()
+                            _logErr()
                         if why:
                             self._disconnectSelectable(selectable, why, inRead)
                     else:
@@ -163,7 +242,7 @@ class MultiportEPollReactor(EPollReactor):
                     raise
                 except BaseException:
                     contexts.pop()
-                    log.err(system=_prefixOf(selectable))
+                    _logErr(system=_prefixOf(selectable))
                 else:
                     contexts.pop()
                 if pending:
@@ -173,7 +252,7 @@ class MultiportEPollReactor(EPollReactor):
                         try:
                             pending.pop().flushWrites()
                         except Exception:
-                            log.err(system=_prefixOf(selectable))
+                            _logErr(system=_prefixOf(selectable))
                     else:
                         batch.flush()
         finally:
@@ -194,7 +273,7 @@ class MultiportEPollReactor(EPollReactor):
             for fd, event in events:
                 selectable = self._selectables.get(fd)
                 if selectable is not None:
-                    log.callWithLogger(
+                    _callWithLogger(
                         selectable, self._doReadOrWrite, selectable, fd, event
                     )
                 if batch.pending:
@@ -211,4 +290,4 @@ def install() -> None:
     """
     Install L{MultiportEPollReactor} as the global reactor.
     """
-    installReactor(MultiportEPollReactor())
+    _installReactor(MultiportEPollReactor())

@@ -31,7 +31,7 @@ import fcntl
 import os
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from twisted.internet import tcp
 from twisted.internet.interfaces import IReactorFDSet, IReadWriteDescriptor
@@ -65,7 +65,7 @@ _FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
 Pipe = tuple[int, int]
 
 
-def tcpTransport(transport: Any) -> tcp.Connection | None:
+def tcpTransport(transport: object) -> tcp.Connection | None:
     """
     The Twisted TCP connection under C{transport}, through the layers that
     pass bytes unchanged (multiport's per-port wrapper, a PROXY protocol
@@ -359,8 +359,9 @@ class _End:
             self.splice.checkDone()
 
     def connectionLost(self, reason: Failure) -> None:
-        # The reactor saw the socket hang up or fail.
-        self.splice.fail(reason.value)
+        # The reactor saw the socket hang up or fail.  A Failure holds the
+        # exception it was made from; Twisted types its value as optional.
+        self.splice.fail(cast(BaseException, reason.value))
 
     def close(self) -> None:
         reactor = self.splice.reactor
@@ -373,6 +374,16 @@ class _End:
             else:
                 self.splice.pool.give(pipe)
         self.buffer = b""
+
+
+class _Stoppable(Protocol):
+    """
+    What a L{Splice} asks of the transports it takes over
+    (L{FileDescriptor}'s methods, which Twisted leaves unannotated).
+    """
+
+    def stopReading(self) -> None: ...
+    def stopWriting(self) -> None: ...
 
 
 class SpliceOwner(Protocol):
@@ -428,8 +439,9 @@ class Splice:
             flushWrites = getattr(transport, "flushWrites", None)
             if flushWrites is not None:
                 flushWrites()
-            transport.stopReading()
-            transport.stopWriting()
+            stoppable: _Stoppable = transport
+            stoppable.stopReading()
+            stoppable.stopWriting()
 
     def start(self, toSecond: bytes = b"") -> None:
         """

@@ -32,11 +32,13 @@ port class gets the same by setting C{transport = FastServer}.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from twisted.internet import tcp
-from twisted.internet._newtls import startTLS
-from twisted.internet.abstract import FileDescriptor, _dataMustBeBytes
+from twisted.internet._newtls import startTLS as _untypedStartTLS
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.abstract import _dataMustBeBytes as _untypedDataMustBeBytes
 from twisted.internet.interfaces import IProtocol, IReactorFDSet
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -44,6 +46,35 @@ from twisted.python.failure import Failure
 __all__ = ["HOLD_LIMIT", "FastPort", "FastServer", "WriteBatch", "coalesceWrites"]
 
 log = Logger()
+
+# Twisted's functions used here that it leaves unannotated, with the
+# signatures they have (the same objects: nothing changes at run time).
+#: Raise TypeError for what is not bytes, as every Twisted write does.
+_dataMustBeBytes: Callable[[object], None] = _untypedDataMustBeBytes
+#: C{FileDescriptor.loseConnection}, called on a L{FastServer}.
+_fileDescriptorLoseConnection: Callable[[FileDescriptor], None] = (
+    FileDescriptor.loseConnection
+)
+#: Start TLS on a connection whose ciphertext goes out through C{bypass}.
+_startTLS: Callable[[tcp.Server, object, bool, type], None] = _untypedStartTLS
+
+if TYPE_CHECKING:
+
+    class _Server(tcp.Server):
+        """
+        L{tcp.Server} as mypy sees it: the methods L{FastServer} overrides
+        and calls, which Twisted (C{_newtls.ConnectionMixin}, C{tcp}) leaves
+        unannotated, with their L{ITCPTransport} signatures.
+        """
+
+        def write(self, data: bytes) -> None: ...
+        def writeSequence(self, iovec: Iterable[bytes]) -> None: ...
+        def loseConnection(self) -> None: ...
+        def loseWriteConnection(self) -> None: ...
+        def abortConnection(self) -> None: ...
+
+else:
+    _Server = tcp.Server
 
 #: Held writes are sent as soon as they add up to this many bytes: one
 #: segment on loopback holds about this much, and past it coalescing saves
@@ -219,7 +250,7 @@ def _loseConnection(transport: FastServer) -> None:
     C{FileDescriptor.loseConnection}, after sending what is held.
     """
     transport.flushWrites()
-    FileDescriptor.loseConnection(transport)
+    _fileDescriptorLoseConnection(transport)
 
 
 class _FastBypass:
@@ -235,7 +266,7 @@ class _FastBypass:
     unregisterProducer = FileDescriptor.unregisterProducer
 
 
-class FastServer(tcp.Server):
+class FastServer(_Server):
     """
     A L{tcp.Server} whose C{write} sends at once when nothing is queued
     (see L{_writeNow}), or, once L{holdWrites} was called and while its
@@ -323,6 +354,8 @@ class FastServer(tcp.Server):
         if held is None:
             return
         self._held = None
+        # __class__ rather than isinstance, the cheaper test on this path;
+        # mypy narrows only by isinstance or type(), hence the ignore.
         _writeNow(self, held if held.__class__ is bytes else b"".join(held))  # type: ignore[arg-type]
 
     # Whatever changes how later bytes go (closing, half-closing, TLS)
@@ -344,7 +377,7 @@ class FastServer(tcp.Server):
 
     def startTLS(self, ctx: object, normal: bool = True) -> None:
         self.flushWrites()
-        startTLS(self, ctx, normal, _FastBypass)
+        _startTLS(self, ctx, normal, _FastBypass)
 
     def connectionLost(self, reason: Failure) -> None:
         if self._held is not None:
