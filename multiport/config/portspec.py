@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from multiport.config.model import ConfigError, PortRequest, numericHost, parseInterface
+from multiport.config.model import PortRequest, numericHost, parseInterface
+from multiport.errors import ConfigError
 
 _HANDLER = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 

@@ -16,13 +16,12 @@ from attrs import frozen
 from multiport.config.files import FileError, readRegularFile
 from multiport.config.model import (
     MAX_BACKLOG,
-    ConfigError,
     PartialDefaults,
     PortRequest,
     TLSConfig,
     parseInterface,
-    typeName,
 )
+from multiport.errors import ConfigError, typeName
 from multiport.ports.policies import KEYS as POLICY_KEYS
 from multiport.ports.policies import parsePolicy
 
@@ -154,11 +153,11 @@ def _tlsTable(value: object, where: str, base: Path) -> TLSConfig:
             if "cert" not in entry:
                 raise ConfigError(here, "missing key 'cert'")
             _expect(entry["cert"], str, f"{here}.cert")
-            key = None
+            keyPath = None
             if "key" in entry:
                 _expect(entry["key"], str, f"{here}.key")
-                key = base / entry["key"]
-            entries.append((name, base / entry["cert"], key))
+                keyPath = base / entry["key"]
+            entries.append((name, base / entry["cert"], keyPath))
         sni = tuple(entries)
     certDir = None
     if "cert_dir" in value:

@@ -10,9 +10,9 @@ import os
 import re
 import socket
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import attrs
 from attrs import frozen
@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
 from twisted.internet._sslverify import protosFromProtocol
+from twisted.internet.interfaces import IAcceptableCiphers
 from twisted.internet.ssl import (
     AcceptableCiphers as OpenSSLAcceptableCiphers,
 )
@@ -31,7 +32,16 @@ from twisted.logger import Logger
 from multiport.config.files import FileError, readRegularFile, whyNotWritable
 from multiport.config.model import TLSConfig
 
+if TYPE_CHECKING:
+    # pyOpenSSL names the type of its NO_OVERLAPPING_PROTOCOLS privately.
+    from OpenSSL.SSL import _NoOverlappingProtocols
+
 log = Logger()
+
+#: Twisted's C{AcceptableCiphers.fromOpenSSLCipherString}, unannotated there.
+_ciphersFromString: Callable[[str], IAcceptableCiphers] = (
+    OpenSSLAcceptableCiphers.fromOpenSSLCipherString
+)
 
 SELF_SIGNED_CERT = "selfsigned-cert.pem"
 SELF_SIGNED_KEY = "selfsigned-key.pem"
@@ -75,7 +85,7 @@ def _selectALPN(
     connection: SSL.Connection,
     offered: Sequence[bytes],
     configured: Sequence[bytes] = (),
-) -> object:
+) -> bytes | _NoOverlappingProtocols:
     """
     Pick the first protocol the port's factory speaks that the client
     offered.
@@ -181,7 +191,10 @@ def certificateFromPEM(
         raise TLSError(
             f"the private key in {keyPath} does not match the certificate in {tls.cert}"
         )
-    extra: dict[str, Any] = {}
+    # Twisted's defaults: no client certificates asked for.
+    verify = False
+    caCerts: list[crypto.X509] | None = None
+    requireCertificate = True
     if tls.clientAuth is not None and tls.clientCA is None:
         raise TLSError(
             "client_auth needs client_ca: the CAs client certificates come from"
@@ -193,23 +206,28 @@ def certificateFromPEM(
             )
         except ValueError as e:
             raise TLSError(f"no PEM certificate in {tls.clientCA}: {e}") from e
-        extra["verify"] = True
-        extra["caCerts"] = [crypto.X509.from_cryptography(c) for c in authorities]
-        extra["requireCertificate"] = tls.clientAuth != "optional"
+        verify = True
+        caCerts = [crypto.X509.from_cryptography(c) for c in authorities]
+        requireCertificate = tls.clientAuth != "optional"
     byName = _serverNames(tls) if tls.sni or tls.certDir is not None else None
     offered = tuple(name.encode("ascii") for name in tls.alpn or ())
     try:
-        extra["acceptableCiphers"] = OpenSSLAcceptableCiphers.fromOpenSSLCipherString(
+        ciphers = _ciphersFromString(
             DEFAULT_CIPHERS if tls.ciphers is None else tls.ciphers
         )
         options = CertificateOptions(
+            # pyOpenSSL takes fewer key types than cryptography loads (no
+            # DH, X25519, ML-DSA...); it raises TypeError for the others.
             privateKey=crypto.PKey.from_cryptography_key(key),  # type: ignore[arg-type]
             certificate=crypto.X509.from_cryptography(leaf),
             extraCertChain=[crypto.X509.from_cryptography(c) for c in chain[1:]],
             raiseMinimumTo=TLSVersion.TLSv1_3
             if tls.minVersion == "1.3"
             else TLSVersion.TLSv1_2,
-            **extra,
+            verify=verify,
+            caCerts=caCerts,
+            requireCertificate=requireCertificate,
+            acceptableCiphers=ciphers,
         )
         # Build the OpenSSL context now: errors surface at start (or in the
         # reload or API call that asked), not at the first handshake, and
