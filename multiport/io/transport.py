@@ -427,7 +427,7 @@ def coalesceWrites(transport: object) -> bool:
         # Each layer keeps the one under it as its own attribute; asking
         # with getattr would reach past a ProtocolWrapper into the
         # protocol it wraps.
-        attributes = getattr(transport, "__dict__", {})
+        attributes: dict[str, object] = getattr(transport, "__dict__", {})
         transport = attributes.get("transport", attributes.get("_transport"))
         if transport is None:
             break
