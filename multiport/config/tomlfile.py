@@ -10,6 +10,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar, cast
 
 from attrs import frozen
 
@@ -24,6 +25,8 @@ from multiport.config.model import (
 from multiport.errors import ConfigError, typeName
 from multiport.ports.policies import KEYS as POLICY_KEYS
 from multiport.ports.policies import parsePolicy
+
+_T = TypeVar("_T")
 
 #: The largest configuration file read: far above any real one (ten
 #: thousand ports take about 1 MiB), and a bound on what a mistaken path
@@ -76,12 +79,31 @@ class FileConfig:
     ports: tuple[PortRequest, ...]
 
 
-def _expect(value: object, kind: type, where: str) -> None:
+def _expect(value: object, kind: type[_T], where: str) -> _T:
+    """
+    C{value}, checked to be exactly of C{kind} (a boolean is no integer).
+    """
     if type(value) is not kind:
         raise ConfigError(
             where,
             f"expected {_ARTICLES[kind]}, got {typeName(value)} {value!r}",
         )
+    return value
+
+
+def _table(value: object, where: str) -> dict[str, object]:
+    """
+    C{value}, checked to be a table (whose keys, in TOML as in JSON, are
+    strings).
+    """
+    return cast("dict[str, object]", _expect(value, dict, where))
+
+
+def _array(value: object, where: str) -> list[object]:
+    """
+    C{value}, checked to be an array.
+    """
+    return cast("list[object]", _expect(value, list, where))
 
 
 def _unknown(table: Mapping[str, object], known: set[str], where: str) -> None:
@@ -99,82 +121,78 @@ def _unknown(table: Mapping[str, object], known: set[str], where: str) -> None:
 
 
 def _tlsTable(value: object, where: str, base: Path) -> TLSConfig:
-    _expect(value, dict, where)
-    assert isinstance(value, dict)
-    _unknown(value, _TLS, where)
-    if "key" in value and "cert" not in value:
+    table = _table(value, where)
+    _unknown(table, _TLS, where)
+    if "key" in table and "cert" not in table:
         raise ConfigError(f"{where}.key", "needs cert in the same table")
-    paths = {}
+    paths: dict[str, Path] = {}
     for key in ("cert", "key"):
-        if key in value:
-            _expect(value[key], str, f"{where}.{key}")
-            paths[key] = base / value[key]
+        if key in table:
+            paths[key] = base / _expect(table[key], str, f"{where}.{key}")
     minVersion = None
-    if "min_version" in value:
-        minVersion = value["min_version"]
-        if minVersion not in ("1.2", "1.3"):
+    if "min_version" in table:
+        version = table["min_version"]
+        if not isinstance(version, str) or version not in ("1.2", "1.3"):
             raise ConfigError(
                 f"{where}.min_version",
-                f'expected "1.2" or "1.3", got {typeName(minVersion)} {minVersion!r}',
+                f'expected "1.2" or "1.3", got {typeName(version)} {version!r}',
             )
+        minVersion = version
     ciphers = None
-    if "ciphers" in value:
-        _expect(value["ciphers"], str, f"{where}.ciphers")
-        ciphers = value["ciphers"]
+    if "ciphers" in table:
+        ciphers = _expect(table["ciphers"], str, f"{where}.ciphers")
     alpn = None
-    if "alpn" in value:
-        _expect(value["alpn"], list, f"{where}.alpn")
-        for index, name in enumerate(value["alpn"]):
+    if "alpn" in table:
+        protocols: list[str] = []
+        for index, name in enumerate(_array(table["alpn"], f"{where}.alpn")):
             if type(name) is not str or not name or not name.isascii():
                 raise ConfigError(
                     f"{where}.alpn[{index}]", f"expected a protocol name, got {name!r}"
                 )
-        alpn = tuple(value["alpn"])
+            protocols.append(name)
+        alpn = tuple(protocols)
     timeout = None
-    if "handshake_timeout" in value:
-        timeout = value["handshake_timeout"]
-        if type(timeout) not in (int, float) or not timeout > 0:
+    if "handshake_timeout" in table:
+        seconds = table["handshake_timeout"]
+        if (type(seconds) is not int and type(seconds) is not float) or not seconds > 0:
             raise ConfigError(
                 f"{where}.handshake_timeout",
-                f"expected a number of seconds above 0, got {typeName(timeout)} "
-                f"{timeout!r}",
+                f"expected a number of seconds above 0, got {typeName(seconds)} "
+                f"{seconds!r}",
             )
-        timeout = float(timeout)
+        timeout = float(seconds)
     sni = None
-    if "sni" in value:
-        _expect(value["sni"], dict, f"{where}.sni")
-        entries = []
-        for name, entry in value["sni"].items():
+    if "sni" in table:
+        entries: list[tuple[str, Path, Path | None]] = []
+        for name, entry in _table(table["sni"], f"{where}.sni").items():
             here = f"{where}.sni.{name}"
             if not name or name.lower() != name or " " in name:
                 raise ConfigError(here, "server names are lowercase DNS names")
-            _expect(entry, dict, here)
-            _unknown(entry, {"cert", "key"}, here)
-            if "cert" not in entry:
+            entryTable = _table(entry, here)
+            _unknown(entryTable, {"cert", "key"}, here)
+            if "cert" not in entryTable:
                 raise ConfigError(here, "missing key 'cert'")
-            _expect(entry["cert"], str, f"{here}.cert")
+            cert = _expect(entryTable["cert"], str, f"{here}.cert")
             keyPath = None
-            if "key" in entry:
-                _expect(entry["key"], str, f"{here}.key")
-                keyPath = base / entry["key"]
-            entries.append((name, base / entry["cert"], keyPath))
+            if "key" in entryTable:
+                keyPath = base / _expect(entryTable["key"], str, f"{here}.key")
+            entries.append((name, base / cert, keyPath))
         sni = tuple(entries)
     certDir = None
-    if "cert_dir" in value:
-        _expect(value["cert_dir"], str, f"{where}.cert_dir")
-        certDir = base / value["cert_dir"]
+    if "cert_dir" in table:
+        certDir = base / _expect(table["cert_dir"], str, f"{where}.cert_dir")
     clientCA = None
-    if "client_ca" in value:
-        _expect(value["client_ca"], str, f"{where}.client_ca")
-        clientCA = base / value["client_ca"]
+    if "client_ca" in table:
+        clientCA = base / _expect(table["client_ca"], str, f"{where}.client_ca")
     clientAuth = None
-    if "client_auth" in value:
-        clientAuth = value["client_auth"]
-        if clientAuth not in ("optional", "required"):
+    if "client_auth" in table:
+        auth = table["client_auth"]
+        if not isinstance(auth, str) or auth not in ("optional", "required"):
             raise ConfigError(
                 f"{where}.client_auth",
-                f'expected "optional" or "required", got {clientAuth!r}',
+                f'expected "optional" or "required", got {auth!r}',
             )
+        clientAuth = auth
     return TLSConfig(
         cert=paths.get("cert"),
         key=paths.get("key"),
@@ -192,22 +210,19 @@ def _tlsTable(value: object, where: str, base: Path) -> TLSConfig:
 def _flag(table: Mapping[str, object], key: str, where: str) -> bool | None:
     if key not in table:
         return None
-    _expect(table[key], bool, f"{where}.{key}")
-    return bool(table[key])
+    return _expect(table[key], bool, f"{where}.{key}")
 
 
 def _backlog(value: object, where: str) -> int:
-    _expect(value, int, where)
-    assert isinstance(value, int)
-    if not 1 <= value <= MAX_BACKLOG:
-        raise ConfigError(where, f"backlog {value} must be from 1 to {MAX_BACKLOG}")
-    return value
+    backlog = _expect(value, int, where)
+    if not 1 <= backlog <= MAX_BACKLOG:
+        raise ConfigError(where, f"backlog {backlog} must be from 1 to {MAX_BACKLOG}")
+    return backlog
 
 
-def _defaults(table: object, base: Path, prefix: str) -> PartialDefaults:
+def _defaults(value: object, base: Path, prefix: str) -> PartialDefaults:
     where = f"{prefix}defaults"
-    _expect(table, dict, where)
-    assert isinstance(table, dict)
+    table = _table(value, where)
     _unknown(table, _DEFAULTS, where)
     return PartialDefaults(
         interface=parseInterface(table["interface"], f"{where}.interface")
@@ -222,36 +237,32 @@ def _defaults(table: object, base: Path, prefix: str) -> PartialDefaults:
     )
 
 
-def _port(table: object, where: str, base: Path) -> PortRequest:
-    _expect(table, dict, where)
-    assert isinstance(table, dict)
+def _port(value: object, where: str, base: Path) -> PortRequest:
+    table = _table(value, where)
     _unknown(table, _PORT, where)
     if "port" not in table:
         raise ConfigError(where, "missing key 'port'")
-    _expect(table["port"], int, f"{where}.port")
-    port = table["port"]
+    port = _expect(table["port"], int, f"{where}.port")
     if not 0 <= port <= 65535:
         raise ConfigError(f"{where}.port", f"port {port} out of range 0-65535")
     handler = None
     if "handler" in table:
-        _expect(table["handler"], str, f"{where}.handler")
-        handler = table["handler"]
+        handler = _expect(table["handler"], str, f"{where}.handler")
     tls: bool | TLSConfig | None = None
     if "tls" in table:
-        value = table["tls"]
-        if isinstance(value, bool):
-            tls = value
-        elif isinstance(value, dict):
-            tls = _tlsTable(value, f"{where}.tls", base)
+        given = table["tls"]
+        if isinstance(given, bool):
+            tls = given
+        elif isinstance(given, dict):
+            tls = _tlsTable(given, f"{where}.tls", base)
         else:
             raise ConfigError(
                 f"{where}.tls",
-                f"expected true, false or a table, got {typeName(value)} {value!r}",
+                f"expected true, false or a table, got {typeName(given)} {given!r}",
             )
     options: dict[str, object] = {}
     if "options" in table:
-        _expect(table["options"], dict, f"{where}.options")
-        options = table["options"]
+        options = _table(table["options"], f"{where}.options")
     return PortRequest(
         where=where,
         port=port,
