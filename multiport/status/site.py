@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     class _Site(server.Site):
         def __init__(
-            self, resource: resource.IResource, *, reactor: object
+            self, resource: resource.IResource, *, reactor: IReactorTime
         ) -> None: ...
 
 else:
@@ -376,7 +376,7 @@ class StatusSite(_Site):
     requestFactory = LimitedRequest
 
     def __init__(
-        self, root: resource.IResource, history: History, reactor: object
+        self, root: resource.IResource, history: History, reactor: IReactorTime
     ) -> None:
         super().__init__(root, reactor=reactor)
         self.history = history
