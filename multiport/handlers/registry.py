@@ -28,7 +28,9 @@ def findHandlers() -> Mapping[str, IHandler]:
     """
     from twisted.plugins import multiport_handlers
 
-    builtins = [getattr(multiport_handlers, n) for n in multiport_handlers.__all__]
+    builtins: list[object] = [
+        getattr(multiport_handlers, n) for n in multiport_handlers.__all__
+    ]
     found: dict[str, IHandler] = {}
     plugins = sorted(
         getPlugins(IHandler), key=lambda h: not any(h is b for b in builtins)
