@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from multiport.daemon import logformat
-from multiport.ports.port import connectionLog
+from multiport.ports.connection import connectionLog
 
 
 class JSONTests(SynchronousTestCase):

@@ -29,6 +29,7 @@ from multiport.daemon.service import PortsService
 from multiport.handlers.interface import HandlerContext
 from multiport.handlers.simple import Echo
 from multiport.ports.counters import PortCounters
+from multiport.ports.factory import PortFactory
 from multiport.ports.policies import (
     DEFAULT_DRAIN_TIMEOUT,
     Admission,
@@ -40,7 +41,6 @@ from multiport.ports.policies import (
     drainTimeoutOf,
     parsePolicy,
 )
-from multiport.ports.port import PortFactory
 from tests.support import HANDLERS, waitUntilOnReactor
 
 

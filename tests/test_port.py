@@ -270,7 +270,7 @@ class HostCacheTests(SynchronousTestCase):
 
         from multiport.handlers.interface import HandlerContext
         from multiport.ports.counters import PortCounters
-        from multiport.ports.port import PortFactory
+        from multiport.ports.factory import PortFactory
 
         config = buildConfig(
             parsePorts("127.0.0.1:7000=echo"), DEFAULTS, TEST_HANDLERS, Path(".")

@@ -45,8 +45,9 @@ from multiport.handlers.interface import (
 )
 from multiport.io.splice import DEFAULT_POOL, PipePool, poolSize
 from multiport.ports.counters import PortCounters
+from multiport.ports.factory import PortFactory
 from multiport.ports.policies import DaemonLimit, drainTimeoutOf
-from multiport.ports.port import PortFactory, PortServer, PortSSLServer, PortTCPServer
+from multiport.ports.port import PortServer, PortSSLServer, PortTCPServer
 from multiport.ports.tls import LoadedCertificate
 from multiport.status.admintoken import tokenMatches
 from multiport.text import plural
