@@ -17,16 +17,13 @@ import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import Any, Protocol, cast
 
 from attrs import field, frozen
 
+from multiport.config.handleroptions import OptionError, PortHandler
 from multiport.errors import ConfigError, typeName
 from multiport.ports.policies import Policy, checkPolicy
-
-if TYPE_CHECKING:
-    from multiport.handlers.interface import IHandler
-
 
 #: The handler a bare port number gets, as in /etc/services.
 WELL_KNOWN_PORTS: Mapping[int, str] = MappingProxyType(
@@ -352,7 +349,9 @@ def _interfaces(host: str, where: str, resolve: Resolver) -> Sequence[str]:
     return addresses
 
 
-def _handlerFor(request: PortRequest, handlers: Mapping[str, IHandler]) -> IHandler:
+def _handlerFor(
+    request: PortRequest, handlers: Mapping[str, PortHandler]
+) -> PortHandler:
     name = request.handler
     if name is None:
         name = WELL_KNOWN_PORTS.get(request.port)
@@ -378,7 +377,7 @@ def _handlerFor(request: PortRequest, handlers: Mapping[str, IHandler]) -> IHand
 
 
 def _tlsFor(
-    request: PortRequest, handler: IHandler, defaults: Defaults
+    request: PortRequest, handler: PortHandler, defaults: Defaults
 ) -> TLSConfig | None:
     if isinstance(request.tls, TLSConfig):
         return request.tls.over(defaults.tls)
@@ -395,7 +394,7 @@ def _tlsFor(
 def portConfigs(
     request: PortRequest,
     defaults: Defaults,
-    handlers: Mapping[str, IHandler],
+    handlers: Mapping[str, PortHandler],
     resolve: Resolver = resolveHostName,
 ) -> list[PortConfig]:
     """
@@ -404,8 +403,6 @@ def portConfigs(
 
     @raise ConfigError: if anything in it is wrong.
     """
-    from multiport.handlers.interface import OptionError
-
     if not 0 <= request.port <= 65535:
         raise ConfigError(request.where, f"port {request.port} out of range 0-65535")
     handler = _handlerFor(request, handlers)
@@ -583,7 +580,7 @@ def _pathBack(
 def buildConfig(
     requests: Iterable[PortRequest],
     defaults: Defaults,
-    handlers: Mapping[str, IHandler],
+    handlers: Mapping[str, PortHandler],
     stateDir: Path,
     resolve: Resolver = resolveHostName,
 ) -> Config:
