@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from typing import Any
 
 from OpenSSL import SSL
@@ -32,6 +33,20 @@ from multiport.daemon.logformat import PORT_START_SYSTEM
 from multiport.io.transport import FastServer
 from multiport.ports.connection import PortProtocol
 from multiport.ports.factory import PortFactory
+
+
+def serverTransport(environ: Mapping[str, str] | None = None) -> type[tcp.Server]:
+    """
+    The class of a port's accepted connections: L{FastServer}, or Twisted's
+    own C{tcp.Server} when C{MULTIPORT_TRANSPORT=twisted} is in the
+    daemon's environment (read when a port starts listening, not when this
+    module is imported).
+    """
+    if environ is None:
+        environ = os.environ
+    if environ.get("MULTIPORT_TRANSPORT") == "twisted":
+        return tcp.Server
+    return FastServer
 
 
 @implementer(IOpenSSLServerConnectionCreator)
@@ -59,10 +74,8 @@ class ListeningPort(tcp.Port):
     with it on (as nginx does) the two can be configured side by side.
     """
 
-    #: MULTIPORT_TRANSPORT=twisted falls back to Twisted's own transport.
-    transport = (
-        tcp.Server if os.environ.get("MULTIPORT_TRANSPORT") == "twisted" else FastServer
-    )
+    #: The connections' class, chosen when the port starts listening.
+    transport: type[tcp.Server] = FastServer
 
     def createInternetSocket(self) -> socket.socket:
         skt = super().createInternetSocket()
@@ -71,6 +84,7 @@ class ListeningPort(tcp.Port):
         return skt
 
     def startListening(self) -> None:
+        self.transport = serverTransport()
         # tcp.Port logs "<factory> starting on N" as it starts; multiport's
         # "listening on" line says that and more: the daemon's observers
         # leave out Twisted's line, known by this log system.
