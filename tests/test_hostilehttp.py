@@ -548,8 +548,9 @@ class StalledResponseTests(InProcessPort):
         with (self.root / "large.bin").open("wb") as large:
             large.truncate(64 * 1024 * 1024)
         handlers = dict(HANDLERS)
+        # The implementation, not its lazy plugin object: attrs can evolve it.
         handlers["http"] = evolve(
-            HANDLERS["http"], defaultPolicy=Policy(idleTimeout=0.4)
+            HANDLERS["http"].load(), defaultPolicy=Policy(idleTimeout=0.4)
         )
         port = self.startPort(handlers)
         closed: Deferred[str] = Deferred()
