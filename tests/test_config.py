@@ -38,7 +38,8 @@ from multiport.handlers.simple import (
     echo,
     qotd,
 )
-from multiport.handlers.web import WebOptions, http, https
+from multiport.handlers.web import http, https
+from multiport.handlers.weboptions import WebOptions
 
 #: The built-in handlers by name, as L{findHandlers} returns them (built here
 #: so that third-party plugins on sys.path cannot change the tests).

@@ -717,7 +717,7 @@ class HeaderTimeoutTests(SynchronousTestCase):
     """
 
     def site(self, policy: Policy):
-        from multiport.handlers.web import parseWebOptions
+        from multiport.handlers.weboptions import parseWebOptions
 
         clock = MemoryReactorClock()
         config = PortConfig(
@@ -1075,7 +1075,7 @@ class ReviewRegressionTests(SynchronousTestCase):
         """
         from twisted.web.test.requesthelper import DummyRequest
 
-        from multiport.handlers.web import RedirectToHTTPS
+        from multiport.handlers.webresources import RedirectToHTTPS
 
         request = DummyRequest([b""])
         request.uri = b"http://[x/"

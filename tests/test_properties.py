@@ -53,7 +53,8 @@ from multiport.daemon.service import PortsService
 from multiport.errors import ConfigError
 from multiport.handlers.interface import HandlerContext
 from multiport.handlers.relay import proxyHeader
-from multiport.handlers.web import http, parseWebOptions
+from multiport.handlers.web import http
+from multiport.handlers.weboptions import parseWebOptions
 from multiport.ports.proxyprotocol import HeaderParser, ProxyInfo, ProxyProtocolError
 from multiport.status import status as statusHandler
 from tests.support import HANDLERS, configFor
@@ -1423,7 +1424,7 @@ class HTTPProperties(SynchronousTestCase):
     # twisted.web.static.File.getChild, whose FilePath.exists() raises
     # ValueError("embedded null byte"): every such request is a 500 and a
     # logged traceback (any client can flood the log).  Fix: in
-    # multiport.handlers.web.ConfinedFile.getChild, answer
+    # multiport.handlers.webresources.ConfinedFile.getChild, answer
     # self.childNotFound (404) for a path segment holding b"\x00" before
     # calling super().getChild.
     def test_nulInPath(self):
@@ -1443,7 +1444,7 @@ class HTTPProperties(SynchronousTestCase):
     # twisted.web.static.File.getChild log a traceback ("Could not decode
     # path segment as utf-8") before its 404: one traceback in the log per
     # request, for any client.  Fix: in
-    # multiport.handlers.web.ConfinedFile.getChild, answer
+    # multiport.handlers.webresources.ConfinedFile.getChild, answer
     # self.childNotFound when path.decode("utf-8") fails, before calling
     # super().getChild (with the NUL check above).
     def test_nonUTF8Path(self):
@@ -1532,7 +1533,7 @@ class FoundTests(SynchronousTestCase):
     # Fixed bug: a NUL in a path option reaches Path.resolve(), which raises
     # ValueError("embedded null byte") instead of an OptionError (TOML and
     # JSON can both carry "\u0000").  Fix: refuse "\x00" in
-    # multiport.handlers.web.parseWebOptions (root) and
+    # multiport.handlers.weboptions.parseWebOptions (root) and
     # multiport.handlers.relay.parseRelayOptions (upstream_ca) with an
     # OptionError.
     def test_nulInPathOptions(self):
