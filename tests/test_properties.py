@@ -52,7 +52,7 @@ from multiport.config.tomlfile import parseConfig, readConfigFile
 from multiport.daemon.service import PortsService
 from multiport.errors import ConfigError
 from multiport.handlers.interface import HandlerContext
-from multiport.handlers.relay import proxyHeader
+from multiport.handlers.relayupstream import proxyHeader
 from multiport.handlers.web import http
 from multiport.handlers.weboptions import parseWebOptions
 from multiport.ports.proxyprotocol import HeaderParser, ProxyInfo, ProxyProtocolError
@@ -1534,7 +1534,7 @@ class FoundTests(SynchronousTestCase):
     # ValueError("embedded null byte") instead of an OptionError (TOML and
     # JSON can both carry "\u0000").  Fix: refuse "\x00" in
     # multiport.handlers.weboptions.parseWebOptions (root) and
-    # multiport.handlers.relay.parseRelayOptions (upstream_ca) with an
+    # multiport.handlers.relayoptions.parseRelayOptions (upstream_ca) with an
     # OptionError.
     def test_nulInPathOptions(self):
         """
@@ -1557,7 +1557,7 @@ class FoundTests(SynchronousTestCase):
             error = self.assertRaises(ConfigError, self.build, table)
             self.assertTrue(error.where.endswith(f".options.{key}"), error.where)
 
-    # Fixed bug: multiport.handlers.relay.parseUpstream takes str.isdigit() for
+    # Fixed bug: multiport.handlers.relayoptions.parseUpstream takes str.isdigit() for
     # a port number: "x:\u00b2" (superscript two) passes it and int()
     # raises ValueError; "x:\u0663" (an Arabic-Indic three) is quietly
     # taken as port 3, where the --ports grammar refuses non-ASCII digits.

@@ -27,12 +27,8 @@ from multiport.config.model import Defaults, TLSConfig, buildConfig
 from multiport.config.portspec import parsePortItem
 from multiport.daemon.service import PortsService
 from multiport.handlers.interface import OptionError
-from multiport.handlers.relay import (
-    RelayOptions,
-    Upstream,
-    UpstreamPool,
-    parseRelayOptions,
-)
+from multiport.handlers.relayoptions import RelayOptions, Upstream, parseRelayOptions
+from multiport.handlers.relayupstream import UpstreamPool
 from multiport.handlers.simple import Echo
 from multiport.io.splice import KEEP_AT_LEAST, PipePool, poolSize
 from multiport.ports.policies import DaemonLimit
@@ -983,7 +979,7 @@ class LocalShortageTests(SynchronousTestCase):
         from twisted.internet.error import ConnectBindError, ConnectionRefusedError
         from twisted.python.failure import Failure
 
-        from multiport.handlers.relay import localShortage
+        from multiport.handlers.relayupstream import localShortage
 
         self.assertTrue(
             localShortage(
