@@ -526,7 +526,7 @@ class DaemonLimitTests(SynchronousTestCase):
     """
 
     def test_followsPorts(self):
-        from multiport.ports.policies import DaemonLimit
+        from multiport.ports.admission import DaemonLimit
 
         stateDir = self.mktemp()
         limit = DaemonLimit(maximum=100, ports=1)
@@ -548,7 +548,7 @@ class DaemonLimitTests(SynchronousTestCase):
         """
         from multiport.config.model import buildConfig
         from multiport.config.portspec import parsePorts
-        from multiport.ports.policies import DaemonLimit
+        from multiport.ports.admission import DaemonLimit
 
         limit = DaemonLimit(maximum=800, ports=2)
         echo, relay = parsePorts("7001=echo,7002=relay")

@@ -1,5 +1,6 @@
 """
-Tests for L{multiport.ports.policies}: limits, rates, access rules and timeouts.
+Tests for L{multiport.ports.policies} and L{multiport.ports.admission}: limits,
+rates, access rules and timeouts.
 """
 
 from __future__ import annotations
@@ -28,16 +29,13 @@ from multiport.config.tomlfile import parseConfig
 from multiport.daemon.service import PortsService
 from multiport.handlers.interface import HandlerContext
 from multiport.handlers.simple import Echo
+from multiport.ports.admission import Admission, DaemonLimit, TokenBucket, clientGroup
 from multiport.ports.counters import PortCounters
 from multiport.ports.factory import PortFactory
 from multiport.ports.policies import (
     DEFAULT_DRAIN_TIMEOUT,
-    Admission,
-    DaemonLimit,
     Policy,
     Rate,
-    TokenBucket,
-    clientGroup,
     drainTimeoutOf,
     parsePolicy,
 )
@@ -1014,10 +1012,10 @@ class ReviewRegressionTests(SynchronousTestCase):
         Many new client groups whose buckets never refill keep the per-IP
         table bounded.
         """
-        from multiport.ports import policies
+        from multiport.ports import admission
 
-        self.patch(policies, "MAX_BUCKETS", 100)
-        self.patch(policies, "MIN_PRUNE", 10)
+        self.patch(admission, "MAX_BUCKETS", 100)
+        self.patch(admission, "MIN_PRUNE", 10)
         admission = Admission(Policy(ratePerIP=Rate(0.001, 1)), Clock())
         admission._pruneAt = 10
         for index in range(1000):

@@ -31,7 +31,7 @@ from multiport.handlers.relayoptions import RelayOptions, Upstream, parseRelayOp
 from multiport.handlers.relayupstream import UpstreamPool
 from multiport.handlers.simple import Echo
 from multiport.io.splice import KEEP_AT_LEAST, PipePool, poolSize
-from multiport.ports.policies import DaemonLimit
+from multiport.ports.admission import DaemonLimit
 from multiport.ports.tls import ensureSelfSigned
 from tests.support import HANDLERS, Daemon, waitUntilOnReactor
 from tests.test_endtoend import Collector
@@ -1126,7 +1126,8 @@ class PipePoolTests(SynchronousTestCase):
         """
         from twisted.internet.address import IPv4Address
 
-        from multiport.ports.policies import Admission, Policy
+        from multiport.ports.admission import Admission
+        from multiport.ports.policies import Policy
 
         limit = DaemonLimit(maximum=16)
         pool = self.pool(8, limit)

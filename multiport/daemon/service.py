@@ -44,9 +44,10 @@ from multiport.handlers.interface import (
     descriptorsOf,
 )
 from multiport.io.splice import DEFAULT_POOL, PipePool, poolSize
+from multiport.ports.admission import DaemonLimit
 from multiport.ports.counters import PortCounters
 from multiport.ports.factory import PortFactory
-from multiport.ports.policies import DaemonLimit, drainTimeoutOf
+from multiport.ports.policies import drainTimeoutOf
 from multiport.ports.port import PortServer, PortSSLServer, PortTCPServer
 from multiport.ports.tls import LoadedCertificate
 from multiport.status.admintoken import tokenMatches

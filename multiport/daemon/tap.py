@@ -55,7 +55,8 @@ from multiport.daemon.workers import WorkerPool, workerCount
 from multiport.handlers.interface import IHandler
 from multiport.handlers.registry import findHandlers
 from multiport.io.splice import poolSize
-from multiport.ports.policies import DEFAULT_DRAIN_TIMEOUT, DaemonLimit, Policy
+from multiport.ports.admission import DaemonLimit
+from multiport.ports.policies import DEFAULT_DRAIN_TIMEOUT, Policy
 from multiport.ports.tls import (
     LoadedCertificate,
     TLSError,

@@ -23,9 +23,9 @@ from zope.interface import implementer
 
 from multiport.daemon.logformat import emitLine
 from multiport.handlers.interface import HandlerContext
+from multiport.ports.admission import Admission, DaemonLimit
 from multiport.ports.connection import PortProtocol, addressText, connectionLog, log
 from multiport.ports.counters import PortCounters
-from multiport.ports.policies import Admission, DaemonLimit
 from multiport.ports.tlslayer import TLSFactory
 from multiport.text import plural
 

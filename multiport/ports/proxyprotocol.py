@@ -43,7 +43,7 @@ from twisted.python.failure import Failure
 from zope.interface import alsoProvides, directlyProvides, providedBy
 
 from multiport.config.model import formatAddress
-from multiport.ports.policies import clientAddress
+from multiport.ports.admission import clientAddress
 
 log = Logger()
 
