@@ -55,7 +55,7 @@ from multiport.handlers.interface import HandlerContext
 from multiport.handlers.relayupstream import proxyHeader
 from multiport.handlers.web import http
 from multiport.handlers.weboptions import parseWebOptions
-from multiport.ports.proxyprotocol import HeaderParser, ProxyInfo, ProxyProtocolError
+from multiport.ports.proxyheader import HeaderParser, ProxyInfo, ProxyProtocolError
 from multiport.status import status as statusHandler
 from tests.support import HANDLERS, configFor
 from tests.test_live import freePort

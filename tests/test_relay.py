@@ -397,7 +397,7 @@ class UpstreamFeaturesTests(RelayMixin, TestCase):
         """
         send_proxy_protocol v1 and v2 put the client's address first.
         """
-        from multiport.ports.proxyprotocol import HeaderParser
+        from multiport.ports.proxyheader import HeaderParser
 
         for version in ("v1", "v2"):
             factory = Factory.forProtocol(Recorder)
