@@ -11,6 +11,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from multiport.config.build import buildConfig, checkOverlaps, portConfigs
 from multiport.config.model import (
     WELL_KNOWN_PORTS,
     Config,
@@ -20,12 +21,9 @@ from multiport.config.model import (
     PortConfig,
     PortRequest,
     TLSConfig,
-    buildConfig,
-    checkOverlaps,
     defaultStateDir,
     formatAddress,
     parseInterface,
-    portConfigs,
     resolveHostName,
 )
 from multiport.config.tomlfile import parseConfig

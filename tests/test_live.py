@@ -546,7 +546,7 @@ class DaemonLimitTests(SynchronousTestCase):
         The daemon's splice pipe pool is sized from its limit, takes its
         descriptors from it, and reaches every port's handler.
         """
-        from multiport.config.model import buildConfig
+        from multiport.config.build import buildConfig
         from multiport.config.portspec import parsePorts
         from multiport.ports.admission import DaemonLimit
 

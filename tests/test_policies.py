@@ -23,7 +23,8 @@ from twisted.internet.testing import (
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from multiport.config.model import ConfigError, Defaults, PortConfig, buildConfig
+from multiport.config.build import buildConfig
+from multiport.config.model import ConfigError, Defaults, PortConfig
 from multiport.config.portspec import parsePorts
 from multiport.config.tomlfile import parseConfig
 from multiport.daemon.service import PortsService

@@ -18,7 +18,8 @@ from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from multiport.config.model import Defaults, TLSConfig, buildConfig
+from multiport.config.build import buildConfig
+from multiport.config.model import Defaults, TLSConfig
 from multiport.config.portspec import parsePorts
 from multiport.daemon.service import PortsService
 from multiport.handlers import Handler

@@ -39,12 +39,12 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from multiport.config.build import buildConfig
 from multiport.config.model import (
     Config,
     Defaults,
     PortConfig,
     PortRequest,
-    buildConfig,
     numericHost,
 )
 from multiport.config.portspec import parsePortItem, parsePorts

@@ -23,7 +23,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from multiport.config.model import Defaults, TLSConfig, buildConfig
+from multiport.config.build import buildConfig
+from multiport.config.model import Defaults, TLSConfig
 from multiport.config.portspec import parsePortItem
 from multiport.daemon.service import PortsService
 from multiport.handlers.interface import OptionError

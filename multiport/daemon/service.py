@@ -23,13 +23,12 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from multiport import __version__
+from multiport.config.build import buildConfig, checkOverlaps
 from multiport.config.model import (
     Config,
     Defaults,
     PortConfig,
     TLSConfig,
-    buildConfig,
-    checkOverlaps,
     formatAddress,
 )
 from multiport.config.tomlfile import portRequest

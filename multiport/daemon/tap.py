@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from multiport import __version__
+from multiport.config.build import buildConfig
 from multiport.config.files import FileError
 from multiport.config.model import (
     DEFAULT_BACKLOG,
@@ -35,7 +36,6 @@ from multiport.config.model import (
     PortConfig,
     PortRequest,
     TLSConfig,
-    buildConfig,
     defaultStateDir,
     parseInterface,
 )
