@@ -10,21 +10,14 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import (
-    IAddress,
-    IConnector,
-    IHalfCloseableProtocol,
-)
+from twisted.internet.interfaces import IAddress, IConnector, IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from multiport.config.model import numericHost
-from multiport.handlers.interface import (
-    Handler,
-    HandlerContext,
-)
+from multiport.handlers.interface import Handler, HandlerContext
 from multiport.handlers.relayoptions import RelayOptions, Upstream, parseRelayOptions
 from multiport.handlers.relayupstream import (
     UpstreamPool,

@@ -15,11 +15,7 @@ from twisted.internet.ssl import Certificate
 
 from multiport.config.files import FileError, readRegularFile
 from multiport.config.model import formatAddress, numericHost
-from multiport.handlers.interface import (
-    OptionError,
-    optionOf,
-    rejectUnknown,
-)
+from multiport.handlers.interface import OptionError, optionOf, rejectUnknown
 from multiport.ports.tls import MAX_PEM_FILE, opensslReason
 
 BALANCES = ("round_robin", "first", "least_connections")

@@ -10,17 +10,10 @@ from typing import Any
 
 from twisted.logger import Logger
 from twisted.web import resource, server
-from twisted.web.http import (
-    CACHED,
-    NOT_MODIFIED,
-    stringToDatetime,
-)
+from twisted.web.http import CACHED, NOT_MODIFIED, stringToDatetime
 
 from multiport.daemon.logformat import emitLine
-from multiport.handlers.interface import (
-    Handler,
-    HandlerContext,
-)
+from multiport.handlers.interface import Handler, HandlerContext
 from multiport.handlers.webchannel import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,

@@ -11,14 +11,10 @@ from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
-from twisted.web.http import (
-    HTTPChannel,
-)
+from twisted.web.http import HTTPChannel
 from zope.interface import implementer
 
-from multiport.handlers.interface import (
-    IDrainable,
-)
+from multiport.handlers.interface import IDrainable
 from multiport.io.transport import coalesceWrites
 
 #: How long an http connection may sit idle between requests when the port

@@ -15,11 +15,7 @@ from attrs import frozen
 from twisted.web import server
 
 from multiport.errors import typeName
-from multiport.handlers.interface import (
-    OptionError,
-    optionOf,
-    rejectUnknown,
-)
+from multiport.handlers.interface import OptionError, optionOf, rejectUnknown
 
 
 @frozen

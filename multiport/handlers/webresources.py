@@ -14,11 +14,7 @@ from typing import IO
 from urllib.parse import urlsplit
 
 from twisted.web import resource, server, static
-from twisted.web.http import (
-    OK,
-    PARTIAL_CONTENT,
-    REQUESTED_RANGE_NOT_SATISFIABLE,
-)
+from twisted.web.http import OK, PARTIAL_CONTENT, REQUESTED_RANGE_NOT_SATISFIABLE
 from twisted.web.iweb import IRequest
 
 from multiport import __version__

@@ -14,9 +14,7 @@ from typing import Any, Literal
 
 from attrs import frozen
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.interfaces import (
-    IAddress,
-)
+from twisted.internet.interfaces import IAddress
 
 from multiport.config.model import formatAddress
 
