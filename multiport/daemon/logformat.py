@@ -22,6 +22,8 @@ after any connection lines before it, so the order of lines is kept.
 
 from __future__ import annotations
 
+# Twisted's methods called here are not annotated (mypy --strict): those
+# calls carry type: ignore[no-untyped-call].
 import datetime
 import json
 import math
@@ -254,11 +256,12 @@ def emitLine(logger: Logger, line: str, **fields: object) -> None:
 def _open(destination: str) -> IO[str] | ReopeningLogFile:
     if destination == "-":
         return sys.stdout
-    return ReopeningLogFile.fromFullPath(
+    logFile: ReopeningLogFile = ReopeningLogFile.fromFullPath(  # type: ignore[no-untyped-call]
         destination,
         rotateLength=_rotateSize or None,
         maxRotatedFiles=_rotateKeep,
     )
+    return logFile
 
 
 def batchedObserver(

@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IProtocolFactory, IReactorTime
 from twisted.plugin import IPlugin
 from zope.interface import Attribute, Interface, implementer
 
-from multiport.config.handleroptions import OptionError
+from multiport.config.handleroptions import OptionError as OptionError
 from multiport.errors import typeName
 from multiport.ports.counters import HandlerCounters
 from multiport.ports.policies import Policy

@@ -5,12 +5,15 @@ names (never to one a client chooses), with flow control both ways.
 
 from __future__ import annotations
 
-from typing import Any
+# Twisted's methods called here are not annotated (mypy --strict): those
+# calls carry type: ignore[no-untyped-call].
+from typing import TYPE_CHECKING, Any, cast
 
+from twisted.internet.base import BaseConnector
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IAddress, IConnector, IHalfCloseableProtocol
+from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -20,6 +23,7 @@ from multiport.config.model import numericHost
 from multiport.handlers.interface import Handler, HandlerContext
 from multiport.handlers.relayoptions import RelayOptions, Upstream, parseRelayOptions
 from multiport.handlers.relayupstream import (
+    IStreamTransport,
     UpstreamPool,
     UpstreamProtocol,
     _closeWriting,
@@ -28,6 +32,9 @@ from multiport.handlers.relayupstream import (
     proxyHeader,
 )
 from multiport.io.splice import AVAILABLE, DEFAULT_POOL, PipePool, Splice, tcpTransport
+
+if TYPE_CHECKING:
+    from multiport.ports.connection import PortProtocol
 
 log = Logger()
 
@@ -65,7 +72,7 @@ class RelayProtocol(Protocol):
     upstream: UpstreamProtocol | None = None
     splice: Splice | None = None
     chosen: Upstream | None = None
-    _connecting: Deferred[Any] | IConnector | None = None
+    _connecting: Deferred[Any] | BaseConnector | None = None
     _closed = False
     #: What the client sent before the upstream answered (a class default:
     #: most clients send nothing then).
@@ -74,6 +81,8 @@ class RelayProtocol(Protocol):
     # Everything shared by the port's connections is read from the factory,
     # never copied into each connection (memory per idle connection).
     factory: RelayFactory
+    # The client's connection (the port's wrapper, a TCP transport).
+    transport: IStreamTransport
 
     def __init__(self, factory: RelayFactory) -> None:
         self.factory = factory
@@ -221,12 +230,15 @@ class RelayProtocol(Protocol):
         The splice moved C{size} bytes from the client (C{fromClient}) or
         from the upstream: count them for the port and the relay.
         """
+        # A splice starts only under the port's wrapper (its passThrough),
+        # which counts the bytes that go past it.
+        wrapper = cast("PortProtocol", self.transport)
         if fromClient:
             self.received += size
-            self.transport.countReceived(size)
+            wrapper.countReceived(size)
         else:
             self.sent += size
-            self.transport.countSent(size)
+            wrapper.countSent(size)
 
     def spliceEnded(self, error: BaseException | None) -> None:
         """
@@ -258,7 +270,7 @@ class RelayProtocol(Protocol):
             self.pool.active[self.chosen] -= 1
         self.upstream = None
         if not self._closed:
-            if reason is None or reason.check(ConnectionDone):
+            if reason is None or reason.check(ConnectionDone):  # type: ignore[no-untyped-call]
                 self.transport.loseConnection()
             else:
                 # The upstream went away mid-stream: reset the client too,
@@ -283,7 +295,7 @@ class RelayProtocol(Protocol):
             self.upstream.transport.loseConnection()
 
 
-class RelayFactory(Factory):
+class RelayFactory(Factory[RelayProtocol]):
     """
     The relay's factory for one port; it keeps the port's upstream pool.
     """
@@ -295,7 +307,8 @@ class RelayFactory(Factory):
         # Outside a daemon (no shared pool) the port has a pool of its own.
         self.pipes = context.pipes or PipePool(DEFAULT_POOL)
 
-    def buildProtocol(self, addr: IAddress) -> RelayProtocol:
+    # Factory's stub allows no address; a listening port always gives one.
+    def buildProtocol(self, addr: IAddress) -> RelayProtocol:  # type: ignore[override]
         return RelayProtocol(self)
 
 

@@ -133,7 +133,9 @@ def parseRelayOptions(options: Mapping[str, object], relativeTo: Path) -> RelayO
             "give exactly one of upstream = 'host:port' or upstreams = [...]",
         )
     if "upstream" in options:
-        upstreams = (parseUpstream(options["upstream"], "upstream"),)
+        upstreams: tuple[Upstream, ...] = (
+            parseUpstream(options["upstream"], "upstream"),
+        )
     else:
         listed = options["upstreams"]
         if type(listed) is not list or not listed:

@@ -6,6 +6,8 @@ that carries its bytes back to the client (L{UpstreamProtocol}).
 
 from __future__ import annotations
 
+# Twisted's methods called here are not annotated (mypy --strict): those
+# calls carry type: ignore[no-untyped-call].
 import errno
 import ipaddress
 from typing import TYPE_CHECKING, Any
@@ -15,10 +17,13 @@ from OpenSSL import SSL
 from twisted.internet.interfaces import (
     IAddress,
     IConnector,
+    IConsumer,
     IHalfCloseableProtocol,
     IOpenSSLClientConnectionCreator,
     IProtocolFactory,
+    IPushProducer,
     IReactorTime,
+    ITCPTransport,
 )
 from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
@@ -30,6 +35,13 @@ from multiport.io.splice import tcpTransport
 
 if TYPE_CHECKING:
     from multiport.handlers.relay import RelayProtocol
+
+
+class IStreamTransport(ITCPTransport, IConsumer, IPushProducer):
+    """
+    What the relay uses of either side's connection (a type for the
+    checker: TCP transports, and TLS over them, provide all three).
+    """
 
 
 @implementer(IOpenSSLClientConnectionCreator)
@@ -63,7 +75,7 @@ def clientTLS(options: RelayOptions, upstream: Upstream) -> Any:
     trust = (
         Certificate.loadPEM(options.caPEM)
         if options.caPEM is not None
-        else platformTrust()
+        else platformTrust()  # type: ignore[no-untyped-call]
     )
     return optionsForClientTLS(name, trustRoot=trust)
 
@@ -175,7 +187,7 @@ def _halfClose(transport: Any) -> None:
     """
     tcp = tcpTransport(transport)
     if tcp is not None:
-        tcp.loseWriteConnection()
+        tcp.loseWriteConnection()  # type: ignore[no-untyped-call]
     else:
         transport.loseConnection()
 
@@ -191,6 +203,9 @@ class UpstreamProtocol(Protocol):
 
     @ivar rest: The upstreams to try next if this one does not answer.
     """
+
+    # A TCP connection, or TLS over one.
+    transport: IStreamTransport
 
     def doStart(self) -> None:
         pass

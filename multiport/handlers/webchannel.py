@@ -7,9 +7,12 @@ headers (L{TimedChannel}).
 
 from __future__ import annotations
 
+# Twisted's methods called here are not annotated (mypy --strict): those
+# calls carry type: ignore[no-untyped-call].
 from typing import Any
 
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, ITCPTransport
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from zope.interface import implementer
@@ -34,19 +37,21 @@ class DrainingChannel(HTTPChannel):
     C{Connection: close}), as nginx does at a graceful stop.
     """
 
+    # The port's connection wrapper, a TCP transport.
+    transport: ITCPTransport
     _draining = False
 
     def drain(self) -> None:
         self._draining = True
         self.persistent = False
         if not self.requests:
-            self.loseConnection()
+            self.loseConnection()  # type: ignore[no-untyped-call]
 
     def checkPersistence(self, request: Any, version: bytes) -> bool:
         if self._draining:
             request.responseHeaders.setRawHeaders(b"connection", [b"close"])
             return False
-        return bool(super().checkPersistence(request, version))
+        return bool(super().checkPersistence(request, version))  # type: ignore[no-untyped-call]
 
 
 #: Reason phrases of the answers a channel gives on its own (RFC 9110 and
@@ -91,11 +96,11 @@ class StrictChannel(DrainingChannel):
             % (status, _PHRASES[status], len(body), body)
         )
         self._refused = True
-        self.loseConnection()
+        self.loseConnection()  # type: ignore[no-untyped-call]
 
     def dataReceived(self, data: bytes) -> None:
         if not self._refused:
-            super().dataReceived(data)
+            super().dataReceived(data)  # type: ignore[no-untyped-call]
 
     def lineReceived(self, line: bytes) -> None:
         if line.endswith(b"\r"):
@@ -110,7 +115,7 @@ class StrictChannel(DrainingChannel):
         if self._headSize > self.totalHeadersSize:
             self.refuse(431, "The request's header fields are too large.")
             return
-        super().lineReceived(line)
+        super().lineReceived(line)  # type: ignore[no-untyped-call]
 
     def lineLengthExceeded(self, line: bytes) -> None:
         if self.requests:
@@ -134,18 +139,18 @@ class TimedChannel(StrictChannel):
         # twisted.web writes a response's headers, then its body: held and
         # sent together, they leave in one TCP segment.
         coalesceWrites(self.transport)
-        super().connectionMade()
+        super().connectionMade()  # type: ignore[no-untyped-call]
 
     def dataReceived(self, data: bytes) -> None:
         if self._headerDeadline is None and self.line_mode:
-            self._headerDeadline = self.callLater(
+            self._headerDeadline = self.callLater(  # type: ignore[no-untyped-call]
                 self.headerTimeout, self._headersTooSlow
             )
         super().dataReceived(data)
 
     def allHeadersReceived(self) -> None:
         self._cancelHeaderDeadline()
-        super().allHeadersReceived()
+        super().allHeadersReceived()  # type: ignore[no-untyped-call]
 
     def _cancelHeaderDeadline(self) -> None:
         deadline, self._headerDeadline = self._headerDeadline, None
@@ -160,6 +165,6 @@ class TimedChannel(StrictChannel):
         else:
             self.transport.abortConnection()
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancelHeaderDeadline()
-        super().connectionLost(reason)
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]

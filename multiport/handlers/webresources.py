@@ -6,6 +6,8 @@ HTTPS (L{RedirectToHTTPS}).
 
 from __future__ import annotations
 
+# Twisted's methods called here are not annotated (mypy --strict): those
+# calls carry type: ignore[no-untyped-call].
 import errno
 import html
 import os
@@ -84,7 +86,7 @@ class ConfinedFile(static.File):
             path.decode("utf-8")
         except UnicodeDecodeError:
             return self.childNotFound
-        child = super().getChild(path, request)
+        child: resource.IResource = super().getChild(path, request)  # type: ignore[no-untyped-call]
         if not isinstance(child, static.File):
             return child
         folder, name = os.path.split(child.path)
@@ -130,12 +132,12 @@ class ConfinedFile(static.File):
         # found (nginx), and is not even opened.
         self.restat(reraise=False)
         if self.exists() and not (self.isfile() or self.isdir()):
-            return self.childNotFound.render(request)  # type: ignore[no-any-return]
+            return self.childNotFound.render(request)  # type: ignore[no-any-return, no-untyped-call]
         try:
-            return super().render_GET(request)  # type: ignore[no-any-return]
+            return super().render_GET(request)  # type: ignore[no-any-return, no-untyped-call]
         except NotServable:
             request.responseHeaders.removeHeader(b"accept-ranges")
-            return self.childNotFound.render(request)  # type: ignore[no-any-return]
+            return self.childNotFound.render(request)  # type: ignore[no-any-return, no-untyped-call]
 
     render_HEAD = render_GET
 
@@ -164,12 +166,12 @@ class ConfinedFile(static.File):
             segments.append(Segment(b"", 0, size))
         elif not plan.parts:
             request.setResponseCode(REQUESTED_RANGE_NOT_SATISFIABLE)
-            request.setHeader(b"content-range", b"bytes */%d" % (size,))
-            request.setHeader(b"content-length", b"0")
+            request.setHeader(b"content-range", b"bytes */%d" % (size,))  # type: ignore[no-untyped-call]
+            request.setHeader(b"content-length", b"0")  # type: ignore[no-untyped-call]
         elif len(plan.parts) == 1:
             [part] = plan.parts
             request.setResponseCode(PARTIAL_CONTENT)
-            request.setHeader(
+            request.setHeader(  # type: ignore[no-untyped-call]
                 b"content-range",
                 b"bytes %d-%d/%d" % (part.offset, part.offset + part.size - 1, size),
             )
@@ -186,11 +188,11 @@ class ConfinedFile(static.File):
                 for part in plan.parts
             )
             trailer = multipartEnd(boundary)
-            request.setHeader(
+            request.setHeader(  # type: ignore[no-untyped-call]
                 b"content-type",
                 b'multipart/byteranges; boundary="%s"' % (boundary,),
             )
-            request.setHeader(
+            request.setHeader(  # type: ignore[no-untyped-call]
                 b"content-length",
                 b"%d" % (len(trailer) + sum(len(s.prefix) + s.size for s in segments),),
             )
@@ -199,15 +201,16 @@ class ConfinedFile(static.File):
     def _contentHeaders(
         self, request: server.Request, length: int, contentType: bytes
     ) -> None:
-        request.setHeader(b"content-length", b"%d" % (length,))
-        request.setHeader(b"content-type", contentType)
+        request.setHeader(b"content-length", b"%d" % (length,))  # type: ignore[no-untyped-call]
+        request.setHeader(b"content-type", contentType)  # type: ignore[no-untyped-call]
         if self.encoding:
-            request.setHeader(b"content-encoding", self.encoding.encode("latin-1"))
+            request.setHeader(b"content-encoding", self.encoding.encode("latin-1"))  # type: ignore[no-untyped-call]
 
     def directoryListing(self) -> resource.IResource:
         if not self.listing:
             return resource.ForbiddenResource("Directory listing is off.")
-        return super().directoryListing()
+        listing: resource.IResource = super().directoryListing()  # type: ignore[no-untyped-call]
+        return listing
 
     def createSimilarFile(self, path: str) -> ConfinedFile:
         similar = ConfinedFile(path, self.root, self.listing)
@@ -223,7 +226,7 @@ class WelcomePage(resource.Resource):
     """
 
     def __init__(self, portName: str) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self._body = (
             "<!DOCTYPE html><html><head><meta charset='utf-8'>"
             "<title>multiport</title></head><body style='font-family:sans-serif;"
@@ -240,7 +243,7 @@ class WelcomePage(resource.Resource):
         return resource.NoResource()
 
     def render_GET(self, request: server.Request) -> bytes:
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")  # type: ignore[no-untyped-call]
         return self._body
 
     render_HEAD = render_GET
@@ -254,7 +257,7 @@ class RedirectToHTTPS(resource.Resource):
     isLeaf = True
 
     def __init__(self, target: int | str) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self._target = target
 
     def location(self, request: server.Request) -> bytes:
@@ -275,7 +278,7 @@ class RedirectToHTTPS(resource.Resource):
                 path += b"?" + parts.query
         if isinstance(self._target, str):
             return self._target.encode() + path
-        host = request.getRequestHostname()
+        host: bytes = request.getRequestHostname()  # type: ignore[no-untyped-call]
         if b":" in host:  # an IPv6 literal
             host = b"[" + host + b"]"
         port = b"" if self._target == 443 else b":%d" % (self._target,)
@@ -283,6 +286,6 @@ class RedirectToHTTPS(resource.Resource):
 
     def render(self, request: server.Request) -> bytes:
         request.setResponseCode(301)
-        request.setHeader(b"location", self.location(request))
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"location", self.location(request))  # type: ignore[no-untyped-call]
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")  # type: ignore[no-untyped-call]
         return b"Moved to HTTPS.\n"

@@ -7,8 +7,10 @@ duration) and logged (one line when it closes).
 
 from __future__ import annotations
 
+# Twisted's methods called here are not annotated (mypy --strict): those
+# calls carry type: ignore[no-untyped-call].
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import error
 from twisted.internet.interfaces import (
@@ -16,8 +18,10 @@ from twisted.internet.interfaces import (
     IDelayedCall,
     IHalfCloseableProtocol,
     IHandshakeListener,
+    ITCPTransport,
+    ITransport,
 )
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
@@ -66,6 +70,9 @@ class PortProtocol(ProtocolWrapper):
     """
 
     factory: PortFactory
+    # Set by makeConnection before anything else runs: a TCP connection,
+    # or the TLS layer over one.
+    transport: ITCPTransport
     #: The client's address as admission saw it (the real one behind a
     #: PROXY header); released and logged with the same value.
     peer: IAddress
@@ -92,8 +99,8 @@ class PortProtocol(ProtocolWrapper):
         self.sent = 0
         self.started = factory.clock.seconds()
         directlyProvides(self, providedBy(transport))
-        Protocol.makeConnection(self, transport)
-        factory.registerProtocol(self)
+        Protocol.makeConnection(self, transport)  # type: ignore[no-untyped-call]
+        factory.registerProtocol(self)  # type: ignore[no-untyped-call]
         policy = factory.policy
         if policy.idleTimeout is not None:
             self._idleSeen = (0, 0)
@@ -113,7 +120,10 @@ class PortProtocol(ProtocolWrapper):
                 ),
             )
         try:
-            self.wrappedProtocol.makeConnection(self)
+            # The wrapper is the handler's transport: it provides the
+            # transport's interfaces (directlyProvides above), which the
+            # type checker can't see.
+            self.wrappedProtocol.makeConnection(cast(ITransport, self))
         except Exception:
             self._handlerFailed("connectionMade")
 
@@ -271,7 +281,7 @@ class PortProtocol(ProtocolWrapper):
                 return name
         return "error"
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         factory = self.factory
         counters = self.counters
         counters.current -= 1
@@ -289,7 +299,7 @@ class PortProtocol(ProtocolWrapper):
                 )
         if factory.logConnections:
             self._logClose(self._ending(reason))
-        super().connectionLost(reason)
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
 
     def _logClose(self, ending: str) -> None:
         factory = self.factory
