@@ -31,7 +31,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from multiport.config.model import Defaults, buildConfig
+from multiport.config.build import buildConfig
+from multiport.config.model import Defaults
 from multiport.config.tomlfile import parseConfig
 from multiport.daemon.service import PortsService
 from multiport.status.api import MAX_BODY

@@ -266,7 +266,8 @@ class ThirdPartyPluginTests(TestCase):
         """
         --ports N=greet serves the plugin's protocol.
         """
-        from multiport.config.model import Defaults, buildConfig
+        from multiport.config.build import buildConfig
+        from multiport.config.model import Defaults
         from multiport.config.portspec import parsePorts
 
         config = buildConfig(

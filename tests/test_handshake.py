@@ -21,6 +21,7 @@ from multiport.config.model import PortConfig, TLSConfig
 from multiport.handlers.interface import HandlerContext
 from multiport.handlers.simple import Echo
 from multiport.ports.counters import PortCounters
+from multiport.ports.factory import PortFactory
 from multiport.ports.handshake import (
     PLAIN_HTTP_MESSAGE,
     PLAIN_REQUEST_LIMIT,
@@ -31,7 +32,7 @@ from multiport.ports.handshake import (
     plainHTTPAnswer,
     startsTLS,
 )
-from multiport.ports.port import PortFactory, SwitchableCreator
+from multiport.ports.port import SwitchableCreator
 from multiport.ports.tls import certificateFromPEM, makeSelfSigned
 from tests.test_policies import v4
 

@@ -526,7 +526,7 @@ class DaemonLimitTests(SynchronousTestCase):
     """
 
     def test_followsPorts(self):
-        from multiport.ports.policies import DaemonLimit
+        from multiport.ports.admission import DaemonLimit
 
         stateDir = self.mktemp()
         limit = DaemonLimit(maximum=100, ports=1)
@@ -546,9 +546,9 @@ class DaemonLimitTests(SynchronousTestCase):
         The daemon's splice pipe pool is sized from its limit, takes its
         descriptors from it, and reaches every port's handler.
         """
-        from multiport.config.model import buildConfig
+        from multiport.config.build import buildConfig
         from multiport.config.portspec import parsePorts
-        from multiport.ports.policies import DaemonLimit
+        from multiport.ports.admission import DaemonLimit
 
         limit = DaemonLimit(maximum=800, ports=2)
         echo, relay = parsePorts("7001=echo,7002=relay")

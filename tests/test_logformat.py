@@ -23,8 +23,8 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from multiport.daemon import logformat
-from multiport.ports.port import connectionLog
+from multiport.daemon import logfile, logformat
+from multiport.ports.connection import connectionLog
 
 
 class JSONTests(SynchronousTestCase):
@@ -495,8 +495,8 @@ class ReopeningLogFileTests(SynchronousTestCase):
         self.folder.mkdir()
         self.path = self.folder / "twistd.log"
 
-    def open(self, **kwargs) -> logformat.ReopeningLogFile:
-        logFile = logformat.ReopeningLogFile.fromFullPath(str(self.path), **kwargs)
+    def open(self, **kwargs) -> logfile.ReopeningLogFile:
+        logFile = logfile.ReopeningLogFile.fromFullPath(str(self.path), **kwargs)
         self.addCleanup(lambda: logFile.closed or logFile.close())
         return logFile
 
@@ -584,11 +584,11 @@ class ReopeningLogFileTests(SynchronousTestCase):
         flushed = []
         with capturedLogs() as events:
             self.assertEqual(
-                logformat.onLogSignal(logFile, lambda: flushed.append(1)), "rotated"
+                logfile.onLogSignal(logFile, lambda: flushed.append(1)), "rotated"
             )
             self.path.rename(self.folder / "moved.log")
             self.assertEqual(
-                logformat.onLogSignal(logFile, lambda: flushed.append(2)), "reopened"
+                logfile.onLogSignal(logFile, lambda: flushed.append(2)), "reopened"
             )
         self.assertEqual(flushed, [1, 2])
         self.assertEqual(

@@ -5,6 +5,7 @@ contains, with real connections on 127.0.0.1.
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 from pathlib import Path
@@ -17,7 +18,8 @@ from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from multiport.config.model import Defaults, TLSConfig, buildConfig
+from multiport.config.build import buildConfig
+from multiport.config.model import Defaults, TLSConfig
 from multiport.config.portspec import parsePorts
 from multiport.daemon.service import PortsService
 from multiport.handlers import Handler
@@ -270,7 +272,7 @@ class HostCacheTests(SynchronousTestCase):
 
         from multiport.handlers.interface import HandlerContext
         from multiport.ports.counters import PortCounters
-        from multiport.ports.port import PortFactory
+        from multiport.ports.factory import PortFactory
 
         config = buildConfig(
             parsePorts("127.0.0.1:7000=echo"), DEFAULTS, TEST_HANDLERS, Path(".")
@@ -288,3 +290,50 @@ class HostCacheTests(SynchronousTestCase):
         for _ in range(3):
             self.assertEqual(protocol.getHost().port, 7000)
         self.assertEqual(len(asked), 1)
+
+
+class TransportChoiceTests(TestCase):
+    """
+    C{MULTIPORT_TRANSPORT} is read when a port starts listening, not when
+    the module is imported.
+    """
+
+    def listen(self) -> type:
+        from multiport.ports.port import listenTCP
+
+        port = listenTCP(reactor, 0, Factory.forProtocol(Protocol), 50, "127.0.0.1")
+        self.addCleanup(port.stopListening)
+        transport: type = port.transport  # type: ignore[attr-defined]
+        return transport
+
+    def test_fastByDefault(self) -> None:
+        """
+        Without the variable, a port's connections are L{FastServer}s.
+        """
+        from multiport.io.transport import FastServer
+
+        self.patch(os, "environ", {})
+        self.assertIs(self.listen(), FastServer)
+
+    def test_twistedWhenSetAfterImport(self) -> None:
+        """
+        C{MULTIPORT_TRANSPORT=twisted}, set after multiport was imported,
+        gives the next port Twisted's own transport.
+        """
+        from twisted.internet import tcp
+
+        self.patch(os, "environ", {"MULTIPORT_TRANSPORT": "twisted"})
+        self.assertIs(self.listen(), tcp.Server)
+
+    def test_serverTransport(self) -> None:
+        """
+        L{serverTransport} reads the environment it is given.
+        """
+        from twisted.internet import tcp
+
+        from multiport.io.transport import FastServer
+        from multiport.ports.port import serverTransport
+
+        self.assertIs(serverTransport({"MULTIPORT_TRANSPORT": "twisted"}), tcp.Server)
+        self.assertIs(serverTransport({"MULTIPORT_TRANSPORT": "fast"}), FastServer)
+        self.assertIs(serverTransport({}), FastServer)

@@ -31,12 +31,14 @@ from twisted.test.iosim import FakeTransport, connect
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer, providedBy
 
-from multiport.ports.proxyprotocol import (
+from multiport.ports.proxyheader import (
     V2_SIGNATURE,
     HeaderParser,
-    ProxiedTransport,
     ProxyInfo,
     ProxyProtocolError,
+)
+from multiport.ports.proxyprotocol import (
+    ProxiedTransport,
     ProxyProtocolFactory,
     ProxyProtocolWrapper,
 )

@@ -25,7 +25,8 @@ from multiport.daemon.service import (
     noCollections,
 )
 from multiport.handlers.interface import IDaemonView
-from multiport.ports.port import ListeningPort, PortFactory
+from multiport.ports.factory import PortFactory
+from multiport.ports.port import ListeningPort
 from multiport.ports.tls import ensureSelfSigned
 from tests.support import HANDLERS, busyPort, configFor
 

@@ -28,7 +28,8 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from multiport import __version__
-from multiport.config.model import PortConfig, TLSConfig, buildConfig
+from multiport.config.build import buildConfig
+from multiport.config.model import PortConfig, TLSConfig
 from multiport.config.portspec import parsePorts
 from multiport.daemon.service import PortsService
 from multiport.handlers.interface import (

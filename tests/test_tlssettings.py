@@ -19,7 +19,7 @@ from multiport.config.model import PortConfig, TLSConfig
 from multiport.handlers.interface import HandlerContext
 from multiport.handlers.simple import Echo
 from multiport.ports.counters import PortCounters
-from multiport.ports.port import PortFactory
+from multiport.ports.factory import PortFactory
 from tests.support import Daemon, accepting, waitUntil
 from tests.test_policies import v4
 from tests.test_twistd import LISTENING

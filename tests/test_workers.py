@@ -582,7 +582,7 @@ class WorkerOutputTests(SynchronousTestCase):
         fields.
         """
         from multiport.daemon.logformat import emitLine, workerRecord
-        from multiport.ports.port import connectionLog
+        from multiport.ports.connection import connectionLog
 
         written = []
         with capturedLogs() as events:

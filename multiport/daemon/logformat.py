@@ -22,12 +22,12 @@ after any connection lines before it, so the order of lines is kept.
 
 from __future__ import annotations
 
+# Twisted's methods called here are not annotated (mypy --strict): those
+# calls carry type: ignore[no-untyped-call].
 import datetime
 import json
 import math
-import os
 import re
-import signal
 import sys
 import threading
 import time
@@ -44,9 +44,9 @@ from twisted.logger import (
     formatTime,
     timeFormatRFC3339,
 )
-from twisted.python import threadable
-from twisted.python.logfile import LogFile
 from zope.interface import implementer
+
+from multiport.daemon.logfile import ReopeningLogFile, _onUSR1, onLogSignal
 
 #: Where the observers write, and how their log file rotates (L{configure}).
 _destination: str = "-"
@@ -253,93 +253,15 @@ def emitLine(logger: Logger, line: str, **fields: object) -> None:
     logger.observer(fields)
 
 
-class ReopeningLogFile(LogFile):
-    """
-    A L{LogFile} that notices when something else has moved it away (as
-    logrotate does) and then opens a new file at its path rather than
-    writing on into the moved one.
-
-    Twisted's L{LogFile} keeps writing the file it has open, and its
-    rotation renames whatever is at the path: once logrotate has moved the
-    file, rotating either silently does nothing (the path is gone) or
-    renames logrotate's new empty file.  Here both size rotation and
-    L{rotate} reopen by name instead when the file at the path is not the
-    one open (another inode, or none).
-    """
-
-    # Rotating takes the file's lock, as LogFile's own write and rotate do.
-    synchronized = ["rotate"]
-
-    def _openFile(self) -> None:
-        super()._openFile()
-        opened = os.fstat(self._file.fileno())
-        self._identity = (opened.st_dev, opened.st_ino)
-
-    def movedAway(self) -> bool:
-        """
-        Whether the file at the path is no longer the one being written.
-        """
-        try:
-            current = os.stat(self.path)
-        except FileNotFoundError:
-            return True
-        return (current.st_dev, current.st_ino) != self._identity
-
-    def rotate(self) -> None:
-        """
-        Reopen by name if the file was moved away; else rotate it as
-        L{LogFile} does (C{path} to C{path.1}, and so on, at most
-        C{maxRotatedFiles} kept).
-        """
-        if self.movedAway():
-            self.reopen()
-        else:
-            super().rotate()
-
-
-threadable.synchronize(ReopeningLogFile)
-
-
-def onLogSignal(logFile: ReopeningLogFile, flush: Callable[[], object]) -> str:
-    """
-    What SIGUSR1 does to the log file: write what waits, then reopen it if
-    it was moved away (logrotate), else rotate it; logged, in the file it
-    goes on with.  Returns C{"reopened"} or C{"rotated"}.
-    """
-    flush()
-    done = "reopened" if logFile.movedAway() else "rotated"
-    logFile.rotate()
-    if done == "reopened":
-        log.info("SIGUSR1: {path} was moved away: reopened it", path=logFile.path)
-    else:
-        log.info("SIGUSR1: rotated {path}", path=logFile.path)
-    return done
-
-
-def _onUSR1(callback: Callable[[], object]) -> None:
-    """
-    Have SIGUSR1 call C{callback} on the reactor's thread, unless something
-    else handles that signal already (as twistd does for its log file).
-    """
-    if signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, None):
-        return
-
-    def received(signum: int, frame: object) -> None:
-        from twisted.internet import reactor
-
-        reactor.callFromThread(callback)  # type: ignore[attr-defined]
-
-    signal.signal(signal.SIGUSR1, received)
-
-
 def _open(destination: str) -> IO[str] | ReopeningLogFile:
     if destination == "-":
         return sys.stdout
-    return ReopeningLogFile.fromFullPath(
+    logFile: ReopeningLogFile = ReopeningLogFile.fromFullPath(  # type: ignore[no-untyped-call]
         destination,
         rotateLength=_rotateSize or None,
         maxRotatedFiles=_rotateKeep,
     )
+    return logFile
 
 
 def batchedObserver(

@@ -23,13 +23,12 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from multiport import __version__
+from multiport.config.build import buildConfig, checkOverlaps
 from multiport.config.model import (
     Config,
     Defaults,
     PortConfig,
     TLSConfig,
-    buildConfig,
-    checkOverlaps,
     formatAddress,
 )
 from multiport.config.tomlfile import portRequest
@@ -44,9 +43,11 @@ from multiport.handlers.interface import (
     descriptorsOf,
 )
 from multiport.io.splice import DEFAULT_POOL, PipePool, poolSize
+from multiport.ports.admission import DaemonLimit
 from multiport.ports.counters import PortCounters
-from multiport.ports.policies import DaemonLimit, drainTimeoutOf
-from multiport.ports.port import PortFactory, PortServer, PortSSLServer, PortTCPServer
+from multiport.ports.factory import PortFactory
+from multiport.ports.policies import drainTimeoutOf
+from multiport.ports.port import PortServer, PortSSLServer, PortTCPServer
 from multiport.ports.tls import LoadedCertificate
 from multiport.status.admintoken import tokenMatches
 from multiport.text import plural

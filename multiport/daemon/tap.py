@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from multiport import __version__
+from multiport.config.build import buildConfig
 from multiport.config.files import FileError
 from multiport.config.model import (
     DEFAULT_BACKLOG,
@@ -35,7 +36,6 @@ from multiport.config.model import (
     PortConfig,
     PortRequest,
     TLSConfig,
-    buildConfig,
     defaultStateDir,
     parseInterface,
 )
@@ -55,7 +55,8 @@ from multiport.daemon.workers import WorkerPool, workerCount
 from multiport.handlers.interface import IHandler
 from multiport.handlers.registry import findHandlers
 from multiport.io.splice import poolSize
-from multiport.ports.policies import DEFAULT_DRAIN_TIMEOUT, DaemonLimit, Policy
+from multiport.ports.admission import DaemonLimit
+from multiport.ports.policies import DEFAULT_DRAIN_TIMEOUT, Policy
 from multiport.ports.tls import (
     LoadedCertificate,
     TLSError,

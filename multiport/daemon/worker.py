@@ -26,7 +26,8 @@ from twisted.logger import Logger, globalLogBeginner
 from multiport.config.model import Config
 from multiport.daemon.ipc import Channel
 from multiport.daemon.logformat import batchedObserver, workerRecord
-from multiport.ports.policies import DaemonLimit, sharePolicy
+from multiport.ports.admission import DaemonLimit
+from multiport.ports.policies import sharePolicy
 
 log = Logger()
 

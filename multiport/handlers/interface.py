@@ -18,6 +18,7 @@ from twisted.internet.interfaces import IProtocolFactory, IReactorTime
 from twisted.plugin import IPlugin
 from zope.interface import Attribute, Interface, implementer
 
+from multiport.config.handleroptions import OptionError as OptionError
 from multiport.errors import typeName
 from multiport.io.reactortype import ReactorLike
 from multiport.ports.counters import HandlerCounters
@@ -28,20 +29,6 @@ if TYPE_CHECKING:
     from multiport.io.splice import PipePool
 
 _T = TypeVar("_T")
-
-
-class OptionError(Exception):
-    """
-    A handler option is wrong.
-
-    @ivar key: The option's key (dotted for nested values).
-    @ivar message: What is wrong with it, for a person to act on.
-    """
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
-        self.key = key
-        self.message = message
 
 
 @frozen

@@ -39,7 +39,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 if TYPE_CHECKING:
-    from multiport.ports.policies import DaemonLimit
+    from multiport.ports.admission import DaemonLimit
 
 #: Whether this system has splice(2).
 AVAILABLE = hasattr(os, "splice")

@@ -18,7 +18,7 @@ from twisted.web import http, resource, server
 
 from multiport import __version__
 from multiport.handlers.interface import HandlerContext, IDaemonView
-from multiport.handlers.web import DrainingChannel
+from multiport.handlers.webchannel import DrainingChannel
 from multiport.status import StatusOptions
 from multiport.status.dashboard import DASHBOARD
 from multiport.status.history import History
