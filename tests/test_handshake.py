@@ -31,7 +31,8 @@ from multiport.ports.handshake import (
     plainHTTPAnswer,
     startsTLS,
 )
-from multiport.ports.port import PortFactory, SwitchableCreator
+from multiport.ports.port import PortFactory
+from multiport.ports.server import SwitchableCreator
 from multiport.ports.tls import certificateFromPEM, makeSelfSigned
 from tests.test_policies import v4
 

@@ -538,7 +538,7 @@ class _FixedContext:
 
 class TLSTests(_TwistedAPITestCase):
     """
-    What L{multiport.ports.tls} (certificates, ALPN) and C{multiport.ports.port}'s
+    What L{multiport.ports.tls} (certificates, ALPN) and C{multiport.ports.server}'s
     C{SwitchableCreator} take from Twisted's TLS.
     """
 
@@ -546,10 +546,10 @@ class TLSTests(_TwistedAPITestCase):
 
     def creator(self, contextFactory: _FixedContext) -> Any:
         """
-        A C{multiport.ports.port.SwitchableCreator}: the connection creator of
+        A C{multiport.ports.server.SwitchableCreator}: the connection creator of
         every TLS port.
         """
-        return self.load("multiport.ports.port").SwitchableCreator(contextFactory)
+        return self.load("multiport.ports.server").SwitchableCreator(contextFactory)
 
     def serverTLS(self, creator: object) -> Any:
         """
@@ -647,18 +647,18 @@ class TLSTests(_TwistedAPITestCase):
 
 class PortTests(_TwistedAPITestCase):
     """
-    What L{multiport.ports.port} takes from Twisted's TCP port and its
-    C{TCPServer}/C{SSLServer} services.
+    What L{multiport.ports.sockets} and L{multiport.ports.server} take from
+    Twisted's TCP port and its C{TCPServer}/C{SSLServer} services.
     """
 
-    dependent = "multiport.ports.port"
+    dependent = "multiport.ports.sockets"
 
     def test_fromListeningDescriptor(self) -> None:
         """
         C{tcp.Port._fromListeningDescriptor} makes an instance of the class
         it is called on from a copy of a listening socket's descriptor.
         """
-        listeningPort = self.load("multiport.ports.port").ListeningPort
+        listeningPort = self.load("multiport.ports.sockets").ListeningPort
         make = self.require(listeningPort, "_fromListeningDescriptor")
         self.assertParameters(
             make,

@@ -24,7 +24,7 @@ from typing import Any
 
 from twisted.python.util import untilConcludes
 
-from multiport.daemon.service import StartupError
+from multiport.errors import StartupError
 
 #: What a whole message starts with on twistd's status pipe: twistd's
 #: "1 " (an error), then the line C{-n} prints.

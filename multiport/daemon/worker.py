@@ -63,7 +63,7 @@ class Worker:
         return {"start": self.start, "apply": self.apply, "status": self.status}
 
     def _certificates(self, config: Config) -> Any:
-        from multiport.daemon.live import loadCertificates
+        from multiport.ports.certificates import loadCertificates
 
         return loadCertificates(config.ports, config.stateDir)
 

@@ -18,16 +18,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol, cast
 from urllib.parse import quote, unquote
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
 
-from multiport.errors import ConfigError
-from multiport.handlers.interface import IDaemonControl, IDaemonView, PortStatus
+from multiport.errors import ConfigError, ReconcileError, ReloadUnavailable
+from multiport.handlers.interface import (
+    IDaemonControl,
+    IDaemonView,
+    PortRef,
+    PortStatus,
+)
 from multiport.status.site import JSON, MAX_BODY, Page
 
 log = Logger()
@@ -75,6 +81,38 @@ def portJSON(status: PortStatus) -> dict[str, object]:
     }
 
 
+class _Daemon(Protocol):
+    """
+    What the admin API is given: a daemon providing both L{IDaemonView}
+    and L{IDaemonControl} (zope interfaces, which a type can't intersect:
+    this names the pair's methods for the type checker).
+    """
+
+    def portStatus(self) -> list[PortStatus]: ...
+
+    def checkToken(self, token: str) -> bool: ...
+
+    def addPort(self, table: Mapping[str, object]) -> Deferred[PortRef]: ...
+
+    def changePort(
+        self,
+        name: str,
+        table: Mapping[str, object],
+        servingFrom: IAddress | None = None,
+    ) -> Deferred[PortRef]: ...
+
+    def removePort(
+        self, name: str, servingFrom: IAddress | None = None
+    ) -> Deferred[int]: ...
+
+    def reload(self) -> Deferred[dict[str, object]]: ...
+
+
+#: One API call's method: the request, the daemon, the port's name if the
+#: path has one.
+_Call = Callable[[server.Request, _Daemon, str | None], Page | Deferred[Page]]
+
+
 class AdminAPI:
     """
     Answers the C{/api/} paths of a status port.
@@ -83,12 +121,14 @@ class AdminAPI:
     def __init__(self, view: Callable[[], IDaemonView]) -> None:
         self._view = view
 
-    def page(self, request: server.Request) -> Page:
+    def page(self, request: server.Request) -> Page | Deferred[Page]:
         """
         The answer to C{request}, whose path starts with C{/api}.
         """
         path = request.path.decode("latin-1")
         method = request.method.decode("latin-1")
+        allowed: dict[str, _Call]
+        name: str | None
         if path == "/api/ports":
             allowed = {"GET": self.listPorts, "POST": self.addPort}
             name = None
@@ -111,31 +151,40 @@ class AdminAPI:
         view = self._view()
         if not IDaemonControl.providedBy(view):
             return errorPage(404, "this daemon has no admin API")
+        control = cast(_Daemon, view)
         # Reads too: the ports' configuration names files and addresses.
-        refusal = self._authorize(request, view)
+        refusal = self._authorize(request, control)
         if refusal is not None:
             return refusal
-        return self._outcome(lambda: handler(request, view, name), name)
+        return self._outcome(lambda: handler(request, control, name), name)
 
     def _outcome(
-        self, call: Callable[[], Any], name: str | None
+        self, call: Callable[[], Page | Deferred[Page]], name: str | None
     ) -> Page | Deferred[Page]:
         """
         C{call()}'s page, or the error page for what it raised; a
-        L{Deferred} of either when the change is applied later (in every
-        worker process).
+        L{Deferred} of either for a change (applied at once in one
+        process, later in every worker process).
         """
         try:
             result = call()
         except Exception as e:
             return self._error(e, name)
-        if isinstance(result, Deferred):
-            return result.addErrback(lambda f: self._error(f.value, name))
-        return result  # type: ignore[no-any-return]
+        if not isinstance(result, Deferred):
+            return result
+        page = result.addErrback(lambda f: self._error(f.value, name))
+        # A change this process applied has its answer already: answer now
+        # (with a Content-Length), not on a later write.
+        ready: list[Page] = []
+
+        def keep(answer: Page) -> Page:
+            ready.append(answer)
+            return answer
+
+        page.addCallback(keep)
+        return ready[0] if ready else page
 
     def _error(self, error: BaseException, name: str | None) -> Page:
-        from multiport.daemon.service import ReconcileError, ReloadUnavailable
-
         if isinstance(error, _TooLarge):
             return errorPage(413, f"the body is larger than {MAX_BODY} bytes")
         if isinstance(error, KeyError):
@@ -149,7 +198,7 @@ class AdminAPI:
         log.failure("admin API: the change failed", Failure(error, type(error), None))
         return errorPage(500, f"the change failed: {error}")
 
-    def _authorize(self, request: server.Request, control: Any) -> Page | None:
+    def _authorize(self, request: server.Request, control: _Daemon) -> Page | None:
         header = request.getHeader(b"authorization") or b""
         scheme, _, token = header.decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not control.checkToken(token.strip()):
@@ -198,54 +247,57 @@ class AdminAPI:
     def _status(self, view: IDaemonView, name: str) -> PortStatus | None:
         return next((s for s in view.portStatus() if s.name == name), None)
 
-    def listPorts(self, request: server.Request, view: Any, name: None) -> Page:
+    def listPorts(
+        self, request: server.Request, view: _Daemon, name: str | None
+    ) -> Page:
         return answer(200, {"ports": [portJSON(s) for s in view.portStatus()]})
 
-    def onePort(self, request: server.Request, view: Any, name: str) -> Page:
+    def onePort(self, request: server.Request, view: _Daemon, name: str | None) -> Page:
+        assert name is not None, "/api/ports/NAME"
         status = self._status(view, name)
         if status is None:
             return errorPage(404, f"no port named {name!r}")
         return answer(200, portJSON(status))
 
-    def addPort(self, request: server.Request, view: Any, name: None) -> Any:
+    def addPort(
+        self, request: server.Request, view: _Daemon, name: str | None
+    ) -> Deferred[Page]:
         table = self._body(request, "POST /api/ports")
 
-        def added(port: Any) -> Page:
-            bound = getattr(port, "boundAddress", None)
-            number = bound().port if bound is not None else port.port
-            page = answer(201, {"name": port.name, "port": number})
+        def added(port: PortRef) -> Page:
+            page = answer(201, {"name": port.name, "port": port.port})
             page.headers[b"location"] = b"/api/ports/" + quote(port.name, "").encode()
             return page
 
-        return _then(view.addPort(table), added)
+        return view.addPort(table).addCallback(added)
 
-    def changePort(self, request: server.Request, view: Any, name: str) -> Any:
+    def changePort(
+        self, request: server.Request, view: _Daemon, name: str | None
+    ) -> Deferred[Page]:
+        assert name is not None, "/api/ports/NAME"
         table = self._body(request, f"PUT /api/ports/{name}")
 
-        def changed(port: Any) -> Page:
+        def changed(port: PortRef) -> Page:
             log.info("changed {name} through the admin API", name=name)
             return answer(200, {"name": port.name})
 
-        return _then(view.changePort(name, table, request.getHost()), changed)
+        return view.changePort(name, table, request.getHost()).addCallback(changed)
 
-    def removePort(self, request: server.Request, view: Any, name: str) -> Any:
+    def removePort(
+        self, request: server.Request, view: _Daemon, name: str | None
+    ) -> Deferred[Page]:
+        assert name is not None, "/api/ports/NAME"
+
         def removed(draining: int) -> Page:
             log.info("removed {name} through the admin API", name=name)
             return answer(202, {"name": name, "draining": draining})
 
-        return _then(view.removePort(name, request.getHost()), removed)
+        return view.removePort(name, request.getHost()).addCallback(removed)
 
-    def reload(self, request: server.Request, view: Any, name: None) -> Any:
-        return _then(view.reload(), lambda summary: answer(200, summary))
-
-
-def _then(result: Any, done: Callable[[Any], Page]) -> Page | Deferred[Page]:
-    """
-    C{done(result)}, now or when C{result} (a L{Deferred}) fires.
-    """
-    if isinstance(result, Deferred):
-        return result.addCallback(done)
-    return done(result)
+    def reload(
+        self, request: server.Request, view: _Daemon, name: str | None
+    ) -> Deferred[Page]:
+        return view.reload().addCallback(lambda summary: answer(200, summary))
 
 
 class _DuplicateKey(ValueError):
