@@ -25,6 +25,10 @@ from multiport.ports.server import PortServer
 from multiport.ports.tls import LoadedCertificate
 from multiport.text import plural
 
+# Twisted leaves parts of the API this module calls unannotated (its
+# services, usage.Options, Failure, tcp.Port, Request.getHost): those
+# calls carry type: ignore[no-untyped-call].
+
 # The lines were the service's before this module existed; their namespace
 # is part of the JSON log.
 log = Logger(namespace="multiport.daemon.service")
@@ -155,7 +159,7 @@ class LiveChanges:
                     self._bindLive(later, bound)
                 except ReconcileError:
                     for server in blocking:
-                        server.privilegedStartService()
+                        server.privilegedStartService()  # type: ignore[no-untyped-call]
                     raise
         except ReconcileError:
             for server in bound:
@@ -181,18 +185,18 @@ class LiveChanges:
     def _bindLive(self, servers: Sequence[PortServer], bound: list[PortServer]) -> None:
         for server in servers:
             try:
-                server.privilegedStartService()
+                server.privilegedStartService()  # type: ignore[no-untyped-call]
             except CannotListenError as e:
                 raise liveListenError(server.config, e) from None
             bound.append(server)
 
     def _attach(self, server: PortServer) -> None:
         # MultiService.addService would bind again: the port is bound.
-        server.parent = self  # type: ignore[assignment]
+        server.parent = self
         self.services.append(server)
         self._nameBound(server)
         if self.running:
-            server.startService()
+            server.startService()  # type: ignore[no-untyped-call]
 
     def _switch(
         self,
@@ -208,14 +212,14 @@ class LiveChanges:
         factory.reconfigure(inner, context, cost)
         server = self._server(config, factory, certificates)
         server.takeOver(old)
-        server.parent = self  # type: ignore[assignment]
+        server.parent = self
         self.services[position] = server
         old.parent = None
         old.running = 0
         if old.name is not None:
             self.namedServices[old.name] = server
         if self.running:
-            server.startService()
+            server.startService()  # type: ignore[no-untyped-call]
         log.info(
             "changed {name}: handler {handler}, TLS {tls}, backlog {backlog}",
             name=server.name,

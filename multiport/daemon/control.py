@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from attrs import evolve
+from twisted.application.service import IService
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
@@ -146,6 +147,7 @@ def refOf(server: PortServer) -> PortRef:
     """
     The name and real number of a listening C{server}.
     """
+    assert server.name is not None, "a listening port is named"
     return PortRef(server.name, _number(server.boundAddress(), server.config.port))
 
 
@@ -162,7 +164,7 @@ class AdminControl:
     owner: tuple[int, int] | None
     rebuild: Callable[[], Config] | None
     addedLive: set[str]
-    namedServices: dict[str, object]
+    namedServices: dict[str, IService]
 
     # Provided by the service and LiveChanges.
 
@@ -235,6 +237,7 @@ class AdminControl:
         before = set(self.ports())
         self.apply(Plan(add=(new,)), certificates)
         [server] = [s for s in self.ports() if s not in before]
+        assert server.name is not None, "a listening port is named"
         self.addedLive.add(server.name)
         log.info("added {name} through the admin API", name=server.name)
         return server

@@ -16,14 +16,19 @@ from __future__ import annotations
 import os
 import pickle
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IFileDescriptorReceiver
+from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+# Twisted leaves parts of the API this module calls unannotated (its
+# services, usage.Options, Failure, tcp.Port, Request.getHost): those
+# calls carry type: ignore[no-untyped-call].
 
 log = Logger()
 
@@ -68,7 +73,7 @@ class Channel(Int32StringReceiver):
         self._waiting[self._next] = answer
         for descriptor in descriptors:
             self.transport.sendFileDescriptor(descriptor)  # type: ignore[union-attr]
-        self.sendString(pickle.dumps((kind, self._next, (payload, len(descriptors)))))
+        self.sendString(pickle.dumps((kind, self._next, (payload, len(descriptors)))))  # type: ignore[no-untyped-call]
         return answer
 
     def stringReceived(self, data: bytes) -> None:
@@ -98,13 +103,13 @@ class Channel(Int32StringReceiver):
         )
 
     def _failed(self, identifier: int, kind: str, failure: Failure) -> None:
-        if not failure.check(RemoteError):
+        if not failure.check(RemoteError):  # type: ignore[no-untyped-call]
             log.failure("handling {kind} failed", failure, kind=kind)
         self._reply(identifier, False, failure.getErrorMessage())
 
     def _reply(self, identifier: int, ok: bool, value: object) -> None:
         if self.transport is not None and self.connected:
-            self.sendString(pickle.dumps(("reply", identifier, (ok, value))))
+            self.sendString(pickle.dumps(("reply", identifier, (ok, value))))  # type: ignore[no-untyped-call]
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         waiting, self._waiting = self._waiting, {}
@@ -114,3 +119,14 @@ class Channel(Int32StringReceiver):
             os.close(descriptor)
         self._descriptors = []
         self.lost.callback(None)
+
+
+def channelFactory(channel: Channel) -> ServerFactory:
+    """
+    A factory whose one connection is C{channel}: for adopting one end of
+    a socket pair.
+    """
+    # forProtocol's stub says Factory of Channel; it builds an instance of
+    # the class it is called on, and adoptStreamConnection's stub asks for
+    # the default ServerFactory (its protocol type is invariant).
+    return cast(ServerFactory, ServerFactory.forProtocol(lambda: channel))

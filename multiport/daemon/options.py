@@ -23,7 +23,6 @@ from multiport.config.model import (
     DEFAULT_PORTS,
     MAX_BACKLOG,
     Config,
-    ConfigError,
     Defaults,
     PortConfig,
     PortRequest,
@@ -37,6 +36,7 @@ from multiport.config.tomlfile import readConfigFile
 from multiport.daemon import logformat
 from multiport.daemon.token import STATUS_HANDLER, refuseExposedStatus, tokenFailure
 from multiport.daemon.workers import workerCount, workerSockets
+from multiport.errors import ConfigError
 from multiport.handlers.interface import IHandler
 from multiport.handlers.registry import findHandlers
 from multiport.ports.certificates import CertificateLoader, SelfSigned
@@ -51,6 +51,10 @@ from multiport.status.admintoken import (
     givenToken,
 )
 from multiport.text import plural
+
+# Twisted leaves parts of the API this module calls unannotated (its
+# services, usage.Options, Failure, tcp.Port, Request.getHost): those
+# calls carry type: ignore[no-untyped-call].
 
 # The lines were tap's before this module existed; their namespace is part
 # of the JSON log.
@@ -197,7 +201,7 @@ class Options(usage.Options):
     ]
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self["ports"] = []
         self.config: Config | None = None
         self.handlers: Mapping[str, IHandler] = {}
@@ -214,7 +218,7 @@ class Options(usage.Options):
         exits 0 after printing them.
         """
         try:
-            super().parseOptions(options)
+            super().parseOptions(options)  # type: ignore[no-untyped-call]
         except usage.UsageError as e:
             parent = getattr(self, "parent", None)
             if parent is None:

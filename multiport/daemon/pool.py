@@ -19,7 +19,6 @@ from attrs import evolve
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import CannotListenError
-from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -27,8 +26,9 @@ from zope.interface import implementer
 
 from multiport import __version__
 from multiport.config.model import Config, PortConfig
-from multiport.daemon.ipc import Channel
+from multiport.daemon.ipc import Channel, channelFactory
 from multiport.daemon.poolcontrol import PoolControl
+from multiport.daemon.reactortype import IDaemonReactor
 from multiport.daemon.service import PortsService
 from multiport.daemon.startup import describeListenError, signalName
 from multiport.daemon.worker import CHANNEL_FD
@@ -47,6 +47,10 @@ from multiport.errors import StartupError
 from multiport.handlers.interface import IDaemonControl, IDaemonView, PortStatus
 from multiport.ports.sockets import bindShared
 from multiport.text import plural
+
+# Twisted leaves parts of the API this module calls unannotated (its
+# services, usage.Options, Failure, tcp.Port, Request.getHost): those
+# calls carry type: ignore[no-untyped-call].
 
 # The lines were the workers module's before this module existed; their
 # namespace is part of the JSON log.
@@ -67,7 +71,7 @@ class WorkerPool(PoolControl, MultiService):
         self,
         config: Config,
         count: int,
-        reactor: Any,
+        reactor: IDaemonReactor,
         makeStatus: Callable[[WorkerPool, Config], PortsService],
         rebuild: Callable[[], Config] | None = None,
         adminToken: str | None = None,
@@ -79,7 +83,7 @@ class WorkerPool(PoolControl, MultiService):
             SO_REUSEPORT group rather than one shared socket per port
             (C{--worker-sockets reuseport}).
         """
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.version = __version__
         self.started = reactor.seconds()
         self.count = count
@@ -101,7 +105,7 @@ class WorkerPool(PoolControl, MultiService):
         #: With reusePort: each port's sockets, one per worker.
         self.ownSockets: dict[str, list[socket.socket]] = {}
         self.status = makeStatus(self, own)
-        self.status.setServiceParent(self)
+        self.status.setServiceParent(self)  # type: ignore[no-untyped-call]
         self._refresher = LoopingCall(self.refresh)
         self._refresher.clock = reactor
         self._stopping = False
@@ -109,7 +113,7 @@ class WorkerPool(PoolControl, MultiService):
     # Starting and stopping.
 
     def privilegedStartService(self) -> None:
-        Service.privilegedStartService(self)
+        Service.privilegedStartService(self)  # type: ignore[no-untyped-call]
         bound: dict[str, socket.socket] = {}
         ports: list[PortConfig] = []
         for config in self.config.ports:
@@ -153,7 +157,7 @@ class WorkerPool(PoolControl, MultiService):
             self._spawn(slot, dropPrivileges=True)
 
     def startService(self) -> None:
-        Service.startService(self)
+        Service.startService(self)  # type: ignore[no-untyped-call]
         self.status.startService()
         for child in self:
             if child is not self.status and not child.running:
@@ -165,7 +169,7 @@ class WorkerPool(PoolControl, MultiService):
         Stop the status port, then every worker (each drains its
         connections); fires once all have exited.
         """
-        Service.stopService(self)
+        Service.stopService(self)  # type: ignore[no-untyped-call]
         self._stopping = True
         if self._refresher.running:
             self._refresher.stop()
@@ -246,7 +250,9 @@ class WorkerPool(PoolControl, MultiService):
         slot.pid = slot.process.pid
         channel = Channel({})
         self._reactor.adoptStreamConnection(
-            parentEnd.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: channel)
+            parentEnd.fileno(),
+            socket.AF_UNIX,
+            channelFactory(channel),
         )
         parentEnd.close()
         slot.channel = channel

@@ -181,8 +181,8 @@ class PoolControl:
         workers, own = split(self.rebuild())
         given = list(workers.ports)
         for name in sorted(self.addedLive):
-            config = self._named(name)
-            if any(claims(c, config) for c in given):
+            added = self._named(name)
+            if any(claims(c, added) for c in given):
                 self.addedLive.discard(name)
             else:
                 given.append(self.given[name])
@@ -199,15 +199,15 @@ class PoolControl:
         ports: list[PortConfig] = []
         newSockets: dict[str, socket.socket] = {}
         try:
-            for config in given:
-                ref = keeps.get(id(config))
+            for wanted in given:
+                ref = keeps.get(id(wanted))
                 if ref is not None:
-                    ports.append(evolve(config, port=ref.port))
+                    ports.append(evolve(wanted, port=ref.port))
                     continue
-                skt = self._bind(config)
-                real = evolve(config, port=skt.getsockname()[1])
+                skt = self._bind(wanted)
+                real = evolve(wanted, port=skt.getsockname()[1])
                 newSockets[real.name] = skt
-                self.given[real.name] = config
+                self.given[real.name] = wanted
                 ports.append(real)
         except ReconcileError:
             for skt in newSockets.values():

@@ -12,7 +12,8 @@ from attrs import evolve, frozen
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IProtocolFactory
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -26,6 +27,7 @@ from multiport.config.model import (
 )
 from multiport.daemon.apply import LiveChanges
 from multiport.daemon.control import AdminControl
+from multiport.daemon.reactortype import IDaemonReactor
 from multiport.daemon.startup import (
     describeListenError,
     noCollections,
@@ -49,7 +51,15 @@ from multiport.ports.sockets import Inherited
 from multiport.ports.tls import LoadedCertificate
 from multiport.text import plural
 
+# Twisted leaves parts of the API this module calls unannotated (its
+# services, usage.Options, Failure, tcp.Port, Request.getHost): those
+# calls carry type: ignore[no-untyped-call].
+
 log = Logger()
+
+
+def _stoppedListening(_: object, name: str | None) -> None:
+    log.info("stopped listening on {name}", name=name)
 
 
 def _withBoundPort(server: PortServer) -> PortConfig:
@@ -95,7 +105,7 @@ class PortsService(LiveChanges, AdminControl, MultiService):
         config: Config,
         handlers: Mapping[str, IHandler],
         certificates: Mapping[TLSConfig, LoadedCertificate],
-        reactor: Any,
+        reactor: IDaemonReactor,
         daemonLimit: DaemonLimit | None = None,
         defaults: Defaults | None = None,
         rebuild: Callable[[], Config] | None = None,
@@ -121,7 +131,7 @@ class PortsService(LiveChanges, AdminControl, MultiService):
             default one sized from C{daemonLimit} (L{poolSize}) that takes
             its descriptors from it.
         """
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.daemonLimit = daemonLimit
         if pipes is None:
             pipes = (
@@ -149,7 +159,7 @@ class PortsService(LiveChanges, AdminControl, MultiService):
         self._bound = False
         self._certificates = dict(certificates)
         for portConfig in config.ports:
-            self.addService(
+            self.addService(  # type: ignore[no-untyped-call]
                 self._makePort(portConfig, handlers[portConfig.handler], certificates)
             )
 
@@ -179,10 +189,11 @@ class PortsService(LiveChanges, AdminControl, MultiService):
             daemon=self.view,
             pipes=self.pipes,
         )
-        inner = handler.buildFactory(context)
-        # Our own log line says when a port starts; Twisted's per-factory
-        # "Starting factory" lines would only repeat it.
-        inner.noisy = False
+        inner: IProtocolFactory = handler.buildFactory(context)
+        if isinstance(inner, Factory):
+            # Our own log line says when a port starts; Twisted's per-factory
+            # "Starting factory" lines would only repeat it.
+            inner.noisy = False
         return context, inner
 
     def _server(
@@ -261,7 +272,7 @@ class PortsService(LiveChanges, AdminControl, MultiService):
         bound: list[PortServer] = []
         for port in self.ports():
             try:
-                port.privilegedStartService()
+                port.privilegedStartService()  # type: ignore[no-untyped-call]
             except CannotListenError as e:
                 for done in bound:
                     name = done.name
@@ -295,7 +306,7 @@ class PortsService(LiveChanges, AdminControl, MultiService):
     def _forgetName(self, port: PortServer) -> None:
         if port.name is not None:
             self.namedServices.pop(port.name, None)
-            port.name = None  # type: ignore[assignment]
+            port.name = None
 
     def privilegedStartService(self) -> None:
         """
@@ -303,7 +314,7 @@ class PortsService(LiveChanges, AdminControl, MultiService):
 
         @raise StartupError: if a port can't bind; none is left bound.
         """
-        Service.privilegedStartService(self)
+        Service.privilegedStartService(self)  # type: ignore[no-untyped-call]
         self._bindAll()
 
     def startService(self) -> None:
@@ -312,7 +323,7 @@ class PortsService(LiveChanges, AdminControl, MultiService):
         """
         if not self._bound:
             self._bindAll()
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
 
     def stopService(self) -> Deferred[object]:
         """
@@ -320,7 +331,7 @@ class PortsService(LiveChanges, AdminControl, MultiService):
         let open connections finish, each port for at most its drain
         timeout; fires when all have stopped and drained.
         """
-        Service.stopService(self)
+        Service.stopService(self)  # type: ignore[no-untyped-call]
         self._bound = False
         stops = []
         for child in reversed(list(self)):
@@ -331,11 +342,7 @@ class PortsService(LiveChanges, AdminControl, MultiService):
             stopped = port.stopService()
             if stopped is not None:
                 stops.append(stopped)
-                stopped.addCallback(
-                    lambda _, name=name: log.info(
-                        "stopped listening on {name}", name=name
-                    )
-                )
+                stopped.addCallback(_stoppedListening, name)
             else:
                 log.info("stopped listening on {name}", name=name)
         open = sum(p.factory.counters.current for p in [*self.ports(), *self.draining])

@@ -24,17 +24,18 @@ from multiport import __version__
 from multiport.config.files import FileError
 from multiport.config.model import (
     Config,
-    ConfigError,
 )
 from multiport.daemon.daemonmode import reportStartupErrorsWhole
 from multiport.daemon.dump import StatsDumpService
 from multiport.daemon.options import DEFAULT_STATUS, Options
 from multiport.daemon.pool import WorkerPool
+from multiport.daemon.reactortype import IDaemonReactor, globalReactor
 from multiport.daemon.reload import ReloadOnHangup
 from multiport.daemon.service import PortsService
 from multiport.daemon.signals import HurryOnSecondSignal
 from multiport.daemon.startup import noCollections, reportStartupErrorsBriefly
 from multiport.daemon.token import tokenFailure
+from multiport.errors import ConfigError
 from multiport.io.splice import poolSize
 from multiport.ports.certificates import loadCertificates
 from multiport.ports.policies import DaemonLimit
@@ -43,6 +44,10 @@ from multiport.status.admintoken import (
     ensureAdminToken,
 )
 from multiport.text import plural
+
+# Twisted leaves parts of the API this module calls unannotated (its
+# services, usage.Options, Failure, tcp.Port, Request.getHost): those
+# calls carry type: ignore[no-untyped-call].
 
 log = Logger()
 
@@ -106,7 +111,9 @@ def preload(modules: Sequence[str] = PRELOAD) -> None:
         importlib.import_module(name)
 
 
-def makeService(options: Options, reactor: Any = None) -> PortsService | WorkerPool:
+def makeService(
+    options: Options, reactor: IDaemonReactor | None = None
+) -> PortsService | WorkerPool:
     """
     The service tree for validated C{options}.
 
@@ -118,14 +125,18 @@ def makeService(options: Options, reactor: Any = None) -> PortsService | WorkerP
         return _makeService(options, reactor)
 
 
-def _makeService(options: Options, reactor: Any) -> PortsService | WorkerPool:
-    daemon = reactor is None
-    if reactor is None:
-        preferOurReactor()
-        from twisted.internet import reactor
+def _makeService(
+    options: Options, given: IDaemonReactor | None
+) -> PortsService | WorkerPool:
 
+    daemon = given is None
+    if given is None:
+        preferOurReactor()
+        reactor = globalReactor()
         reportStartupErrorsBriefly()
         reportStartupErrorsWhole()
+    else:
+        reactor = given
     config = options.config
     assert config is not None, "postOptions builds the configuration"
     preload()
@@ -203,13 +214,13 @@ def _makeService(options: Options, reactor: Any) -> PortsService | WorkerPool:
         )
     else:
         service = ports(config)
-    StatsDumpService(service.portStatus, reactor).setServiceParent(service)
+    StatsDumpService(service.portStatus, reactor).setServiceParent(service)  # type: ignore[no-untyped-call]
     if daemon:
         # Takes SIGTERM and SIGINT over from the reactor once stopping, in
         # the daemon only: a test's process keeps its own handlers.
-        HurryOnSecondSignal(service.hurry, reactor).setServiceParent(service)
-    ReloadOnHangup(service.reloadLogged, reactor).setServiceParent(service)
-    ReadyLine(len(config.ports), options.startedAt, freeze=daemon).setServiceParent(
+        HurryOnSecondSignal(service.hurry, reactor).setServiceParent(service)  # type: ignore[no-untyped-call]
+    ReloadOnHangup(service.reloadLogged, reactor).setServiceParent(service)  # type: ignore[no-untyped-call]
+    ReadyLine(len(config.ports), options.startedAt, freeze=daemon).setServiceParent(  # type: ignore[no-untyped-call]
         service
     )
     return service
@@ -239,7 +250,7 @@ class ReadyLine(Service):
     def startService(self) -> None:
         # twistd starts services once the reactor runs, after the ports
         # were bound in privilegedStartService.
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         if self.freeze:
             # What start-up made (ports, factories, the configuration) lives
             # as long as the daemon: out of the collector's full passes.

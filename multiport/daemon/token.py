@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from multiport.config.model import Config, ConfigError
+from multiport.config.model import Config
+from multiport.errors import ConfigError
 from multiport.status.admintoken import ENVIRONMENT, FILE_OPTION, isLoopback
 
 #: The status handler's name.

@@ -20,12 +20,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from attrs import evolve
-from twisted.internet.protocol import Factory
 from twisted.logger import Logger, globalLogBeginner
 
 from multiport.config.model import Config
-from multiport.daemon.ipc import Channel
+from multiport.daemon.ipc import Channel, channelFactory
 from multiport.daemon.logformat import batchedObserver, workerRecord
+from multiport.daemon.reactortype import IDaemonReactor, globalReactor
 from multiport.ports.policies import DaemonLimit, sharePolicy
 
 log = Logger()
@@ -52,7 +52,9 @@ class Worker:
     What a worker does for the main process's messages.
     """
 
-    def __init__(self, reactor: Any, index: int, owner: tuple[int, int] | None) -> None:
+    def __init__(
+        self, reactor: IDaemonReactor, index: int, owner: tuple[int, int] | None
+    ) -> None:
         self.reactor = reactor
         self.index = index
         self.owner = owner
@@ -144,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from multiport.io import reactor as ours
 
         ours.install()
-    from twisted.internet import reactor
+    reactor = globalReactor()
 
     # Each event as a line of JSON on standard output, for the main process
     # to log with its namespace and fields; connection and access log lines
@@ -156,16 +158,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     owner = None if args.uid is None else (args.uid, args.gid)
     worker = Worker(reactor, args.index, owner)
     channel = Channel(worker.handlers())
-    reactor.adoptStreamConnection(  # type: ignore[attr-defined]
-        CHANNEL_FD, socket.AF_UNIX, Factory.forProtocol(lambda: channel)
-    )
+    reactor.adoptStreamConnection(CHANNEL_FD, socket.AF_UNIX, channelFactory(channel))
     os.close(CHANNEL_FD)
 
     def mainGone(_: object) -> None:
         # The main process is gone: finish (draining) and exit.
-        if reactor.running and not worker.stopping:  # type: ignore[attr-defined]
+        if reactor.running and not worker.stopping:
             worker.stopping = True
-            reactor.stop()  # type: ignore[attr-defined]
+            reactor.stop()
 
     channel.lost.addCallback(mainGone)
     # The main process decides when workers stop: signals sent to the
@@ -174,27 +174,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.setsid()
 
     def onStopSignal(number: int, frame: object) -> None:
-        reactor.callFromThread(stopping, number)  # type: ignore[attr-defined]
+        reactor.callFromThread(stopping, number)
 
     def stopping(number: int) -> None:
         if not worker.stopping:
-            if reactor.running:  # type: ignore[attr-defined]
+            if reactor.running:
                 worker.stopping = True
-                reactor.stop()  # type: ignore[attr-defined]
+                reactor.stop()
         elif worker.service is not None:
             # Asked again while draining: the main process got a second
             # SIGTERM or SIGINT.
             worker.service.hurry(number)
 
-    reactor.callWhenRunning(  # type: ignore[attr-defined]
+    reactor.callWhenRunning(
         lambda: [
             signal.signal(s, onStopSignal) for s in (signal.SIGTERM, signal.SIGINT)
         ]
     )
-    reactor.addSystemEventTrigger(  # type: ignore[attr-defined]
-        "before", "shutdown", worker.stop
-    )
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger("before", "shutdown", worker.stop)
+    reactor.run()
     return 0
 
 

@@ -6,7 +6,7 @@ and hand connections to the port's L{PortFactory}.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import cast
 
 from OpenSSL import SSL
 from twisted.application.internet import SSLServer, TCPServer
@@ -19,10 +19,11 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
 )
 from twisted.internet.posixbase import PosixReactorBase
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Protocol, ServerFactory
 from zope.interface import implementer
 
 from multiport.config.model import PortConfig
+from multiport.daemon.reactortype import IDaemonReactor
 from multiport.ports.port import PortFactory
 from multiport.ports.sockets import (
     BoundHere,
@@ -31,6 +32,10 @@ from multiport.ports.sockets import (
     ListeningPort,
     isShared,
 )
+
+# Twisted leaves parts of the API this module calls unannotated (its
+# services, usage.Options, Failure, tcp.Port, Request.getHost): those
+# calls carry type: ignore[no-untyped-call].
 
 
 @implementer(IOpenSSLServerConnectionCreator)
@@ -55,8 +60,10 @@ class _PortServerMixin:
 
     config: PortConfig
     factory: PortFactory
-    reactor: Any
-    name: str
+    #: The reactor it listens with (TCPServer keeps it untyped as reactor).
+    listenWith: IDaemonReactor
+    #: C{tcp:HOST:PORT} once listening (L{Service}'s name).
+    name: str | None
     _port: IListeningPort | None
     #: Where the listening socket comes from.  Asked once: binding again
     #: later (after a failed live change gave the address back) binds here.
@@ -64,7 +71,7 @@ class _PortServerMixin:
 
     def _listen(self, factory: IProtocolFactory) -> IListeningPort:
         source, self.source = self.source, BoundHere()
-        return source.listen(self.reactor, self.config, factory)
+        return source.listen(self.listenWith, self.config, factory)
 
     def boundAddress(self) -> IAddress | None:
         """
@@ -119,8 +126,10 @@ class PortTCPServer(_PortServerMixin, TCPServer):
     A plain port: a L{TCPServer} with its L{PortConfig} and L{PortFactory}.
     """
 
-    def __init__(self, config: PortConfig, factory: PortFactory, reactor: Any) -> None:
-        TCPServer.__init__(
+    def __init__(
+        self, config: PortConfig, factory: PortFactory, reactor: IDaemonReactor
+    ) -> None:
+        TCPServer.__init__(  # type: ignore[no-untyped-call]
             self,
             config.port,
             factory,
@@ -130,6 +139,7 @@ class PortTCPServer(_PortServerMixin, TCPServer):
         )
         self.config = config
         self.factory = factory
+        self.listenWith = reactor
 
     def listeningFactory(self) -> IProtocolFactory:
         return self.factory.listeningFactory()
@@ -150,9 +160,9 @@ class PortSSLServer(_PortServerMixin, SSLServer):
         config: PortConfig,
         factory: PortFactory,
         contextFactory: IOpenSSLContextFactory,
-        reactor: Any,
+        reactor: IDaemonReactor,
     ) -> None:
-        SSLServer.__init__(
+        SSLServer.__init__(  # type: ignore[no-untyped-call]
             self,
             config.port,
             factory,
@@ -163,6 +173,7 @@ class PortSSLServer(_PortServerMixin, SSLServer):
         )
         self.config = config
         self.factory = factory
+        self.listenWith = reactor
         self.contextFactory = contextFactory
         self.creator = SwitchableCreator(contextFactory)
 
@@ -173,20 +184,20 @@ class PortSSLServer(_PortServerMixin, SSLServer):
         # A PROXY header comes before the TLS handshake, so with one the TLS
         # layer is composed here rather than by listenSSL, on any reactor.
         if (
-            isinstance(self.reactor, PosixReactorBase)
+            isinstance(self.listenWith, PosixReactorBase)
             or self.config.policy.proxyProtocol is not None
             or not isinstance(self.source, BoundHere)
         ):
             return self._listen(self.listeningFactory())
-        inner: Factory = self.factory
-        listening: IListeningPort = self.reactor.listenSSL(
+        return self.listenWith.listenSSL(
             self.config.port,
-            inner,
+            # The stub asks for a ServerFactory; listenSSL takes any
+            # IProtocolFactory, and PortFactory is a WrappingFactory.
+            cast(ServerFactory[Protocol], self.factory),
             self.contextFactory,
             self.config.backlog,
             self.config.interface,
         )
-        return listening
 
 
 PortServer = PortTCPServer | PortSSLServer

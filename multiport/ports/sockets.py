@@ -33,6 +33,10 @@ from multiport.config.model import PortConfig
 from multiport.daemon.logformat import PORT_START_SYSTEM
 from multiport.io.transport import FastServer
 
+# Twisted leaves parts of the API this module calls unannotated (its
+# services, usage.Options, Failure, tcp.Port, Request.getHost): those
+# calls carry type: ignore[no-untyped-call].
+
 
 class ListeningPort(tcp.Port):
     """
@@ -50,7 +54,7 @@ class ListeningPort(tcp.Port):
     )
 
     def createInternetSocket(self) -> socket.socket:
-        skt: socket.socket = super().createInternetSocket()
+        skt: socket.socket = super().createInternetSocket()  # type: ignore[no-untyped-call]
         if self.addressFamily == socket.AF_INET6:
             skt.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         return skt
@@ -59,7 +63,7 @@ class ListeningPort(tcp.Port):
         # tcp.Port logs "<factory> starting on N" as it starts; multiport's
         # "listening on" line says that and more: the daemon's observers
         # leave out Twisted's line, known by this log system.
-        legacyLog.callWithContext({"system": PORT_START_SYSTEM}, super().startListening)
+        legacyLog.callWithContext({"system": PORT_START_SYSTEM}, super().startListening)  # type: ignore[no-untyped-call]
 
     def _logConnectionLostMsg(self) -> None:
         # Twisted's "(TCP Port N Closed)": multiport's own "stopped listening
@@ -71,8 +75,8 @@ class ListeningPort(tcp.Port):
         Close the socket at once, not on the next reactor turn, so that a
         failed start leaves nothing bound even if the reactor never runs.
         """
-        self.stopReading()
-        self.connectionLost(Failure(Exception("closed by multiport")))
+        self.stopReading()  # type: ignore[no-untyped-call]
+        self.connectionLost(Failure(Exception("closed by multiport")))  # type: ignore[no-untyped-call]
 
 
 class _TCPReactor(Protocol):
@@ -118,7 +122,7 @@ def _adopt(
     listening already: the one way multiport adopts a socket.
     """
     family = socket.AF_INET6 if ":" in interface else socket.AF_INET
-    adopted: ListeningPort = ListeningPort._fromListeningDescriptor(
+    adopted: ListeningPort = ListeningPort._fromListeningDescriptor(  # type: ignore[no-untyped-call]
         reactor, descriptor, family, factory
     )
     adopted.startListening()
@@ -253,7 +257,7 @@ def bindShared(config: PortConfig, reusePort: bool = False) -> socket.socket:
         skt.setblocking(False)
     except OSError as e:
         skt.close()
-        raise CannotListenError(config.interface, config.port, e) from None
+        raise CannotListenError(config.interface, config.port, e) from None  # type: ignore[no-untyped-call]
     return skt
 
 
