@@ -687,6 +687,42 @@ class PortTests(_TwistedAPITestCase):
             ),
         )
 
+    def test_shouldShutdown(self) -> None:
+        """
+        C{tcp.Port._shouldShutdown} (true by default, false on an adopted
+        socket) decides whether stopping calls C{shutdown(2)} before
+        closing: the socket sources set it, since a shutdown stops every
+        process holding the socket.
+        """
+        self.assertIs(
+            self.require(tcp.Port, "_shouldShutdown"),
+            True,
+            self.changed("tcp.Port._shouldShutdown", "not True by default"),
+        )
+        calls: list[str] = []
+
+        class Recording:
+            def shutdown(self, how: int) -> None:
+                calls.append("shutdown")
+
+            def setsockopt(self, *args: object) -> None:
+                calls.append("setsockopt")
+
+            def close(self) -> None:
+                calls.append("close")
+
+        port = tcp.Port(0, Factory(), reactor=MemoryReactor())
+        port.socket = Recording()
+        port._shouldShutdown = False
+        self.require(port, "_closeSocket")(True)
+        port._shouldShutdown = True
+        port._closeSocket(True)
+        self.assertEqual(
+            calls,
+            ["close", "shutdown", "close"],
+            self.changed("tcp.Port._closeSocket", f"these calls: {calls}"),
+        )
+
     def test_getPort(self) -> None:
         """
         C{TCPServer} listens through C{_getPort()} in
