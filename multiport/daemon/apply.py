@@ -8,7 +8,6 @@ the plans its main process sends the same way.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from twisted.application.service import IService
 from twisted.internet.error import CannotListenError
@@ -19,8 +18,14 @@ from multiport.config.model import Config, PortConfig, TLSConfig
 from multiport.daemon.plan import Blockers, Plan, plan
 from multiport.daemon.startup import liveListenError
 from multiport.errors import ReconcileError
-from multiport.handlers.interface import HandlerContext, IHandler, descriptorsOf
+from multiport.handlers.interface import (
+    ChangeSummary,
+    HandlerContext,
+    IHandler,
+    descriptorsOf,
+)
 from multiport.ports.policies import DaemonLimit, drainTimeoutOf
+from multiport.ports.port import PortFactory
 from multiport.ports.server import PortServer
 from multiport.ports.tls import LoadedCertificate
 from multiport.text import plural
@@ -70,7 +75,7 @@ class LiveChanges:
     def _server(
         self,
         config: PortConfig,
-        factory: Any,
+        factory: PortFactory,
         certificates: Mapping[TLSConfig, LoadedCertificate],
     ) -> PortServer:
         raise NotImplementedError
@@ -266,7 +271,7 @@ class LiveChanges:
         self,
         config: Config,
         certificates: Mapping[TLSConfig, LoadedCertificate],
-    ) -> dict[str, object]:
+    ) -> ChangeSummary:
         """
         Go from the running ports to C{config} (see L{apply}); what changed.
         """

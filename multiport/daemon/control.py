@@ -23,7 +23,7 @@ from multiport.config.tomlfile import portRequest
 from multiport.daemon.plan import Plan, claims
 from multiport.daemon.reload import logReloaded, reloadLogged
 from multiport.errors import ConfigError, ReconcileError, ReloadUnavailable
-from multiport.handlers.interface import IHandler, PortRef
+from multiport.handlers.interface import ChangeSummary, IHandler, PortRef
 from multiport.ports.certificates import loadCertificates
 from multiport.ports.server import PortServer, PortSSLServer, PortTCPServer
 from multiport.ports.tls import LoadedCertificate
@@ -183,7 +183,7 @@ class AdminControl:
 
     def reconcile(
         self, config: Config, certificates: Mapping[TLSConfig, LoadedCertificate]
-    ) -> dict[str, object]:
+    ) -> ChangeSummary:
         raise NotImplementedError
 
     def _newCertificate(
@@ -307,7 +307,7 @@ class AdminControl:
         self.addedLive.discard(name)
         return count
 
-    def reload(self) -> Deferred[dict[str, object]]:
+    def reload(self) -> Deferred[ChangeSummary]:
         """
         Read the configuration again and go to it, keeping the ports added
         through the admin API (unless the file now configures their
@@ -319,7 +319,7 @@ class AdminControl:
         """
         return maybeDeferred(self.reloadNow)
 
-    def reloadNow(self) -> dict[str, object]:
+    def reloadNow(self) -> ChangeSummary:
         """
         L{reload}, at once: what changed.
         """

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Callable, Sequence
-from typing import Any, cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import cast
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IFileDescriptorReceiver
@@ -39,6 +39,11 @@ class RemoteError(Exception):
     """
 
 
+#: What answers one kind of message: called with the payload and the
+#: descriptors that came with it; its answer (or a Deferred of it) goes back.
+Handler = Callable[[object, list[int]], object]
+
+
 @implementer(IFileDescriptorReceiver)
 class Channel(Int32StringReceiver):
     """
@@ -52,24 +57,26 @@ class Channel(Int32StringReceiver):
 
     MAX_LENGTH = 512 * 1024 * 1024
 
-    def __init__(self, handlers: dict[str, Callable[..., Any]]) -> None:
+    def __init__(self, handlers: Mapping[str, Handler]) -> None:
         self.handlers = handlers
         self._next = 0
-        self._waiting: dict[int, Deferred[Any]] = {}
+        self._waiting: dict[int, Deferred[object]] = {}
         self._descriptors: list[int] = []
         self.lost: Deferred[None] = Deferred()
 
     def fileDescriptorReceived(self, descriptor: int) -> None:
         self._descriptors.append(descriptor)
 
-    def call(self, kind: str, payload: object, descriptors: Sequence[int] = ()) -> Any:
+    def call(
+        self, kind: str, payload: object, descriptors: Sequence[int] = ()
+    ) -> Deferred[object]:
         """
         Send C{payload} (and C{descriptors}) to the other side's C{kind}
         handler; a L{Deferred} firing with its answer, or failing with
         L{RemoteError}.
         """
         self._next += 1
-        answer: Deferred[Any] = Deferred()
+        answer: Deferred[object] = Deferred()
         self._waiting[self._next] = answer
         for descriptor in descriptors:
             self.transport.sendFileDescriptor(descriptor)  # type: ignore[union-attr]

@@ -13,6 +13,7 @@ from typing import Generic, Protocol, TypeVar
 from attrs import frozen
 
 from multiport.config.model import PortConfig
+from multiport.handlers.interface import ChangeSummary
 
 
 class Named(Protocol):
@@ -45,7 +46,7 @@ class Plan(Generic[T]):
     unchanged: tuple[T, ...] = ()
     kept: tuple[tuple[PortConfig, T], ...] = ()
 
-    def summary(self) -> dict[str, object]:
+    def summary(self) -> ChangeSummary:
         """
         The names each part touches, for logs and the admin API.
         """

@@ -13,7 +13,6 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from attrs import evolve
 from twisted.application.service import MultiService, Service
@@ -173,7 +172,7 @@ class WorkerPool(PoolControl, MultiService):
         self._stopping = True
         if self._refresher.running:
             self._refresher.stop()
-        waits: list[Deferred[Any]] = []
+        waits: list[Deferred[None]] = []
         for child in list(self):
             if child.running:
                 result = child.stopService()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import cast
 
 from attrs import evolve
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
@@ -27,7 +27,7 @@ from multiport.daemon.service import PortsService
 from multiport.daemon.startup import liveListenError
 from multiport.daemon.workers import STATUS_HANDLER, Retired, Slot, split
 from multiport.errors import ReconcileError, ReloadUnavailable
-from multiport.handlers.interface import PortRef, PortStatus
+from multiport.handlers.interface import ChangeSummary, PortRef, PortStatus
 from multiport.ports.certificates import loadCertificates
 from multiport.ports.sockets import bindShared
 from multiport.status.admintoken import tokenMatches
@@ -166,7 +166,7 @@ class PoolControl:
 
         return self._everywhere(config, {}).addCallback(removed)
 
-    def reload(self) -> Deferred[dict[str, object]]:
+    def reload(self) -> Deferred[ChangeSummary]:
         """
         Read the configuration again and carry it to every worker, keeping
         the ports added through the admin API (unless the file now
@@ -175,7 +175,7 @@ class PoolControl:
         """
         return maybeDeferred(self._reload)
 
-    def _reload(self) -> Deferred[dict[str, object]]:
+    def _reload(self) -> Deferred[ChangeSummary]:
         if self.rebuild is None:
             raise ReloadUnavailable(NO_RELOAD)
         workers, own = split(self.rebuild())
@@ -216,15 +216,18 @@ class PoolControl:
         config = Config(tuple(ports), workers.stateDir)
         changed = self._everywhere(config, newSockets)
 
-        def ownPorts(summary: dict[str, Any]) -> dict[str, object]:
-            mine: dict[str, Any] = self.status.reconcile(
+        def ownPorts(summary: ChangeSummary) -> ChangeSummary:
+            mine = self.status.reconcile(
                 own, loadCertificates(own.ports, own.stateDir, self.owner)
             )
-            for key in ("added", "removed", "changed"):
-                summary[key] = [*summary[key], *mine[key]]
-            summary["unchanged"] = summary["unchanged"] + mine["unchanged"]
-            logReloaded(summary, ", in every worker")
-            return summary
+            both = ChangeSummary(
+                added=[*summary["added"], *mine["added"]],
+                removed=[*summary["removed"], *mine["removed"]],
+                changed=[*summary["changed"], *mine["changed"]],
+                unchanged=summary["unchanged"] + mine["unchanged"],
+            )
+            logReloaded(both, ", in every worker")
+            return both
 
         return changed.addCallback(ownPorts)
 
@@ -236,7 +239,7 @@ class PoolControl:
 
     def _everywhere(
         self, config: Config, newSockets: Mapping[str, socket.socket]
-    ) -> Deferred[dict[str, Any]]:
+    ) -> Deferred[ChangeSummary]:
         """
         Apply C{config} in every running worker, passing the sockets of its
         new ports.  Applied only if every worker applied it; otherwise the
@@ -252,7 +255,7 @@ class PoolControl:
             for _, channel in live
         ]
 
-        def settled(results: list[tuple[bool, Any]]) -> dict[str, Any]:
+        def settled(results: list[tuple[bool, object]]) -> ChangeSummary:
             failures = [r for ok, r in results if not ok]
             if failures:
                 removedNames = [
@@ -285,9 +288,10 @@ class PoolControl:
             self.sockets.update(newSockets)
             self.config = config
             self.refresh()
-            summaries: list[dict[str, Any]] = [r for ok, r in results if ok]
+            summaries = [r for ok, r in results if ok]
             if summaries:
-                return summaries[0]
-            return {"added": list(names), "removed": [], "changed": [], "unchanged": 0}
+                # A worker answers apply with its reconcile's summary.
+                return cast(ChangeSummary, summaries[0])
+            return ChangeSummary(added=list(names), removed=[], changed=[], unchanged=0)
 
         return DeferredList(calls, consumeErrors=True).addCallback(settled)

@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 
 from multiport.daemon.signals import OnSignal
 from multiport.errors import ConfigError, ReconcileError, ReloadUnavailable
+from multiport.handlers.interface import ChangeSummary
 
 # Twisted leaves parts of the API this module calls unannotated (its
 # services, usage.Options, Failure, tcp.Port, Request.getHost): those
@@ -56,7 +57,7 @@ def _reloadFailed(reason: Failure) -> None:
         log.failure("reload failed, nothing changed", reason)
 
 
-def reloadLogged(reload: Callable[[], Deferred[dict[str, object]]]) -> None:
+def reloadLogged(reload: Callable[[], Deferred[ChangeSummary]]) -> None:
     """
     Call C{reload} for SIGHUP: a failure is logged with its reason (nothing
     has changed then).

@@ -6,7 +6,6 @@ L{PortSSLServer} child per configured port.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 from attrs import evolve, frozen
 from twisted.application.service import MultiService, Service
@@ -181,7 +180,7 @@ class PortsService(LiveChanges, AdminControl, MultiService):
 
     def _handlerFactory(
         self, config: PortConfig, handler: IHandler
-    ) -> tuple[HandlerContext, Any]:
+    ) -> tuple[HandlerContext, IProtocolFactory]:
         context = HandlerContext(
             reactor=self._reactor,
             clock=self._reactor,

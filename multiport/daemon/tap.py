@@ -14,7 +14,6 @@ import pwd
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from twisted.application.service import Service
 from twisted.logger import Logger
@@ -36,6 +35,7 @@ from multiport.daemon.signals import HurryOnSecondSignal
 from multiport.daemon.startup import noCollections, reportStartupErrorsBriefly
 from multiport.daemon.token import tokenFailure
 from multiport.errors import ConfigError
+from multiport.handlers.interface import IDaemonView
 from multiport.io.splice import poolSize
 from multiport.ports.certificates import loadCertificates
 from multiport.ports.policies import DaemonLimit
@@ -186,7 +186,7 @@ def _makeService(
     log.info("the admin API's token is from {source}", source=source)
     rebuild = options.rebuildConfig if options["config"] else None
 
-    def ports(config: Config, view: Any = None) -> PortsService:
+    def ports(config: Config, view: IDaemonView | None = None) -> PortsService:
         return PortsService(
             config,
             options.handlers,

@@ -17,16 +17,21 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict, cast
 
 from attrs import evolve
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger, globalLogBeginner
 
-from multiport.config.model import Config
-from multiport.daemon.ipc import Channel, channelFactory
+from multiport.config.model import Config, TLSConfig
+from multiport.daemon.ipc import Channel, Handler, channelFactory
 from multiport.daemon.logformat import batchedObserver, workerRecord
 from multiport.daemon.reactortype import IDaemonReactor, globalReactor
 from multiport.ports.policies import DaemonLimit, sharePolicy
+
+if TYPE_CHECKING:
+    from multiport.daemon.service import PortsService
+    from multiport.ports.tls import LoadedCertificate
 
 log = Logger()
 
@@ -47,6 +52,27 @@ def shareConfig(config: Config, workers: int) -> Config:
     )
 
 
+class StartPayload(TypedDict):
+    """
+    The main process's C{start} message: the ports, the names of the
+    sockets passed with it (in order), how many workers share them.
+    """
+
+    config: Config
+    names: list[str]
+    workers: int
+
+
+class ApplyPayload(TypedDict):
+    """
+    The main process's C{apply} message: the ports to go to, the names of
+    the sockets passed with it (its new ports).
+    """
+
+    config: Config
+    names: list[str]
+
+
 class Worker:
     """
     What a worker does for the main process's messages.
@@ -58,18 +84,20 @@ class Worker:
         self.reactor = reactor
         self.index = index
         self.owner = owner
-        self.service: Any = None
+        self.service: PortsService | None = None
+        #: How many workers share the ports (each takes its share of limits).
+        self.workers = 1
         self.stopping = False
 
-    def handlers(self) -> dict[str, Any]:
+    def handlers(self) -> dict[str, Handler]:
         return {"start": self.start, "apply": self.apply, "status": self.status}
 
-    def _certificates(self, config: Config) -> Any:
+    def _certificates(self, config: Config) -> dict[TLSConfig, LoadedCertificate]:
         from multiport.ports.certificates import loadCertificates
 
         return loadCertificates(config.ports, config.stateDir)
 
-    def start(self, payload: dict[str, Any], descriptors: list[int]) -> dict[str, int]:
+    def start(self, message: object, descriptors: list[int]) -> dict[str, int]:
         """
         Serve C{payload["config"]} on the sockets passed (named by
         C{payload["names"]}, in order), then drop privileges if asked.
@@ -77,6 +105,8 @@ class Worker:
         from multiport.daemon.service import PortsService
         from multiport.handlers.registry import findHandlers
 
+        # The main process (L{multiport.daemon.pool}) sends this shape.
+        payload = cast(StartPayload, message)
         workers = payload["workers"]
         config = shareConfig(payload["config"], workers)
         self.workers = workers
@@ -101,13 +131,16 @@ class Worker:
         self.service.startService()
         return {"pid": os.getpid()}
 
-    def apply(self, payload: dict[str, Any], descriptors: list[int]) -> object:
+    def apply(self, message: object, descriptors: list[int]) -> object:
         """
         Go to C{payload["config"]}, adopting the sockets passed for its new
         ports.
         """
+        # The main process (L{multiport.daemon.poolcontrol}) sends this shape.
+        payload = cast(ApplyPayload, message)
         names = payload["names"]
         service = self.service
+        assert service is not None, "the main process starts a worker first"
         service.descriptors.update(zip(names, descriptors, strict=True))
         config = shareConfig(payload["config"], self.workers)
         try:
@@ -127,7 +160,10 @@ class Worker:
             return []
         return self.service.portStatus()
 
-    def stop(self) -> Any:
+    def stop(self) -> Deferred[object] | None:
+        """
+        Stop serving (draining), if serving.
+        """
         if self.service is not None and self.service.running:
             return self.service.stopService()
         return None

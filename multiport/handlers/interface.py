@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from attrs import field, frozen
 from twisted.internet.defer import Deferred
@@ -125,6 +125,18 @@ class PortRef:
     port: int
 
 
+class ChangeSummary(TypedDict):
+    """
+    What a live change (a reload) did, by port name: the admin API's
+    answer to a reload and the reload's log line.
+    """
+
+    added: list[str | None]
+    removed: list[str | None]
+    changed: list[str | None]
+    unchanged: int
+
+
 class IDaemonControl(Interface):
     """
     What the admin API may change in the running daemon.  Every change
@@ -160,7 +172,7 @@ class IDaemonControl(Interface):
         Remove port C{name}; how many connections drain.
         """
 
-    def reload() -> Deferred[dict[str, object]]:
+    def reload() -> Deferred[ChangeSummary]:
         """
         Read the configuration again and apply it; what changed.
         """

@@ -29,6 +29,7 @@ from twisted.web import server
 
 from multiport.errors import ConfigError, ReconcileError, ReloadUnavailable
 from multiport.handlers.interface import (
+    ChangeSummary,
     IDaemonControl,
     IDaemonView,
     PortRef,
@@ -120,7 +121,7 @@ class _Daemon(Protocol):
         self, name: str, servingFrom: IAddress | None = None
     ) -> Deferred[int]: ...
 
-    def reload(self) -> Deferred[dict[str, object]]: ...
+    def reload(self) -> Deferred[ChangeSummary]: ...
 
 
 #: One API call's method: the request, the daemon, the port's name if the
