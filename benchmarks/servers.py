@@ -271,8 +271,8 @@ def fastEcho(workdir: Path, port: int, reactor: bool = False) -> Server:
 FAST_TWISTD = [
     PYTHON,
     "-c",
-    "import multiport.ports.port, multiport.io.transport; "
-    "multiport.ports.port.ListeningPort.transport = multiport.io.transport.FastServer; "
+    "import multiport.ports.sockets as s, multiport.io.transport as t; "
+    "s.ListeningPort.transport = t.FastServer; "
     "from twisted.scripts.twistd import run; run()",
     "-n",
     "--pidfile=",

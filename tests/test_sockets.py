@@ -10,12 +10,15 @@ import subprocess
 import sys
 import textwrap
 
+from attrs import evolve
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
+from multiport.daemon.plan import Plan
+from multiport.daemon.service import PortsService
 from multiport.ports.sockets import (
     BoundHere,
     Inherited,
@@ -24,7 +27,7 @@ from multiport.ports.sockets import (
     bindShared,
     isShared,
 )
-from tests.support import configFor
+from tests.support import HANDLERS, configFor
 
 #: A second process holding the listening socket passed as descriptor FD:
 #: it accepts one connection, answers "child", and exits.
@@ -138,3 +141,56 @@ class SharedSocketTests(TestCase):
         yield self.stopHere(Inherited(self.listening.fileno(), shared=False))
         self.assertEqual(self.answer(), b"")
         self.assertNotEqual(self.child.wait(timeout=30), 0)
+
+
+class ServiceSourceTests(TestCase):
+    """
+    The port services ask their source: a single process binds its ports
+    itself, a worker adopts the main process's sockets, and a live change
+    keeps the socket with its sharing.
+    """
+
+    def service(self, ports: str, descriptors: bool) -> PortsService:
+        config = configFor(ports, self.mktemp())
+        given: dict[str, int] = {}
+        if descriptors:
+            for port in config.ports:
+                skt = bindShared(port)
+                self.addCleanup(skt.close)
+                given[port.name] = skt.fileno()
+        service = PortsService(config, HANDLERS, {}, reactor, descriptors=given)
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service
+
+    def test_boundHereNotShared(self) -> None:
+        """
+        A single process's port binds its own socket, which it may shut
+        down.
+        """
+        [server] = self.service("127.0.0.1:0=echo", descriptors=False).ports()
+        self.assertIsNotNone(server._port)
+        self.assertFalse(isShared(server._port))
+
+    def test_adoptedShared(self) -> None:
+        """
+        A worker's port adopts the socket passed to it, held by the main
+        process too: shared.
+        """
+        [server] = self.service("127.0.0.1:0=echo", descriptors=True).ports()
+        self.assertTrue(isShared(server._port))
+
+    def test_changeKeepsSharing(self) -> None:
+        """
+        A live change moves the very listening port to the new service,
+        still shared.
+        """
+        service = self.service("127.0.0.1:0=echo", descriptors=True)
+        [old] = service.ports()
+        listening = old._port
+        new = evolve(old.config, handler="discard")
+        service.apply(Plan(change=((old, new),)), {})
+        [server] = service.ports()
+        self.assertIsNot(server, old)
+        self.assertIs(server._port, listening)
+        self.assertTrue(isShared(server._port))
