@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from attrs import define, evolve, field
 from twisted.internet.defer import Deferred
@@ -74,18 +74,36 @@ def workerSockets(value: str) -> str:
     return value
 
 
-def _add(total: dict[str, Any], more: Mapping[str, Any]) -> None:
+#: A handler's published counters: (name, labels) to a count.
+HandlerCounts = dict[tuple[str, tuple[tuple[str, str], ...]], int]
+
+
+def _number(value: object) -> int | float:
+    return value if isinstance(value, int | float) else 0
+
+
+def _add(total: dict[str, object], more: Mapping[str, object]) -> None:
+    """
+    Add the counters snapshot C{more} into C{total}: numbers are summed,
+    tables added key by key, the earliest C{listening_since} kept.
+    """
     for key, value in more.items():
         if isinstance(value, Mapping):
-            _add(total.setdefault(key, {}), value)
+            inner = total.setdefault(key, {})
+            assert isinstance(inner, dict), f"{key} is a table in every snapshot"
+            _add(inner, value)
         elif key == "listening_since":
             if value is not None:
                 previous = total.get(key)
-                total[key] = value if previous is None else min(previous, value)
+                total[key] = (
+                    value
+                    if previous is None
+                    else min(_number(previous), _number(value))
+                )
             else:
                 total.setdefault(key, None)
         elif isinstance(value, int | float) and not isinstance(value, bool):
-            total[key] = total.get(key, 0) + value
+            total[key] = _number(total.get(key, 0)) + value
         else:
             total.setdefault(key, value)
 
@@ -96,9 +114,9 @@ def mergeStatuses(
     """
     One port's status summed over the workers' C{parts}.
     """
-    counters: dict[str, Any] = {}
+    counters: dict[str, object] = {}
     _add(counters, PortCounters().snapshot())
-    handlerCounters: dict[Any, int] = {}
+    handlerCounters: HandlerCounts = {}
     for part in parts:
         _add(counters, part.counters)
         for key, value in part.handlerCounters.items():
@@ -122,8 +140,8 @@ class Retired:
     report: kept so that the daemon's totals never go backwards.
     """
 
-    counters: dict[str, Any] = field(factory=dict)
-    handlerCounters: dict[Any, int] = field(factory=dict)
+    counters: dict[str, object] = field(factory=dict)
+    handlerCounters: HandlerCounts = field(factory=dict)
 
     def fold(self, status: PortStatus) -> None:
         """
@@ -137,8 +155,8 @@ class Retired:
         }
         connections = counters.get("connections")
         if isinstance(connections, dict):
-            current = connections.get("current", 0)
-            connections["closed"] = connections.get("closed", 0) + current
+            current = _number(connections.get("current", 0))
+            connections["closed"] = _number(connections.get("closed", 0)) + current
             connections["current"] = 0
         _add(self.counters, counters)
         for key, value in status.handlerCounters.items():
@@ -148,7 +166,7 @@ class Retired:
         """
         C{status} with these figures added.
         """
-        counters: dict[str, Any] = {}
+        counters: dict[str, object] = {}
         _add(counters, status.counters)
         _add(counters, self.counters)
         handlerCounters = dict(status.handlerCounters)
