@@ -13,7 +13,7 @@ from twisted.scripts._twistd_unix import UnixApplicationRunner
 from twisted.trial.unittest import SynchronousTestCase
 
 from multiport.daemon.daemonmode import MAX_STATUS, reportStartupErrorsWhole
-from multiport.daemon.service import StartupError
+from multiport.errors import StartupError
 
 
 class StatusPipeTests(SynchronousTestCase):

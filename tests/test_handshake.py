@@ -32,7 +32,7 @@ from multiport.ports.handshake import (
     plainHTTPAnswer,
     startsTLS,
 )
-from multiport.ports.port import SwitchableCreator
+from multiport.ports.server import SwitchableCreator
 from multiport.ports.tls import certificateFromPEM, makeSelfSigned
 from tests.test_policies import v4
 

@@ -21,9 +21,10 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from multiport.config.model import Config, Defaults, TLSConfig
-from multiport.daemon.live import loadCertificates
-from multiport.daemon.service import Plan, PortsService, ReconcileError, overlaps
-from multiport.errors import ConfigError
+from multiport.daemon.plan import Plan, overlaps
+from multiport.daemon.service import PortsService
+from multiport.errors import ConfigError, ReconcileError
+from multiport.ports.certificates import loadCertificates
 from multiport.ports.policies import Policy
 from multiport.ports.tls import ensureSelfSigned
 from tests.support import HANDLERS, busyPort, configFor, waitUntilOnReactor
@@ -510,11 +511,11 @@ class CertificateTests(TestCase):
         before = yield self.served()
         self.service.rebuild = self.config
         self.cert.unlink()
-        error = self.assertRaises(ConfigError, self.service.reload)
+        error = self.failureResultOf(self.service.reload(), ConfigError).value
         self.assertIn(str(self.cert), str(error))
         cert, key = self.make()
         self.writePair(cert[: len(cert) // 2], key)
-        error = self.assertRaises(ConfigError, self.service.reload)
+        error = self.failureResultOf(self.service.reload(), ConfigError).value
         self.assertIn(str(self.cert), str(error))
         after = yield self.served()
         self.assertEqual(before, after)

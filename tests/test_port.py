@@ -1,6 +1,7 @@
 """
-Tests for L{multiport.ports.port}: what the per-port wrapper counts, logs and
-contains, with real connections on 127.0.0.1.
+Tests for L{multiport.ports.connection} and L{multiport.ports.factory}:
+what the per-port wrapper counts, logs and contains, with real connections
+on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -299,7 +300,7 @@ class TransportChoiceTests(TestCase):
     """
 
     def listen(self) -> type:
-        from multiport.ports.port import listenTCP
+        from multiport.ports.sockets import listenTCP
 
         port = listenTCP(reactor, 0, Factory.forProtocol(Protocol), 50, "127.0.0.1")
         self.addCleanup(port.stopListening)
@@ -332,7 +333,7 @@ class TransportChoiceTests(TestCase):
         from twisted.internet import tcp
 
         from multiport.io.transport import FastServer
-        from multiport.ports.port import serverTransport
+        from multiport.ports.sockets import serverTransport
 
         self.assertIs(serverTransport({"MULTIPORT_TRANSPORT": "twisted"}), tcp.Server)
         self.assertIs(serverTransport({"MULTIPORT_TRANSPORT": "fast"}), FastServer)

@@ -18,15 +18,12 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from multiport.config.model import Config, TLSConfig
-from multiport.daemon.service import (
-    PortsService,
-    StartupError,
-    describeListenError,
-    noCollections,
-)
+from multiport.daemon.service import PortsService
+from multiport.daemon.startup import describeListenError, noCollections
+from multiport.errors import StartupError
 from multiport.handlers.interface import IDaemonView
 from multiport.ports.factory import PortFactory
-from multiport.ports.port import ListeningPort
+from multiport.ports.sockets import ListeningPort
 from multiport.ports.tls import ensureSelfSigned
 from tests.support import HANDLERS, busyPort, configFor
 

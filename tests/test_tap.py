@@ -949,3 +949,103 @@ class StatusIgnoresDefaultPoliciesTests(OptionsTestsMixin, SynchronousTestCase):
         echo, status = self.parse("--config", str(path)).config.ports
         self.assertIsNotNone(echo.policy.allow)
         self.assertEqual((status.handler, status.policy), ("status", Policy()))
+
+
+class WorkerSocketsOptionTests(OptionsTestsMixin, SynchronousTestCase):
+    """
+    C{--worker-sockets} chooses how workers share a port's socket.
+    """
+
+    def test_sharedByDefault(self):
+        """
+        Without the option the workers share one socket per port.
+        """
+        self.assertFalse(self.parse("-p", "7000=echo").reusePort)
+
+    def test_reusePort(self):
+        """
+        C{reuseport} gives the worker pool a socket per worker.
+        """
+        options = self.parse(
+            "-p",
+            "127.0.0.1:7000=echo",
+            "--workers",
+            "2",
+            "--worker-sockets",
+            "reuseport",
+        )
+        self.assertTrue(options.reusePort)
+        pool = makeService(options, MemoryReactorClock())
+        self.assertTrue(pool.reusePort)
+
+    def test_bad(self):
+        """
+        Any other value is a usage error naming the option and the value.
+        """
+        error = self.assertRaises(
+            usage.UsageError, self.parse, "--worker-sockets", "each"
+        )
+        self.assertIn("--worker-sockets", str(error))
+        self.assertIn("'each'", str(error))
+
+
+class ImportTests(SynchronousTestCase):
+    """
+    Importing the plugin's module changes nothing global; makeService
+    installs multiport's reactor unless one was chosen.
+    """
+
+    def python(self, script: str) -> str:
+        import subprocess
+
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return result.stdout.strip()
+
+    def test_importInstallsNothing(self):
+        """
+        Importing L{multiport.daemon.tap} leaves the reactor uninstalled.
+        """
+        self.assertEqual(
+            self.python(
+                "import sys, multiport.daemon.tap\n"
+                "print('twisted.internet.reactor' in sys.modules)"
+            ),
+            "False",
+        )
+
+    def test_prefersOurReactor(self):
+        """
+        With no reactor chosen, multiport's epoll reactor is installed.
+        """
+        self.assertEqual(
+            self.python(
+                "from multiport.daemon.tap import preferOurReactor\n"
+                "preferOurReactor()\n"
+                "from twisted.internet import reactor\n"
+                "print(type(reactor).__name__)"
+            ),
+            "MultiportEPollReactor",
+        )
+
+    def test_keepsChosenReactor(self):
+        """
+        A reactor installed already (C{twistd --reactor}) stays.
+        """
+        self.assertEqual(
+            self.python(
+                "from twisted.internet import selectreactor\n"
+                "selectreactor.install()\n"
+                "from multiport.daemon.tap import preferOurReactor\n"
+                "preferOurReactor()\n"
+                "from twisted.internet import reactor\n"
+                "print(type(reactor).__name__)"
+            ),
+            "SelectReactor",
+        )

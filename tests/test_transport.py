@@ -53,8 +53,8 @@ from multiport.io.transport import (
     WriteBatch,
     coalesceWrites,
 )
-from multiport.ports.port import listenTCP
 from multiport.ports.proxyprotocol import ProxiedTransport
+from multiport.ports.sockets import listenTCP
 from multiport.ports.tls import makeSelfSigned
 from tests.support import dataSegmentsIn, waitUntil, waitUntilOnReactor
 

@@ -538,7 +538,7 @@ class _FixedContext:
 
 class TLSTests(_TwistedAPITestCase):
     """
-    What L{multiport.ports.tls} (certificates, ALPN) and C{multiport.ports.port}'s
+    What L{multiport.ports.tls} (certificates, ALPN) and C{multiport.ports.server}'s
     C{SwitchableCreator} take from Twisted's TLS.
     """
 
@@ -546,10 +546,10 @@ class TLSTests(_TwistedAPITestCase):
 
     def creator(self, contextFactory: _FixedContext) -> Any:
         """
-        A C{multiport.ports.port.SwitchableCreator}: the connection creator of
+        A C{multiport.ports.server.SwitchableCreator}: the connection creator of
         every TLS port.
         """
-        return self.load("multiport.ports.port").SwitchableCreator(contextFactory)
+        return self.load("multiport.ports.server").SwitchableCreator(contextFactory)
 
     def serverTLS(self, creator: object) -> Any:
         """
@@ -647,18 +647,18 @@ class TLSTests(_TwistedAPITestCase):
 
 class PortTests(_TwistedAPITestCase):
     """
-    What L{multiport.ports.port} takes from Twisted's TCP port and its
-    C{TCPServer}/C{SSLServer} services.
+    What L{multiport.ports.sockets} and L{multiport.ports.server} take from
+    Twisted's TCP port and its C{TCPServer}/C{SSLServer} services.
     """
 
-    dependent = "multiport.ports.port"
+    dependent = "multiport.ports.sockets"
 
     def test_fromListeningDescriptor(self) -> None:
         """
         C{tcp.Port._fromListeningDescriptor} makes an instance of the class
         it is called on from a copy of a listening socket's descriptor.
         """
-        listeningPort = self.load("multiport.ports.port").ListeningPort
+        listeningPort = self.load("multiport.ports.sockets").ListeningPort
         make = self.require(listeningPort, "_fromListeningDescriptor")
         self.assertParameters(
             make,
@@ -685,6 +685,42 @@ class PortTests(_TwistedAPITestCase):
             self.changed(
                 "tcp.Port._fromListeningDescriptor", "it takes the descriptor itself"
             ),
+        )
+
+    def test_shouldShutdown(self) -> None:
+        """
+        C{tcp.Port._shouldShutdown} (true by default, false on an adopted
+        socket) decides whether stopping calls C{shutdown(2)} before
+        closing: the socket sources set it, since a shutdown stops every
+        process holding the socket.
+        """
+        self.assertIs(
+            self.require(tcp.Port, "_shouldShutdown"),
+            True,
+            self.changed("tcp.Port._shouldShutdown", "not True by default"),
+        )
+        calls: list[str] = []
+
+        class Recording:
+            def shutdown(self, how: int) -> None:
+                calls.append("shutdown")
+
+            def setsockopt(self, *args: object) -> None:
+                calls.append("setsockopt")
+
+            def close(self) -> None:
+                calls.append("close")
+
+        port = tcp.Port(0, Factory(), reactor=MemoryReactor())
+        port.socket = Recording()
+        port._shouldShutdown = False
+        self.require(port, "_closeSocket")(True)
+        port._shouldShutdown = True
+        port._closeSocket(True)
+        self.assertEqual(
+            calls,
+            ["close", "shutdown", "close"],
+            self.changed("tcp.Port._closeSocket", f"these calls: {calls}"),
         )
 
     def test_getPort(self) -> None:

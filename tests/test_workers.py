@@ -26,7 +26,6 @@ from multiport.daemon.worker import shareConfig
 from multiport.daemon.workers import (
     Slot,
     WorkerProcess,
-    bindSocket,
     mergeStatuses,
     split,
     workerCount,
@@ -34,6 +33,7 @@ from multiport.daemon.workers import (
 from multiport.errors import ConfigError
 from multiport.handlers.interface import PortStatus
 from multiport.ports.policies import Policy, Rate, sharePolicy
+from multiport.ports.sockets import bindShared as bindSocket
 from tests.support import Daemon, configFor, waitUntil
 from tests.test_livedaemon import connect, echoes
 
@@ -421,8 +421,8 @@ class ControlTests(SynchronousTestCase):
     def pool(self, *channels: FakeChannel):
         from twisted.internet.testing import MemoryReactorClock
 
+        from multiport.daemon.pool import WorkerPool
         from multiport.daemon.service import PortsService
-        from multiport.daemon.workers import WorkerPool
         from tests.support import HANDLERS
 
         reactor = MemoryReactorClock()
@@ -472,7 +472,7 @@ class ControlTests(SynchronousTestCase):
         the previous configuration, the new socket is closed, and the change
         fails naming the reason.
         """
-        from multiport.daemon.service import ReconcileError
+        from multiport.errors import ReconcileError
 
         good, bad = FakeChannel(), FakeChannel(refuse=True)
         pool = self.pool(good, bad)
@@ -547,7 +547,7 @@ class ControlTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(pool.removePort(name)), 0)
         self.assertEqual(pool.sockets, {})
         self.assertEqual(skt.fileno(), -1)
-        self.assertRaises(KeyError, pool.removePort, name)
+        self.failureResultOf(pool.removePort(name), KeyError)
 
 
 class WorkerOutputTests(SynchronousTestCase):

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from twisted.python.util import untilConcludes
 
-from multiport.daemon.service import StartupError
+from multiport.errors import StartupError
+
+if TYPE_CHECKING:
+    from twisted.scripts._twistd_unix import UnixApplicationRunner
 
 #: What a whole message starts with on twistd's status pipe: twistd's
 #: "1 " (an error), then the line C{-n} prints.
@@ -52,7 +55,9 @@ def terminalLine(data: bytes) -> str | None:
     return data[2:].decode("utf-8", "replace") + "\n"
 
 
-def reportStartupErrorsWhole(runner: Any = None) -> None:
+def reportStartupErrorsWhole(
+    runner: type[UnixApplicationRunner] | None = None,
+) -> None:
     """
     Wrap the status pipe's two ends in twistd's Unix application runner
     (or C{runner}, a class with the same two methods): the daemon's end
@@ -60,18 +65,24 @@ def reportStartupErrorsWhole(runner: Any = None) -> None:
     Calling it again changes nothing.
     """
     if runner is None:
-        from twisted.scripts._twistd_unix import UnixApplicationRunner as runner
+        from twisted.scripts._twistd_unix import UnixApplicationRunner
+
+        runner = UnixApplicationRunner
     twistdFormat = runner._formatChildException
     twistdWait = runner._waitForStart
     if getattr(twistdWait, "wholeStartupErrors", False):
         return
 
-    def _formatChildException(self: Any, exception: BaseException) -> bytes:
+    def _formatChildException(
+        self: UnixApplicationRunner, exception: BaseException
+    ) -> bytes:
         if isinstance(exception, StartupError):
             return statusMessage(exception)
-        return twistdFormat(self, exception)  # type: ignore[no-any-return]
+        # twistd's runner is unannotated.
+        formatted: bytes = twistdFormat(self, exception)  # type: ignore[no-untyped-call]
+        return formatted
 
-    def _waitForStart(self: Any, readPipe: int) -> int:
+    def _waitForStart(self: UnixApplicationRunner, readPipe: int) -> int:
         data = untilConcludes(os.read, readPipe, MAX_STATUS)
         line = terminalLine(data)
         if line is not None:
@@ -84,10 +95,12 @@ def reportStartupErrorsWhole(runner: Any = None) -> None:
         try:
             with os.fdopen(feed, "wb") as writer:
                 writer.write(data)
-            return twistdWait(self, again)  # type: ignore[no-any-return]
+            waited: int = twistdWait(self, again)
+            return waited
         finally:
             os.close(again)
 
     _waitForStart.wholeStartupErrors = True  # type: ignore[attr-defined]
-    runner._formatChildException = _formatChildException
-    runner._waitForStart = _waitForStart
+    # Replacing twistd's two private methods is what this function is for.
+    runner._formatChildException = _formatChildException  # type: ignore[method-assign]
+    runner._waitForStart = _waitForStart  # type: ignore[method-assign]

@@ -10,6 +10,7 @@ import signal
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 
 from multiport.daemon.signals import OnSignal
@@ -69,7 +70,7 @@ class StatsDumpService(OnSignal):
     def __init__(
         self,
         ports: Callable[[], Sequence[PortStatus]],
-        reactor: Any,
+        reactor: IReactorFromThreads,
         signalNumber: int = signal.SIGUSR2,
     ) -> None:
         super().__init__(signalNumber, self.dump, reactor)

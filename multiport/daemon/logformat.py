@@ -75,7 +75,7 @@ BULK_NAMESPACES = frozenset(
 LINE_FORMAT = "{line}"
 
 #: The log system of the events logged while a port starts listening
-#: (L{multiport.ports.port.ListeningPort}): Twisted's own C{<factory> starting on
+#: (L{multiport.ports.sockets.ListeningPort}): Twisted's own C{<factory> starting on
 #: N} line among them, which multiport's C{listening on} line replaces.
 PORT_START_SYSTEM = "multiport.ports.port-start"
 _STARTING_ON = re.compile(r".* starting on \d+")

@@ -7,9 +7,18 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Any
 
 from twisted.application.service import Service
+from twisted.internet.interfaces import IReactorFromThreads
+
+from multiport.io.reactortype import ReactorLike
+
+# Twisted leaves parts of the API this module calls unannotated (its
+# services, usage.Options, Failure, tcp.Port, Request.getHost): those
+# calls carry type: ignore[no-untyped-call].
+
+#: What signal.signal returns: a previous handler.
+_Handler = Callable[[int, FrameType | None], object] | int | None
 
 
 class OnSignal(Service):
@@ -20,22 +29,25 @@ class OnSignal(Service):
     """
 
     def __init__(
-        self, signalNumber: int, callback: Callable[[], object], reactor: Any
+        self,
+        signalNumber: int,
+        callback: Callable[[], object],
+        reactor: IReactorFromThreads,
     ) -> None:
         self._signal = signalNumber
         self._callback = callback
         self._reactor = reactor
-        self._previous: Any = None
+        self._previous: _Handler = None
 
     def _received(self, number: int, frame: FrameType | None) -> None:
         self._reactor.callFromThread(self._callback)
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         self._previous = signal.signal(self._signal, self._received)
 
     def stopService(self) -> None:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         if self._previous is not None:
             signal.signal(self._signal, self._previous)
             self._previous = None
@@ -62,19 +74,19 @@ class HurryOnSecondSignal(Service):
     def __init__(
         self,
         hurry: Callable[[int], object],
-        reactor: Any,
+        reactor: ReactorLike,
         signals: Sequence[int] = STOP_SIGNALS,
     ) -> None:
         self._hurry = hurry
         self._reactor = reactor
         self._signals = tuple(signals)
-        self._previous: dict[int, Any] = {}
+        self._previous: dict[int, _Handler] = {}
 
     def _received(self, number: int, frame: FrameType | None) -> None:
         self._reactor.callFromThread(self._hurry, number)
 
     def stopService(self) -> None:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         if self._previous:
             return
         for number in self._signals:

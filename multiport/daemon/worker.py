@@ -17,17 +17,22 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict, cast
 
 from attrs import evolve
-from twisted.internet.protocol import Factory
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger, globalLogBeginner
 
-from multiport.config.model import Config
-from multiport.daemon.ipc import Channel
+from multiport.config.model import Config, TLSConfig
+from multiport.daemon.ipc import Channel, Handler, channelFactory
 from multiport.daemon.logformat import batchedObserver, workerRecord
+from multiport.io.reactortype import ReactorLike, globalReactor
 from multiport.ports.admission import DaemonLimit
 from multiport.ports.policies import sharePolicy
+
+if TYPE_CHECKING:
+    from multiport.daemon.service import PortsService
+    from multiport.ports.tls import LoadedCertificate
 
 log = Logger()
 
@@ -48,27 +53,52 @@ def shareConfig(config: Config, workers: int) -> Config:
     )
 
 
+class StartPayload(TypedDict):
+    """
+    The main process's C{start} message: the ports, the names of the
+    sockets passed with it (in order), how many workers share them.
+    """
+
+    config: Config
+    names: list[str]
+    workers: int
+
+
+class ApplyPayload(TypedDict):
+    """
+    The main process's C{apply} message: the ports to go to, the names of
+    the sockets passed with it (its new ports).
+    """
+
+    config: Config
+    names: list[str]
+
+
 class Worker:
     """
     What a worker does for the main process's messages.
     """
 
-    def __init__(self, reactor: Any, index: int, owner: tuple[int, int] | None) -> None:
+    def __init__(
+        self, reactor: ReactorLike, index: int, owner: tuple[int, int] | None
+    ) -> None:
         self.reactor = reactor
         self.index = index
         self.owner = owner
-        self.service: Any = None
+        self.service: PortsService | None = None
+        #: How many workers share the ports (each takes its share of limits).
+        self.workers = 1
         self.stopping = False
 
-    def handlers(self) -> dict[str, Any]:
+    def handlers(self) -> dict[str, Handler]:
         return {"start": self.start, "apply": self.apply, "status": self.status}
 
-    def _certificates(self, config: Config) -> Any:
-        from multiport.daemon.live import loadCertificates
+    def _certificates(self, config: Config) -> dict[TLSConfig, LoadedCertificate]:
+        from multiport.ports.certificates import loadCertificates
 
         return loadCertificates(config.ports, config.stateDir)
 
-    def start(self, payload: dict[str, Any], descriptors: list[int]) -> dict[str, int]:
+    def start(self, message: object, descriptors: list[int]) -> dict[str, int]:
         """
         Serve C{payload["config"]} on the sockets passed (named by
         C{payload["names"]}, in order), then drop privileges if asked.
@@ -76,6 +106,8 @@ class Worker:
         from multiport.daemon.service import PortsService
         from multiport.handlers.registry import findHandlers
 
+        # The main process (L{multiport.daemon.pool}) sends this shape.
+        payload = cast(StartPayload, message)
         workers = payload["workers"]
         config = shareConfig(payload["config"], workers)
         self.workers = workers
@@ -100,13 +132,16 @@ class Worker:
         self.service.startService()
         return {"pid": os.getpid()}
 
-    def apply(self, payload: dict[str, Any], descriptors: list[int]) -> object:
+    def apply(self, message: object, descriptors: list[int]) -> object:
         """
         Go to C{payload["config"]}, adopting the sockets passed for its new
         ports.
         """
+        # The main process (L{multiport.daemon.poolcontrol}) sends this shape.
+        payload = cast(ApplyPayload, message)
         names = payload["names"]
         service = self.service
+        assert service is not None, "the main process starts a worker first"
         service.descriptors.update(zip(names, descriptors, strict=True))
         config = shareConfig(payload["config"], self.workers)
         try:
@@ -126,7 +161,10 @@ class Worker:
             return []
         return self.service.portStatus()
 
-    def stop(self) -> Any:
+    def stop(self) -> Deferred[object] | None:
+        """
+        Stop serving (draining), if serving.
+        """
         if self.service is not None and self.service.running:
             return self.service.stopService()
         return None
@@ -145,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from multiport.io import reactor as ours
 
         ours.install()
-    from twisted.internet import reactor
+    reactor = globalReactor()
 
     # Each event as a line of JSON on standard output, for the main process
     # to log with its namespace and fields; connection and access log lines
@@ -157,16 +195,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     owner = None if args.uid is None else (args.uid, args.gid)
     worker = Worker(reactor, args.index, owner)
     channel = Channel(worker.handlers())
-    reactor.adoptStreamConnection(  # type: ignore[attr-defined]
-        CHANNEL_FD, socket.AF_UNIX, Factory.forProtocol(lambda: channel)
-    )
+    reactor.adoptStreamConnection(CHANNEL_FD, socket.AF_UNIX, channelFactory(channel))
     os.close(CHANNEL_FD)
 
     def mainGone(_: object) -> None:
         # The main process is gone: finish (draining) and exit.
-        if reactor.running and not worker.stopping:  # type: ignore[attr-defined]
+        if reactor.running and not worker.stopping:
             worker.stopping = True
-            reactor.stop()  # type: ignore[attr-defined]
+            reactor.stop()
 
     channel.lost.addCallback(mainGone)
     # The main process decides when workers stop: signals sent to the
@@ -175,27 +211,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.setsid()
 
     def onStopSignal(number: int, frame: object) -> None:
-        reactor.callFromThread(stopping, number)  # type: ignore[attr-defined]
+        reactor.callFromThread(stopping, number)
 
     def stopping(number: int) -> None:
         if not worker.stopping:
-            if reactor.running:  # type: ignore[attr-defined]
+            if reactor.running:
                 worker.stopping = True
-                reactor.stop()  # type: ignore[attr-defined]
+                reactor.stop()
         elif worker.service is not None:
             # Asked again while draining: the main process got a second
             # SIGTERM or SIGINT.
             worker.service.hurry(number)
 
-    reactor.callWhenRunning(  # type: ignore[attr-defined]
+    reactor.callWhenRunning(
         lambda: [
             signal.signal(s, onStopSignal) for s in (signal.SIGTERM, signal.SIGINT)
         ]
     )
-    reactor.addSystemEventTrigger(  # type: ignore[attr-defined]
-        "before", "shutdown", worker.stop
-    )
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger("before", "shutdown", worker.stop)
+    reactor.run()
     return 0
 
 

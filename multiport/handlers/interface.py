@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypedDict, TypeVar
 
 from attrs import field, frozen
-from twisted.internet.interfaces import IProtocolFactory, IReactorTime
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress, IProtocolFactory, IReactorTime
 from twisted.plugin import IPlugin
 from zope.interface import Attribute, Interface, implementer
 
@@ -105,9 +106,37 @@ class IDaemonView(Interface):
         """
 
 
+@frozen
+class PortRef:
+    """
+    A port as a live change reports it: its name and real number.
+    """
+
+    name: str
+    port: int
+
+
+class ChangeSummary(TypedDict):
+    """
+    What a live change (a reload) did, by port name: the admin API's
+    answer to a reload and the reload's log line.
+    """
+
+    added: list[str | None]
+    removed: list[str | None]
+    changed: list[str | None]
+    unchanged: int
+
+
 class IDaemonControl(Interface):
     """
-    What the admin API may change in the running daemon.
+    What the admin API may change in the running daemon.  Every change
+    answers with a L{Deferred}: in one process it has fired already, with
+    workers it fires once every worker has answered.  It fails with
+    L{multiport.errors.ConfigError} for bad input,
+    L{multiport.errors.ReconcileError} when the change can't be applied,
+    L{KeyError} for an unknown port and
+    L{multiport.errors.ReloadUnavailable} for a reload without a file.
     """
 
     def checkToken(token: str) -> bool:
@@ -115,26 +144,26 @@ class IDaemonControl(Interface):
         Whether C{token} is the admin token.
         """
 
-    def addPort(table: Mapping[str, object]) -> Any:
+    def addPort(table: Mapping[str, object]) -> Deferred[PortRef]:
         """
-        Add a port from a C{[[port]]}-shaped table; the new port service.
+        Add a port from a C{[[port]]}-shaped table; the port added.
         """
 
     def changePort(
-        name: str, table: Mapping[str, object], servingFrom: Any = None
-    ) -> Any:
+        name: str, table: Mapping[str, object], servingFrom: IAddress | None = None
+    ) -> Deferred[PortRef]:
         """
-        Change port C{name} in place; the port service now serving it.
+        Change port C{name} in place; the port now serving it.
         C{servingFrom} is the address the asking request came in on: a
         status port refuses to change itself.
         """
 
-    def removePort(name: str, servingFrom: Any = None) -> int:
+    def removePort(name: str, servingFrom: IAddress | None = None) -> Deferred[int]:
         """
         Remove port C{name}; how many connections drain.
         """
 
-    def reload() -> Mapping[str, object]:
+    def reload() -> Deferred[ChangeSummary]:
         """
         Read the configuration again and apply it; what changed.
         """

@@ -13,8 +13,8 @@ from twisted.internet.base import BaseConnector
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IAddress, IConnector, IHalfCloseableProtocol
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -72,7 +72,7 @@ class RelayProtocol(Protocol):
     upstream: UpstreamProtocol | None = None
     splice: Splice | None = None
     chosen: Upstream | None = None
-    _connecting: Deferred[Any] | BaseConnector | None = None
+    _connecting: Deferred[Any] | IConnector | None = None
     _closed = False
     #: What the client sent before the upstream answered (a class default:
     #: most clients send nothing then).
@@ -124,8 +124,11 @@ class RelayProtocol(Protocol):
             # An address needs no name resolution: connect straight, without
             # the endpoint's Deferreds and wrappers (kept as long as the
             # connection lasts).
+            # The protocol is its own factory (IProtocolFactory, one object
+            # fewer per connection), not a ClientFactory by class.
+            asFactory = cast("ClientFactory[UpstreamProtocol]", protocol)
             self._connecting = self.context.reactor.connectTCP(
-                upstream.host, upstream.port, protocol, options.connectTimeout
+                upstream.host, upstream.port, asFactory, options.connectTimeout
             )
             return
         endpoint: Any = HostnameEndpoint(
@@ -285,7 +288,12 @@ class RelayProtocol(Protocol):
         connecting, self._connecting = self._connecting, None
         if isinstance(connecting, Deferred):
             connecting.cancel()
-        elif connecting is not None and connecting.state == "connecting":
+        elif (
+            connecting is not None
+            # connectTCP's connectors are BaseConnectors: IConnector does
+            # not name the state.
+            and cast(BaseConnector, connecting).state == "connecting"
+        ):
             connecting.stopConnecting()
         if self.chosen is not None:
             counters = self.context.counters
