@@ -94,6 +94,7 @@ class WorkerPoolControlTests(ControlTestsMixin, SynchronousTestCase):
             config,
             2,
             reactor,
+            HANDLERS,
             lambda pool, own: PortsService(own, HANDLERS, {}, reactor, view=pool),
             adminToken="t",
         )

@@ -146,6 +146,7 @@ class LazyHandlerTests(SynchronousTestCase):
                 "description",
                 "impliesTLS",
                 "descriptorsPerConnection",
+                "servedByMainProcess",
             ):
                 self.assertEqual(
                     getattr(handler, attribute),

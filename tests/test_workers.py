@@ -17,6 +17,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 from attrs import evolve
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -31,10 +32,10 @@ from multiport.daemon.workers import (
     workerCount,
 )
 from multiport.errors import ConfigError
-from multiport.handlers.interface import PortStatus
+from multiport.handlers.interface import Handler, PortStatus
 from multiport.ports.policies import Policy, Rate, sharePolicy
 from multiport.ports.sockets import bindShared as bindSocket
-from tests.support import Daemon, configFor, waitUntil
+from tests.support import HANDLERS, Daemon, configFor, waitUntil
 from tests.test_livedaemon import connect, echoes
 
 
@@ -93,9 +94,35 @@ class PiecesTests(SynchronousTestCase):
         Status ports stay in the main process; the others go to workers.
         """
         config = configFor("7001=echo,7002=status,7003=http", self.mktemp())
-        workers, own = split(config)
+        workers, own = split(config, HANDLERS)
         self.assertEqual([p.port for p in workers.ports], [7001, 7003])
         self.assertEqual([p.port for p in own.ports], [7002])
+
+    def test_splitByDeclaration(self):
+        """
+        The main process keeps the ports of any handler that declares
+        C{servedByMainProcess}, a third party's too; a handler does not run
+        there for its name.
+        """
+        report = Handler(
+            "report",
+            "reports on the daemon",
+            build=lambda context: Factory.forProtocol(Protocol),
+            servedByMainProcess=True,
+        )
+        notStatus = Handler("status", "a replacement", build=lambda context: Factory())
+        handlers = {**HANDLERS, "report": report}
+        config = configFor("7001=echo,7002=status", self.mktemp())
+        config = Config(
+            (*config.ports, evolve(config.ports[0], port=7003, handler="report")),
+            config.stateDir,
+        )
+        workers, own = split(config, handlers)
+        self.assertEqual([p.port for p in workers.ports], [7001])
+        self.assertEqual([p.port for p in own.ports], [7002, 7003])
+        workers, own = split(config, {**handlers, "status": notStatus})
+        self.assertEqual([p.port for p in workers.ports], [7001, 7002])
+        self.assertEqual([p.port for p in own.ports], [7003])
 
     def test_merge(self):
         """
@@ -431,6 +458,7 @@ class ControlTests(SynchronousTestCase):
             config,
             len(channels),
             reactor,
+            HANDLERS,
             lambda pool, own: PortsService(own, HANDLERS, {}, reactor, view=pool),
             adminToken="t",
         )
@@ -465,6 +493,22 @@ class ControlTests(SynchronousTestCase):
             self.assertEqual(kind, "apply")
             self.assertEqual(payload["names"], [added.name])
             self.assertEqual(len(descriptors), 1)
+
+    def test_mainProcessPortAddedHere(self):
+        """
+        A port added through the API whose handler is served by the main
+        process (status) is started here; no worker is asked.
+        """
+        channels = FakeChannel(), FakeChannel()
+        pool = self.pool(*channels)
+        added = self.successResultOf(
+            pool.addPort({"port": 0, "handler": "status", "interface": "127.0.0.1"})
+        )
+        self.addCleanup(pool.status.stopService)
+        self.assertIn(added.name, [c.name for c in pool.status.runningConfigs()])
+        self.assertNotIn(added.name, pool.sockets)
+        for channel in channels:
+            self.assertEqual(channel.calls, [])
 
     def test_oneRefusesAllRollBack(self):
         """

@@ -42,7 +42,12 @@ from multiport.daemon.workers import (
     split,
 )
 from multiport.errors import StartupError
-from multiport.handlers.interface import IDaemonControl, IDaemonView, PortStatus
+from multiport.handlers.interface import (
+    IDaemonControl,
+    IDaemonView,
+    IHandler,
+    PortStatus,
+)
 from multiport.io.reactortype import ReactorLike
 from multiport.ports.sockets import bindShared
 from multiport.text import plural
@@ -71,6 +76,7 @@ class WorkerPool(PoolControl, MultiService):
         config: Config,
         count: int,
         reactor: ReactorLike,
+        handlers: Mapping[str, IHandler],
         makeStatus: Callable[[WorkerPool, Config], PortsService],
         rebuild: Callable[[], Config] | None = None,
         adminToken: str | None = None,
@@ -78,6 +84,8 @@ class WorkerPool(PoolControl, MultiService):
         reusePort: bool = False,
     ) -> None:
         """
+        @param handlers: The handlers by name: those L{servedByMainProcess}
+            (status) run their ports here, the others in the workers.
         @param reusePort: Give each worker a socket of its own in an
             SO_REUSEPORT group rather than one shared socket per port
             (C{--worker-sockets reuseport}).
@@ -90,7 +98,8 @@ class WorkerPool(PoolControl, MultiService):
         self.adminToken = adminToken
         self.owner = owner
         self._reactor = reactor
-        workers, own = split(config)
+        self.handlers = handlers
+        workers, own = split(config, handlers)
         self.config = workers
         #: Each worker port's configuration as given (port 0 stays 0), by
         #: name: a reload matches port 0 entries against these.

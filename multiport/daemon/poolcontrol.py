@@ -25,9 +25,15 @@ from multiport.daemon.plan import claims, plan
 from multiport.daemon.reload import logReloaded, reloadLogged
 from multiport.daemon.service import PortsService
 from multiport.daemon.startup import liveListenError
-from multiport.daemon.workers import STATUS_HANDLER, Retired, Slot, split
+from multiport.daemon.workers import Retired, Slot, split
 from multiport.errors import ReconcileError, ReloadUnavailable
-from multiport.handlers.interface import ChangeSummary, PortRef, PortStatus
+from multiport.handlers.interface import (
+    ChangeSummary,
+    IHandler,
+    PortRef,
+    PortStatus,
+    servedByMainProcess,
+)
 from multiport.ports.certificates import loadCertificates
 from multiport.ports.sockets import bindShared
 from multiport.status.admintoken import tokenMatches
@@ -50,6 +56,7 @@ class PoolControl:
     slots: list[Slot]
     retired: dict[str, Retired]
     status: PortsService
+    handlers: Mapping[str, IHandler]
     rebuild: Callable[[], Config] | None
     adminToken: str | None
     owner: tuple[int, int] | None
@@ -77,7 +84,8 @@ class PoolControl:
         return maybeDeferred(self._addPort, table)
 
     def _addPort(self, table: Mapping[str, object]) -> Deferred[PortRef]:
-        if table.get("handler") == STATUS_HANDLER:
+        handler = self.handlers.get(str(table.get("handler")))
+        if servedByMainProcess(handler):
             return self.status.addPort(table)
         new = self.status.requestFrom(table, "POST /api/ports")
         checkAmong(self._allConfigs(), new)
@@ -178,7 +186,7 @@ class PoolControl:
     def _reload(self) -> Deferred[ChangeSummary]:
         if self.rebuild is None:
             raise ReloadUnavailable(NO_RELOAD)
-        workers, own = split(self.rebuild())
+        workers, own = split(self.rebuild(), self.handlers)
         given = list(workers.ports)
         for name in sorted(self.addedLive):
             added = self._named(name)

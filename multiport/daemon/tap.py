@@ -206,6 +206,7 @@ def _makeService(
             config,
             options.workers,
             reactor,
+            options.handlers,
             lambda pool, own: ports(own, view=pool),
             rebuild=rebuild,
             adminToken=token,

@@ -21,7 +21,7 @@ from multiport.config.model import Config, PortConfig
 from multiport.daemon.ipc import Channel
 from multiport.daemon.logformat import emitLine, eventFromWorker
 from multiport.errors import ConfigError
-from multiport.handlers.interface import PortStatus
+from multiport.handlers.interface import IHandler, PortStatus, servedByMainProcess
 from multiport.ports.counters import PortCounters
 
 if TYPE_CHECKING:
@@ -32,7 +32,6 @@ log = Logger()
 #: "worker N: ", written once per reactor turn.
 workerOutput = Logger(namespace="multiport.daemon.worker")
 
-STATUS_HANDLER = "status"
 #: How often the main process asks the workers for their counters.
 REFRESH_SECONDS = 1.0
 #: Restart delays after a worker dies: doubling from the first to the last;
@@ -224,13 +223,21 @@ class WorkerProcess(ProcessProtocol):
         self.pool.workerEnded(self.slot, reason)
 
 
-def split(config: Config) -> tuple[Config, Config]:
+def split(config: Config, handlers: Mapping[str, IHandler]) -> tuple[Config, Config]:
     """
-    The workers' ports and the main process's own (status ports).
+    The workers' ports and the main process's own: those whose handler is
+    L{servedByMainProcess} (the status port).
     """
-    workers = tuple(p for p in config.ports if p.handler != STATUS_HANDLER)
-    own = tuple(p for p in config.ports if p.handler == STATUS_HANDLER)
+    own = tuple(p for p in config.ports if mainProcessPort(p, handlers))
+    workers = tuple(p for p in config.ports if p not in own)
     return Config(workers, config.stateDir), Config(own, config.stateDir)
+
+
+def mainProcessPort(port: PortConfig, handlers: Mapping[str, IHandler]) -> bool:
+    """
+    Whether C{port} runs in the main process under C{--workers}.
+    """
+    return servedByMainProcess(handlers.get(port.handler))
 
 
 __all__ = [

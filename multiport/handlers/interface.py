@@ -201,6 +201,12 @@ class IHandler(Interface):
         "(optional): each setting applies where neither the port nor "
         "[defaults] sets it."
     )
+    servedByMainProcess = Attribute(
+        "Optional: True if the handler reports on the daemon as a whole (the "
+        "status handler), so that with --workers its ports run in the main "
+        "process, where the workers' counters are summed, not in each "
+        "worker; False if absent."
+    )
     descriptorsPerConnection = Attribute(
         "Optional: the file descriptors one connection holds, its own socket "
         "included (an int, at least 1; 1 if absent).  A handler that opens "
@@ -243,6 +249,7 @@ class Handler:
     impliesTLS: bool = False
     defaultPolicy: Policy = Policy()
     descriptorsPerConnection: int = field(default=1)
+    servedByMainProcess: bool = False
 
     @descriptorsPerConnection.validator
     def _check(self, attribute: object, value: object) -> None:
@@ -263,6 +270,14 @@ class Handler:
         Build with C{build}.
         """
         return self.build(context)
+
+
+def servedByMainProcess(handler: object) -> bool:
+    """
+    Whether C{handler}'s ports run in the main process under C{--workers}:
+    its C{servedByMainProcess}, C{False} when it declares none.
+    """
+    return getattr(handler, "servedByMainProcess", False) is True
 
 
 def descriptorsOf(handler: object) -> int:

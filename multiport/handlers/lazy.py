@@ -35,6 +35,9 @@ class LazyHandler:
     (tests/test_plugins.py checks every built-in).
     """
 
+    #: The lazy built-ins (http, https, relay) all run in the workers.
+    servedByMainProcess = False
+
     def __init__(
         self,
         name: str,
