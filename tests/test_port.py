@@ -25,7 +25,7 @@ from multiport.config.portspec import parsePorts
 from multiport.daemon.service import PortsService
 from multiport.handlers import Handler
 from multiport.ports.tls import ensureSelfSigned
-from tests.support import DEFAULTS, HANDLERS, waitUntilOnReactor
+from tests.support import DEFAULTS, HANDLERS, configFor, waitUntilOnReactor
 from tests.test_endtoend import Collector
 
 
@@ -295,46 +295,80 @@ class HostCacheTests(SynchronousTestCase):
 
 class TransportChoiceTests(TestCase):
     """
-    C{MULTIPORT_TRANSPORT} is read when a port starts listening, not when
-    the module is imported.
+    C{--transport} picks the class of a port's accepted connections, passed
+    down to where the port listens; the environment plays no part.
     """
 
-    def listen(self) -> type:
+    def listen(self, **kwargs: object) -> type:
         from multiport.ports.sockets import listenTCP
 
-        port = listenTCP(reactor, 0, Factory.forProtocol(Protocol), 50, "127.0.0.1")
+        port = listenTCP(
+            reactor,
+            0,
+            Factory.forProtocol(Protocol),
+            50,
+            "127.0.0.1",
+            **kwargs,  # type: ignore[arg-type]
+        )
         self.addCleanup(port.stopListening)
         transport: type = port.transport  # type: ignore[attr-defined]
         return transport
 
     def test_fastByDefault(self) -> None:
         """
-        Without the variable, a port's connections are L{FastServer}s.
+        Unless told otherwise, a port's connections are L{FastServer}s, even
+        with the old C{MULTIPORT_TRANSPORT} switch in the environment.
         """
         from multiport.io.transport import FastServer
-
-        self.patch(os, "environ", {})
-        self.assertIs(self.listen(), FastServer)
-
-    def test_twistedWhenSetAfterImport(self) -> None:
-        """
-        C{MULTIPORT_TRANSPORT=twisted}, set after multiport was imported,
-        gives the next port Twisted's own transport.
-        """
-        from twisted.internet import tcp
 
         self.patch(os, "environ", {"MULTIPORT_TRANSPORT": "twisted"})
-        self.assertIs(self.listen(), tcp.Server)
+        self.assertIs(self.listen(), FastServer)
 
-    def test_serverTransport(self) -> None:
+    def test_twistedWhenAsked(self) -> None:
         """
-        L{serverTransport} reads the environment it is given.
+        A port told C{tcp.Server} accepts Twisted's own connections.
         """
         from twisted.internet import tcp
 
-        from multiport.io.transport import FastServer
-        from multiport.ports.sockets import serverTransport
+        self.assertIs(self.listen(transport=tcp.Server), tcp.Server)
 
-        self.assertIs(serverTransport({"MULTIPORT_TRANSPORT": "twisted"}), tcp.Server)
-        self.assertIs(serverTransport({"MULTIPORT_TRANSPORT": "fast"}), FastServer)
-        self.assertIs(serverTransport({}), FastServer)
+    def test_sourcesPassItOn(self) -> None:
+        """
+        A port service's transport reaches the socket it listens on, bound
+        here or inherited.
+        """
+        import socket
+
+        from twisted.internet import tcp
+
+        from multiport.ports.sockets import BoundHere, Inherited
+
+        config = configFor("127.0.0.1:0=echo", self.mktemp()).ports[0]
+        factory = Factory.forProtocol(Protocol)
+        bound = BoundHere().listen(reactor, config, factory, tcp.Server)
+        self.addCleanup(bound.stopListening)
+        self.assertIs(bound.transport, tcp.Server)  # type: ignore[attr-defined]
+        skt = socket.socket()
+        self.addCleanup(skt.close)
+        skt.bind(("127.0.0.1", 0))
+        skt.listen(5)
+        inherited = Inherited(skt.fileno()).listen(reactor, config, factory, tcp.Server)
+        self.addCleanup(inherited.stopListening)
+        self.assertIs(inherited.transport, tcp.Server)  # type: ignore[attr-defined]
+
+    def test_named(self) -> None:
+        """
+        L{transportNamed} knows multiport and twisted; anything else is an
+        error naming C{--transport} and the value.
+        """
+        from twisted.internet import tcp
+
+        from multiport.errors import ConfigError
+        from multiport.io.transport import FastServer, transportNamed
+
+        self.assertIs(transportNamed("twisted"), tcp.Server)
+        self.assertIs(transportNamed("multiport"), FastServer)
+        error = self.assertRaises(ConfigError, transportNamed, "fast")
+        self.assertEqual(
+            str(error), "--transport: expected multiport or twisted, got 'fast'"
+        )

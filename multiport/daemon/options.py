@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from twisted.internet import tcp
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -39,6 +40,7 @@ from multiport.daemon.workers import workerCount, workerSockets
 from multiport.errors import ConfigError
 from multiport.handlers.interface import IHandler
 from multiport.handlers.registry import findHandlers
+from multiport.io.transport import DEFAULT_TRANSPORT, FastServer, transportNamed
 from multiport.ports.certificates import CertificateLoader, SelfSigned
 from multiport.ports.policies import DEFAULT_DRAIN_TIMEOUT, Policy
 from multiport.ports.tls import (
@@ -181,6 +183,14 @@ class Options(usage.Options):
             "worker accepts on) or reuseport (an SO_REUSEPORT socket per worker).",
         ],
         [
+            "transport",
+            None,
+            DEFAULT_TRANSPORT,
+            "The accepted connections' transport: multiport (sends at once, "
+            "holds an HTTP response's writes for one send) or twisted "
+            "(Twisted's own, each write queued for the next reactor turn).",
+        ],
+        [
             "admin-token-file",
             None,
             None,
@@ -210,6 +220,8 @@ class Options(usage.Options):
         self.adminToken: tuple[str, str] | None = None
         #: C{--worker-sockets reuseport}: a socket per worker.
         self.reusePort = False
+        #: C{--transport}: the class of every port's accepted connections.
+        self.transport: type[tcp.Server] = FastServer
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
@@ -264,6 +276,7 @@ class Options(usage.Options):
             self._configureLogFormat()
             self.workers = workerCount(self["workers"])
             self.reusePort = workerSockets(self["worker-sockets"]) == "reuseport"
+            self.transport = transportNamed(self["transport"])
             self.adminToken = givenToken(self["admin-token-file"], os.environ)
             self.config = self._buildConfig()
         except ConfigError as e:

@@ -49,6 +49,7 @@ from multiport.handlers.interface import (
     PortStatus,
 )
 from multiport.io.reactortype import ReactorLike
+from multiport.io.transport import DEFAULT_TRANSPORT
 from multiport.ports.sockets import bindShared
 from multiport.text import plural
 
@@ -82,6 +83,7 @@ class WorkerPool(PoolControl, MultiService):
         adminToken: str | None = None,
         owner: tuple[int, int] | None = None,
         reusePort: bool = False,
+        transport: str = DEFAULT_TRANSPORT,
     ) -> None:
         """
         @param handlers: The handlers by name: those L{servedByMainProcess}
@@ -89,6 +91,7 @@ class WorkerPool(PoolControl, MultiService):
         @param reusePort: Give each worker a socket of its own in an
             SO_REUSEPORT group rather than one shared socket per port
             (C{--worker-sockets reuseport}).
+        @param transport: C{--transport}'s value, passed on to each worker.
         """
         super().__init__()  # type: ignore[no-untyped-call]
         self.version = __version__
@@ -110,6 +113,7 @@ class WorkerPool(PoolControl, MultiService):
         #: By port name: what workers that exited had counted.
         self.retired: dict[str, Retired] = {}
         self.reusePort = reusePort
+        self.transport = transport
         #: With reusePort: each port's sockets, one per worker.
         self.ownSockets: dict[str, list[socket.socket]] = {}
         self.status = makeStatus(self, own)
@@ -240,6 +244,7 @@ class WorkerPool(PoolControl, MultiService):
         ]
         if type(self._reactor).__name__ != "MultiportEPollReactor":
             arguments.append("--twisted-reactor")
+        arguments += ["--transport", self.transport]
         if dropPrivileges and self.owner is not None and os.getuid() == 0:
             arguments += ["--uid", str(self.owner[0]), "--gid", str(self.owner[1])]
         environment = dict(os.environ)

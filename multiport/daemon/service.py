@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from attrs import evolve, frozen
 from twisted.application.service import MultiService, Service
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IAddress, IProtocolFactory
@@ -42,6 +43,7 @@ from multiport.handlers.interface import (
 )
 from multiport.io.reactortype import ReactorLike
 from multiport.io.splice import DEFAULT_POOL, PipePool, poolSize
+from multiport.io.transport import FastServer
 from multiport.ports.admission import DaemonLimit
 from multiport.ports.counters import PortCounters
 from multiport.ports.factory import PortFactory
@@ -114,6 +116,7 @@ class PortsService(LiveChanges, AdminControl, MultiService):
         view: IDaemonView | None = None,
         descriptors: Mapping[str, int] | None = None,
         pipes: PipePool | None = None,
+        transport: type[tcp.Server] = FastServer,
     ) -> None:
         """
         @param defaults: What ports added through the admin API inherit.
@@ -130,6 +133,8 @@ class PortsService(LiveChanges, AdminControl, MultiService):
         @param pipes: The splice pipe pool every relay port shares; by
             default one sized from C{daemonLimit} (L{poolSize}) that takes
             its descriptors from it.
+        @param transport: The class of every port's accepted connections
+            (C{--transport}).
         """
         super().__init__()  # type: ignore[no-untyped-call]
         self.daemonLimit = daemonLimit
@@ -140,6 +145,7 @@ class PortsService(LiveChanges, AdminControl, MultiService):
                 else PipePool(poolSize(daemonLimit.maximum), daemonLimit)
             )
         self.pipes = pipes
+        self.transport = transport
         self.defaults = Defaults() if defaults is None else defaults
         self.rebuild = rebuild
         self.adminToken = adminToken
@@ -202,11 +208,15 @@ class PortsService(LiveChanges, AdminControl, MultiService):
         factory: PortFactory,
         certificates: Mapping[TLSConfig, LoadedCertificate],
     ) -> PortServer:
+        server: PortServer
         if config.tls is None:
-            return PortTCPServer(config, factory, self._reactor)
-        return PortSSLServer(
-            config, factory, certificates[config.tls].contextFactory, self._reactor
-        )
+            server = PortTCPServer(config, factory, self._reactor)
+        else:
+            server = PortSSLServer(
+                config, factory, certificates[config.tls].contextFactory, self._reactor
+            )
+        server.transport = self.transport
+        return server
 
     def ports(self) -> Sequence[PortServer]:
         """

@@ -37,6 +37,7 @@ from multiport.errors import ConfigError
 from multiport.handlers.interface import IDaemonView
 from multiport.io.reactortype import ReactorLike, globalReactor
 from multiport.io.splice import poolSize
+from multiport.io.transport import logTransport
 from multiport.ports.admission import DaemonLimit
 from multiport.ports.certificates import loadCertificates
 from multiport.status.admintoken import (
@@ -184,6 +185,7 @@ def _makeService(
         except (FileError, ConfigError) as e:
             raise SystemExit(tokenFailure(config.stateDir, None, e)) from None
     log.info("the admin API's token is from {source}", source=source)
+    logTransport(options["transport"])
     rebuild = options.rebuildConfig if options["config"] else None
 
     def ports(config: Config, view: IDaemonView | None = None) -> PortsService:
@@ -198,6 +200,7 @@ def _makeService(
             adminToken=token,
             owner=owner,
             view=view,
+            transport=options.transport,
         )
 
     service: PortsService | WorkerPool
@@ -212,6 +215,7 @@ def _makeService(
             adminToken=token,
             owner=owner,
             reusePort=options.reusePort,
+            transport=options["transport"],
         )
     else:
         service = ports(config)

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypedDict, cast
 
 from attrs import evolve
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger, globalLogBeginner
 
@@ -27,6 +28,13 @@ from multiport.config.model import Config, TLSConfig
 from multiport.daemon.ipc import Channel, Handler, channelFactory
 from multiport.daemon.logformat import batchedObserver, workerRecord
 from multiport.io.reactortype import ReactorLike, globalReactor
+from multiport.io.transport import (
+    DEFAULT_TRANSPORT,
+    TRANSPORTS,
+    FastServer,
+    logTransport,
+    transportNamed,
+)
 from multiport.ports.admission import DaemonLimit
 from multiport.ports.policies import sharePolicy
 
@@ -80,9 +88,15 @@ class Worker:
     """
 
     def __init__(
-        self, reactor: ReactorLike, index: int, owner: tuple[int, int] | None
+        self,
+        reactor: ReactorLike,
+        index: int,
+        owner: tuple[int, int] | None,
+        transport: type[tcp.Server] = FastServer,
     ) -> None:
         self.reactor = reactor
+        #: The class of the ports' accepted connections (C{--transport}).
+        self.transport = transport
         self.index = index
         self.owner = owner
         self.service: PortsService | None = None
@@ -118,6 +132,7 @@ class Worker:
             self.reactor,
             DaemonLimit.fromFileLimit(len(config.ports)),
             descriptors=dict(zip(payload["names"], descriptors, strict=True)),
+            transport=self.transport,
         )
         try:
             self.service.privilegedStartService()
@@ -176,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--uid", type=int)
     parser.add_argument("--gid", type=int)
     parser.add_argument("--twisted-reactor", action="store_true")
+    parser.add_argument("--transport", choices=TRANSPORTS, default=DEFAULT_TRANSPORT)
     args = parser.parse_args(argv)
     if not args.twisted_reactor:
         # The main process's choice: multiport's reactor unless it was
@@ -193,7 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         [batchedObserver(sys.stdout, workerRecord, reactor)], redirectStandardIO=False
     )
     owner = None if args.uid is None else (args.uid, args.gid)
-    worker = Worker(reactor, args.index, owner)
+    worker = Worker(reactor, args.index, owner, transportNamed(args.transport))
+    logTransport(args.transport)
     channel = Channel(worker.handlers())
     reactor.adoptStreamConnection(CHANNEL_FD, socket.AF_UNIX, channelFactory(channel))
     os.close(CHANNEL_FD)

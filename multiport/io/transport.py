@@ -32,7 +32,7 @@ port class gets the same by setting C{transport = FastServer}.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from twisted.internet import tcp
@@ -42,6 +42,8 @@ from twisted.internet.abstract import _dataMustBeBytes as _untypedDataMustBeByte
 from twisted.internet.interfaces import IProtocol, IReactorFDSet
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from multiport.errors import ConfigError
 
 __all__ = ["HOLD_LIMIT", "FastPort", "FastServer", "WriteBatch", "coalesceWrites"]
 
@@ -417,7 +419,7 @@ def coalesceWrites(transport: object) -> bool:
     reader, TLS (whose records are then held too).
 
     @return: Whether writes will be held; not when no L{FastServer} is
-        found (Twisted's own transport, C{MULTIPORT_TRANSPORT=twisted},
+        found (Twisted's own transport, C{--transport twisted},
         already sends once per reactor turn) or its reactor has no
         L{WriteBatch}.
     """
@@ -432,3 +434,47 @@ def coalesceWrites(transport: object) -> bool:
         if transport is None:
             break
     return False
+
+
+#: C{--transport}'s values: the class of every port's accepted connections.
+TRANSPORTS: Mapping[str, type[tcp.Server]] = {
+    "multiport": FastServer,
+    "twisted": tcp.Server,
+}
+DEFAULT_TRANSPORT = "multiport"
+
+
+def transportNamed(value: str) -> type[tcp.Server]:
+    """
+    The connections' class C{--transport} names: C{multiport} (L{FastServer})
+    or C{twisted} (Twisted's own L{tcp.Server}, queueing each write for the
+    next reactor turn).
+
+    @raise ConfigError: naming the option and the bad value.
+    """
+    transport = TRANSPORTS.get(value)
+    if transport is None:
+        raise ConfigError(
+            "--transport", f"expected {' or '.join(TRANSPORTS)}, got {value!r}"
+        )
+    return transport
+
+
+def logTransport(name: str) -> None:
+    """
+    Say in the log which transport accepted connections use, when it is not
+    multiport's own (as twistd says which reactor runs).
+    """
+    if name != DEFAULT_TRANSPORT:
+        log.info(
+            "accepted connections use {transport} (--transport {name})",
+            transport=TRANSPORT_NAMES[name],
+            name=name,
+        )
+
+
+#: What the log calls each transport.
+TRANSPORT_NAMES: Mapping[str, str] = {
+    "multiport": "multiport's FastServer",
+    "twisted": "Twisted's tcp.Server",
+}

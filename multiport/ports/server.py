@@ -10,6 +10,7 @@ from typing import cast
 
 from OpenSSL import SSL
 from twisted.application.internet import SSLServer, TCPServer
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IAddress,
@@ -24,6 +25,7 @@ from zope.interface import implementer
 
 from multiport.config.model import PortConfig
 from multiport.io.reactortype import ReactorLike
+from multiport.io.transport import FastServer
 from multiport.ports.factory import PortFactory
 from multiport.ports.sockets import (
     BoundHere,
@@ -68,10 +70,12 @@ class _PortServerMixin:
     #: Where the listening socket comes from.  Asked once: binding again
     #: later (after a failed live change gave the address back) binds here.
     source: ISocketSource = BoundHere()
+    #: The class of its accepted connections (C{--transport}).
+    transport: type[tcp.Server] = FastServer
 
     def _listen(self, factory: IProtocolFactory) -> IListeningPort:
         source, self.source = self.source, BoundHere()
-        return source.listen(self.listenWith, self.config, factory)
+        return source.listen(self.listenWith, self.config, factory, self.transport)
 
     def boundAddress(self) -> IAddress | None:
         """

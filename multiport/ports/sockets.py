@@ -16,9 +16,7 @@ another process holds is only ever closed.
 
 from __future__ import annotations
 
-import os
 import socket
-from collections.abc import Mapping
 from typing import Protocol
 
 from attrs import frozen
@@ -39,20 +37,6 @@ from multiport.io.transport import FastServer
 # calls carry type: ignore[no-untyped-call].
 
 
-def serverTransport(environ: Mapping[str, str] | None = None) -> type[tcp.Server]:
-    """
-    The class of a port's accepted connections: L{FastServer}, or Twisted's
-    own C{tcp.Server} when C{MULTIPORT_TRANSPORT=twisted} is in the
-    daemon's environment (read when a port starts listening, not when this
-    module is imported).
-    """
-    if environ is None:
-        environ = os.environ
-    if environ.get("MULTIPORT_TRANSPORT") == "twisted":
-        return tcp.Server
-    return FastServer
-
-
 class ListeningPort(tcp.Port):
     """
     Twisted's TCP port, with IPV6_V6ONLY set on IPv6 sockets, whose
@@ -63,7 +47,8 @@ class ListeningPort(tcp.Port):
     with it on (as nginx does) the two can be configured side by side.
     """
 
-    #: The connections' class, chosen when the port starts listening.
+    #: The connections' class (C{--transport}), set before the port starts
+    #: listening.
     transport: type[tcp.Server] = FastServer
 
     def createInternetSocket(self) -> socket.socket:
@@ -73,7 +58,6 @@ class ListeningPort(tcp.Port):
         return skt
 
     def startListening(self) -> None:
-        self.transport = serverTransport()
         # tcp.Port logs "<factory> starting on N" as it starts; multiport's
         # "listening on" line says that and more: the daemon's observers
         # leave out Twisted's line, known by this log system.
@@ -110,6 +94,7 @@ def listenTCP(
     backlog: int,
     interface: str,
     adopt: int | None = None,
+    transport: type[tcp.Server] = FastServer,
 ) -> IListeningPort:
     """
     Listen with L{ListeningPort} on a real reactor, or with the reactor's own
@@ -117,11 +102,13 @@ def listenTCP(
 
     @param adopt: A descriptor of a socket already bound and listening:
         listen on it instead of binding (see L{Inherited}).
+    @param transport: The accepted connections' class (C{--transport}).
     """
     if adopt is not None:
-        return _adopt(reactor, adopt, interface, factory)
+        return _adopt(reactor, adopt, interface, factory, transport)
     if isinstance(reactor, PosixReactorBase):
         listening = ListeningPort(port, factory, backlog, interface, reactor)
+        listening.transport = transport
         listening.startListening()
         return listening
     double: _TCPReactor = reactor  # type: ignore[assignment]
@@ -129,7 +116,11 @@ def listenTCP(
 
 
 def _adopt(
-    reactor: object, descriptor: int, interface: str, factory: IProtocolFactory
+    reactor: object,
+    descriptor: int,
+    interface: str,
+    factory: IProtocolFactory,
+    transport: type[tcp.Server],
 ) -> ListeningPort:
     """
     A L{ListeningPort} on a duplicate of C{descriptor}, a socket bound and
@@ -139,6 +130,7 @@ def _adopt(
     adopted: ListeningPort = ListeningPort._fromListeningDescriptor(  # type: ignore[no-untyped-call]
         reactor, descriptor, family, factory
     )
+    adopted.transport = transport
     adopted.startListening()
     return adopted
 
@@ -155,11 +147,14 @@ class ISocketSource(Interface):
     )
 
     def listen(
-        reactor: object, config: PortConfig, factory: IProtocolFactory
+        reactor: object,
+        config: PortConfig,
+        factory: IProtocolFactory,
+        transport: type[tcp.Server],
     ) -> IListeningPort:
         """
-        A port listening for C{config} that hands new connections to
-        C{factory}.
+        A port listening for C{config} that hands new connections, made
+        C{transport}s, to C{factory}.
 
         @raise CannotListenError: if the socket can't be had.
         """
@@ -187,10 +182,19 @@ class BoundHere:
     shared: bool = False
 
     def listen(
-        self, reactor: object, config: PortConfig, factory: IProtocolFactory
+        self,
+        reactor: object,
+        config: PortConfig,
+        factory: IProtocolFactory,
+        transport: type[tcp.Server] = FastServer,
     ) -> IListeningPort:
         port = listenTCP(
-            reactor, config.port, factory, config.backlog, config.interface
+            reactor,
+            config.port,
+            factory,
+            config.backlog,
+            config.interface,
+            transport=transport,
         )
         return _honourSharing(port, self.shared)
 
@@ -209,9 +213,13 @@ class Inherited:
     shared: bool = True
 
     def listen(
-        self, reactor: object, config: PortConfig, factory: IProtocolFactory
+        self,
+        reactor: object,
+        config: PortConfig,
+        factory: IProtocolFactory,
+        transport: type[tcp.Server] = FastServer,
     ) -> IListeningPort:
-        adopted = _adopt(reactor, self.descriptor, config.interface, factory)
+        adopted = _adopt(reactor, self.descriptor, config.interface, factory, transport)
         return _honourSharing(adopted, self.shared)
 
 
@@ -231,9 +239,15 @@ class Kept:
     shared: bool
 
     def listen(
-        self, reactor: object, config: PortConfig, factory: IProtocolFactory
+        self,
+        reactor: object,
+        config: PortConfig,
+        factory: IProtocolFactory,
+        transport: type[tcp.Server] = FastServer,
     ) -> IListeningPort:
-        # tcp.Port hands each accepted connection to its factory attribute.
+        # tcp.Port hands each accepted connection to its factory attribute;
+        # its connections keep the class they had (--transport is the
+        # daemon's, not a port's).
         self.port.factory = factory  # type: ignore[attr-defined]
         if config.backlog != self.backlog:
             # listen() again on a listening socket only changes its backlog.
