@@ -47,6 +47,7 @@ from twisted.logger import (
 from zope.interface import implementer
 
 from multiport.daemon.logfile import ReopeningLogFile, _onUSR1, onLogSignal
+from multiport.io.reactortype import ReactorLike, globalReactor
 
 #: Where the observers write, and how their log file rotates (L{configure}).
 _destination: str = "-"
@@ -265,7 +266,9 @@ def _open(destination: str) -> IO[str] | ReopeningLogFile:
 
 
 def batchedObserver(
-    out: Writable, format: Callable[[dict[str, Any]], str | None], reactor: Any
+    out: Writable,
+    format: Callable[[dict[str, Any]], str | None],
+    reactor: ReactorLike,
 ) -> TextFileObserver:
     """
     A L{TextFileObserver} on C{reactor}, which also writes what waits once
@@ -277,10 +280,8 @@ def batchedObserver(
 
 
 def _observer(format: Callable[[dict[str, Any]], str | None]) -> TextFileObserver:
-    from twisted.internet import reactor
-
     out = _open(_destination)
-    observer = batchedObserver(out, format, reactor)
+    observer = batchedObserver(out, format, globalReactor())
     if isinstance(out, ReopeningLogFile):
         _onUSR1(lambda: onLogSignal(out, observer.flush))
     else:

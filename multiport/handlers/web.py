@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any, cast
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web import resource, server
 from twisted.web.http import CACHED, NOT_MODIFIED, stringToDatetime
@@ -139,7 +140,7 @@ class PortSite(server.Site):
     def __init__(
         self,
         root: resource.IResource,
-        reactor: Any,
+        reactor: IReactorTime,
         idle: float,
         header: float,
         portName: str = "-",
