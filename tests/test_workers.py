@@ -598,7 +598,7 @@ class WorkerOutputTests(SynchronousTestCase):
     """
     The main process logs each event a worker writes with its namespace and
     fields, and any other line after the worker's number in the
-    C{multiport.daemon.worker} namespace.
+    C{multiport.worker} namespace.
     """
 
     def test_lines(self):
@@ -614,9 +614,9 @@ class WorkerOutputTests(SynchronousTestCase):
         self.assertEqual(
             [(e["log_namespace"], formatEvent(e), e["worker"]) for e in events],
             [
-                ("multiport.daemon.worker", "worker 1: Traceback (most recent", 1),
-                ("multiport.daemon.worker", "worker 1: on stderr", 1),
-                ("multiport.daemon.worker", "worker 1: partial", 1),
+                ("multiport.worker", "worker 1: Traceback (most recent", 1),
+                ("multiport.worker", "worker 1: on stderr", 1),
+                ("multiport.worker", "worker 1: partial", 1),
             ],
         )
 

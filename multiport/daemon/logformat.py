@@ -69,7 +69,7 @@ _SKIP = frozenset({"log_logger", "log_source", "log_format", "log_io", "log_trac
 #: and (in the main process of C{--workers N}) the workers' output, which
 #: carries theirs.
 BULK_NAMESPACES = frozenset(
-    {"multiport.connection", "multiport.access", "multiport.daemon.worker"}
+    {"multiport.connection", "multiport.access", "multiport.worker"}
 )
 
 #: The message format of an event whose message is its C{line} field as is.

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 log = Logger()
 #: What workers write that is not one of their log events, after
 #: "worker N: ", written once per reactor turn.
-workerOutput = Logger(namespace="multiport.daemon.worker")
+workerOutput = Logger(namespace="multiport.worker")
 
 #: How often the main process asks the workers for their counters.
 REFRESH_SECONDS = 1.0
@@ -197,7 +197,7 @@ class WorkerProcess(ProcessProtocol):
     line by line with its number.  The worker writes its log events as
     L{workerRecord} lines, logged again here with their namespace, level
     and fields (L{eventFromWorker}); anything else it writes (Python's own
-    last words) is logged as it is, in the C{multiport.daemon.worker} namespace.
+    last words) is logged as it is, in the C{multiport.worker} namespace.
     """
 
     def __init__(self, pool: WorkerPool, slot: Slot) -> None:
