@@ -1010,11 +1010,15 @@ class ImportTests(SynchronousTestCase):
 
     def test_importInstallsNothing(self):
         """
-        Importing L{multiport.daemon.tap} leaves the reactor uninstalled.
+        Importing L{multiport.daemon.tap}, or any module of the package,
+        leaves the reactor uninstalled.
         """
         self.assertEqual(
             self.python(
-                "import sys, multiport.daemon.tap\n"
+                "import importlib, pkgutil, sys, multiport, multiport.daemon.tap\n"
+                "for m in pkgutil.walk_packages(multiport.__path__, 'multiport.'):\n"
+                "    if m.name != 'multiport.ctl.__main__':\n"
+                "        importlib.import_module(m.name)\n"
                 "print('twisted.internet.reactor' in sys.modules)"
             ),
             "False",
