@@ -131,7 +131,7 @@ def echo(settings: Settings) -> list[Series]:
 def transport(settings: Settings) -> list[Series]:
     """
     The echo scenario with issue 10's transport and reactor: bare Twisted
-    and multiport, each stock and with L{multiport.transport.FastServer} (and
+    and multiport, each stock and with L{multiport.io.transport.FastServer} (and
     the C{multiport-epoll} reactor), against asyncio and uvloop.
     """
     ports = processes.freePorts(7)

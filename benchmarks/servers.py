@@ -172,7 +172,7 @@ def certificate(workdir: Path) -> tuple[Path, Path]:
     """
     A self-signed certificate and key every TLS server uses.
     """
-    from multiport.tls import makeSelfSigned
+    from multiport.ports.tls import makeSelfSigned
 
     cert, key = workdir / "cert.pem", workdir / "key.pem"
     if not cert.exists():
@@ -254,7 +254,7 @@ def twistedEcho(workdir: Path, port: int) -> Server:
 
 def fastEcho(workdir: Path, port: int, reactor: bool = False) -> Server:
     """
-    The same bare echo on L{multiport.transport.FastPort} (issue 10), on the
+    The same bare echo on L{multiport.io.transport.FastPort} (issue 10), on the
     C{multiport-epoll} reactor if asked.
     """
     argv = [PYTHON, "-m", "benchmarks.peers.fast_echo", str(port)]
@@ -266,13 +266,13 @@ def fastEcho(workdir: Path, port: int, reactor: bool = False) -> Server:
     )
 
 
-#: twistd with multiport's ports using L{multiport.transport.FastServer}
+#: twistd with multiport's ports using L{multiport.io.transport.FastServer}
 #: (patched in for the benchmark) on the C{multiport-epoll} reactor.
 FAST_TWISTD = [
     PYTHON,
     "-c",
-    "import multiport.port, multiport.transport; "
-    "multiport.port.ListeningPort.transport = multiport.transport.FastServer; "
+    "import multiport.ports.sockets as s, multiport.io.transport as t; "
+    "s.ListeningPort.transport = t.FastServer; "
     "from twisted.scripts.twistd import run; run()",
     "-n",
     "--pidfile=",
@@ -318,9 +318,9 @@ def multiportWeb(workdir: Path, port: int, tls: bool = False) -> Server:
     return multiport(workdir, port, config)
 
 
-#: C{MULTIPORT_WORKER_SOCKETS=reuseport}: each worker accepts on a socket of
-#: its own in an SO_REUSEPORT group instead of on one shared socket.
-REUSEPORT_ENV = {"MULTIPORT_WORKER_SOCKETS": "reuseport"}
+#: C{--worker-sockets reuseport}: each worker accepts on a socket of its own
+#: in an SO_REUSEPORT group instead of on one shared socket.
+REUSEPORT_ARGS = ["--worker-sockets", "reuseport"]
 
 
 class MultiportWorkers(Server):
@@ -434,6 +434,8 @@ def multiportWorkers(
     argv = list(base.argv)
     argv[argv.index("--no-status")] = f"--status=127.0.0.1:{statusPort}"
     argv += ["--workers", str(workers), "--drain-timeout", "1"]
+    if reusePort:
+        argv += REUSEPORT_ARGS
     if name is None:
         name = f"multiport {workers} worker{'s' if workers > 1 else ''}"
         if reusePort:
@@ -446,7 +448,6 @@ def multiportWorkers(
         workers,
         statusPort,
         core=core,
-        env=REUSEPORT_ENV if reusePort else None,
     )
 
 

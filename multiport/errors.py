@@ -1,6 +1,8 @@
 """
-Configuration errors and the words they use, shared by every edge that
-reads a configuration (command line, file, policies).
+The errors multiport raises across its layers: configuration errors and
+the words they use (shared by every edge that reads a configuration), a
+start that can't bind, and a live change that can't be applied (which the
+admin API maps to HTTP statuses).
 """
 
 from __future__ import annotations
@@ -32,3 +34,34 @@ def typeName(value: object) -> str:
     The TOML name of C{value}'s type, for error messages.
     """
     return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+class StartupError(Exception):
+    """
+    The daemon can't start; the message says why in one line.
+    """
+
+    # twistd's own daemon-mode report says "<module>.<class>: <message>";
+    # keep the prefix short (multiport.daemon.daemonmode prints the message alone).
+    __module__ = "multiport"
+
+
+class ReconcileError(Exception):
+    """
+    A live change could not be applied; nothing changed.
+
+    @ivar conflict: Whether it failed on an address already in use (or a
+        port that can't be removed from where it was asked), rather than on
+        bad input.
+    """
+
+    def __init__(self, message: str, conflict: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.conflict = conflict
+
+
+class ReloadUnavailable(Exception):
+    """
+    The daemon has no configuration file to reload.
+    """

@@ -25,9 +25,10 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.threadable import isInIOThread
 from twisted.trial.unittest import FailTest
 
-from multiport.config import Config, Defaults, buildConfig
+from multiport.config.build import buildConfig
+from multiport.config.model import Config, Defaults
+from multiport.config.portspec import parsePorts
 from multiport.handlers.registry import findHandlers
-from multiport.portspec import parsePorts
 
 #: The handlers found on sys.path, as the daemon finds them.
 HANDLERS = findHandlers()

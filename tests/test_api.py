@@ -17,8 +17,8 @@ from twisted.internet.protocol import Factory
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
-from multiport.config import Config, Defaults
-from multiport.service import PortsService
+from multiport.config.model import Config, Defaults
+from multiport.daemon.service import PortsService
 from multiport.status.api import MAX_BODY
 from tests.support import HANDLERS, busyPort, configFor, waitUntilOnReactor
 from tests.test_live import Holder, freePort

@@ -31,9 +31,10 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from multiport.config import Defaults, buildConfig
-from multiport.configfile import parseConfig
-from multiport.service import PortsService
+from multiport.config.build import buildConfig
+from multiport.config.model import Defaults
+from multiport.config.tomlfile import parseConfig
+from multiport.daemon.service import PortsService
 from multiport.status.api import MAX_BODY
 from tests.support import HANDLERS, configuredDaemon
 

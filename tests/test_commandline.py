@@ -17,8 +17,8 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from multiport import ctl
-from multiport.admintoken import ENVIRONMENT
-from multiport.tap import Options
+from multiport.daemon.tap import Options
+from multiport.status.admintoken import ENVIRONMENT
 from tests.support import TWISTD, Daemon
 
 
@@ -220,6 +220,15 @@ class UsageErrorTests(SynchronousTestCase):
             ["--workers", "x"], "--workers: expected 1 to 256 or auto, got 'x'"
         )
 
+    def test_transport(self):
+        """
+        A transport that does not exist.
+        """
+        self.assertUsageError(
+            ["--transport", "fast"],
+            "--transport: expected multiport or twisted, got 'fast'",
+        )
+
     def test_statusWithHandler(self):
         """
         --status takes no handler.
@@ -416,6 +425,63 @@ class AdminTokenDaemonTests(SynchronousTestCase):
         self.daemon.stop()
         status = self.start("--workers", "2", "--admin-token-file", str(self.tokenFile))
         self.assertAdds(status, "--admin-token-file", str(self.tokenFile))
+
+
+class TransportDaemonTests(SynchronousTestCase):
+    """
+    C{--transport twisted} reaches every process that accepts connections:
+    the daemon's own, and each worker's.
+    """
+
+    def setUp(self) -> None:
+        self.folder = Path(self.mktemp()).absolute()
+        self.folder.mkdir()
+
+    def assertEchoes(self, found: dict[str, tuple[str, int]]) -> None:
+        with socket.create_connection(found["echo"], timeout=10) as connection:
+            connection.sendall(b"twisted transport\n")
+            received = b""
+            while len(received) < 18:
+                chunk = connection.recv(100)
+                if not chunk:
+                    break
+                received += chunk
+        self.assertEqual(received, b"twisted transport\n")
+
+    def test_oneProcess(self):
+        """
+        The daemon says which transport it uses, and serves with it.
+        """
+        daemon, found = echoDaemon(self, self.folder, "--transport", "twisted")
+        daemon.waitFor(
+            r"accepted connections use Twisted's tcp.Server \(--transport twisted\)"
+        )
+        self.assertEchoes(found)
+
+    def test_workers(self):
+        """
+        Each worker is told the transport, and says so.
+        """
+        daemon, found = echoDaemon(
+            self, self.folder, "--workers", "2", "--transport", "twisted"
+        )
+        lines = daemon.waitFor(
+            r"worker (\d): accepted connections use Twisted's tcp.Server", count=2
+        )
+        self.assertEqual(sorted(m.group(1) for m in lines), ["0", "1"])
+        self.assertEchoes(found)
+
+    def test_default(self):
+        """
+        Without the option nothing is said: multiport's transport is the
+        default, as multiport's reactor is.
+        """
+        daemon, found = echoDaemon(self, self.folder)
+        self.assertEchoes(found)
+        self.assertFalse(
+            [line for line in daemon.lines if "accepted connections use" in line],
+            daemon.lines,
+        )
 
 
 class WatchDaemonTests(SynchronousTestCase):

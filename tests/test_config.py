@@ -1,5 +1,5 @@
 """
-Tests for L{multiport.config}: the validated configuration model.
+Tests for L{multiport.config.model}: the validated configuration model.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from multiport.config import (
+from multiport.config.build import buildConfig, checkOverlaps, portConfigs
+from multiport.config.model import (
     WELL_KNOWN_PORTS,
     Config,
     ConfigError,
@@ -20,15 +21,12 @@ from multiport.config import (
     PortConfig,
     PortRequest,
     TLSConfig,
-    buildConfig,
-    checkOverlaps,
     defaultStateDir,
     formatAddress,
     parseInterface,
-    portConfigs,
     resolveHostName,
 )
-from multiport.configfile import parseConfig
+from multiport.config.tomlfile import parseConfig
 from multiport.handlers.interface import IHandler
 from multiport.handlers.simple import (
     QuoteOptions,
@@ -38,7 +36,8 @@ from multiport.handlers.simple import (
     echo,
     qotd,
 )
-from multiport.handlers.web import WebOptions, http, https
+from multiport.handlers.web import http, https
+from multiport.handlers.weboptions import WebOptions
 
 #: The built-in handlers by name, as L{findHandlers} returns them (built here
 #: so that third-party plugins on sys.path cannot change the tests).
@@ -1079,3 +1078,47 @@ class RelayLoopTests(SynchronousTestCase):
             self.relay(7002, "[::1]:7002", interface="0.0.0.0"),
         )
         self.assertEqual(len(config.ports), 3)
+
+
+class ImportTests(SynchronousTestCase):
+    """
+    The model stands on its own: handlers build on it, never the reverse.
+    """
+
+    def test_modelImportsNoHandler(self) -> None:
+        """
+        No module of L{multiport.config} imports L{multiport.handlers}, not
+        even inside a function or for type checking only: the handler
+        interface imports the model, so the reverse would be a cycle.
+        """
+        import ast
+
+        import multiport.config
+
+        folder = Path(multiport.config.__file__).parent
+        found = []
+        for path in sorted(folder.glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom):
+                    names = [node.module or ""]
+                elif isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                else:
+                    continue
+                found += [
+                    f"{path.name}:{node.lineno} {name}"
+                    for name in names
+                    if name.startswith("multiport.handlers")
+                ]
+        self.assertIn("model.py", {p.name for p in folder.glob("*.py")})
+        self.assertEqual(found, [])
+
+    def test_optionErrorShared(self) -> None:
+        """
+        The handlers' L{OptionError} is the one the model turns into a
+        L{ConfigError}.
+        """
+        from multiport.config import handleroptions
+        from multiport.handlers import OptionError
+
+        self.assertIs(OptionError, handleroptions.OptionError)

@@ -1,5 +1,5 @@
 """
-Tests for L{multiport.configfile}: the TOML configuration file.
+Tests for L{multiport.config.tomlfile}: the TOML configuration file.
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from multiport.config import ConfigError, PartialDefaults, TLSConfig
-from multiport.configfile import FileConfig, parseConfig, readConfigFile
+from multiport.config.model import ConfigError, PartialDefaults, TLSConfig
+from multiport.config.tomlfile import FileConfig, parseConfig, readConfigFile
 from multiport.handlers.web import http
-from multiport.policies import Policy
+from multiport.ports.policies import Policy
 
 BASE = Path("/etc/multiport")
 

@@ -18,9 +18,12 @@ from pathlib import Path
 from attrs import define, field
 from twisted.trial.unittest import SynchronousTestCase
 
-from multiport import __version__, ctl, tap
-from multiport.admintoken import ENVIRONMENT
+from multiport import __version__, ctl
+from multiport.ctl import client as ctlClient
+from multiport.ctl import commands as ctlCommands
 from multiport.ctl import jsonValue, main, parseStatus, parseURL, watchTable
+from multiport.daemon import tap
+from multiport.status.admintoken import ENVIRONMENT
 
 PORTS = {
     "ports": [
@@ -490,7 +493,9 @@ class WatchTests(CtlTestsMixin, SynchronousTestCase):
         args = ctl.makeParser().parse_args(
             ["--status", self.status, "watch", "--count", "3", "--interval", "0.5"]
         )
-        ctl._watch(args, clock=iter([1.0, 2.0, 3.0]).__next__, sleep=slept.append)
+        ctlCommands._watch(
+            args, clock=iter([1.0, 2.0, 3.0]).__next__, sleep=slept.append
+        )
         self.assertEqual(slept, [0.5, 0.5])
         self.assertEqual(len(self.daemon.requests), 3)
         self.assertEqual(self.stdout.getvalue().count("port   "), 3)
@@ -505,7 +510,7 @@ class WatchTests(CtlTestsMixin, SynchronousTestCase):
         def stopDaemon(seconds: float) -> None:
             self.daemon.answer(404, {"error": "gone"})
 
-        self.patch(ctl.time, "sleep", stopDaemon)
+        self.patch(ctlCommands.time, "sleep", stopDaemon)
         code = main(["--status", status, "watch", "--count", "5"])
         self.assertEqual(code, 1)
         self.assertIn(
@@ -522,7 +527,7 @@ class WatchTests(CtlTestsMixin, SynchronousTestCase):
         def interrupt(seconds: float) -> None:
             raise KeyboardInterrupt()
 
-        self.patch(ctl.time, "sleep", interrupt)
+        self.patch(ctlCommands.time, "sleep", interrupt)
         self.assertEqual(self.ctl("watch"), 0)
         self.assertEqual(len(self.daemon.requests), 1)
 
@@ -653,7 +658,7 @@ class AddChangeTests(CtlTestsMixin, SynchronousTestCase):
         Without C{--state-dir} the token is read from the daemon's default
         state directory.
         """
-        self.patch(ctl, "defaultStateDir", lambda: self.stateDir)
+        self.patch(ctlClient, "defaultStateDir", lambda: self.stateDir)
         self.daemon.answer(201, {"name": "tcp:0.0.0.0:7000"})
         self.assertEqual(main(["--status", self.status, "add", "7000=echo"]), 0)
         self.assertEqual(

@@ -1,5 +1,5 @@
 """
-Tests for L{multiport.daemonmode}: twistd's status pipe carries a start-up
+Tests for L{multiport.daemon.daemonmode}: twistd's status pipe carries a start-up
 error whole.  (tests.test_twistd.DaemonModeTests runs the real command.)
 """
 
@@ -12,8 +12,8 @@ import sys
 from twisted.scripts._twistd_unix import UnixApplicationRunner
 from twisted.trial.unittest import SynchronousTestCase
 
-from multiport.daemonmode import MAX_STATUS, reportStartupErrorsWhole
-from multiport.service import StartupError
+from multiport.daemon.daemonmode import MAX_STATUS, reportStartupErrorsWhole
+from multiport.errors import StartupError
 
 
 class StatusPipeTests(SynchronousTestCase):

@@ -19,7 +19,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from multiport.service import PortsService
+from multiport.daemon.service import PortsService
 from tests.test_status import _StatusTestCase, boundPort, echoTraffic, startService
 
 CHROMIUM = shutil.which("chromium")

@@ -1,5 +1,5 @@
 """
-Tests for L{multiport.dump}: the SIGUSR2 table of counters.
+Tests for L{multiport.daemon.dump}: the SIGUSR2 table of counters.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import signal
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from multiport.config import PortConfig, TLSConfig
-from multiport.counters import PortCounters
-from multiport.dump import StatsDumpService, statsTable
+from multiport.config.model import PortConfig, TLSConfig
+from multiport.daemon.dump import StatsDumpService, statsTable
 from multiport.handlers.interface import PortStatus
+from multiport.ports.counters import PortCounters
 
 
 def status(name: str, handler: str, tls: bool, listening: bool) -> PortStatus:

@@ -21,11 +21,11 @@ from twisted.web.client import (
     readBody,
 )
 
-from multiport.config import TLSConfig
+from multiport.config.model import TLSConfig
+from multiport.daemon.service import PortsService
 from multiport.handlers.registry import findHandlers
 from multiport.handlers.simple import Chargen
-from multiport.service import PortsService
-from multiport.tls import ensureSelfSigned
+from multiport.ports.tls import ensureSelfSigned
 from tests.support import (
     GREET_PLUGIN,
     HANDLERS,
@@ -266,8 +266,9 @@ class ThirdPartyPluginTests(TestCase):
         """
         --ports N=greet serves the plugin's protocol.
         """
-        from multiport.config import Defaults, buildConfig
-        from multiport.portspec import parsePorts
+        from multiport.config.build import buildConfig
+        from multiport.config.model import Defaults
+        from multiport.config.portspec import parsePorts
 
         config = buildConfig(
             parsePorts("127.0.0.1:0=greet"),

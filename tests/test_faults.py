@@ -37,7 +37,7 @@ from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
 from multiport import ctl
-from multiport.tls import ensureSelfSigned
+from multiport.ports.tls import ensureSelfSigned
 from tests.support import TWISTD, configuredDaemon, waitUntil, writePlugin
 from tests.test_live import freePort
 

@@ -1,5 +1,5 @@
 """
-L{multiport.files}: reading an operator's file never blocks and never reads
+L{multiport.config.files}: reading an operator's file never blocks and never reads
 without end.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from multiport.files import FileError, readRegularFile, sizeText, whyNotWritable
+from multiport.config.files import FileError, readRegularFile, sizeText, whyNotWritable
 
 
 def bounded(call, seconds: float = 10):

@@ -1,6 +1,6 @@
 """
 Tests for the handler plugin interface (L{multiport.handlers.interface}),
-the handler counters (L{multiport.counters.HandlerCounters}) and the small
+the handler counters (L{multiport.ports.counters.HandlerCounters}) and the small
 RFC services (L{multiport.handlers.simple}).
 """
 
@@ -20,8 +20,7 @@ from twisted.plugin import IPlugin
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from multiport.config import PortConfig
-from multiport.counters import HandlerCounters
+from multiport.config.model import PortConfig
 from multiport.handlers.interface import (
     Handler,
     HandlerContext,
@@ -41,6 +40,7 @@ from multiport.handlers.simple import (
     echo,
     qotd,
 )
+from multiport.ports.counters import HandlerCounters
 
 BASE = Path("/nonexistent/base")
 

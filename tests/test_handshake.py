@@ -1,5 +1,5 @@
 """
-L{multiport.handshake} and the TLS layer of a port in memory: what a
+L{multiport.ports.handshake} and the TLS layer of a port in memory: what a
 client that does not speak TLS gets, and why a failed handshake failed.
 """
 
@@ -17,11 +17,12 @@ from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from multiport.config import PortConfig, TLSConfig
-from multiport.counters import PortCounters
+from multiport.config.model import PortConfig, TLSConfig
 from multiport.handlers.interface import HandlerContext
 from multiport.handlers.simple import Echo
-from multiport.handshake import (
+from multiport.ports.counters import PortCounters
+from multiport.ports.factory import PortFactory
+from multiport.ports.handshake import (
     PLAIN_HTTP_MESSAGE,
     PLAIN_REQUEST_LIMIT,
     Plain,
@@ -31,8 +32,8 @@ from multiport.handshake import (
     plainHTTPAnswer,
     startsTLS,
 )
-from multiport.port import PortFactory, SwitchableCreator
-from multiport.tls import certificateFromPEM, makeSelfSigned
+from multiport.ports.server import SwitchableCreator
+from multiport.ports.tls import certificateFromPEM, makeSelfSigned
 from tests.test_policies import v4
 
 

@@ -31,10 +31,11 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from multiport.config import Defaults, buildConfig
-from multiport.configfile import parseConfig
-from multiport.policies import Policy
-from multiport.service import PortsService
+from multiport.config.build import buildConfig
+from multiport.config.model import Defaults
+from multiport.config.tomlfile import parseConfig
+from multiport.daemon.service import PortsService
+from multiport.ports.policies import Policy
 from tests.support import HANDLERS
 from tests.test_attacks import PROMPTLY, DaemonTestCase
 
@@ -548,8 +549,9 @@ class StalledResponseTests(InProcessPort):
         with (self.root / "large.bin").open("wb") as large:
             large.truncate(64 * 1024 * 1024)
         handlers = dict(HANDLERS)
+        # The implementation, not its lazy plugin object: attrs can evolve it.
         handlers["http"] = evolve(
-            HANDLERS["http"], defaultPolicy=Policy(idleTimeout=0.4)
+            HANDLERS["http"].load(), defaultPolicy=Policy(idleTimeout=0.4)
         )
         port = self.startPort(handlers)
         closed: Deferred[str] = Deferred()

@@ -20,12 +20,13 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from multiport.config import Config, Defaults, TLSConfig
-from multiport.errors import ConfigError
-from multiport.live import loadCertificates
-from multiport.policies import Policy
-from multiport.service import Plan, PortsService, ReconcileError, overlaps
-from multiport.tls import ensureSelfSigned
+from multiport.config.model import Config, Defaults, TLSConfig
+from multiport.daemon.plan import Plan, overlaps
+from multiport.daemon.service import PortsService
+from multiport.errors import ConfigError, ReconcileError
+from multiport.ports.certificates import loadCertificates
+from multiport.ports.policies import Policy
+from multiport.ports.tls import ensureSelfSigned
 from tests.support import HANDLERS, busyPort, configFor, waitUntilOnReactor
 
 
@@ -420,7 +421,7 @@ class CertificateTests(TestCase):
     def setUp(self) -> None:
         import datetime
 
-        from multiport.tls import makeSelfSigned
+        from multiport.ports.tls import makeSelfSigned
 
         self.folder = Path(self.mktemp()).absolute()
         self.folder.mkdir(parents=True)
@@ -510,11 +511,11 @@ class CertificateTests(TestCase):
         before = yield self.served()
         self.service.rebuild = self.config
         self.cert.unlink()
-        error = self.assertRaises(ConfigError, self.service.reload)
+        error = self.failureResultOf(self.service.reload(), ConfigError).value
         self.assertIn(str(self.cert), str(error))
         cert, key = self.make()
         self.writePair(cert[: len(cert) // 2], key)
-        error = self.assertRaises(ConfigError, self.service.reload)
+        error = self.failureResultOf(self.service.reload(), ConfigError).value
         self.assertIn(str(self.cert), str(error))
         after = yield self.served()
         self.assertEqual(before, after)
@@ -526,7 +527,7 @@ class DaemonLimitTests(SynchronousTestCase):
     """
 
     def test_followsPorts(self):
-        from multiport.policies import DaemonLimit
+        from multiport.ports.admission import DaemonLimit
 
         stateDir = self.mktemp()
         limit = DaemonLimit(maximum=100, ports=1)
@@ -546,9 +547,9 @@ class DaemonLimitTests(SynchronousTestCase):
         The daemon's splice pipe pool is sized from its limit, takes its
         descriptors from it, and reaches every port's handler.
         """
-        from multiport.config import buildConfig
-        from multiport.policies import DaemonLimit
-        from multiport.portspec import parsePorts
+        from multiport.config.build import buildConfig
+        from multiport.config.portspec import parsePorts
+        from multiport.ports.admission import DaemonLimit
 
         limit = DaemonLimit(maximum=800, ports=2)
         echo, relay = parsePorts("7001=echo,7002=relay")

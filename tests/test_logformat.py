@@ -1,5 +1,5 @@
 """
-Tests for L{multiport.logformat}: the text and JSON logs.
+Tests for L{multiport.daemon.logformat}: the text and JSON logs.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from multiport import logformat
-from multiport.port import connectionLog
+from multiport.daemon import logfile, logformat
+from multiport.ports.connection import connectionLog
 
 
 class JSONTests(SynchronousTestCase):
@@ -399,14 +399,14 @@ class WorkerRecordTests(SynchronousTestCase):
             {
                 "log_time": 5.0,
                 "log_level": LogLevel.error,
-                "log_namespace": "multiport.port",
+                "log_namespace": "multiport.ports.port",
                 "log_format": "handler {handler} raised",
                 "handler": "echo",
                 "log_failure": failure,
             },
             worker=0,
         )
-        self.assertEqual(event["log_namespace"], "multiport.port")
+        self.assertEqual(event["log_namespace"], "multiport.ports.port")
         self.assertEqual(event["log_level"], LogLevel.error)
         self.assertEqual(event["handler"], "echo")
         message = formatEvent(event)
@@ -495,8 +495,8 @@ class ReopeningLogFileTests(SynchronousTestCase):
         self.folder.mkdir()
         self.path = self.folder / "twistd.log"
 
-    def open(self, **kwargs) -> logformat.ReopeningLogFile:
-        logFile = logformat.ReopeningLogFile.fromFullPath(str(self.path), **kwargs)
+    def open(self, **kwargs) -> logfile.ReopeningLogFile:
+        logFile = logfile.ReopeningLogFile.fromFullPath(str(self.path), **kwargs)
         self.addCleanup(lambda: logFile.closed or logFile.close())
         return logFile
 
@@ -584,11 +584,11 @@ class ReopeningLogFileTests(SynchronousTestCase):
         flushed = []
         with capturedLogs() as events:
             self.assertEqual(
-                logformat.onLogSignal(logFile, lambda: flushed.append(1)), "rotated"
+                logfile.onLogSignal(logFile, lambda: flushed.append(1)), "rotated"
             )
             self.path.rename(self.folder / "moved.log")
             self.assertEqual(
-                logformat.onLogSignal(logFile, lambda: flushed.append(2)), "reopened"
+                logfile.onLogSignal(logFile, lambda: flushed.append(2)), "reopened"
             )
         self.assertEqual(flushed, [1, 2])
         self.assertEqual(

@@ -1,5 +1,6 @@
 """
-Tests for L{multiport.policies}: limits, rates, access rules and timeouts.
+Tests for L{multiport.ports.policies} and L{multiport.ports.admission}: limits,
+rates, access rules and timeouts.
 """
 
 from __future__ import annotations
@@ -22,25 +23,23 @@ from twisted.internet.testing import (
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from multiport.config import ConfigError, Defaults, PortConfig, buildConfig
-from multiport.configfile import parseConfig
-from multiport.counters import PortCounters
+from multiport.config.build import buildConfig
+from multiport.config.model import ConfigError, Defaults, PortConfig
+from multiport.config.portspec import parsePorts
+from multiport.config.tomlfile import parseConfig
+from multiport.daemon.service import PortsService
 from multiport.handlers.interface import HandlerContext
 from multiport.handlers.simple import Echo
-from multiport.policies import (
+from multiport.ports.admission import Admission, DaemonLimit, TokenBucket, clientGroup
+from multiport.ports.counters import PortCounters
+from multiport.ports.factory import PortFactory
+from multiport.ports.policies import (
     DEFAULT_DRAIN_TIMEOUT,
-    Admission,
-    DaemonLimit,
     Policy,
     Rate,
-    TokenBucket,
-    clientGroup,
     drainTimeoutOf,
     parsePolicy,
 )
-from multiport.port import PortFactory
-from multiport.portspec import parsePorts
-from multiport.service import PortsService
 from tests.support import HANDLERS, waitUntilOnReactor
 
 
@@ -644,8 +643,8 @@ class RealConnectionTests(TestCase):
             HANDLERS,
             Path(self.mktemp()),
         )
-        from multiport.config import TLSConfig
-        from multiport.tls import ensureSelfSigned
+        from multiport.config.model import TLSConfig
+        from multiport.ports.tls import ensureSelfSigned
 
         certificates = {}
         if any(p.tls for p in config.ports):
@@ -717,7 +716,7 @@ class HeaderTimeoutTests(SynchronousTestCase):
     """
 
     def site(self, policy: Policy):
-        from multiport.handlers.web import parseWebOptions
+        from multiport.handlers.weboptions import parseWebOptions
 
         clock = MemoryReactorClock()
         config = PortConfig(
@@ -1014,10 +1013,10 @@ class ReviewRegressionTests(SynchronousTestCase):
         Many new client groups whose buckets never refill keep the per-IP
         table bounded.
         """
-        from multiport import policies
+        from multiport.ports import admission
 
-        self.patch(policies, "MAX_BUCKETS", 100)
-        self.patch(policies, "MIN_PRUNE", 10)
+        self.patch(admission, "MAX_BUCKETS", 100)
+        self.patch(admission, "MIN_PRUNE", 10)
         admission = Admission(Policy(ratePerIP=Rate(0.001, 1)), Clock())
         admission._pruneAt = 10
         for index in range(1000):
@@ -1075,7 +1074,7 @@ class ReviewRegressionTests(SynchronousTestCase):
         """
         from twisted.web.test.requesthelper import DummyRequest
 
-        from multiport.handlers.web import RedirectToHTTPS
+        from multiport.handlers.webresources import RedirectToHTTPS
 
         request = DummyRequest([b""])
         request.uri = b"http://[x/"

@@ -1,10 +1,12 @@
 """
-Tests for L{multiport.port}: what the per-port wrapper counts, logs and
-contains, with real connections on 127.0.0.1.
+Tests for L{multiport.ports.connection} and L{multiport.ports.factory}:
+what the per-port wrapper counts, logs and contains, with real connections
+on 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 from pathlib import Path
@@ -17,12 +19,13 @@ from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from multiport.config import Defaults, TLSConfig, buildConfig
+from multiport.config.build import buildConfig
+from multiport.config.model import Defaults, TLSConfig
+from multiport.config.portspec import parsePorts
+from multiport.daemon.service import PortsService
 from multiport.handlers import Handler
-from multiport.portspec import parsePorts
-from multiport.service import PortsService
-from multiport.tls import ensureSelfSigned
-from tests.support import DEFAULTS, HANDLERS, waitUntilOnReactor
+from multiport.ports.tls import ensureSelfSigned
+from tests.support import DEFAULTS, HANDLERS, configFor, waitUntilOnReactor
 from tests.test_endtoend import Collector
 
 
@@ -268,9 +271,9 @@ class HostCacheTests(SynchronousTestCase):
         from twisted.internet.protocol import Protocol
         from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-        from multiport.counters import PortCounters
         from multiport.handlers.interface import HandlerContext
-        from multiport.port import PortFactory
+        from multiport.ports.counters import PortCounters
+        from multiport.ports.factory import PortFactory
 
         config = buildConfig(
             parsePorts("127.0.0.1:7000=echo"), DEFAULTS, TEST_HANDLERS, Path(".")
@@ -288,3 +291,84 @@ class HostCacheTests(SynchronousTestCase):
         for _ in range(3):
             self.assertEqual(protocol.getHost().port, 7000)
         self.assertEqual(len(asked), 1)
+
+
+class TransportChoiceTests(TestCase):
+    """
+    C{--transport} picks the class of a port's accepted connections, passed
+    down to where the port listens; the environment plays no part.
+    """
+
+    def listen(self, **kwargs: object) -> type:
+        from multiport.ports.sockets import listenTCP
+
+        port = listenTCP(
+            reactor,
+            0,
+            Factory.forProtocol(Protocol),
+            50,
+            "127.0.0.1",
+            **kwargs,  # type: ignore[arg-type]
+        )
+        self.addCleanup(port.stopListening)
+        transport: type = port.transport  # type: ignore[attr-defined]
+        return transport
+
+    def test_fastByDefault(self) -> None:
+        """
+        Unless told otherwise, a port's connections are L{FastServer}s, even
+        with the old C{MULTIPORT_TRANSPORT} switch in the environment.
+        """
+        from multiport.io.transport import FastServer
+
+        self.patch(os, "environ", {"MULTIPORT_TRANSPORT": "twisted"})
+        self.assertIs(self.listen(), FastServer)
+
+    def test_twistedWhenAsked(self) -> None:
+        """
+        A port told C{tcp.Server} accepts Twisted's own connections.
+        """
+        from twisted.internet import tcp
+
+        self.assertIs(self.listen(transport=tcp.Server), tcp.Server)
+
+    def test_sourcesPassItOn(self) -> None:
+        """
+        A port service's transport reaches the socket it listens on, bound
+        here or inherited.
+        """
+        import socket
+
+        from twisted.internet import tcp
+
+        from multiport.ports.sockets import BoundHere, Inherited
+
+        config = configFor("127.0.0.1:0=echo", self.mktemp()).ports[0]
+        factory = Factory.forProtocol(Protocol)
+        bound = BoundHere().listen(reactor, config, factory, tcp.Server)
+        self.addCleanup(bound.stopListening)
+        self.assertIs(bound.transport, tcp.Server)  # type: ignore[attr-defined]
+        skt = socket.socket()
+        self.addCleanup(skt.close)
+        skt.bind(("127.0.0.1", 0))
+        skt.listen(5)
+        inherited = Inherited(skt.fileno()).listen(reactor, config, factory, tcp.Server)
+        self.addCleanup(inherited.stopListening)
+        self.assertIs(inherited.transport, tcp.Server)  # type: ignore[attr-defined]
+
+    def test_named(self) -> None:
+        """
+        L{transportNamed} knows multiport and twisted; anything else is an
+        error naming C{--transport} and the value.
+        """
+        from twisted.internet import tcp
+
+        from multiport.errors import ConfigError
+        from multiport.io.transport import FastServer, transportNamed
+
+        self.assertIs(transportNamed("twisted"), tcp.Server)
+        self.assertIs(transportNamed("multiport"), FastServer)
+        error = self.assertRaises(ConfigError, transportNamed, "fast")
+        self.assertEqual(
+            str(error), "--transport: expected multiport or twisted, got 'fast'"
+        )

@@ -1,5 +1,5 @@
 """
-Tests for L{multiport.portspec}: the C{--ports} grammar.
+Tests for L{multiport.config.portspec}: the C{--ports} grammar.
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from multiport.config import ConfigError
-from multiport.portspec import parsePortItem, parsePorts
+from multiport.config.model import ConfigError
+from multiport.config.portspec import parsePortItem, parsePorts
 
 
 class ParsePortItemTests(SynchronousTestCase):

@@ -39,22 +39,23 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from multiport.config import (
+from multiport.config.build import buildConfig
+from multiport.config.model import (
     Config,
     Defaults,
     PortConfig,
     PortRequest,
-    buildConfig,
     numericHost,
 )
-from multiport.configfile import parseConfig, readConfigFile
+from multiport.config.portspec import parsePortItem, parsePorts
+from multiport.config.tomlfile import parseConfig, readConfigFile
+from multiport.daemon.service import PortsService
 from multiport.errors import ConfigError
 from multiport.handlers.interface import HandlerContext
-from multiport.handlers.relay import proxyHeader
-from multiport.handlers.web import http, parseWebOptions
-from multiport.portspec import parsePortItem, parsePorts
-from multiport.proxyprotocol import HeaderParser, ProxyInfo, ProxyProtocolError
-from multiport.service import PortsService
+from multiport.handlers.relayupstream import proxyHeader
+from multiport.handlers.web import http
+from multiport.handlers.weboptions import parseWebOptions
+from multiport.ports.proxyheader import HeaderParser, ProxyInfo, ProxyProtocolError
 from multiport.status import status as statusHandler
 from tests.support import HANDLERS, configFor
 from tests.test_live import freePort
@@ -186,7 +187,7 @@ def validItems(draw):
 
 class PortItemProperties(SynchronousTestCase):
     """
-    The C{--ports} grammar (L{multiport.portspec}) on any text.
+    The C{--ports} grammar (L{multiport.config.portspec}) on any text.
     """
 
     @readable
@@ -1423,7 +1424,7 @@ class HTTPProperties(SynchronousTestCase):
     # twisted.web.static.File.getChild, whose FilePath.exists() raises
     # ValueError("embedded null byte"): every such request is a 500 and a
     # logged traceback (any client can flood the log).  Fix: in
-    # multiport.handlers.web.ConfinedFile.getChild, answer
+    # multiport.handlers.webresources.ConfinedFile.getChild, answer
     # self.childNotFound (404) for a path segment holding b"\x00" before
     # calling super().getChild.
     def test_nulInPath(self):
@@ -1443,7 +1444,7 @@ class HTTPProperties(SynchronousTestCase):
     # twisted.web.static.File.getChild log a traceback ("Could not decode
     # path segment as utf-8") before its 404: one traceback in the log per
     # request, for any client.  Fix: in
-    # multiport.handlers.web.ConfinedFile.getChild, answer
+    # multiport.handlers.webresources.ConfinedFile.getChild, answer
     # self.childNotFound when path.decode("utf-8") fails, before calling
     # super().getChild (with the NUL check above).
     def test_nonUTF8Path(self):
@@ -1503,7 +1504,7 @@ class FoundTests(SynchronousTestCase):
     # Fixed bug: a host name the idna codec refuses ("a..b", a label over 63
     # characters, a lone surrogate from the admin API's JSON) makes
     # socket.getaddrinfo raise UnicodeError before any query, and
-    # multiport.config._interfaces catches only OSError: the name ends in
+    # multiport.config.model._interfaces catches only OSError: the name ends in
     # a traceback (`twistd multiport --ports a..b:7000=echo`, a file's
     # `interface = "a..b"`) or a 500 from the admin API.  Fix: catch
     # UnicodeError (and ValueError) in _interfaces too, as "cannot resolve
@@ -1514,7 +1515,7 @@ class FoundTests(SynchronousTestCase):
         L{ConfigError}, with the real resolver (no query is sent: the idna
         codec refuses it first).
         """
-        from multiport.config import resolveHostName
+        from multiport.config.model import resolveHostName
 
         for name in ("a..b", "x" * 64 + ".test"):
             requests = parsePorts(f"{name}:7000=echo")
@@ -1532,8 +1533,8 @@ class FoundTests(SynchronousTestCase):
     # Fixed bug: a NUL in a path option reaches Path.resolve(), which raises
     # ValueError("embedded null byte") instead of an OptionError (TOML and
     # JSON can both carry "\u0000").  Fix: refuse "\x00" in
-    # multiport.handlers.web.parseWebOptions (root) and
-    # multiport.handlers.relay.parseRelayOptions (upstream_ca) with an
+    # multiport.handlers.weboptions.parseWebOptions (root) and
+    # multiport.handlers.relayoptions.parseRelayOptions (upstream_ca) with an
     # OptionError.
     def test_nulInPathOptions(self):
         """
@@ -1556,7 +1557,7 @@ class FoundTests(SynchronousTestCase):
             error = self.assertRaises(ConfigError, self.build, table)
             self.assertTrue(error.where.endswith(f".options.{key}"), error.where)
 
-    # Fixed bug: multiport.handlers.relay.parseUpstream takes str.isdigit() for
+    # Fixed bug: multiport.handlers.relayoptions.parseUpstream takes str.isdigit() for
     # a port number: "x:\u00b2" (superscript two) passes it and int()
     # raises ValueError; "x:\u0663" (an Arabic-Indic three) is quietly
     # taken as port 3, where the --ports grammar refuses non-ASCII digits.
@@ -1575,7 +1576,7 @@ class FoundTests(SynchronousTestCase):
             error = self.assertRaises(ConfigError, self.build, table)
             self.assertTrue(error.where.endswith(".options.upstream"), error.where)
 
-    # Fixed bug: multiport.configfile._expect looks its article up in
+    # Fixed bug: multiport.config.tomlfile._expect looks its article up in
     # _ARTICLES, which has no entry for list: `tls = { alpn = "h2" }` (a
     # string where an array belongs, an easy slip) raises KeyError instead
     # of a ConfigError.  Fix: add `list: "an array"` to _ARTICLES.
@@ -1591,7 +1592,7 @@ class FoundTests(SynchronousTestCase):
 
     # Fixed bug: tomllib recurses once per nesting level, so a file with arrays
     # (or inline tables) nested about 500 deep raises RecursionError, which
-    # multiport.configfile.readConfigFile does not catch: a traceback
+    # multiport.config.tomlfile.readConfigFile does not catch: a traceback
     # instead of one line naming the file.  Fix: catch RecursionError
     # around tomllib.loads and raise ConfigError(path, "nested too
     # deeply").

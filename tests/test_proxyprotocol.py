@@ -1,5 +1,5 @@
 """
-Tests for L{multiport.proxyprotocol}: parsing PROXY protocol v1 and v2
+Tests for L{multiport.ports.proxyprotocol}: parsing PROXY protocol v1 and v2
 headers from reads split anywhere, and the factory that reads them in front
 of a port's own factory (and TLS).
 """
@@ -31,16 +31,18 @@ from twisted.test.iosim import FakeTransport, connect
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer, providedBy
 
-from multiport.proxyprotocol import (
+from multiport.ports.proxyheader import (
     V2_SIGNATURE,
     HeaderParser,
-    ProxiedTransport,
     ProxyInfo,
     ProxyProtocolError,
+)
+from multiport.ports.proxyprotocol import (
+    ProxiedTransport,
     ProxyProtocolFactory,
     ProxyProtocolWrapper,
 )
-from multiport.tls import makeSelfSigned
+from multiport.ports.tls import makeSelfSigned
 
 #: The client as the headers below name it, and the address it connected to.
 SOURCE4 = IPv4Address("TCP", "192.0.2.10", 56324)

@@ -23,20 +23,17 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from multiport.config import Defaults, TLSConfig, buildConfig
+from multiport.config.build import buildConfig
+from multiport.config.model import Defaults, TLSConfig
+from multiport.config.portspec import parsePortItem
+from multiport.daemon.service import PortsService
 from multiport.handlers.interface import OptionError
-from multiport.handlers.relay import (
-    RelayOptions,
-    Upstream,
-    UpstreamPool,
-    parseRelayOptions,
-)
+from multiport.handlers.relayoptions import RelayOptions, Upstream, parseRelayOptions
+from multiport.handlers.relayupstream import UpstreamPool
 from multiport.handlers.simple import Echo
-from multiport.policies import DaemonLimit
-from multiport.portspec import parsePortItem
-from multiport.service import PortsService
-from multiport.splice import KEEP_AT_LEAST, PipePool, poolSize
-from multiport.tls import ensureSelfSigned
+from multiport.io.splice import KEEP_AT_LEAST, PipePool, poolSize
+from multiport.ports.admission import DaemonLimit
+from multiport.ports.tls import ensureSelfSigned
 from tests.support import HANDLERS, Daemon, waitUntilOnReactor
 from tests.test_endtoend import Collector
 
@@ -326,7 +323,7 @@ class UpstreamFeaturesTests(RelayMixin, TestCase):
 
         from twisted.internet.ssl import CertificateOptions, PrivateCertificate
 
-        from multiport.tls import makeSelfSigned
+        from multiport.ports.tls import makeSelfSigned
 
         cert, key = makeSelfSigned(datetime.datetime.now(datetime.UTC), "localhost")
         path = Path(self.mktemp())
@@ -401,7 +398,7 @@ class UpstreamFeaturesTests(RelayMixin, TestCase):
         """
         send_proxy_protocol v1 and v2 put the client's address first.
         """
-        from multiport.proxyprotocol import HeaderParser
+        from multiport.ports.proxyheader import HeaderParser
 
         for version in ("v1", "v2"):
             factory = Factory.forProtocol(Recorder)
@@ -983,7 +980,7 @@ class LocalShortageTests(SynchronousTestCase):
         from twisted.internet.error import ConnectBindError, ConnectionRefusedError
         from twisted.python.failure import Failure
 
-        from multiport.handlers.relay import localShortage
+        from multiport.handlers.relayupstream import localShortage
 
         self.assertTrue(
             localShortage(
@@ -1130,7 +1127,8 @@ class PipePoolTests(SynchronousTestCase):
         """
         from twisted.internet.address import IPv4Address
 
-        from multiport.policies import Admission, Policy
+        from multiport.ports.admission import Admission
+        from multiport.ports.policies import Policy
 
         limit = DaemonLimit(maximum=16)
         pool = self.pool(8, limit)

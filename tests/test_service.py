@@ -1,5 +1,5 @@
 """
-Tests for L{multiport.service}: the service tree of ports.
+Tests for L{multiport.daemon.service}: the service tree of ports.
 """
 
 from __future__ import annotations
@@ -17,16 +17,14 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
-from multiport.config import Config, TLSConfig
+from multiport.config.model import Config, TLSConfig
+from multiport.daemon.service import PortsService
+from multiport.daemon.startup import describeListenError, noCollections
+from multiport.errors import StartupError
 from multiport.handlers.interface import IDaemonView
-from multiport.port import ListeningPort, PortFactory
-from multiport.service import (
-    PortsService,
-    StartupError,
-    describeListenError,
-    noCollections,
-)
-from multiport.tls import ensureSelfSigned
+from multiport.ports.factory import PortFactory
+from multiport.ports.sockets import ListeningPort
+from multiport.ports.tls import ensureSelfSigned
 from tests.support import HANDLERS, busyPort, configFor
 
 
@@ -147,7 +145,7 @@ class ServiceTreeTests(SynchronousTestCase):
         lines = [
             e["log_format"].format(**e)
             for e in events
-            if e.get("log_namespace") == "multiport.service"
+            if e.get("log_namespace") == "multiport.daemon.service"
         ]
         self.assertEqual(
             lines,

@@ -18,7 +18,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from multiport.signals import HurryOnSecondSignal
+from multiport.daemon.signals import HurryOnSecondSignal
 from tests.support import Daemon, waitUntil
 from tests.test_livedaemon import connect, echoes
 

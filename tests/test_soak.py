@@ -1,5 +1,5 @@
 """
-Tests for L{multiport.soak}: a short soak against a real daemon, and the
+Tests for L{benchmarks.soak}: a short soak against a real daemon, and the
 tool's pieces (the port plan, the configuration it writes, the counter check
 on a canned C{/status}, the checks and the report).
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from multiport import soak
-from multiport.soak import Check, Figures, PortFigures
+from benchmarks import soak
+from benchmarks.soak import Check, Figures, PortFigures
 
 #: A /status document as the daemon serves it (trimmed to what the soak
 #: reads), with one port whose counters don't add up.

@@ -28,8 +28,10 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from multiport import __version__
-from multiport.config import PortConfig, TLSConfig, buildConfig
-from multiport.counters import HandlerCounters, PortCounters
+from multiport.config.build import buildConfig
+from multiport.config.model import PortConfig, TLSConfig
+from multiport.config.portspec import parsePorts
+from multiport.daemon.service import PortsService
 from multiport.handlers.interface import (
     HandlerContext,
     IDaemonView,
@@ -37,8 +39,7 @@ from multiport.handlers.interface import (
     OptionError,
     PortStatus,
 )
-from multiport.portspec import parsePorts
-from multiport.service import PortsService
+from multiport.ports.counters import HandlerCounters, PortCounters
 from multiport.status import StatusOptions, status
 from multiport.status.history import LENGTH
 from multiport.status.site import StatusSite
@@ -58,7 +59,7 @@ def portConfig(
     tls: TLSConfig | None = None,
 ) -> PortConfig:
     """
-    A validated port configuration, as L{multiport.config} builds them.
+    A validated port configuration, as L{multiport.config.model} builds them.
     """
     return PortConfig(
         interface=interface,

@@ -1,5 +1,5 @@
 """
-Tests for L{multiport.tap}: the command line and makeService.
+Tests for L{multiport.daemon.tap}: the command line and makeService.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from twisted.python import usage
 from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 
-from multiport import logformat
-from multiport.config import TLSConfig
-from multiport.dump import StatsDumpService
-from multiport.policies import DEFAULT_DRAIN_TIMEOUT, Policy, drainTimeoutOf
-from multiport.service import PortsService
-from multiport.tap import Options, ReadyLine, _owner, makeService
-from multiport.tls import makeSelfSigned
+from multiport.config.model import TLSConfig
+from multiport.daemon import logformat
+from multiport.daemon.dump import StatsDumpService
+from multiport.daemon.service import PortsService
+from multiport.daemon.tap import Options, ReadyLine, _owner, makeService
+from multiport.ports.policies import DEFAULT_DRAIN_TIMEOUT, Policy, drainTimeoutOf
+from multiport.ports.tls import makeSelfSigned
 
 
 def writeCertificate(folder: Path, name: str = "site") -> tuple[Path, Path]:
@@ -610,7 +610,7 @@ class PluginTests(SynchronousTestCase):
 
     def test_serviceMaker(self):
         """
-        getPlugins(IServiceMaker) has multiport, pointing at multiport.tap.
+        getPlugins(IServiceMaker) has multiport, pointing at multiport.daemon.tap.
         """
         makers = {m.tapname: m for m in getPlugins(IServiceMaker)}
         self.assertIn("multiport", makers)
@@ -939,7 +939,7 @@ class StatusIgnoresDefaultPoliciesTests(OptionsTestsMixin, SynchronousTestCase):
         An allow list in [defaults] applies to served ports, not to the
         default status port.
         """
-        from multiport.policies import Policy
+        from multiport.ports.policies import Policy
 
         path = Path(self.mktemp())
         path.write_text(
@@ -949,3 +949,107 @@ class StatusIgnoresDefaultPoliciesTests(OptionsTestsMixin, SynchronousTestCase):
         echo, status = self.parse("--config", str(path)).config.ports
         self.assertIsNotNone(echo.policy.allow)
         self.assertEqual((status.handler, status.policy), ("status", Policy()))
+
+
+class WorkerSocketsOptionTests(OptionsTestsMixin, SynchronousTestCase):
+    """
+    C{--worker-sockets} chooses how workers share a port's socket.
+    """
+
+    def test_sharedByDefault(self):
+        """
+        Without the option the workers share one socket per port.
+        """
+        self.assertFalse(self.parse("-p", "7000=echo").reusePort)
+
+    def test_reusePort(self):
+        """
+        C{reuseport} gives the worker pool a socket per worker.
+        """
+        options = self.parse(
+            "-p",
+            "127.0.0.1:7000=echo",
+            "--workers",
+            "2",
+            "--worker-sockets",
+            "reuseport",
+        )
+        self.assertTrue(options.reusePort)
+        pool = makeService(options, MemoryReactorClock())
+        self.assertTrue(pool.reusePort)
+
+    def test_bad(self):
+        """
+        Any other value is a usage error naming the option and the value.
+        """
+        error = self.assertRaises(
+            usage.UsageError, self.parse, "--worker-sockets", "each"
+        )
+        self.assertIn("--worker-sockets", str(error))
+        self.assertIn("'each'", str(error))
+
+
+class ImportTests(SynchronousTestCase):
+    """
+    Importing the plugin's module changes nothing global; makeService
+    installs multiport's reactor unless one was chosen.
+    """
+
+    def python(self, script: str) -> str:
+        import subprocess
+
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return result.stdout.strip()
+
+    def test_importInstallsNothing(self):
+        """
+        Importing L{multiport.daemon.tap}, or any module of the package,
+        leaves the reactor uninstalled.
+        """
+        self.assertEqual(
+            self.python(
+                "import importlib, pkgutil, sys, multiport, multiport.daemon.tap\n"
+                "for m in pkgutil.walk_packages(multiport.__path__, 'multiport.'):\n"
+                "    if m.name != 'multiport.ctl.__main__':\n"
+                "        importlib.import_module(m.name)\n"
+                "print('twisted.internet.reactor' in sys.modules)"
+            ),
+            "False",
+        )
+
+    def test_prefersOurReactor(self):
+        """
+        With no reactor chosen, multiport's epoll reactor is installed.
+        """
+        self.assertEqual(
+            self.python(
+                "from multiport.daemon.tap import preferOurReactor\n"
+                "preferOurReactor()\n"
+                "from twisted.internet import reactor\n"
+                "print(type(reactor).__name__)"
+            ),
+            "MultiportEPollReactor",
+        )
+
+    def test_keepsChosenReactor(self):
+        """
+        A reactor installed already (C{twistd --reactor}) stays.
+        """
+        self.assertEqual(
+            self.python(
+                "from twisted.internet import selectreactor\n"
+                "selectreactor.install()\n"
+                "from multiport.daemon.tap import preferOurReactor\n"
+                "preferOurReactor()\n"
+                "from twisted.internet import reactor\n"
+                "print(type(reactor).__name__)"
+            ),
+            "SelectReactor",
+        )

@@ -1,5 +1,5 @@
 """
-Tests for L{multiport.tls}: loading certificates and keys, the self-signed
+Tests for L{multiport.ports.tls}: loading certificates and keys, the self-signed
 default, and the TLS settings a loaded certificate serves with.
 """
 
@@ -36,8 +36,8 @@ from twisted.test.iosim import FakeTransport, connect
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from multiport.config import TLSConfig
-from multiport.tls import (
+from multiport.config.model import TLSConfig
+from multiport.ports.tls import (
     SELF_SIGNED_CERT,
     SELF_SIGNED_DAYS,
     SELF_SIGNED_KEY,

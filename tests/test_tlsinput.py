@@ -33,9 +33,9 @@ from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from multiport.admintoken import ENVIRONMENT
-from multiport.handshake import PLAIN_HTTP_MESSAGE
-from multiport.tls import makeSelfSigned
+from multiport.ports.handshake import PLAIN_HTTP_MESSAGE
+from multiport.ports.tls import makeSelfSigned
+from multiport.status.admintoken import ENVIRONMENT
 from tests.support import TWISTD, Daemon
 from tests.test_live import freePort
 from tests.test_twistd import LISTENING

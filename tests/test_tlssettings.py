@@ -15,11 +15,11 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from multiport.config import PortConfig, TLSConfig
-from multiport.counters import PortCounters
+from multiport.config.model import PortConfig, TLSConfig
 from multiport.handlers.interface import HandlerContext
 from multiport.handlers.simple import Echo
-from multiport.port import PortFactory
+from multiport.ports.counters import PortCounters
+from multiport.ports.factory import PortFactory
 from tests.support import Daemon, accepting, waitUntil
 from tests.test_policies import v4
 from tests.test_twistd import LISTENING
@@ -260,7 +260,7 @@ class SNITests(SynchronousTestCase):
     def setUp(self) -> None:
         import datetime
 
-        from multiport.tls import makeSelfSigned
+        from multiport.ports.tls import makeSelfSigned
 
         folder = Path(self.mktemp()).absolute()
         (folder / "certs").mkdir(parents=True)

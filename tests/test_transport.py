@@ -1,5 +1,5 @@
 """
-Tests for L{multiport.transport} and L{multiport.reactor}: a transport that
+Tests for L{multiport.io.transport} and L{multiport.io.reactor}: a transport that
 sends at once still keeps Twisted's transport contract (ordering, flow
 control, half-close, closing, aborting, TLS on top), with real connections
 on 127.0.0.1.
@@ -42,20 +42,20 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from multiport import transport as fast
 from multiport.handlers.simple import Echo
-from multiport.port import listenTCP
-from multiport.proxyprotocol import ProxiedTransport
-from multiport.reactor import MultiportEPollReactor
-from multiport.splice import Splice
-from multiport.tls import makeSelfSigned
-from multiport.transport import (
+from multiport.io import transport as fast
+from multiport.io.reactor import MultiportEPollReactor
+from multiport.io.splice import Splice
+from multiport.io.transport import (
     HOLD_LIMIT,
     FastPort,
     FastServer,
     WriteBatch,
     coalesceWrites,
 )
+from multiport.ports.proxyprotocol import ProxiedTransport
+from multiport.ports.sockets import listenTCP
+from multiport.ports.tls import makeSelfSigned
 from tests.support import dataSegmentsIn, waitUntil, waitUntilOnReactor
 
 #: Smallish kernel buffers on both ends, so Twisted's own buffer fills
@@ -1168,7 +1168,7 @@ REACTOR_SCRIPT = textwrap.dedent(
     from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
     from twisted.internet.protocol import Factory, Protocol
     from twisted.python import context, log
-    from multiport.transport import FastPort
+    from multiport.io.transport import FastPort
 
     seen = {"reactor": type(reactor).__module__ + "." + type(reactor).__name__}
     errors = []
@@ -1219,7 +1219,7 @@ CONTRACT_SCRIPT = textwrap.dedent(
     import atexit, json, sys
     from twisted.application.reactors import installReactor
     installReactor("multiport-epoll")
-    from multiport.transport import FastServer
+    from multiport.io.transport import FastServer
 
     # Every connection holds its writes, as the http handler's do.
     init = FastServer.__init__
@@ -1264,7 +1264,7 @@ class EventContextTests(SynchronousTestCase):
     """
 
     def push(self, selectable: object) -> None:
-        from multiport.reactor import _EventContext
+        from multiport.io.reactor import _EventContext
 
         eventContext = _EventContext({"system": "-", "other": 1}, selectable)
         contexts = context.theContextTracker.currentContext().contexts
@@ -1310,7 +1310,7 @@ class EventContextTests(SynchronousTestCase):
         """
         from select import EPOLLIN
 
-        from multiport.reactor import MultiportEPollReactor
+        from multiport.io.reactor import MultiportEPollReactor
 
         kept: list[object] = []
 
@@ -1354,7 +1354,7 @@ class EventContextTests(SynchronousTestCase):
 
 class ReactorTests(TestCase):
     """
-    L{multiport.reactor}, installed in a process of its own (trial's reactor
+    L{multiport.io.reactor}, installed in a process of its own (trial's reactor
     is already installed here).
     """
 
@@ -1363,7 +1363,7 @@ class ReactorTests(TestCase):
         C{twistd --reactor} knows it as C{multiport-epoll}.
         """
         found = {r.shortName: r.moduleName for r in getReactorTypes()}
-        self.assertEqual(found.get("multiport-epoll"), "multiport.reactor")
+        self.assertEqual(found.get("multiport-epoll"), "multiport.io.reactor")
 
     def test_echo(self) -> None:
         """
@@ -1380,7 +1380,7 @@ class ReactorTests(TestCase):
         )
         self.assertEqual(result.returncode, 0, result.stderr)
         seen = json.loads(result.stdout.strip().splitlines()[-1])
-        self.assertEqual(seen["reactor"], "multiport.reactor.MultiportEPollReactor")
+        self.assertEqual(seen["reactor"], "multiport.io.reactor.MultiportEPollReactor")
         self.assertEqual(seen["system"], seen["logstr"])
         self.assertTrue(seen["system"].startswith("Echo,"), seen["system"])
         self.assertEqual(sorted(seen["answers"]), ["", "x" * 100000])

@@ -395,7 +395,13 @@ class DaemonModeTests(SynchronousTestCase):
             f"[--ports item 2 '127.0.0.1:{busy}=echo']\n"
         )
         self.assertEqual((result.stdout, result.stderr), ("", line))
-        self.assertFalse(self.pidfile.exists())
+        # twistd's daemon writes the status pipe, then removes its pid file:
+        # the command on the terminal may return in between.
+        waitUntil(
+            lambda: not self.pidfile.exists(),
+            timeout=10,
+            what="the failed daemon removing its pid file",
+        )
         self.assertIn(line[len("multiport: ") :], self.logfile.read_text())
 
     def test_portInUse(self):

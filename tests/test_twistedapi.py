@@ -146,11 +146,11 @@ def _serverConnection(test: SynchronousTestCase, server: tcp.Port) -> tcp.Server
 
 class TransportTests(_TwistedAPITestCase):
     """
-    What L{multiport.transport}'s C{FastServer} takes from Twisted's TCP
+    What L{multiport.io.transport}'s C{FastServer} takes from Twisted's TCP
     transport and TLS layer.
     """
 
-    dependent = "multiport.transport"
+    dependent = "multiport.io.transport"
 
     def test_startTLS(self) -> None:
         """
@@ -178,7 +178,7 @@ class TransportTests(_TwistedAPITestCase):
             for name, value in vars(bypassTLS).items()
             if callable(value) and not name.startswith("_")
         )
-        fastBypass = self.load("multiport.transport")._FastBypass
+        fastBypass = self.load("multiport.io.transport")._FastBypass
         missing = [m for m in methods if not hasattr(fastBypass, m)]
         self.assertEqual(
             missing,
@@ -361,11 +361,11 @@ class TransportTests(_TwistedAPITestCase):
 
 class ReactorTests(_TwistedAPITestCase):
     """
-    What L{multiport.reactor}'s C{MultiportEPollReactor.doPoll} takes from
+    What L{multiport.io.reactor}'s C{MultiportEPollReactor.doPoll} takes from
     Twisted's epoll reactor.
     """
 
-    dependent = "multiport.reactor"
+    dependent = "multiport.io.reactor"
 
     def reactor(self) -> EPollReactor:
         """
@@ -449,7 +449,7 @@ class ReactorTests(_TwistedAPITestCase):
             error.ConnectionFdescWentAway,
             self.changed("posixbase._NO_FILEDESC", repr(reason)),
         )
-        self.assertIs(self.load("multiport.reactor")._NO_FILEDESC, reason)
+        self.assertIs(self.load("multiport.io.reactor")._NO_FILEDESC, reason)
 
     def test_mainLoopCallsDoIteration(self) -> None:
         """
@@ -459,7 +459,7 @@ class ReactorTests(_TwistedAPITestCase):
         self.assertCalls(
             EPollReactor.mainLoop, "doIteration", "ReactorBase.mainLoop's doIteration"
         )
-        ours = self.load("multiport.reactor").MultiportEPollReactor
+        ours = self.load("multiport.io.reactor").MultiportEPollReactor
         self.assertIs(ours.doIteration, ours.doPoll)
 
     def test_contextStack(self) -> None:
@@ -538,18 +538,18 @@ class _FixedContext:
 
 class TLSTests(_TwistedAPITestCase):
     """
-    What L{multiport.tls} (certificates, ALPN) and C{multiport.port}'s
+    What L{multiport.ports.tls} (certificates, ALPN) and C{multiport.ports.server}'s
     C{SwitchableCreator} take from Twisted's TLS.
     """
 
-    dependent = "multiport.tls"
+    dependent = "multiport.ports.tls"
 
     def creator(self, contextFactory: _FixedContext) -> Any:
         """
-        A C{multiport.port.SwitchableCreator}: the connection creator of
+        A C{multiport.ports.server.SwitchableCreator}: the connection creator of
         every TLS port.
         """
-        return self.load("multiport.port").SwitchableCreator(contextFactory)
+        return self.load("multiport.ports.server").SwitchableCreator(contextFactory)
 
     def serverTLS(self, creator: object) -> Any:
         """
@@ -647,18 +647,18 @@ class TLSTests(_TwistedAPITestCase):
 
 class PortTests(_TwistedAPITestCase):
     """
-    What L{multiport.port} takes from Twisted's TCP port and its
-    C{TCPServer}/C{SSLServer} services.
+    What L{multiport.ports.sockets} and L{multiport.ports.server} take from
+    Twisted's TCP port and its C{TCPServer}/C{SSLServer} services.
     """
 
-    dependent = "multiport.port"
+    dependent = "multiport.ports.sockets"
 
     def test_fromListeningDescriptor(self) -> None:
         """
         C{tcp.Port._fromListeningDescriptor} makes an instance of the class
         it is called on from a copy of a listening socket's descriptor.
         """
-        listeningPort = self.load("multiport.port").ListeningPort
+        listeningPort = self.load("multiport.ports.sockets").ListeningPort
         make = self.require(listeningPort, "_fromListeningDescriptor")
         self.assertParameters(
             make,
@@ -685,6 +685,42 @@ class PortTests(_TwistedAPITestCase):
             self.changed(
                 "tcp.Port._fromListeningDescriptor", "it takes the descriptor itself"
             ),
+        )
+
+    def test_shouldShutdown(self) -> None:
+        """
+        C{tcp.Port._shouldShutdown} (true by default, false on an adopted
+        socket) decides whether stopping calls C{shutdown(2)} before
+        closing: the socket sources set it, since a shutdown stops every
+        process holding the socket.
+        """
+        self.assertIs(
+            self.require(tcp.Port, "_shouldShutdown"),
+            True,
+            self.changed("tcp.Port._shouldShutdown", "not True by default"),
+        )
+        calls: list[str] = []
+
+        class Recording:
+            def shutdown(self, how: int) -> None:
+                calls.append("shutdown")
+
+            def setsockopt(self, *args: object) -> None:
+                calls.append("setsockopt")
+
+            def close(self) -> None:
+                calls.append("close")
+
+        port = tcp.Port(0, Factory(), reactor=MemoryReactor())
+        port.socket = Recording()
+        port._shouldShutdown = False
+        self.require(port, "_closeSocket")(True)
+        port._shouldShutdown = True
+        port._closeSocket(True)
+        self.assertEqual(
+            calls,
+            ["close", "shutdown", "close"],
+            self.changed("tcp.Port._closeSocket", f"these calls: {calls}"),
         )
 
     def test_getPort(self) -> None:
@@ -755,11 +791,11 @@ class WebTests(_TwistedAPITestCase):
 
 class DaemonModeTests(_TwistedAPITestCase):
     """
-    What L{multiport.daemonmode} replaces in twistd's Unix runner to get a
+    What L{multiport.daemon.daemonmode} replaces in twistd's Unix runner to get a
     start-up error through the status pipe whole.
     """
 
-    dependent = "multiport.daemonmode"
+    dependent = "multiport.daemon.daemonmode"
 
     def test_runnerMethods(self) -> None:
         """
@@ -814,17 +850,17 @@ class StatusSiteTests(_TwistedAPITestCase):
 
 class PreloadTests(_TwistedAPITestCase):
     """
-    The private Twisted modules L{multiport.tap} imports before twistd drops
+    The private Twisted modules L{multiport.daemon.tap} imports before twistd drops
     privileges.
     """
 
-    dependent = "multiport.tap (PRELOAD)"
+    dependent = "multiport.daemon.tap (PRELOAD)"
 
     def test_privateModules(self) -> None:
         """
         Every private Twisted module in C{PRELOAD} exists.
         """
-        tap = self.load("multiport.tap")
+        tap = self.load("multiport.daemon.tap")
         private = [
             name for name in tap.PRELOAD if name.startswith("twisted.") and "._" in name
         ]

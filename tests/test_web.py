@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import server
 
 from multiport import __version__
-from multiport.config import PortConfig
+from multiport.config.model import PortConfig
 from multiport.handlers.byteranges import (
     Part,
     RangePlan,
@@ -28,7 +28,8 @@ from multiport.handlers.byteranges import (
     planRanges,
 )
 from multiport.handlers.interface import HandlerContext, OptionError
-from multiport.handlers.web import WebOptions, http, https, parseWebOptions
+from multiport.handlers.web import http, https
+from multiport.handlers.weboptions import WebOptions, parseWebOptions
 from tests.support import configuredDaemon, dataSegmentsIn
 
 #: nginx's "combined" log format as log parsers read it (fail2ban's and

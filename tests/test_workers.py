@@ -17,24 +17,25 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 from attrs import evolve
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from multiport import ctl
-from multiport.config import Config
-from multiport.errors import ConfigError
-from multiport.handlers.interface import PortStatus
-from multiport.policies import Policy, Rate, sharePolicy
-from multiport.worker import shareConfig
-from multiport.workers import (
+from multiport.config.model import Config
+from multiport.daemon.worker import shareConfig
+from multiport.daemon.workers import (
     Slot,
     WorkerProcess,
-    bindSocket,
     mergeStatuses,
     split,
     workerCount,
 )
-from tests.support import Daemon, configFor, waitUntil
+from multiport.errors import ConfigError
+from multiport.handlers.interface import Handler, PortStatus
+from multiport.ports.policies import Policy, Rate, sharePolicy
+from multiport.ports.sockets import bindShared as bindSocket
+from tests.support import HANDLERS, Daemon, configFor, waitUntil
 from tests.test_livedaemon import connect, echoes
 
 
@@ -93,9 +94,35 @@ class PiecesTests(SynchronousTestCase):
         Status ports stay in the main process; the others go to workers.
         """
         config = configFor("7001=echo,7002=status,7003=http", self.mktemp())
-        workers, own = split(config)
+        workers, own = split(config, HANDLERS)
         self.assertEqual([p.port for p in workers.ports], [7001, 7003])
         self.assertEqual([p.port for p in own.ports], [7002])
+
+    def test_splitByDeclaration(self):
+        """
+        The main process keeps the ports of any handler that declares
+        C{servedByMainProcess}, a third party's too; a handler does not run
+        there for its name.
+        """
+        report = Handler(
+            "report",
+            "reports on the daemon",
+            build=lambda context: Factory.forProtocol(Protocol),
+            servedByMainProcess=True,
+        )
+        notStatus = Handler("status", "a replacement", build=lambda context: Factory())
+        handlers = {**HANDLERS, "report": report}
+        config = configFor("7001=echo,7002=status", self.mktemp())
+        config = Config(
+            (*config.ports, evolve(config.ports[0], port=7003, handler="report")),
+            config.stateDir,
+        )
+        workers, own = split(config, handlers)
+        self.assertEqual([p.port for p in workers.ports], [7001])
+        self.assertEqual([p.port for p in own.ports], [7002, 7003])
+        workers, own = split(config, {**handlers, "status": notStatus})
+        self.assertEqual([p.port for p in workers.ports], [7001, 7002])
+        self.assertEqual([p.port for p in own.ports], [7003])
 
     def test_merge(self):
         """
@@ -403,7 +430,7 @@ class FakeChannel:
     def call(self, kind, payload, descriptors=()):
         from twisted.internet.defer import fail, succeed
 
-        from multiport.ipc import RemoteError
+        from multiport.daemon.ipc import RemoteError
 
         self.calls.append((kind, payload, list(descriptors)))
         if kind == "apply" and self.refuse and len(self.calls) == 1:
@@ -421,8 +448,8 @@ class ControlTests(SynchronousTestCase):
     def pool(self, *channels: FakeChannel):
         from twisted.internet.testing import MemoryReactorClock
 
-        from multiport.service import PortsService
-        from multiport.workers import WorkerPool
+        from multiport.daemon.pool import WorkerPool
+        from multiport.daemon.service import PortsService
         from tests.support import HANDLERS
 
         reactor = MemoryReactorClock()
@@ -431,6 +458,7 @@ class ControlTests(SynchronousTestCase):
             config,
             len(channels),
             reactor,
+            HANDLERS,
             lambda pool, own: PortsService(own, HANDLERS, {}, reactor, view=pool),
             adminToken="t",
         )
@@ -466,13 +494,29 @@ class ControlTests(SynchronousTestCase):
             self.assertEqual(payload["names"], [added.name])
             self.assertEqual(len(descriptors), 1)
 
+    def test_mainProcessPortAddedHere(self):
+        """
+        A port added through the API whose handler is served by the main
+        process (status) is started here; no worker is asked.
+        """
+        channels = FakeChannel(), FakeChannel()
+        pool = self.pool(*channels)
+        added = self.successResultOf(
+            pool.addPort({"port": 0, "handler": "status", "interface": "127.0.0.1"})
+        )
+        self.addCleanup(pool.status.stopService)
+        self.assertIn(added.name, [c.name for c in pool.status.runningConfigs()])
+        self.assertNotIn(added.name, pool.sockets)
+        for channel in channels:
+            self.assertEqual(channel.calls, [])
+
     def test_oneRefusesAllRollBack(self):
         """
         When one worker refuses, those that applied the change go back to
         the previous configuration, the new socket is closed, and the change
         fails naming the reason.
         """
-        from multiport.service import ReconcileError
+        from multiport.errors import ReconcileError
 
         good, bad = FakeChannel(), FakeChannel(refuse=True)
         pool = self.pool(good, bad)
@@ -497,7 +541,7 @@ class ControlTests(SynchronousTestCase):
         """
         from twisted.python.failure import Failure
 
-        from multiport.counters import PortCounters
+        from multiport.ports.counters import PortCounters
 
         pool = self.pool(FakeChannel(), FakeChannel())
         [config] = pool.config.ports
@@ -547,7 +591,7 @@ class ControlTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(pool.removePort(name)), 0)
         self.assertEqual(pool.sockets, {})
         self.assertEqual(skt.fileno(), -1)
-        self.assertRaises(KeyError, pool.removePort, name)
+        self.failureResultOf(pool.removePort(name), KeyError)
 
 
 class WorkerOutputTests(SynchronousTestCase):
@@ -581,8 +625,8 @@ class WorkerOutputTests(SynchronousTestCase):
         A worker's connection log event keeps its namespace, line and
         fields.
         """
-        from multiport.logformat import emitLine, workerRecord
-        from multiport.port import connectionLog
+        from multiport.daemon.logformat import emitLine, workerRecord
+        from multiport.ports.connection import connectionLog
 
         written = []
         with capturedLogs() as events:

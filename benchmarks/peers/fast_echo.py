@@ -1,5 +1,5 @@
 """
-Bare Twisted echo on L{multiport.transport.FastPort}: the same protocol as
+Bare Twisted echo on L{multiport.io.transport.FastPort}: the same protocol as
 L{benchmarks.peers.twisted_echo}, its connections L{FastServer}s.
 
     python -m benchmarks.peers.fast_echo PORT [--reactor NAME]
@@ -21,7 +21,7 @@ def main() -> None:
     from twisted.internet.protocol import Factory
 
     from multiport.handlers.simple import Echo
-    from multiport.transport import FastPort
+    from multiport.io.transport import FastPort
 
     factory = Factory.forProtocol(Echo)
     factory.noisy = False

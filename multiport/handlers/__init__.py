@@ -5,7 +5,6 @@ This is the public surface for handler plugins; see README.rst, "Writing a
 handler plugin".
 """
 
-from multiport.counters import HandlerCounters
 from multiport.handlers.interface import (
     Handler,
     HandlerContext,
@@ -15,6 +14,7 @@ from multiport.handlers.interface import (
     rejectUnknown,
 )
 from multiport.handlers.registry import findHandlers
+from multiport.ports.counters import HandlerCounters
 
 __all__ = [
     "Handler",

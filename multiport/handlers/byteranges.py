@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import IO, Protocol, cast
 
 from attrs import frozen
 from twisted.internet.abstract import FileDescriptor
-from twisted.internet.interfaces import IPullProducer
+from twisted.internet.interfaces import IProducer, IPullProducer, ITransport
 from twisted.logger import Logger
 from twisted.web.server import Request
 from zope.interface import implementer
@@ -214,6 +214,31 @@ class Segment:
     size: int
 
 
+class _Abortable(Protocol):
+    """
+    A connection that can be reset: a request's transport, which
+    twisted.web types as an L{ITransport}, is a TCP or TLS connection, or
+    multiport's per-port wrapper of one.
+    """
+
+    def abortConnection(self) -> None: ...
+
+
+class _Response(Protocol):
+    """
+    What L{SegmentsProducer} writes to: a L{Request}, whose methods
+    twisted.web leaves unannotated.
+    """
+
+    @property
+    def transport(self) -> ITransport | None: ...
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None: ...
+    def unregisterProducer(self) -> None: ...
+    def write(self, data: bytes) -> None: ...
+    def finish(self) -> None: ...
+
+
 @implementer(IPullProducer)
 class SegmentsProducer:
     """
@@ -239,7 +264,7 @@ class SegmentsProducer:
         trailer: bytes = b"",
         path: str = "",
     ) -> None:
-        self.request: Request | None = request
+        self.request: _Response | None = request
         self.fileObject = fileObject
         self._segments = list(reversed(segments))
         self._trailer = trailer
@@ -298,8 +323,7 @@ class SegmentsProducer:
         self.fileObject.close()
         # Stop being pulled now, not when the connection is gone.
         request.unregisterProducer()
-        transport: Any = request.transport
-        transport.abortConnection()
+        cast(_Abortable, request.transport).abortConnection()
 
     def stopProducing(self) -> None:
         """

@@ -11,36 +11,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypedDict, TypeVar
 
 from attrs import field, frozen
-from twisted.internet.interfaces import IProtocolFactory, IReactorTime
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress, IProtocolFactory, IReactorTime
 from twisted.plugin import IPlugin
 from zope.interface import Attribute, Interface, implementer
 
-from multiport.counters import HandlerCounters
+from multiport.config.handleroptions import OptionError as OptionError
 from multiport.errors import typeName
-from multiport.policies import Policy
+from multiport.io.reactortype import ReactorLike
+from multiport.ports.counters import HandlerCounters
+from multiport.ports.policies import Policy
 
 if TYPE_CHECKING:
-    from multiport.config import PortConfig
-    from multiport.splice import PipePool
+    from multiport.config.model import PortConfig
+    from multiport.io.splice import PipePool
 
 _T = TypeVar("_T")
-
-
-class OptionError(Exception):
-    """
-    A handler option is wrong.
-
-    @ivar key: The option's key (dotted for nested values).
-    @ivar message: What is wrong with it, for a person to act on.
-    """
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
-        self.key = key
-        self.message = message
 
 
 @frozen
@@ -48,23 +37,26 @@ class HandlerContext:
     """
     Everything a handler gets to build one port's protocol factory.
 
-    @ivar reactor: The reactor the port runs on (use it for connections).
-    @ivar clock: The clock to schedule and read time with.
+    @ivar reactor: The reactor the port runs on (use it for connections);
+        L{ReactorLike} names the reactor interfaces it provides.
+    @ivar clock: The clock to schedule and read time with (the reactor in
+        a daemon; a L{twisted.internet.task.Clock} in tests).
     @ivar port: The port's validated configuration.
     @ivar counters: Where the handler publishes counters of its own; they
         are shown with the port's (status page, metrics).
     @ivar daemon: The whole daemon, read-only (L{IDaemonView}): every port's
         configuration and figures, for handlers that report on the daemon
-        (C{status}).
+        (C{status}); L{None} outside a daemon.  The status port's admin API
+        also changes it where it provides L{IDaemonControl}.
     @ivar pipes: The daemon's splice(2) pipe pool, shared by every port
         (the relay takes its pipes there); L{None} outside a daemon.
     """
 
-    reactor: Any
+    reactor: ReactorLike
     clock: IReactorTime
     port: PortConfig
     counters: HandlerCounters = field(factory=HandlerCounters)
-    daemon: Any = None
+    daemon: IDaemonView | None = None
     pipes: PipePool | None = None
 
     @property
@@ -114,9 +106,37 @@ class IDaemonView(Interface):
         """
 
 
+@frozen
+class PortRef:
+    """
+    A port as a live change reports it: its name and real number.
+    """
+
+    name: str
+    port: int
+
+
+class ChangeSummary(TypedDict):
+    """
+    What a live change (a reload) did, by port name: the admin API's
+    answer to a reload and the reload's log line.
+    """
+
+    added: list[str | None]
+    removed: list[str | None]
+    changed: list[str | None]
+    unchanged: int
+
+
 class IDaemonControl(Interface):
     """
-    What the admin API may change in the running daemon.
+    What the admin API may change in the running daemon.  Every change
+    answers with a L{Deferred}: in one process it has fired already, with
+    workers it fires once every worker has answered.  It fails with
+    L{multiport.errors.ConfigError} for bad input,
+    L{multiport.errors.ReconcileError} when the change can't be applied,
+    L{KeyError} for an unknown port and
+    L{multiport.errors.ReloadUnavailable} for a reload without a file.
     """
 
     def checkToken(token: str) -> bool:
@@ -124,26 +144,26 @@ class IDaemonControl(Interface):
         Whether C{token} is the admin token.
         """
 
-    def addPort(table: Mapping[str, object]) -> Any:
+    def addPort(table: Mapping[str, object]) -> Deferred[PortRef]:
         """
-        Add a port from a C{[[port]]}-shaped table; the new port service.
+        Add a port from a C{[[port]]}-shaped table; the port added.
         """
 
     def changePort(
-        name: str, table: Mapping[str, object], servingFrom: Any = None
-    ) -> Any:
+        name: str, table: Mapping[str, object], servingFrom: IAddress | None = None
+    ) -> Deferred[PortRef]:
         """
-        Change port C{name} in place; the port service now serving it.
+        Change port C{name} in place; the port now serving it.
         C{servingFrom} is the address the asking request came in on: a
         status port refuses to change itself.
         """
 
-    def removePort(name: str, servingFrom: Any = None) -> int:
+    def removePort(name: str, servingFrom: IAddress | None = None) -> Deferred[int]:
         """
         Remove port C{name}; how many connections drain.
         """
 
-    def reload() -> Mapping[str, object]:
+    def reload() -> Deferred[ChangeSummary]:
         """
         Read the configuration again and apply it; what changed.
         """
@@ -177,9 +197,15 @@ class IHandler(Interface):
     impliesTLS = Attribute("True if every port with this handler uses TLS.")
     # Optional: a handler without it gets no defaults of its own.
     defaultPolicy = Attribute(
-        "A L{multiport.policies.Policy} of defaults for this handler's ports "
+        "A L{multiport.ports.policies.Policy} of defaults for this handler's ports "
         "(optional): each setting applies where neither the port nor "
         "[defaults] sets it."
+    )
+    servedByMainProcess = Attribute(
+        "Optional: True if the handler reports on the daemon as a whole (the "
+        "status handler), so that with --workers its ports run in the main "
+        "process, where the workers' counters are summed, not in each "
+        "worker; False if absent."
     )
     descriptorsPerConnection = Attribute(
         "Optional: the file descriptors one connection holds, its own socket "
@@ -223,6 +249,7 @@ class Handler:
     impliesTLS: bool = False
     defaultPolicy: Policy = Policy()
     descriptorsPerConnection: int = field(default=1)
+    servedByMainProcess: bool = False
 
     @descriptorsPerConnection.validator
     def _check(self, attribute: object, value: object) -> None:
@@ -243,6 +270,14 @@ class Handler:
         Build with C{build}.
         """
         return self.build(context)
+
+
+def servedByMainProcess(handler: object) -> bool:
+    """
+    Whether C{handler}'s ports run in the main process under C{--workers}:
+    its C{servedByMainProcess}, C{False} when it declares none.
+    """
+    return getattr(handler, "servedByMainProcess", False) is True
 
 
 def descriptorsOf(handler: object) -> int:

@@ -26,9 +26,8 @@ def findHandlers() -> Mapping[str, IHandler]:
     silently dropped.  So is a plugin with a bad name or a bad
     C{descriptorsPerConnection}.
     """
-    from twisted.plugins import multiport_handlers
+    from multiport.handlers.builtins import BUILTINS as builtins
 
-    builtins = [getattr(multiport_handlers, n) for n in multiport_handlers.__all__]
     found: dict[str, IHandler] = {}
     plugins = sorted(
         getPlugins(IHandler), key=lambda h: not any(h is b for b in builtins)

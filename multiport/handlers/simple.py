@@ -9,7 +9,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from attrs import frozen
-from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IConsumer,
+    IPushProducer,
+    IReactorTime,
+    ITransport,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -23,6 +29,16 @@ from multiport.handlers.interface import (
 )
 
 
+class IConnectionTransport(ITransport, IConsumer, IPushProducer):
+    """
+    A connection's transport as these protocols use it once connected:
+    also the consumer of what they write (to register as its producer)
+    and a producer they can pause.  Twisted's TCP and TLS transports and
+    L{StringTransport} provide all three, and multiport's per-port wrapper
+    passes them on to the transport under it.
+    """
+
+
 @implementer(IPushProducer)
 class Echo(Protocol):
     """
@@ -32,6 +48,9 @@ class Echo(Protocol):
     and the transport's buffer fills, it stops reading from the client, so
     a client that only sends can't grow the daemon's memory.
     """
+
+    # Set before connectionMade; declared so, not checked on each write.
+    transport: IConnectionTransport
 
     def connectionMade(self) -> None:
         self.transport.registerProducer(self, True)
@@ -63,6 +82,8 @@ class Daytime(Protocol):
     RFC 867: send the date and time as a line of text, then close.
     """
 
+    transport: IConnectionTransport
+
     def __init__(self, clock: IReactorTime) -> None:
         self._clock = clock
 
@@ -77,6 +98,8 @@ class QuoteOfTheDay(Protocol):
     """
     RFC 865: send a short message, then close.
     """
+
+    transport: IConnectionTransport
 
     def __init__(self, quote: bytes) -> None:
         self._quote = quote
@@ -103,6 +126,7 @@ class Chargen(Protocol):
     client stops reading, so it never buffers more than one chunk.
     """
 
+    transport: IConnectionTransport
     chunk = _chargenLines()
     _paused = True
 
@@ -126,7 +150,7 @@ class Chargen(Protocol):
     def dataReceived(self, data: bytes) -> None:
         pass
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure | None = None) -> None:
         self._paused = True
 
 
@@ -138,7 +162,7 @@ class _Factory(Factory):
     def __init__(self, make: Callable[[], Protocol]) -> None:
         self._make = make
 
-    def buildProtocol(self, addr: IAddress) -> Protocol:
+    def buildProtocol(self, addr: IAddress | None) -> Protocol:
         protocol = self._make()
         protocol.factory = self
         return protocol

@@ -93,6 +93,7 @@ status = Handler(
     "daemon status: dashboard, JSON, Prometheus metrics, health check",
     buildStatusSite,
     parse=parseStatusOptions,
+    servedByMainProcess=True,
 )
 
 __all__ = ["StatusOptions", "buildStatusSite", "parseStatusOptions", "status"]

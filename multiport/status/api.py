@@ -9,39 +9,62 @@ changed over HTTP with JSON.
     - C{POST /api/reload}: as SIGHUP.
 
 Every call needs C{Authorization: Bearer TOKEN} (the admin token, see
-L{multiport.admintoken}).  Errors are JSON C{{"error": "..."}}: 400 for bad input,
-401 without the token, 404 for an unknown port, 409 for an address in use.
+L{multiport.status.admintoken}).  Errors are JSON C{{"error": "..."}}: 400
+for bad input, 401 without the token, 404 for an unknown port, 409 for an
+address in use.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol, cast
 from urllib.parse import quote, unquote
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
 
-from multiport.errors import ConfigError
-from multiport.handlers.interface import IDaemonControl, IDaemonView, PortStatus
+from multiport.errors import ConfigError, ReconcileError, ReloadUnavailable
+from multiport.handlers.interface import (
+    ChangeSummary,
+    IDaemonControl,
+    IDaemonView,
+    PortRef,
+    PortStatus,
+)
 from multiport.status.site import JSON, MAX_BODY, Page
+
+# Twisted leaves parts of the API this module calls unannotated (its
+# services, usage.Options, Failure, tcp.Port, Request.getHost): those
+# calls carry type: ignore[no-untyped-call].
 
 log = Logger()
 
 
-def errorPage(code: int, message: str, **extra: object) -> Page:
+def errorPage(
+    code: int,
+    message: str,
+    headers: Mapping[bytes, bytes] | None = None,
+    **extra: object,
+) -> Page:
     """
-    A JSON error answer.
+    A JSON error answer: C{{"error": message}} and any C{extra} fields.
     """
     body = json.dumps({"error": message, **extra}, indent=2).encode("utf-8")
-    return Page(code, JSON, body + b"\n")
+    return Page(code, JSON, body + b"\n", dict(headers or {}))
 
 
-def answer(code: int, value: object) -> Page:
-    return Page(code, JSON, json.dumps(value, indent=2).encode("utf-8") + b"\n")
+def answer(
+    code: int, value: object, headers: Mapping[bytes, bytes] | None = None
+) -> Page:
+    """
+    C{value} as an indented JSON answer.
+    """
+    body = json.dumps(value, indent=2).encode("utf-8") + b"\n"
+    return Page(code, JSON, body, dict(headers or {}))
 
 
 def portJSON(status: PortStatus) -> dict[str, object]:
@@ -74,6 +97,38 @@ def portJSON(status: PortStatus) -> dict[str, object]:
     }
 
 
+class _Daemon(Protocol):
+    """
+    What the admin API is given: a daemon providing both L{IDaemonView}
+    and L{IDaemonControl} (zope interfaces, which a type can't intersect:
+    this names the pair's methods for the type checker).
+    """
+
+    def portStatus(self) -> list[PortStatus]: ...
+
+    def checkToken(self, token: str) -> bool: ...
+
+    def addPort(self, table: Mapping[str, object]) -> Deferred[PortRef]: ...
+
+    def changePort(
+        self,
+        name: str,
+        table: Mapping[str, object],
+        servingFrom: IAddress | None = None,
+    ) -> Deferred[PortRef]: ...
+
+    def removePort(
+        self, name: str, servingFrom: IAddress | None = None
+    ) -> Deferred[int]: ...
+
+    def reload(self) -> Deferred[ChangeSummary]: ...
+
+
+#: One API call's method: the request, the daemon, the port's name if the
+#: path has one.
+_Call = Callable[[server.Request, _Daemon, str | None], Page | Deferred[Page]]
+
+
 class AdminAPI:
     """
     Answers the C{/api/} paths of a status port.
@@ -82,12 +137,14 @@ class AdminAPI:
     def __init__(self, view: Callable[[], IDaemonView]) -> None:
         self._view = view
 
-    def page(self, request: server.Request) -> Page:
+    def page(self, request: server.Request) -> Page | Deferred[Page]:
         """
         The answer to C{request}, whose path starts with C{/api}.
         """
         path = request.path.decode("latin-1")
         method = request.method.decode("latin-1")
+        allowed: dict[str, _Call]
+        name: str | None
         if path == "/api/ports":
             allowed = {"GET": self.listPorts, "POST": self.addPort}
             name = None
@@ -104,37 +161,54 @@ class AdminAPI:
             method = "GET"
         handler = allowed.get(method)
         if handler is None:
-            page = errorPage(405, f"{method} is not allowed on {path}")
-            page.headers[b"allow"] = ", ".join(allowed).encode("ascii")
-            return page
+            return errorPage(
+                405,
+                f"{method} is not allowed on {path}",
+                {b"allow": ", ".join(allowed).encode("ascii")},
+            )
         view = self._view()
         if not IDaemonControl.providedBy(view):
             return errorPage(404, "this daemon has no admin API")
+        control = cast(_Daemon, view)
         # Reads too: the ports' configuration names files and addresses.
-        refusal = self._authorize(request, view)
+        refusal = self._authorize(request, control)
         if refusal is not None:
             return refusal
-        return self._outcome(lambda: handler(request, view, name), name)
+        return self._outcome(lambda: handler(request, control, name), name)
 
     def _outcome(
-        self, call: Callable[[], Any], name: str | None
+        self, call: Callable[[], Page | Deferred[Page]], name: str | None
     ) -> Page | Deferred[Page]:
         """
         C{call()}'s page, or the error page for what it raised; a
-        L{Deferred} of either when the change is applied later (in every
-        worker process).
+        L{Deferred} of either for a change (applied at once in one
+        process, later in every worker process).
         """
         try:
             result = call()
         except Exception as e:
             return self._error(e, name)
-        if isinstance(result, Deferred):
-            return result.addErrback(lambda f: self._error(f.value, name))
-        return result  # type: ignore[no-any-return]
+        if not isinstance(result, Deferred):
+            return result
+
+        def failed(reason: Failure) -> Page:
+            error = reason.value
+            assert error is not None, "a failure has its exception"
+            return self._error(error, name)
+
+        page = result.addErrback(failed)
+        # A change this process applied has its answer already: answer now
+        # (with a Content-Length), not on a later write.
+        ready: list[Page] = []
+
+        def keep(answer: Page) -> Page:
+            ready.append(answer)
+            return answer
+
+        page.addCallback(keep)
+        return ready[0] if ready else page
 
     def _error(self, error: BaseException, name: str | None) -> Page:
-        from multiport.service import ReconcileError, ReloadUnavailable
-
         if isinstance(error, _TooLarge):
             return errorPage(413, f"the body is larger than {MAX_BODY} bytes")
         if isinstance(error, KeyError):
@@ -145,10 +219,10 @@ class AdminAPI:
             return errorPage(409 if error.conflict else 400, error.message)
         if isinstance(error, ReloadUnavailable):
             return errorPage(409, str(error))
-        log.failure("admin API: the change failed", Failure(error, type(error), None))
+        log.failure("admin API: the change failed", Failure(error, type(error), None))  # type: ignore[no-untyped-call]
         return errorPage(500, f"the change failed: {error}")
 
-    def _authorize(self, request: server.Request, control: Any) -> Page | None:
+    def _authorize(self, request: server.Request, control: _Daemon) -> Page | None:
         header = request.getHeader(b"authorization") or b""
         scheme, _, token = header.decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not control.checkToken(token.strip()):
@@ -157,17 +231,16 @@ class AdminAPI:
                 "token",
                 method=request.method.decode("latin-1"),
                 path=request.path.decode("latin-1"),
-                peer=str(request.getClientAddress()),
+                peer=str(request.getClientAddress()),  # type: ignore[no-untyped-call]
             )
-            page = errorPage(
+            return errorPage(
                 401,
                 "missing or wrong admin token: send 'Authorization: Bearer TOKEN' "
                 "with the token given by --admin-token-file or "
                 "MULTIPORT_ADMIN_TOKEN, or else made in the state directory's "
                 "admin-token file",
+                {b"www-authenticate": b"Bearer"},
             )
-            page.headers[b"www-authenticate"] = b"Bearer"
-            return page
         return None
 
     def _body(self, request: server.Request, where: str) -> dict[str, object]:
@@ -194,57 +267,61 @@ class AdminAPI:
             )
         return value
 
-    def _status(self, view: IDaemonView, name: str) -> PortStatus | None:
+    def _status(self, view: _Daemon, name: str) -> PortStatus | None:
         return next((s for s in view.portStatus() if s.name == name), None)
 
-    def listPorts(self, request: server.Request, view: Any, name: None) -> Page:
+    def listPorts(
+        self, request: server.Request, view: _Daemon, name: str | None
+    ) -> Page:
         return answer(200, {"ports": [portJSON(s) for s in view.portStatus()]})
 
-    def onePort(self, request: server.Request, view: Any, name: str) -> Page:
+    def onePort(self, request: server.Request, view: _Daemon, name: str | None) -> Page:
+        assert name is not None, "/api/ports/NAME"
         status = self._status(view, name)
         if status is None:
             return errorPage(404, f"no port named {name!r}")
         return answer(200, portJSON(status))
 
-    def addPort(self, request: server.Request, view: Any, name: None) -> Any:
+    def addPort(
+        self, request: server.Request, view: _Daemon, name: str | None
+    ) -> Deferred[Page]:
         table = self._body(request, "POST /api/ports")
 
-        def added(port: Any) -> Page:
-            bound = getattr(port, "boundAddress", None)
-            number = bound().port if bound is not None else port.port
-            page = answer(201, {"name": port.name, "port": number})
-            page.headers[b"location"] = b"/api/ports/" + quote(port.name, "").encode()
-            return page
+        def added(port: PortRef) -> Page:
+            location = b"/api/ports/" + quote(port.name, "").encode()
+            return answer(
+                201, {"name": port.name, "port": port.port}, {b"location": location}
+            )
 
-        return _then(view.addPort(table), added)
+        return view.addPort(table).addCallback(added)
 
-    def changePort(self, request: server.Request, view: Any, name: str) -> Any:
+    def changePort(
+        self, request: server.Request, view: _Daemon, name: str | None
+    ) -> Deferred[Page]:
+        assert name is not None, "/api/ports/NAME"
         table = self._body(request, f"PUT /api/ports/{name}")
 
-        def changed(port: Any) -> Page:
+        def changed(port: PortRef) -> Page:
             log.info("changed {name} through the admin API", name=name)
             return answer(200, {"name": port.name})
 
-        return _then(view.changePort(name, table, request.getHost()), changed)
+        return view.changePort(name, table, request.getHost()).addCallback(changed)  # type: ignore[no-untyped-call]
 
-    def removePort(self, request: server.Request, view: Any, name: str) -> Any:
+    def removePort(
+        self, request: server.Request, view: _Daemon, name: str | None
+    ) -> Deferred[Page]:
+        assert name is not None, "/api/ports/NAME"
+
         def removed(draining: int) -> Page:
             log.info("removed {name} through the admin API", name=name)
             return answer(202, {"name": name, "draining": draining})
 
-        return _then(view.removePort(name, request.getHost()), removed)
+        return view.removePort(name, request.getHost()).addCallback(removed)  # type: ignore[no-untyped-call]
 
-    def reload(self, request: server.Request, view: Any, name: None) -> Any:
-        return _then(view.reload(), lambda summary: answer(200, summary))
-
-
-def _then(result: Any, done: Callable[[Any], Page]) -> Page | Deferred[Page]:
-    """
-    C{done(result)}, now or when C{result} (a L{Deferred}) fires.
-    """
-    if isinstance(result, Deferred):
-        return result.addCallback(done)
-    return done(result)
+    def reload(
+        self, request: server.Request, view: _Daemon, name: str | None
+    ) -> Deferred[Page]:
+        return view.reload().addCallback(lambda summary: answer(200, summary))
 
 
 class _DuplicateKey(ValueError):

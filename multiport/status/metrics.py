@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 from twisted.logger import Logger
 
 from multiport.handlers.interface import IDaemonView, PortStatus
-from multiport.status.report import figure, rejectedByReason
+from multiport.status.report import figure, rejectedByReason, workerStatusOf
 
 log = Logger()
 
@@ -149,7 +149,8 @@ class DaemonCollector(Collector):
             "When the daemon started (POSIX time).",
             value=float(view.started),
         )
-        workerStatus = getattr(view, "workerStatus", None)
+        workerStatus = workerStatusOf(view)
+        labels: tuple[str, ...]
         if self._perWorker and workerStatus is not None:
             # Series per port and worker: only when asked for, since it
             # multiplies the number of series.

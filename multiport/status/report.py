@@ -4,13 +4,27 @@ The C{/status} document: the daemon and every port, as plain JSON values.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from attrs import frozen
 from zope.interface import implementer
 
-from multiport.counters import LabelSet
 from multiport.handlers.interface import IDaemonView, PortStatus
+from multiport.ports.counters import LabelSet
+
+#: Each worker's number, process id (L{None} while it has none) and ports.
+WorkerStatus = Sequence[tuple[int, int | None, Sequence[PortStatus]]]
+
+
+def workerStatusOf(view: IDaemonView) -> Callable[[], WorkerStatus] | None:
+    """
+    The view's C{workerStatus} method: a daemon with worker processes
+    reports each one's figures too; L{None} for any other view.
+    """
+    workerStatus: Callable[[], WorkerStatus] | None = getattr(
+        view, "workerStatus", None
+    )
+    return workerStatus
 
 
 @implementer(IDaemonView)
@@ -18,7 +32,7 @@ from multiport.handlers.interface import IDaemonView, PortStatus
 class NoDaemon:
     """
     The view a status port reports when its context has no daemon (a port
-    built outside a L{multiport.service.PortsService}): no ports.
+    built outside a L{multiport.daemon.service.PortsService}): no ports.
     """
 
     version: str
@@ -57,7 +71,7 @@ def handlerCounterList(
 def portReport(status: PortStatus) -> dict[str, object]:
     """
     One port's entry in C{/status}: its configuration, state and figures
-    (every key of L{multiport.counters.PortCounters.snapshot}).
+    (every key of L{multiport.ports.counters.PortCounters.snapshot}).
     """
     config = status.config
     return {
@@ -84,7 +98,7 @@ def daemonReport(
     """
     started = float(view.started)
     ports = [portReport(status) for status in view.portStatus()]
-    workerStatus = getattr(view, "workerStatus", None)
+    workerStatus = workerStatusOf(view)
     if perWorker and workerStatus is not None:
         byName: dict[str, list[dict[str, object]]] = {}
         for index, pid, statuses in workerStatus():

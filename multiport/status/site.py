@@ -8,17 +8,17 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from attrs import field, frozen
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.web import resource, server
+from twisted.web import http, resource, server
 
 from multiport import __version__
 from multiport.handlers.interface import HandlerContext, IDaemonView
-from multiport.handlers.web import DrainingChannel
+from multiport.handlers.webchannel import DrainingChannel
 from multiport.status import StatusOptions
 from multiport.status.dashboard import DASHBOARD
 from multiport.status.history import History
@@ -27,6 +27,51 @@ from multiport.status.report import NoDaemon, daemonReport
 
 if TYPE_CHECKING:
     from multiport.status.api import AdminAPI
+
+    # twisted.web's classes as mypy sees them: the methods these subclasses
+    # call on them, which twisted.web leaves unannotated.
+
+    class _Request(server.Request):
+        def gotLength(self, length: int | None) -> None: ...
+        def handleContentChunk(self, data: bytes) -> None: ...
+
+    class _Resource(resource.Resource):
+        def __init__(self) -> None: ...
+
+    class _Site(server.Site):
+        def __init__(
+            self, resource: resource.IResource, *, reactor: IReactorTime
+        ) -> None: ...
+
+else:
+    _Request = server.Request
+    _Resource = resource.Resource
+    _Site = server.Site
+
+
+class _Timed(Protocol):
+    """
+    A channel's idle timeout (L{policies.TimeoutMixin}, unannotated).
+    """
+
+    def setTimeout(self, period: float | None) -> object: ...
+
+
+class _Answerable(Protocol):
+    """
+    What L{StatusResource} answers through: a L{server.Request}, whose
+    methods twisted.web leaves unannotated.
+    """
+
+    method: bytes
+    finished: int | bool
+    _disconnected: bool
+
+    def setResponseCode(self, code: int) -> None: ...
+    def setHeader(self, name: bytes, value: bytes) -> None: ...
+    def write(self, data: bytes) -> None: ...
+    def finish(self) -> None: ...
+
 
 JSON = b"application/json"
 TEXT = b"text/plain; charset=utf-8"
@@ -47,7 +92,7 @@ ALLOWED_METHODS = (b"GET", b"HEAD")
 MAX_BODY = 64 * 1024
 
 
-class LimitedRequest(server.Request):
+class LimitedRequest(_Request):
     """
     A request whose body may not pass L{MAX_BODY}: a larger declared
     length, or a chunked body that grows past it, is answered 413 and the
@@ -83,7 +128,8 @@ class LimitedRequest(server.Request):
         )
         transport.loseConnection()
         self.channel.persistent = False
-        self.channel.setTimeout(None)
+        channel: _Timed = self.channel
+        channel.setTimeout(None)
 
 
 @frozen
@@ -239,7 +285,7 @@ def hostAllowed(value: bytes | None, allowed: frozenset[str]) -> bool:
     return True
 
 
-class StatusResource(resource.Resource):
+class StatusResource(_Resource):
     """
     The whole site: exact paths only (anything else is 404), GET and HEAD
     only (anything else is 405), and only for a C{Host} that names this
@@ -289,20 +335,21 @@ class StatusResource(resource.Resource):
 
     def render(self, request: server.Request) -> bytes | int:
         page = self.page(request)
+        answerable: _Answerable = request
         if isinstance(page, Deferred):
             # A change applied in every worker answers when they all have.
             def write(page: Page) -> None:
-                if not request.finished and not request._disconnected:
-                    body = self._respond(request, page)
+                if not answerable.finished and not answerable._disconnected:
+                    body = self._respond(answerable, page)
                     if body:
-                        request.write(body)
-                    request.finish()
+                        answerable.write(body)
+                    answerable.finish()
 
             page.addCallback(write)
             return server.NOT_DONE_YET
-        return self._respond(request, page)
+        return self._respond(answerable, page)
 
-    def _respond(self, request: server.Request, page: Page) -> bytes:
+    def _respond(self, request: _Answerable, page: Page) -> bytes:
         request.setResponseCode(page.code)
         request.setHeader(b"content-type", page.contentType)
         request.setHeader(b"cache-control", b"no-store")
@@ -315,18 +362,21 @@ class StatusResource(resource.Resource):
         return page.body
 
 
-class StatusSite(server.Site):
+class StatusSite(_Site):
     """
     A status port's site: it samples the history while the port listens,
     and writes no access log (dashboards poll it every second, Prometheus
     every few).
     """
 
-    protocol = DrainingChannel
+    # HTTP/1.1 only.  Twisted types HTTPFactory.protocol as the maker of
+    # its HTTP/2-negotiating wrapper, yet takes any HTTPChannel class
+    # (buildProtocol only sets its callLater and timeOut).
+    protocol = DrainingChannel  # type: ignore[assignment]
     requestFactory = LimitedRequest
 
     def __init__(
-        self, root: resource.IResource, history: History, reactor: object
+        self, root: resource.IResource, history: History, reactor: IReactorTime
     ) -> None:
         super().__init__(root, reactor=reactor)
         self.history = history
@@ -348,7 +398,7 @@ class StatusSite(server.Site):
         self.history.stop()
         super().stopFactory()
 
-    def log(self, request: server.Request) -> None:
+    def log(self, request: http.Request) -> None:
         """
         Write no access log line.
         """

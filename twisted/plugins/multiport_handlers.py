@@ -1,21 +1,18 @@
 """
 multiport's built-in handlers, found through twisted.plugin exactly like a
-third party's.
+third party's: twisted.plugin finds the handler objects this one import
+statement puts in the module's namespace (see L{multiport.handlers.builtins}
+for why importing it is cheap).
 """
 
-from multiport.handlers.relay import relay
-from multiport.handlers.simple import chargen, daytime, discard, echo, qotd
-from multiport.handlers.web import http, https
-from multiport.status import status
-
-__all__ = [
-    "chargen",
-    "daytime",
-    "discard",
-    "echo",
-    "http",
-    "https",
-    "qotd",
-    "relay",
-    "status",
-]
+from multiport.handlers.builtins import (  # noqa: F401 (found by twisted.plugin)
+    chargen,
+    daytime,
+    discard,
+    echo,
+    http,
+    https,
+    qotd,
+    relay,
+    status,
+)

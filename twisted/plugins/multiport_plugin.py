@@ -4,9 +4,10 @@ The twistd subcommand: C{twistd multiport}.
 
 from twisted.application.service import ServiceMaker
 
-multiport = ServiceMaker(
+# ServiceMaker is not annotated in Twisted.
+multiport = ServiceMaker(  # type: ignore[no-untyped-call]
     "multiport",
-    "multiport.tap",
+    "multiport.daemon.tap",
     "Serve many ports from one process, each with its own handler.",
     "multiport",
 )

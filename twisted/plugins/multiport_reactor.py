@@ -6,6 +6,6 @@ from twisted.application.reactors import Reactor
 
 multiportEPoll = Reactor(
     "multiport-epoll",
-    "multiport.reactor",
+    "multiport.io.reactor",
     "epoll with a cheaper per-event dispatch (Linux)",
 )

@@ -1,0 +1,4 @@
+"""
+The running daemon: twistd options, the service tree and its control,
+workers, signals and logging.
+"""

@@ -1,0 +1,291 @@
+"""
+What the http handler serves: a folder confined to its root
+(L{ConfinedFile}), the built-in page (L{WelcomePage}), or a redirect to
+HTTPS (L{RedirectToHTTPS}).
+"""
+
+from __future__ import annotations
+
+# Twisted's methods called here are not annotated (mypy --strict): those
+# calls carry type: ignore[no-untyped-call].
+import errno
+import html
+import os
+import stat
+from typing import IO
+from urllib.parse import urlsplit
+
+from twisted.web import resource, server, static
+from twisted.web.http import OK, PARTIAL_CONTENT, REQUESTED_RANGE_NOT_SATISFIABLE
+from twisted.web.iweb import IRequest
+
+from multiport import __version__
+from multiport.handlers.byteranges import (
+    Segment,
+    SegmentsProducer,
+    multipartEnd,
+    multipartSeparator,
+    planRanges,
+)
+
+#: Opening never blocks (a FIFO), never makes a terminal ours, and the
+#: descriptor is not inherited by anything the daemon starts.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+#: What open() says of a path that went away or can't be read as a file
+#: (ENXIO: a socket, or a FIFO's peer; ENODEV: a device without a driver).
+_GONE = {errno.ENOENT, errno.ENOTDIR, errno.ENXIO, errno.ENODEV, errno.ELOOP}
+
+
+class NotServable(Exception):
+    """
+    The path is not a regular file (any more): it answers 404.
+    """
+
+
+class ConfinedFile(static.File):
+    """
+    A L{static.File} that never serves anything outside its root, symlinks
+    pointing out of it included, and lists folders only when asked to.
+
+    Each resource knows its real path.  A child's real path is its parent's
+    plus its name unless the child is a symlink (C{FilePath.child} refuses
+    C{..} and separators), so only symlinks cost a C{realpath}: one
+    C{lstat} per request instead of one per path component.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        root: str | None = None,
+        listing: bool = False,
+        real: str | None = None,
+    ) -> None:
+        super().__init__(path)
+        self.root = os.path.realpath(path) if root is None else root
+        self.listing = listing
+        self._real = real
+
+    @property
+    def real(self) -> str:
+        """
+        The real path of this file or folder.
+        """
+        if self._real is None:
+            self._real = os.path.realpath(self.path)
+        return self._real
+
+    def _inside(self, real: str) -> bool:
+        return os.path.commonpath([real, self.root]) == self.root
+
+    def getChild(self, path: bytes, request: IRequest) -> resource.IResource:
+        # No file name holds a NUL, and names that aren't UTF-8 can't be
+        # ours: not found, without the traceback static.File would log.
+        if b"\x00" in path:
+            return self.childNotFound
+        try:
+            path.decode("utf-8")
+        except UnicodeDecodeError:
+            return self.childNotFound
+        child: resource.IResource = super().getChild(path, request)  # type: ignore[no-untyped-call]
+        if not isinstance(child, static.File):
+            return child
+        folder, name = os.path.split(child.path)
+        if folder == self.path and not os.path.islink(child.path):
+            real = os.path.join(self.real, name)
+        else:
+            real = os.path.realpath(child.path)
+            if not self._inside(real):
+                return self.childNotFound
+        if isinstance(child, ConfinedFile):
+            child._real = real
+        return child
+
+    def openForReading(self) -> IO[bytes]:
+        """
+        Open this file for reading if it is a regular file.
+
+        A FIFO would block C{open()}, and with it the reactor and every
+        port, until something writes to it; a device or a socket is no
+        file to serve either.  So open without blocking and check what was
+        opened (the path may have changed since it was looked at), as nginx
+        does.
+
+        @raise NotServable: if it is not a regular file, or went away.
+        """
+        try:
+            fd = os.open(self.path, _OPEN_FLAGS)
+        except OSError as e:
+            if e.errno in _GONE:
+                raise NotServable(self.path) from e
+            raise
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise NotServable(self.path)
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def render_GET(self, request: server.Request) -> bytes | int:
+        # Only regular files and folders are served: anything else is not
+        # found (nginx), and is not even opened.
+        self.restat(reraise=False)
+        if self.exists() and not (self.isfile() or self.isdir()):
+            return self.childNotFound.render(request)  # type: ignore[no-any-return, no-untyped-call]
+        try:
+            return super().render_GET(request)  # type: ignore[no-any-return, no-untyped-call]
+        except NotServable:
+            request.responseHeaders.removeHeader(b"accept-ranges")
+            return self.childNotFound.render(request)  # type: ignore[no-any-return, no-untyped-call]
+
+    render_HEAD = render_GET
+
+    def makeProducer(
+        self, request: server.Request, fileForReading: IO[bytes]
+    ) -> SegmentsProducer:
+        """
+        Set the status and content headers of a GET and make the producer
+        of its body: the whole file, or the parts a C{Range} header asks
+        for (see L{planRanges}).
+        """
+        size = os.fstat(fileForReading.fileno()).st_size
+        contentType = (self.type or "application/octet-stream").encode("latin-1")
+        boundary = os.urandom(12).hex().encode("ascii")
+        plan = planRanges(
+            request.requestHeaders.getRawHeaders(b"range"),
+            size,
+            boundary,
+            contentType,
+        )
+        segments: list[Segment] = []
+        trailer = b""
+        if plan.parts is None:
+            request.setResponseCode(OK)
+            self._contentHeaders(request, size, contentType)
+            segments.append(Segment(b"", 0, size))
+        elif not plan.parts:
+            request.setResponseCode(REQUESTED_RANGE_NOT_SATISFIABLE)
+            request.setHeader(b"content-range", b"bytes */%d" % (size,))  # type: ignore[no-untyped-call]
+            request.setHeader(b"content-length", b"0")  # type: ignore[no-untyped-call]
+        elif len(plan.parts) == 1:
+            [part] = plan.parts
+            request.setResponseCode(PARTIAL_CONTENT)
+            request.setHeader(  # type: ignore[no-untyped-call]
+                b"content-range",
+                b"bytes %d-%d/%d" % (part.offset, part.offset + part.size - 1, size),
+            )
+            self._contentHeaders(request, part.size, contentType)
+            segments.append(Segment(b"", part.offset, part.size))
+        else:
+            request.setResponseCode(PARTIAL_CONTENT)
+            segments.extend(
+                Segment(
+                    multipartSeparator(boundary, contentType, part, size),
+                    part.offset,
+                    part.size,
+                )
+                for part in plan.parts
+            )
+            trailer = multipartEnd(boundary)
+            request.setHeader(  # type: ignore[no-untyped-call]
+                b"content-type",
+                b'multipart/byteranges; boundary="%s"' % (boundary,),
+            )
+            request.setHeader(  # type: ignore[no-untyped-call]
+                b"content-length",
+                b"%d" % (len(trailer) + sum(len(s.prefix) + s.size for s in segments),),
+            )
+        return SegmentsProducer(request, fileForReading, segments, trailer, self.path)
+
+    def _contentHeaders(
+        self, request: server.Request, length: int, contentType: bytes
+    ) -> None:
+        request.setHeader(b"content-length", b"%d" % (length,))  # type: ignore[no-untyped-call]
+        request.setHeader(b"content-type", contentType)  # type: ignore[no-untyped-call]
+        if self.encoding:
+            request.setHeader(b"content-encoding", self.encoding.encode("latin-1"))  # type: ignore[no-untyped-call]
+
+    def directoryListing(self) -> resource.IResource:
+        if not self.listing:
+            return resource.ForbiddenResource("Directory listing is off.")
+        listing: resource.IResource = super().directoryListing()  # type: ignore[no-untyped-call]
+        return listing
+
+    def createSimilarFile(self, path: str) -> ConfinedFile:
+        similar = ConfinedFile(path, self.root, self.listing)
+        similar.indexNames = self.indexNames[:]
+        similar.childNotFound = self.childNotFound
+        return similar
+
+
+class WelcomePage(resource.Resource):
+    """
+    The page a port serves at C{/} when no root is configured; every other
+    path is not found.
+    """
+
+    def __init__(self, portName: str) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._body = (
+            "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+            "<title>multiport</title></head><body style='font-family:sans-serif;"
+            "max-width:40em;margin:4em auto'>"
+            "<h1>multiport is running</h1>"
+            f"<p>This is the built-in page of {html.escape(portName)}. "
+            "Set the <code>root</code> option of this port to serve a folder."
+            f"</p><p><small>multiport {__version__}</small></p></body></html>"
+        ).encode()
+
+    def getChild(self, path: bytes, request: IRequest) -> resource.IResource:
+        if path == b"" and not request.postpath:
+            return self
+        return resource.NoResource()
+
+    def render_GET(self, request: server.Request) -> bytes:
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")  # type: ignore[no-untyped-call]
+        return self._body
+
+    render_HEAD = render_GET
+
+
+class RedirectToHTTPS(resource.Resource):
+    """
+    Answer every request with a permanent redirect to HTTPS.
+    """
+
+    isLeaf = True
+
+    def __init__(self, target: int | str) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._target = target
+
+    def location(self, request: server.Request) -> bytes:
+        """
+        Where C{request} is sent.
+        """
+        # The request's path and query, also from an absolute-form target
+        # ("GET http://host/path HTTP/1.1").
+        if request.uri.startswith(b"/"):
+            path = request.uri
+        else:
+            try:
+                parts = urlsplit(request.uri)
+            except ValueError:  # "GET http://[x/": no path worth keeping
+                parts = urlsplit(b"/")
+            path = parts.path if parts.path.startswith(b"/") else b"/"
+            if parts.query:
+                path += b"?" + parts.query
+        if isinstance(self._target, str):
+            return self._target.encode() + path
+        host: bytes = request.getRequestHostname()  # type: ignore[no-untyped-call]
+        if b":" in host:  # an IPv6 literal
+            host = b"[" + host + b"]"
+        port = b"" if self._target == 443 else b":%d" % (self._target,)
+        return b"https://" + host + port + path
+
+    def render(self, request: server.Request) -> bytes:
+        request.setResponseCode(301)
+        request.setHeader(b"location", self.location(request))  # type: ignore[no-untyped-call]
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")  # type: ignore[no-untyped-call]
+        return b"Moved to HTTPS.\n"

@@ -1,0 +1,3 @@
+"""
+Moving bytes: multiport's transport and reactor, and splice(2).
+"""
