@@ -586,6 +586,43 @@ class LoadCertificateTests(_FilesTestCase):
         loaded = loadCertificate(TLSConfig(cert=combined))
         self.assertEqual(loaded.fingerprint, fingerprint(self.leaf))
 
+    def test_keyTypeOpenSSLRefuses(self) -> None:
+        """
+        A certificate whose key is of a type cryptography loads but
+        pyOpenSSL's TLS can't use (X25519, a key-agreement key) is a
+        L{TLSError} naming the key file and its type, not a C{TypeError}.
+        """
+        from cryptography.hazmat.primitives.asymmetric import x25519
+
+        key = x25519.X25519PrivateKey.generate()
+        leaf = (
+            x509.CertificateBuilder()
+            .subject_name(_name("leaf"))
+            .issuer_name(self.leaf.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - datetime.timedelta(days=1))
+            .not_valid_after(NOW + datetime.timedelta(days=30))
+            .sign(self.key, hashes.SHA256())
+        )
+        certPath = self.write("x25519.pem", _certPEM(leaf))
+        keyPath = self.write(
+            "x25519-key.pem",
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+        )
+        error = self.assertRaises(
+            TLSError, loadCertificate, TLSConfig(cert=certPath, key=keyPath)
+        )
+        self.assertEqual(
+            str(error),
+            f"the private key in {keyPath} is of type X25519, which TLS here "
+            "can't sign with: use an RSA, EC or Ed25519 key",
+        )
+
     def test_traditionalKeyFormat(self) -> None:
         """
         An unencrypted key in OpenSSL's traditional format (BEGIN EC PRIVATE

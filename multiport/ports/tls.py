@@ -191,6 +191,16 @@ def certificateFromPEM(
         raise TLSError(
             f"the private key in {keyPath} does not match the certificate in {tls.cert}"
         )
+    try:
+        # pyOpenSSL takes fewer key types than cryptography loads (not DH,
+        # X25519, X448: keys that agree on secrets but can't sign).
+        privateKey = crypto.PKey.from_cryptography_key(key)  # type: ignore[arg-type]
+    except TypeError:
+        kind = type(key).__name__.removesuffix("PrivateKey").lstrip("_")
+        raise TLSError(
+            f"the private key in {keyPath} is of type {kind}, which TLS here "
+            "can't sign with: use an RSA, EC or Ed25519 key"
+        ) from None
     # Twisted's defaults: no client certificates asked for.
     verify = False
     caCerts: list[crypto.X509] | None = None
@@ -216,9 +226,7 @@ def certificateFromPEM(
             DEFAULT_CIPHERS if tls.ciphers is None else tls.ciphers
         )
         options = CertificateOptions(
-            # pyOpenSSL takes fewer key types than cryptography loads (no
-            # DH, X25519, ML-DSA...); it raises TypeError for the others.
-            privateKey=crypto.PKey.from_cryptography_key(key),  # type: ignore[arg-type]
+            privateKey=privateKey,
             certificate=crypto.X509.from_cryptography(leaf),
             extraCertChain=[crypto.X509.from_cryptography(c) for c in chain[1:]],
             raiseMinimumTo=TLSVersion.TLSv1_3
