@@ -191,15 +191,13 @@ def certificateFromPEM(
         raise TLSError(
             f"the private key in {keyPath} does not match the certificate in {tls.cert}"
         )
-    try:
-        # pyOpenSSL takes fewer key types than cryptography loads (not DH,
-        # X25519, X448: keys that agree on secrets but can't sign).
+    try:  # pyOpenSSL refuses key types that can't sign (DH, X25519, X448).
         privateKey = crypto.PKey.from_cryptography_key(key)  # type: ignore[arg-type]
     except TypeError:
         kind = type(key).__name__.removesuffix("PrivateKey").lstrip("_")
+        message = f"is of type {kind}, which TLS here can't sign with"
         raise TLSError(
-            f"the private key in {keyPath} is of type {kind}, which TLS here "
-            "can't sign with: use an RSA, EC or Ed25519 key"
+            f"the private key in {keyPath} {message}: use an RSA, EC or Ed25519 key"
         ) from None
     # Twisted's defaults: no client certificates asked for.
     verify = False
@@ -273,9 +271,8 @@ def _contextError(tls: TLSConfig, error: Exception) -> str:
     """
     reason = opensslReason(error)
     if tls.ciphers is not None and "cipher" in reason:
-        # set_cipher_list is the only step whose errors speak of ciphers:
-        # a string that selects only suites OpenSSL will not use at its
-        # security level (NULL, EXPORT) passes the parser and fails here.
+        # Only set_cipher_list's errors speak of ciphers: a string of suites
+        # OpenSSL won't use at its level (NULL, EXPORT) parses, then fails.
         return f"tls.ciphers {tls.ciphers!r}: OpenSSL refuses it: {reason}"
     return f"cannot build a TLS context for {tls.describe()}: OpenSSL: {reason}"
 
