@@ -50,3 +50,21 @@ class PackagesTests(SynchronousTestCase):
         """
         listed = listedPackages()
         self.assertIn("twisted.plugins", listed)
+
+
+class ModuleSizeTests(SynchronousTestCase):
+    """
+    A module of C{multiport/} holds one idea: none is over 500 lines.
+    """
+
+    def test_atMost500Lines(self) -> None:
+        """
+        Every module of the package has at most 500 lines; a longer one is
+        split along its ideas.
+        """
+        longer = {
+            str(path.relative_to(ROOT)): count
+            for path in sorted((ROOT / "multiport").rglob("*.py"))
+            if (count := len(path.read_text(encoding="utf-8").splitlines())) > 500
+        }
+        self.assertEqual(longer, {})
