@@ -26,7 +26,13 @@ from zope.interface.verify import verifyObject
 from multiport import ctl
 from multiport.daemon.drain import BalancerDrain
 from multiport.daemon.service import PortsService
-from multiport.handlers.interface import DrainState, IDaemonDrain
+from multiport.handlers.interface import (
+    DrainState,
+    HandlerContext,
+    IDaemonDrain,
+    servedByMainProcess,
+)
+from multiport.status.agent import agentAnswer, haproxyAgent
 from tests.support import HANDLERS, Daemon, configFor, waitUntil
 from tests.test_api import TOKEN
 from tests.test_live import freePort
@@ -319,3 +325,46 @@ class DrainDaemonTests(SynchronousTestCase):
         # twistd ends by killing itself with the signal it got.
         self.assertEqual(self.daemon.process.wait(20), -signal.SIGTERM)
         self.assertNotIn("closed drain", "".join(self.daemon.lines))
+
+
+class AgentCheckTests(SynchronousTestCase):
+    """
+    The C{agent-check} handler: HAProxy's agent check reads one line.
+    """
+
+    def answer(self, daemon: object) -> bytes:
+        context = HandlerContext(
+            reactor=Clock(),  # type: ignore[arg-type]
+            clock=Clock(),
+            port=configFor("127.0.0.1:0=agent-check", self.mktemp()).ports[0],
+            daemon=daemon,  # type: ignore[arg-type]
+        )
+        protocol = haproxyAgent.buildFactory(context).buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.assertTrue(transport.disconnecting)
+        return transport.value()
+
+    def test_answers(self) -> None:
+        """
+        C{up ready} normally, C{drain} while drained, C{down} while a port
+        does not listen; without a daemon, C{up ready}.
+        """
+        service = PortsService(
+            configFor("127.0.0.1:0=echo", self.mktemp()), HANDLERS, {}, reactor
+        )
+        self.assertEqual(self.answer(None), b"up ready\n")
+        # Not started: its port does not listen.
+        self.assertEqual(self.answer(service), b"down\n")
+        service.drain()
+        self.assertEqual(self.answer(service), b"drain\n")
+        service.undrain()
+        self.assertEqual(agentAnswer(service), b"down\n")
+
+    def test_mainProcess(self) -> None:
+        """
+        It reports on the whole daemon: with workers, the main process
+        serves it.
+        """
+        self.assertTrue(servedByMainProcess(haproxyAgent))
+        self.assertIn("agent-check", HANDLERS)

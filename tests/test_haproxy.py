@@ -441,3 +441,103 @@ class HAProxyTests(SynchronousTestCase):
             if entry["name"] == f"tcp:127.0.0.1:{port}":
                 return int(entry["connections"]["current"])
         raise AssertionError(f"no port {port} in {document}")
+
+
+class AgentCheckTests(SynchronousTestCase):
+    """
+    HAProxy's C{agent-check} against a daemon's C{agent-check} port: a
+    drain sets the server to DRAIN (weight 0), an undrain back.
+    """
+
+    def setUp(self) -> None:
+        if shutil.which("haproxy") is None:
+            raise self.skipTest("Debian's haproxy is not installed")
+        self.folder = Path(self.mktemp()).absolute()
+        self.folder.mkdir(parents=True)
+        self.token = self.folder / "token"
+        self.token.write_text(TOKEN + "\n")
+        self.daemon = Daemon(
+            [
+                "--ports",
+                "127.0.0.1:0=echo,127.0.0.1:0=agent-check",
+                "--status",
+                "127.0.0.1:0",
+                "--state-dir",
+                str(self.folder / "state"),
+                "--admin-token-file",
+                str(self.token),
+            ],
+            str(self.folder),
+        )
+        self.addCleanup(self.daemon.stop)
+        found = self.daemon.listening(3)
+        self.status = found["status"][1]
+        short = Path(tempfile.mkdtemp(prefix="multiport-haproxy-"))
+        self.addCleanup(shutil.rmtree, short, True)
+        self.stats = short / "stats.sock"
+        config = self.folder / "haproxy.cfg"
+        config.write_text(
+            textwrap.dedent(
+                f"""\
+                global
+                    stats socket {self.stats} level admin
+
+                defaults
+                    mode tcp
+                    timeout connect 2s
+                    timeout client 30s
+                    timeout server 30s
+
+                frontend echo
+                    bind 127.0.0.1:{freePort()}
+                    default_backend echo
+
+                backend echo
+                    server d1 127.0.0.1:{found["echo"][1]} agent-check \
+                agent-port {found["agent-check"][1]} agent-inter 100ms
+                """
+            )
+        )
+        self.haproxy = subprocess.Popen(
+            ["haproxy", "-f", str(config), "-db"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.addCleanup(self.haproxy.wait, 10)
+        self.addCleanup(self.haproxy.terminate)
+
+    def state(self) -> str:
+        """
+        Server d1's status in HAProxy's statistics (empty until its stats
+        socket answers).
+        """
+        try:
+            with socket.socket(socket.AF_UNIX) as skt:
+                skt.settimeout(5)
+                skt.connect(str(self.stats))
+                skt.sendall(b"show stat\n")
+                text = b""
+                while chunk := skt.recv(65536):
+                    text += chunk
+        except OSError:
+            return ""
+        for row in (line.split(",") for line in text.decode().splitlines()):
+            if len(row) > 17 and row[1] == "d1":
+                return row[17]
+        return ""
+
+    def test_drainSeenByAgent(self) -> None:
+        """
+        The agent's answer moves the server between UP and DRAIN.
+        """
+        from tests.test_drain import ctlRun
+
+        # Without a health check, HAProxy says "no check" when not drained.
+        waitUntil(self.state, accept=lambda state: state == "no check")
+        token = ("--admin-token-file", str(self.token))
+        code, out = ctlRun(self.status, self.folder, *token, "drain")
+        self.assertEqual(code, 0, out)
+        waitUntil(self.state, accept=lambda state: state == "DRAIN (agent)")
+        ctlRun(self.status, self.folder, *token, "undrain")
+        waitUntil(self.state, accept=lambda state: state == "no check")
