@@ -134,6 +134,24 @@ class DrainAPITests(TestCase):
         health = self.call(b"GET", "/healthz")
         self.assertEqual((health.status, health.body), (503, b"draining\n"))
 
+    def test_statusAndMetrics(self) -> None:
+        """
+        C{/status} says whether the daemon is drained and since when;
+        C{/metrics} has C{multiport_balancer_draining}, 1 while drained.
+        """
+        document = json.loads(self.call(b"GET", "/status").body)
+        self.assertEqual(document["drain"], {"draining": False, "since": None})
+        metrics = self.call(b"GET", "/metrics").body.decode()
+        self.assertIn("\nmultiport_balancer_draining 0.0\n", metrics)
+        self.call(b"POST", "/api/drain")
+        document = json.loads(self.call(b"GET", "/status").body)
+        self.assertEqual(
+            document["drain"],
+            {"draining": True, "since": self.service.drainState().since},
+        )
+        metrics = self.call(b"GET", "/metrics").body.decode()
+        self.assertIn("\nmultiport_balancer_draining 1.0\n", metrics)
+
     def test_undrain(self) -> None:
         """
         An undrain makes C{/healthz} answer 200 C{ok} again.

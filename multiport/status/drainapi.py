@@ -1,9 +1,9 @@
 """
-The admin API's drain for a load balancer: C{POST /api/drain} and C{POST
-/api/undrain} (L{IDaemonDrain}).  Both answer 200 with
-C{{"draining", "since", "connections"}}: the state now and the
+The drain for a load balancer on the status port: the admin API's C{POST
+/api/drain} and C{POST /api/undrain} (L{IDaemonDrain}), both answering 200
+with C{{"draining", "since", "connections"}} (the state now and the
 connections open on every port but status ports, which a rolling restart
-waits on (C{multiport-ctl roll}).
+waits on: C{multiport-ctl roll}).
 """
 
 from __future__ import annotations
