@@ -221,3 +221,51 @@ class KubernetesTests(SynchronousTestCase):
                 "prometheus.io/path": "/metrics",
             },
         )
+
+
+class RollScriptTests(SynchronousTestCase):
+    """
+    C{deploy/one-machine/roll.sh} hands multiport-ctl the roll of the
+    three instances (a stand-in multiport-ctl records its arguments).
+    """
+
+    def arguments(self, environment: dict[str, str]) -> list[str]:
+        folder = Path(self.mktemp())
+        folder.mkdir()
+        ctl = folder / "multiport-ctl"
+        ctl.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+        ctl.chmod(0o755)
+        done = subprocess.run(
+            ["sh", str(ONE_MACHINE / "roll.sh")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"PATH": f"{folder}:/usr/bin:/bin", **environment},
+        )
+        self.assertEqual(done.returncode, 0, done.stderr)
+        return done.stdout.splitlines()
+
+    def test_defaultRestart(self) -> None:
+        """
+        By default each instance is restarted by systemd, by its index.
+        """
+        arguments = self.arguments({})
+        self.assertEqual(
+            arguments[arguments.index("--restart-command") + 1],
+            "systemctl restart multiport@{index}",
+        )
+        self.assertEqual(
+            arguments[-3:], ["127.0.0.1:9101", "127.0.0.1:9102", "127.0.0.1:9103"]
+        )
+
+    def test_otherRestart(self) -> None:
+        """
+        C{RESTART} names another restart command, passed on whole.
+        """
+        arguments = self.arguments(
+            {"RESTART": "multiport-ctl upgrade --status {status}"}
+        )
+        self.assertEqual(
+            arguments[arguments.index("--restart-command") + 1],
+            "multiport-ctl upgrade --status {status}",
+        )

@@ -3,7 +3,7 @@
 # first (docs/deploy.rst).  RESTART may name another command, e.g. issue 20's
 # "multiport-ctl upgrade --status {status}" once it is there.
 set -eu
-RESTART=${RESTART:-systemctl restart multiport@{index}}
+RESTART=${RESTART:-"systemctl restart multiport@{index}"}
 exec multiport-ctl --admin-token-file /etc/multiport/admin-token roll \
     --restart-command "$RESTART" \
     --settle 3 --drain-timeout 30 --ready-timeout 60 \
