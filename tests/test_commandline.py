@@ -104,8 +104,8 @@ class UsageErrorTests(SynchronousTestCase):
         self.assertUsageError(
             ["--ports", "17001"],
             "--ports item 1 '17001': port 17001 has no well-known handler; "
-            "name one (PORT=HANDLER); known handlers: chargen, daytime, discard, "
-            "echo, http, https, qotd, relay, status",
+            "name one (PORT=HANDLER); known handlers: agent-check, chargen, "
+            "daytime, discard, echo, http, https, qotd, relay, status",
         )
 
     def test_unknownHandler(self):
@@ -115,8 +115,8 @@ class UsageErrorTests(SynchronousTestCase):
         self.assertUsageError(
             ["--ports", "7000=nosuch"],
             "--ports item 1 '7000=nosuch': unknown handler 'nosuch'; known "
-            "handlers: chargen, daytime, discard, echo, http, https, qotd, "
-            "relay, status",
+            "handlers: agent-check, chargen, daytime, discard, echo, http, "
+            "https, qotd, relay, status",
         )
 
     def test_samePortTwice(self):

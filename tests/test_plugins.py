@@ -70,8 +70,8 @@ class DiscoveryTests(SynchronousTestCase):
             "from twisted.plugin import getPlugins\n"
             "from multiport.handlers.interface import IHandler\n"
             "names = sorted(p.name for p in getPlugins(IHandler))\n"
-            "assert names == ['chargen', 'daytime', 'discard', 'echo', 'http',"
-            " 'https', 'qotd', 'relay', 'status'], names\n"
+            "assert names == ['agent-check', 'chargen', 'daytime', 'discard', 'echo',"
+            " 'http', 'https', 'qotd', 'relay', 'status'], names\n"
         )
         self.assertEqual(heavy(modules), [])
 

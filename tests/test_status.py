@@ -387,6 +387,7 @@ class StatusPageTests(_StatusTestCase):
                 "started": 1000.0,
                 "now": 1060.5,
                 "uptime_s": 60.5,
+                "drain": {"draining": False, "since": None},
                 "ports": [
                     {
                         "name": "tcp:127.0.0.1:7",
@@ -580,6 +581,7 @@ class MetricsTests(_StatusTestCase):
                 "multiport_port_up": "gauge",
                 "multiport_port_draining": "gauge",
                 "multiport_tls_certificate_expiry_timestamp_seconds": "gauge",
+                "multiport_balancer_draining": "gauge",
             },
         )
 
@@ -1115,7 +1117,8 @@ class EndToEndTests(TestCase):
         self.assertEqual(headers.getRawHeaders(b"content-type"), [b"application/json"])
         document = json.loads(body)
         self.assertEqual(
-            sorted(document), ["now", "ports", "started", "uptime_s", "version"]
+            sorted(document),
+            ["drain", "now", "ports", "started", "uptime_s", "version"],
         )
         self.assertEqual(document["version"], __version__)
         self.assertGreaterEqual(document["uptime_s"], 0)

@@ -143,8 +143,8 @@ class OptionsTests(OptionsTestsMixin, SynchronousTestCase):
         self.assertEqual(
             str(error),
             "--ports item 1 '7777': port 7777 has no well-known handler; name one "
-            "(PORT=HANDLER); known handlers: chargen, daytime, discard, echo, "
-            "http, https, qotd, relay, status",
+            "(PORT=HANDLER); known handlers: agent-check, chargen, daytime, "
+            "discard, echo, http, https, qotd, relay, status",
         )
 
     def test_unknownHandler(self):
@@ -296,6 +296,7 @@ class SpecialModeTests(OptionsTestsMixin, SynchronousTestCase):
         self.assertEqual(
             [line.split()[0] for line in lines],
             [
+                "agent-check",
                 "chargen",
                 "daytime",
                 "discard",
@@ -307,7 +308,7 @@ class SpecialModeTests(OptionsTestsMixin, SynchronousTestCase):
                 "status",
             ],
         )
-        self.assertIn("RFC 862", lines[3])
+        self.assertIn("RFC 862", lines[4])
 
     def test_check(self):
         """

@@ -25,6 +25,7 @@ from zope.interface import implementer
 
 from multiport import __version__
 from multiport.config.model import Config, PortConfig
+from multiport.daemon.drain import BalancerDrain
 from multiport.daemon.ipc import Channel, channelFactory
 from multiport.daemon.poolcontrol import PoolControl
 from multiport.daemon.service import PortsService
@@ -44,6 +45,7 @@ from multiport.daemon.workers import (
 from multiport.errors import StartupError
 from multiport.handlers.interface import (
     IDaemonControl,
+    IDaemonDrain,
     IDaemonView,
     IHandler,
     PortStatus,
@@ -62,8 +64,8 @@ from multiport.text import plural
 log = Logger(namespace="multiport.daemon.workers")
 
 
-@implementer(IDaemonView, IDaemonControl)
-class WorkerPool(PoolControl, MultiService):
+@implementer(IDaemonView, IDaemonControl, IDaemonDrain)
+class WorkerPool(PoolControl, BalancerDrain, MultiService):
     """
     The main process of C{--workers N}.
 

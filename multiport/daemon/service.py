@@ -27,6 +27,7 @@ from multiport.config.model import (
 )
 from multiport.daemon.apply import LiveChanges
 from multiport.daemon.control import AdminControl
+from multiport.daemon.drain import BalancerDrain
 from multiport.daemon.startup import (
     describeListenError,
     noCollections,
@@ -36,6 +37,7 @@ from multiport.errors import StartupError
 from multiport.handlers.interface import (
     HandlerContext,
     IDaemonControl,
+    IDaemonDrain,
     IDaemonView,
     IHandler,
     PortStatus,
@@ -90,8 +92,8 @@ class BoundPort:
     counters: PortCounters
 
 
-@implementer(IDaemonView, IDaemonControl)
-class PortsService(LiveChanges, AdminControl, MultiService):
+@implementer(IDaemonView, IDaemonControl, IDaemonDrain)
+class PortsService(LiveChanges, AdminControl, BalancerDrain, MultiService):
     """
     Every port of a L{Config}, bound all or nothing.  It is also the
     read-only L{IDaemonView} handlers get (the status handler reads it).

@@ -14,6 +14,7 @@ from __future__ import annotations
 from multiport.handlers.lazy import LazyHandler
 from multiport.handlers.simple import chargen, daytime, discard, echo, qotd
 from multiport.status import status
+from multiport.status.agent import haproxyAgent
 
 http = LazyHandler(
     "http",
@@ -44,6 +45,7 @@ BUILTINS: tuple[object, ...] = (
     qotd,
     relay,
     status,
+    haproxyAgent,
 )
 
 __all__ = [
@@ -57,4 +59,5 @@ __all__ = [
     "qotd",
     "relay",
     "status",
+    "haproxyAgent",
 ]

@@ -169,6 +169,45 @@ class IDaemonControl(Interface):
         """
 
 
+@frozen
+class DrainState:
+    """
+    Whether the daemon is drained for its load balancer (L{IDaemonDrain}).
+
+    @ivar draining: C{/healthz} answers 503 C{draining}, every port still
+        serving.
+    @ivar since: When the drain began (POSIX time); L{None} when not
+        draining.
+    """
+
+    draining: bool = False
+    since: float | None = None
+
+
+class IDaemonDrain(Interface):
+    """
+    Draining that a load balancer sees: C{/healthz} answers 503
+    C{draining} so that the balancer sends no new connections, while every
+    port keeps listening and serving.  Each change answers with a
+    L{Deferred}, as L{IDaemonControl}'s do.
+    """
+
+    def drainState() -> DrainState:
+        """
+        Whether the daemon is drained now, and since when.
+        """
+
+    def drain() -> Deferred[DrainState]:
+        """
+        Begin the drain (again: nothing changes); the state now.
+        """
+
+    def undrain() -> Deferred[DrainState]:
+        """
+        End the drain (when not drained: nothing changes); the state now.
+        """
+
+
 class IDrainable(Interface):
     """
     A handler's protocol that can finish early when its port goes away

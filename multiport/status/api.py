@@ -6,7 +6,9 @@ changed over HTTP with JSON.
     - C{POST /api/ports}: add a port (a C{[[port]]} table as JSON), 201;
     - C{GET|PUT|DELETE /api/ports/NAME}: one port; change it in place;
       remove it (202: it drains);
-    - C{POST /api/reload}: as SIGHUP.
+    - C{POST /api/reload}: as SIGHUP;
+    - C{POST /api/drain}, C{POST /api/undrain}: C{/healthz} answers 503
+      C{draining} for a load balancer, or no longer (L{drainapi}).
 
 Every call needs C{Authorization: Bearer TOKEN} (the admin token, see
 L{multiport.status.admintoken}).  Errors are JSON C{{"error": "..."}}: 400
@@ -35,6 +37,7 @@ from multiport.handlers.interface import (
     PortRef,
     PortStatus,
 )
+from multiport.status.drainapi import DRAIN_PATHS, drainCall
 from multiport.status.site import JSON, MAX_BODY, Page
 
 # Twisted leaves parts of the API this module calls unannotated (its
@@ -154,6 +157,9 @@ class AdminAPI:
             allowed["DELETE"] = self.removePort
         elif path == "/api/reload":
             allowed = {"POST": self.reload}
+            name = None
+        elif path in DRAIN_PATHS:
+            allowed = {"POST": drainCall(path)}
             name = None
         else:
             return errorPage(404, f"no such API path {path!r}")

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from twisted.logger import Logger
 
 from multiport.handlers.interface import IDaemonView, PortStatus
+from multiport.status.drainstate import drainStateOf
 from multiport.status.report import figure, rejectedByReason, workerStatusOf
 
 log = Logger()
@@ -250,6 +251,25 @@ class DaemonCollector(Collector):
         yield from families.values()
 
 
+class DrainCollector:
+    """
+    C{multiport_balancer_draining}: 1 while the daemon is drained for its
+    load balancer, else 0.
+    """
+
+    def __init__(self, view: Callable[[], IDaemonView]) -> None:
+        self._view = view
+
+    def collect(self) -> list[Metric]:
+        gauge = GaugeMetricFamily(
+            "multiport_balancer_draining",
+            "1 while the daemon is drained for its load balancer (/healthz "
+            "answers 503 draining, every port serving), else 0.",
+        )
+        gauge.add_metric([], 1 if drainStateOf(self._view()).draining else 0)
+        return [gauge]
+
+
 def metricsRegistry(
     view: Callable[[], IDaemonView], perWorker: bool = False
 ) -> CollectorRegistry:
@@ -260,6 +280,7 @@ def metricsRegistry(
     """
     registry = CollectorRegistry()
     registry.register(DaemonCollector(view, perWorker))
+    registry.register(DrainCollector(view))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry

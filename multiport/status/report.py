@@ -11,6 +11,7 @@ from zope.interface import implementer
 
 from multiport.handlers.interface import IDaemonView, PortStatus
 from multiport.ports.counters import LabelSet
+from multiport.status.drainstate import drainReport
 
 #: Each worker's number, process id (L{None} while it has none) and ports.
 WorkerStatus = Sequence[tuple[int, int | None, Sequence[PortStatus]]]
@@ -119,6 +120,7 @@ def daemonReport(
         "started": started,
         "now": now,
         "uptime_s": max(0.0, now - started),
+        "drain": drainReport(view),
         "ports": ports,
     }
 

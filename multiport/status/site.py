@@ -17,7 +17,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web import http, resource, server
 
 from multiport import __version__
-from multiport.handlers.interface import HandlerContext, IDaemonView
+from multiport.handlers.interface import HandlerContext, IDaemonDrain, IDaemonView
 from multiport.handlers.webchannel import DrainingChannel
 from multiport.status import StatusOptions
 from multiport.status.dashboard import DASHBOARD
@@ -207,13 +207,14 @@ class StatusPages:
     def healthz(self, request: server.Request) -> Page:
         """
         C{ok} while every configured port listens; else 503 naming, one a
-        line, those that don't.
+        line, those that don't.  While the daemon is drained for its load
+        balancer (L{IDaemonDrain}), 503 C{draining}, every port serving.
         """
-        down = [
-            s.name
-            for s in self._view().portStatus()
-            if not s.listening and not s.draining
-        ]
+        view = self._view()
+        drainer = IDaemonDrain(view, None)
+        if drainer is not None and drainer.drainState().draining:
+            return Page(503, TEXT, b"draining\n")
+        down = [s.name for s in view.portStatus() if not s.listening and not s.draining]
         if down:
             return Page(503, TEXT, "".join(f"{name}\n" for name in down).encode())
         return Page(200, TEXT, b"ok\n")

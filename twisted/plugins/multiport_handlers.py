@@ -10,6 +10,7 @@ from multiport.handlers.builtins import (  # noqa: F401 (found by twisted.plugin
     daytime,
     discard,
     echo,
+    haproxyAgent,
     http,
     https,
     qotd,
