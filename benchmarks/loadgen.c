@@ -20,8 +20,11 @@
  *   loadgen sink   PORT
  *       a server on 127.0.0.1:PORT that accepts any number of connections
  *       and reads and discards everything sent to it, until killed.
+ *   loadgen echoserver PORT
+ *       the same server, writing back everything it reads: the upstream of
+ *       a relay's request/response measurement, never the slower side.
  *
- * Every mode but sink prints one JSON object: mode, ops, seconds (measured,
+ * Every mode but sink and echoserver prints one JSON object: mode, ops, seconds (measured,
  * after warmup), cpu_seconds (its own user + system time over the same
  * span), errors.  Every run ends by itself (SECONDS bounds echo, accept and
  * stream) except sink, which runs until it is killed.
@@ -354,7 +357,25 @@ static int run_stream(int nconns, double seconds, double warmup) {
     return 0;
 }
 
-static _Noreturn void run_sink(int port) {
+/* Write all of data to fd, waiting for room when the socket is full (an
+ * echo server's peer reads what it sent: the wait is short). */
+static int write_all(int fd, const char *data, size_t size) {
+    while (size > 0) {
+        ssize_t sent = send(fd, data, size, MSG_NOSIGNAL);
+        if (sent < 0) {
+            if (errno == EINTR) continue;
+            if (errno != EAGAIN) return -1;
+            struct pollfd writable = {.fd = fd, .events = POLLOUT};
+            poll(&writable, 1, 1000);
+            continue;
+        }
+        data += sent;
+        size -= sent;
+    }
+    return 0;
+}
+
+static _Noreturn void run_sink(int port, int echo) {
     static char buffer[SINK_BUFFER];
     int listener = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     if (listener < 0) die("socket");
@@ -367,7 +388,7 @@ static _Noreturn void run_sink(int port) {
     int ep = epoll_create1(0);
     struct epoll_event ev = {.events = EPOLLIN, .data.fd = listener};
     epoll_ctl(ep, EPOLL_CTL_ADD, listener, &ev);
-    printf("sink listening on 127.0.0.1:%d\n", port);
+    printf("%s listening on 127.0.0.1:%d\n", echo ? "echoserver" : "sink", port);
     fflush(stdout);
     struct epoll_event events[1024];
     while (1) {
@@ -385,7 +406,7 @@ static _Noreturn void run_sink(int port) {
             }
             for (int k = 0; k < BURST; k++) {
                 ssize_t got = read(fd, buffer, sizeof buffer);
-                if (got > 0) continue;
+                if (got > 0 && !(echo && write_all(fd, buffer, got) < 0)) continue;
                 if (got < 0 && (errno == EAGAIN || errno == EINTR)) break;
                 epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
                 close(fd);
@@ -423,13 +444,18 @@ int main(int argc, char **argv) {
     }
     if (argc == 3 && strcmp(argv[1], "sink") == 0) {
         signal(SIGPIPE, SIG_IGN);
-        run_sink(atoi(argv[2]));
+        run_sink(atoi(argv[2]), 0);
+    }
+    if (argc == 3 && strcmp(argv[1], "echoserver") == 0) {
+        signal(SIGPIPE, SIG_IGN);
+        run_sink(atoi(argv[2]), 1);
     }
     fprintf(stderr,
             "usage: loadgen echo HOST PORTS CONNS SIZE SECONDS [WARMUP]\n"
             "       loadgen accept HOST PORTS CONCURRENCY SECONDS [WARMUP]\n"
             "       loadgen hold HOST PORTS CONNS\n"
             "       loadgen stream HOST PORT CONNS SECONDS [WARMUP]\n"
-            "       loadgen sink PORT\n");
+            "       loadgen sink PORT\n"
+            "       loadgen echoserver PORT\n");
     return 2;
 }

@@ -345,9 +345,14 @@ def _web(
 
 def http(settings: Settings) -> list[Series]:
     """
-    A small static page over keep-alive connections (wrk, 50 connections).
+    A small static page over keep-alive connections (wrk, 50 connections),
+    and with a new connection for every request (the connection rate).
     """
-    return _web(settings, False, {"keep-alive": ()})
+    return _web(
+        settings,
+        False,
+        {"keep-alive": (), "new connection each": ("Connection: close",)},
+    )
 
 
 def https(settings: Settings) -> list[Series]:
@@ -518,6 +523,62 @@ def _relayServers(
     if tools.have("haproxy"):
         candidates.append(servers.haproxy(settings.workdir, ports[4], upstream))
     return [stack.enter_context(server) for server in candidates]
+
+
+#: The relays' round trips: connections, and the size of each message.
+RELAY_ROUND_TRIP_CONNECTIONS = 32
+RELAY_ROUND_TRIP_SIZE = 64
+
+
+def relayRoundTrips(settings: Settings) -> list[Series]:
+    """
+    Relay request/response: 64-byte messages echoed through each TCP
+    forwarder by a C echo server (the load generator's C{echoserver}), 32
+    connections, in round trips a second.  Every relay of the throughput
+    scenario, and HAProxy also with C{option splice-auto}; the baseline is
+    C{twistd portforward}.
+
+    Small messages are where splicing costs most (four system calls a
+    direction per message, against two through user space).
+    """
+    results: list[Series] = []
+    ports = processes.freePorts(2)
+    with ExitStack() as stack:
+        upstream = stack.enter_context(servers.echoServer(settings.workdir, ports[0]))
+        running = _relayServers(settings, stack, upstream.port)
+        if tools.have("haproxy"):
+            running.append(
+                stack.enter_context(
+                    servers.haproxy(
+                        settings.workdir, ports[1], upstream.port, splice=True
+                    )
+                )
+            )
+        contenders = []
+        for server in running:
+            series = Series(
+                f"{RELAY_ROUND_TRIP_CONNECTIONS} connections, "
+                f"{RELAY_ROUND_TRIP_SIZE} bytes",
+                server.name,
+                "round trips",
+                "/s",
+                baseline=server.name == "twistd portforward",
+            )
+            contenders.append(
+                (
+                    series,
+                    lambda port=server.port: measure.echo(
+                        [port],
+                        RELAY_ROUND_TRIP_CONNECTIONS,
+                        settings.seconds,
+                        size=RELAY_ROUND_TRIP_SIZE,
+                        warmup=settings.warmup,
+                    ),
+                )
+            )
+            results.append(series)
+        alternate(settings.rounds, contenders)
+    return results
 
 
 def relay(settings: Settings) -> list[Series]:
@@ -879,7 +940,7 @@ SCENARIOS = {
         ),
         Scenario(
             "http",
-            "Small HTTP responses (wrk, keep-alive)",
+            "Small HTTP responses (wrk: keep-alive, and a connection each)",
             http,
             needs=("wrk",),
             optional=("nginx",),
@@ -906,6 +967,13 @@ SCENARIOS = {
             "relay",
             "Relay throughput: TCP forwarding to a sink",
             relay,
+            optional=("socat", "haproxy"),
+        ),
+        Scenario(
+            "relay-rr",
+            "Relay round trips: 64-byte messages through the relay to an echo",
+            relayRoundTrips,
+            needs=("gcc",),
             optional=("socat", "haproxy"),
         ),
         Scenario(

@@ -540,6 +540,23 @@ def sink(workdir: Path, port: int) -> Server:
     )
 
 
+def echoServer(workdir: Path, port: int) -> Server:
+    """
+    The C load generator's C{echoserver} mode: writes back whatever any
+    number of connections send.  The upstream of the relays' round trips,
+    on the load generator's CPU like the sink.
+    """
+    from benchmarks.measure import GENERATOR_CORE
+
+    return Server(
+        "echoserver",
+        [str(tools.loadgen()), "echoserver", str(port)],
+        port,
+        workdir,
+        core=GENERATOR_CORE,
+    )
+
+
 def multiportRelay(
     workdir: Path,
     port: int,
@@ -585,17 +602,22 @@ def socat(workdir: Path, port: int, upstream: int) -> Server:
     )
 
 
-def haproxyConfig(port: int, upstream: int, maxconn: int | None = 1000) -> str:
+def haproxyConfig(
+    port: int, upstream: int, maxconn: int | None = 1000, splice: bool = False
+) -> str:
     """
     An HAProxy configuration relaying TCP from C{port} to C{upstream}: one
-    thread, as every other contender has one core; no splicing (not on by
-    default); timeouts no measurement reaches; no logging.  Without
-    C{maxconn} HAProxy derives its own from the descriptor limit (as
-    multiport does).
+    thread, as every other contender has one core; no splicing unless
+    C{splice} (C{option splice-auto}: HAProxy splices a direction when its
+    traffic suggests it pays); timeouts no measurement reaches; no logging.
+    Without C{maxconn} HAProxy derives its own from the descriptor limit
+    (as multiport does).
     """
     limit = "" if maxconn is None else f"\n    maxconn {maxconn}"
-    return textwrap.dedent(
-        f"""\
+    splicing = "\n    option splice-auto" if splice else ""
+    return (
+        textwrap.dedent(
+            f"""\
         global
             nbthread 1LIMIT
 
@@ -603,7 +625,7 @@ def haproxyConfig(port: int, upstream: int, maxconn: int | None = 1000) -> str:
             mode tcp
             timeout connect 10s
             timeout client 1h
-            timeout server 1h
+            timeout server 1hSPLICE
 
         frontend relay
             bind 127.0.0.1:{port}
@@ -612,7 +634,10 @@ def haproxyConfig(port: int, upstream: int, maxconn: int | None = 1000) -> str:
         backend sink
             server sink 127.0.0.1:{upstream}
         """
-    ).replace("LIMIT", limit)
+        )
+        .replace("LIMIT", limit)
+        .replace("SPLICE", splicing)
+    )
 
 
 def haproxy(
@@ -621,16 +646,18 @@ def haproxy(
     upstream: int,
     maxconn: int | None = 1000,
     fileLimit: int | None = None,
+    splice: bool = False,
 ) -> Server:
     """
     HAProxy in TCP mode forwarding C{port} to 127.0.0.1:C{upstream}, in the
-    foreground (C{-db}), with C{maxconn} (see L{haproxyConfig}) and
-    C{fileLimit} (see L{Server}).
+    foreground (C{-db}), with C{maxconn} and C{splice} (see
+    L{haproxyConfig}) and C{fileLimit} (see L{Server}); named C{haproxy,
+    splice-auto} with splicing.
     """
     config = workdir / f"haproxy-{port}.cfg"
-    config.write_text(haproxyConfig(port, upstream, maxconn))
+    config.write_text(haproxyConfig(port, upstream, maxconn, splice))
     return Server(
-        "haproxy",
+        "haproxy, splice-auto" if splice else "haproxy",
         [tools.command("haproxy"), "-f", str(config), "-db"],
         port,
         workdir,

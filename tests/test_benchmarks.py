@@ -1192,6 +1192,28 @@ class StreamTests(SynchronousTestCase):
             {usable[measure.GENERATOR_CORE]},
         )
 
+    def test_echoServer(self) -> None:
+        """
+        The C{echoserver} mode writes back what each connection sends, so
+        the echo mode measures round trips against it without errors.
+        """
+        [port] = processes.freePorts(1)
+        workdir = Path(self.mktemp()).resolve()
+        workdir.mkdir()
+        with servers.echoServer(workdir, port):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+                message = bytes(range(256)) * 400
+                client.sendall(message)
+                received = b""
+                while len(received) < len(message):
+                    chunk = client.recv(65536)
+                    self.assertTrue(chunk, "the echo server closed early")
+                    received += chunk
+                self.assertEqual(received, message)
+            sample = measure.echo([port], 4, 0.3, warmup=0.1)
+        self.assertGreater(sample.value, 0)
+        self.assertEqual(sample.errors, 0)
+
     def test_refused(self) -> None:
         """
         Where nothing listens, nothing is relayed: L{RuntimeError}.
@@ -1572,6 +1594,22 @@ class ServerTests(SynchronousTestCase):
             "backend sink\n"
             "    server sink 127.0.0.1:9000\n",
         )
+
+    def test_haproxyConfigSplice(self) -> None:
+        """
+        With C{splice}, HAProxy's defaults turn on C{option splice-auto},
+        and the rest of its configuration is the same.
+        """
+        plain = servers.haproxyConfig(8000, 9000)
+        spliced = servers.haproxyConfig(8000, 9000, splice=True)
+        self.assertEqual(
+            spliced,
+            plain.replace(
+                "    timeout server 1h\n",
+                "    timeout server 1h\n    option splice-auto\n",
+            ),
+        )
+        self.assertNotIn("splice", plain)
 
     def test_haproxyConfigOwnMaxconn(self) -> None:
         """
@@ -2036,6 +2074,48 @@ class CommandLineTests(SynchronousTestCase):
             memory, _ = figures[contender, "memory per connection"]
             self.assertGreater(memory, 0)
 
+    def test_relayRoundTrips(self) -> None:
+        """
+        A tiny relay-rr run measures 64-byte round trips through every
+        relay (HAProxy with and without splice-auto) to the C echo server,
+        against C{twistd portforward}, without errors, and leaves no
+        process behind.
+        """
+        requireTools("gcc", "socat", "haproxy")
+        children = liveChildren()
+        argv = ["relay-rr", "--seconds", "0.3", "--rounds", "1", "--warmup", "0.2"]
+        self.assertEqual(
+            run.main([*argv, "--no-plot", "--results", str(self.results)]), 0
+        )
+        contenders = [
+            "twistd portforward",
+            "multiport",
+            "multiport, no splice",
+            "socat",
+            "haproxy",
+            "haproxy, splice-auto",
+        ]
+        # The echo server, then the relays.
+        self.assertNothingLeft(1 + len(contenders), children)
+        data = self.resultsFile("relay-rr")
+        self.assertEqual(
+            [
+                (r["variant"], r["contender"], r["metric"], r["baseline"])
+                for r in data["results"]
+            ],
+            [
+                ("32 connections, 64 bytes", c, "round trips", c == contenders[0])
+                for c in contenders
+            ],
+        )
+        self.assertEqual(
+            [
+                (r["contender"], r["samples"][0] > 0, r["errors"])
+                for r in data["results"]
+            ],
+            [(r["contender"], True, [0]) for r in data["results"]],
+        )
+
     def test_relayWithoutPeers(self) -> None:
         """
         Without socat and HAProxy the relay scenario says how to install
@@ -2148,7 +2228,19 @@ class CommandLineTests(SynchronousTestCase):
         finally:
             processes.stopAll()
         self.assertEqual(status, 0)
-        self.assertEqual(self.resultsFile("http")["scenario"], "http")
+        data = self.resultsFile("http")
+        self.assertEqual(data["scenario"], "http")
+        # Keep-alive, and a new connection for every request (the rate).
+        self.assertEqual(
+            sorted({(r["variant"], r["contender"]) for r in data["results"]}),
+            sorted(
+                (variant, contender)
+                for variant in ("keep-alive", "new connection each")
+                for contender in {r["contender"] for r in data["results"]}
+            ),
+        )
+        self.assertIn("twistd web", {r["contender"] for r in data["results"]})
+        self.assertTrue(all(r["errors"] == [0] for r in data["results"]))
 
     def test_commandRecorded(self) -> None:
         """

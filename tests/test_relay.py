@@ -881,10 +881,11 @@ class SpliceTests(RelayMixin, TestCase):
         options: dict,
         spec: str = "127.0.0.1:0=relay",
         pipes: PipePool | None = None,
+        message: bytes = b"ping",
     ):
         """
         Whether a connection through a relay with C{options} is spliced
-        (while it is open); its bytes must come back intact either way.
+        (while it is open); C{message} must come back intact either way.
         """
         service = self.relay(
             {"upstream": f"127.0.0.1:{self.upstream()}", **options}, spec, pipes
@@ -894,7 +895,7 @@ class SpliceTests(RelayMixin, TestCase):
         if spec.endswith("+tls"):
             trust = Certificate.loadPEM(self.certificate.read_bytes())
             endpoint = wrapClientTLS(optionsForClientTLS("localhost", trust), endpoint)
-        client = Talker(b"ping", 4)
+        client = Talker(message, len(message))
         client.connectionMade = lambda: None
         connected = yield endpoint.connect(Factory.forProtocol(lambda: client))
         factory = list(service)[0].factory
@@ -903,9 +904,9 @@ class SpliceTests(RelayMixin, TestCase):
         )
         [wrapper] = factory.protocols
         spliced = wrapper.wrappedProtocol.splice is not None
-        connected.transport.write(b"ping")
+        connected.transport.write(message)
         received = yield client.done
-        self.assertEqual(received, b"ping")
+        self.assertEqual(received, message)
         yield waitUntilOnReactor(lambda: bound.counters.current == 0)
         return spliced
 
@@ -934,7 +935,8 @@ class SpliceTests(RelayMixin, TestCase):
     def test_noPipes(self):
         """
         When no pipe can be made (no descriptors left), the connection is
-        still spliced: each direction copies its bytes instead.
+        still spliced: each direction copies its bytes instead, bulk ones
+        (which would splice) included.
         """
         import errno
 
@@ -942,7 +944,8 @@ class SpliceTests(RelayMixin, TestCase):
             raise OSError(errno.EMFILE, "Too many open files")
 
         pool = PipePool(4, makePipe=noPipe)
-        self.assertTrue((yield self.spliced({}, pipes=pool)))
+        bulk = os.urandom(4 * MB)
+        self.assertTrue((yield self.spliced({}, pipes=pool, message=bulk)))
         self.assertEqual((pool.taken, pool.inUse), (0, 0))
         self.assertGreater(pool.refused, 0)
 
@@ -1263,6 +1266,39 @@ class PipesInFlightTests(RelayMixin, TestCase):
         yield waitUntilOnReactor(lambda: pool.inUse == 0)
         self.assertIsNone(splice.first.pipe)
         self.assertEqual(len(pool.kept), 1)
+        client.transport.loseConnection()
+        yield client.done
+
+    @inlineCallbacks
+    def test_smallMessagesCopy(self):
+        """
+        Small messages are copied, with no pipe taken: a splice would cost
+        twice the system calls.  A bulk transfer (a read that fills the copy
+        buffer) switches its direction to splicing, and a small splice
+        switches it back.
+        """
+        pool = PipePool(4)
+        self.addCleanup(pool.close)
+        bulk = 4 * MB
+        upstreams, upstreamPort = self.heldUpstream(20 * 64 + bulk + 64)
+        service = self.relay({"upstream": f"127.0.0.1:{upstreamPort}"}, pipes=pool)
+        client, splice = yield self.openSpliced(service, upstreams)
+        [upstream] = upstreams.connections
+        upstream.resume()
+        for sent in range(1, 21):
+            client.transport.write(b"m" * 64)
+            yield waitUntilOnReactor(lambda sent=sent: upstream.count == sent * 64)
+        self.assertEqual((pool.taken, splice.first.bulk), (0, False))
+
+        payload = os.urandom(bulk)
+        client.transport.write(payload)
+        yield waitUntilOnReactor(lambda: upstream.count == 20 * 64 + bulk)
+        self.assertGreater(pool.taken, 0)
+        client.transport.write(b"e" * 64)
+        received = yield upstream.done
+        self.assertEqual(received[20 * 64 : 20 * 64 + bulk], payload)
+        self.assertEqual(received[-64:], b"e" * 64)
+        yield waitUntilOnReactor(lambda: not splice.first.bulk)
         client.transport.loseConnection()
         yield client.done
 

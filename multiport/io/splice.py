@@ -51,6 +51,13 @@ PIPE_SIZE = 256 * 1024
 #: read size): its bound on what it holds.
 COPY_SIZE = 64 * 1024
 
+#: A direction splices once a read fills the copy buffer (bulk traffic)
+#: and copies again once a splice moves less than SMALL_SPLICE: for small
+#: messages a splice costs four system calls (into the pipe, out of it, and
+#: a readiness event each) where copying costs two.  HAProxy's
+#: C{splice-auto} decides the same way, by what the traffic does.
+SMALL_SPLICE = 16 * 1024
+
 #: Pipes a pool keeps for reuse once given back, at least (it keeps as
 #: many as are in use when that is more).
 KEEP_AT_LEAST = 16
@@ -234,6 +241,8 @@ class _End:
     @ivar pipe: The pipe holding bytes read here, while any are in flight.
     @ivar queued: How many bytes C{pipe} holds.
     @ivar buffer: Bytes read here without a pipe, not yet delivered.
+    @ivar bulk: Whether reads here splice (see L{SMALL_SPLICE}); a
+        direction starts copying.
     """
 
     # Two of these live as long as every relayed connection: slots keep
@@ -248,6 +257,7 @@ class _End:
         "buffer",
         "ended",
         "shut",
+        "bulk",
     )
 
     def __init__(self, splice: Splice, connection: tcp.Connection) -> None:
@@ -260,6 +270,7 @@ class _End:
         self.buffer: memoryview | bytes = b""
         self.ended = False
         self.shut = False
+        self.bulk = False
 
     def fileno(self) -> int:
         # Asked of the connection each time: once Twisted has closed the
@@ -273,6 +284,9 @@ class _End:
     def doRead(self) -> None:
         # Reading is only on while this end's bytes are all delivered: it
         # holds no pipe and no buffer here.
+        if not self.bulk:
+            self._copyRead()
+            return
         pipe = self.splice.pool.take()
         if pipe is None:
             self._copyRead()
@@ -292,6 +306,7 @@ class _End:
         else:
             self.pipe = pipe
             self.queued = count
+            self.bulk = count >= SMALL_SPLICE
             self.splice.counted(self, count)
         self.flush()
 
@@ -305,6 +320,9 @@ class _End:
             return
         if data:
             self.buffer = data
+            # A full buffer: more is waiting, so splice from now on (when a
+            # pipe can be had).
+            self.bulk = len(data) == COPY_SIZE
             self.splice.counted(self, len(data))
         else:
             self._readEnded()
