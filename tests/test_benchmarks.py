@@ -1024,7 +1024,7 @@ class ToolsTests(SynchronousTestCase):
 
     def test_usageModes(self) -> None:
         """
-        The usage names every mode, stream and sink included.
+        The usage names every mode, stream, sink and echoserver included.
         """
         requireTools("gcc")
         result = subprocess.run([tools.loadgen()], capture_output=True, text=True)
@@ -1036,6 +1036,7 @@ class ToolsTests(SynchronousTestCase):
                 ["hold", "HOST"],
                 ["stream", "HOST"],
                 ["sink", "PORT"],
+                ["echoserver", "PORT"],
             ],
         )
 
@@ -1879,6 +1880,7 @@ class CommandLineTests(SynchronousTestCase):
                 "idle-relay",
                 "layer",
                 "relay",
+                "relay-rr",
                 "transport",
                 "workers",
             ],
@@ -1893,7 +1895,7 @@ class CommandLineTests(SynchronousTestCase):
             self.stderr.getvalue(),
             "unknown scenario nosuch; known: "
             "echo, http, https, accept, ports, idle, idle-relay, layer, relay, "
-            "transport, workers\n",
+            "relay-rr, transport, workers\n",
         )
 
     def test_badSettings(self) -> None:

@@ -210,6 +210,21 @@ class EvaluateTests(SynchronousTestCase):
                 [n for n, ok in verdicts.items() if not ok], [name], changes
             )
 
+    def test_keptPipes(self):
+        """
+        Pipes the splice pool keeps after the load pass, up to the pool's
+        idle bound (two descriptors a pipe); more fail the descriptor check.
+        """
+        figures = goodFigures()
+        figures.pipesKept = soak.KEPT_PIPE_DESCRIPTORS
+        self.assertTrue(self.verdicts(figures)["file descriptors"])
+        figures.pipesKept = soak.KEPT_PIPE_DESCRIPTORS + 2
+        self.assertFalse(self.verdicts(figures)["file descriptors"])
+        self.assertEqual(
+            soak.withoutPipes(["0:pipe:[1]", "5:socket:[2]", "9:pipe:[3]"]),
+            (["5:socket:[2]"], ["0:pipe:[1]", "9:pipe:[3]"]),
+        )
+
     def test_memoryBound(self):
         """
         The end may be up to 10% over the steady level.
@@ -270,7 +285,8 @@ class ReportTests(SynchronousTestCase):
             lines,
         )
         self.assertIn(
-            "  ok    file descriptors    before 22, after 22",
+            "  ok    file descriptors    before 22, after 22, besides 0 of pipes "
+            "the splice pool keeps (at most 32)",
             lines,
         )
         self.assertIn(
