@@ -180,7 +180,7 @@ pid=$(cat "$dir/twistd.pid")
 kill -TERM "$pid"
 tail --pid="$pid" -s 0.05 -f /dev/null
 exec "$2" --pidfile "$dir/twistd.pid" --logfile "$dir/twistd.log" \
-    multiport $(cat "$dir/args")
+    multiport $(cat "$dir/args") >>"$dir/restart.out" 2>&1
 """
 
 
