@@ -218,6 +218,17 @@ class PortsService(LiveChanges, AdminControl, MultiService):
         server.transport = self.transport
         return server
 
+    def serveCertificate(self, tls: TLSConfig, loaded: LoadedCertificate) -> None:
+        """
+        Serve C{loaded} on every TLS port configured with C{tls} (an ACME
+        certificate arrived): new connections get it, open ones keep theirs,
+        and the listening socket is left alone.
+        """
+        self._certificates[tls] = loaded
+        for port in self.ports():
+            if isinstance(port, PortSSLServer) and port.config.tls == tls:
+                port.creator.contextFactory = loaded.contextFactory
+
     def ports(self) -> Sequence[PortServer]:
         """
         The port services, in configuration order.

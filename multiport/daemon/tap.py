@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from multiport import __version__
+from multiport.acme.attach import attachAcme
 from multiport.config.files import FileError
 from multiport.config.model import (
     Config,
@@ -219,6 +220,7 @@ def _makeService(
         )
     else:
         service = ports(config)
+        attachAcme(service, config, reactor, owner)
     StatsDumpService(service.portStatus, reactor).setServiceParent(service)  # type: ignore[no-untyped-call]
     if daemon:
         # Takes SIGTERM and SIGINT over from the reactor once stopping, in

@@ -1,0 +1,115 @@
+"""
+Wiring ACME into a running L{PortsService}: its plain C{http} ports answer
+HTTP-01, its ACME ports answer TLS-ALPN-01 and serve each certificate as
+it arrives, through their switchable creators (no new socket).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.web.server import Site
+
+from multiport.acme.alpn import answerOn
+from multiport.acme.challenges import (
+    ChallengeResponder,
+    ChallengeTokens,
+    answerChallenges,
+)
+from multiport.acme.config import CHALLENGES, AcmeConfig
+from multiport.acme.service import AcmeService
+from multiport.acme.store import CERT, KEY, AcmeStore, StoredCertificate
+from multiport.config.model import Config, TLSConfig
+from multiport.daemon.service import PortsService
+from multiport.io.reactortype import ReactorLike
+from multiport.ports.server import PortSSLServer
+from multiport.ports.tls import certificateFromPEM
+
+
+def _runner(reactor: ReactorLike) -> Callable[..., Deferred[Any]]:
+    """
+    Runs blocking calls in the reactor's thread pool (at once, for a
+    reactor without one).
+    """
+    if IReactorThreads.providedBy(reactor):
+        threaded: Any = reactor
+
+        def run(f: Callable[..., Any], *args: object) -> Deferred[Any]:
+            return deferToThreadPool(reactor, threaded.getThreadPool(), f, *args)
+
+        return run
+    return maybeDeferred
+
+
+def acmeNames(config: Config) -> set[tuple[str, ...]]:
+    """
+    The sets of names the configuration's ports order certificates for.
+    """
+    return {p.tls.acme for p in config.ports if p.tls is not None and p.tls.acme}
+
+
+def attachAcme(
+    service: PortsService,
+    config: Config,
+    reactor: ReactorLike,
+    owner: tuple[int, int] | None = None,
+    run: Callable[..., Deferred[Any]] | None = None,
+) -> AcmeService | None:
+    """
+    Add an L{AcmeService} to C{service} if a port of C{config} names
+    ACME names (or the configuration has an C{[acme]} table).
+    """
+    names = acmeNames(config)
+    if not names and config.acme is None:
+        return None
+    acme = config.acme or AcmeConfig()
+    tokens = ChallengeTokens()
+    answering = False
+    for port in service.ports():
+        inner = getattr(port.factory, "wrappedFactory", None)
+        if port.config.tls is None and isinstance(inner, Site):
+            answerChallenges(inner, tokens)
+            answering = True
+        if isinstance(port, PortSSLServer) and port.config.tls is not None:
+            if port.config.tls.acme:
+                context = port.creator.contextFactory.getContext()
+                answerOn(context, port.config.tls, tokens)
+    store = AcmeStore(config.stateDir, acme.directoryHost, owner, reactor.seconds)
+
+    def install(names: tuple[str, ...], stored: StoredCertificate) -> None:
+        folder = store.root / "certificates" / names[0]
+        done: set[TLSConfig] = set()
+        for port in service.ports():
+            tls = port.config.tls
+            if tls is None or tls.acme != names or tls in done:
+                continue
+            done.add(tls)
+            loaded = certificateFromPEM(
+                attrs.evolve(tls, cert=folder / CERT, key=folder / KEY),
+                stored.chain,
+                stored.key,
+            )
+            answerOn(loaded.contextFactory.getContext(), tls, tokens)
+            service.serveCertificate(tls, loaded)
+
+    acmeService = AcmeService(
+        acme,
+        store,
+        reactor,
+        install,
+        tokens,
+        run=_runner(reactor) if run is None else run,
+        responder=None
+        if answering
+        else ChallengeResponder(reactor, acme.httpPort, tokens),
+        available=CHALLENGES,
+    )
+    for each in sorted(names):
+        acmeService.manage(each)
+    acmeService.setServiceParent(service)  # type: ignore[no-untyped-call]
+    return acmeService

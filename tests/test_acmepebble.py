@@ -1,0 +1,182 @@
+"""
+End-to-end tests of ACME against a real pebble on 127.0.0.1: issuance
+through HTTP-01, the port switching to pebble's certificate on the same
+socket, and a restart reusing what was stored.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from multiport.acme.attach import attachAcme
+from multiport.acme.service import AcmeService
+from multiport.config.build import buildConfig
+from multiport.config.model import Config, Defaults
+from multiport.config.tomlfile import parseConfig
+from multiport.daemon.service import PortsService
+from multiport.ports.certificates import loadCertificates
+from tests.pebble import Pebble, freeTCPPort, startPebble
+from tests.support import HANDLERS, waitUntilOnReactor
+
+NAME = "a.test"
+
+
+def served(port: int, root: bytes | None, name: str = NAME) -> dict[str, Any] | None:
+    """
+    The certificate C{port} serves to a client asking for C{name},
+    verified against C{root}; C{None} if it does not verify.
+    """
+    if root is None:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context = ssl.create_default_context(cadata=root.decode("ascii"))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname=name) as tls:
+                return tls.getpeercert() or {"binary": tls.getpeercert(True)}
+    except (ssl.SSLError, OSError):
+        return None
+
+
+def acmeConfig(
+    pebble: Pebble, stateDir: Path, http: int | None, https: int, extra: str = ""
+) -> Config:
+    """
+    The configuration of an https port ordering C{NAME} from C{pebble},
+    with an http port on C{http} if given.
+    """
+    text = (
+        f"[acme]\nemail = 'ops@example.org'\ndirectory = '{pebble.directory}'\n"
+        f"directory_ca = '{pebble.ca}'\n{extra}\n"
+        f"[[port]]\nport = {https}\ninterface = '127.0.0.1'\nhandler = 'https'\n"
+        f"tls = {{ acme = ['{NAME}'] }}\n"
+    )
+    if http is not None:
+        text += (
+            f"[[port]]\nport = {http}\ninterface = '127.0.0.1'\nhandler = 'http'\n"
+            f"options = {{ redirect_https = {https} }}\n"
+        )
+    import tomllib
+
+    parsed = parseConfig(tomllib.loads(text), stateDir)
+    return buildConfig(parsed.ports, Defaults(), HANDLERS, stateDir, acme=parsed.acme)
+
+
+class PebbleTests(TestCase):
+    """
+    Certificates from a real pebble.
+    """
+
+    timeout = 120
+
+    def daemon(self, config: Config) -> tuple[PortsService, AcmeService]:
+        """
+        A running daemon for C{config}, with ACME attached.
+        """
+        certificates = loadCertificates(config.ports, config.stateDir)
+        service = PortsService(config, HANDLERS, certificates, reactor)
+        acme = attachAcme(service, config, reactor)
+        assert acme is not None
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service, acme
+
+    @inlineCallbacks
+    def test_http01(self):
+        """
+        The port serves the self-signed certificate at once, then pebble's
+        (verified against pebble's root), obtained through HTTP-01 on the
+        http port whose job is a redirect, on the same listening socket.
+        """
+        http, https = freeTCPPort(), freeTCPPort()
+        pebble = startPebble(self, http, https)
+        stateDir = Path(self.mktemp()).absolute()
+        service, acme = self.daemon(
+            acmeConfig(pebble, stateDir, http, https, "challenges = ['http-01']")
+        )
+        port = service.ports()[0]
+        listening = port._port
+        first = yield deferToThread(served, https, None)
+        self.assertIsNotNone(first)
+        root = yield deferToThread(pebble.root)
+        yield waitUntilOnReactor(lambda: acme.managed[(NAME,)].notAfter is not None, 60)
+        peer = yield deferToThread(served, https, root)
+        self.assertIsNotNone(peer, pebble.output())
+        self.assertIn(("DNS", NAME), peer["subjectAltName"])
+        self.assertIs(port._port, listening)
+        self.assertEqual(acme.managed[(NAME,)].validatedWith, ("http-01",))
+
+    @inlineCallbacks
+    def test_http01Responder(self):
+        """
+        With no http port, a challenge-only responder listens on [acme]
+        http_port while the order is pending, and only then.
+        """
+        http, https = freeTCPPort(), freeTCPPort()
+        pebble = startPebble(self, http, https)
+        stateDir = Path(self.mktemp()).absolute()
+        config = acmeConfig(
+            pebble,
+            stateDir,
+            None,
+            https,
+            f"challenges = ['http-01']\nhttp_port = {http}",
+        )
+        _, acme = self.daemon(config)
+        yield waitUntilOnReactor(lambda: acme.managed[(NAME,)].notAfter is not None, 60)
+        self.assertEqual(acme.managed[(NAME,)].validatedWith, ("http-01",))
+        assert acme.responder is not None
+        self.assertIsNone(acme.responder.listening)
+
+    @inlineCallbacks
+    def test_restartReuses(self):
+        """
+        A daemon started again on the same state directory serves the
+        stored certificate and orders nothing.
+        """
+        http, https = freeTCPPort(), freeTCPPort()
+        pebble = startPebble(self, http, https)
+        stateDir = Path(self.mktemp()).absolute()
+        config = acmeConfig(pebble, stateDir, http, https)
+        service, acme = self.daemon(config)
+        yield waitUntilOnReactor(lambda: acme.managed[(NAME,)].notAfter is not None, 60)
+        yield service.stopService()
+        again, acmeAgain = self.daemon(config)
+        yield waitUntilOnReactor(
+            lambda: acmeAgain.managed[(NAME,)].notAfter is not None, 30
+        )
+        self.assertEqual(acmeAgain.managed[(NAME,)].orders, 0)
+        root = yield deferToThread(pebble.root)
+        peer = yield deferToThread(served, https, root)
+        self.assertIsNotNone(peer)
+
+    @inlineCallbacks
+    def test_twoDaemonsOrderOnce(self):
+        """
+        Two daemons sharing one state directory order the certificate once:
+        the second waits on the lock, then serves what the first stored.
+        """
+        http, https, other = freeTCPPort(), freeTCPPort(), freeTCPPort()
+        pebble = startPebble(self, http, https)
+        stateDir = Path(self.mktemp()).absolute()
+        _, first = self.daemon(acmeConfig(pebble, stateDir, http, https))
+        _, second = self.daemon(acmeConfig(pebble, stateDir, None, other))
+        yield waitUntilOnReactor(
+            lambda: all(
+                a.managed[(NAME,)].notAfter is not None for a in (first, second)
+            ),
+            60,
+        )
+        self.assertEqual(
+            first.managed[(NAME,)].orders + second.managed[(NAME,)].orders, 1
+        )
