@@ -11,11 +11,14 @@ import ssl
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from multiport.acme import client
+from multiport.acme.alpn import ACME_IDENTIFIER
 from multiport.acme.attach import attachAcme
 from multiport.acme.service import AcmeService
 from multiport.config.build import buildConfig
@@ -180,3 +183,49 @@ class PebbleTests(TestCase):
         self.assertEqual(
             first.managed[(NAME,)].orders + second.managed[(NAME,)].orders, 1
         )
+
+    @inlineCallbacks
+    def test_tlsAlpn01(self):
+        """
+        TLS-ALPN-01 is answered on the TLS port itself, while an ordinary
+        client handshaking on the same port at the same moment still gets
+        the port's own certificate; then the port serves pebble's.
+        """
+        https = freeTCPPort()
+        pebble = startPebble(self, freeTCPPort(), https)
+        stateDir = Path(self.mktemp()).absolute()
+        config = acmeConfig(
+            pebble, stateDir, None, https, "challenges = ['tls-alpn-01']"
+        )
+        certificates = loadCertificates(config.ports, config.stateDir)
+        service = PortsService(config, HANDLERS, certificates, reactor)
+        during: list[object] = []
+
+        def finishing(f: Any, *args: object) -> Any:
+            # An ordinary client handshakes while the challenge is pending.
+            def both() -> object:
+                if f is client.finish:
+                    assert acme is not None
+                    during.append(list(acme.tokens.alpn))
+                    during.append(served(https, None))
+                return f(*args)
+
+            return deferToThread(both)
+
+        acme = attachAcme(service, config, reactor, run=finishing)
+        assert acme is not None
+        service.startService()
+        self.addCleanup(service.stopService)
+        yield waitUntilOnReactor(lambda: acme.managed[(NAME,)].notAfter is not None, 60)
+        self.assertEqual(acme.managed[(NAME,)].validatedWith, ("tls-alpn-01",))
+        self.assertEqual(during[0], [NAME])
+        ordinary = during[1]
+        assert isinstance(ordinary, dict)
+        leaf = x509.load_der_x509_certificate(ordinary["binary"])
+        self.assertNotIn(
+            ACME_IDENTIFIER, [extension.oid for extension in leaf.extensions]
+        )
+        self.assertEqual(acme.tokens.alpn, {})
+        root = yield deferToThread(pebble.root)
+        peer = yield deferToThread(served, https, root)
+        self.assertIsNotNone(peer)
