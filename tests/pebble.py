@@ -125,7 +125,14 @@ class Pebble:
         configPath = folder / "pebble-config.json"
         configPath.write_text(json.dumps(config))
         self.directory = f"https://127.0.0.1:{self.port}/dir"
-        environ = {**os.environ, "PEBBLE_VA_NOSLEEP": "1"}
+        # No reuse of valid authorizations (a failed renewal must really be
+        # validated again) and no rejected nonces (fewer retries to wait for).
+        environ = {
+            **os.environ,
+            "PEBBLE_VA_NOSLEEP": "1",
+            "PEBBLE_AUTHZREUSE": "0",
+            "PEBBLE_WFE_NONCEREJECT": "0",
+        }
         environ.pop("PEBBLE_VA_ALWAYS_VALID", None)
         self.log = (folder / "pebble.log").open("wb")
         self.processes: list[subprocess.Popen[bytes]] = []

@@ -12,20 +12,24 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from prometheus_client import generate_latest
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import ensureDeferred, inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from multiport.acme import client
 from multiport.acme.alpn import ACME_IDENTIFIER
 from multiport.acme.attach import attachAcme
+from multiport.acme.challenges import ChallengeTokens
 from multiport.acme.service import AcmeService
 from multiport.config.build import buildConfig
 from multiport.config.model import Config, Defaults
 from multiport.config.tomlfile import parseConfig
 from multiport.daemon.service import PortsService
 from multiport.ports.certificates import loadCertificates
+from multiport.status.metrics import metricsRegistry
+from multiport.status.report import portReport
 from tests.pebble import Pebble, freeTCPPort, startPebble
 from tests.support import HANDLERS, waitUntilOnReactor
 
@@ -229,3 +233,42 @@ class PebbleTests(TestCase):
         root = yield deferToThread(pebble.root)
         peer = yield deferToThread(served, https, root)
         self.assertIsNotNone(peer)
+
+    @inlineCallbacks
+    def test_renewAndFailedRenewal(self):
+        """
+        A renewal against pebble serves the new certificate on the same
+        socket; a renewal whose validation fails keeps it and backs off.
+        """
+        http, https = freeTCPPort(), freeTCPPort()
+        pebble = startPebble(self, http, https)
+        stateDir = Path(self.mktemp()).absolute()
+        config = acmeConfig(pebble, stateDir, http, https, "challenges = ['http-01']")
+        service, acme = self.daemon(config)
+        managed = acme.managed[(NAME,)]
+        yield waitUntilOnReactor(lambda: managed.notAfter is not None, 60)
+        root = yield deferToThread(pebble.root)
+        first = yield deferToThread(served, https, root)
+        yield ensureDeferred(acme.attempt(managed, force=True))
+        self.assertEqual((managed.orders, managed.failures), (2, 0))
+        second = yield deferToThread(served, https, root)
+        self.assertNotEqual(first["serialNumber"], second["serialNumber"])
+        # The http port now answers from tokens the service no longer fills.
+        acme.tokens = ChallengeTokens()
+        before = reactor.seconds()
+        yield ensureDeferred(acme.attempt(managed, force=True))
+        self.assertEqual(managed.failures, 1)
+        self.assertIn("http-01", managed.lastError or "")
+        self.assertGreaterEqual(managed.nextAttempt, before + 60)
+        third = yield deferToThread(served, https, root)
+        self.assertEqual(third["serialNumber"], second["serialNumber"])
+        # /status, /metrics and the dashboard's data show the failure.
+        report = portReport(service.portStatus()[0])
+        acmeState = report["acme"]
+        assert isinstance(acmeState, dict)
+        self.assertEqual(acmeState["failures"], 1)
+        self.assertEqual(acmeState["next_renewal"], managed.nextAttempt)
+        self.assertIn("http-01", acmeState["last_error"])
+        text = generate_latest(metricsRegistry(lambda: service)).decode()
+        self.assertRegex(text, r"multiport_acme_renewal_failures_total\{[^}]*\} 1\.0")
+        self.assertIn("multiport_acme_next_renewal_timestamp_seconds{", text)

@@ -109,6 +109,9 @@ def attachAcme(
         else ChallengeResponder(reactor, acme.httpPort, tokens),
         available=CHALLENGES,
     )
+    service.acmeStatus = lambda port: acmeService.status(
+        None if port.tls is None else port.tls.acme
+    )
     for each in sorted(names):
         acmeService.manage(each)
     acmeService.setServiceParent(service)  # type: ignore[no-untyped-call]

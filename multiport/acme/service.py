@@ -177,21 +177,23 @@ class AcmeService(Service):
         if self.managed.get(managed.names) is managed and not managed.busy:
             ensureDeferred(self.attempt(managed))
 
-    async def attempt(self, managed: Managed) -> None:
+    async def attempt(self, managed: Managed, force: bool = False) -> None:
         """
         Serve the stored certificate if it is still good, else order one
         (unless another daemon is ordering it); then schedule the next look.
+
+        @param force: Order even if the stored certificate is still good.
         """
         managed.busy = True
         try:
-            await self._attempt(managed)
+            await self._attempt(managed, force)
         finally:
             managed.busy = False
 
-    async def _attempt(self, managed: Managed) -> None:
+    async def _attempt(self, managed: Managed, force: bool) -> None:
         names = managed.names
         stored = self.store.certificate(names)
-        if stored is not None and await self._stillGood(managed, stored):
+        if not force and stored is not None and await self._stillGood(managed, stored):
             return
         if not self.store.lock(names):
             log.info(
@@ -240,6 +242,23 @@ class AcmeService(Service):
         self._serve(managed, stored)
         self._schedule(managed, at - now)
         return True
+
+    def status(self, names: tuple[str, ...] | None) -> dict[str, object] | None:
+        """
+        What C{/status} shows of the certificate of C{names}.
+        """
+        managed = self.managed.get(names) if names else None
+        if managed is None:
+            return None
+        return {
+            "names": list(managed.names),
+            "next_renewal": managed.nextAttempt,
+            "failures": managed.failures,
+            "renewal_failures_total": managed.totalFailures,
+            "last_error": managed.lastError,
+            "validated_with": list(managed.validatedWith),
+            "issued": managed.notAfter is not None,
+        }
 
     def _serve(self, managed: Managed, stored: StoredCertificate) -> None:
         managed.notAfter = stored.leaf.not_valid_after_utc.timestamp()

@@ -164,6 +164,11 @@ class PortsService(LiveChanges, AdminControl, MultiService):
         self._reactor = reactor
         self._bound = False
         self._certificates = dict(certificates)
+        #: The renewal state of a port's ACME certificate (set by
+        #: L{multiport.acme.attach}).
+        self.acmeStatus: Callable[[PortConfig], Mapping[str, object] | None] | None = (
+            None
+        )
         for portConfig in config.ports:
             self.addService(  # type: ignore[no-untyped-call]
                 self._makePort(portConfig, handlers[portConfig.handler], certificates)
@@ -263,6 +268,7 @@ class PortsService(LiveChanges, AdminControl, MultiService):
                     handlerCounters=port.factory.handlerContext.counters.snapshot(),
                     certificateExpiry=expiry,
                     draining=port in draining,
+                    acme=None if self.acmeStatus is None else self.acmeStatus(config),
                 )
             )
         return statuses

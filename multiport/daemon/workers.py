@@ -128,6 +128,7 @@ def mergeStatuses(
         counters=counters,
         handlerCounters=handlerCounters,
         certificateExpiry=min(expiries) if expiries else None,
+        acme=next((p.acme for p in parts if p.acme is not None), None),
         draining=bool(parts) and all(p.draining for p in parts),
     )
 
