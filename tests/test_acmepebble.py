@@ -11,6 +11,7 @@ import ssl
 from pathlib import Path
 from typing import Any
 
+from attrs import evolve
 from cryptography import x509
 from prometheus_client import generate_latest
 from twisted.internet import reactor
@@ -272,3 +273,29 @@ class PebbleTests(TestCase):
         text = generate_latest(metricsRegistry(lambda: service)).decode()
         self.assertRegex(text, r"multiport_acme_renewal_failures_total\{[^}]*\} 1\.0")
         self.assertIn("multiport_acme_next_renewal_timestamp_seconds{", text)
+
+    @inlineCallbacks
+    def test_liveAddAndRemove(self):
+        """
+        A port with acme added while running starts an order and serves
+        pebble's certificate; removing it stops its renewals.
+        """
+        http, https = freeTCPPort(), freeTCPPort()
+        pebble = startPebble(self, http, https)
+        stateDir = Path(self.mktemp()).absolute()
+        full = acmeConfig(pebble, stateDir, http, https, "challenges = ['http-01']")
+        plain = evolve(full, ports=full.ports[1:])
+        service, acme = self.daemon(plain)
+        self.assertEqual(acme.managed, {})
+        service.reconcile(full, loadCertificates(full.ports, stateDir))
+        yield waitUntilOnReactor(
+            lambda: (
+                (NAME,) in acme.managed and acme.managed[(NAME,)].notAfter is not None
+            ),
+            60,
+        )
+        root = yield deferToThread(pebble.root)
+        peer = yield deferToThread(served, https, root)
+        self.assertIsNotNone(peer)
+        service.reconcile(plain, {})
+        self.assertEqual(acme.managed, {})

@@ -13,6 +13,7 @@ import attrs
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from twisted.web.server import Site
 
 from multiport.acme.alpn import answerOn
@@ -29,6 +30,8 @@ from multiport.daemon.service import PortsService
 from multiport.io.reactortype import ReactorLike
 from multiport.ports.server import PortSSLServer
 from multiport.ports.tls import certificateFromPEM
+
+log = Logger()
 
 
 def _runner(reactor: ReactorLike) -> Callable[..., Deferred[Any]]:
@@ -59,26 +62,14 @@ def attachAcme(
     reactor: ReactorLike,
     owner: tuple[int, int] | None = None,
     run: Callable[..., Deferred[Any]] | None = None,
-) -> AcmeService | None:
+) -> AcmeService:
     """
-    Add an L{AcmeService} to C{service} if a port of C{config} names
-    ACME names (or the configuration has an C{[acme]} table).
+    Add an L{AcmeService} to C{service}: it orders what the ports list
+    now, and follows live changes (a port added with C{acme} starts an
+    order, a port removed stops its renewals).
     """
-    names = acmeNames(config)
-    if not names and config.acme is None:
-        return None
     acme = config.acme or AcmeConfig()
     tokens = ChallengeTokens()
-    answering = False
-    for port in service.ports():
-        inner = getattr(port.factory, "wrappedFactory", None)
-        if port.config.tls is None and isinstance(inner, Site):
-            answerChallenges(inner, tokens)
-            answering = True
-        if isinstance(port, PortSSLServer) and port.config.tls is not None:
-            if port.config.tls.acme:
-                context = port.creator.contextFactory.getContext()
-                answerOn(context, port.config.tls, tokens)
     store = AcmeStore(config.stateDir, acme.directoryHost, owner, reactor.seconds)
 
     def install(names: tuple[str, ...], stored: StoredCertificate) -> None:
@@ -94,7 +85,7 @@ def attachAcme(
                 stored.chain,
                 stored.key,
             )
-            answerOn(loaded.contextFactory.getContext(), tls, tokens)
+            answerOn(loaded.contextFactory.getContext(), tls, acmeService.tokens)
             service.serveCertificate(tls, loaded)
 
     acmeService = AcmeService(
@@ -104,15 +95,41 @@ def attachAcme(
         install,
         tokens,
         run=_runner(reactor) if run is None else run,
-        responder=None
-        if answering
-        else ChallengeResponder(reactor, acme.httpPort, tokens),
+        responder=ChallengeResponder(reactor, acme.httpPort, tokens),
         available=CHALLENGES,
     )
+
+    def follow() -> None:
+        # Every port answers challenges; the names the ports list now are
+        # managed, the others forgotten; a port added or changed for names
+        # already issued serves their certificate at once.
+        answering = False
+        for port in service.ports():
+            inner = getattr(port.factory, "wrappedFactory", None)
+            if port.config.tls is None and isinstance(inner, Site):
+                answerChallenges(inner, acmeService.tokens)
+                answering = True
+            elif isinstance(port, PortSSLServer) and port.config.tls is not None:
+                if port.config.tls.acme:
+                    context = port.creator.contextFactory.getContext()
+                    answerOn(context, port.config.tls, acmeService.tokens)
+        acmeService.useResponder = not answering
+        wanted = acmeNames(service.config)
+        for gone in set(acmeService.managed) - wanted:
+            log.info("no port orders {names} any more", names=", ".join(gone))
+            acmeService.forget(gone)
+        for names in sorted(wanted):
+            if names in acmeService.managed:
+                stored = store.certificate(names)
+                if stored is not None and acmeService.managed[names].notAfter:
+                    install(names, stored)
+            else:
+                acmeService.manage(names)
+
     service.acmeStatus = lambda port: acmeService.status(
         None if port.tls is None else port.tls.acme
     )
-    for each in sorted(names):
-        acmeService.manage(each)
+    service.afterChange = follow
+    follow()
     acmeService.setServiceParent(service)  # type: ignore[no-untyped-call]
     return acmeService

@@ -126,6 +126,8 @@ class AcmeService(Service):
         self.available = available
         self.jitter = jitter
         self.managed: dict[tuple[str, ...], Managed] = {}
+        #: Whether the responder is needed (no http port answers).
+        self.useResponder = responder is not None
 
     @property
     def preferred(self) -> tuple[str, ...]:
@@ -273,8 +275,9 @@ class AcmeService(Service):
         )
         managed.orders += 1
         usesHTTP = any(c.kind == HTTP_01 for c in pending.challenges)
-        if usesHTTP and self.responder is not None:
-            self.responder.start()
+        responder = self.responder if self.useResponder else None
+        if usesHTTP and responder is not None:
+            responder.start()
         try:
             for challenge in pending.challenges:
                 self._publish(challenge)
@@ -283,8 +286,8 @@ class AcmeService(Service):
             for challenge in pending.challenges:
                 self.tokens.http.pop(challenge.token, None)
                 self.tokens.alpn.pop(challenge.name, None)
-            if usesHTTP and self.responder is not None:
-                self.responder.stop()
+            if usesHTTP and responder is not None:
+                responder.stop()
         stored = StoredCertificate(chain=chain, key=key)
         self.store.keepCertificate(names, stored)
         managed.failures = 0
