@@ -76,6 +76,23 @@ def validationContext(name: str, keyAuthorization: str) -> SSL.Context:
     return context
 
 
+def contextFor(
+    tokens: ChallengeTokens, name: str, keyAuthorization: str
+) -> SSL.Context:
+    """
+    L{validationContext}, built once per challenge (the CA validates one
+    from several vantage points) and kept with C{tokens}.
+    """
+    key = (name, keyAuthorization)
+    context = tokens.contexts.get(key)
+    if not isinstance(context, SSL.Context):
+        if len(tokens.contexts) > 64:
+            tokens.contexts.clear()
+        context = validationContext(name, keyAuthorization)
+        tokens.contexts[key] = context
+    return context
+
+
 def answerOn(context: SSL.Context, tls: TLSConfig, tokens: ChallengeTokens) -> None:
     """
     Make the port's C{context} answer TLS-ALPN-01 for C{tokens}' pending
@@ -91,9 +108,10 @@ def answerOn(context: SSL.Context, tls: TLSConfig, tokens: ChallengeTokens) -> N
     ) -> bytes | _NoOverlappingProtocols:
         if ACME_TLS_1 in offered:
             name = (connection.get_servername() or b"").decode("ascii", "replace")
-            validation = tokens.alpn.get(name.lower().rstrip("."))
-            if isinstance(validation, SSL.Context):
-                connection.set_context(validation)
+            name = name.lower().rstrip(".")
+            keyAuthorization = tokens.answer("alpn", name)
+            if keyAuthorization is not None:
+                connection.set_context(contextFor(tokens, name, keyAuthorization))
                 return ACME_TLS_1
         return _selectALPN(connection, offered, configured)
 

@@ -7,9 +7,11 @@ it arrives, through their switchable creators (no new socket).
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import attrs
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
@@ -62,6 +64,7 @@ def attachAcme(
     reactor: ReactorLike,
     owner: tuple[int, int] | None = None,
     run: Callable[..., Deferred[Any]] | None = None,
+    orders: bool = True,
 ) -> AcmeService:
     """
     Add an L{AcmeService} to C{service}: it orders what the ports list
@@ -69,8 +72,9 @@ def attachAcme(
     order, a port removed stops its renewals).
     """
     acme = config.acme or AcmeConfig()
-    tokens = ChallengeTokens()
     store = AcmeStore(config.stateDir, acme.directoryHost, owner, reactor.seconds)
+    # A worker answers from the answers the main process writes down.
+    tokens = ChallengeTokens(None if orders else sharedAnswers(store))
 
     def install(names: tuple[str, ...], stored: StoredCertificate) -> None:
         folder = store.root / "certificates" / names[0]
@@ -97,6 +101,7 @@ def attachAcme(
         run=_runner(reactor) if run is None else run,
         responder=ChallengeResponder(reactor, acme.httpPort, tokens),
         available=CHALLENGES,
+        orders=orders,
     )
 
     def follow() -> None:
@@ -113,7 +118,7 @@ def attachAcme(
                 if port.config.tls.acme:
                     context = port.creator.contextFactory.getContext()
                     answerOn(context, port.config.tls, acmeService.tokens)
-        acmeService.useResponder = not answering
+        acmeService.useResponder = orders and not answering
         wanted = acmeNames(service.config)
         for gone in set(acmeService.managed) - wanted:
             log.info("no port orders {names} any more", names=", ".join(gone))
@@ -132,4 +137,44 @@ def attachAcme(
     service.afterChange = follow
     follow()
     acmeService.setServiceParent(service)  # type: ignore[no-untyped-call]
+    return acmeService
+
+
+def sharedAnswers(store: AcmeStore) -> Path:
+    """
+    Where the main process of C{--workers} writes the pending answers.
+    """
+    return store.root / "challenges"
+
+
+def orderForWorkers(
+    pool: MultiService,
+    config: Config,
+    reactor: ReactorLike,
+    owner: tuple[int, int] | None = None,
+) -> AcmeService:
+    """
+    With C{--workers}: the main process orders (it has no ports of its
+    own), writing the pending answers and the certificates to the state
+    directory, where every worker finds them.
+    """
+    acme = config.acme or AcmeConfig()
+    store = AcmeStore(config.stateDir, acme.directoryHost, owner, reactor.seconds)
+    tokens = ChallengeTokens(sharedAnswers(store))
+    answering = any(p.tls is None and p.handler == "http" for p in config.ports)
+    acmeService = AcmeService(
+        acme,
+        store,
+        reactor,
+        lambda names, stored: None,
+        tokens,
+        run=_runner(reactor),
+        responder=None
+        if answering
+        else ChallengeResponder(reactor, acme.httpPort, tokens),
+        available=CHALLENGES,
+    )
+    for names in sorted(acmeNames(config)):
+        acmeService.manage(names)
+    acmeService.setServiceParent(pool)  # type: ignore[no-untyped-call]
     return acmeService

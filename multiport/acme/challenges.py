@@ -10,6 +10,9 @@ too, served by the TLS ports (L{multiport.acme.alpn}).
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from twisted.internet.interfaces import IListeningPort, IReactorTCP
 from twisted.web import resource, server
 from twisted.web.iweb import IRequest
@@ -19,18 +22,73 @@ WELL_KNOWN = b".well-known"
 ACME_CHALLENGE = b"acme-challenge"
 
 
+#: The characters of a token (base64url): nothing else is looked up on disk.
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_NAME = re.compile(r"^[a-z0-9.-]{1,253}$")
+
+
 class ChallengeTokens:
     """
     The pending challenges' answers, changed on the reactor's thread only.
 
+    With C{folder}, answers are also written there, and looked up there
+    when not known here: the worker processes of C{--workers} answer the
+    challenges of the orders the main process places.
+
     @ivar http: HTTP-01 key authorizations, by token.
-    @ivar alpn: TLS-ALPN-01 validation certificates, by DNS name: an
-        object of L{multiport.acme.alpn}'s choosing (its context).
+    @ivar alpn: TLS-ALPN-01 key authorizations, by DNS name.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, folder: Path | None = None) -> None:
         self.http: dict[str, bytes] = {}
-        self.alpn: dict[str, object] = {}
+        self.alpn: dict[str, str] = {}
+        self.folder = folder
+        #: TLS-ALPN-01 validation contexts built, by name and answer.
+        self.contexts: dict[tuple[str, str], object] = {}
+
+    def _file(self, kind: str, key: str) -> Path | None:
+        pattern = _TOKEN if kind == "http" else _NAME
+        if self.folder is None or not pattern.match(key) or key.startswith("."):
+            return None
+        return self.folder / kind / key
+
+    def publish(self, kind: str, key: str, answer: str) -> None:
+        """
+        Answer C{key} (an HTTP-01 token, or a name for TLS-ALPN-01).
+        """
+        if kind == "http":
+            self.http[key] = answer.encode("ascii")
+        else:
+            self.alpn[key] = answer
+        path = self._file(kind, key)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+            path.write_text(answer)
+            path.chmod(0o644)
+
+    def withdraw(self, kind: str, key: str) -> None:
+        """
+        Stop answering C{key}.
+        """
+        (self.http if kind == "http" else self.alpn).pop(key, None)
+        path = self._file(kind, key)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    def answer(self, kind: str, key: str) -> str | None:
+        """
+        The answer for C{key}, here or in the shared folder.
+        """
+        known = self.http.get(key) if kind == "http" else self.alpn.get(key)
+        if known is not None:
+            return known.decode("ascii") if isinstance(known, bytes) else known
+        path = self._file(kind, key)
+        if path is None:
+            return None
+        try:
+            return path.read_text()
+        except (OSError, UnicodeDecodeError):
+            return None
 
 
 class _Answer(resource.Resource):
@@ -61,11 +119,11 @@ class ChallengeResource(resource.Resource):
     def getChildWithDefault(self, path: bytes, request: IRequest) -> resource.IResource:
         postpath: list[bytes] = request.postpath
         if path == WELL_KNOWN and len(postpath) == 2 and postpath[0] == ACME_CHALLENGE:
-            answer = self.tokens.http.get(postpath[1].decode("ascii", "replace"))
+            answer = self.tokens.answer("http", postpath[1].decode("ascii", "replace"))
             if answer is not None:
                 request.prepath.extend(postpath)
                 del postpath[:]
-                return _Answer(answer)
+                return _Answer(answer.encode("ascii"))
         if self.wrapped.isLeaf:
             # Twisted's traversal already moved this segment to prepath; a
             # leaf expects to see it in postpath, as if it were the root.

@@ -32,6 +32,8 @@ _T = TypeVar("_T")
 
 #: Seconds between looks at a lock another daemon holds.
 LOCK_POLL = 5.0
+#: Seconds between a worker's looks for a new certificate in the store.
+FOLLOW_EVERY = 5.0
 #: The first retry after a failure, doubled after each, capped at a day.
 FIRST_RETRY = 60.0
 MAX_RETRY = 86400.0
@@ -67,6 +69,8 @@ class Managed:
     orders: int = 0
     #: The challenge types the last issued order was validated with.
     validatedWith: tuple[str, ...] = ()
+    #: The chain served now.
+    served: bytes | None = None
 
 
 def renewAt(stored: StoredCertificate, suggested: float | None, jitter: float) -> float:
@@ -108,6 +112,7 @@ class AcmeService(Service):
         responder: ChallengeResponder | None = None,
         available: Sequence[str] = (HTTP_01,),
         jitter: Callable[[], float] = random.random,
+        orders: bool = True,
     ) -> None:
         """
         @param run: Runs one blocking step of L{multiport.acme.client} in a
@@ -115,6 +120,9 @@ class AcmeService(Service):
         @param responder: Listens for HTTP-01 while orders are pending,
             when no C{http} port answers them; C{None} when one does.
         @param available: The challenges this daemon can answer.
+        @param orders: Whether this process orders; a worker of
+            C{--workers} does not: it serves what the main process keeps
+            in the state directory, looking every L{followEvery} seconds.
         """
         self.config = config
         self.store = store
@@ -126,6 +134,8 @@ class AcmeService(Service):
         self.available = available
         self.jitter = jitter
         self.managed: dict[tuple[str, ...], Managed] = {}
+        self.orders = orders
+        self.followEvery = FOLLOW_EVERY
         #: Whether the responder is needed (no http port answers).
         self.useResponder = responder is not None
 
@@ -195,6 +205,16 @@ class AcmeService(Service):
     async def _attempt(self, managed: Managed, force: bool) -> None:
         names = managed.names
         stored = self.store.certificate(names)
+        if not self.orders:
+            now = self.clock.seconds()
+            if (
+                stored is not None
+                and stored.chain != managed.served
+                and stored.leaf.not_valid_after_utc.timestamp() > now
+            ):
+                self._serve(managed, stored)
+            self._schedule(managed, self.followEvery)
+            return
         if not force and stored is not None and await self._stillGood(managed, stored):
             return
         if not self.store.lock(names):
@@ -264,6 +284,7 @@ class AcmeService(Service):
 
     def _serve(self, managed: Managed, stored: StoredCertificate) -> None:
         managed.notAfter = stored.leaf.not_valid_after_utc.timestamp()
+        managed.served = stored.chain
         self.install(managed.names, stored)
 
     async def _order(self, managed: Managed) -> None:
@@ -284,8 +305,8 @@ class AcmeService(Service):
             chain: bytes = await self.run(client.finish, pending)
         finally:
             for challenge in pending.challenges:
-                self.tokens.http.pop(challenge.token, None)
-                self.tokens.alpn.pop(challenge.name, None)
+                self.tokens.withdraw("http", challenge.token)
+                self.tokens.withdraw("alpn", challenge.name)
             if usesHTTP and responder is not None:
                 responder.stop()
         stored = StoredCertificate(chain=chain, key=key)
@@ -305,10 +326,6 @@ class AcmeService(Service):
 
     def _publish(self, challenge: client.Challenge) -> None:
         if challenge.kind == HTTP_01:
-            self.tokens.http[challenge.token] = challenge.keyAuthorization.encode()
+            self.tokens.publish("http", challenge.token, challenge.keyAuthorization)
         elif challenge.kind == TLS_ALPN_01:
-            from multiport.acme.alpn import validationContext
-
-            self.tokens.alpn[challenge.name] = validationContext(
-                challenge.name, challenge.keyAuthorization
-            )
+            self.tokens.publish("alpn", challenge.name, challenge.keyAuthorization)

@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from multiport import __version__
-from multiport.acme.attach import attachAcme
+from multiport.acme.attach import attachAcme, orderForWorkers
 from multiport.config.files import FileError
 from multiport.config.model import (
     Config,
@@ -218,6 +218,7 @@ def _makeService(
             reusePort=options.reusePort,
             transport=options["transport"],
         )
+        orderForWorkers(service, config, reactor, owner)
     else:
         service = ports(config)
         attachAcme(service, config, reactor, owner)
