@@ -161,7 +161,10 @@ class AcmeNamesTests(SynchronousTestCase):
         )
         assert isinstance(tls, TLSConfig)
         self.assertTrue(tls.selfSigned)
-        self.assertEqual(tls.describe(), "ACME for example.org, www.example.org")
+        self.assertEqual(
+            tls.describe(),
+            "ACME for example.org, www.example.org (self-signed until issued)",
+        )
 
     def test_notOverDefaultCertificate(self):
         """
@@ -261,6 +264,7 @@ class CheckTests(SynchronousTestCase):
         )
         self.assertEqual(error.code, 0)
         self.assertIn("configuration ok", self.stdout.getvalue())
+        self.assertIn("TLS ACME for example.org", self.stdout.getvalue())
         self.assertFalse(os.path.exists(self.stateDir))
 
     def test_invalid(self):
@@ -269,3 +273,15 @@ class CheckTests(SynchronousTestCase):
         """
         error = self.check("[acme]\nhttp_port = 99999\n")
         self.assertIn("acme.http_port", str(error.code))
+
+    def test_directoryCAChecked(self):
+        """
+        A directory_ca that can't be read, or holds no certificate, fails
+        --check naming the key.
+        """
+        bad = Path(self.mktemp())
+        bad.write_text("not a certificate")
+        for path in (bad, Path(self.mktemp())):
+            error = self.check(f"[acme]\ndirectory_ca = '{path.absolute()}'\n")
+            self.assertIn("acme.directory_ca", str(error.code))
+            self.assertIn(str(path.absolute()), str(error.code))

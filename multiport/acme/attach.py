@@ -108,6 +108,13 @@ def attachAcme(
         # Every port answers challenges; the names the ports list now are
         # managed, the others forgotten; a port added or changed for names
         # already issued serves their certificate at once.
+        wanted = acmeNames(service.config)
+        for gone in set(acmeService.managed) - wanted:
+            log.info("no port orders {names} any more", names=", ".join(gone))
+            acmeService.forget(gone)
+        if not wanted:
+            # A daemon without ACME ports keeps its sites untouched.
+            return
         answering = False
         for port in service.ports():
             inner = getattr(port.factory, "wrappedFactory", None)
@@ -119,10 +126,6 @@ def attachAcme(
                     context = port.creator.contextFactory.getContext()
                     answerOn(context, port.config.tls, acmeService.tokens)
         acmeService.useResponder = orders and not answering
-        wanted = acmeNames(service.config)
-        for gone in set(acmeService.managed) - wanted:
-            log.info("no port orders {names} any more", names=", ".join(gone))
-            acmeService.forget(gone)
         for names in sorted(wanted):
             if names in acmeService.managed:
                 stored = store.certificate(names)

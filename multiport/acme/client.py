@@ -27,6 +27,9 @@ from multiport.acme.store import AcmeStore
 #: Seconds to wait for the server to validate and issue one order.
 ORDER_DEADLINE = 90
 USER_AGENT = "multiport (acme-python)"
+#: Seconds one request to the server may take: the thread it blocks is
+#: joined when the daemon stops.
+NETWORK_TIMEOUT = 15
 
 
 class AcmeError(Exception):
@@ -75,7 +78,9 @@ def connect(config: AcmeConfig, store: AcmeStore) -> client.ClientV2:
     jwk = JWKRSA(key=key)
     # requests takes a CA file's path where the library says bool.
     verify = cast(bool, str(config.directoryCA) if config.directoryCA else True)
-    net = client.ClientNetwork(jwk, verify_ssl=verify, user_agent=USER_AGENT)
+    net = client.ClientNetwork(
+        jwk, verify_ssl=verify, user_agent=USER_AGENT, timeout=NETWORK_TIMEOUT
+    )
     directory = client.ClientV2.get_directory(config.directory, net)
     acme = client.ClientV2(directory, net)
     kept = store.account()

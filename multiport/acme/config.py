@@ -13,7 +13,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from attrs import frozen
+from cryptography import x509
 
+from multiport.config.files import FileError, readRegularFile
 from multiport.config.model import numericHost
 from multiport.errors import ConfigError, typeName
 
@@ -138,6 +140,30 @@ def parseAcmeTable(value: object, where: str, base: Path) -> AcmeConfig:
         challenges=challenges,
         httpPort=httpPort,
     )
+
+
+#: The largest directory_ca file read (a system bundle is a few hundred KiB).
+MAX_CA_FILE = 1 << 20
+
+
+def checkDirectoryCA(acme: AcmeConfig, where: str) -> None:
+    """
+    Check that C{acme}'s C{directory_ca} holds PEM certificates, without
+    contacting anyone (at start and for C{--check}).
+
+    @raise ConfigError: naming C{where} and the file.
+    """
+    if acme.directoryCA is None:
+        return
+    try:
+        data = readRegularFile(acme.directoryCA, MAX_CA_FILE, "directory CA file")
+        x509.load_pem_x509_certificates(data)
+    except FileError as e:
+        raise ConfigError(where, str(e)) from None
+    except ValueError as e:
+        raise ConfigError(
+            where, f"no PEM certificate in {acme.directoryCA}: {e}"
+        ) from None
 
 
 def parseAcmeNames(value: object, where: str) -> tuple[str, ...]:

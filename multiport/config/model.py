@@ -126,7 +126,7 @@ class TLSConfig:
         A short human description of where the certificate comes from.
         """
         if self.acme is not None:
-            return f"ACME for {', '.join(self.acme)}"
+            return f"ACME for {', '.join(self.acme)} (self-signed until issued)"
         if self.cert is None:
             return "self-signed"
         if self.key is None:

@@ -14,7 +14,12 @@ from typing import TypeVar, cast
 
 from attrs import frozen
 
-from multiport.acme.config import AcmeConfig, parseAcmeNames, parseAcmeTable
+from multiport.acme.config import (
+    AcmeConfig,
+    checkDirectoryCA,
+    parseAcmeNames,
+    parseAcmeTable,
+)
 from multiport.config.files import FileError, readRegularFile
 from multiport.config.model import (
     MAX_BACKLOG,
@@ -363,4 +368,7 @@ def readConfigFile(path: Path) -> FileConfig:
             f"{path}:{line}:{column}",
             f"TOML syntax error: {message[: position.start()].strip()}",
         ) from e
-    return parseConfig(data, path.resolve().parent, str(path))
+    config = parseConfig(data, path.resolve().parent, str(path))
+    if config.acme is not None:
+        checkDirectoryCA(config.acme, f"{path}: acme.directory_ca")
+    return config

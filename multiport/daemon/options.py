@@ -472,7 +472,7 @@ class Options(usage.Options):
             tls = "plain"
             if port.tls is not None:
                 loaded = self.certificates[port.tls]
-                if not port.tls.selfSigned:
+                if not port.tls.selfSigned or port.tls.acme:
                     source = port.tls.describe()
                 elif self.selfSignedMade:
                     source = f"self-signed (made at first start in {config.stateDir})"
