@@ -139,6 +139,8 @@ def attachAcme(
     )
     service.afterChange = follow
     follow()
+    if acmeNames(config):
+        store.prepare()
     acmeService.setServiceParent(service)  # type: ignore[no-untyped-call]
     return acmeService
 
@@ -179,5 +181,7 @@ def orderForWorkers(
     )
     for names in sorted(acmeNames(config)):
         acmeService.manage(names)
+    if acmeNames(config):
+        store.prepare()
     acmeService.setServiceParent(pool)  # type: ignore[no-untyped-call]
     return acmeService

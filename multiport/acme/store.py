@@ -89,6 +89,14 @@ class AcmeStore:
         self.owner = owner
         self.now: Callable[[], float] = now if now is not None else _wallClock
 
+    def prepare(self) -> None:
+        """
+        Make the folder now, while the daemon may still be root: after
+        twistd drops privileges, C{--uid}'s user could not create it in
+        the state directory (which stays root's).
+        """
+        self._folder(self.root)
+
     def _folder(self, path: Path) -> Path:
         missing = [p for p in (path, *path.parents) if not p.exists()]
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
