@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +75,6 @@ def acmeConfig(
             f"[[port]]\nport = {http}\ninterface = '127.0.0.1'\nhandler = 'http'\n"
             f"options = {{ redirect_https = {https} }}\n"
         )
-    import tomllib
-
     parsed = parseConfig(tomllib.loads(text), stateDir)
     return buildConfig(parsed.ports, Defaults(), HANDLERS, stateDir, acme=parsed.acme)
 
