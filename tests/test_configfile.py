@@ -196,7 +196,7 @@ class ParseConfigTests(SynchronousTestCase):
         An unknown top-level key is named, with the known ones.
         """
         self.assertConfigError(
-            {"prots": []}, "f.toml: prots", "unknown key (known: defaults, port)"
+            {"prots": []}, "f.toml: prots", "unknown key (known: acme, defaults, port)"
         )
 
     def test_unknownPortKey(self):
@@ -284,7 +284,7 @@ class ParseConfigTests(SynchronousTestCase):
         self.assertConfigError(
             {"port": [{"port": 443, "tls": {"cert": "c.pem", "pem": "k.pem"}}]},
             "f.toml: port[1].tls.pem",
-            "unknown key (known: alpn, cert, cert_dir, ciphers, client_auth, "
+            "unknown key (known: acme, alpn, cert, cert_dir, ciphers, client_auth, "
             "client_ca, handshake_timeout, key, min_version, sni)",
         )
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+from multiport.acme.config import AcmeConfig
 from multiport.config.handleroptions import OptionError, PortHandler
 from multiport.config.model import (
     MAX_BACKLOG,
@@ -264,6 +265,7 @@ def buildConfig(
     handlers: Mapping[str, PortHandler],
     stateDir: Path,
     resolve: Resolver = resolveHostName,
+    acme: AcmeConfig | None = None,
 ) -> Config:
     """
     The one validated L{Config} for all C{requests}.
@@ -274,4 +276,4 @@ def buildConfig(
     for request in requests:
         ports.extend(portConfigs(request, defaults, handlers, resolve))
     checkOverlaps(ports)
-    return Config(ports=tuple(ports), stateDir=stateDir)
+    return Config(ports=tuple(ports), stateDir=stateDir, acme=acme)

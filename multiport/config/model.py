@@ -17,11 +17,15 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from attrs import field, frozen
 
 from multiport.errors import ConfigError, typeName
 from multiport.ports.policies import Policy
+
+if TYPE_CHECKING:
+    from multiport.acme.config import AcmeConfig
 
 #: The handler a bare port number gets, as in /etc/services.
 WELL_KNOWN_PORTS: Mapping[int, str] = MappingProxyType(
@@ -69,6 +73,8 @@ class TLSConfig:
     @ivar clientCA: PEM file of the CAs client certificates must come from.
     @ivar clientAuth: C{"required"} (the default with C{clientCA}) or
         C{"optional"}.
+    @ivar acme: The DNS names to order a certificate for with ACME
+        (L{multiport.acme}); until it is issued, the self-signed one serves.
     """
 
     cert: Path | None = None
@@ -81,13 +87,16 @@ class TLSConfig:
     certDir: Path | None = None
     clientCA: Path | None = None
     clientAuth: str | None = None
+    acme: tuple[str, ...] | None = None
 
     def over(self, base: TLSConfig) -> TLSConfig:
         """
         These settings laid over C{base}; a certificate comes with its key.
         """
         cert, key = (
-            (base.cert, base.key) if self.cert is None else (self.cert, self.key)
+            (base.cert, base.key)
+            if self.cert is None and self.acme is None
+            else (self.cert, self.key)
         )
         return TLSConfig(
             cert=cert,
@@ -102,6 +111,7 @@ class TLSConfig:
             certDir=base.certDir if self.certDir is None else self.certDir,
             clientCA=base.clientCA if self.clientCA is None else self.clientCA,
             clientAuth=base.clientAuth if self.clientAuth is None else self.clientAuth,
+            acme=self.acme,
         )
 
     @property
@@ -115,6 +125,8 @@ class TLSConfig:
         """
         A short human description of where the certificate comes from.
         """
+        if self.acme is not None:
+            return f"ACME for {', '.join(self.acme)} (self-signed until issued)"
         if self.cert is None:
             return "self-signed"
         if self.key is None:
@@ -251,6 +263,8 @@ class Config:
 
     ports: tuple[PortConfig, ...]
     stateDir: Path
+    #: The C{[acme]} table; C{None} when absent (its defaults apply).
+    acme: AcmeConfig | None = None
 
     def byName(self) -> Mapping[str, PortConfig]:
         """

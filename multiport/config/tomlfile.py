@@ -14,6 +14,12 @@ from typing import TypeVar, cast
 
 from attrs import frozen
 
+from multiport.acme.config import (
+    AcmeConfig,
+    checkDirectoryCA,
+    parseAcmeNames,
+    parseAcmeTable,
+)
 from multiport.config.files import FileError, readRegularFile
 from multiport.config.model import (
     MAX_BACKLOG,
@@ -34,7 +40,7 @@ _T = TypeVar("_T")
 MAX_CONFIG_FILE = 16 << 20
 
 _POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
-_TOP = {"defaults", "port"}
+_TOP = {"defaults", "port", "acme"}
 _DEFAULTS = {"interface", "backlog", "tls", "log_connections", *POLICY_KEYS}
 _PORT = {
     "port",
@@ -57,6 +63,7 @@ _TLS = {
     "cert_dir",
     "client_ca",
     "client_auth",
+    "acme",
 }
 
 _ARTICLES = {
@@ -77,6 +84,7 @@ class FileConfig:
 
     defaults: PartialDefaults
     ports: tuple[PortRequest, ...]
+    acme: AcmeConfig | None = None
 
 
 def _expect(value: object, kind: type[_T], where: str) -> _T:
@@ -125,6 +133,11 @@ def _tlsTable(value: object, where: str, base: Path) -> TLSConfig:
     _unknown(table, _TLS, where)
     if "key" in table and "cert" not in table:
         raise ConfigError(f"{where}.key", "needs cert in the same table")
+    acme = None
+    if "acme" in table:
+        if "cert" in table:
+            raise ConfigError(f"{where}.acme", "cannot be combined with cert")
+        acme = parseAcmeNames(table["acme"], f"{where}.acme")
     paths: dict[str, Path] = {}
     for key in ("cert", "key"):
         if key in table:
@@ -204,6 +217,7 @@ def _tlsTable(value: object, where: str, base: Path) -> TLSConfig:
         certDir=certDir,
         clientCA=clientCA,
         clientAuth=clientAuth,
+        acme=acme,
     )
 
 
@@ -224,6 +238,11 @@ def _defaults(value: object, base: Path, prefix: str) -> PartialDefaults:
     where = f"{prefix}defaults"
     table = _table(value, where)
     _unknown(table, _DEFAULTS, where)
+    given = table.get("tls")
+    if isinstance(given, dict) and "acme" in given:
+        raise ConfigError(
+            f"{where}.tls.acme", "names are ordered per port: set it in a [[port]]"
+        )
     return PartialDefaults(
         interface=parseInterface(table["interface"], f"{where}.interface")
         if "interface" in table
@@ -312,6 +331,9 @@ def parseConfig(data: Mapping[str, object], base: Path, name: str = "") -> FileC
     if type(ports) is not list:
         raise ConfigError(f"{prefix}port", "expected an array of tables ([[port]])")
     return FileConfig(
+        acme=parseAcmeTable(data["acme"], f"{prefix}acme", base)
+        if "acme" in data
+        else None,
         defaults=defaults,
         ports=tuple(
             _port(table, f"{prefix}port[{i}]", base) for i, table in enumerate(ports, 1)
@@ -346,4 +368,7 @@ def readConfigFile(path: Path) -> FileConfig:
             f"{path}:{line}:{column}",
             f"TOML syntax error: {message[: position.start()].strip()}",
         ) from e
-    return parseConfig(data, path.resolve().parent, str(path))
+    config = parseConfig(data, path.resolve().parent, str(path))
+    if config.acme is not None:
+        checkDirectoryCA(config.acme, f"{path}: acme.directory_ca")
+    return config

@@ -7,7 +7,7 @@ the plans its main process sends the same way.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from twisted.application.service import IService
 from twisted.internet.error import CannotListenError
@@ -54,6 +54,8 @@ class LiveChanges:
     namedServices: dict[str, IService]
     running: int
     _certificates: dict[TLSConfig, LoadedCertificate]
+    #: Called after every live change (ACME follows the ports).
+    afterChange: Callable[[], None] | None = None
 
     # Provided by the service.
 
@@ -183,6 +185,8 @@ class LiveChanges:
             self.services = [s for s in self.services if id(s) not in gone]
         self._certificates = known
         self._rememberConfig()
+        if self.afterChange is not None:
+            self.afterChange()
         if self.daemonLimit is not None:
             # Each port's fair share of the daemon's connections follows
             # the number of ports listening.
@@ -265,7 +269,9 @@ class LiveChanges:
 
     def _rememberConfig(self) -> None:
         self.config = Config(
-            ports=tuple(s.config for s in self.ports()), stateDir=self.config.stateDir
+            ports=tuple(s.config for s in self.ports()),
+            stateDir=self.config.stateDir,
+            acme=self.config.acme,
         )
 
     def reconcile(

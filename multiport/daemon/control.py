@@ -342,7 +342,7 @@ class AdminControl:
                 )
             else:
                 kept.append(server.config)
-        config = Config((*config.ports, *kept), config.stateDir)
+        config = Config((*config.ports, *kept), config.stateDir, config.acme)
         certificates = loadCertificates(config.ports, config.stateDir, self.owner)
         summary = self.reconcile(config, certificates)
         logReloaded(summary, f"; {len(kept)} added through the admin API kept")

@@ -409,12 +409,14 @@ class Options(usage.Options):
             policy=Policy(drainTimeout=drainTimeout),
         )
         requests: list[PortRequest] = []
+        acme = None
         for value in self["ports"]:
             requests.extend(parsePorts(value, first=len(requests) + 1))
         if self["config"]:
             fileConfig = readConfigFile(Path(self["config"]))
             defaults = fileConfig.defaults.over(defaults)
             requests.extend(fileConfig.ports)
+            acme = fileConfig.acme
         elif not requests:
             requests = parsePorts(DEFAULT_PORTS)
         status = self._statusRequest(requests, drainTimeout)
@@ -424,7 +426,7 @@ class Options(usage.Options):
             self["state-dir"] if self["state-dir"] else defaultStateDir()
         ).absolute()
         self.portDefaults = defaults
-        config = buildConfig(requests, defaults, self.handlers, stateDir)
+        config = buildConfig(requests, defaults, self.handlers, stateDir, acme=acme)
         if self.adminToken is None:
             refuseExposedStatus(config)
         return config
@@ -470,7 +472,7 @@ class Options(usage.Options):
             tls = "plain"
             if port.tls is not None:
                 loaded = self.certificates[port.tls]
-                if not port.tls.selfSigned:
+                if not port.tls.selfSigned or port.tls.acme:
                     source = port.tls.describe()
                 elif self.selfSignedMade:
                     source = f"self-signed (made at first start in {config.stateDir})"

@@ -150,7 +150,7 @@ class WorkerPool(PoolControl, BalancerDrain, MultiService):
             self.given[real.name] = config
             ports.append(real)
         self.sockets = bound
-        self.config = Config(tuple(ports), self.config.stateDir)
+        self.config = Config(tuple(ports), self.config.stateDir, self.config.acme)
         try:
             self.status.privilegedStartService()
         except StartupError:

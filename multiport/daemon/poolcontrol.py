@@ -91,7 +91,9 @@ class PoolControl:
         checkAmong(self._allConfigs(), new)
         skt = self._bind(new)
         real = evolve(new, port=skt.getsockname()[1])
-        config = Config((*self.config.ports, real), self.config.stateDir)
+        config = Config(
+            (*self.config.ports, real), self.config.stateDir, self.config.acme
+        )
         changed = self._everywhere(config, {real.name: skt})
 
         def added(_: object) -> PortRef:
@@ -139,6 +141,7 @@ class PoolControl:
         config = Config(
             tuple(new if c is current else c for c in self.config.ports),
             self.config.stateDir,
+            self.config.acme,
         )
         return self._everywhere(config, {}).addCallback(
             lambda _: PortRef(name, current.port)
@@ -166,6 +169,7 @@ class PoolControl:
         config = Config(
             tuple(c for c in self.config.ports if c is not current),
             self.config.stateDir,
+            self.config.acme,
         )
 
         def removed(_: object) -> int:
@@ -221,7 +225,7 @@ class PoolControl:
             for skt in newSockets.values():
                 skt.close()
             raise
-        config = Config(tuple(ports), workers.stateDir)
+        config = Config(tuple(ports), workers.stateDir, workers.acme)
         changed = self._everywhere(config, newSockets)
 
         def ownPorts(summary: ChangeSummary) -> ChangeSummary:

@@ -166,6 +166,11 @@ class PortsService(LiveChanges, AdminControl, BalancerDrain, MultiService):
         self._reactor = reactor
         self._bound = False
         self._certificates = dict(certificates)
+        #: The renewal state of a port's ACME certificate (set by
+        #: L{multiport.acme.attach}).
+        self.acmeStatus: Callable[[PortConfig], Mapping[str, object] | None] | None = (
+            None
+        )
         for portConfig in config.ports:
             self.addService(  # type: ignore[no-untyped-call]
                 self._makePort(portConfig, handlers[portConfig.handler], certificates)
@@ -220,6 +225,17 @@ class PortsService(LiveChanges, AdminControl, BalancerDrain, MultiService):
         server.transport = self.transport
         return server
 
+    def serveCertificate(self, tls: TLSConfig, loaded: LoadedCertificate) -> None:
+        """
+        Serve C{loaded} on every TLS port configured with C{tls} (an ACME
+        certificate arrived): new connections get it, open ones keep theirs,
+        and the listening socket is left alone.
+        """
+        self._certificates[tls] = loaded
+        for port in self.ports():
+            if isinstance(port, PortSSLServer) and port.config.tls == tls:
+                port.creator.contextFactory = loaded.contextFactory
+
     def ports(self) -> Sequence[PortServer]:
         """
         The port services, in configuration order.
@@ -254,6 +270,7 @@ class PortsService(LiveChanges, AdminControl, BalancerDrain, MultiService):
                     handlerCounters=port.factory.handlerContext.counters.snapshot(),
                     certificateExpiry=expiry,
                     draining=port in draining,
+                    acme=None if self.acmeStatus is None else self.acmeStatus(config),
                 )
             )
         return statuses

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from multiport import __version__
+from multiport.acme.attach import attachAcme, orderForWorkers
 from multiport.config.files import FileError
 from multiport.config.model import (
     Config,
@@ -217,8 +218,10 @@ def _makeService(
             reusePort=options.reusePort,
             transport=options["transport"],
         )
+        orderForWorkers(service, config, reactor, owner)
     else:
         service = ports(config)
+        attachAcme(service, config, reactor, owner)
     StatsDumpService(service.portStatus, reactor).setServiceParent(service)  # type: ignore[no-untyped-call]
     if daemon:
         # Takes SIGTERM and SIGINT over from the reactor once stopping, in

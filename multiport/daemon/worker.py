@@ -134,6 +134,10 @@ class Worker:
             descriptors=dict(zip(payload["names"], descriptors, strict=True)),
             transport=self.transport,
         )
+        from multiport.acme.attach import attachAcme
+
+        # Every worker serves what the main process orders.
+        attachAcme(self.service, config, self.reactor, self.owner, orders=False)
         try:
             self.service.privilegedStartService()
         finally:

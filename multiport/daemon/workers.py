@@ -128,6 +128,7 @@ def mergeStatuses(
         counters=counters,
         handlerCounters=handlerCounters,
         certificateExpiry=min(expiries) if expiries else None,
+        acme=next((p.acme for p in parts if p.acme is not None), None),
         draining=bool(parts) and all(p.draining for p in parts),
     )
 
@@ -230,7 +231,10 @@ def split(config: Config, handlers: Mapping[str, IHandler]) -> tuple[Config, Con
     """
     own = tuple(p for p in config.ports if mainProcessPort(p, handlers))
     workers = tuple(p for p in config.ports if p not in own)
-    return Config(workers, config.stateDir), Config(own, config.stateDir)
+    return (
+        Config(workers, config.stateDir, config.acme),
+        Config(own, config.stateDir, config.acme),
+    )
 
 
 def mainProcessPort(port: PortConfig, handlers: Mapping[str, IHandler]) -> bool:

@@ -81,6 +81,8 @@ class PortStatus:
         (POSIX time).
     @ivar draining: Whether the port was removed and only its open
         connections are left.
+    @ivar acme: For ACME ports, the state of their certificate's renewal
+        (L{multiport.acme.service.AcmeService.status}).
     """
 
     name: str
@@ -90,6 +92,7 @@ class PortStatus:
     handlerCounters: Mapping[tuple[str, tuple[tuple[str, str], ...]], int]
     certificateExpiry: float | None = None
     draining: bool = False
+    acme: Mapping[str, object] | None = None
 
 
 class IDaemonView(Interface):

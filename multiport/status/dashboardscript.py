@@ -192,6 +192,17 @@ function fillRow(tr, p, now) {
       parts.push(span("sub", when));
       c.tls.title = "certificate expires " + fmtDate(p.certificate_expiry);
     }
+    if (p.acme) {
+      if (p.acme.next_renewal != null) {
+        const failing = p.acme.failures > 0;
+        parts.push(span(failing ? "sub warn" : "sub",
+          (failing ? "retry " : "renews ") + fmtDate(p.acme.next_renewal)));
+      }
+      if (p.acme.last_error) {
+        badge.className = "badge warn";
+        c.tls.title += "\nlast ACME attempt failed: " + p.acme.last_error;
+      }
+    }
     c.tls.replaceChildren(...parts);
   } else {
     c.tls.replaceChildren(span("none", "\u2014"));

@@ -78,6 +78,8 @@ BUILTIN_FAMILIES = frozenset(
         "multiport_connections_rejected",
         "multiport_port_up",
         "multiport_tls_certificate_expiry_timestamp_seconds",
+        "multiport_acme_renewal_failures",
+        "multiport_acme_next_renewal_timestamp_seconds",
         *(name for name, _, _, _ in _COUNTERS),
     }
 )
@@ -195,6 +197,16 @@ class DaemonCollector(Collector):
             "When the TLS port's certificate expires (POSIX time).",
             labels=labelNames,
         )
+        acmeFailures = CounterMetricFamily(
+            "multiport_acme_renewal_failures",
+            "ACME orders for the port's certificate that failed.",
+            labels=labelNames,
+        )
+        acmeNext = GaugeMetricFamily(
+            "multiport_acme_next_renewal_timestamp_seconds",
+            "When the port's ACME certificate is next ordered (POSIX time).",
+            labels=labelNames,
+        )
         counters = [
             (CounterMetricFamily(name, help, labels=labelNames), group, key)
             for name, group, key, help in _COUNTERS
@@ -208,6 +220,13 @@ class DaemonCollector(Collector):
                 rejected.add_metric([*labels, reason], count)
             if status.config.tls is not None and status.certificateExpiry is not None:
                 expiry.add_metric(labels, status.certificateExpiry)
+            if status.acme is not None:
+                failures = status.acme.get("renewal_failures_total")
+                when = status.acme.get("next_renewal")
+                if isinstance(failures, int):
+                    acmeFailures.add_metric(labels, failures)
+                if isinstance(when, float | int):
+                    acmeNext.add_metric(labels, when)
             for family, group, key in counters:
                 family.add_metric(labels, figure(snapshot, group, key))
         yield current
@@ -219,6 +238,10 @@ class DaemonCollector(Collector):
         yield up
         yield draining
         yield expiry
+        if acmeFailures.samples:
+            # Only a daemon with ACME ports has these families.
+            yield acmeFailures
+            yield acmeNext
 
     def _handlerFamilies(
         self, rows: list[tuple[PortStatus, list[str]]], labelNames: Sequence[str]

@@ -85,6 +85,8 @@ def portReport(status: PortStatus) -> dict[str, object]:
         "draining": status.draining,
         **status.counters,
         "certificate_expiry": status.certificateExpiry,
+        # Only ACME ports have the key: their certificate's renewal.
+        **({} if status.acme is None else {"acme": dict(status.acme)}),
         "handler_counters": handlerCounterList(status.handlerCounters),
     }
 
