@@ -17,6 +17,7 @@ from attrs import frozen
 from multiport.config.files import FileError, readRegularFile
 from multiport.config.model import (
     MAX_BACKLOG,
+    PROTOCOLS,
     PartialDefaults,
     PortRequest,
     TLSConfig,
@@ -40,6 +41,7 @@ _PORT = {
     "port",
     "interface",
     "handler",
+    "protocol",
     "tls",
     "backlog",
     "options",
@@ -263,7 +265,9 @@ def _port(value: object, where: str, base: Path) -> PortRequest:
     options: dict[str, object] = {}
     if "options" in table:
         options = _table(table["options"], f"{where}.options")
+    protocol = _protocol(table, where)
     return PortRequest(
+        protocol=protocol,
         where=where,
         port=port,
         host=parseInterface(table["interface"], f"{where}.interface")
@@ -279,6 +283,15 @@ def _port(value: object, where: str, base: Path) -> PortRequest:
         options=options,
         optionsBase=base,
     )
+
+
+def _protocol(table: Mapping[str, object], where: str) -> str:
+    value = _expect(table.get("protocol", "tcp"), str, f"{where}.protocol")
+    if value not in PROTOCOLS:
+        raise ConfigError(
+            f"{where}.protocol", f"unknown protocol {value!r}; 'tcp' or 'udp'"
+        )
+    return value
 
 
 def portRequest(table: object, where: str, base: Path) -> PortRequest:
