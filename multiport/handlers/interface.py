@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, TypedDict, TypeVar
 from attrs import field, frozen
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IProtocolFactory, IReactorTime
+from twisted.internet.protocol import DatagramProtocol
 from twisted.plugin import IPlugin
 from zope.interface import Attribute, Interface, implementer
 
@@ -207,6 +208,11 @@ class IHandler(Interface):
         "process, where the workers' counters are summed, not in each "
         "worker; False if absent."
     )
+    protocols = Attribute(
+        "Optional: the protocols the handler serves, a tuple of 'tcp' and "
+        "'udp'; ('tcp',) if absent.  A handler serving 'udp' also provides "
+        "IDatagramHandler."
+    )
     descriptorsPerConnection = Attribute(
         "Optional: the file descriptors one connection holds, its own socket "
         "included (an int, at least 1; 1 if absent).  A handler that opens "
@@ -232,24 +238,58 @@ class IHandler(Interface):
         """
 
 
-@implementer(IPlugin, IHandler)
+class IDatagramHandler(Interface):
+    """
+    The UDP side of a handler whose C{protocols} holds C{"udp"}: it builds
+    one datagram protocol per UDP port.
+
+    The protocol gets each datagram the port admitted with
+    C{datagramReceived(data, (host, port))} and answers with
+    C{self.transport.write(data, (host, port))}; the transport is the
+    port's wrapper, which counts, enforces the policies and never sends to
+    a source port 0 or to the port's own address.
+    """
+
+    def buildDatagramProtocol(context: HandlerContext) -> DatagramProtocol:
+        """
+        Build the datagram protocol of one UDP port; every port gets its
+        own.
+        """
+
+
+def _protocolsOf(handler: Handler) -> tuple[str, ...]:
+    return (("tcp",) if handler.build is not None else ()) + (
+        ("udp",) if handler.buildDatagram is not None else ()
+    )
+
+
+@implementer(IPlugin, IHandler, IDatagramHandler)
 @frozen
 class Handler:
     """
-    A handler made of two functions; the simplest way to write a plugin::
+    A handler made of functions; the simplest way to write a plugin::
 
         from multiport.handlers import Handler
         hello = Handler("hello", "Says hello.", build=lambda context: ...)
+
+    C{build} makes the TCP factory, C{buildDatagram} the UDP protocol; the
+    handler serves the protocols it has a function for.
     """
 
     name: str
     description: str
-    build: Callable[[HandlerContext], IProtocolFactory]
+    build: Callable[[HandlerContext], IProtocolFactory] | None = None
     parse: Callable[[Mapping[str, object], Path], object] | None = None
+    buildDatagram: Callable[[HandlerContext], DatagramProtocol] | None = None
     impliesTLS: bool = False
     defaultPolicy: Policy = Policy()
     descriptorsPerConnection: int = field(default=1)
     servedByMainProcess: bool = False
+    protocols: tuple[str, ...] = field()
+
+    @protocols.default
+    def _protocols(self) -> tuple[str, ...]:
+        return _protocolsOf(self)
 
     @descriptorsPerConnection.validator
     def _check(self, attribute: object, value: object) -> None:
@@ -269,7 +309,17 @@ class Handler:
         """
         Build with C{build}.
         """
+        if self.build is None:
+            raise TypeError(f"handler {self.name!r} does not serve TCP")
         return self.build(context)
+
+    def buildDatagramProtocol(self, context: HandlerContext) -> DatagramProtocol:
+        """
+        Build with C{buildDatagram}.
+        """
+        if self.buildDatagram is None:
+            raise TypeError(f"handler {self.name!r} does not serve UDP")
+        return self.buildDatagram(context)
 
 
 def servedByMainProcess(handler: object) -> bool:

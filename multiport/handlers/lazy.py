@@ -18,14 +18,15 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.protocol import DatagramProtocol
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from multiport.handlers.interface import HandlerContext, IHandler
+from multiport.handlers.interface import HandlerContext, IDatagramHandler, IHandler
 from multiport.ports.policies import Policy
 
 
-@implementer(IPlugin, IHandler)
+@implementer(IPlugin, IHandler, IDatagramHandler)
 class LazyHandler:
     """
     A handler plugin standing in for C{implementation}, a handler object
@@ -45,12 +46,14 @@ class LazyHandler:
         implementation: str,
         impliesTLS: bool = False,
         descriptorsPerConnection: int = 1,
+        protocols: tuple[str, ...] = ("tcp",),
     ) -> None:
         self.name = name
         self.description = description
         self.implementation = implementation
         self.impliesTLS = impliesTLS
         self.descriptorsPerConnection = descriptorsPerConnection
+        self.protocols = protocols
         self._loaded: IHandler | None = None
 
     def load(self) -> IHandler:
@@ -84,6 +87,12 @@ class LazyHandler:
         """
         factory: IProtocolFactory = self.load().buildFactory(context)
         return factory
+
+    def buildDatagramProtocol(self, context: HandlerContext) -> DatagramProtocol:
+        """
+        The implementation's datagram protocol (for a handler serving UDP).
+        """
+        return IDatagramHandler(self.load()).buildDatagramProtocol(context)
 
     def __repr__(self) -> str:
         # The log names a plugin by its repr (a name taken twice): the
