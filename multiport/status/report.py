@@ -79,6 +79,7 @@ def portReport(status: PortStatus) -> dict[str, object]:
         "interface": config.interface,
         "port": portNumber(status),
         "handler": config.handler,
+        "protocol": config.protocol,
         "tls": config.tls is not None,
         "listening": status.listening,
         "draining": status.draining,
