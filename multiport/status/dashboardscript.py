@@ -205,7 +205,8 @@ function fillUdpRow(tr, p, now) {
   setCell(c.datagrams_out, fmtInt(d.sent), d.sent, "", d.sent ? "" : "zero");
   const reasons = Object.entries(p.dropped_by_reason || {})
     .map(([r, n]) => `${r}: ${fmtInt(n)}`).join(", ");
-  setCell(c.dropped, fmtInt(d.dropped), d.dropped, reasons, d.dropped ? "warm" : "zero");
+  setCell(c.dropped, fmtInt(d.dropped), d.dropped, reasons,
+    d.dropped ? "warm" : "zero");
   setCell(c.sessions, fmtInt(p.sessions), p.sessions, "", p.sessions ? "" : "zero");
   setCell(c.errors, fmtInt(p.errors.protocol), p.errors.protocol,
     `protocol: ${fmtInt(p.errors.protocol)}`, p.errors.protocol ? "hot" : "zero");
