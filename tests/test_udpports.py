@@ -44,14 +44,21 @@ class Client(DatagramProtocol):
         if self.waiting:
             self.waiting.pop(0).callback(datagram)
 
-    def ask(self, datagram: bytes, addr) -> Deferred[bytes]:
+    def ask(self, datagram: bytes, addr, timeout: float = 10) -> Deferred[bytes]:
         """
         Send C{datagram}; the next datagram back.
         """
         answer: Deferred[bytes] = Deferred()
         self.waiting.append(answer)
         self.transport.write(datagram, addr)
-        answer.addTimeout(10, reactor)
+
+        def forget(result):
+            if answer in self.waiting:
+                self.waiting.remove(answer)
+            return result
+
+        answer.addTimeout(timeout, reactor)
+        answer.addErrback(forget)
         return answer
 
 
@@ -83,7 +90,7 @@ def client(testCase, host: str = "127.0.0.1") -> Client:
     A UDP client bound on C{host}, closed at cleanup.
     """
     protocol = Client()
-    port = reactor.listenUDP(0, protocol, interface=host)
+    port = reactor.listenUDP(0, protocol, interface=host, maxPacketSize=65535)
     testCase.addCleanup(port.stopListening)
     return protocol
 
