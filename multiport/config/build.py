@@ -136,7 +136,10 @@ def portConfigs(
             request.where, f"backlog {backlog} must be from 1 to {MAX_BACKLOG}"
         )
     try:
-        options = handler.parseOptions(request.options, request.optionsBase)
+        parse = handler.parseOptions
+        if request.protocol == "udp":
+            parse = getattr(handler, "parseDatagramOptions", parse)
+        options = parse(request.options, request.optionsBase)
     except OptionError as e:
         raise ConfigError(f"{request.where}.options.{e.key}", e.message) from e
     policy = (
@@ -273,7 +276,7 @@ def checkLoops(ports: Iterable[PortConfig]) -> None:
             target
             for upstream in cast(_Forwarding, port.options).upstreams
             for target in byNumber.get(upstream.port, ())
-            if _reaches(upstream.host, target)
+            if target.protocol == port.protocol and _reaches(upstream.host, target)
         ]
     # The last first: a port being added or changed comes last, and the
     # error should name it.

@@ -250,11 +250,30 @@ class IDatagramHandler(Interface):
     a source port 0 or to the port's own address.
     """
 
+    parseDatagramOptions = Attribute(
+        "Optional: a function like IHandler.parseOptions for the options of "
+        "this handler's UDP ports, when they differ from its TCP ports' "
+        "(the relay's); parseOptions is used when absent."
+    )
+
     def buildDatagramProtocol(context: HandlerContext) -> DatagramProtocol:
         """
         Build the datagram protocol of one UDP port; every port gets its
         own.
         """
+
+
+def parseOptionsFor(
+    handler: IHandler, protocol: str, options: Mapping[str, object], relativeTo: Path
+) -> object:
+    """
+    C{handler}'s parse of a port's C{options} for C{protocol}: a UDP
+    port's with its C{parseDatagramOptions} if it has one.
+    """
+    parse = handler.parseOptions
+    if protocol == "udp":
+        parse = getattr(handler, "parseDatagramOptions", parse)
+    return parse(options, relativeTo)
 
 
 def _protocolsOf(handler: Handler) -> tuple[str, ...]:
@@ -281,6 +300,7 @@ class Handler:
     build: Callable[[HandlerContext], IProtocolFactory] | None = None
     parse: Callable[[Mapping[str, object], Path], object] | None = None
     buildDatagram: Callable[[HandlerContext], DatagramProtocol] | None = None
+    parseDatagram: Callable[[Mapping[str, object], Path], object] | None = None
     impliesTLS: bool = False
     defaultPolicy: Policy = Policy()
     descriptorsPerConnection: int = field(default=1)
@@ -304,6 +324,17 @@ class Handler:
         for key in options:
             raise OptionError(key, f"unknown option; {self.name!r} takes none")
         return None
+
+    def parseDatagramOptions(
+        self, options: Mapping[str, object], relativeTo: Path
+    ) -> object:
+        """
+        Validate a UDP port's options with C{parseDatagram}, else as a TCP
+        port's.
+        """
+        if self.parseDatagram is not None:
+            return self.parseDatagram(options, relativeTo)
+        return self.parseOptions(options, relativeTo)
 
     def buildFactory(self, context: HandlerContext) -> IProtocolFactory:
         """

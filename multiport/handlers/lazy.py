@@ -22,7 +22,12 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from multiport.handlers.interface import HandlerContext, IDatagramHandler, IHandler
+from multiport.handlers.interface import (
+    HandlerContext,
+    IDatagramHandler,
+    IHandler,
+    parseOptionsFor,
+)
 from multiport.ports.policies import Policy
 
 
@@ -80,6 +85,15 @@ class LazyHandler:
         The implementation's parse of a port's options.
         """
         return self.load().parseOptions(options, relativeTo)
+
+    def parseDatagramOptions(
+        self, options: Mapping[str, object], relativeTo: Path
+    ) -> object:
+        """
+        The implementation's parse of a UDP port's options (its
+        C{parseDatagramOptions}, else its C{parseOptions}).
+        """
+        return parseOptionsFor(self.load(), "udp", options, relativeTo)
 
     def buildFactory(self, context: HandlerContext) -> IProtocolFactory:
         """

@@ -127,6 +127,19 @@ class GatedTransport:
         """
         self._gate.send(datagram, addr)
 
+    def drop(self, reason: str) -> None:
+        """
+        Count a datagram the handler dropped for C{reason} (a relay:
+        C{no_upstream}, C{sessions_full}).
+        """
+        self._gate.counters.drop(reason)
+
+    def setSessions(self, count: int) -> None:
+        """
+        Publish the sessions the handler has open now (a relay's).
+        """
+        self._gate.counters.sessions = count
+
     def getHost(self) -> IPv4Address | IPv6Address:
         """
         The port's own address.
