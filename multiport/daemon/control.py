@@ -92,6 +92,13 @@ def changedConfig(
     table = dict(table)
     table.setdefault("port", current.port)
     table.setdefault("interface", current.interface)
+    table.setdefault("protocol", current.protocol)
+    if table["protocol"] != current.protocol:
+        raise ConfigError(
+            f"{where}.protocol",
+            f"{table['protocol']!r} is not this port's protocol; to move a port, "
+            "add the new one and remove this one",
+        )
     if table["port"] not in (current.port, boundPort):
         raise ConfigError(
             f"{where}.port",
