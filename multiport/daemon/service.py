@@ -185,7 +185,9 @@ class PortsService(LiveChanges, AdminControl, MultiService):
     ) -> PortServer:
         if config.datagram:
             context, protocol = self._datagramProtocol(config, handler)
-            return PortUDPServer(config, DatagramGate(protocol, context), self._reactor)
+            udp = PortUDPServer(config, DatagramGate(protocol, context), self._reactor)
+            udp.inherited = self.descriptors.pop(config.name, None)
+            return udp
         context, inner = self._handlerFactory(config, handler)
         factory = PortFactory(
             inner, PortCounters(), context, self.daemonLimit, descriptorsOf(handler)

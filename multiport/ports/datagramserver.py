@@ -5,6 +5,8 @@ tree whose socket hands datagrams to the port's L{DatagramGate}.
 
 from __future__ import annotations
 
+import socket
+
 from twisted.application.internet import UDPServer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IListeningPort
@@ -36,8 +38,21 @@ class PortUDPServer(UDPServer):
         self.listenWith = reactor
         self.name: str | None = None
         self._port: IListeningPort | None = None
+        #: A descriptor of a socket another process bound (a worker's copy
+        #: of the main process's socket), read from rather than binding.
+        #: Asked once: binding again later binds here.
+        self.inherited: int | None = None
 
     def _getPort(self) -> IListeningPort:
+        inherited, self.inherited = self.inherited, None
+        if inherited is not None:
+            # Twisted duplicates the descriptor, and closing a UDP port
+            # never shuts the socket down: the other processes reading it
+            # go on.
+            family = socket.AF_INET6 if self.config.ipv6 else socket.AF_INET
+            return self.listenWith.adoptDatagramPort(
+                inherited, family, self.factory, maxPacketSize=MAX_READ
+            )
         return self.listenWith.listenUDP(
             self.config.port,
             self.factory,

@@ -111,6 +111,11 @@ def daemonReport(
                         "listening": status.listening,
                         "connections": status.counters.get("connections"),
                         "bytes": status.counters.get("bytes"),
+                        **(
+                            {"datagrams": status.counters.get("datagrams")}
+                            if status.config.datagram
+                            else {}
+                        ),
                     }
                 )
         for port in ports:
