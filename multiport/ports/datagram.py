@@ -15,7 +15,7 @@ status pages treat both alike.
 from __future__ import annotations
 
 import errno
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from attrs import define, field
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -187,6 +187,9 @@ class DatagramGate(DatagramProtocol):
         self.counters = DatagramCounters() if counters is None else counters
         self.portName: str = context.port.name
         self.port: IUDPTransport | None = None
+        self._ownPort = -1
+        self._ownHosts: frozenset[str] = frozenset()
+        self._sendto: Callable[[bytes, Peer], object] | None = None
         self.replies = GatedTransport(self)
         self._configure(inner, context)
 
@@ -216,7 +219,18 @@ class DatagramGate(DatagramProtocol):
         """
         The port's socket is listening: start the handler's protocol.
         """
-        self.port = self.transport
+        port = self.transport
+        self.port = port
+        host = port.getHost() if port is not None else None
+        #: The port's own (host, number): nothing is sent there or taken
+        #: from there.  Read once, not per datagram.
+        self._ownPort = getattr(host, "port", -1)
+        self._ownHosts = frozenset({getattr(host, "host", ""), "127.0.0.1", "::1"})
+        #: Replies go straight to the socket: udp.Port.write checks the
+        #: address's form on every call (a parse of the address), which
+        #: costs more than the send on the reply path; addresses here come
+        #: from the socket itself.
+        self._sendto = getattr(getattr(port, "socket", None), "sendto", None)
         self.inner.transport = self.replies
         self.inner.doStart()  # type: ignore[no-untyped-call]  # Twisted leaves it unannotated
 
@@ -225,19 +239,11 @@ class DatagramGate(DatagramProtocol):
         The socket closed: stop the handler's protocol.
         """
         self.port = None
+        self._sendto = None
         self.inner.doStop()  # type: ignore[no-untyped-call]  # Twisted leaves it unannotated
 
     def _ownAddress(self, peer: Peer) -> bool:
-        port = self.port
-        if port is None:
-            return False
-        host = port.getHost()
-        if peer[1] != getattr(host, "port", None):
-            return False
-        return peer[0] == getattr(host, "host", None) or peer[0] in (
-            "127.0.0.1",
-            "::1",
-        )
+        return peer[1] == self._ownPort and peer[0] in self._ownHosts
 
     def datagramReceived(self, datagram: bytes, addr: Peer) -> None:
         """
@@ -282,12 +288,19 @@ class DatagramGate(DatagramProtocol):
         if addr[1] == 0 or self._ownAddress(addr):
             counters.drop("reflection")
             return
+        sendto = self._sendto
         try:
-            port.write(datagram, addr)
+            if sendto is not None:
+                sendto(datagram, addr)
+            else:
+                port.write(datagram, addr)
         except MessageLengthError:
             counters.drop("too_large")
             return
         except OSError as e:
+            if e.errno == errno.EMSGSIZE:
+                counters.drop("too_large")
+                return
             if e.errno not in _SEND_DROPS:
                 raise
             counters.drop("send_error")
