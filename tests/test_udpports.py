@@ -22,7 +22,7 @@ from multiport.config.build import buildConfig
 from multiport.config.model import Config, Defaults
 from multiport.config.portspec import parsePorts
 from multiport.daemon.service import PortsService
-from multiport.errors import ConfigError
+from multiport.errors import ConfigError, StartupError
 from multiport.handlers.interface import HandlerContext
 from multiport.handlers.registry import findHandlers
 from multiport.ports.datagram import DatagramGate
@@ -339,3 +339,41 @@ class ThirdPartyTests(TestCase):
             Path("/tmp"),
         )
         self.assertIn("does not serve TCP", str(error))
+
+
+class BindTests(TestCase):
+    """
+    How a UDP port binds.
+    """
+
+    def test_bothFamilies(self):
+        """
+        C{0.0.0.0:P/udp} and C{[::]:P/udp} are two ports (IPV6_V6ONLY).
+        """
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            number = probe.getsockname()[1]
+        service = startService(
+            self, f"0.0.0.0:{number}/udp=echo,[::]:{number}/udp=echo"
+        )
+        self.assertEqual(
+            [p.boundAddress().port for p in service.ports()], [number, number]
+        )
+
+    def test_inUse(self):
+        """
+        A UDP address in use stops the start with one clear error, and
+        leaves nothing bound.
+        """
+        taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        number = taken.getsockname()[1]
+        config = configFor(
+            f"127.0.0.1:0/udp=echo,127.0.0.1:{number}/udp=echo", "/tmp/s"
+        )
+        service = PortsService(config, HANDLERS, {}, reactor)
+        error = self.assertRaises(StartupError, service.privilegedStartService)
+        self.assertIn(f"127.0.0.1:{number}", str(error))
+        self.assertIn("in use", str(error))
+        self.assertIsNone(service.ports()[0].boundAddress())

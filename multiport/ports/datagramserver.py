@@ -14,6 +14,7 @@ from twisted.internet.interfaces import IAddress, IListeningPort
 from multiport.config.model import PortConfig
 from multiport.io.reactortype import ReactorLike
 from multiport.ports.datagram import MAX_READ, DatagramGate
+from multiport.ports.sockets import bindShared
 
 
 class PortUDPServer(UDPServer):
@@ -53,12 +54,16 @@ class PortUDPServer(UDPServer):
             return self.listenWith.adoptDatagramPort(
                 inherited, family, self.factory, maxPacketSize=MAX_READ
             )
-        return self.listenWith.listenUDP(
-            self.config.port,
-            self.factory,
-            interface=self.config.interface,
-            maxPacketSize=MAX_READ,
-        )
+        # Bound here rather than by listenUDP, which leaves IPV6_V6ONLY
+        # off: [::]:P would then take 0.0.0.0:P too, and the two families
+        # are separate ports to multiport.
+        skt = bindShared(self.config)
+        try:
+            return self.listenWith.adoptDatagramPort(
+                skt.fileno(), skt.family, self.factory, maxPacketSize=MAX_READ
+            )
+        finally:
+            skt.close()
 
     def boundAddress(self) -> IAddress | None:
         """

@@ -277,7 +277,10 @@ def bindShared(config: PortConfig, reusePort: bool = False) -> socket.socket:
     kind = socket.SOCK_DGRAM if config.datagram else socket.SOCK_STREAM
     skt = socket.socket(family, kind)
     try:
-        skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if not config.datagram:
+            # On a UDP socket SO_REUSEADDR would let a second socket bind
+            # the same address silently: "in use" must stay an error.
+            skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reusePort:
             skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if config.ipv6:
