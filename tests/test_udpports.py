@@ -377,3 +377,39 @@ class BindTests(TestCase):
         self.assertIn(f"127.0.0.1:{number}", str(error))
         self.assertIn("in use", str(error))
         self.assertIsNone(service.ports()[0].boundAddress())
+
+
+#: A plugin claiming UDP without the datagram interface.
+BAD_UDP_PLUGIN = """
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+from multiport.handlers import IHandler
+
+@implementer(IPlugin, IHandler)
+class Bad:
+    name = "badudp"
+    description = "claims UDP"
+    impliesTLS = False
+    protocols = ("udp",)
+    def parseOptions(self, options, relativeTo):
+        return None
+    def buildFactory(self, context):
+        raise NotImplementedError
+
+bad = Bad()
+"""
+
+
+class RegistryTests(TestCase):
+    """
+    The registry checks what a handler says it serves.
+    """
+
+    def test_udpWithoutInterface(self):
+        """
+        A plugin that says it serves UDP without providing
+        L{IDatagramHandler} is ignored.
+        """
+        installPlugin(self, "badudp_handler", BAD_UDP_PLUGIN)
+        self.assertNotIn("badudp", findHandlers())
+        self.flushLoggedErrors()
