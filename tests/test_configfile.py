@@ -269,8 +269,9 @@ class ParseConfigTests(SynchronousTestCase):
             "f.toml: defaults.zzzzzzzzzz",
             "unknown key (known: allow, backlog, deny, drain_timeout, "
             "header_timeout, idle_timeout, interface, log_connections, "
-            "max_connections, max_connections_per_ip, max_duration, "
-            "proxy_protocol, proxy_protocol_from, rate, rate_per_ip, tls)",
+            "max_connections, max_connections_per_ip, max_datagram_size, "
+            "max_duration, proxy_protocol, proxy_protocol_from, rate, rate_per_ip, "
+            "tls)",
         )
         error = self.assertRaises(
             ConfigError, parseConfig, {"port": [{"port": 80, "zzzzzzzzzz": 1}]}, BASE

@@ -394,6 +394,7 @@ class StatusPageTests(_StatusTestCase):
                         "interface": "127.0.0.1",
                         "port": 7,
                         "handler": "echo",
+                        "protocol": "tcp",
                         "tls": False,
                         "listening": True,
                         "draining": False,
@@ -582,6 +583,10 @@ class MetricsTests(_StatusTestCase):
                 "multiport_port_draining": "gauge",
                 "multiport_tls_certificate_expiry_timestamp_seconds": "gauge",
                 "multiport_balancer_draining": "gauge",
+                "multiport_datagrams_received": "counter",
+                "multiport_datagrams_sent": "counter",
+                "multiport_datagrams_dropped": "counter",
+                "multiport_udp_sessions": "gauge",
             },
         )
 
@@ -1131,6 +1136,7 @@ class EndToEndTests(TestCase):
                     "interface",
                     "port",
                     "handler",
+                    "protocol",
                     "tls",
                     "listening",
                     "draining",

@@ -310,6 +310,18 @@ class SpecialModeTests(OptionsTestsMixin, SynchronousTestCase):
         )
         self.assertIn("RFC 862", lines[4])
 
+    def test_listHandlersProtocols(self):
+        """
+        --list-handlers shows the protocols each handler serves.
+        """
+        self.assertRaises(SystemExit, self.parse, "--list-handlers")
+        lines = {
+            line.split()[0]: line.split()[1]
+            for line in self.stdout.getvalue().splitlines()
+        }
+        self.assertEqual(lines["echo"], "tcp/udp")
+        self.assertEqual(lines["http"], "tcp")
+
     def test_check(self):
         """
         --check prints one line per port and exits 0, writing nothing.

@@ -70,7 +70,7 @@ def build(context: HandlerContext) -> None:
     context.reactor.connectTCP("127.0.0.1", "7", ClientFactory())  # arg-type
     label: str = context.clock.seconds()  # assignment
     context.daemon.portStatus()  # union-attr
-    context.reactor.listenUDP(0, Protocol())  # attr-defined
+    context.reactor.listenUNIX("/tmp/x", ClientFactory())  # attr-defined
 """
 
 

@@ -28,7 +28,17 @@ from multiport.config.model import (
     resolveHostName,
 )
 from multiport.errors import ConfigError
+from multiport.ports.datagrampolicy import checkOwnPolicy, forProtocol
 from multiport.ports.policies import Policy, checkPolicy
+
+
+def protocolsOf(handler: object) -> tuple[str, ...]:
+    """
+    The protocols C{handler} serves: its C{protocols}, C{("tcp",)} when it
+    declares none.
+    """
+    protocols = getattr(handler, "protocols", ("tcp",))
+    return tuple(protocols)
 
 
 def _handlerFor(
@@ -55,7 +65,38 @@ def _handlerFor(
             request.where,
             f"unknown handler {name!r}; known handlers: {', '.join(sorted(handlers))}",
         )
+    if request.protocol not in protocolsOf(handler):
+        serving = sorted(
+            n for n, h in handlers.items() if request.protocol in protocolsOf(h)
+        )
+        raise ConfigError(
+            request.where,
+            f"handler {name!r} does not serve {request.protocol.upper()}; handlers "
+            f"for {request.protocol.upper()}: {', '.join(serving) or 'none'}",
+        )
     return handler
+
+
+def _checkDatagram(request: PortRequest) -> None:
+    """
+    Refuse what a UDP port can't have: TLS (there is no DTLS here), a
+    backlog, and the connection policies.
+    """
+    if request.protocol != "udp":
+        checkOwnPolicy(request.policy, request.protocol, request.where)
+        return
+    if request.tls:
+        raise ConfigError(
+            f"{request.where}.tls"
+            if not request.where.startswith("--")
+            else request.where,
+            "TLS on a UDP port: there is no TLS over UDP (no DTLS)",
+        )
+    if request.backlog is not None:
+        raise ConfigError(
+            f"{request.where}.backlog", "'backlog' does not apply to a UDP port"
+        )
+    checkOwnPolicy(request.policy, "udp", request.where)
 
 
 def _tlsFor(
@@ -87,15 +128,19 @@ def portConfigs(
     """
     if not 0 <= request.port <= 65535:
         raise ConfigError(request.where, f"port {request.port} out of range 0-65535")
+    _checkDatagram(request)
     handler = _handlerFor(request, handlers)
-    tls = _tlsFor(request, handler, defaults)
+    tls = None if request.protocol == "udp" else _tlsFor(request, handler, defaults)
     backlog = defaults.backlog if request.backlog is None else request.backlog
     if not 1 <= backlog <= MAX_BACKLOG:
         raise ConfigError(
             request.where, f"backlog {backlog} must be from 1 to {MAX_BACKLOG}"
         )
     try:
-        options = handler.parseOptions(request.options, request.optionsBase)
+        parse = handler.parseOptions
+        if request.protocol == "udp":
+            parse = getattr(handler, "parseDatagramOptions", parse)
+        options = parse(request.options, request.optionsBase)
     except OptionError as e:
         raise ConfigError(f"{request.where}.options.{e.key}", e.message) from e
     policy = (
@@ -105,7 +150,9 @@ def portConfigs(
     )
     # The handler's own defaults come last: an http port closes a
     # connection that stalls even when nothing is configured.
-    policy = policy.over(getattr(handler, "defaultPolicy", Policy()))
+    if request.protocol == "tcp":
+        policy = policy.over(getattr(handler, "defaultPolicy", Policy()))
+    policy = forProtocol(policy, request.protocol)
     checkPolicy(policy, request.where)
     host = defaults.interface if request.host is None else request.host
     return [
@@ -121,9 +168,14 @@ def portConfigs(
             if request.logConnections is None
             else request.logConnections,
             policy=policy,
+            protocol=request.protocol,
         )
         for interface in _interfaces(host, request.where, resolve)
     ]
+
+
+def _label(port: PortConfig) -> str:
+    return port.name if port.datagram else port.address
 
 
 def checkOverlaps(ports: Iterable[PortConfig]) -> None:
@@ -137,11 +189,11 @@ def checkOverlaps(ports: Iterable[PortConfig]) -> None:
 
     @raise ConfigError: naming both places.
     """
-    claimed: dict[tuple[int, bool], dict[str, PortConfig]] = {}
+    claimed: dict[tuple[str, int, bool], dict[str, PortConfig]] = {}
     for port in ports:
         if port.port == 0:
             continue
-        group = claimed.setdefault((port.port, port.ipv6), {})
+        group = claimed.setdefault((port.protocol, port.port, port.ipv6), {})
         wildcard = "::" if port.ipv6 else "0.0.0.0"
         other = group.get(port.interface)
         if other is None:
@@ -153,9 +205,9 @@ def checkOverlaps(ports: Iterable[PortConfig]) -> None:
             if port.interface == other.interface:
                 what = "is configured twice"
             else:
-                what = f"overlaps {other.address}"
+                what = f"overlaps {_label(other)}"
             raise ConfigError(
-                port.where, f"{port.address} {what} (also at {other.where})"
+                port.where, f"{_label(port)} {what} (also at {other.where})"
             )
         group[port.interface] = port
     checkLoops(ports)
@@ -225,7 +277,7 @@ def checkLoops(ports: Iterable[PortConfig]) -> None:
             target
             for upstream in cast(_Forwarding, port.options).upstreams
             for target in byNumber.get(upstream.port, ())
-            if _reaches(upstream.host, target)
+            if target.protocol == port.protocol and _reaches(upstream.host, target)
         ]
     # The last first: a port being added or changed comes last, and the
     # error should name it.

@@ -42,6 +42,9 @@ WELL_KNOWN_PORTS: Mapping[int, str] = MappingProxyType(
     }
 )
 
+#: The transport protocols a port may use; C{"tcp"} unless said.
+PROTOCOLS = ("tcp", "udp")
+
 DEFAULT_PORTS = "8080,8443"
 DEFAULT_INTERFACE = "0.0.0.0"
 #: nginx's default on Linux; the kernel caps it at net.core.somaxconn.
@@ -163,6 +166,7 @@ class PortRequest:
         factory=dict, converter=_frozenMapping, eq=False
     )
     optionsBase: Path = field(factory=Path.cwd)
+    protocol: str = "tcp"
 
 
 @frozen
@@ -221,6 +225,7 @@ class PortConfig:
     @ivar options: The handler's validated options (its own frozen type).
     @ivar logConnections: Whether each closed connection is logged.
     @ivar policy: Limits, rates, access rules and timeouts.
+    @ivar protocol: C{"tcp"} or C{"udp"}.
     """
 
     interface: str
@@ -232,6 +237,7 @@ class PortConfig:
     where: str = field(eq=False, default="")
     logConnections: bool = True
     policy: Policy = Policy()
+    protocol: str = "tcp"
 
     @property
     def address(self) -> str:
@@ -243,9 +249,17 @@ class PortConfig:
     @property
     def name(self) -> str:
         """
-        The port's name, C{tcp:HOST:PORT}, as the service tree knows it.
+        The port's name, C{tcp:HOST:PORT} or C{udp:HOST:PORT}, as the
+        service tree knows it.
         """
-        return "tcp:" + self.address
+        return f"{self.protocol}:{self.address}"
+
+    @property
+    def datagram(self) -> bool:
+        """
+        Whether this is a UDP port.
+        """
+        return self.protocol == "udp"
 
     @property
     def ipv6(self) -> bool:

@@ -1,5 +1,5 @@
 """
-The C{--ports} grammar: comma-separated C{[HOST:]PORT[=HANDLER[+tls]]}.
+The C{--ports} grammar: comma-separated C{[HOST:]PORT[/udp][=HANDLER[+tls]]}.
 
 HOST is an IPv4 address, a bracketed IPv6 address or a host name.
 """
@@ -26,6 +26,11 @@ def parsePortItem(item: str, where: str, relativeTo: Path | None = None) -> Port
     if not text:
         raise ConfigError(where, "empty item")
     address, sep, handlerPart = text.partition("=")
+    address, slash, protocol = address.partition("/")
+    if slash and protocol not in ("tcp", "udp"):
+        raise ConfigError(
+            where, f"unknown protocol {'/' + protocol!r}; only '/udp' and '/tcp'"
+        )
     handler: str | None = None
     tls: bool | None = None
     if sep:
@@ -36,6 +41,10 @@ def parsePortItem(item: str, where: str, relativeTo: Path | None = None) -> Port
                     where, f"unknown suffix {'+' + suffix!r}; only '+tls' is known"
                 )
             tls = True
+            if protocol == "udp":
+                raise ConfigError(
+                    where, "'+tls' on a UDP port: there is no TLS over UDP (no DTLS)"
+                )
         if not _HANDLER.match(handler):
             raise ConfigError(where, f"bad handler name {handler!r}")
     host: str | None
@@ -70,6 +79,7 @@ def parsePortItem(item: str, where: str, relativeTo: Path | None = None) -> Port
         handler=handler,
         tls=tls,
         optionsBase=relativeTo if relativeTo is not None else Path.cwd(),
+        protocol=protocol or "tcp",
     )
 
 

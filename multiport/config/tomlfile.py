@@ -23,6 +23,7 @@ from multiport.acme.config import (
 from multiport.config.files import FileError, readRegularFile
 from multiport.config.model import (
     MAX_BACKLOG,
+    PROTOCOLS,
     PartialDefaults,
     PortRequest,
     TLSConfig,
@@ -46,6 +47,7 @@ _PORT = {
     "port",
     "interface",
     "handler",
+    "protocol",
     "tls",
     "backlog",
     "options",
@@ -282,7 +284,9 @@ def _port(value: object, where: str, base: Path) -> PortRequest:
     options: dict[str, object] = {}
     if "options" in table:
         options = _table(table["options"], f"{where}.options")
+    protocol = _protocol(table, where)
     return PortRequest(
+        protocol=protocol,
         where=where,
         port=port,
         host=parseInterface(table["interface"], f"{where}.interface")
@@ -298,6 +302,15 @@ def _port(value: object, where: str, base: Path) -> PortRequest:
         options=options,
         optionsBase=base,
     )
+
+
+def _protocol(table: Mapping[str, object], where: str) -> str:
+    value = _expect(table.get("protocol", "tcp"), str, f"{where}.protocol")
+    if value not in PROTOCOLS:
+        raise ConfigError(
+            f"{where}.protocol", f"unknown protocol {value!r}; 'tcp' or 'udp'"
+        )
+    return value
 
 
 def portRequest(table: object, where: str, base: Path) -> PortRequest:

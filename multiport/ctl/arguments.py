@@ -29,8 +29,10 @@ def parseStatus(text: str) -> Address:
         item = parsePortItem(text, repr(text))
     except ConfigError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-    if item.handler is not None:
-        raise argparse.ArgumentTypeError(f"{text!r}: takes [HOST:]PORT, no handler")
+    if item.handler is not None or item.protocol != "tcp":
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: takes [HOST:]PORT, no handler or protocol"
+        )
     if item.port == 0:
         raise argparse.ArgumentTypeError(f"{text!r}: port 0 can't be reached")
     return ("127.0.0.1" if item.host is None else item.host, item.port)
@@ -67,7 +69,7 @@ def parseURL(text: str) -> str:
 
 def parseSpec(text: str) -> dict[str, object]:
     """
-    A C{--ports} item, C{[HOST:]PORT[=HANDLER[+tls]]}, as the keys of a
+    A C{--ports} item, C{[HOST:]PORT[/udp][=HANDLER[+tls]]}, as the keys of a
     port's JSON body; keys the item leaves out are left out, so that the
     daemon's defaults apply.
 
@@ -85,6 +87,8 @@ def parseSpec(text: str) -> dict[str, object]:
         body["handler"] = request.handler
     if request.tls is not None:
         body["tls"] = request.tls
+    if request.protocol != "tcp":
+        body["protocol"] = request.protocol
     return body
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from twisted.application.service import IService
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from multiport.config.model import Config, PortConfig, TLSConfig
@@ -25,9 +26,10 @@ from multiport.handlers.interface import (
     descriptorsOf,
 )
 from multiport.ports.admission import DaemonLimit
+from multiport.ports.datagramserver import PortUDPServer
 from multiport.ports.factory import PortFactory
 from multiport.ports.policies import drainTimeoutOf
-from multiport.ports.server import PortServer
+from multiport.ports.server import PortServer, PortSSLServer, PortTCPServer
 from multiport.ports.tls import LoadedCertificate
 from multiport.text import plural
 
@@ -75,12 +77,17 @@ class LiveChanges:
     ) -> tuple[HandlerContext, IProtocolFactory]:
         raise NotImplementedError
 
+    def _datagramProtocol(
+        self, config: PortConfig, handler: IHandler
+    ) -> tuple[HandlerContext, DatagramProtocol]:
+        raise NotImplementedError
+
     def _server(
         self,
         config: PortConfig,
         factory: PortFactory,
         certificates: Mapping[TLSConfig, LoadedCertificate],
-    ) -> PortServer:
+    ) -> PortTCPServer | PortSSLServer:
         raise NotImplementedError
 
     def _nameBound(self, port: PortServer) -> None:
@@ -142,10 +149,7 @@ class LiveChanges:
             added = [
                 self._makePort(c, self.handlers[c.handler], known) for c in plan.add
             ]
-            changed = [
-                (old, new, *self._handlerFactory(new, self.handlers[new.handler]))
-                for old, new in plan.change
-            ]
+            changed = [(old, new, *self._innerFor(new)) for old, new in plan.change]
         except Exception as e:
             log.failure("a live change could not build its handlers")
             raise ReconcileError(f"cannot build the handler: {e}") from e
@@ -192,6 +196,14 @@ class LiveChanges:
             # the number of ports listening.
             self.daemonLimit.ports = max(1, len(self.ports()))
 
+    def _innerFor(
+        self, config: PortConfig
+    ) -> tuple[HandlerContext, IProtocolFactory | DatagramProtocol]:
+        handler = self.handlers[config.handler]
+        if config.datagram:
+            return self._datagramProtocol(config, handler)
+        return self._handlerFactory(config, handler)
+
     def _bindLive(self, servers: Sequence[PortServer], bound: list[PortServer]) -> None:
         for server in servers:
             try:
@@ -213,15 +225,23 @@ class LiveChanges:
         old: PortServer,
         config: PortConfig,
         context: HandlerContext,
-        inner: IProtocolFactory,
+        inner: IProtocolFactory | DatagramProtocol,
         certificates: Mapping[TLSConfig, LoadedCertificate],
         position: int,
     ) -> None:
-        factory = old.factory
-        cost = descriptorsOf(self.handlers[config.handler])
-        factory.reconfigure(inner, context, cost)
-        server = self._server(config, factory, certificates)
-        server.takeOver(old)
+        server: PortServer
+        if isinstance(old, PortUDPServer):
+            assert isinstance(inner, DatagramProtocol)
+            old.factory.reconfigure(inner, context)
+            server = PortUDPServer(config, old.factory, old.listenWith)
+            server.takeOver(old)
+        else:
+            assert not isinstance(inner, DatagramProtocol)
+            factory = old.factory
+            cost = descriptorsOf(self.handlers[config.handler])
+            factory.reconfigure(inner, context, cost)
+            server = self._server(config, factory, certificates)
+            server.takeOver(old)
         server.parent = self
         self.services[position] = server
         old.parent = None

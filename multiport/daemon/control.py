@@ -26,7 +26,7 @@ from multiport.daemon.reload import logReloaded, reloadLogged
 from multiport.errors import ConfigError, ReconcileError, ReloadUnavailable
 from multiport.handlers.interface import ChangeSummary, IHandler, PortRef
 from multiport.ports.certificates import loadCertificates
-from multiport.ports.server import PortServer, PortSSLServer, PortTCPServer
+from multiport.ports.server import PORT_SERVERS, PortServer
 from multiport.ports.tls import LoadedCertificate
 from multiport.status.admintoken import tokenMatches
 
@@ -92,6 +92,13 @@ def changedConfig(
     table = dict(table)
     table.setdefault("port", current.port)
     table.setdefault("interface", current.interface)
+    table.setdefault("protocol", current.protocol)
+    if table["protocol"] != current.protocol:
+        raise ConfigError(
+            f"{where}.protocol",
+            f"{table['protocol']!r} is not this port's protocol; to move a port, "
+            "add the new one and remove this one",
+        )
     if table["port"] not in (current.port, boundPort):
         raise ConfigError(
             f"{where}.port",
@@ -207,7 +214,7 @@ class AdminControl:
         @raise KeyError: if there is none.
         """
         server = self.namedServices.get(name)
-        if not isinstance(server, PortTCPServer | PortSSLServer):
+        if not isinstance(server, PORT_SERVERS):
             raise KeyError(name)
         return server
 

@@ -34,10 +34,59 @@ _COLUMNS = (
 )
 
 
+_DATAGRAM_COLUMNS = (
+    "port",
+    "handler",
+    "state",
+    "datagrams in",
+    "datagrams out",
+    "received",
+    "sent",
+    "dropped",
+    "sessions",
+    "errors",
+)
+
+
+def datagramTable(ports: Sequence[PortStatus]) -> str:
+    """
+    The counters of the UDP ports among C{ports} as a plain-text table
+    (its own columns: a UDP port has no connections), or C{""}.
+    """
+    rows = [_DATAGRAM_COLUMNS]
+    for port in ports:
+        if not port.config.datagram:
+            continue
+        counters: Any = port.counters
+        dropped = counters["dropped_by_reason"]
+        rows.append(
+            (
+                port.name,
+                port.config.handler,
+                "listening" if port.listening else "stopped",
+                str(counters["datagrams"]["received"]),
+                str(counters["datagrams"]["sent"]),
+                str(counters["bytes"]["received"]),
+                str(counters["bytes"]["sent"]),
+                " ".join(f"{k}={v}" for k, v in sorted(dropped.items())) or "0",
+                str(counters["sessions"]),
+                str(counters["errors"]["protocol"]),
+            )
+        )
+    return alignTable(rows, left=3) if len(rows) > 1 else ""
+
+
 def statsTable(ports: Sequence[PortStatus]) -> str:
     """
-    The counters of C{ports} as a plain-text table.
+    The counters of C{ports} as a plain-text table; the UDP ports in a
+    second table of their own.
     """
+    udp = datagramTable(ports)
+    tcp = _connectionTable([p for p in ports if not p.config.datagram])
+    return tcp + "\n" + udp if udp else tcp
+
+
+def _connectionTable(ports: Sequence[PortStatus]) -> str:
     rows = [_COLUMNS]
     for port in ports:
         counters: Any = port.counters

@@ -39,7 +39,7 @@ from multiport.daemon.token import STATUS_HANDLER, refuseExposedStatus, tokenFai
 from multiport.daemon.workers import workerCount, workerSockets
 from multiport.errors import ConfigError
 from multiport.handlers.interface import IHandler
-from multiport.handlers.registry import findHandlers
+from multiport.handlers.registry import checkProtocols, findHandlers
 from multiport.io.transport import DEFAULT_TRANSPORT, FastServer, transportNamed
 from multiport.ports.certificates import CertificateLoader, SelfSigned
 from multiport.ports.policies import DEFAULT_DRAIN_TIMEOUT, Policy
@@ -270,7 +270,9 @@ class Options(usage.Options):
         self.handlers = findHandlers()
         if self["list-handlers"]:
             for name in sorted(self.handlers):
-                print(f"{name:<12} {self.handlers[name].description}")
+                handler = self.handlers[name]
+                protocols = "/".join(checkProtocols(handler))
+                print(f"{name:<12} {protocols:<8} {handler.description}")
             raise SystemExit(0)
         try:
             self._configureLogFormat()

@@ -75,7 +75,7 @@ def plan(
     configuration is equal and C{renewed} (a new certificate, say) is
     false for it.
     """
-    byAddress = {(c.interface, c.port): s for s, c in running if c.port}
+    byAddress = {(c.protocol, c.interface, c.port): s for s, c in running if c.port}
     configOf = {id(s): c for s, c in running}
     anyPort = [s for s, c in running if c.port == 0]
     add: list[PortConfig] = []
@@ -102,7 +102,7 @@ def plan(
                 unchanged.append(same)
                 kept.append((new, same))
             continue
-        server = byAddress.get((new.interface, new.port))
+        server = byAddress.get((new.protocol, new.interface, new.port))
         if server is None:
             add.append(new)
             continue
@@ -118,10 +118,10 @@ def plan(
 
 def overlaps(a: PortConfig, b: PortConfig) -> bool:
     """
-    Whether C{a} and C{b} claim the same address and port number (a
-    wildcard address covers its whole family).
+    Whether C{a} and C{b} claim the same protocol, address and port number
+    (a wildcard address covers its whole family).
     """
-    if a.port == 0 or a.port != b.port or a.ipv6 != b.ipv6:
+    if a.port == 0 or a.port != b.port or a.ipv6 != b.ipv6 or a.protocol != b.protocol:
         return False
     wildcard = "::" if a.ipv6 else "0.0.0.0"
     return a.interface == b.interface or wildcard in (a.interface, b.interface)
@@ -132,7 +132,11 @@ def claims(a: PortConfig, b: PortConfig) -> bool:
     Whether C{a} takes C{b}'s place: the same address and number, or an
     overlapping one.
     """
-    return (a.interface, a.port) == (b.interface, b.port) or overlaps(a, b)
+    return (a.protocol, a.interface, a.port) == (
+        b.protocol,
+        b.interface,
+        b.port,
+    ) or overlaps(a, b)
 
 
 class Blockers(Generic[T]):
@@ -143,17 +147,17 @@ class Blockers(Generic[T]):
     """
 
     def __init__(self, removed: Sequence[tuple[T, PortConfig]]) -> None:
-        self._byNumber: dict[tuple[int, bool], list[tuple[T, PortConfig]]] = {}
+        self._byNumber: dict[tuple[str, int, bool], list[tuple[T, PortConfig]]] = {}
         for handle, config in removed:
             if config.port:
-                key = (config.port, config.ipv6)
+                key = (config.protocol, config.port, config.ipv6)
                 self._byNumber.setdefault(key, []).append((handle, config))
 
     def of(self, new: PortConfig) -> list[T]:
         """
         The removed ports C{new} overlaps.
         """
-        key = (new.port, new.ipv6)
+        key = (new.protocol, new.port, new.ipv6)
         return [h for h, c in self._byNumber.get(key, ()) if overlaps(new, c)]
 
 

@@ -163,9 +163,9 @@ class PoolControl:
         draining = 0
         for status in self.portStatus():
             if status.name == name:
-                connections = status.counters["connections"]
+                connections = status.counters.get("connections", {})
                 assert isinstance(connections, Mapping)
-                draining += int(connections["current"])
+                draining += int(connections.get("current", 0))
         config = Config(
             tuple(c for c in self.config.ports if c is not current),
             self.config.stateDir,

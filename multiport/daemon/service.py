@@ -13,7 +13,7 @@ from twisted.internet import tcp
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IAddress, IProtocolFactory
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import DatagramProtocol, Factory
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -39,6 +39,7 @@ from multiport.handlers.interface import (
     IDaemonControl,
     IDaemonDrain,
     IDaemonView,
+    IDatagramHandler,
     IHandler,
     PortStatus,
     descriptorsOf,
@@ -48,9 +49,16 @@ from multiport.io.splice import DEFAULT_POOL, PipePool, poolSize
 from multiport.io.transport import FastServer
 from multiport.ports.admission import DaemonLimit
 from multiport.ports.counters import PortCounters
+from multiport.ports.datagram import DatagramCounters, DatagramGate
+from multiport.ports.datagramserver import PortUDPServer
 from multiport.ports.factory import PortFactory
 from multiport.ports.policies import drainTimeoutOf
-from multiport.ports.server import PortServer, PortSSLServer, PortTCPServer
+from multiport.ports.server import (
+    PORT_SERVERS,
+    PortServer,
+    PortSSLServer,
+    PortTCPServer,
+)
 from multiport.ports.sockets import Inherited
 from multiport.ports.tls import LoadedCertificate
 from multiport.text import plural
@@ -89,7 +97,7 @@ class BoundPort:
     name: str
     config: PortConfig
     address: IAddress
-    counters: PortCounters
+    counters: PortCounters | DatagramCounters
 
 
 @implementer(IDaemonView, IDaemonControl, IDaemonDrain)
@@ -182,6 +190,11 @@ class PortsService(LiveChanges, AdminControl, BalancerDrain, MultiService):
         handler: IHandler,
         certificates: Mapping[TLSConfig, LoadedCertificate],
     ) -> PortServer:
+        if config.datagram:
+            context, protocol = self._datagramProtocol(config, handler)
+            udp = PortUDPServer(config, DatagramGate(protocol, context), self._reactor)
+            udp.inherited = self.descriptors.pop(config.name, None)
+            return udp
         context, inner = self._handlerFactory(config, handler)
         factory = PortFactory(
             inner, PortCounters(), context, self.daemonLimit, descriptorsOf(handler)
@@ -192,16 +205,28 @@ class PortsService(LiveChanges, AdminControl, BalancerDrain, MultiService):
             server.source = Inherited(descriptor)
         return server
 
-    def _handlerFactory(
+    def _datagramProtocol(
         self, config: PortConfig, handler: IHandler
-    ) -> tuple[HandlerContext, IProtocolFactory]:
-        context = HandlerContext(
+    ) -> tuple[HandlerContext, DatagramProtocol]:
+        context = self._context(config)
+        protocol = IDatagramHandler(handler).buildDatagramProtocol(context)
+        # Our own log line says when a port starts.
+        protocol.noisy = False
+        return context, protocol
+
+    def _context(self, config: PortConfig) -> HandlerContext:
+        return HandlerContext(
             reactor=self._reactor,
             clock=self._reactor,
             port=config,
             daemon=self.view,
             pipes=self.pipes,
         )
+
+    def _handlerFactory(
+        self, config: PortConfig, handler: IHandler
+    ) -> tuple[HandlerContext, IProtocolFactory]:
+        context = self._context(config)
         inner: IProtocolFactory = handler.buildFactory(context)
         if isinstance(inner, Factory):
             # Our own log line says when a port starts; Twisted's per-factory
@@ -214,8 +239,8 @@ class PortsService(LiveChanges, AdminControl, BalancerDrain, MultiService):
         config: PortConfig,
         factory: PortFactory,
         certificates: Mapping[TLSConfig, LoadedCertificate],
-    ) -> PortServer:
-        server: PortServer
+    ) -> PortTCPServer | PortSSLServer:
+        server: PortTCPServer | PortSSLServer
         if config.tls is None:
             server = PortTCPServer(config, factory, self._reactor)
         else:
@@ -240,7 +265,7 @@ class PortsService(LiveChanges, AdminControl, BalancerDrain, MultiService):
         """
         The port services, in configuration order.
         """
-        return [s for s in self if isinstance(s, PortTCPServer | PortSSLServer)]
+        return [s for s in self if isinstance(s, PORT_SERVERS)]
 
     def runningConfigs(self, leaving: PortServer | None = None) -> list[PortConfig]:
         """
@@ -318,7 +343,10 @@ class PortsService(LiveChanges, AdminControl, BalancerDrain, MultiService):
     def _nameBound(self, port: PortServer) -> None:
         address = port.boundAddress()
         assert address is not None
-        name = "tcp:" + formatAddress(port.config.interface, address.port)  # type: ignore[attr-defined]
+        name = f"{port.config.protocol}:" + formatAddress(
+            port.config.interface,
+            address.port,  # type: ignore[attr-defined]
+        )
         port.name = name
         port.factory.portName = name
         self.namedServices[name] = port
@@ -364,7 +392,7 @@ class PortsService(LiveChanges, AdminControl, BalancerDrain, MultiService):
         self._bound = False
         stops = []
         for child in reversed(list(self)):
-            if child.running and not isinstance(child, PortTCPServer | PortSSLServer):
+            if child.running and not isinstance(child, PORT_SERVERS):
                 stops.append(maybeDeferred(child.stopService))
         for port in reversed(self.ports()):
             name = port.name

@@ -23,6 +23,7 @@ from multiport.daemon.logformat import emitLine, eventFromWorker
 from multiport.errors import ConfigError
 from multiport.handlers.interface import IHandler, PortStatus, servedByMainProcess
 from multiport.ports.counters import PortCounters
+from multiport.ports.datagram import DatagramCounters
 
 if TYPE_CHECKING:
     from multiport.daemon.pool import WorkerPool
@@ -114,7 +115,10 @@ def mergeStatuses(
     One port's status summed over the workers' C{parts}.
     """
     counters: dict[str, object] = {}
-    _add(counters, PortCounters().snapshot())
+    _add(
+        counters,
+        DatagramCounters().snapshot() if config.datagram else PortCounters().snapshot(),
+    )
     handlerCounters: HandlerCounts = {}
     for part in parts:
         _add(counters, part.counters)

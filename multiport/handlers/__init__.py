@@ -8,6 +8,7 @@ handler plugin".
 from multiport.handlers.interface import (
     Handler,
     HandlerContext,
+    IDatagramHandler,
     IHandler,
     OptionError,
     optionOf,
@@ -20,6 +21,7 @@ __all__ = [
     "Handler",
     "HandlerContext",
     "HandlerCounters",
+    "IDatagramHandler",
     "IHandler",
     "OptionError",
     "findHandlers",

@@ -29,9 +29,10 @@ https = LazyHandler(
 )
 relay = LazyHandler(
     "relay",
-    "TCP relay to configured upstreams (options upstream or upstreams)",
+    "TCP and UDP relay to configured upstreams (options upstream or upstreams)",
     "multiport.handlers.relay:relay",
     descriptorsPerConnection=2,
+    protocols=("tcp", "udp"),
 )
 
 #: Every built-in, in the order the plugin module names them.

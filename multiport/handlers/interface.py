@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, TypedDict, TypeVar
 from attrs import field, frozen
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IProtocolFactory, IReactorTime
+from twisted.internet.protocol import DatagramProtocol
 from twisted.plugin import IPlugin
 from zope.interface import Attribute, Interface, implementer
 
@@ -249,6 +250,11 @@ class IHandler(Interface):
         "process, where the workers' counters are summed, not in each "
         "worker; False if absent."
     )
+    protocols = Attribute(
+        "Optional: the protocols the handler serves, a tuple of 'tcp' and "
+        "'udp'; ('tcp',) if absent.  A handler serving 'udp' also provides "
+        "IDatagramHandler."
+    )
     descriptorsPerConnection = Attribute(
         "Optional: the file descriptors one connection holds, its own socket "
         "included (an int, at least 1; 1 if absent).  A handler that opens "
@@ -274,24 +280,78 @@ class IHandler(Interface):
         """
 
 
-@implementer(IPlugin, IHandler)
+class IDatagramHandler(Interface):
+    """
+    The UDP side of a handler whose C{protocols} holds C{"udp"}: it builds
+    one datagram protocol per UDP port.
+
+    The protocol gets each datagram the port admitted with
+    C{datagramReceived(data, (host, port))} and answers with
+    C{self.transport.write(data, (host, port))}; the transport is the
+    port's wrapper, which counts, enforces the policies and never sends to
+    a source port 0 or to the port's own address.
+    """
+
+    parseDatagramOptions = Attribute(
+        "Optional: a function like IHandler.parseOptions for the options of "
+        "this handler's UDP ports, when they differ from its TCP ports' "
+        "(the relay's); parseOptions is used when absent."
+    )
+
+    def buildDatagramProtocol(context: HandlerContext) -> DatagramProtocol:
+        """
+        Build the datagram protocol of one UDP port; every port gets its
+        own.
+        """
+
+
+def parseOptionsFor(
+    handler: IHandler, protocol: str, options: Mapping[str, object], relativeTo: Path
+) -> object:
+    """
+    C{handler}'s parse of a port's C{options} for C{protocol}: a UDP
+    port's with its C{parseDatagramOptions} if it has one.
+    """
+    parse = handler.parseOptions
+    if protocol == "udp":
+        parse = getattr(handler, "parseDatagramOptions", parse)
+    return parse(options, relativeTo)
+
+
+def _protocolsOf(handler: Handler) -> tuple[str, ...]:
+    return (("tcp",) if handler.build is not None else ()) + (
+        ("udp",) if handler.buildDatagram is not None else ()
+    )
+
+
+@implementer(IPlugin, IHandler, IDatagramHandler)
 @frozen
 class Handler:
     """
-    A handler made of two functions; the simplest way to write a plugin::
+    A handler made of functions; the simplest way to write a plugin::
 
         from multiport.handlers import Handler
         hello = Handler("hello", "Says hello.", build=lambda context: ...)
+
+    C{build} makes the TCP factory, C{buildDatagram} the UDP protocol; the
+    handler serves the protocols it has a function for.
     """
 
     name: str
     description: str
-    build: Callable[[HandlerContext], IProtocolFactory]
+    build: Callable[[HandlerContext], IProtocolFactory] | None = None
     parse: Callable[[Mapping[str, object], Path], object] | None = None
+    buildDatagram: Callable[[HandlerContext], DatagramProtocol] | None = None
+    parseDatagram: Callable[[Mapping[str, object], Path], object] | None = None
     impliesTLS: bool = False
     defaultPolicy: Policy = Policy()
     descriptorsPerConnection: int = field(default=1)
     servedByMainProcess: bool = False
+    protocols: tuple[str, ...] = field()
+
+    @protocols.default
+    def _protocols(self) -> tuple[str, ...]:
+        return _protocolsOf(self)
 
     @descriptorsPerConnection.validator
     def _check(self, attribute: object, value: object) -> None:
@@ -307,11 +367,32 @@ class Handler:
             raise OptionError(key, f"unknown option; {self.name!r} takes none")
         return None
 
+    def parseDatagramOptions(
+        self, options: Mapping[str, object], relativeTo: Path
+    ) -> object:
+        """
+        Validate a UDP port's options with C{parseDatagram}, else as a TCP
+        port's.
+        """
+        if self.parseDatagram is not None:
+            return self.parseDatagram(options, relativeTo)
+        return self.parseOptions(options, relativeTo)
+
     def buildFactory(self, context: HandlerContext) -> IProtocolFactory:
         """
         Build with C{build}.
         """
+        if self.build is None:
+            raise TypeError(f"handler {self.name!r} does not serve TCP")
         return self.build(context)
+
+    def buildDatagramProtocol(self, context: HandlerContext) -> DatagramProtocol:
+        """
+        Build with C{buildDatagram}.
+        """
+        if self.buildDatagram is None:
+            raise TypeError(f"handler {self.name!r} does not serve UDP")
+        return self.buildDatagram(context)
 
 
 def servedByMainProcess(handler: object) -> bool:

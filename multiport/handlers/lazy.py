@@ -18,14 +18,20 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.protocol import DatagramProtocol
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from multiport.handlers.interface import HandlerContext, IHandler
+from multiport.handlers.interface import (
+    HandlerContext,
+    IDatagramHandler,
+    IHandler,
+    parseOptionsFor,
+)
 from multiport.ports.policies import Policy
 
 
-@implementer(IPlugin, IHandler)
+@implementer(IPlugin, IHandler, IDatagramHandler)
 class LazyHandler:
     """
     A handler plugin standing in for C{implementation}, a handler object
@@ -45,12 +51,14 @@ class LazyHandler:
         implementation: str,
         impliesTLS: bool = False,
         descriptorsPerConnection: int = 1,
+        protocols: tuple[str, ...] = ("tcp",),
     ) -> None:
         self.name = name
         self.description = description
         self.implementation = implementation
         self.impliesTLS = impliesTLS
         self.descriptorsPerConnection = descriptorsPerConnection
+        self.protocols = protocols
         self._loaded: IHandler | None = None
 
     def load(self) -> IHandler:
@@ -78,12 +86,27 @@ class LazyHandler:
         """
         return self.load().parseOptions(options, relativeTo)
 
+    def parseDatagramOptions(
+        self, options: Mapping[str, object], relativeTo: Path
+    ) -> object:
+        """
+        The implementation's parse of a UDP port's options (its
+        C{parseDatagramOptions}, else its C{parseOptions}).
+        """
+        return parseOptionsFor(self.load(), "udp", options, relativeTo)
+
     def buildFactory(self, context: HandlerContext) -> IProtocolFactory:
         """
         The implementation's factory for one port.
         """
         factory: IProtocolFactory = self.load().buildFactory(context)
         return factory
+
+    def buildDatagramProtocol(self, context: HandlerContext) -> DatagramProtocol:
+        """
+        The implementation's datagram protocol (for a handler serving UDP).
+        """
+        return IDatagramHandler(self.load()).buildDatagramProtocol(context)
 
     def __repr__(self) -> str:
         # The log names a plugin by its repr (a name taken twice): the

@@ -10,11 +10,32 @@ from collections.abc import Mapping
 from twisted.logger import Logger
 from twisted.plugin import getPlugins
 
-from multiport.handlers.interface import IHandler, descriptorsOf
+from multiport.handlers.interface import IDatagramHandler, IHandler, descriptorsOf
 
 log = Logger()
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+def checkProtocols(handler: object) -> tuple[str, ...]:
+    """
+    The protocols C{handler} serves, checked: a tuple of C{"tcp"} and
+    C{"udp"}, and a handler serving UDP provides L{IDatagramHandler}.
+
+    @raise ValueError: saying what is wrong.
+    """
+    protocols = getattr(handler, "protocols", ("tcp",))
+    if (
+        not isinstance(protocols, tuple)
+        or not protocols
+        or any(p not in ("tcp", "udp") for p in protocols)
+    ):
+        raise ValueError(
+            f"protocols must be a non-empty tuple of 'tcp' and 'udp', got {protocols!r}"
+        )
+    if "udp" in protocols and not IDatagramHandler.providedBy(handler):
+        raise ValueError("it serves 'udp' but does not provide IDatagramHandler")
+    return protocols
 
 
 def findHandlers() -> Mapping[str, IHandler]:
@@ -23,8 +44,8 @@ def findHandlers() -> Mapping[str, IHandler]:
 
     A built-in handler wins over a third-party one of the same name, and of
     two third-party ones the first found wins; the loser is logged, never
-    silently dropped.  So is a plugin with a bad name or a bad
-    C{descriptorsPerConnection}.
+    silently dropped.  So is a plugin with a bad name, a bad
+    C{descriptorsPerConnection} or bad C{protocols}.
     """
     from multiport.handlers.builtins import BUILTINS as builtins
 
@@ -43,6 +64,7 @@ def findHandlers() -> Mapping[str, IHandler]:
             continue
         try:
             descriptorsOf(handler)
+            checkProtocols(handler)
         except ValueError as e:
             log.warn(
                 "ignoring handler plugin {plugin!r}: {error}", plugin=handler, error=e

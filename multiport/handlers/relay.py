@@ -31,6 +31,7 @@ from multiport.handlers.relayupstream import (
     localShortage,
     proxyHeader,
 )
+from multiport.handlers.udprelay import buildUDPRelay, parseUDPRelayOptions
 from multiport.io.splice import AVAILABLE, DEFAULT_POOL, PipePool, Splice, tcpTransport
 
 if TYPE_CHECKING:
@@ -337,9 +338,11 @@ def buildRelay(context: HandlerContext) -> RelayFactory:
 
 relay = Handler(
     "relay",
-    "TCP relay to configured upstreams (options upstream or upstreams)",
+    "TCP and UDP relay to configured upstreams (options upstream or upstreams)",
     buildRelay,
     parse=parseRelayOptions,
+    buildDatagram=buildUDPRelay,
+    parseDatagram=parseUDPRelayOptions,
     # The client's socket and the upstream's.
     descriptorsPerConnection=2,
 )

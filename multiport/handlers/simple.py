@@ -16,10 +16,11 @@ from twisted.internet.interfaces import (
     IReactorTime,
     ITransport,
 )
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from multiport.handlers import simpleudp
 from multiport.handlers.interface import (
     Handler,
     HandlerContext,
@@ -210,27 +211,40 @@ def _buildQuote(context: HandlerContext) -> Factory:
     return _Factory(lambda: QuoteOfTheDay(quote))
 
 
+def _buildQuoteDatagram(context: HandlerContext) -> DatagramProtocol:
+    options = context.options
+    assert isinstance(options, QuoteOptions)
+    return simpleudp.QuoteDatagram(options.quote.encode("ascii"))
+
+
 echo = Handler(
-    "echo", "RFC 862 echo: sends back every byte it receives", lambda c: _Factory(Echo)
+    "echo",
+    "RFC 862 echo: sends back every byte it receives",
+    lambda c: _Factory(Echo),
+    buildDatagram=simpleudp.buildEcho,
 )
 discard = Handler(
     "discard",
     "RFC 863 discard: reads and drops everything",
     lambda c: _Factory(Discard),
+    buildDatagram=simpleudp.buildDiscard,
 )
 daytime = Handler(
     "daytime",
     "RFC 867 daytime: sends the date and time (UTC), then closes",
     _buildDaytime,
+    buildDatagram=simpleudp.buildDaytime,
 )
 qotd = Handler(
     "qotd",
     "RFC 865 quote of the day: sends a quote (option quote), then closes",
     _buildQuote,
     parse=_parseQuote,
+    buildDatagram=_buildQuoteDatagram,
 )
 chargen = Handler(
     "chargen",
     "RFC 864 character generator: streams characters while the client reads",
     lambda c: _Factory(Chargen),
+    buildDatagram=simpleudp.buildChargen,
 )

@@ -48,6 +48,7 @@ from twisted.internet.interfaces import (
     IReactorSSL,
     IReactorTCP,
     IReactorTime,
+    IReactorUDP,
 )
 
 __all__ = ["ReactorLike", "globalReactor"]
@@ -58,6 +59,7 @@ class ReactorLike(
     IReactorTime,
     IReactorTCP,
     IReactorSSL,
+    IReactorUDP,
     IReactorSocket,
     IReactorFDSet,
     IReactorProcess,
@@ -71,6 +73,7 @@ class ReactorLike(
       - L{IReactorTime}: C{seconds}, C{callLater};
       - L{IReactorTCP}, L{IReactorSSL}: listening ports, upstream
         connections;
+      - L{IReactorUDP}: UDP ports, the UDP relay's upstream sockets;
       - L{IReactorSocket}: C{adoptStreamPort} and
         C{adoptStreamConnection} (sockets passed on to a worker);
       - L{IReactorFDSet}: the readers and writers of a splice(2) relay;

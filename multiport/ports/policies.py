@@ -57,6 +57,7 @@ class Policy:
     proxyProtocolFrom: tuple[Network, ...] | None = None
     allow: tuple[Network, ...] | None = None
     deny: tuple[Network, ...] | None = None
+    maxDatagramSize: int | None = None
 
     def over(self, base: Policy) -> Policy:
         """
@@ -86,6 +87,7 @@ KEYS = {
     "proxy_protocol_from": "proxyProtocolFrom",
     "allow": "allow",
     "deny": "deny",
+    "max_datagram_size": "maxDatagramSize",
 }
 
 
@@ -223,6 +225,7 @@ _PARSERS = {
     "proxy_protocol_from": _networks,
     "allow": _networks,
     "deny": _networks,
+    "max_datagram_size": _positiveInt,
 }
 
 

@@ -26,6 +26,7 @@ from zope.interface import implementer
 from multiport.config.model import PortConfig
 from multiport.io.reactortype import ReactorLike
 from multiport.io.transport import FastServer
+from multiport.ports.datagramserver import PortUDPServer
 from multiport.ports.factory import PortFactory
 from multiport.ports.sockets import (
     BoundHere,
@@ -204,11 +205,15 @@ class PortSSLServer(_PortServerMixin, SSLServer):
         )
 
 
-PortServer = PortTCPServer | PortSSLServer
+PortServer = PortTCPServer | PortSSLServer | PortUDPServer
+#: The port services' classes, for isinstance.
+PORT_SERVERS = (PortTCPServer, PortSSLServer, PortUDPServer)
 
 __all__ = [
+    "PORT_SERVERS",
     "PortSSLServer",
     "PortServer",
     "PortTCPServer",
+    "PortUDPServer",
     "SwitchableCreator",
 ]

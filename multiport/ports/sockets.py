@@ -267,21 +267,27 @@ def isShared(port: IListeningPort) -> bool:
 
 def bindShared(config: PortConfig, reusePort: bool = False) -> socket.socket:
     """
-    A socket bound and listening for C{config}, for worker processes to
-    share (each adopts it as L{Inherited}).
+    A socket bound (and listening, for TCP) for C{config}, for worker
+    processes to share (each adopts it: L{Inherited} for TCP, a UDP port
+    reads from it as it is).
 
     @raise CannotListenError: if it can't be bound.
     """
     family = socket.AF_INET6 if config.ipv6 else socket.AF_INET
-    skt = socket.socket(family, socket.SOCK_STREAM)
+    kind = socket.SOCK_DGRAM if config.datagram else socket.SOCK_STREAM
+    skt = socket.socket(family, kind)
     try:
-        skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if not config.datagram:
+            # On a UDP socket SO_REUSEADDR would let a second socket bind
+            # the same address silently: "in use" must stay an error.
+            skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reusePort:
             skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if config.ipv6:
             skt.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         skt.bind((config.interface, config.port))
-        skt.listen(config.backlog)
+        if not config.datagram:
+            skt.listen(config.backlog)
         skt.setblocking(False)
     except OSError as e:
         skt.close()

@@ -76,24 +76,38 @@ def portJSON(status: PortStatus) -> dict[str, object]:
     """
     config = status.config
     counters: Mapping[str, Any] = status.counters
-    connections = counters["connections"]
     traffic = counters["bytes"]
     number = status.name.rpartition(":")[2]
+    figures: dict[str, object]
+    if config.datagram:
+        datagrams = counters["datagrams"]
+        figures = {
+            "datagramsReceived": datagrams["received"],
+            "datagramsSent": datagrams["sent"],
+            "dropped": datagrams["dropped"],
+            "sessions": counters["sessions"],
+        }
+    else:
+        connections = counters["connections"]
+        figures = {
+            "accepted": connections["accepted"],
+            "current": connections["current"],
+            "closed": connections["closed"],
+            "rejected": connections["rejected"],
+        }
     return {
         "name": status.name,
         "interface": config.interface,
         "port": int(number) if number.isdigit() else config.port,
         "handler": config.handler,
+        "protocol": config.protocol,
         "tls": config.tls is not None,
         "backlog": config.backlog,
         "listening": status.listening,
         "draining": status.draining,
         "where": config.where,
         "counters": {
-            "accepted": connections["accepted"],
-            "current": connections["current"],
-            "closed": connections["closed"],
-            "rejected": connections["rejected"],
+            **figures,
             "bytesReceived": traffic["received"],
             "bytesSent": traffic["sent"],
         },

@@ -7,7 +7,10 @@ Stable hooks for tests and scripts: each port's row is
 C{tr[data-port="<name>"]}; its cells have the classes C{name}, C{handler},
 C{tls}, C{state}, C{current}, C{accepted}, C{closed}, C{rejected},
 C{received}, C{sent}, C{errors} and C{activity}; numeric cells carry their
-exact figure in C{data-value}.
+exact figure in C{data-value}.  UDP ports have rows of their own, in the
+table C{#udp-ports}, with the cells C{name}, C{handler}, C{state},
+C{datagrams_in}, C{datagrams_out}, C{dropped}, C{received}, C{sent},
+C{sessions}, C{errors} and C{activity}: a UDP port has no connections.
 """
 
 from __future__ import annotations
@@ -197,6 +200,27 @@ footer a:hover { color: var(--rate); }
         </tr>
       </thead>
       <tbody id="rows"></tbody>
+    </table>
+  </div>
+  <div class="panel" id="udp-panel" hidden>
+    <table id="udp-ports">
+      <thead>
+        <tr class="group">
+          <th colspan="3"></th>
+          <th colspan="3" class="span"><span>Datagrams</span></th>
+          <th colspan="2" class="span"><span>Bytes</span></th>
+          <th colspan="3"></th>
+        </tr>
+        <tr>
+          <th>UDP port</th><th>Handler</th><th>State</th>
+          <th class="num">In</th><th class="num">Out</th>
+          <th class="num">Dropped</th>
+          <th class="num">In</th><th class="num">Out</th>
+          <th class="num">Sessions</th><th class="num">Errors</th>
+          <th>Activity</th>
+        </tr>
+      </thead>
+      <tbody id="udp-rows"></tbody>
     </table>
   </div>
   <footer>

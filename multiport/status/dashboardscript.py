@@ -13,9 +13,15 @@ const COLUMNS = [
   "name", "handler", "tls", "state", "current", "accepted", "closed",
   "rejected", "received", "sent", "errors", "activity",
 ];
+const UDP_COLUMNS = [
+  "name", "handler", "state", "datagrams_in", "datagrams_out", "dropped",
+  "received", "sent", "sessions", "errors", "activity",
+];
 const NUMERIC = new Set([
   "current", "accepted", "closed", "rejected", "received", "sent", "errors",
+  "datagrams_in", "datagrams_out", "dropped", "sessions",
 ]);
+const isUdp = (p) => p.protocol === "udp";
 const rows = new Map();
 let series = new Map();
 let startedAt = null;
@@ -70,7 +76,7 @@ function record(status) {
     const last = samples[samples.length - 1];
     if (!last || last.t < now) {
       samples.push({
-        t: now, current: p.connections.current,
+        t: now, current: isUdp(p) ? p.sessions : p.connections.current,
         bytes_received: p.bytes.received, bytes_sent: p.bytes.sent,
       });
     }
@@ -158,10 +164,10 @@ function setCell(td, text, value, title, tone) {
   td.classList.toggle("hot", tone === "hot");
 }
 
-function makeRow(name) {
+function makeRow(name, columns) {
   const tr = document.createElement("tr");
   tr.dataset.port = name;
-  for (const column of COLUMNS) {
+  for (const column of columns) {
     const td = document.createElement("td");
     td.className = column + (NUMERIC.has(column) ? " num" : "");
     tr.appendChild(td);
@@ -175,13 +181,43 @@ function cells(tr) {
   return out;
 }
 
-function fillRow(tr, p, now) {
-  const c = cells(tr);
+function fillCommon(c, tr, p, now) {
   tr.classList.toggle("down", !p.listening);
   c.name.replaceChildren(span("port", p.name), document.createElement("br"),
     span("sub", p.listening && p.listening_since != null
       ? `listening for ${fmtDuration(now - p.listening_since)}` : "not listening"));
   c.handler.textContent = p.handler;
+  c.state.replaceChildren(p.listening ? span("badge up", "listening")
+    : span("badge down", "down"));
+  c.state.title = p.listening && p.listening_since != null
+    ? "since " + fmtDate(p.listening_since) : "";
+  setCell(c.received, fmtBytes(p.bytes.received), p.bytes.received,
+    `${fmtInt(p.bytes.received)} bytes`, p.bytes.received ? "" : "zero");
+  setCell(c.sent, fmtBytes(p.bytes.sent), p.bytes.sent,
+    `${fmtInt(p.bytes.sent)} bytes`, p.bytes.sent ? "" : "zero");
+}
+
+function fillUdpRow(tr, p, now) {
+  const c = cells(tr);
+  fillCommon(c, tr, p, now);
+  const d = p.datagrams;
+  setCell(c.datagrams_in, fmtInt(d.received), d.received, "", d.received ? "" : "zero");
+  setCell(c.datagrams_out, fmtInt(d.sent), d.sent, "", d.sent ? "" : "zero");
+  const reasons = Object.entries(p.dropped_by_reason || {})
+    .map(([r, n]) => `${r}: ${fmtInt(n)}`).join(", ");
+  setCell(c.dropped, fmtInt(d.dropped), d.dropped, reasons,
+    d.dropped ? "warm" : "zero");
+  setCell(c.sessions, fmtInt(p.sessions), p.sessions, "", p.sessions ? "" : "zero");
+  setCell(c.errors, fmtInt(p.errors.protocol), p.errors.protocol,
+    `protocol: ${fmtInt(p.errors.protocol)}`, p.errors.protocol ? "hot" : "zero");
+  const samples = series.get(p.name) || [];
+  sparkline(c.activity, samples, now);
+  return recentRate(samples, now);
+}
+
+function fillRow(tr, p, now) {
+  const c = cells(tr);
+  fillCommon(c, tr, p, now);
   if (p.tls) {
     const badge = span("badge tls", "TLS");
     const parts = [badge];
@@ -208,10 +244,6 @@ function fillRow(tr, p, now) {
     c.tls.replaceChildren(span("none", "\u2014"));
     c.tls.title = "";
   }
-  c.state.replaceChildren(p.listening ? span("badge up", "listening")
-    : span("badge down", "down"));
-  c.state.title = p.listening && p.listening_since != null
-    ? "since " + fmtDate(p.listening_since) : "";
   const k = p.connections;
   setCell(c.current, fmtInt(k.current), k.current, "", k.current ? "" : "zero");
   setCell(c.accepted, fmtInt(k.accepted), k.accepted, "", k.accepted ? "" : "zero");
@@ -220,10 +252,6 @@ function fillRow(tr, p, now) {
     .map(([r, n]) => `${r}: ${fmtInt(n)}`).join(", ");
   setCell(c.rejected, fmtInt(k.rejected), k.rejected, reasons,
     k.rejected ? "warm" : "zero");
-  setCell(c.received, fmtBytes(p.bytes.received), p.bytes.received,
-    `${fmtInt(p.bytes.received)} bytes`, p.bytes.received ? "" : "zero");
-  setCell(c.sent, fmtBytes(p.bytes.sent), p.bytes.sent,
-    `${fmtInt(p.bytes.sent)} bytes`, p.bytes.sent ? "" : "zero");
   const e = p.errors, errors = e.tls_handshake + e.protocol;
   setCell(c.errors, fmtInt(errors), errors,
     `TLS handshakes: ${fmtInt(e.tls_handshake)}, protocol: ${fmtInt(e.protocol)}`,
@@ -244,17 +272,23 @@ function render(status) {
   health.className = "badge " + (down ? "down" : "up");
   health.textContent = down ? `${down} of ${ports.length} ports down`
     : `all ${ports.length} ports listening`;
-  const body = byId("rows");
+  const body = byId("rows"), udpBody = byId("udp-rows");
   const seen = new Set();
   let open = 0, accepted = 0, rateIn = 0, rateOut = 0;
   for (const p of ports) {
     seen.add(p.name);
+    const udp = isUdp(p);
     let tr = rows.get(p.name);
-    if (!tr) { tr = makeRow(p.name); rows.set(p.name, tr); }
-    body.appendChild(tr);
-    const rate = fillRow(tr, p, now);
-    open += p.connections.current;
-    accepted += p.connections.accepted;
+    if (!tr) {
+      tr = makeRow(p.name, udp ? UDP_COLUMNS : COLUMNS);
+      rows.set(p.name, tr);
+    }
+    (udp ? udpBody : body).appendChild(tr);
+    const rate = udp ? fillUdpRow(tr, p, now) : fillRow(tr, p, now);
+    if (!udp) {
+      open += p.connections.current;
+      accepted += p.connections.accepted;
+    }
     rateIn += rate.in;
     rateOut += rate.out;
   }
@@ -272,6 +306,7 @@ function render(status) {
   }
   byId("card-ports").replaceChildren(String(listening), " ",
     small(`of ${ports.length}`));
+  byId("udp-panel").hidden = !ports.some(isUdp);
   byId("card-open").textContent = fmtInt(open);
   byId("card-accepted").textContent = fmtInt(accepted);
   byId("card-rate").replaceChildren(fmtRate(rateIn), " ",

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from twisted.logger import Logger
 
 from multiport.handlers.interface import IDaemonView, PortStatus
+from multiport.status.datagrammetrics import DATAGRAM_FAMILIES, datagramFamilies
 from multiport.status.drainstate import drainStateOf
 from multiport.status.report import figure, rejectedByReason, workerStatusOf
 
@@ -81,6 +82,7 @@ BUILTIN_FAMILIES = frozenset(
         "multiport_acme_renewal_failures",
         "multiport_acme_next_renewal_timestamp_seconds",
         *(name for name, _, _, _ in _COUNTERS),
+        *DATAGRAM_FAMILIES,
     }
 )
 
@@ -167,6 +169,7 @@ class DaemonCollector(Collector):
             labels = PORT_LABELS
             rows = [(status, portLabels(status)) for status in statuses]
         yield from self._portFamilies(rows, labels)
+        yield from datagramFamilies(rows, labels)
         yield from self._handlerFamilies(rows, labels)
 
     def _portFamilies(
@@ -213,9 +216,15 @@ class DaemonCollector(Collector):
         ]
         for status, labels in rows:
             snapshot = status.counters
-            current.add_metric(labels, figure(snapshot, "connections", "current"))
             up.add_metric(labels, 1 if status.listening else 0)
             draining.add_metric(labels, 1 if status.draining else 0)
+            if status.config.datagram:
+                # No connections on a UDP port: only its bytes here.
+                for family, group, key in counters:
+                    if group == "bytes":
+                        family.add_metric(labels, figure(snapshot, group, key))
+                continue
+            current.add_metric(labels, figure(snapshot, "connections", "current"))
             for reason, count in sorted(rejectedByReason(snapshot).items()):
                 rejected.add_metric([*labels, reason], count)
             if status.config.tls is not None and status.certificateExpiry is not None:

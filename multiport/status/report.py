@@ -80,6 +80,7 @@ def portReport(status: PortStatus) -> dict[str, object]:
         "interface": config.interface,
         "port": portNumber(status),
         "handler": config.handler,
+        "protocol": config.protocol,
         "tls": config.tls is not None,
         "listening": status.listening,
         "draining": status.draining,
@@ -113,6 +114,11 @@ def daemonReport(
                         "listening": status.listening,
                         "connections": status.counters.get("connections"),
                         "bytes": status.counters.get("bytes"),
+                        **(
+                            {"datagrams": status.counters.get("datagrams")}
+                            if status.config.datagram
+                            else {}
+                        ),
                     }
                 )
         for port in ports:

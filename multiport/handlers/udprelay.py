@@ -1,0 +1,306 @@
+"""
+The relay over UDP: one session per client address, each with its own
+connected upstream socket, so that replies find their client; replies go
+back from the port's own socket.  A session ends after C{session_timeout}
+seconds without a datagram either way (30 by default, as caddy-l4 and
+nginx's C{proxy_timeout} have it), or when its upstream refuses (an ICMP
+port unreachable, counted as C{icmp_refused}).
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+
+from attrs import frozen
+from twisted.internet.interfaces import IDelayedCall, IListeningPort
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from multiport.config.model import numericHost
+from multiport.handlers.interface import (
+    HandlerContext,
+    OptionError,
+    optionOf,
+    rejectUnknown,
+)
+from multiport.handlers.relayoptions import (
+    BALANCES,
+    RelayOptions,
+    Upstream,
+    parseUpstream,
+)
+from multiport.handlers.relayupstream import UpstreamPool
+from multiport.ports.datagram import MAX_READ
+
+log = Logger()
+
+Peer = tuple[str, int]
+
+DEFAULT_SESSION_TIMEOUT = 30.0
+DEFAULT_MAX_SESSIONS = 10000
+
+
+@frozen
+class UDPRelayOptions:
+    """
+    The relay's options on a UDP port.
+    """
+
+    upstreams: tuple[Upstream, ...]
+    balance: str = "round_robin"
+    sessionTimeout: float = DEFAULT_SESSION_TIMEOUT
+    maxSessions: int = DEFAULT_MAX_SESSIONS
+    failTimeout: float = 10.0
+
+
+def _seconds(options: Mapping[str, object], key: str, default: float) -> float:
+    value = options.get(key, default)
+    if type(value) not in (int, float) or not 0 < value < 86400:  # type: ignore[operator]
+        raise OptionError(key, f"expected seconds above 0, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def parseUDPRelayOptions(
+    options: Mapping[str, object], relativeTo: Path
+) -> UDPRelayOptions:
+    """
+    Validate the relay's options for a UDP port.
+    """
+    rejectUnknown(
+        options,
+        {
+            "upstream",
+            "upstreams",
+            "balance",
+            "session_timeout",
+            "max_sessions",
+            "fail_timeout",
+        },
+    )
+    if ("upstream" in options) == ("upstreams" in options):
+        raise OptionError(
+            "upstream",
+            "give exactly one of upstream = 'host:port' or upstreams = [...]",
+        )
+    if "upstream" in options:
+        upstreams: tuple[Upstream, ...] = (
+            parseUpstream(options["upstream"], "upstream"),
+        )
+        keys = ["upstream"]
+    else:
+        listed = options["upstreams"]
+        if type(listed) is not list or not listed:
+            raise OptionError("upstreams", "expected a non-empty array of 'host:port'")
+        upstreams = tuple(
+            parseUpstream(item, f"upstreams[{index}]")
+            for index, item in enumerate(listed)
+        )
+        keys = [f"upstreams[{index}]" for index in range(len(listed))]
+    for key, upstream in zip(keys, upstreams, strict=True):
+        # A connected UDP socket needs an address; resolving a name on
+        # each new session would block the reactor.
+        if numericHost(upstream.host) is None:
+            raise OptionError(
+                key, f"{upstream.host!r}: a UDP upstream must be an IP address"
+            )
+    balance = optionOf(options, "balance", str, "a string", "round_robin")
+    if balance not in BALANCES:
+        raise OptionError("balance", f"{balance!r} is not one of {', '.join(BALANCES)}")
+    maxSessions = optionOf(
+        options, "max_sessions", int, "a whole number", DEFAULT_MAX_SESSIONS
+    )
+    if maxSessions < 1:
+        raise OptionError("max_sessions", f"must be at least 1, got {maxSessions}")
+    return UDPRelayOptions(
+        upstreams=upstreams,
+        balance=balance,
+        sessionTimeout=_seconds(options, "session_timeout", DEFAULT_SESSION_TIMEOUT),
+        maxSessions=maxSessions,
+        failTimeout=_seconds(options, "fail_timeout", 10.0),
+    )
+
+
+class Session(DatagramProtocol):
+    """
+    One client's session: its own upstream socket, connected to the
+    upstream chosen for it.
+    """
+
+    def __init__(self, relay: UDPRelay, client: Peer, upstream: Upstream) -> None:
+        self.relay = relay
+        self.client = client
+        self.upstream = upstream
+        self.lastSeen = relay.context.clock.seconds()
+        self.port: IListeningPort | None = None
+        self.timer: IDelayedCall | None = None
+
+    def datagramReceived(self, datagram: bytes, addr: Peer) -> None:
+        """
+        A reply from the upstream: back to the client from the port's socket.
+        """
+        self.lastSeen = self.relay.context.clock.seconds()
+        transport = self.relay.transport
+        if transport is not None:
+            transport.write(datagram, self.client)
+
+    def connectionRefused(self) -> None:
+        """
+        The upstream answered with ICMP port unreachable: count it, mark the
+        upstream failed and end the session.
+        """
+        self.relay.context.counters.add("icmp_refused", upstream=str(self.upstream))
+        self.relay.pool.failed(self.upstream)
+        self.relay.close(self)
+
+    def stopProtocol(self) -> None:
+        """
+        The upstream socket closed.  Unless the relay closed it, the
+        reactor did, on a socket error (epoll reports a pending ICMP error
+        on a connected UDP socket as an error event, not a read): read the
+        error while the socket is still open, and end the session.
+        """
+        port = self.port
+        if port is None:
+            return
+        self.port = None
+        skt = getattr(port, "socket", None)
+        code = 0
+        if skt is not None:
+            code = skt.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code in (0, errno.ECONNREFUSED):
+            self.connectionRefused()
+        else:
+            self.relay.context.counters.add(
+                "upstream_errors", upstream=str(self.upstream)
+            )
+            self.relay.close(self)
+
+    def send(self, datagram: bytes) -> None:
+        """
+        Forward a client's datagram to the upstream.
+        """
+        self.lastSeen = self.relay.context.clock.seconds()
+        port = self.port
+        if port is None:
+            return
+        try:
+            port.write(datagram)  # type: ignore[attr-defined]  # a connected udp.Port
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.ENOBUFS, errno.EWOULDBLOCK):
+                raise
+            self.relay.drop("send_error")
+
+
+class UDPRelay(DatagramProtocol):
+    """
+    The relay's protocol for one UDP port: sessions by client address.
+    """
+
+    def __init__(self, context: HandlerContext) -> None:
+        self.context = context
+        options = context.options
+        assert isinstance(options, UDPRelayOptions)
+        self.options = options
+        self.pool = UpstreamPool(
+            RelayOptions(
+                upstreams=options.upstreams,
+                balance=options.balance,
+                failTimeout=options.failTimeout,
+            ),
+            context.clock,
+        )
+        self.sessions: dict[Peer, Session] = {}
+
+    def drop(self, reason: str) -> None:
+        """
+        Count a datagram dropped for C{reason} on the port.
+        """
+        drop = getattr(self.transport, "drop", None)
+        if drop is not None:
+            drop(reason)
+
+    def _published(self) -> None:
+        setSessions = getattr(self.transport, "setSessions", None)
+        if setSessions is not None:
+            setSessions(len(self.sessions))
+
+    def datagramReceived(self, datagram: bytes, addr: Peer) -> None:
+        """
+        A client's datagram: to its session's upstream, opening a session
+        for a new client.
+        """
+        session = self.sessions.get(addr)
+        if session is None:
+            session = self._open(addr)
+            if session is None:
+                return
+        session.send(datagram)
+
+    def _open(self, client: Peer) -> Session | None:
+        if len(self.sessions) >= self.options.maxSessions:
+            self.drop("sessions_full")
+            return None
+        for upstream in self.pool.candidates():
+            session = Session(self, client, upstream)
+            family = "::" if ":" in upstream.host else "0.0.0.0"
+            try:
+                port = self.context.reactor.listenUDP(
+                    0, session, interface=family, maxPacketSize=MAX_READ
+                )
+                port.connect(upstream.host, upstream.port)  # type: ignore[attr-defined]  # a udp.Port
+            except OSError:
+                self.pool.failed(upstream)
+                continue
+            session.port = port
+            self.sessions[client] = session
+            self.pool.active[upstream] = self.pool.active.get(upstream, 0) + 1
+            self.context.counters.add("sessions", upstream=str(upstream))
+            session.timer = self.context.clock.callLater(
+                self.options.sessionTimeout, self._expire, session
+            )
+            self._published()
+            return session
+        self.drop("no_upstream")
+        return None
+
+    def _expire(self, session: Session) -> None:
+        idle = self.context.clock.seconds() - session.lastSeen
+        left = self.options.sessionTimeout - idle
+        if left > 0:
+            session.timer = self.context.clock.callLater(left, self._expire, session)
+            return
+        session.timer = None
+        self.close(session)
+
+    def close(self, session: Session) -> None:
+        """
+        End C{session}: its upstream socket closes.
+        """
+        if self.sessions.get(session.client) is not session:
+            return
+        del self.sessions[session.client]
+        self.pool.active[session.upstream] -= 1
+        if session.timer is not None and session.timer.active():
+            session.timer.cancel()
+        session.timer = None
+        port, session.port = session.port, None
+        if port is not None:
+            port.stopListening()
+        self._published()
+
+    def stopProtocol(self) -> None:
+        """
+        The port closed: end every session.
+        """
+        for session in list(self.sessions.values()):
+            self.close(session)
+
+
+def buildUDPRelay(context: HandlerContext) -> UDPRelay:
+    """
+    The UDP relay for one port.
+    """
+    return UDPRelay(context)

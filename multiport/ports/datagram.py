@@ -1,0 +1,321 @@
+"""
+The per-port wrapper of a UDP port: L{DatagramGate} sits between the
+listening UDP socket and the handler's datagram protocol.  It admits each
+datagram (access rules, rates in datagrams, C{max_datagram_size}), drops
+what must never be answered (reflection), counts datagrams and bytes both
+ways and drops by reason, and hands the handler a transport
+(L{GatedTransport}) whose replies are counted and checked the same way.
+
+It plays the part L{multiport.ports.factory.PortFactory} plays for a TCP
+port, with the same names (C{counters}, C{handlerContext}, C{portName},
+C{drain}, C{closeNow}), so that the service tree, live changes and the
+status pages treat both alike.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable, Mapping
+
+from attrs import define, field
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import MessageLengthError
+from twisted.internet.interfaces import IReactorTime, IUDPTransport
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from multiport.handlers.interface import HandlerContext
+from multiport.ports.admission import Admission
+
+log = Logger()
+
+#: What the socket reads at most: the largest UDP payload, so that an
+#: oversized datagram is seen whole (and dropped as C{too_large}) rather
+#: than cut short without a word.
+MAX_READ = 65535
+
+#: The reasons a datagram is dropped; each is counted.
+DROP_REASONS = (
+    "access",
+    "rate",
+    "too_large",
+    "reflection",
+    "send_error",
+    "no_upstream",
+    "sessions_full",
+)
+
+#: Errors of a send the kernel can't take now: the datagram is dropped
+#: and counted (UDP gives no delivery promise to keep).
+_SEND_DROPS = frozenset(
+    {errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.ECONNREFUSED, errno.EPERM}
+)
+
+Peer = tuple[str, int]
+
+
+@define
+class DatagramCounters:
+    """
+    One UDP port's figures.
+
+    @ivar dropped: Datagrams dropped by reason (L{DROP_REASONS}), in
+        either direction.
+    @ivar sessions: Sessions open now (the relay's), else 0.
+    @ivar current: Always 0: a UDP port has no connections (there so the
+        daemon's sums of open connections need no special case).
+    """
+
+    datagramsReceived: int = 0
+    datagramsSent: int = 0
+    bytesReceived: int = 0
+    bytesSent: int = 0
+    dropped: dict[str, int] = field(factory=dict)
+    sessions: int = 0
+    protocolErrors: int = 0
+    listeningSince: float | None = None
+    current: int = 0
+
+    def drop(self, reason: str) -> None:
+        """
+        Count one datagram dropped for C{reason}.
+        """
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    def snapshot(self) -> Mapping[str, object]:
+        """
+        The figures now, as a plain mapping (the shape of C{/status}).
+        """
+        return {
+            "protocol": "udp",
+            "datagrams": {
+                "received": self.datagramsReceived,
+                "sent": self.datagramsSent,
+                "dropped": sum(self.dropped.values()),
+            },
+            "dropped_by_reason": dict(self.dropped),
+            "bytes": {"received": self.bytesReceived, "sent": self.bytesSent},
+            "sessions": self.sessions,
+            "errors": {"protocol": self.protocolErrors},
+            "listening_since": self.listeningSince,
+        }
+
+
+def _address(peer: Peer) -> IPv4Address | IPv6Address:
+    if ":" in peer[0]:
+        return IPv6Address("UDP", peer[0], peer[1])
+    return IPv4Address("UDP", peer[0], peer[1])
+
+
+@implementer(IUDPTransport)
+class GatedTransport:
+    """
+    What the handler's datagram protocol writes its replies to: the port's
+    socket, with every reply counted, and never sent to a source port 0 or
+    to the port's own address (a reply there would loop).
+    """
+
+    def __init__(self, gate: DatagramGate) -> None:
+        self._gate = gate
+
+    def write(self, datagram: bytes, addr: Peer | None = None) -> None:
+        """
+        Send C{datagram} to C{addr} from the port's socket, or drop and
+        count it.
+        """
+        self._gate.send(datagram, addr)
+
+    def drop(self, reason: str) -> None:
+        """
+        Count a datagram the handler dropped for C{reason} (a relay:
+        C{no_upstream}, C{sessions_full}).
+        """
+        self._gate.counters.drop(reason)
+
+    def setSessions(self, count: int) -> None:
+        """
+        Publish the sessions the handler has open now (a relay's).
+        """
+        self._gate.counters.sessions = count
+
+    def getHost(self) -> IPv4Address | IPv6Address:
+        """
+        The port's own address.
+        """
+        port = self._gate.port
+        assert port is not None, "the port is bound"
+        return port.getHost()
+
+    def connect(self, host: str, port: int) -> None:
+        """
+        Refused: the port's socket answers every client.
+        """
+        raise RuntimeError("a port's socket can't be connected")
+
+    def stopListening(self) -> None:
+        """
+        Nothing: the port's socket belongs to the port, not the handler.
+        """
+
+    def setBroadcastAllowed(self, enabled: bool) -> None:
+        """
+        Refused: a port never broadcasts.
+        """
+        raise RuntimeError("a port's socket does not broadcast")
+
+    def getBroadcastAllowed(self) -> bool:
+        """
+        Never.
+        """
+        return False
+
+
+class DatagramGate(DatagramProtocol):
+    """
+    The protocol of a UDP port's socket: admits, counts and passes each
+    datagram to the handler's protocol (C{inner}).
+    """
+
+    def __init__(
+        self,
+        inner: DatagramProtocol,
+        context: HandlerContext,
+        counters: DatagramCounters | None = None,
+    ) -> None:
+        self.counters = DatagramCounters() if counters is None else counters
+        self.portName: str = context.port.name
+        self.port: IUDPTransport | None = None
+        self._ownPort = -1
+        self._ownHosts: frozenset[str] = frozenset()
+        self._sendto: Callable[[bytes, Peer], object] | None = None
+        self.replies = GatedTransport(self)
+        self._configure(inner, context)
+
+    def _configure(self, inner: DatagramProtocol, context: HandlerContext) -> None:
+        self.inner = inner
+        self.handlerContext = context
+        self.clock: IReactorTime = context.clock
+        policy = context.port.policy
+        self.maxSize = policy.maxDatagramSize
+        self.admission: Admission | None = None
+        if policy.allow or policy.deny or policy.rate or policy.ratePerIP:
+            self.admission = Admission(policy, context.clock)
+        inner.transport = self.replies
+
+    def reconfigure(self, inner: DatagramProtocol, context: HandlerContext) -> None:
+        """
+        Serve with C{inner} and C{context}'s policies from now on (a live
+        change); the old protocol is stopped, the counters stay.
+        """
+        old = self.inner
+        self._configure(inner, context)
+        if self.port is not None:
+            old.doStop()  # type: ignore[no-untyped-call]  # Twisted leaves it unannotated
+            inner.doStart()  # type: ignore[no-untyped-call]  # Twisted leaves it unannotated
+
+    def startProtocol(self) -> None:
+        """
+        The port's socket is listening: start the handler's protocol.
+        """
+        port = self.transport
+        self.port = port
+        host = port.getHost() if port is not None else None
+        #: The port's own (host, number): nothing is sent there or taken
+        #: from there.  Read once, not per datagram.
+        self._ownPort = getattr(host, "port", -1)
+        self._ownHosts = frozenset({getattr(host, "host", ""), "127.0.0.1", "::1"})
+        #: Replies go straight to the socket: udp.Port.write checks the
+        #: address's form on every call (a parse of the address), which
+        #: costs more than the send on the reply path; addresses here come
+        #: from the socket itself.
+        self._sendto = getattr(getattr(port, "socket", None), "sendto", None)
+        self.inner.transport = self.replies
+        self.inner.doStart()  # type: ignore[no-untyped-call]  # Twisted leaves it unannotated
+
+    def stopProtocol(self) -> None:
+        """
+        The socket closed: stop the handler's protocol.
+        """
+        self.port = None
+        self._sendto = None
+        self.inner.doStop()  # type: ignore[no-untyped-call]  # Twisted leaves it unannotated
+
+    def _ownAddress(self, peer: Peer) -> bool:
+        return peer[1] == self._ownPort and peer[0] in self._ownHosts
+
+    def datagramReceived(self, datagram: bytes, addr: Peer) -> None:
+        """
+        Admit, count and pass on one datagram.
+        """
+        counters = self.counters
+        size = len(datagram)
+        if addr[1] == 0 or self._ownAddress(addr):
+            counters.drop("reflection")
+            return
+        if self.maxSize is not None and size > self.maxSize:
+            counters.drop("too_large")
+            return
+        admission = self.admission
+        if admission is not None:
+            reason = admission.admit(_address(addr), 0, 0)
+            if reason is not None:
+                counters.drop(reason)
+                return
+        counters.datagramsReceived += 1
+        counters.bytesReceived += size
+        try:
+            self.inner.datagramReceived(datagram, addr)
+        except Exception:
+            counters.protocolErrors += 1
+            log.failure(
+                "handler {handler} raised on a datagram from {peer} on {port}",
+                handler=self.handlerContext.port.handler,
+                peer=addr,
+                port=self.portName,
+            )
+
+    def send(self, datagram: bytes, addr: Peer | None) -> None:
+        """
+        Send a reply from the port's socket, or drop and count it.
+        """
+        counters = self.counters
+        port = self.port
+        if port is None or addr is None:
+            counters.drop("send_error")
+            return
+        if addr[1] == 0 or self._ownAddress(addr):
+            counters.drop("reflection")
+            return
+        sendto = self._sendto
+        try:
+            if sendto is not None:
+                sendto(datagram, addr)
+            else:
+                port.write(datagram, addr)
+        except MessageLengthError:
+            counters.drop("too_large")
+            return
+        except OSError as e:
+            if e.errno == errno.EMSGSIZE:
+                counters.drop("too_large")
+                return
+            if e.errno not in _SEND_DROPS:
+                raise
+            counters.drop("send_error")
+            return
+        counters.datagramsSent += 1
+        counters.bytesSent += len(datagram)
+
+    def drain(self, timeout: float) -> Deferred[None]:
+        """
+        Nothing to drain: a UDP port holds no connections.
+        """
+        return succeed(None)
+
+    def closeNow(self) -> int:
+        """
+        Nothing to close; no connections were open.
+        """
+        return 0
