@@ -6,3 +6,10 @@ import-light because twistd imports the package while it looks for plugins.
 """
 
 __version__ = "0.1.0"
+
+# StartupError names itself multiport.StartupError (see multiport.errors):
+# the name must resolve, for tools that rebuild an exception from its
+# qualified name (trial's workers report errors that way).
+from multiport.errors import StartupError as StartupError  # noqa: E402
+
+__all__ = ["StartupError", "__version__"]

@@ -68,3 +68,22 @@ class ModuleSizeTests(SynchronousTestCase):
             if (count := len(path.read_text(encoding="utf-8").splitlines())) > 500
         }
         self.assertEqual(longer, {})
+
+
+class ErrorNameTests(SynchronousTestCase):
+    """
+    An exception's qualified name leads back to it.
+    """
+
+    def test_startupErrorResolves(self) -> None:
+        """
+        L{StartupError} calls itself C{multiport.StartupError} (twistd's
+        daemon-mode report prints that name); the name resolves to it, so
+        tools that rebuild an exception by name (trial's workers) can.
+        """
+        from twisted.python.reflect import namedObject, qual
+
+        from multiport.errors import StartupError
+
+        self.assertEqual(qual(StartupError), "multiport.StartupError")
+        self.assertIs(namedObject(qual(StartupError)), StartupError)
