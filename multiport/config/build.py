@@ -120,6 +120,7 @@ def portConfigs(
             if request.logConnections is None
             else request.logConnections,
             policy=policy,
+            socketName=request.socketName,
         )
         for interface in _interfaces(host, request.where, resolve)
     ]

@@ -151,6 +151,7 @@ class PortRequest:
         factory=dict, converter=_frozenMapping, eq=False
     )
     optionsBase: Path = field(factory=Path.cwd)
+    socketName: str | None = None
 
 
 @frozen
@@ -220,6 +221,9 @@ class PortConfig:
     where: str = field(eq=False, default="")
     logConnections: bool = True
     policy: Policy = Policy()
+    #: The C{name} key: the C{FileDescriptorName=} of the socket systemd
+    #: passes for this port (socket activation).
+    socketName: str | None = field(eq=False, default=None)
 
     @property
     def address(self) -> str:

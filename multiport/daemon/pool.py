@@ -26,6 +26,7 @@ from zope.interface import implementer
 from multiport import __version__
 from multiport.config.model import Config, PortConfig
 from multiport.daemon.ipc import Channel, channelFactory
+from multiport.daemon.notify import SILENT, Notifier
 from multiport.daemon.poolcontrol import PoolControl
 from multiport.daemon.service import PortsService
 from multiport.daemon.startup import describeListenError, signalName
@@ -50,7 +51,7 @@ from multiport.handlers.interface import (
 )
 from multiport.io.reactortype import ReactorLike
 from multiport.io.transport import DEFAULT_TRANSPORT
-from multiport.ports.sockets import bindShared
+from multiport.ports.sockets import adoptActivated, bindShared
 from multiport.text import plural
 
 # Twisted leaves parts of the API this module calls unannotated (its
@@ -84,6 +85,8 @@ class WorkerPool(PoolControl, MultiService):
         owner: tuple[int, int] | None = None,
         reusePort: bool = False,
         transport: str = DEFAULT_TRANSPORT,
+        notifier: Notifier = SILENT,
+        activated: Mapping[str, int] | None = None,
     ) -> None:
         """
         @param handlers: The handlers by name: those L{servedByMainProcess}
@@ -92,6 +95,10 @@ class WorkerPool(PoolControl, MultiService):
             SO_REUSEPORT group rather than one shared socket per port
             (C{--worker-sockets reuseport}).
         @param transport: C{--transport}'s value, passed on to each worker.
+        @param notifier: Told of reloads (systemd's C{sd_notify}).
+        @param activated: Listening sockets systemd passed (socket
+            activation), by port name: the workers share these rather
+            than sockets bound here.
         """
         super().__init__()  # type: ignore[no-untyped-call]
         self.version = __version__
@@ -114,6 +121,8 @@ class WorkerPool(PoolControl, MultiService):
         self.retired: dict[str, Retired] = {}
         self.reusePort = reusePort
         self.transport = transport
+        self.notifier = notifier
+        self.activated = dict(activated or {})
         #: With reusePort: each port's sockets, one per worker.
         self.ownSockets: dict[str, list[socket.socket]] = {}
         self.status = makeStatus(self, own)
@@ -130,8 +139,12 @@ class WorkerPool(PoolControl, MultiService):
         ports: list[PortConfig] = []
         for config in self.config.ports:
             try:
-                skt = bindShared(config, reusePort=self.reusePort)
-                if self.reusePort:
+                descriptor = self.activated.pop(config.name, None)
+                if descriptor is not None:
+                    skt = adoptActivated(descriptor)
+                else:
+                    skt = bindShared(config, reusePort=self.reusePort)
+                if self.reusePort and descriptor is None:
                     # Worker 0 takes the first socket of the group.
                     real = evolve(config, port=skt.getsockname()[1])
                     self.ownSockets[real.name] = [skt] + [

@@ -27,6 +27,7 @@ from multiport.config.model import (
 )
 from multiport.daemon.apply import LiveChanges
 from multiport.daemon.control import AdminControl
+from multiport.daemon.notify import SILENT, Notifier
 from multiport.daemon.startup import (
     describeListenError,
     noCollections,
@@ -49,7 +50,7 @@ from multiport.ports.counters import PortCounters
 from multiport.ports.factory import PortFactory
 from multiport.ports.policies import drainTimeoutOf
 from multiport.ports.server import PortServer, PortSSLServer, PortTCPServer
-from multiport.ports.sockets import Inherited
+from multiport.ports.sockets import Activated, Inherited
 from multiport.ports.tls import LoadedCertificate
 from multiport.text import plural
 
@@ -117,6 +118,8 @@ class PortsService(LiveChanges, AdminControl, MultiService):
         descriptors: Mapping[str, int] | None = None,
         pipes: PipePool | None = None,
         transport: type[tcp.Server] = FastServer,
+        notifier: Notifier = SILENT,
+        activated: Mapping[str, int] | None = None,
     ) -> None:
         """
         @param defaults: What ports added through the admin API inherit.
@@ -135,6 +138,9 @@ class PortsService(LiveChanges, AdminControl, MultiService):
             its descriptors from it.
         @param transport: The class of every port's accepted connections
             (C{--transport}).
+        @param notifier: Told of reloads (systemd's C{sd_notify}).
+        @param activated: Listening sockets systemd passed (socket
+            activation), by port name: adopted, then closed here.
         """
         super().__init__()  # type: ignore[no-untyped-call]
         self.daemonLimit = daemonLimit
@@ -152,6 +158,8 @@ class PortsService(LiveChanges, AdminControl, MultiService):
         self.owner = owner
         self.view = self if view is None else view
         self.descriptors: dict[str, int] = dict(descriptors or {})
+        self.activated: dict[str, int] = dict(activated or {})
+        self.notifier = notifier
         #: Names of the ports added through the admin API (a reload keeps
         #: them unless the file now configures their address).
         self.addedLive: set[str] = set()
@@ -183,6 +191,9 @@ class PortsService(LiveChanges, AdminControl, MultiService):
         descriptor = self.descriptors.pop(config.name, None)
         if descriptor is not None:
             server.source = Inherited(descriptor)
+        activated = self.activated.pop(config.name, None)
+        if activated is not None:
+            server.source = Activated(activated)
         return server
 
     def _handlerFactory(

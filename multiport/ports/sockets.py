@@ -16,6 +16,7 @@ another process holds is only ever closed.
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Protocol
 
@@ -121,12 +122,16 @@ def _adopt(
     interface: str,
     factory: IProtocolFactory,
     transport: type[tcp.Server],
+    family: int | None = None,
 ) -> ListeningPort:
     """
     A L{ListeningPort} on a duplicate of C{descriptor}, a socket bound and
     listening already: the one way multiport adopts a socket.
+
+    @param family: The socket's address family; by default, C{interface}'s.
     """
-    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+    if family is None:
+        family = socket.AF_INET6 if ":" in interface else socket.AF_INET
     adopted: ListeningPort = ListeningPort._fromListeningDescriptor(  # type: ignore[no-untyped-call]
         reactor, descriptor, family, factory
     )
@@ -225,6 +230,59 @@ class Inherited:
 
 @implementer(ISocketSource)
 @frozen
+class Activated:
+    """
+    A listening socket the service manager passed (systemd's socket
+    activation, L{multiport.daemon.activation}).  It is adopted on a
+    duplicate and this process's original descriptor is closed then; the
+    manager keeps its own, so stopping only closes, never shuts down.
+    The socket's own family counts, not the configured address's: a socket
+    matched by name may be bound elsewhere.
+    """
+
+    descriptor: int
+    shared: bool = True
+
+    def listen(
+        self,
+        reactor: object,
+        config: PortConfig,
+        factory: IProtocolFactory,
+        transport: type[tcp.Server] = FastServer,
+    ) -> IListeningPort:
+        try:
+            family = familyOf(self.descriptor)
+            adopted = _adopt(
+                reactor, self.descriptor, config.interface, factory, transport, family
+            )
+        finally:
+            os.close(self.descriptor)
+        return _honourSharing(adopted, self.shared)
+
+
+def familyOf(descriptor: int) -> int:
+    """
+    The address family of the socket C{descriptor} (left open).
+    """
+    skt = socket.socket(fileno=descriptor)
+    try:
+        return int(skt.family)
+    finally:
+        skt.detach()
+
+
+def adoptActivated(descriptor: int) -> socket.socket:
+    """
+    The listening socket systemd passed as C{descriptor}, non-blocking, for
+    the worker processes to share (the descriptor is the socket's now).
+    """
+    skt = socket.socket(fileno=descriptor)
+    skt.setblocking(False)
+    return skt
+
+
+@implementer(ISocketSource)
+@frozen
 class Kept:
     """
     The listening port a running port service had, carried over to the
@@ -290,12 +348,15 @@ def bindShared(config: PortConfig, reusePort: bool = False) -> socket.socket:
 
 
 __all__ = [
+    "Activated",
     "BoundHere",
     "ISocketSource",
     "Inherited",
     "Kept",
     "ListeningPort",
+    "adoptActivated",
     "bindShared",
+    "familyOf",
     "isShared",
     "listenTCP",
 ]
