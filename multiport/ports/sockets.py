@@ -2,11 +2,11 @@
 Where a port's listening socket comes from.
 
 A port's server asks its L{ISocketSource} for a listening port and serves
-on what it gets.  Three sources exist: L{BoundHere} (this process binds
+on what it gets.  Four sources exist: L{BoundHere} (this process binds
 the address), L{Inherited} (a descriptor another process bound and passed
-on: the main process of C{--workers}, later systemd or the previous daemon
-on an upgrade) and L{Kept} (the running port's socket, carried over by a
-live change).
+on: the main process of C{--workers}, later the previous daemon on an
+upgrade), L{Activated} (a socket systemd passed) and L{Kept} (the running
+port's socket, carried over by a live change).
 
 Whether the socket may be C{shutdown(2)} when the port stops listening is
 the source's to say (L{ISocketSource.shared}): a shutdown of a listening
@@ -262,10 +262,13 @@ class Activated:
 
 def familyOf(descriptor: int) -> int:
     """
-    The address family of the socket C{descriptor} (left open).
+    The address family of the socket C{descriptor} (left open), made
+    non-blocking: the service manager may pass it blocking, and a blocking
+    accept(2) would stop the reactor.
     """
     skt = socket.socket(fileno=descriptor)
     try:
+        skt.setblocking(False)
         return int(skt.family)
     finally:
         skt.detach()
