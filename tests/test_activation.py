@@ -269,7 +269,8 @@ class ActivatedDaemonTests(SynchronousTestCase):
         with connect(port) as client:
             self.assertTrue(echoes(client, b"activated"))
         daemon.waitFor(
-            r"inherited socket 3 named 'web' \(bound to 127.0.0.1:\d+\) is .*port\[1\]'s"
+            r"inherited socket 3 named 'web' \(bound to 127.0.0.1:\d+\) "
+            r"is .*port\[1\]'s"
         )
         self.assertEqual(daemon.listening(1)["echo"], ("127.0.0.1", port))
 
