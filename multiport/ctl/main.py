@@ -20,6 +20,7 @@ from multiport.ctl.arguments import (
 )
 from multiport.ctl.client import PROG, CtlError
 from multiport.ctl.commands import _add, _change, _reload, _remove, _status, _watch
+from multiport.ctl.systemdunits import addCommand as addUnitsCommand
 from multiport.status.admintoken import ENVIRONMENT, TOKEN_FILE
 
 #: The daemon's own default status port (L{multiport.daemon.tap.DEFAULT_STATUS};
@@ -170,6 +171,7 @@ def makeParser() -> argparse.ArgumentParser:
     )
     _common(reload, default=False)
     reload.set_defaults(run=_reload)
+    addUnitsCommand(commands)
     return parser
 
 
