@@ -346,3 +346,37 @@ class ActivatedDaemonTests(SynchronousTestCase):
             rf"127.0.0.1:{port}\): no port claims it"
         )
         self.assertNotEqual(daemon.process.wait(30), 0)
+
+
+class ActivatedSourceTests(SynchronousTestCase):
+    """
+    A socket systemd passed is adopted, and closed (never shut down) when
+    the port stops: systemd's copy keeps accepting.
+    """
+
+    def test_neverShutDown(self) -> None:
+        """
+        After the port closes, the descriptor it was given is closed and
+        the socket the manager holds still takes connections.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.protocol import Factory
+
+        from multiport.ports.sockets import Activated, ListeningPort, isShared
+
+        held = socket.socket()
+        self.addCleanup(held.close)
+        held.bind(("127.0.0.1", 0))
+        held.listen(5)
+        held.settimeout(10)
+        given = os.dup(held.fileno())
+        config = configFor("127.0.0.1:0=echo", self.mktemp()).ports[0]
+        port = Activated(given).listen(reactor, config, Factory())
+        assert isinstance(port, ListeningPort)
+        self.assertTrue(isShared(port))
+        self.assertEqual(port.getHost().port, held.getsockname()[1])
+        self.assertRaises(OSError, os.fstat, given)
+        port.closeNow()
+        with socket.create_connection(held.getsockname(), timeout=10):
+            accepted, _ = held.accept()
+            accepted.close()

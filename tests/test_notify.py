@@ -251,6 +251,15 @@ class DaemonNotifyTests(SynchronousTestCase):
         runs, RELOADING then READY around a SIGHUP reload, and STOPPING
         when SIGTERM starts the drain.
         """
+        self.checkOrder()
+
+    def test_orderWorkers(self) -> None:
+        """
+        The same from the main process of C{--workers 2}.
+        """
+        self.checkOrder("--workers", "2")
+
+    def checkOrder(self, *args: str) -> None:
         listener = Listener(self)
         folder = Path(self.mktemp()).resolve()
         folder.mkdir()
@@ -263,6 +272,7 @@ class DaemonNotifyTests(SynchronousTestCase):
             interface = "127.0.0.1"
             handler = "echo"
             """,
+            *args,
             env=env,
         )
         self.addCleanup(daemon.stop)
@@ -294,3 +304,28 @@ class DaemonNotifyTests(SynchronousTestCase):
         watchdogs = [i for i, m in enumerate(listener.messages) if "WATCHDOG" in m]
         stopping = next(i for i, m in enumerate(listener.messages) if "STOPPING" in m)
         self.assertTrue(all(i < stopping for i in watchdogs))
+
+
+class WaitForReadyTests(SynchronousTestCase):
+    """
+    With C{whenReady} (the workers of C{--workers}), READY=1 waits for it.
+    """
+
+    def test_waits(self) -> None:
+        """
+        Nothing but watchdog pings before C{whenReady} fires; READY after.
+        """
+        listener = Listener(self)
+        serving: Deferred[None] = Deferred()
+        service = NotifyService(
+            Notifier(listener.address),
+            Clock(),
+            lambda: [status("a", True, 0)],
+            watchdog=4.0,
+            whenReady=lambda: serving,
+        )
+        service.startService()
+        self.assertEqual(listener.receive(5), [{"WATCHDOG": "1"}])
+        serving.callback(None)
+        self.assertEqual([list(m) for m in listener.receive(5)], [["READY", "STATUS"]])
+        service.stopService()

@@ -213,12 +213,17 @@ class NotifyService(Service):
         ports: Callable[[], Sequence[PortStatus]],
         watchdog: float | None = None,
         statusEvery: float = STATUS_SECONDS,
+        whenReady: Callable[[], Deferred[None]] | None = None,
     ) -> None:
         """
         @param ports: The ports now, for C{STATUS=}.
         @param watchdog: C{WATCHDOG_USEC} in seconds (L{watchdogSeconds}).
+        @param whenReady: Fires once every port serves, if that comes
+            after the start (the workers of C{--workers}); READY=1 waits
+            for it.
         """
         self.notifier = notifier
+        self.whenReady = whenReady
         self.ports = ports
         self.watchdog = watchdog
         self._pinger = LoopingCall(notifier.watchdog)
@@ -241,10 +246,19 @@ class NotifyService(Service):
         super().startService()  # type: ignore[no-untyped-call]
         if not self.notifier.enabled:
             return
-        self._lastStatus = describePorts(self.ports())
-        self.notifier.ready(self._lastStatus)
+        if self.whenReady is None:
+            self._ready()
+        else:
+            self.whenReady().addCallback(lambda _: self._ready())
+        # Pings go on while the workers start, too.
         if self.watchdog is not None:
             self._pinger.start(self.watchdog / 2, now=True)
+
+    def _ready(self) -> None:
+        if not self.running:
+            return
+        self._lastStatus = describePorts(self.ports())
+        self.notifier.ready(self._lastStatus)
         self._reporter.start(self._statusEvery, now=False)
 
     def stopService(self) -> None:

@@ -130,6 +130,7 @@ class WorkerPool(PoolControl, MultiService):
         self._refresher = LoopingCall(self.refresh)
         self._refresher.clock = reactor
         self._stopping = False
+        self._serving: list[Deferred[None]] = []
 
     # Starting and stopping.
 
@@ -180,6 +181,17 @@ class WorkerPool(PoolControl, MultiService):
             )
         for slot in self.slots:
             self._spawn(slot, dropPrivileges=True)
+
+    def whenServing(self) -> Deferred[None]:
+        """
+        Fires once every worker serves its ports and their status is
+        known here.
+        """
+        if all(s.ready for s in self.slots):
+            return self.refresh()
+        waiting: Deferred[None] = Deferred()
+        self._serving.append(waiting)
+        return waiting.addCallback(lambda _: self.refresh())
 
     def startService(self) -> None:
         Service.startService(self)  # type: ignore[no-untyped-call]
@@ -291,6 +303,10 @@ class WorkerPool(PoolControl, MultiService):
 
         def ready(answer: Mapping[str, int]) -> None:
             slot.ready = True
+            if all(s.ready for s in self.slots):
+                waiting, self._serving = self._serving, []
+                for waiter in waiting:
+                    waiter.callback(None)
             log.info(
                 "worker {index} (pid {pid}) serving {ports}",
                 index=slot.index,

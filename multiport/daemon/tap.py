@@ -251,9 +251,13 @@ def _makeService(
         service
     )
     # Last: READY=1 once every port listens.
-    NotifyService(notifier, reactor, service.portStatus, watchdog).setServiceParent(  # type: ignore[no-untyped-call]
-        service
-    )
+    NotifyService(
+        notifier,
+        reactor,
+        service.portStatus,
+        watchdog,
+        whenReady=service.whenServing if isinstance(service, WorkerPool) else None,
+    ).setServiceParent(service)  # type: ignore[no-untyped-call]
     return service
 
 
