@@ -379,12 +379,16 @@ class Daemon:
         twistdArgs: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         fileLimit: int | None = None,
+        wrapper: Sequence[str] = (),
     ) -> None:
+        """
+        @param wrapper: A command that runs twistd's (a socket activator).
+        """
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         environment = dict(os.environ if env is None else env)
         self.process = subprocess.Popen(
-            [*TWISTD, "-n", "--pidfile=", *twistdArgs, "multiport", *args],
+            [*wrapper, *TWISTD, "-n", "--pidfile=", *twistdArgs, "multiport", *args],
             cwd=cwd,
             env=environment,
             stdin=subprocess.DEVNULL,

@@ -169,6 +169,7 @@ def portConfigs(
             else request.logConnections,
             policy=policy,
             protocol=request.protocol,
+            socketName=request.socketName,
         )
         for interface in _interfaces(host, request.where, resolve)
     ]

@@ -167,6 +167,7 @@ class PortRequest:
     )
     optionsBase: Path = field(factory=Path.cwd)
     protocol: str = "tcp"
+    socketName: str | None = None
 
 
 @frozen
@@ -238,6 +239,9 @@ class PortConfig:
     logConnections: bool = True
     policy: Policy = Policy()
     protocol: str = "tcp"
+    #: The C{name} key: the C{FileDescriptorName=} of the socket systemd
+    #: passes for this port (socket activation).
+    socketName: str | None = field(eq=False, default=None)
 
     @property
     def address(self) -> str:

@@ -52,6 +52,7 @@ _PORT = {
     "backlog",
     "options",
     "log_connections",
+    "name",
     *POLICY_KEYS,
 }
 _TLS = {
@@ -301,6 +302,9 @@ def _port(value: object, where: str, base: Path) -> PortRequest:
         policy=parsePolicy(table, where),
         options=options,
         optionsBase=base,
+        socketName=_socketName(table["name"], f"{where}.name")
+        if "name" in table
+        else None,
     )
 
 
@@ -311,6 +315,19 @@ def _protocol(table: Mapping[str, object], where: str) -> str:
             f"{where}.protocol", f"unknown protocol {value!r}; 'tcp' or 'udp'"
         )
     return value
+
+
+def _socketName(value: object, where: str) -> str:
+    # systemd's rule for FileDescriptorName=: up to 255 printable ASCII
+    # characters, no colon (LISTEN_FDNAMES is colon-separated).
+    name = _expect(value, str, where)
+    if not 0 < len(name) <= 255 or not all(" " < c <= "~" and c != ":" for c in name):
+        raise ConfigError(
+            where,
+            f"{name!r} is not a socket name: 1 to 255 printable ASCII characters, "
+            "no spaces or colons (systemd's FileDescriptorName=)",
+        )
+    return name
 
 
 def portRequest(table: object, where: str, base: Path) -> PortRequest:

@@ -21,6 +21,7 @@ from multiport.ctl.arguments import (
 from multiport.ctl.client import PROG, CtlError
 from multiport.ctl.commands import _add, _change, _reload, _remove, _status, _watch
 from multiport.ctl.rolling import addCommands as addRollingCommands
+from multiport.ctl.systemdunits import addCommand as addUnitsCommand
 from multiport.status.admintoken import ENVIRONMENT, TOKEN_FILE
 
 #: The daemon's own default status port (L{multiport.daemon.tap.DEFAULT_STATUS};
@@ -172,6 +173,7 @@ def makeParser() -> argparse.ArgumentParser:
     _common(reload, default=False)
     reload.set_defaults(run=_reload)
     addRollingCommands(commands, lambda command: _common(command, default=False))
+    addUnitsCommand(commands)
     return parser
 
 

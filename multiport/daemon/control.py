@@ -21,6 +21,7 @@ from multiport.config.build import buildConfig
 from multiport.config.build import checkOverlaps as _checkOverlaps
 from multiport.config.model import Config, Defaults, PortConfig, TLSConfig
 from multiport.config.tomlfile import portRequest
+from multiport.daemon.notify import SILENT, Notifier, announcedReload
 from multiport.daemon.plan import Plan, claims
 from multiport.daemon.reload import logReloaded, reloadLogged
 from multiport.errors import ConfigError, ReconcileError, ReloadUnavailable
@@ -173,6 +174,8 @@ class AdminControl:
     rebuild: Callable[[], Config] | None
     addedLive: set[str]
     namedServices: dict[str, IService]
+    #: Told of reloads (RELOADING=1, READY=1).
+    notifier: Notifier = SILENT
 
     # Provided by the service and LiveChanges.
 
@@ -325,7 +328,7 @@ class AdminControl:
         L{ConfigError} if the configuration or a certificate is bad,
         L{ReconcileError} if it can't be applied.
         """
-        return maybeDeferred(self.reloadNow)
+        return announcedReload(self.notifier, lambda: maybeDeferred(self.reloadNow))
 
     def reloadNow(self) -> ChangeSummary:
         """

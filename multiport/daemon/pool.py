@@ -27,6 +27,7 @@ from multiport import __version__
 from multiport.config.model import Config, PortConfig
 from multiport.daemon.drain import BalancerDrain
 from multiport.daemon.ipc import Channel, channelFactory
+from multiport.daemon.notify import SILENT, Notifier
 from multiport.daemon.poolcontrol import PoolControl
 from multiport.daemon.service import PortsService
 from multiport.daemon.startup import describeListenError, signalName
@@ -52,7 +53,7 @@ from multiport.handlers.interface import (
 )
 from multiport.io.reactortype import ReactorLike
 from multiport.io.transport import DEFAULT_TRANSPORT
-from multiport.ports.sockets import bindShared
+from multiport.ports.sockets import adoptActivated, bindShared
 from multiport.text import plural
 
 # Twisted leaves parts of the API this module calls unannotated (its
@@ -86,6 +87,8 @@ class WorkerPool(PoolControl, BalancerDrain, MultiService):
         owner: tuple[int, int] | None = None,
         reusePort: bool = False,
         transport: str = DEFAULT_TRANSPORT,
+        notifier: Notifier = SILENT,
+        activated: Mapping[str, int] | None = None,
     ) -> None:
         """
         @param handlers: The handlers by name: those L{servedByMainProcess}
@@ -94,6 +97,10 @@ class WorkerPool(PoolControl, BalancerDrain, MultiService):
             SO_REUSEPORT group rather than one shared socket per port
             (C{--worker-sockets reuseport}).
         @param transport: C{--transport}'s value, passed on to each worker.
+        @param notifier: Told of reloads (systemd's C{sd_notify}).
+        @param activated: Listening sockets systemd passed (socket
+            activation), by port name: the workers share these rather
+            than sockets bound here.
         """
         super().__init__()  # type: ignore[no-untyped-call]
         self.version = __version__
@@ -116,6 +123,8 @@ class WorkerPool(PoolControl, BalancerDrain, MultiService):
         self.retired: dict[str, Retired] = {}
         self.reusePort = reusePort
         self.transport = transport
+        self.notifier = notifier
+        self.activated = dict(activated or {})
         #: With reusePort: each port's sockets, one per worker.
         self.ownSockets: dict[str, list[socket.socket]] = {}
         self.status = makeStatus(self, own)
@@ -123,6 +132,7 @@ class WorkerPool(PoolControl, BalancerDrain, MultiService):
         self._refresher = LoopingCall(self.refresh)
         self._refresher.clock = reactor
         self._stopping = False
+        self._serving: list[Deferred[None]] = []
 
     # Starting and stopping.
 
@@ -132,8 +142,12 @@ class WorkerPool(PoolControl, BalancerDrain, MultiService):
         ports: list[PortConfig] = []
         for config in self.config.ports:
             try:
-                skt = bindShared(config, reusePort=self.reusePort)
-                if self.reusePort:
+                descriptor = self.activated.pop(config.name, None)
+                if descriptor is not None:
+                    skt = adoptActivated(descriptor)
+                else:
+                    skt = bindShared(config, reusePort=self.reusePort)
+                if self.reusePort and descriptor is None:
                     # Worker 0 takes the first socket of the group.
                     real = evolve(config, port=skt.getsockname()[1])
                     self.ownSockets[real.name] = [skt] + [
@@ -169,6 +183,17 @@ class WorkerPool(PoolControl, BalancerDrain, MultiService):
             )
         for slot in self.slots:
             self._spawn(slot, dropPrivileges=True)
+
+    def whenServing(self) -> Deferred[None]:
+        """
+        Fires once every worker serves its ports and their status is
+        known here.
+        """
+        if all(s.ready for s in self.slots):
+            return self.refresh()
+        waiting: Deferred[None] = Deferred()
+        self._serving.append(waiting)
+        return waiting.addCallback(lambda _: self.refresh())
 
     def startService(self) -> None:
         Service.startService(self)  # type: ignore[no-untyped-call]
@@ -280,6 +305,10 @@ class WorkerPool(PoolControl, BalancerDrain, MultiService):
 
         def ready(answer: Mapping[str, int]) -> None:
             slot.ready = True
+            if all(s.ready for s in self.slots):
+                waiting, self._serving = self._serving, []
+                for waiter in waiting:
+                    waiter.callback(None)
             log.info(
                 "worker {index} (pid {pid}) serving {ports}",
                 index=slot.index,

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 
 from multiport.config.model import Config, PortConfig
 from multiport.daemon.control import NO_RELOAD, changedConfig, checkAmong
+from multiport.daemon.notify import SILENT, Notifier, announcedReload
 from multiport.daemon.plan import claims, plan
 from multiport.daemon.reload import logReloaded, reloadLogged
 from multiport.daemon.service import PortsService
@@ -60,6 +61,8 @@ class PoolControl:
     rebuild: Callable[[], Config] | None
     adminToken: str | None
     owner: tuple[int, int] | None
+    #: Told of reloads (RELOADING=1, READY=1).
+    notifier: Notifier = SILENT
 
     # Provided by the pool.
 
@@ -185,7 +188,7 @@ class PoolControl:
         configures their address); the main process's own ports change
         here.
         """
-        return maybeDeferred(self._reload)
+        return announcedReload(self.notifier, lambda: maybeDeferred(self._reload))
 
     def _reload(self) -> Deferred[ChangeSummary]:
         if self.rebuild is None:

@@ -28,6 +28,7 @@ from multiport.config.model import (
 from multiport.daemon.apply import LiveChanges
 from multiport.daemon.control import AdminControl
 from multiport.daemon.drain import BalancerDrain
+from multiport.daemon.notify import SILENT, Notifier
 from multiport.daemon.startup import (
     describeListenError,
     noCollections,
@@ -59,7 +60,7 @@ from multiport.ports.server import (
     PortSSLServer,
     PortTCPServer,
 )
-from multiport.ports.sockets import Inherited
+from multiport.ports.sockets import Activated, Inherited
 from multiport.ports.tls import LoadedCertificate
 from multiport.text import plural
 
@@ -127,6 +128,8 @@ class PortsService(LiveChanges, AdminControl, BalancerDrain, MultiService):
         descriptors: Mapping[str, int] | None = None,
         pipes: PipePool | None = None,
         transport: type[tcp.Server] = FastServer,
+        notifier: Notifier = SILENT,
+        activated: Mapping[str, int] | None = None,
     ) -> None:
         """
         @param defaults: What ports added through the admin API inherit.
@@ -145,6 +148,9 @@ class PortsService(LiveChanges, AdminControl, BalancerDrain, MultiService):
             its descriptors from it.
         @param transport: The class of every port's accepted connections
             (C{--transport}).
+        @param notifier: Told of reloads (systemd's C{sd_notify}).
+        @param activated: Listening sockets systemd passed (socket
+            activation), by port name: adopted, then closed here.
         """
         super().__init__()  # type: ignore[no-untyped-call]
         self.daemonLimit = daemonLimit
@@ -162,6 +168,8 @@ class PortsService(LiveChanges, AdminControl, BalancerDrain, MultiService):
         self.owner = owner
         self.view = self if view is None else view
         self.descriptors: dict[str, int] = dict(descriptors or {})
+        self.activated: dict[str, int] = dict(activated or {})
+        self.notifier = notifier
         #: Names of the ports added through the admin API (a reload keeps
         #: them unless the file now configures their address).
         self.addedLive: set[str] = set()
@@ -203,6 +211,9 @@ class PortsService(LiveChanges, AdminControl, BalancerDrain, MultiService):
         descriptor = self.descriptors.pop(config.name, None)
         if descriptor is not None:
             server.source = Inherited(descriptor)
+        activated = self.activated.pop(config.name, None)
+        if activated is not None:
+            server.source = Activated(activated)
         return server
 
     def _datagramProtocol(

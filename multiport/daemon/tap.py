@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import os
 import pwd
 import sys
 import time
@@ -25,8 +26,15 @@ from multiport.config.files import FileError
 from multiport.config.model import (
     Config,
 )
+from multiport.daemon.activation import ActivationError, activatedSockets
 from multiport.daemon.daemonmode import reportStartupErrorsWhole
 from multiport.daemon.dump import StatsDumpService
+from multiport.daemon.notify import (
+    SILENT,
+    Notifier,
+    NotifyService,
+    watchdogSeconds,
+)
 from multiport.daemon.options import DEFAULT_STATUS, Options
 from multiport.daemon.pool import WorkerPool
 from multiport.daemon.reload import ReloadOnHangup
@@ -188,6 +196,16 @@ def _makeService(
     log.info("the admin API's token is from {source}", source=source)
     logTransport(options["transport"])
     rebuild = options.rebuildConfig if options["config"] else None
+    # systemd's variables are the daemon's own: a test's service never reads
+    # them.
+    notifier, watchdog, activated = SILENT, None, {}
+    if daemon:
+        notifier = Notifier.fromEnvironment()
+        watchdog = watchdogSeconds(os.environ, os.getpid())
+        try:
+            activated = dict(activatedSockets(config.ports))
+        except ActivationError as e:
+            raise SystemExit(f"multiport: {e}") from None
 
     def ports(config: Config, view: IDaemonView | None = None) -> PortsService:
         return PortsService(
@@ -202,6 +220,8 @@ def _makeService(
             owner=owner,
             view=view,
             transport=options.transport,
+            notifier=SILENT if view is not None else notifier,
+            activated=activated,
         )
 
     service: PortsService | WorkerPool
@@ -217,6 +237,8 @@ def _makeService(
             owner=owner,
             reusePort=options.reusePort,
             transport=options["transport"],
+            notifier=notifier,
+            activated=activated,
         )
         orderForWorkers(service, config, reactor, owner)
     else:
@@ -231,6 +253,14 @@ def _makeService(
     ReadyLine(len(config.ports), options.startedAt, freeze=daemon).setServiceParent(  # type: ignore[no-untyped-call]
         service
     )
+    # Last: READY=1 once every port listens.
+    NotifyService(
+        notifier,
+        reactor,
+        service.portStatus,
+        watchdog,
+        whenReady=service.whenServing if isinstance(service, WorkerPool) else None,
+    ).setServiceParent(service)  # type: ignore[no-untyped-call]
     return service
 
 

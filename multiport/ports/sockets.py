@@ -2,11 +2,11 @@
 Where a port's listening socket comes from.
 
 A port's server asks its L{ISocketSource} for a listening port and serves
-on what it gets.  Three sources exist: L{BoundHere} (this process binds
+on what it gets.  Four sources exist: L{BoundHere} (this process binds
 the address), L{Inherited} (a descriptor another process bound and passed
-on: the main process of C{--workers}, later systemd or the previous daemon
-on an upgrade) and L{Kept} (the running port's socket, carried over by a
-live change).
+on: the main process of C{--workers}, later the previous daemon on an
+upgrade), L{Activated} (a socket systemd passed) and L{Kept} (the running
+port's socket, carried over by a live change).
 
 Whether the socket may be C{shutdown(2)} when the port stops listening is
 the source's to say (L{ISocketSource.shared}): a shutdown of a listening
@@ -16,6 +16,7 @@ another process holds is only ever closed.
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Protocol
 
@@ -121,12 +122,16 @@ def _adopt(
     interface: str,
     factory: IProtocolFactory,
     transport: type[tcp.Server],
+    family: int | None = None,
 ) -> ListeningPort:
     """
     A L{ListeningPort} on a duplicate of C{descriptor}, a socket bound and
     listening already: the one way multiport adopts a socket.
+
+    @param family: The socket's address family; by default, C{interface}'s.
     """
-    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+    if family is None:
+        family = socket.AF_INET6 if ":" in interface else socket.AF_INET
     adopted: ListeningPort = ListeningPort._fromListeningDescriptor(  # type: ignore[no-untyped-call]
         reactor, descriptor, family, factory
     )
@@ -225,6 +230,62 @@ class Inherited:
 
 @implementer(ISocketSource)
 @frozen
+class Activated:
+    """
+    A listening socket the service manager passed (systemd's socket
+    activation, L{multiport.daemon.activation}).  It is adopted on a
+    duplicate and this process's original descriptor is closed then; the
+    manager keeps its own, so stopping only closes, never shuts down.
+    The socket's own family counts, not the configured address's: a socket
+    matched by name may be bound elsewhere.
+    """
+
+    descriptor: int
+    shared: bool = True
+
+    def listen(
+        self,
+        reactor: object,
+        config: PortConfig,
+        factory: IProtocolFactory,
+        transport: type[tcp.Server] = FastServer,
+    ) -> IListeningPort:
+        try:
+            family = familyOf(self.descriptor)
+            adopted = _adopt(
+                reactor, self.descriptor, config.interface, factory, transport, family
+            )
+        finally:
+            os.close(self.descriptor)
+        return _honourSharing(adopted, self.shared)
+
+
+def familyOf(descriptor: int) -> int:
+    """
+    The address family of the socket C{descriptor} (left open), made
+    non-blocking: the service manager may pass it blocking, and a blocking
+    accept(2) would stop the reactor.
+    """
+    skt = socket.socket(fileno=descriptor)
+    try:
+        skt.setblocking(False)
+        return int(skt.family)
+    finally:
+        skt.detach()
+
+
+def adoptActivated(descriptor: int) -> socket.socket:
+    """
+    The listening socket systemd passed as C{descriptor}, non-blocking, for
+    the worker processes to share (the descriptor is the socket's now).
+    """
+    skt = socket.socket(fileno=descriptor)
+    skt.setblocking(False)
+    return skt
+
+
+@implementer(ISocketSource)
+@frozen
 class Kept:
     """
     The listening port a running port service had, carried over to the
@@ -296,12 +357,15 @@ def bindShared(config: PortConfig, reusePort: bool = False) -> socket.socket:
 
 
 __all__ = [
+    "Activated",
     "BoundHere",
     "ISocketSource",
     "Inherited",
     "Kept",
     "ListeningPort",
+    "adoptActivated",
     "bindShared",
+    "familyOf",
     "isShared",
     "listenTCP",
 ]
