@@ -366,8 +366,11 @@ class LiveTests(TestCase):
         """
         If the moved port can't bind, the old one is bound again.
         """
-        a = freePort()
-        service = self.start(f"0.0.0.0:{a}=echo")
+        # Port 0, not freePort(): a number probed free on 127.0.0.1 may be
+        # taken on the wildcard address by the time it is bound (a
+        # concurrent test's connection), which made this test flaky.
+        service = self.start("0.0.0.0:0=echo")
+        a = service.boundPorts()[0].address.port
         config = self.config(f"192.0.2.1:{a}=echo")
         self.assertRaises(ReconcileError, service.apply, service.plan(config, {}), {})
         self.assertEqual([p.name for p in service.boundPorts()], [f"tcp:0.0.0.0:{a}"])
