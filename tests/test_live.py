@@ -354,8 +354,9 @@ class LiveTests(TestCase):
         Moving 0.0.0.0:P to 127.0.0.1:P closes the old socket first, then
         binds the new one.
         """
-        a = freePort()
-        service = self.start(f"0.0.0.0:{a}=echo")
+        # Port 0, not freePort(): see test_moveFails.
+        service = self.start("0.0.0.0:0=echo")
+        a = service.boundPorts()[0].address.port
         self.apply(service, self.config(f"127.0.0.1:{a}=echo"))
         self.assertEqual([p.name for p in service.boundPorts()], [f"tcp:127.0.0.1:{a}"])
         client = yield self.connect(a)
