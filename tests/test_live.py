@@ -5,6 +5,7 @@ ports, and applying it (bind first, all or nothing, drain what goes).
 
 from __future__ import annotations
 
+import random
 import signal
 import socket
 from pathlib import Path
@@ -30,15 +31,44 @@ from multiport.ports.tls import ensureSelfSigned
 from tests.support import HANDLERS, busyPort, configFor, waitUntilOnReactor
 
 
+def _ephemeralLow() -> int:
+    """
+    The lowest port number the kernel gives outgoing connections.
+    """
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+            return int(ports.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def freePort() -> int:
     """
-    A port number nothing listens on right now.
+    A TCP port number nothing uses right now, on any IPv4 or IPv6 address.
+
+    It is taken below the kernel's ephemeral range: a number from that
+    range (what binding port 0 gives) can be taken at any moment by a
+    concurrent test's outgoing connection, and then a test that binds it
+    again (another address, a move) fails with "address in use".  The
+    suite's load tests open thousands of connections a second, so that
+    happened in CI.
     """
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    number = probe.getsockname()[1]
-    probe.close()
-    return number
+    low = _ephemeralLow()
+    chooser = random.Random()
+    for _ in range(200):
+        number = chooser.randrange(10000, low)
+        probes = [socket.socket(socket.AF_INET), socket.socket(socket.AF_INET6)]
+        try:
+            probes[1].setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            probes[0].bind(("0.0.0.0", number))
+            probes[1].bind(("::", number))
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+        return number
+    raise RuntimeError(f"no free port from 10000 to {low} in 200 tries")
 
 
 class PlanTests(SynchronousTestCase):
@@ -354,9 +384,8 @@ class LiveTests(TestCase):
         Moving 0.0.0.0:P to 127.0.0.1:P closes the old socket first, then
         binds the new one.
         """
-        # Port 0, not freePort(): see test_moveFails.
-        service = self.start("0.0.0.0:0=echo")
-        a = service.boundPorts()[0].address.port
+        a = freePort()
+        service = self.start(f"0.0.0.0:{a}=echo")
         self.apply(service, self.config(f"127.0.0.1:{a}=echo"))
         self.assertEqual([p.name for p in service.boundPorts()], [f"tcp:127.0.0.1:{a}"])
         client = yield self.connect(a)
@@ -367,11 +396,8 @@ class LiveTests(TestCase):
         """
         If the moved port can't bind, the old one is bound again.
         """
-        # Port 0, not freePort(): a number probed free on 127.0.0.1 may be
-        # taken on the wildcard address by the time it is bound (a
-        # concurrent test's connection), which made this test flaky.
-        service = self.start("0.0.0.0:0=echo")
-        a = service.boundPorts()[0].address.port
+        a = freePort()
+        service = self.start(f"0.0.0.0:{a}=echo")
         config = self.config(f"192.0.2.1:{a}=echo")
         self.assertRaises(ReconcileError, service.apply, service.plan(config, {}), {})
         self.assertEqual([p.name for p in service.boundPorts()], [f"tcp:0.0.0.0:{a}"])

@@ -26,6 +26,7 @@ from multiport.ports.factory import PortFactory
 from multiport.ports.sockets import ListeningPort
 from multiport.ports.tls import ensureSelfSigned
 from tests.support import HANDLERS, busyPort, configFor
+from tests.test_live import freePort
 
 
 class RefusingReactor(MemoryReactorClock):
@@ -260,10 +261,7 @@ class RealPortTests(TestCase):
         """
         [::]:P and 0.0.0.0:P listen side by side (IPV6_V6ONLY is set).
         """
-        probe = socket.socket(socket.AF_INET6)
-        probe.bind(("::1", 0))
-        free = probe.getsockname()[1]
-        probe.close()
+        free = freePort()
         config = configFor(f"[::]:{free}=echo,0.0.0.0:{free}=discard", self.mktemp())
         service = PortsService(config, HANDLERS, {}, reactor)
         service.startService()
