@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from attrs import evolve
 from twisted.application.service import IService
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
 
@@ -24,6 +24,7 @@ from multiport.config.tomlfile import portRequest
 from multiport.daemon.notify import SILENT, Notifier, announcedReload
 from multiport.daemon.plan import Plan, claims
 from multiport.daemon.reload import logReloaded, reloadLogged
+from multiport.daemon.upgrade import Upgrader
 from multiport.errors import ConfigError, ReconcileError, ReloadUnavailable
 from multiport.handlers.interface import ChangeSummary, IHandler, PortRef
 from multiport.ports.certificates import loadCertificates
@@ -37,6 +38,7 @@ log = Logger(namespace="multiport.daemon.service")
 
 _R = TypeVar("_R")
 
+NO_UPGRADE = "this daemon was not started by twistd: nothing to upgrade"
 NO_RELOAD = "the daemon was started without --config: nothing to reload"
 
 
@@ -176,6 +178,9 @@ class AdminControl:
     namedServices: dict[str, IService]
     #: Told of reloads (RELOADING=1, READY=1).
     notifier: Notifier = SILENT
+    #: Starts a new daemon and hands the ports over (POST /api/upgrade);
+    #: L{None} where there is no daemon to replace (a test's service).
+    upgrader: Upgrader | None = None
 
     # Provided by the service and LiveChanges.
 
@@ -357,6 +362,20 @@ class AdminControl:
         summary = self.reconcile(config, certificates)
         logReloaded(summary, f"; {len(kept)} added through the admin API kept")
         return summary
+
+    def upgrade(self) -> Deferred[dict[str, int]]:
+        """
+        Replace this daemon with a new one started from the same command
+        line (L{multiport.daemon.upgrade}): fires with the new pid once it
+        serves every port; this process then drains and exits.  Fails with
+        L{ReconcileError} (nothing changed) if the new one did not start.
+        """
+        upgrader = self.upgrader
+        if upgrader is None:
+            return fail(ReloadUnavailable(NO_UPGRADE))
+        return maybeDeferred(upgrader.upgrade, self).addCallback(
+            lambda pid: {"pid": pid}
+        )
 
     def reloadLogged(self) -> None:
         """

@@ -12,6 +12,7 @@ import gc
 import importlib
 import os
 import pwd
+import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +43,13 @@ from multiport.daemon.service import PortsService
 from multiport.daemon.signals import HurryOnSecondSignal
 from multiport.daemon.startup import noCollections, reportStartupErrorsBriefly
 from multiport.daemon.token import tokenFailure
+from multiport.daemon.upgrade import (
+    Handover,
+    Upgrader,
+    carryCounters,
+    reportReady,
+    takeHandover,
+)
 from multiport.errors import ConfigError
 from multiport.handlers.interface import IDaemonView
 from multiport.io.reactortype import ReactorLike, globalReactor
@@ -149,6 +157,11 @@ def _makeService(
         reactor = given
     config = options.config
     assert config is not None, "postOptions builds the configuration"
+    # Started by an upgrade: the old daemon's sockets and running
+    # configuration replace the file's.
+    taken = takeHandover(os.environ) if daemon else None
+    if taken is not None:
+        config = taken[1].config
     preload()
     certificates = dict(options.certificates)
     # The self-signed certificate is made (or loaded) here, knowing --uid.
@@ -206,6 +219,8 @@ def _makeService(
             activated = dict(activatedSockets(config.ports))
         except ActivationError as e:
             raise SystemExit(f"multiport: {e}") from None
+        if taken is not None:
+            activated.update(taken[2])
 
     def ports(config: Config, view: IDaemonView | None = None) -> PortsService:
         return PortsService(
@@ -254,14 +269,70 @@ def _makeService(
         service
     )
     # Last: READY=1 once every port listens.
-    NotifyService(
+    notify = NotifyService(
         notifier,
         reactor,
         service.portStatus,
         watchdog,
         whenReady=service.whenServing if isinstance(service, WorkerPool) else None,
-    ).setServiceParent(service)  # type: ignore[no-untyped-call]
+    )
+    notify.setServiceParent(service)  # type: ignore[no-untyped-call]
+    if daemon and isinstance(service, PortsService):
+        prepareUpgrades(service, reactor, options, notify, taken)
     return service
+
+
+def prepareUpgrades(
+    service: PortsService,
+    reactor: ReactorLike,
+    options: Options,
+    notify: NotifyService,
+    taken: tuple[socket.socket, Handover, dict[str, int]] | None,
+) -> None:
+    """
+    Let C{service} be upgraded (C{POST /api/upgrade}); if it is itself
+    an upgrade's new daemon, carry the old one's counters and live ports
+    over and tell the old one once every port listens.
+    """
+    parent = getattr(options, "parent", None)
+
+    def pidfile() -> str | None:
+        return parent.get("pidfile") if parent is not None else None
+
+    def forgetPidfile() -> None:
+        # twistd removes its pid file at exit: by then it is the new one's.
+        if parent is not None:
+            parent["pidfile"] = ""
+
+    service.upgrader = Upgrader(
+        reactor,
+        [sys.executable, *sys.orig_argv[1:]],
+        notifyMainPid=notify.handOver,
+        pidfile=pidfile,
+        forgetPidfile=forgetPidfile,
+    )
+    if taken is None:
+        return
+    channel, handover, _ = taken
+    service.addedLive.update(handover.addedLive)
+    for port in service.ports():
+        counters = handover.counters.get(port.config.name)
+        if counters is not None:
+            carryCounters(counters, port.factory.counters)
+    ReportReady(lambda: reportReady(channel, os.getpid())).setServiceParent(service)  # type: ignore[no-untyped-call]
+
+
+class ReportReady(Service):
+    """
+    Calls C{report} once started (every port listens then).
+    """
+
+    def __init__(self, report: Callable[[], object]) -> None:
+        self.report = report
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self.report()
 
 
 class ReadyLine(Service):

@@ -1,0 +1,453 @@
+"""
+Replacing the running daemon with a new one (new code from disk) without
+refusing a connection: C{POST /api/upgrade} and C{multiport-ctl upgrade}.
+
+The old process starts the new one with the same command line and a
+private UNIX socket (a socketpair) at descriptor L{HANDOVER_FD}, named by
+C{$MULTIPORT_UPGRADE_FD}.  Over it, it sends every listening socket
+(C{SCM_RIGHTS}), the running configuration (ports added through the admin
+API included) and a snapshot of the counters.  The new process adopts the
+sockets instead of binding (they are shared then: never shut down),
+starts, and answers C{ready PID}.  Only then does the old one close its
+copies of the listening sockets (close, not C{shutdown(2)}, which would
+stop the new process accepting too), drain its connections and exit.  If
+the new one does not answer within the timeout, or exits first, the old
+one kills it, logs why and goes on serving.
+
+SIGUSR2 (nginx's upgrade signal) is taken by the stats dump, so the
+trigger is the admin API.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import struct
+import sys
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from typing import Protocol as Protocol_
+
+from attrs import frozen
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessDone
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import (
+    ProcessProtocol,
+    Protocol,
+    ServerFactory,
+    connectionDone,
+)
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from multiport.config.model import Config, PortConfig
+from multiport.errors import ReconcileError, StartupError
+from multiport.io.reactortype import ReactorLike
+from multiport.ports.counters import PortCounters
+from multiport.ports.server import PortServer
+from multiport.ports.sockets import _honourSharing
+
+# Twisted leaves parts of the API this module calls unannotated
+# (Failure.check): those calls carry an ignore of no-untyped-call.
+
+log = Logger()
+
+#: The variable naming the handover socket's descriptor in the new process.
+UPGRADE_VARIABLE = "MULTIPORT_UPGRADE_FD"
+#: Where the new process finds the handover socket.
+HANDOVER_FD = 3
+#: How long the new process has to report ready, by default (seconds).
+DEFAULT_UPGRADE_TIMEOUT = 30.0
+#: The length prefix of the handover's payload.
+_LENGTH = struct.Struct("!Q")
+
+
+@frozen
+class Handover:
+    """
+    What the old daemon hands the new one.
+
+    @ivar names: The ports' names, in the order of the sockets.
+    @ivar config: The running configuration, every port with its real number.
+    @ivar addedLive: The names of the ports added through the admin API.
+    @ivar counters: Each port's counters at the handover, by name.
+    """
+
+    names: tuple[str, ...]
+    config: Config
+    addedLive: frozenset[str]
+    counters: Mapping[str, PortCounters]
+
+
+def carryCounters(counters: PortCounters, into: PortCounters) -> None:
+    """
+    Start C{into} from C{counters}: totals go on from where they were (a
+    Prometheus counter never goes backwards), and the connections still
+    open on the old process count as closed here, so that C{accepted ==
+    closed + current} holds in the new process.
+    """
+    into.accepted += counters.accepted
+    into.closed += counters.closed + counters.current
+    for reason, count in counters.rejected.items():
+        into.rejected[reason] = into.rejected.get(reason, 0) + count
+    into.bytesReceived += counters.bytesReceived
+    into.bytesSent += counters.bytesSent
+    into.tlsHandshakeFailures += counters.tlsHandshakeFailures
+    into.protocolErrors += counters.protocolErrors
+
+
+def sendHandover(
+    channel: socket.socket, handover: Handover, sockets: Sequence[int]
+) -> None:
+    """
+    Send C{handover} with the listening C{sockets} (blocking).
+    """
+    payload = pickle.dumps(handover)
+    socket.send_fds(channel, [_LENGTH.pack(len(payload))], list(sockets))
+    channel.sendall(payload)
+
+
+def receiveHandover(channel: socket.socket) -> tuple[Handover, dict[str, int]]:
+    """
+    The handover and its sockets' descriptors by port name (blocking).
+
+    @raise StartupError: if the old daemon went away or sent nonsense.
+    """
+    header, descriptors, _, _ = socket.recv_fds(channel, _LENGTH.size, 4096)
+    if len(header) != _LENGTH.size:
+        raise StartupError("upgrade: the old daemon sent no handover")
+    (length,) = _LENGTH.unpack(header)
+    chunks = []
+    while length:
+        chunk = channel.recv(min(length, 1 << 20))
+        if not chunk:
+            raise StartupError("upgrade: the old daemon's handover was cut short")
+        chunks.append(chunk)
+        length -= len(chunk)
+    # The peer is our own parent process, over a socketpair nobody else
+    # holds: pickle is safe here, as in multiport.daemon.ipc.
+    handover = pickle.loads(b"".join(chunks))
+    if not isinstance(handover, Handover) or len(handover.names) != len(descriptors):
+        raise StartupError("upgrade: the old daemon's handover is not understood")
+    return handover, dict(zip(handover.names, descriptors, strict=True))
+
+
+def takeHandover(
+    environ: MutableMapping[str, str],
+) -> tuple[socket.socket, Handover, dict[str, int]] | None:
+    """
+    In a new daemon started by an upgrade: the handover socket, what came
+    over it and the sockets by port name; L{None} otherwise.  The variable
+    is removed.
+    """
+    value = environ.pop(UPGRADE_VARIABLE, None)
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise StartupError(f"{UPGRADE_VARIABLE}={value!r} is not a descriptor")
+    channel = socket.socket(fileno=int(value))
+    channel.setblocking(True)
+    handover, descriptors = receiveHandover(channel)
+    log.info(
+        "upgrade: took over {count} listening sockets from the old daemon",
+        count=len(descriptors),
+    )
+    return channel, handover, descriptors
+
+
+def reportReady(channel: socket.socket, pid: int) -> None:
+    """
+    Tell the old daemon this one serves every port: it may stop accepting.
+    """
+    try:
+        channel.sendall(b"ready %d\n" % pid)
+    except OSError as e:
+        log.warn("upgrade: cannot tell the old daemon: {reason}", reason=str(e))
+    finally:
+        channel.close()
+
+
+class _Answer(Protocol):
+    """
+    The old daemon's end of the handover socket: waits for C{ready PID}.
+    """
+
+    def __init__(self, upgrade: Upgrade) -> None:
+        self.upgrade = upgrade
+        self.buffer = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        if b"\n" in self.buffer:
+            line = self.buffer.split(b"\n", 1)[0]
+            words = line.split()
+            if len(words) == 2 and words[0] == b"ready" and words[1].isdigit():
+                self.upgrade.ready(int(words[1]))
+            else:
+                self.upgrade.failed(f"the new daemon said {line[:80]!r}")
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if not self.upgrade.done:
+            self.upgrade.failed("the new daemon closed the handover socket first")
+
+
+class _Child(ProcessProtocol):
+    def __init__(self, upgrade: Upgrade) -> None:
+        self.upgrade = upgrade
+
+    def processEnded(self, reason: Failure) -> None:
+        self.upgrade.exited(reason)
+
+
+class Upgrade:
+    """
+    One upgrade, seen from the old daemon.
+
+    @ivar result: Fires with the new process's pid once it serves, or
+        fails with L{ReconcileError} saying why it did not.
+    """
+
+    def __init__(
+        self,
+        reactor: ReactorLike,
+        timeout: float,
+        handOver: Callable[[int], None],
+    ) -> None:
+        self.reactor = reactor
+        self.timeout = timeout
+        self.handOver = handOver
+        self.result: Deferred[int] = Deferred()
+        self.done = False
+        self.process: object = None
+        self.pid: int | None = None
+        self._timer: IDelayedCall | None = None
+
+    def start(
+        self,
+        command: Sequence[str],
+        handover: Handover,
+        sockets: Sequence[int],
+    ) -> Deferred[int]:
+        """
+        Start the new daemon with C{command} and give it C{handover}.
+        """
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        environment = dict(os.environ)
+        environment[UPGRADE_VARIABLE] = str(HANDOVER_FD)
+        environment["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        try:
+            process = self.reactor.spawnProcess(
+                _Child(self),
+                command[0],
+                list(command),
+                env=environment,
+                childFDs={0: 0, 1: 1, 2: 2, HANDOVER_FD: theirs.fileno()},
+            )
+        finally:
+            theirs.close()
+        self.process = process
+        self.pid = process.pid
+        log.info(
+            "upgrade: started the new daemon (pid {pid}); handing over "
+            "{count} listening sockets",
+            pid=self.pid,
+            count=len(sockets),
+        )
+        try:
+            mine.setblocking(True)
+            sendHandover(mine, handover, sockets)
+        except OSError as e:
+            mine.close()
+            self.failed(f"cannot hand over: {e}")
+            return self.result
+        self._timer = self.reactor.callLater(self.timeout, self._late)
+        mine.setblocking(False)
+        self.reactor.adoptStreamConnection(
+            mine.fileno(), socket.AF_UNIX, _factory(self)
+        )
+        mine.close()
+        return self.result
+
+    def _late(self) -> None:
+        self._timer = None
+        self.failed(f"the new daemon was not ready within {self.timeout:g} s")
+
+    def ready(self, pid: int) -> None:
+        """
+        The new process serves every port: hand the service over to it.
+        """
+        if self.done:
+            return
+        self._finish()
+        log.info("upgrade: the new daemon (pid {pid}) is ready", pid=pid)
+        self.handOver(pid)
+        self.result.callback(pid)
+
+    def failed(self, why: str) -> None:
+        """
+        The upgrade failed: kill the new process, log why, serve on.
+        """
+        if self.done:
+            return
+        self._finish()
+        signal = getattr(self.process, "signalProcess", None)
+        if signal is not None:
+            try:
+                signal("KILL")
+            except Exception:  # it is gone already
+                pass
+        message = f"upgrade failed, still serving: {why}; the new daemon was killed"
+        log.error("{message}", message=message)
+        self.result.errback(ReconcileError(message))
+
+    def exited(self, reason: Failure) -> None:
+        """
+        The new process ended.
+        """
+        if reason.check(ProcessDone) and not self.done:  # type: ignore[no-untyped-call]
+            # twistd without -n: the first process exits once the daemon
+            # forked off; the timeout still guards the answer.
+            return
+        if not self.done:
+            self.failed(f"the new daemon exited first ({reason.getErrorMessage()})")
+
+    def _finish(self) -> None:
+        self.done = True
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+
+def _factory(upgrade: Upgrade) -> ServerFactory:
+    factory = ServerFactory()
+    factory.protocol = lambda: _Answer(upgrade)
+    return factory
+
+
+class Upgrader:
+    """
+    Upgrades one running single-process daemon (C{PortsService}): one
+    upgrade at a time.
+
+    @ivar command: The command line that starts the new daemon (this
+        one's, so the new code on disk is what runs).
+    @ivar pidfile: twistd's pid file, or L{None}: the new daemon's twistd
+        refuses to start while it names a live process, so it is removed
+        before and written back if the upgrade fails.
+    """
+
+    def __init__(
+        self,
+        reactor: ReactorLike,
+        command: Sequence[str],
+        timeout: float = DEFAULT_UPGRADE_TIMEOUT,
+        notifyMainPid: Callable[[int], object] = lambda pid: None,
+        pidfile: Callable[[], str | None] = lambda: None,
+        forgetPidfile: Callable[[], object] = lambda: None,
+    ) -> None:
+        self.reactor = reactor
+        self.command = list(command)
+        self.timeout = timeout
+        self.notifyMainPid = notifyMainPid
+        self.pidfile = pidfile
+        self.forgetPidfile = forgetPidfile
+        self.running: Upgrade | None = None
+
+    def upgrade(self, service: UpgradableService) -> Deferred[int]:
+        """
+        Start the new daemon, hand C{service}'s sockets, configuration and
+        counters over; fires with the new pid once it serves (this process
+        then stops accepting, drains and exits).
+        """
+        if self.running is not None:
+            raise ReconcileError("an upgrade is in progress already", conflict=True)
+        names: list[str] = []
+        descriptors: list[int] = []
+        counters: dict[str, PortCounters] = {}
+        for server in service.ports():
+            listening = server._port
+            if listening is None or server.name is None:
+                continue
+            name = server.name
+            names.append(name)
+            descriptors.append(listening.fileno())  # type: ignore[attr-defined]
+            counters[name] = server.factory.counters
+        handover = Handover(
+            names=tuple(names),
+            config=Config(tuple(service.runningConfigs()), service.config.stateDir),
+            addedLive=frozenset(service.addedLive),
+            counters=counters,
+        )
+        pidfile = self.pidfile()
+        if pidfile:
+            _removeQuietly(pidfile)
+
+        def handOver(pid: int) -> None:
+            # From now on the new process accepts on the same sockets: ours
+            # must only ever be closed.
+            for server in service.ports():
+                if server._port is not None:
+                    _honourSharing(server._port, True)
+            self.notifyMainPid(pid)
+            self.forgetPidfile()
+            self.reactor.callLater(0, self.reactor.stop)
+
+        upgrade = Upgrade(self.reactor, self.timeout, handOver)
+        self.running = upgrade
+
+        def failed(reason: Failure) -> Failure:
+            self.running = None
+            if pidfile:
+                _writePid(pidfile, os.getpid())
+            return reason
+
+        try:
+            result = upgrade.start(self.command, handover, descriptors)
+        except Exception:
+            self.running = None
+            if pidfile:
+                _writePid(pidfile, os.getpid())
+            raise
+        return result.addErrback(failed)
+
+
+class UpgradableService(Protocol_):
+    """
+    What L{Upgrader} reads of the service it upgrades.
+    """
+
+    config: Config
+    addedLive: set[str]
+
+    def ports(self) -> Sequence[PortServer]: ...
+
+    def runningConfigs(self) -> list[PortConfig]: ...
+
+
+def _removeQuietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _writePid(path: str, pid: int) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(f"{pid}\n")
+    except OSError as e:
+        log.warn("cannot write the pid file {path}: {reason}", path=path, reason=str(e))
+
+
+__all__ = [
+    "DEFAULT_UPGRADE_TIMEOUT",
+    "Handover",
+    "Upgrade",
+    "Upgrader",
+    "carryCounters",
+    "receiveHandover",
+    "reportReady",
+    "sendHandover",
+    "takeHandover",
+]
