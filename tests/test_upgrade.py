@@ -72,10 +72,11 @@ class Load:
                     self.lost += 1
         except ConnectionRefusedError:
             self.refused += 1
-        except ConnectionResetError:
+        except ConnectionResetError as e:
             self.reset += 1
+            self.other.append(f"{'https' if tls else 'echo'}: {e!r}")
         except (OSError, ssl.SSLError) as e:
-            self.other.append(repr(e))
+            self.other.append(f"{'https' if tls else 'echo'}: {e!r}")
         self.connections += 1
 
     def _loop(self) -> None:
@@ -160,11 +161,6 @@ class UpgradeTests(SynchronousTestCase):
     """
     A real C{twistd multiport} upgraded under load.
     """
-
-    skip = (
-        "unfinished (issue 20): the run under trial hung past 300 s on the "
-        "last attempt; a manual upgrade works (see the branch report)"
-    )
 
     def setUp(self) -> None:
         self.folder = Path(self.mktemp()).resolve()
