@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import signal
 import socket
 import ssl
+import subprocess
 import threading
 import time
+import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from benchmarks import tools
 from multiport.ctl.main import main as ctl
-from multiport.daemon.upgrade import carryCounters
-from multiport.ports.counters import PortCounters
 from tests.support import GREET_PLUGIN, Daemon, waitUntil, writePlugin
 from tests.test_live import freePort
 from tests.test_livedaemon import connect, echoes
@@ -28,6 +31,8 @@ from tests.test_livedaemon import connect, echoes
 #: At most this many connections a load loop makes, and this many seconds.
 LOOP_CONNECTIONS = 30_000
 LOOP_SECONDS = 90.0
+#: How long the load generator connects (it stops by itself).
+LOADGEN_SECONDS = 8.0
 #: Long-lived connections open across the upgrade.
 STREAMS = 20
 
@@ -107,6 +112,7 @@ class Load:
                 finish.wait(0.05)
 
     def start(self, finish: threading.Event) -> None:
+        self.finish = finish
         for _ in range(STREAMS):
             thread = threading.Thread(
                 target=self._stream, args=(connect(self.echo), finish), daemon=True
@@ -119,6 +125,7 @@ class Load:
 
     def join(self) -> None:
         self.stop.set()
+        self.finish.set()
         for thread in self.threads:
             thread.join(60)
 
@@ -138,25 +145,6 @@ def _gone(pid: int) -> bool:
     return False
 
 
-class CarryCountersTests(SynchronousTestCase):
-    """
-    The new daemon's counters go on from the old one's.
-    """
-
-    def test_carry(self) -> None:
-        """
-        Totals add up; the old one's open connections count as closed, so
-        that accepted == closed + current holds.
-        """
-        old = PortCounters(current=2, accepted=10, closed=8, bytesSent=5)
-        old.reject("max_connections")
-        new = PortCounters(current=1, accepted=1)
-        carryCounters(old, new)
-        self.assertEqual((new.accepted, new.closed, new.current), (11, 10, 1))
-        self.assertEqual(new.bytesSent, 5)
-        self.assertEqual(new.rejected, {"max_connections": 1})
-
-
 class UpgradeTests(SynchronousTestCase):
     """
     A real C{twistd multiport} upgraded under load.
@@ -174,7 +162,9 @@ class UpgradeTests(SynchronousTestCase):
                 os.kill(pid, signal.SIGTERM)
                 waitUntil(lambda pid=pid: _gone(pid), timeout=30)
 
-    def start(self, toml: str, env: dict[str, str] | None = None) -> Daemon:
+    def start(
+        self, toml: str, env: dict[str, str] | None = None, extra: Sequence[str] = ()
+    ) -> Daemon:
         (self.folder / "multiport.toml").write_text(toml)
         daemon = Daemon(
             [
@@ -184,6 +174,7 @@ class UpgradeTests(SynchronousTestCase):
                 f"127.0.0.1:{self.status}",
                 "--state-dir",
                 str(self.folder / "state"),
+                *extra,
             ],
             str(self.folder),
             env=env,
@@ -203,12 +194,32 @@ class UpgradeTests(SynchronousTestCase):
             "upgrade",
         )
 
-    def test_underLoad(self) -> None:
+    def statusOf(self) -> dict[str, object]:
         """
-        Under a connect loop on an echo and an https port and 20 streams,
-        the upgrade refuses and resets nothing and loses no byte; the
-        streams finish on the old process, which then exits; new
-        connections are served by the new one.
+        The daemon's C{/status} document (whichever process serves it).
+        """
+        url = f"http://127.0.0.1:{self.status}/status"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            document: dict[str, object] = json.load(response)
+        return document
+
+    def accepted(self, port: int) -> int:
+        """
+        How many connections the daemon's C{/status} says C{port} accepted.
+        """
+        ports = self.statusOf()["ports"]
+        assert isinstance(ports, list)
+        [entry] = [p for p in ports if p["port"] == port]
+        return int(entry["connections"]["accepted"])
+
+    def underLoad(self, *extra: str) -> None:
+        """
+        Under connect loops on an echo port (the C load generator: connect,
+        echo a byte, close, again; any refused, reset or unanswered
+        connection is an error) and an https port, and 20 echo streams
+        opened before, the upgrade refuses and resets nothing and loses no
+        byte; the streams finish on the old process, which then exits; the
+        new one serves (its pid answers), and the counters go on.
         """
         echo, https = freePort(), freePort()
         daemon = self.start(
@@ -223,38 +234,76 @@ class UpgradeTests(SynchronousTestCase):
             interface = "127.0.0.1"
             handler = "https"
             tls = true
-            """.replace("            ", "")
+            """.replace("            ", ""),
+            extra=extra,
         )
-        daemon.listening(3)
+        daemon.waitFor("ready: ")
+        oldPid = self.statusOf()["pid"]
         load = Load(echo, https)
         finish = threading.Event()
         load.start(finish)
-        waitUntil(lambda: load.connections > 100, timeout=30)
+        self.addCleanup(load.join)
+        # Bounded: it stops by itself after LOADGEN_SECONDS.
+        loadgen = subprocess.Popen(
+            [str(tools.loadgen()), "accept", "127.0.0.1", str(echo), "2"]
+            + [str(LOADGEN_SECONDS), "0"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.addCleanup(loadgen.kill)
+        waitUntil(lambda: load.connections > 20, timeout=30)
+        before = self.accepted(echo)
         status, output = self.upgrade()
         self.assertEqual(status, 0, output)
         newPid = int(output.split("pid ")[1].split(")")[0])
         self.newPids.append(newPid)
-        before = load.connections
-        waitUntil(lambda: load.connections > before + 200, timeout=30)
-        # The old process still serves the streams.
+        self.assertNotEqual(newPid, oldPid)
+        self.assertEqual(self.statusOf()["pid"], newPid)
+        after = load.connections
+        waitUntil(lambda: load.connections > after + 20, timeout=30)
+        # The old process still serves the streams, the new one the rest.
         self.assertIsNone(daemon.process.poll())
+        self.assertGreaterEqual(self.accepted(echo), before)
+        out, _ = loadgen.communicate(timeout=LOADGEN_SECONDS + 30)
+        generated = json.loads(out)
         finish.set()
         load.join()
         daemon.process.wait(60)
-        daemon.waitFor("Server Shut Down")
-        # Only the new daemon is left: it answers.
+        # Only the new daemon is left: it answers, its counters went on.
         with connect(echo) as client:
             self.assertTrue(echoes(client, b"new"))
-        rate = load.connections / load.elapsed
+        # Every connection either process accepted: the new one's totals
+        # started from the old one's (workers report once a second).
+        expected = generated["ops"] + STREAMS + 1
+        waitUntil(lambda: self.accepted(echo) >= expected, timeout=10)
+        rate = (load.connections + generated["ops"]) / generated["seconds"]
         print(
-            f"\nupgrade under load: {load.connections} connections in "
-            f"{load.elapsed:.1f} s ({rate:.0f}/s), {load.refused} refused, "
-            f"{load.reset} reset, {load.lost} lost, other {load.other[:3]}, "
-            f"{STREAMS} streams echoed {load.streamBytes} bytes"
+            f"\nupgrade under load{' ' + ' '.join(extra) if extra else ''}: "
+            f"{generated['ops']} echo connections from the load generator "
+            f"({generated['errors']} refused, reset or unanswered), "
+            f"{load.connections} https connections ({rate:.0f} a second in "
+            f"all), {load.refused} refused, {load.reset} reset, {load.lost} "
+            f"lost, other {load.other[:3]}; {STREAMS} streams echoed "
+            f"{load.streamBytes} bytes; new pid {newPid}"
         )
+        self.assertGreaterEqual(rate, 200)
         self.assertEqual(
-            (load.refused, load.reset, load.lost, load.other), (0, 0, 0, [])
+            (generated["errors"], load.refused, load.reset, load.lost, load.other),
+            (0, 0, 0, 0, []),
         )
+
+    def test_underLoad(self) -> None:
+        """
+        One process: see L{underLoad}.
+        """
+        self.underLoad()
+
+    def test_underLoadWorkers(self) -> None:
+        """
+        With C{--workers 2}: the new daemon brings its own workers, the old
+        ones drain; see L{underLoad}.
+        """
+        self.underLoad("--workers", "2")
 
     def test_failedUpgrade(self) -> None:
         """

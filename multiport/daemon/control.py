@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from attrs import evolve
 from twisted.application.service import IService
-from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
 
@@ -24,9 +24,9 @@ from multiport.config.tomlfile import portRequest
 from multiport.daemon.notify import SILENT, Notifier, announcedReload
 from multiport.daemon.plan import Plan, claims
 from multiport.daemon.reload import logReloaded, reloadLogged
-from multiport.daemon.upgrade import Upgrader
+from multiport.daemon.upgrade import Upgrader, upgradeService
 from multiport.errors import ConfigError, ReconcileError, ReloadUnavailable
-from multiport.handlers.interface import ChangeSummary, IHandler, PortRef
+from multiport.handlers.interface import ChangeSummary, IHandler, PortRef, PortStatus
 from multiport.ports.certificates import loadCertificates
 from multiport.ports.server import PORT_SERVERS, PortServer
 from multiport.ports.tls import LoadedCertificate
@@ -38,7 +38,6 @@ log = Logger(namespace="multiport.daemon.service")
 
 _R = TypeVar("_R")
 
-NO_UPGRADE = "this daemon was not started by twistd: nothing to upgrade"
 NO_RELOAD = "the daemon was started without --config: nothing to reload"
 
 
@@ -189,6 +188,21 @@ class AdminControl:
 
     def runningConfigs(self, leaving: PortServer | None = None) -> list[PortConfig]:
         raise NotImplementedError
+
+    def portStatus(self) -> list[PortStatus]:
+        raise NotImplementedError
+
+    def listeningSockets(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def shareSockets(self) -> None:
+        raise NotImplementedError
+
+    def liveAdditions(self) -> frozenset[str]:
+        """
+        The names of the ports added through the admin API.
+        """
+        return frozenset(self.addedLive)
 
     def apply(
         self,
@@ -365,17 +379,9 @@ class AdminControl:
 
     def upgrade(self) -> Deferred[dict[str, int]]:
         """
-        Replace this daemon with a new one started from the same command
-        line (L{multiport.daemon.upgrade}): fires with the new pid once it
-        serves every port; this process then drains and exits.  Fails with
-        L{ReconcileError} (nothing changed) if the new one did not start.
+        Replace this daemon with a new one (L{multiport.daemon.upgrade}).
         """
-        upgrader = self.upgrader
-        if upgrader is None:
-            return fail(ReloadUnavailable(NO_UPGRADE))
-        return maybeDeferred(upgrader.upgrade, self).addCallback(
-            lambda pid: {"pid": pid}
-        )
+        return upgradeService(self.upgrader, self)
 
     def reloadLogged(self) -> None:
         """

@@ -12,7 +12,6 @@ import gc
 import importlib
 import os
 import pwd
-import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -43,13 +42,8 @@ from multiport.daemon.service import PortsService
 from multiport.daemon.signals import HurryOnSecondSignal
 from multiport.daemon.startup import noCollections, reportStartupErrorsBriefly
 from multiport.daemon.token import tokenFailure
-from multiport.daemon.upgrade import (
-    Handover,
-    Upgrader,
-    carryCounters,
-    reportReady,
-    takeHandover,
-)
+from multiport.daemon.upgrade import takeHandover
+from multiport.daemon.upgradestart import prepareUpgrades
 from multiport.errors import ConfigError
 from multiport.handlers.interface import IDaemonView
 from multiport.io.reactortype import ReactorLike, globalReactor
@@ -277,62 +271,16 @@ def _makeService(
         whenReady=service.whenServing if isinstance(service, WorkerPool) else None,
     )
     notify.setServiceParent(service)  # type: ignore[no-untyped-call]
-    if daemon and isinstance(service, PortsService):
-        prepareUpgrades(service, reactor, options, notify, taken)
+    if daemon:
+        prepareUpgrades(
+            service,
+            reactor,
+            options.upgradeTimeout,
+            getattr(options, "parent", None),
+            notify,
+            taken,
+        )
     return service
-
-
-def prepareUpgrades(
-    service: PortsService,
-    reactor: ReactorLike,
-    options: Options,
-    notify: NotifyService,
-    taken: tuple[socket.socket, Handover, dict[str, int]] | None,
-) -> None:
-    """
-    Let C{service} be upgraded (C{POST /api/upgrade}); if it is itself
-    an upgrade's new daemon, carry the old one's counters and live ports
-    over and tell the old one once every port listens.
-    """
-    parent = getattr(options, "parent", None)
-
-    def pidfile() -> str | None:
-        return parent.get("pidfile") if parent is not None else None
-
-    def forgetPidfile() -> None:
-        # twistd removes its pid file at exit: by then it is the new one's.
-        if parent is not None:
-            parent["pidfile"] = ""
-
-    service.upgrader = Upgrader(
-        reactor,
-        [sys.executable, *sys.orig_argv[1:]],
-        notifyMainPid=notify.handOver,
-        pidfile=pidfile,
-        forgetPidfile=forgetPidfile,
-    )
-    if taken is None:
-        return
-    channel, handover, _ = taken
-    service.addedLive.update(handover.addedLive)
-    for port in service.ports():
-        counters = handover.counters.get(port.config.name)
-        if counters is not None:
-            carryCounters(counters, port.factory.counters)
-    ReportReady(lambda: reportReady(channel, os.getpid())).setServiceParent(service)  # type: ignore[no-untyped-call]
-
-
-class ReportReady(Service):
-    """
-    Calls C{report} once started (every port listens then).
-    """
-
-    def __init__(self, report: Callable[[], object]) -> None:
-        self.report = report
-
-    def startService(self) -> None:
-        super().startService()  # type: ignore[no-untyped-call]
-        self.report()
 
 
 class ReadyLine(Service):

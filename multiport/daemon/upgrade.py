@@ -25,11 +25,11 @@ import pickle
 import socket
 import struct
 import sys
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from typing import Protocol as Protocol_
 
 from attrs import frozen
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.error import ProcessDone
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import (
@@ -42,11 +42,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from multiport.config.model import Config, PortConfig
-from multiport.errors import ReconcileError, StartupError
+from multiport.daemon.ipc import channelFactory
+from multiport.daemon.totals import Retired
+from multiport.daemon.upgradetotals import TotalsReceiver, TotalsSender
+from multiport.errors import ReconcileError, ReloadUnavailable, StartupError
+from multiport.handlers.interface import PortStatus
 from multiport.io.reactortype import ReactorLike
-from multiport.ports.counters import PortCounters
-from multiport.ports.server import PortServer
-from multiport.ports.sockets import _honourSharing
 
 # Twisted leaves parts of the API this module calls unannotated
 # (Failure.check): those calls carry an ignore of no-untyped-call.
@@ -59,6 +60,7 @@ UPGRADE_VARIABLE = "MULTIPORT_UPGRADE_FD"
 HANDOVER_FD = 3
 #: How long the new process has to report ready, by default (seconds).
 DEFAULT_UPGRADE_TIMEOUT = 30.0
+NO_UPGRADE = "this daemon was not started by twistd: nothing to upgrade"
 #: The length prefix of the handover's payload.
 _LENGTH = struct.Struct("!Q")
 
@@ -68,33 +70,31 @@ class Handover:
     """
     What the old daemon hands the new one.
 
-    @ivar names: The ports' names, in the order of the sockets.
+    @ivar names: The listening sockets' names, in the order of the sockets:
+        a port's name, or C{NAME#I} for the I-th extra socket of a port
+        whose workers each have their own (C{--worker-sockets reuseport}).
     @ivar config: The running configuration, every port with its real number.
     @ivar addedLive: The names of the ports added through the admin API.
-    @ivar counters: Each port's counters at the handover, by name.
+    @ivar statuses: Every port's status at the handover, its counters the
+        totals so far (the new daemon's go on from them).
     """
 
     names: tuple[str, ...]
     config: Config
     addedLive: frozenset[str]
-    counters: Mapping[str, PortCounters]
+    statuses: tuple[PortStatus, ...]
 
 
-def carryCounters(counters: PortCounters, into: PortCounters) -> None:
+def carriedTotals(statuses: Sequence[PortStatus]) -> dict[str, Retired]:
     """
-    Start C{into} from C{counters}: totals go on from where they were (a
-    Prometheus counter never goes backwards), and the connections still
-    open on the old process count as closed here, so that C{accepted ==
-    closed + current} holds in the new process.
+    The old daemon's totals by port name, for the new daemon to add to its
+    own: a Prometheus counter never goes backwards (as Envoy's hot restart
+    keeps them); the connections still open on the old one count as closed.
     """
-    into.accepted += counters.accepted
-    into.closed += counters.closed + counters.current
-    for reason, count in counters.rejected.items():
-        into.rejected[reason] = into.rejected.get(reason, 0) + count
-    into.bytesReceived += counters.bytesReceived
-    into.bytesSent += counters.bytesSent
-    into.tlsHandshakeFailures += counters.tlsHandshakeFailures
-    into.protocolErrors += counters.protocolErrors
+    totals: dict[str, Retired] = {}
+    for status in statuses:
+        totals.setdefault(status.name, Retired()).fold(status)
+    return totals
 
 
 def sendHandover(
@@ -156,16 +156,28 @@ def takeHandover(
     return channel, handover, descriptors
 
 
-def reportReady(channel: socket.socket, pid: int) -> None:
+def reportReady(
+    reactor: ReactorLike,
+    channel: socket.socket,
+    pid: int,
+    totals: Callable[[Sequence[PortStatus]], None],
+) -> None:
     """
     Tell the old daemon this one serves every port: it may stop accepting.
+    Its counts go on arriving over the same socket, each given to
+    C{totals}.
     """
     try:
         channel.sendall(b"ready %d\n" % pid)
     except OSError as e:
         log.warn("upgrade: cannot tell the old daemon: {reason}", reason=str(e))
-    finally:
         channel.close()
+        return
+    channel.setblocking(False)
+    reactor.adoptStreamConnection(
+        channel.fileno(), socket.AF_UNIX, channelFactory(TotalsReceiver(totals))
+    )
+    channel.close()
 
 
 class _Answer(Protocol):
@@ -220,6 +232,7 @@ class Upgrade:
         self.result: Deferred[int] = Deferred()
         self.done = False
         self.process: object = None
+        self.channel: socket.socket | None = None
         self.pid: int | None = None
         self._timer: IDelayedCall | None = None
 
@@ -266,7 +279,8 @@ class Upgrade:
         self.reactor.adoptStreamConnection(
             mine.fileno(), socket.AF_UNIX, _factory(self)
         )
-        mine.close()
+        # Kept: the counts go on over it after the handover.
+        self.channel = mine
         return self.result
 
     def _late(self) -> None:
@@ -297,6 +311,8 @@ class Upgrade:
                 signal("KILL")
             except Exception:  # it is gone already
                 pass
+        if self.channel is not None:
+            self.channel.close()
         message = f"upgrade failed, still serving: {why}; the new daemon was killed"
         log.error("{message}", message=message)
         self.result.errback(ReconcileError(message))
@@ -362,23 +378,18 @@ class Upgrader:
         """
         if self.running is not None:
             raise ReconcileError("an upgrade is in progress already", conflict=True)
-        names: list[str] = []
-        descriptors: list[int] = []
-        counters: dict[str, PortCounters] = {}
-        for server in service.ports():
-            listening = server._port
-            if listening is None or server.name is None:
-                continue
-            name = server.name
-            names.append(name)
-            descriptors.append(listening.fileno())  # type: ignore[attr-defined]
-            counters[name] = server.factory.counters
+        sockets = service.listeningSockets()
         handover = Handover(
-            names=tuple(names),
-            config=Config(tuple(service.runningConfigs()), service.config.stateDir),
-            addedLive=frozenset(service.addedLive),
-            counters=counters,
+            names=tuple(sockets),
+            config=Config(
+                tuple(service.runningConfigs()),
+                service.config.stateDir,
+                service.config.acme,
+            ),
+            addedLive=service.liveAdditions(),
+            statuses=tuple(service.portStatus()),
         )
+        descriptors = list(sockets.values())
         pidfile = self.pidfile()
         if pidfile:
             _removeQuietly(pidfile)
@@ -386,11 +397,13 @@ class Upgrader:
         def handOver(pid: int) -> None:
             # From now on the new process accepts on the same sockets: ours
             # must only ever be closed.
-            for server in service.ports():
-                if server._port is not None:
-                    _honourSharing(server._port, True)
+            service.shareSockets()
             self.notifyMainPid(pid)
             self.forgetPidfile()
+            if upgrade.channel is not None:
+                TotalsSender(
+                    upgrade.channel, service.portStatus, self.reactor, self.reactor
+                )
             self.reactor.callLater(0, self.reactor.stop)
 
         upgrade = Upgrade(self.reactor, self.timeout, handOver)
@@ -414,15 +427,48 @@ class Upgrader:
 
 class UpgradableService(Protocol_):
     """
-    What L{Upgrader} reads of the service it upgrades.
+    What L{Upgrader} needs of the service it upgrades (the single process's
+    L{multiport.daemon.service.PortsService} or the workers'
+    L{multiport.daemon.pool.WorkerPool}).
     """
 
     config: Config
-    addedLive: set[str]
 
-    def ports(self) -> Sequence[PortServer]: ...
+    def liveAdditions(self) -> frozenset[str]:
+        """
+        The names of the ports added through the admin API.
+        """
+
+    def listeningSockets(self) -> dict[str, int]:
+        """
+        Every listening socket's descriptor, by name (L{Handover.names}).
+        """
+
+    def shareSockets(self) -> None:
+        """
+        Another process listens on the same sockets from now on: stopping
+        must close them, never shut them down.
+        """
 
     def runningConfigs(self) -> list[PortConfig]: ...
+
+    def portStatus(self) -> list[PortStatus]: ...
+
+
+def upgradeService(
+    upgrader: Upgrader | None, service: UpgradableService
+) -> Deferred[dict[str, int]]:
+    """
+    C{POST /api/upgrade}: replace the daemon running C{service} with a new
+    one started from the same command line; fires with C{{"pid": PID}} once
+    it serves every port (this process then drains and exits), or fails
+    with L{ReconcileError} (nothing changed) if it did not start.
+    """
+    if upgrader is None:
+        return fail(ReloadUnavailable(NO_UPGRADE))
+    return maybeDeferred(upgrader.upgrade, service).addCallback(
+        lambda pid: {"pid": pid}
+    )
 
 
 def _removeQuietly(path: str) -> None:
@@ -445,9 +491,10 @@ __all__ = [
     "Handover",
     "Upgrade",
     "Upgrader",
-    "carryCounters",
+    "carriedTotals",
     "receiveHandover",
     "reportReady",
     "sendHandover",
     "takeHandover",
+    "upgradeService",
 ]

@@ -124,7 +124,7 @@ class StrictChannel(DrainingChannel):
 
     def dataReceived(self, data: bytes) -> None:
         if not self._refused:
-            super().dataReceived(data)  # type: ignore[no-untyped-call]
+            super().dataReceived(data)
 
     def lineReceived(self, line: bytes) -> None:
         if line.endswith(b"\r"):

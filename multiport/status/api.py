@@ -141,6 +141,8 @@ class _Daemon(Protocol):
 
     def reload(self) -> Deferred[ChangeSummary]: ...
 
+    def upgrade(self) -> Deferred[dict[str, int]]: ...
+
 
 #: One API call's method: the request, the daemon, the port's name if the
 #: path has one.
@@ -350,18 +352,11 @@ class AdminAPI:
     def upgrade(
         self, request: server.Request, view: _Daemon, name: str | None
     ) -> Deferred[Page]:
-        start = getattr(view, "upgrade", None)
-        if start is None:
-            raise ReloadUnavailable(
-                "upgrade is not available with --workers yet: restart the daemon"
-            )
-        result: Deferred[dict[str, int]] = start()
-
         def upgraded(pid: dict[str, int]) -> Page:
             log.info("upgraded through the admin API: pid {pid}", pid=pid["pid"])
             return answer(200, pid)
 
-        return result.addCallback(upgraded)
+        return view.upgrade().addCallback(upgraded)
 
 
 class _DuplicateKey(ValueError):
