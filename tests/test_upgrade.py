@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -27,10 +28,30 @@ from multiport.ctl.main import main as ctl
 from tests.support import GREET_PLUGIN, Daemon, waitUntil, writePlugin
 from tests.test_live import freePort
 from tests.test_livedaemon import connect, echoes
+from tests.test_notify import Listener
 
 #: At most this many connections a load loop makes, and this many seconds.
 LOOP_CONNECTIONS = 30_000
 LOOP_SECONDS = 90.0
+#: A plugin's new version that hangs at import in an upgrade's new daemon,
+#: once the file "hang" exists in the working directory.
+HANG_PLUGIN = """
+import os, select
+from twisted.internet.protocol import Factory, Protocol
+from multiport.handlers import Handler
+
+class Hello(Protocol):
+    def connectionMade(self):
+        self.transport.write(b"hello\\n")
+        self.transport.loseConnection()
+
+def build(context):
+    if os.path.exists(os.environ["HANG_FILE"]):
+        select.select([], [], [])
+    return Factory.forProtocol(Hello)
+
+hang = Handler("hang", "Hangs at start once HANG_FILE exists.", build)
+"""
 #: How long the load generator connects (it stops by itself).
 LOADGEN_SECONDS = 8.0
 #: Long-lived connections open across the upgrade.
@@ -145,9 +166,10 @@ def _gone(pid: int) -> bool:
     return False
 
 
-class UpgradeTests(SynchronousTestCase):
+class UpgradeCase(SynchronousTestCase):
     """
-    A real C{twistd multiport} upgraded under load.
+    A real C{twistd multiport} to upgrade, and the new daemons it started
+    stopped at the end.
     """
 
     def setUp(self) -> None:
@@ -156,14 +178,25 @@ class UpgradeTests(SynchronousTestCase):
         self.status = freePort()
         self.newPids: list[int] = []
 
-    def _killNew(self) -> None:
+    def _killNew(self, daemon: Daemon) -> None:
+        # Also those a failed assertion left unnamed: the old daemon logs
+        # every pid it starts.
+        daemon.readQueued()
+        for line in daemon.lines:
+            match = re.search(r"started the new daemon \(pid (\d+)\)", line)
+            if match and int(match.group(1)) not in self.newPids:
+                self.newPids.append(int(match.group(1)))
         for pid in self.newPids:
             if not _gone(pid):
                 os.kill(pid, signal.SIGTERM)
                 waitUntil(lambda pid=pid: _gone(pid), timeout=30)
 
     def start(
-        self, toml: str, env: dict[str, str] | None = None, extra: Sequence[str] = ()
+        self,
+        toml: str,
+        env: dict[str, str] | None = None,
+        extra: Sequence[str] = (),
+        twistd: Sequence[str] = (),
     ) -> Daemon:
         (self.folder / "multiport.toml").write_text(toml)
         daemon = Daemon(
@@ -178,11 +211,12 @@ class UpgradeTests(SynchronousTestCase):
             ],
             str(self.folder),
             env=env,
+            twistdArgs=twistd,
         )
         self.addCleanup(daemon.stop)
         # First (cleanups run last-in first-out): the new daemon holds the
         # old one's output pipe open.
-        self.addCleanup(self._killNew)
+        self.addCleanup(self._killNew, daemon)
         return daemon
 
     def upgrade(self) -> tuple[int, str]:
@@ -292,6 +326,12 @@ class UpgradeTests(SynchronousTestCase):
             (0, 0, 0, 0, []),
         )
 
+
+class UpgradeTests(UpgradeCase):
+    """
+    A real C{twistd multiport} upgraded under load.
+    """
+
     def test_underLoad(self) -> None:
         """
         One process: see L{underLoad}.
@@ -342,3 +382,135 @@ class UpgradeTests(SynchronousTestCase):
         self.assertEqual((load.refused, load.reset, load.lost), (0, 0, 0))
         with connect(echo) as client:
             self.assertTrue(echoes(client, b"old"))
+
+
+class UpgradeDetailsTests(UpgradeCase):
+    """
+    The rest of an upgrade: C{--worker-sockets reuseport}, the timeout, the
+    pid file, systemd's C{MAINPID}, ports added live.
+    """
+
+    def test_underLoadReusePort(self) -> None:
+        """
+        With a socket per worker, every socket of the group is handed over:
+        see L{UpgradeTests.underLoad}.
+        """
+        self.underLoad("--workers", "2", "--worker-sockets", "reuseport")
+
+    def test_timeout(self) -> None:
+        """
+        A new daemon that does not serve within C{--upgrade-timeout} (here
+        a new version of a plugin that hangs at import) is killed; the old
+        one serves on.
+        """
+        plugins = writePlugin(self.folder / "plugins", "hangplugin", HANG_PLUGIN)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(plugins), env.get("PYTHONPATH", "")])
+        env["HANG_FILE"] = str(self.folder / "hang")
+        echo = freePort()
+        daemon = self.start(
+            f"""
+            [[port]]
+            port = {echo}
+            interface = "127.0.0.1"
+            handler = "echo"
+
+            [[port]]
+            port = {freePort()}
+            interface = "127.0.0.1"
+            handler = "hang"
+            """.replace("            ", ""),
+            env=env,
+            extra=("--upgrade-timeout", "2"),
+        )
+        daemon.waitFor("ready: ")
+        (self.folder / "hang").write_text("")
+        started = time.monotonic()
+        status, output = self.upgrade()
+        self.assertEqual(status, 1, output)
+        self.assertIn("the new daemon was not ready within 2 s", output)
+        self.assertLess(time.monotonic() - started, 20)
+        [match] = daemon.waitFor(r"started the new daemon \(pid (\d+)\)")
+        waitUntil(lambda: _gone(int(match.group(1))), timeout=30)
+        with connect(echo) as client:
+            self.assertTrue(echoes(client, b"old"))
+        self.assertEqual(self.statusOf()["pid"], daemon.process.pid)
+
+    def test_pidfileAndMainPid(self) -> None:
+        """
+        The pid file names the new daemon once it serves, and still does
+        after the old one exits; systemd is told the new main pid
+        (C{MAINPID=}) after both were ready, and the old one sends no
+        C{STOPPING=1}: only the new one does, when it stops.
+        """
+        listener = Listener(self)
+        pidfile = self.folder / "multiport.pid"
+        env = dict(os.environ, NOTIFY_SOCKET=listener.address)
+        daemon = self.start(
+            f"""
+            [[port]]
+            port = {freePort()}
+            interface = "127.0.0.1"
+            handler = "echo"
+            """.replace("            ", ""),
+            env=env,
+            twistd=(f"--pidfile={pidfile}",),
+        )
+        daemon.waitFor("ready: ")
+        self.assertEqual(pidfile.read_text().strip(), str(daemon.process.pid))
+        listener.until("READY")
+        status, output = self.upgrade()
+        self.assertEqual(status, 0, output)
+        newPid = int(output.split("pid ")[1].split(")")[0])
+        self.newPids.append(newPid)
+        listener.until("MAINPID")
+        daemon.process.wait(60)
+        self.assertEqual(pidfile.read_text().strip(), str(newPid))
+        os.kill(newPid, signal.SIGTERM)
+        listener.until("STOPPING")
+        waitUntil(lambda: _gone(newPid), timeout=30)
+        self.assertFalse(pidfile.exists())
+        kinds = [
+            key
+            for m in listener.messages
+            for key in ("READY", "MAINPID", "STOPPING")
+            if key in m
+        ]
+        self.assertEqual(kinds, ["READY", "READY", "MAINPID", "STOPPING"])
+        [mainPid] = [m["MAINPID"] for m in listener.messages if "MAINPID" in m]
+        self.assertEqual(mainPid, str(newPid))
+
+    def test_addedLive(self) -> None:
+        """
+        A port added through the admin API is served by the new daemon,
+        and a reload there keeps it as added live.
+        """
+        daemon = self.start(
+            f"""
+            [[port]]
+            port = {freePort()}
+            interface = "127.0.0.1"
+            handler = "echo"
+            """.replace("            ", "")
+        )
+        daemon.waitFor("ready: ")
+        added = freePort()
+        status, output = _ctl(
+            "--status",
+            f"127.0.0.1:{self.status}",
+            "--state-dir",
+            str(self.folder / "state"),
+            "add",
+            f"127.0.0.1:{added}=echo",
+        )
+        self.assertEqual(status, 0, output)
+        status, output = self.upgrade()
+        self.assertEqual(status, 0, output)
+        newPid = int(output.split("pid ")[1].split(")")[0])
+        self.newPids.append(newPid)
+        daemon.process.wait(60)
+        with connect(added) as client:
+            self.assertTrue(echoes(client, b"still here"))
+        os.kill(newPid, signal.SIGHUP)
+        with connect(added) as client:
+            self.assertTrue(echoes(client, b"kept by the reload"))

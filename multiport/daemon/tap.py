@@ -29,6 +29,7 @@ from multiport.config.model import (
 from multiport.daemon.activation import ActivationError, activatedSockets
 from multiport.daemon.daemonmode import reportStartupErrorsWhole
 from multiport.daemon.dump import StatsDumpService
+from multiport.daemon.handover import takeHandover
 from multiport.daemon.notify import (
     SILENT,
     Notifier,
@@ -42,7 +43,6 @@ from multiport.daemon.service import PortsService
 from multiport.daemon.signals import HurryOnSecondSignal
 from multiport.daemon.startup import noCollections, reportStartupErrorsBriefly
 from multiport.daemon.token import tokenFailure
-from multiport.daemon.upgrade import takeHandover
 from multiport.daemon.upgradestart import prepareUpgrades
 from multiport.errors import ConfigError
 from multiport.handlers.interface import IDaemonView

@@ -21,14 +21,12 @@ trigger is the admin API.
 from __future__ import annotations
 
 import os
-import pickle
 import socket
-import struct
 import sys
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 from typing import Protocol as Protocol_
 
-from attrs import frozen
 from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.error import ProcessDone
 from twisted.internet.interfaces import IDelayedCall
@@ -42,10 +40,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from multiport.config.model import Config, PortConfig
-from multiport.daemon.ipc import channelFactory
-from multiport.daemon.totals import Retired
-from multiport.daemon.upgradetotals import TotalsReceiver, TotalsSender
-from multiport.errors import ReconcileError, ReloadUnavailable, StartupError
+from multiport.daemon.handover import (
+    HANDOVER_FD,
+    UPGRADE_VARIABLE,
+    Handover,
+    sendHandover,
+)
+from multiport.daemon.upgradetotals import TotalsSender
+from multiport.errors import ReconcileError, ReloadUnavailable
 from multiport.handlers.interface import PortStatus
 from multiport.io.reactortype import ReactorLike
 
@@ -54,130 +56,9 @@ from multiport.io.reactortype import ReactorLike
 
 log = Logger()
 
-#: The variable naming the handover socket's descriptor in the new process.
-UPGRADE_VARIABLE = "MULTIPORT_UPGRADE_FD"
-#: Where the new process finds the handover socket.
-HANDOVER_FD = 3
 #: How long the new process has to report ready, by default (seconds).
 DEFAULT_UPGRADE_TIMEOUT = 30.0
 NO_UPGRADE = "this daemon was not started by twistd: nothing to upgrade"
-#: The length prefix of the handover's payload.
-_LENGTH = struct.Struct("!Q")
-
-
-@frozen
-class Handover:
-    """
-    What the old daemon hands the new one.
-
-    @ivar names: The listening sockets' names, in the order of the sockets:
-        a port's name, or C{NAME#I} for the I-th extra socket of a port
-        whose workers each have their own (C{--worker-sockets reuseport}).
-    @ivar config: The running configuration, every port with its real number.
-    @ivar addedLive: The names of the ports added through the admin API.
-    @ivar statuses: Every port's status at the handover, its counters the
-        totals so far (the new daemon's go on from them).
-    """
-
-    names: tuple[str, ...]
-    config: Config
-    addedLive: frozenset[str]
-    statuses: tuple[PortStatus, ...]
-
-
-def carriedTotals(statuses: Sequence[PortStatus]) -> dict[str, Retired]:
-    """
-    The old daemon's totals by port name, for the new daemon to add to its
-    own: a Prometheus counter never goes backwards (as Envoy's hot restart
-    keeps them); the connections still open on the old one count as closed.
-    """
-    totals: dict[str, Retired] = {}
-    for status in statuses:
-        totals.setdefault(status.name, Retired()).fold(status)
-    return totals
-
-
-def sendHandover(
-    channel: socket.socket, handover: Handover, sockets: Sequence[int]
-) -> None:
-    """
-    Send C{handover} with the listening C{sockets} (blocking).
-    """
-    payload = pickle.dumps(handover)
-    socket.send_fds(channel, [_LENGTH.pack(len(payload))], list(sockets))
-    channel.sendall(payload)
-
-
-def receiveHandover(channel: socket.socket) -> tuple[Handover, dict[str, int]]:
-    """
-    The handover and its sockets' descriptors by port name (blocking).
-
-    @raise StartupError: if the old daemon went away or sent nonsense.
-    """
-    header, descriptors, _, _ = socket.recv_fds(channel, _LENGTH.size, 4096)
-    if len(header) != _LENGTH.size:
-        raise StartupError("upgrade: the old daemon sent no handover")
-    (length,) = _LENGTH.unpack(header)
-    chunks = []
-    while length:
-        chunk = channel.recv(min(length, 1 << 20))
-        if not chunk:
-            raise StartupError("upgrade: the old daemon's handover was cut short")
-        chunks.append(chunk)
-        length -= len(chunk)
-    # The peer is our own parent process, over a socketpair nobody else
-    # holds: pickle is safe here, as in multiport.daemon.ipc.
-    handover = pickle.loads(b"".join(chunks))
-    if not isinstance(handover, Handover) or len(handover.names) != len(descriptors):
-        raise StartupError("upgrade: the old daemon's handover is not understood")
-    return handover, dict(zip(handover.names, descriptors, strict=True))
-
-
-def takeHandover(
-    environ: MutableMapping[str, str],
-) -> tuple[socket.socket, Handover, dict[str, int]] | None:
-    """
-    In a new daemon started by an upgrade: the handover socket, what came
-    over it and the sockets by port name; L{None} otherwise.  The variable
-    is removed.
-    """
-    value = environ.pop(UPGRADE_VARIABLE, None)
-    if value is None:
-        return None
-    if not value.isdigit():
-        raise StartupError(f"{UPGRADE_VARIABLE}={value!r} is not a descriptor")
-    channel = socket.socket(fileno=int(value))
-    channel.setblocking(True)
-    handover, descriptors = receiveHandover(channel)
-    log.info(
-        "upgrade: took over {count} listening sockets from the old daemon",
-        count=len(descriptors),
-    )
-    return channel, handover, descriptors
-
-
-def reportReady(
-    reactor: ReactorLike,
-    channel: socket.socket,
-    pid: int,
-    totals: Callable[[Sequence[PortStatus]], None],
-) -> None:
-    """
-    Tell the old daemon this one serves every port: it may stop accepting.
-    Its counts go on arriving over the same socket, each given to
-    C{totals}.
-    """
-    try:
-        channel.sendall(b"ready %d\n" % pid)
-    except OSError as e:
-        log.warn("upgrade: cannot tell the old daemon: {reason}", reason=str(e))
-        channel.close()
-        return
-    channel.setblocking(False)
-    reactor.adoptStreamConnection(
-        channel.fileno(), socket.AF_UNIX, channelFactory(TotalsReceiver(totals))
-    )
-    channel.close()
 
 
 class _Answer(Protocol):
@@ -196,6 +77,13 @@ class _Answer(Protocol):
             words = line.split()
             if len(words) == 2 and words[0] == b"ready" and words[1].isdigit():
                 self.upgrade.ready(int(words[1]))
+                # Nothing more to read here; the counts go out on the
+                # upgrade's own descriptor of the socket, which a shutdown(2)
+                # of this one (Twisted's orderly close, at the latest when
+                # the reactor stops) would end too.
+                transport: Any = self.transport
+                transport._shouldShutdown = False
+                transport.loseConnection()
             else:
                 self.upgrade.failed(f"the new daemon said {line[:80]!r}")
 
@@ -488,13 +376,7 @@ def _writePid(path: str, pid: int) -> None:
 
 __all__ = [
     "DEFAULT_UPGRADE_TIMEOUT",
-    "Handover",
     "Upgrade",
     "Upgrader",
-    "carriedTotals",
-    "receiveHandover",
-    "reportReady",
-    "sendHandover",
-    "takeHandover",
     "upgradeService",
 ]

@@ -15,10 +15,11 @@ from collections.abc import Callable, MutableMapping, Sequence
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 
+from multiport.daemon.handover import Handover, carriedTotals, reportReady
 from multiport.daemon.notify import NotifyService
 from multiport.daemon.pool import WorkerPool
 from multiport.daemon.service import PortsService
-from multiport.daemon.upgrade import Handover, Upgrader, carriedTotals, reportReady
+from multiport.daemon.upgrade import Upgrader
 from multiport.handlers.interface import PortStatus
 from multiport.io.reactortype import ReactorLike
 

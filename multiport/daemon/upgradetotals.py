@@ -120,6 +120,9 @@ class TotalsReceiver(Int32StringReceiver):
         if isinstance(statuses, tuple) and all(
             isinstance(s, PortStatus) for s in statuses
         ):
-            self.received(statuses)
+            try:
+                self.received(statuses)
+            except Exception:
+                log.failure("upgrade: the old daemon's counts could not be added")
         else:
             log.warn("upgrade: the old daemon sent counts not understood")
