@@ -151,6 +151,47 @@ class Load:
             thread.join(60)
 
 
+class MetricsWatch:
+    """
+    Reads C{/metrics} in a loop (at most L{LOOP_SECONDS}) and records every
+    time a counter (a C{_total} series) went down.
+    """
+
+    def __init__(self, status: int) -> None:
+        self.url = f"http://127.0.0.1:{status}/metrics"
+        self.stop = threading.Event()
+        self.last: dict[str, float] = {}
+        self.decreases: list[str] = []
+        self.reads = 0
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        deadline = time.monotonic() + LOOP_SECONDS
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url, timeout=10) as response:
+                    text = response.read().decode()
+            except OSError:
+                continue
+            self.reads += 1
+            for line in text.splitlines():
+                series, _, value = line.rpartition(" ")
+                # process_* series are the process's own (CPU time): they start
+                # again in a new process, as after any restart.
+                if "_total" not in series or not series.startswith("multiport_"):
+                    continue
+                number = float(value)
+                if number < self.last.get(series, 0.0):
+                    self.decreases.append(f"{series}: {self.last[series]} -> {number}")
+                self.last[series] = number
+            self.stop.wait(0.1)
+
+    def join(self) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+
 def _ctl(*argv: str) -> tuple[int, str]:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -285,6 +326,8 @@ class UpgradeCase(SynchronousTestCase):
             text=True,
         )
         self.addCleanup(loadgen.kill)
+        metrics = MetricsWatch(self.status)
+        self.addCleanup(metrics.join)
         waitUntil(lambda: load.connections > 20, timeout=30)
         before = self.accepted(echo)
         status, output = self.upgrade()
@@ -310,6 +353,9 @@ class UpgradeCase(SynchronousTestCase):
         # started from the old one's (workers report once a second).
         expected = generated["ops"] + STREAMS + 1
         waitUntil(lambda: self.accepted(echo) >= expected, timeout=10)
+        metrics.join()
+        self.assertGreater(metrics.reads, 10)
+        self.assertEqual(metrics.decreases, [])
         rate = (load.connections + generated["ops"]) / generated["seconds"]
         print(
             f"\nupgrade under load{' ' + ' '.join(extra) if extra else ''}: "
@@ -318,7 +364,8 @@ class UpgradeCase(SynchronousTestCase):
             f"{load.connections} https connections ({rate:.0f} a second in "
             f"all), {load.refused} refused, {load.reset} reset, {load.lost} "
             f"lost, other {load.other[:3]}; {STREAMS} streams echoed "
-            f"{load.streamBytes} bytes; new pid {newPid}"
+            f"{load.streamBytes} bytes; new pid {newPid}; /metrics read "
+            f"{metrics.reads} times, {len(metrics.decreases)} counters went down"
         )
         self.assertGreaterEqual(rate, 200)
         self.assertEqual(

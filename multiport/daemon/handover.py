@@ -15,12 +15,13 @@ import struct
 from collections.abc import Callable, MutableMapping, Sequence
 
 from attrs import frozen
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from multiport.config.model import Config
 from multiport.daemon.ipc import channelFactory
 from multiport.daemon.totals import Retired
-from multiport.daemon.upgradetotals import TotalsReceiver
+from multiport.daemon.upgradetotals import SETTLE_BOUND, TotalsReceiver
 from multiport.errors import StartupError
 from multiport.handlers.interface import PortStatus
 from multiport.io.reactortype import ReactorLike
@@ -131,21 +132,32 @@ def reportReady(
     channel: socket.socket,
     pid: int,
     totals: Callable[[Sequence[PortStatus]], None],
+    settled: Deferred[None],
 ) -> None:
     """
     Tell the old daemon this one serves every port: it may stop accepting.
     Its counts go on arriving over the same socket, each given to
-    C{totals}.
+    C{totals}; C{settled} fires once it accepts nothing any more (at the
+    latest after L{SETTLE_BOUND} seconds).
     """
+
+    def settle() -> None:
+        if not settled.called:
+            settled.callback(None)
+
+    reactor.callLater(SETTLE_BOUND, settle)
     try:
         channel.sendall(b"ready %d\n" % pid)
     except OSError as e:
         log.warn("upgrade: cannot tell the old daemon: {reason}", reason=str(e))
         channel.close()
+        settle()
         return
     channel.setblocking(False)
     reactor.adoptStreamConnection(
-        channel.fileno(), socket.AF_UNIX, channelFactory(TotalsReceiver(totals))
+        channel.fileno(),
+        socket.AF_UNIX,
+        channelFactory(TotalsReceiver(totals, settled)),
     )
     channel.close()
 

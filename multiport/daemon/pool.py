@@ -124,6 +124,9 @@ class WorkerPool(PoolControl, BalancerDrain, MultiService):
         #: By port name: what the daemon an upgrade replaced has counted
         #: (replaced by each of its reports until it exits).
         self.carried: dict[str, Retired] = {}
+        #: An upgrade's new daemon: fires once the old one stopped
+        #: accepting (the status pages wait for it).
+        self.countsSettled: Deferred[None] | None = None
         self.reusePort = reusePort
         self.transport = transport
         self.notifier = notifier

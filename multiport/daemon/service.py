@@ -177,6 +177,9 @@ class PortsService(LiveChanges, AdminControl, BalancerDrain, MultiService):
         #: By port name: what the daemon an upgrade replaced has counted
         #: (replaced by each of its reports until it exits).
         self.carried: dict[str, Retired] = {}
+        #: An upgrade's new daemon: fires once the old one stopped
+        #: accepting (the status pages wait for it).
+        self.countsSettled: Deferred[None] | None = None
         self.config = config
         self.handlers = handlers
         #: Ports removed while running, until their last connection is gone.

@@ -72,6 +72,9 @@ def prepareUpgrades(
             service.status.carried = totals
 
     carry(handover.statuses)
+    # The status pages answer once the old daemon accepts nothing more.
+    settled: Deferred[None] = Deferred()
+    service.countsSettled = settled
     if isinstance(service, WorkerPool):
         # The status port is the main process's own service.
         status = service.status
@@ -84,7 +87,7 @@ def prepareUpgrades(
         service.addedLive.update(handover.addedLive)
         serving = lambda: None  # noqa: E731 (every port listens once started)
     ReportReady(
-        lambda: reportReady(reactor, channel, os.getpid(), carry), serving
+        lambda: reportReady(reactor, channel, os.getpid(), carry, settled), serving
     ).setServiceParent(service)  # type: ignore[no-untyped-call]
 
 
