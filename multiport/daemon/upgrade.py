@@ -203,7 +203,8 @@ class Upgrade:
             self.channel.close()
         message = f"upgrade failed, still serving: {why}; the new daemon was killed"
         log.error("{message}", message=message)
-        self.result.errback(ReconcileError(message))
+        # 409: the request was fine; the daemon could not do it now.
+        self.result.errback(ReconcileError(message, conflict=True))
 
     def exited(self, reason: Failure) -> None:
         """
