@@ -439,6 +439,20 @@ class Daemon:
                 matches.append(match)
         return matches
 
+    def readQueued(self) -> None:
+        """
+        Take the log lines read so far into L{lines}, without waiting.
+        """
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if line is None:
+                self._queue.put(None)
+                return
+            self.lines.append(line)
+
     def listening(self, count: int) -> dict[str, tuple[str, int]]:
         """
         Wait for C{count} ports to listen; their addresses by handler and

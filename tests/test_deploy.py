@@ -245,27 +245,24 @@ class RollScriptTests(SynchronousTestCase):
         self.assertEqual(done.returncode, 0, done.stderr)
         return done.stdout.splitlines()
 
-    def test_defaultRestart(self) -> None:
+    def test_defaultUpgrade(self) -> None:
         """
-        By default each instance is restarted by systemd, by its index.
+        By default each instance is upgraded, refusing no connection.
         """
         arguments = self.arguments({})
-        self.assertEqual(
-            arguments[arguments.index("--restart-command") + 1],
-            "systemctl restart multiport@{index}",
-        )
+        self.assertIn("--upgrade", arguments)
+        self.assertNotIn("--restart-command", arguments)
         self.assertEqual(
             arguments[-3:], ["127.0.0.1:9101", "127.0.0.1:9102", "127.0.0.1:9103"]
         )
 
     def test_otherRestart(self) -> None:
         """
-        C{RESTART} names another restart command, passed on whole.
+        C{RESTART} names a restart command instead, passed on whole.
         """
-        arguments = self.arguments(
-            {"RESTART": "multiport-ctl upgrade --status {status}"}
-        )
+        arguments = self.arguments({"RESTART": "systemctl restart multiport@{index}"})
+        self.assertNotIn("--upgrade", arguments)
         self.assertEqual(
             arguments[arguments.index("--restart-command") + 1],
-            "multiport-ctl upgrade --status {status}",
+            "systemctl restart multiport@{index}",
         )

@@ -2,8 +2,8 @@
 Three real daemons behind one real HAProxy (Debian's C{haproxy}), in TCP
 mode with C{send-proxy-v2} and health checks on each daemon's
 C{/healthz}: a client loop of HTTP requests and echo sessions runs while
-each daemon in turn is drained, restarted and undrained (C{multiport-ctl
-roll}'s steps), and sees no failure; every daemon logs the client's own
+each daemon in turn is drained, upgraded and undrained (C{multiport-ctl
+roll --upgrade}'s steps), and sees no failure; every daemon logs the client's own
 address, carried by the PROXY protocol; a daemon killed with SIGKILL costs
 only the connections it held.
 
@@ -13,6 +13,7 @@ The clients connect from 127.0.0.2 (still the loopback), HAProxy from
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -123,6 +124,14 @@ def haproxyConfig(
     )
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def clientSocket(port: int) -> socket.socket:
     """
     A connection from L{CLIENT} to 127.0.0.1:C{port}.
@@ -230,6 +239,8 @@ class HAProxyTests(SynchronousTestCase):
             self.startDaemon(index)
         for index in range(3):
             self.daemons[index][-1].listening(3)
+        #: Each instance's daemon now (an upgrade replaces it).
+        self.pids = [generations[-1].process.pid for generations in self.daemons]
         self.http, self.echo = freePort(), freePort()
         self.probePorts: set[int] = set()
         # A UNIX socket's path is short (HAProxy: 97 bytes): not in _trial_temp.
@@ -323,13 +334,25 @@ class HAProxyTests(SynchronousTestCase):
         self.daemons[index].append(daemon)
         return daemon
 
-    def restart(self, index: int) -> None:
+    def upgrade(self, instances: HTTPInstances, index: int) -> None:
         """
-        Stop instance C{index} (SIGTERM: it drains) and start it again,
-        as a service manager's restart does.
+        Upgrade instance C{index} (C{POST /api/upgrade}): a new daemon takes
+        its sockets over; its log lines arrive through the first one's
+        output, which it inherited.
         """
-        self.assertEqual(self.daemons[index][-1].stop(), -signal.SIGTERM)
-        self.startDaemon(index).listening(3)
+        status = self.instances[index][2]
+        self.pids[index] = instances.upgrade(f"http://127.0.0.1:{status}")
+        self.addCleanup(self.stopPid, self.pids[index])
+
+    def stopPid(self, pid: int) -> None:
+        """
+        Stop an upgraded daemon (SIGTERM) and wait until it is gone.
+        """
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        waitUntil(lambda: not _alive(pid), timeout=30, what=f"pid {pid} gone")
 
     def connectionLines(self, daemon: Daemon) -> list[str]:
         """
@@ -361,7 +384,7 @@ class HAProxyTests(SynchronousTestCase):
             rollOne(
                 f"http://127.0.0.1:{status}",
                 instances,
-                lambda index=index: self.restart(index),
+                lambda index=index: self.upgrade(instances, index),
                 settings,
                 say=lambda line: None,
             )
@@ -386,9 +409,9 @@ class HAProxyTests(SynchronousTestCase):
         loop = Loop(self.http, self.echo)
         loop.start()
         waitUntil(lambda: loop.ok["http"] >= 20 and loop.ok["echo"] >= 20)
-        victim = self.daemons[1][-1]
+        victim = self.pids[1]
         killedAt = time.monotonic()
-        victim.process.send_signal(signal.SIGKILL)
+        os.kill(victim, signal.SIGKILL)
         waitUntil(lambda: self.serversUp() == 4, what="HAProxy seeing d2 down")
         after = dict(loop.ok)
         waitUntil(
@@ -412,10 +435,13 @@ class HAProxyTests(SynchronousTestCase):
         lateFailures = [f for f in loop.failures if f[0] > killedAt + 1.0]
         self.assertEqual(lateFailures, [])
         self.assertLessEqual(len(loop.failures), 2, loop.failures)
-        victim.stop()
+        # The upgraded daemons hold the first ones' output: stop them first.
+        for pid in self.pids:
+            self.stopPid(pid)
 
-        # Every daemon, each restarted one included, saw the clients' own
-        # address (127.0.0.2) and ports, never HAProxy's.
+        # Every daemon, each upgraded one included (its lines come through
+        # the first one's output), saw the clients' own address (127.0.0.2)
+        # and ports, never HAProxy's.
         for index, generations in enumerate(self.daemons):
             for generation, daemon in enumerate(generations):
                 daemon.stop()

@@ -18,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from multiport import ctl
 from multiport.ctl.client import CtlError
 from multiport.ctl.rolling import RollSettings, commandRestart, rollOne
+from tests.support import waitUntil
 from tests.test_drain import health
 from tests.test_live import freePort
 from tests.test_livedaemon import connect, echoes
@@ -163,12 +164,21 @@ class RollOneTests(SynchronousTestCase):
             (["--restart-command", "x", "--settle", "-1", "1"], "'-1'"),
             (["--restart-command", "x", "--below", "0", "1"], "'0'"),
             (["127.0.0.1:1"], "--restart-command"),
+            (["--upgrade", "--restart-command", "x", "127.0.0.1:1"], "not allowed"),
         ]:
             err = io.StringIO()
             with redirect_stderr(err), redirect_stdout(io.StringIO()):
                 code = ctl.main(["roll", *args])
             self.assertEqual(code, 2, args)
             self.assertIn(named, err.getvalue(), args)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 #: Restarts instance $1 of the folder it sits in, as a service manager
@@ -231,6 +241,42 @@ class RollDaemonsTests(SynchronousTestCase):
         pidfile = self.folder / str(index) / "twistd.pid"
         if pidfile.exists():
             stopDaemon(int(pidfile.read_text()))
+
+    def test_rollUpgrade(self) -> None:
+        """
+        With C{--upgrade}, each instance in turn is drained, upgraded (a new
+        daemon takes its sockets; twistd's pid file names it), found ready
+        and undrained; the old processes drained and exited.
+        """
+        before = [self.pid(1), self.pid(2)]
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            code = ctl.main(
+                [
+                    "--admin-token-file",
+                    str(self.token),
+                    "roll",
+                    "--upgrade",
+                    "--settle",
+                    "0.2",
+                    "--drain-timeout",
+                    "20",
+                    *(f"127.0.0.1:{status}" for _, status in self.instances),
+                ]
+            )
+        self.assertEqual(code, 0, out.getvalue() + err.getvalue())
+        after = [self.pid(1), self.pid(2)]
+        text = out.getvalue()
+        self.assertIn("rolled 2 instances", text)
+        for (_, status), old, new in zip(self.instances, before, after, strict=True):
+            self.assertNotEqual(old, new)
+            self.assertIn(f"http://127.0.0.1:{status}: upgraded, new pid {new}", text)
+            self.assertIn(f"http://127.0.0.1:{status}: ready and undrained", text)
+            self.assertEqual(health(status), (200, b"ok\n"))
+            waitUntil(lambda old=old: not _alive(old), timeout=30)
+        for echo, _ in self.instances:
+            with connect(echo) as client:
+                self.assertTrue(echoes(client, b"new"))
 
     def test_roll(self) -> None:
         """

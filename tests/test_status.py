@@ -384,6 +384,7 @@ class StatusPageTests(_StatusTestCase):
             self.get(b"/status").json(),
             {
                 "version": "9.8.7",
+                "pid": os.getpid(),
                 "started": 1000.0,
                 "now": 1060.5,
                 "uptime_s": 60.5,
@@ -1123,9 +1124,10 @@ class EndToEndTests(TestCase):
         document = json.loads(body)
         self.assertEqual(
             sorted(document),
-            ["drain", "now", "ports", "started", "uptime_s", "version"],
+            ["drain", "now", "pid", "ports", "started", "uptime_s", "version"],
         )
         self.assertEqual(document["version"], __version__)
+        self.assertEqual(document["pid"], os.getpid())
         self.assertGreaterEqual(document["uptime_s"], 0)
         echo, statusPort = document["ports"]
         self.assertEqual(

@@ -134,3 +134,11 @@ def _reload(args: argparse.Namespace) -> None:
         counts.append(f"{len(names)} {key}")
     counts.append(f"{_cell(answer.get('unchanged'))} unchanged")
     print("reloaded: " + ", ".join(counts))
+
+
+def _upgrade(args: argparse.Namespace) -> None:
+    token = adminToken(args)
+    answer = callJSON(baseURL(args), "POST", "upgrade", token=token)
+    if not isinstance(answer, dict) or not isinstance(answer.get("pid"), int):
+        raise CtlError("the answer to POST /api/upgrade has no pid")
+    print(f"upgraded: the new daemon (pid {answer['pid']}) serves every port")

@@ -19,7 +19,15 @@ from multiport.ctl.arguments import (
     portBody,
 )
 from multiport.ctl.client import PROG, CtlError
-from multiport.ctl.commands import _add, _change, _reload, _remove, _status, _watch
+from multiport.ctl.commands import (
+    _add,
+    _change,
+    _reload,
+    _remove,
+    _status,
+    _upgrade,
+    _watch,
+)
 from multiport.ctl.rolling import addCommands as addRollingCommands
 from multiport.ctl.systemdunits import addCommand as addUnitsCommand
 from multiport.status.admintoken import ENVIRONMENT, TOKEN_FILE
@@ -172,6 +180,14 @@ def makeParser() -> argparse.ArgumentParser:
     )
     _common(reload, default=False)
     reload.set_defaults(run=_reload)
+
+    upgrade = commands.add_parser(
+        "upgrade",
+        help="replace the daemon with a new one running the code now on disk, "
+        "refusing no connection",
+    )
+    _common(upgrade, default=False)
+    upgrade.set_defaults(run=_upgrade)
     addRollingCommands(commands, lambda command: _common(command, default=False))
     addUnitsCommand(commands)
     return parser

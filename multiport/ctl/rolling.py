@@ -7,13 +7,13 @@ C{roll} does, for each instance in turn: drain (C{/healthz} answers 503
 C{draining}; the balancer's health check sends new connections
 elsewhere), wait at least C{--settle} seconds (the balancer's time to
 notice) and until its open connections fall below C{--below} or
-C{--drain-timeout} passes, run the restart command, wait until
-C{/healthz} answers 200 (a drained daemon never does, so that is the new
-one), undrain, wait C{--settle} seconds again (the balancer's time to take
-it back), then go on to the next.  The restart command is a shell command
-of the user's (C{systemctl restart multiport@{index}}, later
-C{multiport-ctl upgrade --status {status}}): the roll does not care how
-the instance is restarted, only that it comes back ready.
+C{--drain-timeout} passes, upgrade it (C{--upgrade}: C{POST /api/upgrade},
+a new daemon running the code on disk takes the sockets over, refusing
+nothing) or run the restart command (C{--restart-command}, e.g.
+C{systemctl restart multiport@{index}}), wait until C{/healthz} answers
+200 (a drained daemon never does, so that is the new one), undrain, wait
+C{--settle} seconds again (the balancer's time to take it back), then go
+on to the next.
 """
 
 from __future__ import annotations
@@ -73,6 +73,8 @@ class Instances(Protocol):
 
     def healthy(self, base: str) -> bool: ...
 
+    def upgrade(self, base: str) -> int: ...
+
 
 @frozen
 class HTTPInstances:
@@ -87,6 +89,16 @@ class HTTPInstances:
 
     def undrain(self, base: str) -> None:
         callJSON(base, "POST", "undrain", token=self.token)
+
+    def upgrade(self, base: str) -> int:
+        """
+        Upgrade the instance (C{POST /api/upgrade}); the new daemon's pid.
+        """
+        answer = callJSON(base, "POST", "upgrade", token=self.token)
+        pid = answer.get("pid") if isinstance(answer, dict) else None
+        if not isinstance(pid, int):
+            raise CtlError(f"{base}: the answer to POST /api/upgrade has no pid")
+        return pid
 
     def connections(self, base: str) -> int:
         """
@@ -216,6 +228,23 @@ def commandRestart(
     return restart
 
 
+def upgradeRestart(instances: Instances, base: str) -> Callable[[], None]:
+    """
+    The upgrade of the instance at C{base}, as its restart.
+
+    @raise CtlError: when the upgrade fails (the old daemon serves on).
+    """
+
+    def restart() -> None:
+        try:
+            pid = instances.upgrade(base)
+        except CtlError as e:
+            raise CtlError(f"{base}: {e}; the roll stops here") from None
+        print(f"{base}: upgraded, new pid {pid}")
+
+    return restart
+
+
 def checkTemplate(template: str) -> str:
     """
     C{--restart-command}: a template whose braces name L{COMMAND_FIELDS}.
@@ -244,7 +273,11 @@ def _roll(args: argparse.Namespace) -> None:
     addresses: Sequence[tuple[str, int]] = args.instances
     for index, address in enumerate(addresses, start=1):
         base = "http://" + formatAddress(*address)
-        restart = commandRestart(args.restart_command, index, address, base)
+        restart = (
+            upgradeRestart(instances, base)
+            if args.upgrade
+            else commandRestart(args.restart_command, index, address, base)
+        )
         rollOne(base, instances, restart, settings)
     print(f"rolled {len(addresses)} instance{'' if len(addresses) == 1 else 's'}")
 
@@ -293,8 +326,8 @@ def addCommands(
 
     roll = commands.add_parser(
         "roll",
-        help="restart instances one at a time: drain, wait, restart, wait "
-        "for /healthz 200, undrain, next",
+        help="upgrade or restart instances one at a time: drain, wait, upgrade "
+        "(or restart), wait for /healthz 200, undrain, next",
     )
     common(roll)
     roll.add_argument(
@@ -305,10 +338,16 @@ def addCommands(
         help="each instance's status port, in the order to roll them (all "
         "take the same admin token)",
     )
-    roll.add_argument(
+    how = roll.add_mutually_exclusive_group(required=True)
+    how.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="upgrade each instance (multiport-ctl upgrade: a new daemon running "
+        "the code on disk takes over, refusing no connection)",
+    )
+    how.add_argument(
         "--restart-command",
         metavar="COMMAND",
-        required=True,
         type=checkTemplate,
         help="the shell command that restarts one instance, with {index} "
         "(from 1), {status} (HOST:PORT), {host}, {port} and {url} filled in; "

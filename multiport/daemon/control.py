@@ -24,8 +24,9 @@ from multiport.config.tomlfile import portRequest
 from multiport.daemon.notify import SILENT, Notifier, announcedReload
 from multiport.daemon.plan import Plan, claims
 from multiport.daemon.reload import logReloaded, reloadLogged
+from multiport.daemon.upgrade import Upgrader, upgradeService
 from multiport.errors import ConfigError, ReconcileError, ReloadUnavailable
-from multiport.handlers.interface import ChangeSummary, IHandler, PortRef
+from multiport.handlers.interface import ChangeSummary, IHandler, PortRef, PortStatus
 from multiport.ports.certificates import loadCertificates
 from multiport.ports.server import PORT_SERVERS, PortServer
 from multiport.ports.tls import LoadedCertificate
@@ -176,6 +177,9 @@ class AdminControl:
     namedServices: dict[str, IService]
     #: Told of reloads (RELOADING=1, READY=1).
     notifier: Notifier = SILENT
+    #: Starts a new daemon and hands the ports over (POST /api/upgrade);
+    #: L{None} where there is no daemon to replace (a test's service).
+    upgrader: Upgrader | None = None
 
     # Provided by the service and LiveChanges.
 
@@ -184,6 +188,21 @@ class AdminControl:
 
     def runningConfigs(self, leaving: PortServer | None = None) -> list[PortConfig]:
         raise NotImplementedError
+
+    def portStatus(self) -> list[PortStatus]:
+        raise NotImplementedError
+
+    def listeningSockets(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def shareSockets(self) -> None:
+        raise NotImplementedError
+
+    def liveAdditions(self) -> frozenset[str]:
+        """
+        The names of the ports added through the admin API.
+        """
+        return frozenset(self.addedLive)
 
     def apply(
         self,
@@ -357,6 +376,12 @@ class AdminControl:
         summary = self.reconcile(config, certificates)
         logReloaded(summary, f"; {len(kept)} added through the admin API kept")
         return summary
+
+    def upgrade(self) -> Deferred[dict[str, int]]:
+        """
+        Replace this daemon with a new one (L{multiport.daemon.upgrade}).
+        """
+        return upgradeService(self.upgrader, self)
 
     def reloadLogged(self) -> None:
         """

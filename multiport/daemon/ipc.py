@@ -20,7 +20,7 @@ from typing import cast
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IFileDescriptorReceiver
-from twisted.internet.protocol import ServerFactory
+from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
@@ -128,10 +128,10 @@ class Channel(Int32StringReceiver):
         self.lost.callback(None)
 
 
-def channelFactory(channel: Channel) -> ServerFactory:
+def channelFactory(channel: Protocol) -> ServerFactory:
     """
-    A factory whose one connection is C{channel}: for adopting one end of
-    a socket pair.
+    A factory whose one connection is C{channel} (a protocol): for
+    adopting one end of a socket pair.
     """
     # forProtocol's stub says Factory of Channel; it builds an instance of
     # the class it is called on, and adoptStreamConnection's stub asks for

@@ -232,6 +232,7 @@ class NotifyService(Service):
         self._reporter.clock = clock
         self._statusEvery = statusEvery
         self._lastStatus = ""
+        self._handedOver = False
 
     def report(self) -> None:
         """
@@ -261,12 +262,21 @@ class NotifyService(Service):
         self.notifier.ready(self._lastStatus)
         self._reporter.start(self._statusEvery, now=False)
 
+    def handOver(self, pid: int) -> None:
+        """
+        An upgrade's new process (C{pid}) serves now: it is the main
+        process (C{MAINPID=}); this one's stop is no longer the service's
+        (no STOPPING=1).
+        """
+        self._handedOver = True
+        self.notifier.mainPid(pid)
+
     def stopService(self) -> None:
         super().stopService()  # type: ignore[no-untyped-call]
         for loop in (self._pinger, self._reporter):
             if loop.running:
                 loop.stop()
-        if self.notifier.enabled:
+        if self.notifier.enabled and not self._handedOver:
             self.notifier.stopping(f"stopping: {describePorts(self.ports())}")
 
 

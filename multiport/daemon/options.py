@@ -5,7 +5,6 @@ into the configuration model (postOptions) before anything is built.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -35,7 +34,9 @@ from multiport.config.model import (
 from multiport.config.portspec import parsePortItem, parsePorts
 from multiport.config.tomlfile import readConfigFile
 from multiport.daemon import logformat
+from multiport.daemon.optionvalues import seconds, wholeNumber
 from multiport.daemon.token import STATUS_HANDLER, refuseExposedStatus, tokenFailure
+from multiport.daemon.upgrade import DEFAULT_UPGRADE_TIMEOUT
 from multiport.daemon.workers import workerCount, workerSockets
 from multiport.errors import ConfigError
 from multiport.handlers.interface import IHandler
@@ -65,28 +66,6 @@ log = Logger(namespace="multiport.daemon.tap")
 
 #: Where the status port listens unless told otherwise: loopback only.
 DEFAULT_STATUS = "127.0.0.1:9099"
-
-
-def _backlog(value: object) -> int:
-    """
-    C{--backlog}: a whole number from 1 to L{MAX_BACKLOG}.
-
-    @raise ConfigError: naming the option and the value.
-    """
-    return _wholeNumber(str(value), "--backlog", 1, MAX_BACKLOG)
-
-
-def _wholeNumber(value: str, option: str, least: int, most: int) -> int:
-    """
-    C{value} of C{option} as a whole number from C{least} to C{most}.
-
-    @raise ConfigError: naming the option and the bad value.
-    """
-    if not (value.isascii() and value.isdigit()) or not least <= int(value) <= most:
-        raise ConfigError(
-            option, f"expected a whole number from {least} to {most}, got {value!r}"
-        )
-    return int(value)
 
 
 class Options(usage.Options):
@@ -163,6 +142,13 @@ class Options(usage.Options):
             f"once), for ports that set none. Default: {DEFAULT_DRAIN_TIMEOUT:g}.",
         ],
         [
+            "upgrade-timeout",
+            None,
+            f"{DEFAULT_UPGRADE_TIMEOUT:g}",
+            "Seconds the new daemon of an upgrade (multiport-ctl upgrade) has "
+            "to serve every port before it is killed and this one serves on.",
+        ],
+        [
             "interface",
             None,
             DEFAULT_INTERFACE,
@@ -222,6 +208,8 @@ class Options(usage.Options):
         self.reusePort = False
         #: C{--transport}: the class of every port's accepted connections.
         self.transport: type[tcp.Server] = FastServer
+        #: C{--upgrade-timeout} in seconds.
+        self.upgradeTimeout = DEFAULT_UPGRADE_TIMEOUT
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
@@ -279,6 +267,9 @@ class Options(usage.Options):
             self.workers = workerCount(self["workers"])
             self.reusePort = workerSockets(self["worker-sockets"]) == "reuseport"
             self.transport = transportNamed(self["transport"])
+            self.upgradeTimeout = seconds(
+                self["upgrade-timeout"], "--upgrade-timeout", above=True
+            )
             self.adminToken = givenToken(self["admin-token-file"], os.environ)
             self.config = self._buildConfig()
         except ConfigError as e:
@@ -354,10 +345,10 @@ class Options(usage.Options):
         format = self["log-format"]
         if format not in ("text", "json"):
             raise ConfigError("--log-format", f"{format!r} is not text or json")
-        rotateSize = _wholeNumber(
+        rotateSize = wholeNumber(
             self["log-rotate-size"], "--log-rotate-size", 0, 1 << 50
         )
-        rotateKeep = _wholeNumber(self["log-rotate-keep"], "--log-rotate-keep", 1, 1000)
+        rotateKeep = wholeNumber(self["log-rotate-keep"], "--log-rotate-keep", 1, 1000)
         parent = getattr(self, "parent", None)
         if parent is None:
             return
@@ -382,19 +373,9 @@ class Options(usage.Options):
         """
         C{--drain-timeout} in seconds, or C{None} when it is not given.
         """
-        value = self["drain-timeout"]
-        if value is None:
+        if self["drain-timeout"] is None:
             return None
-        try:
-            seconds = float(value)
-        except ValueError:
-            seconds = math.nan
-        if not (math.isfinite(seconds) and seconds >= 0):
-            raise ConfigError(
-                "--drain-timeout",
-                f"expected a number of seconds, 0 or more, got {value!r}",
-            )
-        return seconds
+        return seconds(self["drain-timeout"], "--drain-timeout", above=False)
 
     def _buildConfig(self) -> Config:
         if self["tls-key"] and not self["tls-cert"]:
@@ -403,7 +384,7 @@ class Options(usage.Options):
         drainTimeout = self._drainTimeout()
         defaults = Defaults(
             interface=interface,
-            backlog=_backlog(self["backlog"]),
+            backlog=wholeNumber(str(self["backlog"]), "--backlog", 1, MAX_BACKLOG),
             tls=TLSConfig(
                 cert=Path(self["tls-cert"]).absolute() if self["tls-cert"] else None,
                 key=Path(self["tls-key"]).absolute() if self["tls-key"] else None,

@@ -121,6 +121,12 @@ class WorkerPool(PoolControl, BalancerDrain, MultiService):
         self.slots = [Slot(index) for index in range(count)]
         #: By port name: what workers that exited had counted.
         self.retired: dict[str, Retired] = {}
+        #: By port name: what the daemon an upgrade replaced has counted
+        #: (replaced by each of its reports until it exits).
+        self.carried: dict[str, Retired] = {}
+        #: An upgrade's new daemon: fires once the old one stopped
+        #: accepting (the status pages wait for it).
+        self.countsSettled: Deferred[None] | None = None
         self.reusePort = reusePort
         self.transport = transport
         self.notifier = notifier
@@ -147,12 +153,14 @@ class WorkerPool(PoolControl, BalancerDrain, MultiService):
                     skt = adoptActivated(descriptor)
                 else:
                     skt = bindShared(config, reusePort=self.reusePort)
-                if self.reusePort and descriptor is None:
+                # A socket systemd passed is every worker's; one an upgrade
+                # handed over comes with the rest of its group.
+                if self.reusePort and (
+                    descriptor is None or f"{config.name}#1" in self.activated
+                ):
                     # Worker 0 takes the first socket of the group.
                     real = evolve(config, port=skt.getsockname()[1])
-                    self.ownSockets[real.name] = [skt] + [
-                        bindShared(real, reusePort=True) for _ in range(self.count - 1)
-                    ]
+                    self.ownSockets[real.name] = [skt] + self._group(real)
             except CannotListenError as e:
                 for other in bound.values():
                     other.close()
@@ -183,6 +191,34 @@ class WorkerPool(PoolControl, BalancerDrain, MultiService):
             )
         for slot in self.slots:
             self._spawn(slot, dropPrivileges=True)
+
+    def _group(self, config: PortConfig) -> list[socket.socket]:
+        """
+        A C{reuseport} port's sockets for workers 1 to N-1: those an
+        upgrade handed over (C{NAME#I}; a connection waiting in the queue
+        of a socket closed instead would be reset), bound for the rest.
+        """
+        group = []
+        for index in range(1, self.count):
+            handed = self.activated.pop(f"{config.name}#{index}", None)
+            if handed is not None:
+                group.append(adoptActivated(handed))
+            else:
+                group.append(bindShared(config, reusePort=True))
+        return group
+
+    def listeningSockets(self) -> dict[str, int]:
+        """
+        Every listening socket's descriptor by port name, the status
+        port's included; with C{reuseport}, a port's I-th extra socket as
+        C{NAME#I} (an upgrade hands them over).
+        """
+        sockets = {name: skt.fileno() for name, skt in self.sockets.items()}
+        for name, group in self.ownSockets.items():
+            for index, skt in enumerate(group[1:], 1):
+                sockets[f"{name}#{index}"] = skt.fileno()
+        sockets.update(self.status.listeningSockets())
+        return sockets
 
     def whenServing(self) -> Deferred[None]:
         """
@@ -288,7 +324,7 @@ class WorkerPool(PoolControl, BalancerDrain, MultiService):
         )
         childEnd.close()
         slot.pid = slot.process.pid
-        channel = Channel({})
+        channel = Channel({"final": lambda statuses, _: self._final(slot, statuses)})
         self._reactor.adoptStreamConnection(
             parentEnd.fileno(),
             socket.AF_UNIX,
@@ -331,6 +367,16 @@ class WorkerPool(PoolControl, BalancerDrain, MultiService):
     def _socketFor(self, name: str, slot: Slot) -> socket.socket:
         own = self.ownSockets.get(name)
         return own[slot.index] if own else self.sockets[name]
+
+    def _final(self, slot: Slot, statuses: object) -> None:
+        """
+        A worker's figures once it has drained, as it exits: what it
+        counted since its last report is kept too.
+        """
+        if isinstance(statuses, list) and all(
+            isinstance(s, PortStatus) for s in statuses
+        ):
+            slot.statuses = statuses
 
     def workerEnded(self, slot: Slot, reason: Failure) -> None:
         """
@@ -410,10 +456,10 @@ class WorkerPool(PoolControl, BalancerDrain, MultiService):
             if name not in configured:
                 parts = byName[name]
                 result.append(mergeStatuses(name, parts[0].config, parts))
-        result = [
-            self.retired[s.name].addedTo(s) if s.name in self.retired else s
-            for s in result
-        ]
+        for totals in (self.retired, self.carried):
+            result = [
+                totals[s.name].addedTo(s) if s.name in totals else s for s in result
+            ]
         return result + self.status.portStatus()
 
     def workerStatus(self) -> list[tuple[int, int | None, list[PortStatus]]]:

@@ -26,6 +26,7 @@ from multiport.daemon.plan import claims, plan
 from multiport.daemon.reload import logReloaded, reloadLogged
 from multiport.daemon.service import PortsService
 from multiport.daemon.startup import liveListenError
+from multiport.daemon.upgrade import Upgrader, upgradeService
 from multiport.daemon.workers import Retired, Slot, split
 from multiport.errors import ReconcileError, ReloadUnavailable
 from multiport.handlers.interface import (
@@ -63,6 +64,8 @@ class PoolControl:
     owner: tuple[int, int] | None
     #: Told of reloads (RELOADING=1, READY=1).
     notifier: Notifier = SILENT
+    #: Starts a new daemon and hands the ports over (POST /api/upgrade).
+    upgrader: Upgrader | None = None
 
     # Provided by the pool.
 
@@ -72,6 +75,9 @@ class PoolControl:
     def refresh(self) -> Deferred[None]:
         raise NotImplementedError
 
+    def listeningSockets(self) -> dict[str, int]:
+        raise NotImplementedError
+
     # IDaemonControl.
 
     def checkToken(self, token: str) -> bool:
@@ -79,6 +85,34 @@ class PoolControl:
 
     def _allConfigs(self) -> list[PortConfig]:
         return [*self.config.ports, *self.status.runningConfigs()]
+
+    # What an upgrade reads (L{multiport.daemon.upgrade.UpgradableService}).
+
+    def runningConfigs(self) -> list[PortConfig]:
+        """
+        Every port's configuration, with the number it got.
+        """
+        return self._allConfigs()
+
+    def liveAdditions(self) -> frozenset[str]:
+        """
+        The names of the ports added through the admin API.
+        """
+        return frozenset(self.addedLive | self.status.addedLive)
+
+    def shareSockets(self) -> None:
+        """
+        An upgrade's new daemon accepts on the sockets from now on: the
+        workers' copies are shared already, the status port's become so.
+        """
+        self.status.shareSockets()
+
+    def upgrade(self) -> Deferred[dict[str, int]]:
+        """
+        Replace this daemon and its workers with a new one that brings its
+        own (L{multiport.daemon.upgrade}); the old workers drain.
+        """
+        return upgradeService(self.upgrader, self)
 
     def addPort(self, table: Mapping[str, object]) -> Deferred[PortRef]:
         """

@@ -34,6 +34,7 @@ from multiport.daemon.startup import (
     noCollections,
     signalName,
 )
+from multiport.daemon.totals import Retired
 from multiport.errors import StartupError
 from multiport.handlers.interface import (
     HandlerContext,
@@ -60,7 +61,7 @@ from multiport.ports.server import (
     PortSSLServer,
     PortTCPServer,
 )
-from multiport.ports.sockets import Activated, Inherited
+from multiport.ports.sockets import Activated, Inherited, _honourSharing
 from multiport.ports.tls import LoadedCertificate
 from multiport.text import plural
 
@@ -173,6 +174,12 @@ class PortsService(LiveChanges, AdminControl, BalancerDrain, MultiService):
         #: Names of the ports added through the admin API (a reload keeps
         #: them unless the file now configures their address).
         self.addedLive: set[str] = set()
+        #: By port name: what the daemon an upgrade replaced has counted
+        #: (replaced by each of its reports until it exits).
+        self.carried: dict[str, Retired] = {}
+        #: An upgrade's new daemon: fires once the old one stopped
+        #: accepting (the status pages wait for it).
+        self.countsSettled: Deferred[None] | None = None
         self.config = config
         self.handlers = handlers
         #: Ports removed while running, until their last connection is gone.
@@ -309,7 +316,30 @@ class PortsService(LiveChanges, AdminControl, BalancerDrain, MultiService):
                     acme=None if self.acmeStatus is None else self.acmeStatus(config),
                 )
             )
-        return statuses
+        return [
+            self.carried[s.name].addedTo(s) if s.name in self.carried else s
+            for s in statuses
+        ]
+
+    def listeningSockets(self) -> dict[str, int]:
+        """
+        Every listening socket's descriptor by port name (an upgrade hands
+        them over).
+        """
+        return {
+            port.name: port._port.fileno()  # type: ignore[attr-defined]
+            for port in self.ports()
+            if port._port is not None and port.name is not None
+        }
+
+    def shareSockets(self) -> None:
+        """
+        Another process accepts on these sockets from now on (an upgrade's
+        new daemon): stopping closes them, never shuts them down.
+        """
+        for port in self.ports():
+            if port._port is not None:
+                _honourSharing(port._port, True)
 
     def boundPorts(self) -> Sequence[BoundPort]:
         """

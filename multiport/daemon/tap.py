@@ -29,6 +29,7 @@ from multiport.config.model import (
 from multiport.daemon.activation import ActivationError, activatedSockets
 from multiport.daemon.daemonmode import reportStartupErrorsWhole
 from multiport.daemon.dump import StatsDumpService
+from multiport.daemon.handover import takeHandover
 from multiport.daemon.notify import (
     SILENT,
     Notifier,
@@ -42,6 +43,7 @@ from multiport.daemon.service import PortsService
 from multiport.daemon.signals import HurryOnSecondSignal
 from multiport.daemon.startup import noCollections, reportStartupErrorsBriefly
 from multiport.daemon.token import tokenFailure
+from multiport.daemon.upgradestart import prepareUpgrades
 from multiport.errors import ConfigError
 from multiport.handlers.interface import IDaemonView
 from multiport.io.reactortype import ReactorLike, globalReactor
@@ -149,6 +151,11 @@ def _makeService(
         reactor = given
     config = options.config
     assert config is not None, "postOptions builds the configuration"
+    # Started by an upgrade: the old daemon's sockets and running
+    # configuration replace the file's.
+    taken = takeHandover(os.environ) if daemon else None
+    if taken is not None:
+        config = taken[1].config
     preload()
     certificates = dict(options.certificates)
     # The self-signed certificate is made (or loaded) here, knowing --uid.
@@ -206,6 +213,8 @@ def _makeService(
             activated = dict(activatedSockets(config.ports))
         except ActivationError as e:
             raise SystemExit(f"multiport: {e}") from None
+        if taken is not None:
+            activated.update(taken[2])
 
     def ports(config: Config, view: IDaemonView | None = None) -> PortsService:
         return PortsService(
@@ -254,13 +263,23 @@ def _makeService(
         service
     )
     # Last: READY=1 once every port listens.
-    NotifyService(
+    notify = NotifyService(
         notifier,
         reactor,
         service.portStatus,
         watchdog,
         whenReady=service.whenServing if isinstance(service, WorkerPool) else None,
-    ).setServiceParent(service)  # type: ignore[no-untyped-call]
+    )
+    notify.setServiceParent(service)  # type: ignore[no-untyped-call]
+    if daemon:
+        prepareUpgrades(
+            service,
+            reactor,
+            options.upgradeTimeout,
+            getattr(options, "parent", None),
+            notify,
+            taken,
+        )
     return service
 
 

@@ -100,6 +100,8 @@ class Worker:
         self.index = index
         self.owner = owner
         self.service: PortsService | None = None
+        #: The channel to the main process, once made.
+        self.channel: Channel | None = None
         #: How many workers share the ports (each takes its share of limits).
         self.workers = 1
         self.stopping = False
@@ -182,11 +184,22 @@ class Worker:
 
     def stop(self) -> Deferred[object] | None:
         """
-        Stop serving (draining), if serving.
+        Stop serving (draining), if serving; then give the main process
+        the final figures (a worker's last periodic report is up to a
+        second old) and wait for it to take them, so that the daemon's
+        totals miss nothing.
         """
-        if self.service is not None and self.service.running:
-            return self.service.stopService()
-        return None
+        service = self.service
+        if service is None or not service.running:
+            return None
+
+        def final(_: object) -> Deferred[object] | None:
+            if self.channel is None or not self.channel.connected:
+                return None
+            told = self.channel.call("final", service.portStatus())
+            return told.addErrback(lambda _: None)
+
+        return service.stopService().addCallback(final)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -216,6 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker = Worker(reactor, args.index, owner, transportNamed(args.transport))
     logTransport(args.transport)
     channel = Channel(worker.handlers())
+    worker.channel = channel
     reactor.adoptStreamConnection(CHANNEL_FD, socket.AF_UNIX, channelFactory(channel))
     os.close(CHANNEL_FD)
 

@@ -172,6 +172,12 @@ class IDaemonControl(Interface):
         Read the configuration again and apply it; what changed.
         """
 
+    def upgrade() -> Deferred[dict[str, int]]:
+        """
+        Replace the daemon with a new one (the code now on disk) that takes
+        every listening socket over; C{{"pid": PID}} once it serves.
+        """
+
 
 @frozen
 class DrainState:

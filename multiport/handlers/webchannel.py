@@ -35,17 +35,41 @@ class DrainingChannel(HTTPChannel):
     An HTTP channel that, when its port goes away, closes at once between
     requests and otherwise after answering the request in flight (with
     C{Connection: close}), as nginx does at a graceful stop.
+
+    A connection that has not had its first request answered yet is not
+    between requests: its client connected before the drain and is sending
+    (or about to send, after its TLS handshake) a request that closing
+    would lose, with a reset.  It gets that one request answered, within
+    the header timeout; only a kept-alive connection that went quiet after
+    an answer is closed at once, which HTTP lets a server do at any time.
     """
 
     # The port's connection wrapper, a TCP transport.
     transport: ITCPTransport
     _draining = False
+    #: An answer was finished and no byte of another request came since.
+    _betweenRequests = False
 
     def drain(self) -> None:
         self._draining = True
-        self.persistent = False
-        if not self.requests:
+        if self.requests:
+            # Close once the answer in flight is sent.
+            self.persistent = False
+        elif self._betweenRequests:
             self.loseConnection()  # type: ignore[no-untyped-call]
+        # Else the first request is still to come: not persistent now
+        # would make HTTPChannel drop it unanswered; checkPersistence
+        # answers it with Connection: close.
+
+    def dataReceived(self, data: bytes) -> None:
+        self._betweenRequests = False
+        super().dataReceived(data)  # type: ignore[no-untyped-call]
+
+    def requestDone(self, request: Any) -> None:
+        # Before the channel reads what it buffered of a next request,
+        # which clears it again.
+        self._betweenRequests = True
+        super().requestDone(request)  # type: ignore[no-untyped-call]
 
     def checkPersistence(self, request: Any, version: bytes) -> bool:
         if self._draining:
@@ -100,7 +124,7 @@ class StrictChannel(DrainingChannel):
 
     def dataReceived(self, data: bytes) -> None:
         if not self._refused:
-            super().dataReceived(data)  # type: ignore[no-untyped-call]
+            super().dataReceived(data)
 
     def lineReceived(self, line: bytes) -> None:
         if line.endswith(b"\r"):

@@ -9,6 +9,7 @@ changed over HTTP with JSON.
     - C{POST /api/reload}: as SIGHUP;
     - C{POST /api/drain}, C{POST /api/undrain}: C{/healthz} answers 503
       C{draining} for a load balancer, or no longer (L{drainapi}).
+    - C{POST /api/upgrade}: start a new daemon and hand the ports over.
 
 Every call needs C{Authorization: Bearer TOKEN} (the admin token, see
 L{multiport.status.admintoken}).  Errors are JSON C{{"error": "..."}}: 400
@@ -140,6 +141,8 @@ class _Daemon(Protocol):
 
     def reload(self) -> Deferred[ChangeSummary]: ...
 
+    def upgrade(self) -> Deferred[dict[str, int]]: ...
+
 
 #: One API call's method: the request, the daemon, the port's name if the
 #: path has one.
@@ -174,6 +177,9 @@ class AdminAPI:
             name = None
         elif path in DRAIN_PATHS:
             allowed = {"POST": drainCall(path)}
+            name = None
+        elif path == "/api/upgrade":
+            allowed = {"POST": self.upgrade}
             name = None
         else:
             return errorPage(404, f"no such API path {path!r}")
@@ -342,6 +348,15 @@ class AdminAPI:
         self, request: server.Request, view: _Daemon, name: str | None
     ) -> Deferred[Page]:
         return view.reload().addCallback(lambda summary: answer(200, summary))
+
+    def upgrade(
+        self, request: server.Request, view: _Daemon, name: str | None
+    ) -> Deferred[Page]:
+        def upgraded(pid: dict[str, int]) -> Page:
+            log.info("upgraded through the admin API: pid {pid}", pid=pid["pid"])
+            return answer(200, pid)
+
+        return view.upgrade().addCallback(upgraded)
 
 
 class _DuplicateKey(ValueError):

@@ -4,6 +4,7 @@ The C{/status} document: the daemon and every port, as plain JSON values.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 
 from attrs import frozen
@@ -125,6 +126,8 @@ def daemonReport(
             port["workers"] = byName.get(str(port["name"]), [])
     return {
         "version": view.version,
+        # The main process: after an upgrade, the new one's.
+        "pid": os.getpid(),
         "started": started,
         "now": now,
         "uptime_s": max(0.0, now - started),

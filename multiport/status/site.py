@@ -300,11 +300,19 @@ class StatusResource(_Resource):
         routes: Mapping[bytes, Callable[[server.Request], Page]],
         api: AdminAPI,
         allowedHosts: frozenset[str] = frozenset(),
+        settled: Callable[[], Deferred[None] | None] = lambda: None,
     ) -> None:
+        """
+        @param settled: What the pages wait for before answering, if
+            anything: an upgrade's new daemon answers once the old one has
+            stopped accepting and sent its counts, so that no scrape sees a
+            counter go down between the two.
+        """
         super().__init__()
         self._routes = dict(routes)
         self._api = api
         self._allowedHosts = allowedHosts
+        self._settled = settled
 
     def page(self, request: server.Request) -> Page | Deferred[Page]:
         """
@@ -332,6 +340,9 @@ class StatusResource(_Resource):
                 b"method not allowed; use GET or HEAD\n",
                 {b"allow": b", ".join(ALLOWED_METHODS)},
             )
+        waiting = self._settled()
+        if waiting is not None and not waiting.called:
+            return _after(waiting).addCallback(lambda _: route(request))
         return route(request)
 
     def render(self, request: server.Request) -> bytes | int:
@@ -361,6 +372,21 @@ class StatusResource(_Resource):
             request.setHeader(b"content-length", b"%d" % (len(page.body),))
             return b""
         return page.body
+
+
+def _after(shared: Deferred[None]) -> Deferred[None]:
+    """
+    A Deferred of its own that fires when C{shared} does, leaving
+    C{shared}'s result alone for its other waiters.
+    """
+    mine: Deferred[None] = Deferred()
+
+    def fire(result: object) -> object:
+        mine.callback(None)
+        return result
+
+    shared.addBoth(fire)
+    return mine
 
 
 class StatusSite(_Site):
@@ -425,7 +451,12 @@ def buildSite(context: HandlerContext) -> StatusSite:
         options.allowedHosts if isinstance(options, StatusOptions) else frozenset()
     )
     return StatusSite(
-        StatusResource(pages.routes(), AdminAPI(view), allowed),
+        StatusResource(
+            pages.routes(),
+            AdminAPI(view),
+            allowed,
+            settled=lambda: getattr(view(), "countsSettled", None),
+        ),
         history,
         context.reactor,
     )
