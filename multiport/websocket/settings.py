@@ -42,7 +42,8 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 #: An origin as a browser sends it (RFC 6454): scheme, host, optional port.
 _ORIGIN = re.compile(
     r"(?P<scheme>https?)://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)"
-    r"(?::(?P<port>[0-9]{1,5}))?"
+    r"(?::(?P<port>[0-9]{1,5}))?",
+    re.IGNORECASE,
 )
 
 
@@ -81,7 +82,7 @@ def normalOrigin(value: str) -> str | None:
     match = _ORIGIN.fullmatch(value.strip())
     if match is None:
         return None
-    scheme, host, port = match["scheme"], match["host"].lower(), match["port"]
+    scheme, host, port = match["scheme"].lower(), match["host"].lower(), match["port"]
     if port is not None:
         if not 1 <= int(port) <= 65535:
             return None
