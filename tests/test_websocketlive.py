@@ -33,6 +33,7 @@ from multiport.daemon.service import PortsService
 from multiport.handlers.simple import Echo
 from multiport.ports.tls import ensureSelfSigned
 from tests.support import waitUntilOnReactor
+from tests.test_dashboard import CHROMIUM, CHROMIUM_LIMIT, runChromium
 from tests.test_status import STATUS_HANDLERS, httpGet
 
 MiB = 1024 * 1024
@@ -341,3 +342,95 @@ class _Sender:
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
+
+
+PAGE = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>ws test</title></head>
+<body><div id="result">pending</div>
+<script>
+const result = document.getElementById("result");
+const ws = new WebSocket("ws://" + TARGET + "/ws");
+ws.binaryType = "arraybuffer";
+const bytes = new Uint8Array([0, 1, 2, 253, 254, 255]);
+let step = 0;
+ws.onopen = () => ws.send("hello from chromium");
+ws.onmessage = (event) => {
+  if (step === 0) {
+    if (event.data !== "hello from chromium") {
+      result.textContent = "wrong text: " + event.data;
+      return;
+    }
+    step = 1;
+    ws.send(bytes);
+  } else {
+    const back = new Uint8Array(event.data);
+    result.textContent = back.join(",") === bytes.join(",")
+      ? "echo ok" : "wrong bytes: " + back.join(",");
+    ws.close(1000);
+  }
+};
+ws.onerror = () => { result.textContent = "error"; };
+</script></body></html>
+"""
+
+
+class ChromiumTests(TestCase):
+    """
+    Headless Chromium opens a page served by the port; the page's script
+    opens a WebSocket to the port, sends text and bytes and checks the
+    echo.
+    """
+
+    timeout = 4 * CHROMIUM_LIMIT
+
+    if CHROMIUM is None:
+        skip = "chromium is not installed (apt-get install chromium)"
+
+    def serve(self) -> tuple[PortsService, Path]:
+        """
+        A websocket port and an http port serving the same folder, whose
+        C{index.html} opens a WebSocket to its own host.
+        """
+        root = Path(self.mktemp()).absolute()
+        root.mkdir()
+        (root / "index.html").write_text(PAGE.replace("TARGET", "location.host"))
+        service = startPorts(
+            self,
+            ("127.0.0.1:0=websocket", {"echo": True, "root": str(root)}),
+            ("127.0.0.1:0=http", {"root": str(root)}),
+        )
+        return service, root
+
+    @inlineCallbacks
+    def result(self, url: str):
+        dom = yield runChromium(self, url, "--dump-dom")
+        text = dom.decode("utf-8")
+        start = text.index('<div id="result">') + len('<div id="result">')
+        return text[start : text.index("</div>", start)]
+
+    @inlineCallbacks
+    def test_pageEcho(self):
+        """
+        The page served by the websocket port gets its text and bytes
+        back.
+        """
+        service, _ = self.serve()
+        port = portOf(service, "websocket")
+        self.assertEqual((yield self.result(f"http://127.0.0.1:{port}/")), "echo ok")
+        entry = yield statusOf(service, "websocket")
+        self.assertEqual(entry["websocket"]["messages"], {"in": 2, "out": 2})
+
+    @inlineCallbacks
+    def test_otherOrigin(self):
+        """
+        A page served by another port (another origin) that opens a
+        WebSocket to the websocket port is refused.
+        """
+        service, root = self.serve()
+        wsPort = portOf(service, "websocket")
+        target = f'"127.0.0.1:{wsPort}"'
+        (root / "other.html").write_text(PAGE.replace("TARGET", target))
+        page = f"http://127.0.0.1:{portOf(service, 'http')}/other.html"
+        self.assertEqual((yield self.result(page)), "error")
+        entry = yield statusOf(service, "websocket")
+        self.assertEqual(entry["websocket"]["handshake_failures"], {"origin": 1})
