@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.request import urlopen
 
 from attrs import evolve
 from prometheus_client.parser import text_string_to_metric_families
@@ -30,9 +31,10 @@ from multiport.config.build import buildConfig
 from multiport.config.model import Defaults, TLSConfig
 from multiport.config.portspec import parsePortItem
 from multiport.daemon.service import PortsService
+from multiport.handlers.registry import findHandlers
 from multiport.handlers.simple import Echo
 from multiport.ports.tls import ensureSelfSigned
-from tests.support import waitUntilOnReactor
+from tests.support import installPlugin, waitUntilOnReactor
 from tests.test_dashboard import CHROMIUM, CHROMIUM_LIMIT, runChromium
 from tests.test_status import STATUS_HANDLERS, httpGet
 
@@ -434,3 +436,64 @@ class ChromiumTests(TestCase):
         self.assertEqual((yield self.result(page)), "error")
         entry = yield statusOf(service, "websocket")
         self.assertEqual(entry["websocket"]["handshake_failures"], {"origin": 1})
+
+
+def readmeExample() -> str:
+    """
+    The WebSocket plugin example of README.rst, as written there.
+    """
+    text = (Path(__file__).parent.parent / "README.rst").read_text()
+    start = text.index("    # shout/twisted/plugins/shout_handler.py")
+    end = text.index("Then::", start)
+    return "\n".join(line[4:] for line in text[start:end].splitlines())
+
+
+class ReadmePluginTests(TestCase):
+    """
+    README's WebSocket plugin, installed as a separate package, serves its
+    folder and its endpoint on a TLS port.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_shout(self):
+        """
+        The example answers text in capitals, closes 1003 on binary, and
+        serves its folder on the other paths.
+        """
+        installPlugin(self, "shout_handler", readmeExample())
+        handlers = {**findHandlers(), "status": STATUS_HANDLERS["status"]}
+        root = Path(self.mktemp()).absolute()
+        root.mkdir()
+        (root / "index.html").write_text("the game's page")
+        request = evolve(
+            parsePortItem("127.0.0.1:0=shout", "test"),
+            options={"root": str(root), "max_message_size": 4096},
+        )
+        config = buildConfig([request], Defaults(), handlers, Path(self.mktemp()))
+        certificates = {TLSConfig(): ensureSelfSigned(config.stateDir)}
+        service = PortsService(config, handlers, certificates, reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        port = portOf(service, "shout")
+        context = ssl.create_default_context(
+            cafile=str(config.stateDir / "selfsigned-cert.pem")
+        )
+
+        def talk() -> tuple[object, int | None]:
+            with client(f"wss://localhost:{port}/shout", ssl=context) as ws:
+                ws.send("game on")
+                answer = ws.recv(timeout=10)
+                ws.send(b"\x00")
+                try:
+                    ws.recv(timeout=10)
+                except ConnectionClosedError as e:
+                    return answer, e.rcvd.code if e.rcvd else None
+            return answer, None
+
+        self.assertEqual((yield inThread(talk)), ("GAME ON", 1003))
+        page = yield inThread(
+            lambda: urlopen(f"https://localhost:{port}/", context=context).read()
+        )
+        self.assertEqual(page, b"the game's page")

@@ -10,6 +10,7 @@ see L{multiport.websocket} for why.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
@@ -73,6 +74,8 @@ class WebSocketConnection:
     application's producer.
 
     @ivar transport: The client's connection (the port's wrapper).
+    @param dropConnection: Closes the client's connection once the closing
+        handshake is over; the transport's C{loseConnection} if not given.
     """
 
     app: WebSocketApp | None = None
@@ -93,8 +96,14 @@ class WebSocketConnection:
         counters: HandlerCounters,
         clock: IReactorTime,
         subprotocol: str | None = None,
+        dropConnection: Callable[[], object] | None = None,
     ) -> None:
         self.transport = transport
+        # The HTTP channel's loseConnection: it unregisters the channel as
+        # the transport's producer first, without which TLS never closes.
+        self._dropConnection = (
+            transport.loseConnection if dropConnection is None else dropConnection
+        )
         self._request = request
         self._settings = settings
         self._counters = WebSocketCounters(counters)
@@ -292,7 +301,7 @@ class WebSocketConnection:
 
     def _stop(self) -> None:
         self._cancelTimers()
-        self.transport.loseConnection()
+        self._dropConnection()
 
     def _ping(self) -> None:
         self._pingCall = None

@@ -247,7 +247,13 @@ class WebSocketResource(Resource):
             )
         )
         connection = WebSocketConnection(
-            transport, request, self.settings, self.counters, self.clock, subprotocol
+            transport,
+            request,
+            self.settings,
+            self.counters,
+            self.clock,
+            subprotocol,
+            channel.loseConnection,
         )
         takeOver(channel, connection)
         request.registerProducer(connection, True)  # type: ignore[no-untyped-call]
