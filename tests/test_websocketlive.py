@@ -13,6 +13,7 @@ import os
 import ssl
 import threading
 from collections.abc import Callable
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.request import urlopen
@@ -497,3 +498,103 @@ class ReadmePluginTests(TestCase):
             lambda: urlopen(f"https://localhost:{port}/", context=context).read()
         )
         self.assertEqual(page, b"the game's page")
+
+
+class DashboardTests(TestCase):
+    """
+    The status dashboard, rendered by headless Chromium, shows a port's
+    WebSocket figures.
+    """
+
+    timeout = 4 * CHROMIUM_LIMIT
+
+    if CHROMIUM is None:
+        skip = "chromium is not installed (apt-get install chromium)"
+
+    @inlineCallbacks
+    def test_webSocketRow(self):
+        """
+        After two messages and a refused handshake, the port's row in the
+        WebSocket table says so; a port without WebSocket has no row.
+        """
+        service = startPorts(
+            self, ("127.0.0.1:0=websocket", {"echo": True}), ("127.0.0.1:0=echo", {})
+        )
+        url = f"ws://127.0.0.1:{portOf(service, 'websocket')}/ws"
+
+        def talk() -> None:
+            with client(url) as ws:
+                ws.send("one")
+                ws.recv(timeout=10)
+                ws.send(b"two")
+                ws.recv(timeout=10)
+            try:
+                client(url, origin="http://evil.example")
+            except InvalidStatus:
+                pass
+
+        yield inThread(talk)
+        yield waitUntilOnReactor(
+            lambda: service.portStatus()[0].counters["connections"]["current"] == 0  # type: ignore[index]
+        )
+        dom = yield runChromium(
+            self, f"http://127.0.0.1:{portOf(service, 'status')}/", "--dump-dom"
+        )
+        rows = webSocketRows(dom.decode("utf-8"))
+        [name] = [
+            s.name for s in service.portStatus() if s.config.handler == "websocket"
+        ]
+        self.assertEqual(list(rows), [name])
+        row = rows[name]
+        self.assertEqual(row["ws_open"], ("0", "0"))
+        self.assertEqual(row["ws_messages_in"], ("2", "2"))
+        self.assertEqual(row["ws_messages_out"], ("2", "2"))
+        self.assertEqual(row["ws_bytes_in"], ("6 B", "6"))
+        self.assertEqual(row["ws_refused"], ("1", "1"))
+        self.assertEqual(row["ws_closes"], ("1", "1"))
+
+
+class _WebSocketRows(HTMLParser):
+    """
+    The rows of the dashboard's WebSocket table: cells by first class, as
+    C{(text, data-value)}.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: dict[str, dict[str, tuple[str, str | None]]] = {}
+        self._row: str | None = None
+        self._cell: tuple[str, str | None] | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if tag == "tr" and attributes.get("data-websocket-port"):
+            self._row = attributes["data-websocket-port"]
+            self.rows[self._row] = {}
+        elif tag == "td" and self._row is not None:
+            kind = (attributes.get("class") or "").split(" ")[0]
+            self._cell = (kind, attributes.get("data-value"))
+            self._text = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td" and self._row is not None and self._cell is not None:
+            kind, value = self._cell
+            self.rows[self._row][kind] = (" ".join("".join(self._text).split()), value)
+            self._cell = None
+        elif tag == "tr":
+            self._row = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._text.append(data)
+
+
+def webSocketRows(dom: str) -> dict[str, dict[str, tuple[str, str | None]]]:
+    """
+    The WebSocket rows of a rendered dashboard.
+    """
+    parser = _WebSocketRows()
+    parser.feed(dom)
+    parser.close()
+    return parser.rows
