@@ -105,7 +105,7 @@ class UsageErrorTests(SynchronousTestCase):
             ["--ports", "17001"],
             "--ports item 1 '17001': port 17001 has no well-known handler; "
             "name one (PORT=HANDLER); known handlers: agent-check, chargen, "
-            "daytime, discard, echo, http, https, qotd, relay, status",
+            "daytime, discard, echo, http, https, qotd, relay, status, websocket",
         )
 
     def test_unknownHandler(self):
@@ -116,7 +116,7 @@ class UsageErrorTests(SynchronousTestCase):
             ["--ports", "7000=nosuch"],
             "--ports item 1 '7000=nosuch': unknown handler 'nosuch'; known "
             "handlers: agent-check, chargen, daytime, discard, echo, http, "
-            "https, qotd, relay, status",
+            "https, qotd, relay, status, websocket",
         )
 
     def test_samePortTwice(self):

@@ -23,7 +23,13 @@ from multiport.handlers.lazy import LazyHandler
 ROOT = Path(__file__).resolve().parent.parent
 
 #: Modules a command that serves no port must not load.
-HEAVY = ("twisted.web", "OpenSSL", "twisted.internet.ssl", "multiport.handlers.web")
+HEAVY = (
+    "twisted.web",
+    "OpenSSL",
+    "twisted.internet.ssl",
+    "multiport.handlers.web",
+    "wsproto",
+)
 
 
 def modulesAfter(code: str) -> list[str]:
@@ -71,7 +77,8 @@ class DiscoveryTests(SynchronousTestCase):
             "from multiport.handlers.interface import IHandler\n"
             "names = sorted(p.name for p in getPlugins(IHandler))\n"
             "assert names == ['agent-check', 'chargen', 'daytime', 'discard', 'echo',"
-            " 'http', 'https', 'qotd', 'relay', 'status'], names\n"
+            " 'http', 'https', 'qotd', 'relay', 'status',"
+            " 'websocket'], names\n"
         )
         self.assertEqual(heavy(modules), [])
 
@@ -145,7 +152,9 @@ class LazyHandlerTests(SynchronousTestCase):
         from multiport.handlers.builtins import BUILTINS
 
         lazy = [h for h in BUILTINS if isinstance(h, LazyHandler)]
-        self.assertEqual(sorted(h.name for h in lazy), ["http", "https", "relay"])
+        self.assertEqual(
+            sorted(h.name for h in lazy), ["http", "https", "relay", "websocket"]
+        )
         return lazy
 
     def test_provides(self) -> None:

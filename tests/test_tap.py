@@ -144,7 +144,7 @@ class OptionsTests(OptionsTestsMixin, SynchronousTestCase):
             str(error),
             "--ports item 1 '7777': port 7777 has no well-known handler; name one "
             "(PORT=HANDLER); known handlers: agent-check, chargen, daytime, "
-            "discard, echo, http, https, qotd, relay, status",
+            "discard, echo, http, https, qotd, relay, status, websocket",
         )
 
     def test_unknownHandler(self):
@@ -306,6 +306,7 @@ class SpecialModeTests(OptionsTestsMixin, SynchronousTestCase):
                 "qotd",
                 "relay",
                 "status",
+                "websocket",
             ],
         )
         self.assertIn("RFC 862", lines[4])

@@ -34,6 +34,12 @@ relay = LazyHandler(
     descriptorsPerConnection=2,
     protocols=("tcp", "udp"),
 )
+websocket = LazyHandler(
+    "websocket",
+    "WebSocket on an http port: echo, or a bridge to a TCP upstream (option upstream)",
+    "multiport.handlers.websocket:websocket",
+    descriptorsPerConnection=2,
+)
 
 #: Every built-in, in the order the plugin module names them.
 BUILTINS: tuple[object, ...] = (
@@ -47,6 +53,7 @@ BUILTINS: tuple[object, ...] = (
     relay,
     status,
     haproxyAgent,
+    websocket,
 )
 
 __all__ = [
@@ -61,4 +68,5 @@ __all__ = [
     "relay",
     "status",
     "haproxyAgent",
+    "websocket",
 ]

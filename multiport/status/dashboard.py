@@ -11,11 +11,14 @@ exact figure in C{data-value}.  UDP ports have rows of their own, in the
 table C{#udp-ports}, with the cells C{name}, C{handler}, C{state},
 C{datagrams_in}, C{datagrams_out}, C{dropped}, C{received}, C{sent},
 C{sessions}, C{errors} and C{activity}: a UDP port has no connections.
+Ports that served WebSocket have rows in a third table
+(L{multiport.status.dashboardwebsocket}).
 """
 
 from __future__ import annotations
 
 from multiport.status.dashboardscript import SCRIPT
+from multiport.status.dashboardwebsocket import WEBSOCKET_PANEL, WEBSOCKET_SCRIPT
 
 #: The page around its script: markup and CSS.
 _BEFORE_SCRIPT = r"""<!DOCTYPE html>
@@ -223,7 +226,9 @@ footer a:hover { color: var(--rate); }
       <tbody id="udp-rows"></tbody>
     </table>
   </div>
-  <footer>
+"""
+# WebSocket: its panel between the UDP panel and the footer.
+_AFTER_PANELS = r"""  <footer>
     <span class="legend">Activity, last 2 min:<i class="c"></i>open connections<i
       class="r"></i>bytes/s in + out</span>
     <span class="links"><a href="./status">/status</a><a
@@ -238,7 +243,14 @@ _AFTER_SCRIPT = r"""</script>
 </html>
 """
 
-DASHBOARD_HTML = _BEFORE_SCRIPT + SCRIPT + _AFTER_SCRIPT
+DASHBOARD_HTML = (
+    _BEFORE_SCRIPT
+    + WEBSOCKET_PANEL
+    + _AFTER_PANELS
+    + SCRIPT
+    + WEBSOCKET_SCRIPT
+    + _AFTER_SCRIPT
+)
 
 
 #: The page as served.

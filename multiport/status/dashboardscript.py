@@ -311,6 +311,7 @@ function render(status) {
   byId("card-accepted").textContent = fmtInt(accepted);
   byId("card-rate").replaceChildren(fmtRate(rateIn), " ",
     small("/ " + fmtRate(rateOut)));
+  renderWebSocket(ports);
   byId("live-text").textContent = "live \u00b7 " + fmtTime(now);
 }
 

@@ -21,9 +21,11 @@ from prometheus_client.registry import Collector
 from twisted.logger import Logger
 
 from multiport.handlers.interface import IDaemonView, PortStatus
+from multiport.ports.websocketcounters import COUNTER_NAMES as WEBSOCKET_COUNTERS
 from multiport.status.datagrammetrics import DATAGRAM_FAMILIES, datagramFamilies
 from multiport.status.drainstate import drainStateOf
 from multiport.status.report import figure, rejectedByReason, workerStatusOf
+from multiport.status.websocketmetrics import webSocketFamilies
 
 log = Logger()
 
@@ -170,6 +172,8 @@ class DaemonCollector(Collector):
             rows = [(status, portLabels(status)) for status in statuses]
         yield from self._portFamilies(rows, labels)
         yield from datagramFamilies(rows, labels)
+        # WebSocket: its own families, whatever the port's handler.
+        yield from webSocketFamilies(rows, labels)
         yield from self._handlerFamilies(rows, labels)
 
     def _portFamilies(
@@ -260,6 +264,8 @@ class DaemonCollector(Collector):
             handler = status.config.handler
             ours = dict(zip(labelNames, values, strict=True))
             for (counter, labels), value in sorted(status.handlerCounters.items()):
+                if counter in WEBSOCKET_COUNTERS:
+                    continue  # in webSocketFamilies
                 name = handlerFamilyName(handler, counter)
                 if name in BUILTIN_FAMILIES:
                     if name not in self._warned:

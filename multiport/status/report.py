@@ -12,6 +12,7 @@ from zope.interface import implementer
 
 from multiport.handlers.interface import IDaemonView, PortStatus
 from multiport.ports.counters import LabelSet
+from multiport.ports.websocketcounters import webSocketReport
 from multiport.status.drainstate import drainReport
 
 #: Each worker's number, process id (L{None} while it has none) and ports.
@@ -70,6 +71,17 @@ def handlerCounterList(
     ]
 
 
+def webSocketEntry(
+    counters: Mapping[tuple[str, LabelSet], int],
+) -> dict[str, object]:
+    """
+    C{{"websocket": ...}} (L{webSocketReport}) for a port with WebSocket
+    counters, else nothing.
+    """
+    report = webSocketReport(counters)
+    return {} if report is None else {"websocket": report}
+
+
 def portReport(status: PortStatus) -> dict[str, object]:
     """
     One port's entry in C{/status}: its configuration, state and figures
@@ -90,6 +102,8 @@ def portReport(status: PortStatus) -> dict[str, object]:
         # Only ACME ports have the key: their certificate's renewal.
         **({} if status.acme is None else {"acme": dict(status.acme)}),
         "handler_counters": handlerCounterList(status.handlerCounters),
+        # Only ports that served WebSocket have the key.
+        **webSocketEntry(status.handlerCounters),
     }
 
 

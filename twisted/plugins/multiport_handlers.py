@@ -16,4 +16,5 @@ from multiport.handlers.builtins import (  # noqa: F401 (found by twisted.plugin
     qotd,
     relay,
     status,
+    websocket,
 )
