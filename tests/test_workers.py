@@ -494,6 +494,35 @@ class ControlTests(SynchronousTestCase):
             self.assertEqual(payload["names"], [added.name])
             self.assertEqual(len(descriptors), 1)
 
+    def test_selfSignedMadeBeforeWorkers(self):
+        """
+        For a TLS port added live with the self-signed certificate, the main
+        process makes that certificate before asking any worker: two workers
+        making it at once could leave one's key beside the other's
+        certificate.
+        """
+        seen: list[list[str]] = []
+
+        class Looking(FakeChannel):
+            def call(self, kind, payload, descriptors=()):
+                if kind == "apply":
+                    seen.append(sorted(p.name for p in stateDir.iterdir()))
+                return super().call(kind, payload, descriptors)
+
+        pool = self.pool(Looking(), Looking())
+        stateDir = pool.config.stateDir
+        stateDir.mkdir(parents=True, exist_ok=True)
+        self.successResultOf(
+            pool.addPort(
+                {"port": 0, "handler": "echo", "interface": "127.0.0.1", "tls": {}}
+            )
+        )
+        self.addCleanup(lambda: [s.close() for s in pool.sockets.values()])
+        self.assertEqual(len(seen), 2)
+        for names in seen:
+            self.assertIn("selfsigned-cert.pem", names)
+            self.assertIn("selfsigned-key.pem", names)
+
     def test_mainProcessPortAddedHere(self):
         """
         A port added through the API whose handler is served by the main

@@ -9,7 +9,7 @@ along.  The main process's own ports (the status port) change in place.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import cast
 
 from attrs import evolve
@@ -35,7 +35,7 @@ from multiport.handlers.interface import (
     PortStatus,
     servedByMainProcess,
 )
-from multiport.ports.certificates import loadCertificates
+from multiport.ports.certificates import loadCertificates, makeSelfSigned
 from multiport.ports.sockets import bindShared
 from multiport.status.admintoken import tokenMatches
 
@@ -92,6 +92,7 @@ class PoolControl:
             return self.status.addPort(table)
         new = self.status.requestFrom(table, "POST /api/ports")
         checkAmong(self._allConfigs(), new)
+        self._makeSelfSigned([new])
         skt = self._bind(new)
         real = evolve(new, port=skt.getsockname()[1])
         config = Config(
@@ -106,6 +107,14 @@ class PoolControl:
             return PortRef(real.name, real.port)
 
         return changed.addCallback(added)
+
+    def _makeSelfSigned(self, ports: Sequence[PortConfig]) -> None:
+        """
+        Make the self-signed certificate for C{ports} here, before the
+        workers load it: two workers making it at once could leave the key
+        of one beside the certificate of the other.
+        """
+        makeSelfSigned(ports, self.config.stateDir, self.owner)
 
     def _bind(self, config: PortConfig) -> socket.socket:
         try:
@@ -141,6 +150,7 @@ class PoolControl:
         current = self._named(name)
         new = changedConfig(name, current, current.port, table, self.status.requestFrom)
         checkAmong([c for c in self._allConfigs() if c is not current], new)
+        self._makeSelfSigned([new])
         config = Config(
             tuple(new if c is current else c for c in self.config.ports),
             self.config.stateDir,
@@ -210,6 +220,7 @@ class PoolControl:
             ],
             given,
         )
+        self._makeSelfSigned(given)
         keeps = {id(config): ref for config, ref in decided.kept}
         ports: list[PortConfig] = []
         newSockets: dict[str, socket.socket] = {}
