@@ -1,21 +1,30 @@
 """
 A real C{twistd multiport} daemon getting its certificate from pebble:
-with C{--workers}, the main process orders once and every worker serves.
+with C{--workers}, the main process orders once and every worker serves,
+for the ports configured at start and for those added while running.
 """
 
 from __future__ import annotations
 
 import grp
+import io
 import os
 import pwd
+import re
+import signal
+import textwrap
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from unittest import SkipTest
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from multiport import ctl
 from tests.pebble import freeTCPPort, startPebble
 from tests.support import Daemon, configuredDaemon, waitUntil
 from tests.test_acmepebble import NAME, served
+from tests.test_live import freePort
+from tests.test_workers import getJSON
 
 
 class WorkersTests(SynchronousTestCase):
@@ -62,6 +71,104 @@ class WorkersTests(SynchronousTestCase):
         self.assertEqual(
             sum("ordering a certificate" in line for line in daemon.lines), 1
         )
+
+
+def servedEverywhere(port: int, root: bytes, name: str) -> bool:
+    """
+    Whether 8 connections in a row (whichever worker takes each) get a
+    certificate for C{name} that verifies against C{root}.
+    """
+    return all(served(port, root, name) is not None for _ in range(8))
+
+
+def mainProcessLine(text: str) -> str:
+    """
+    A pattern for the log lines holding C{text} (a pattern) that the main
+    process wrote (a worker's lines carry its number).
+    """
+    return rf"^(?!.*worker \d).*{text}"
+
+
+class WorkersLiveTests(SynchronousTestCase):
+    """
+    With C{--workers 2}, ACME ports added and removed while running, through
+    the admin API and SIGHUP, as in one process.
+    """
+
+    def ctl(self, status: int, state: Path, *args: str) -> str:
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            code = ctl.main(
+                ["--status", f"127.0.0.1:{status}", "--state-dir", str(state), *args]
+            )
+        self.assertEqual(code, 0, err.getvalue())
+        return out.getvalue()
+
+    def test_addAndRemoveLive(self):
+        """
+        A port with C{acme} added through the admin API, then another added
+        by SIGHUP, each gets pebble's certificate (ordered once, by the
+        main process) in every worker; removing them (API, SIGHUP) stops
+        their renewals in the main process.
+        """
+        http, first, second = freePort(), freePort(), freePort()
+        pebble = startPebble(self, http, first)
+        folder = Path(self.mktemp()).absolute()
+        folder.mkdir()
+        table = f"""\
+            [acme]
+            directory = "{pebble.directory}"
+            directory_ca = "{pebble.ca}"
+            challenges = ["http-01"]
+
+            [[port]]
+            port = {http}
+            interface = "127.0.0.1"
+            handler = "http"
+            options = {{ redirect_https = {first} }}
+            """
+        daemon = configuredDaemon(folder, table, "--workers", "2")
+        self.addCleanup(daemon.stop)
+        daemon.waitFor(r"worker \d \(pid \d+\) serving", 2)
+        status = daemon.listening(2)["status"][1]
+        state = folder / "state"
+        ordering = mainProcessLine("ordering a certificate")
+
+        self.ctl(
+            status,
+            state,
+            "add",
+            f"127.0.0.1:{first}=https",
+            "--set",
+            f'tls={{"acme": ["{NAME}"]}}',
+        )
+        daemon.waitFor(rf"obtained a certificate for {NAME}", timeout=60)
+        root = pebble.root()
+        waitUntil(lambda: servedEverywhere(first, root, NAME), 30)
+        name = f"tcp:127.0.0.1:{first}"
+        port = next(p for p in getJSON(status, "/status")["ports"] if p["name"] == name)
+        self.assertEqual(
+            (port["acme"]["names"], port["acme"]["issued"]), ([NAME], True)
+        )
+
+        other = "b.test"
+        (folder / "multiport.toml").write_text(
+            textwrap.dedent(table)
+            + f"[[port]]\nport = {second}\ninterface = '127.0.0.1'\n"
+            f"handler = 'https'\ntls = {{ acme = ['{other}'] }}\n"
+        )
+        daemon.process.send_signal(signal.SIGHUP)
+        daemon.waitFor(rf"obtained a certificate for {other}", timeout=60)
+        waitUntil(lambda: servedEverywhere(second, root, other), 30)
+
+        self.ctl(status, state, "remove", name)
+        daemon.waitFor(mainProcessLine(rf"no port orders {NAME} any more"))
+        (folder / "multiport.toml").write_text(textwrap.dedent(table))
+        daemon.process.send_signal(signal.SIGHUP)
+        daemon.waitFor(mainProcessLine(rf"no port orders {other} any more"))
+        daemon.stop()
+        orders = [line for line in daemon.lines if re.search(ordering, line)]
+        self.assertEqual(len(orders), 2, orders)
 
 
 class PrivilegesTests(SynchronousTestCase):

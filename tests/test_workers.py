@@ -15,6 +15,7 @@ import socket
 from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from typing import Any
 
 from attrs import evolve
 from twisted.internet.protocol import Factory, Protocol
@@ -440,39 +441,46 @@ class FakeChannel:
         return succeed({"added": [], "removed": [], "changed": [], "unchanged": 1})
 
 
+def fakePool(testCase: Any, *channels: FakeChannel) -> Any:
+    """
+    A L{WorkerPool} on a memory reactor whose workers are C{channels},
+    serving an echo port (bound for real) and a status port.
+    """
+    from twisted.internet.testing import MemoryReactorClock
+
+    from multiport.daemon.pool import WorkerPool
+    from multiport.daemon.service import PortsService
+
+    reactor = MemoryReactorClock()
+    config = configFor("127.0.0.1:0=echo,127.0.0.1:0=status", testCase.mktemp())
+    pool = WorkerPool(
+        config,
+        len(channels),
+        reactor,
+        HANDLERS,
+        lambda pool, own: PortsService(own, HANDLERS, {}, reactor, view=pool),
+        adminToken="t",
+    )
+    first = config.ports[0]
+    skt = bindSocket(first)
+    testCase.addCleanup(skt.close)
+    real = evolve(first, port=skt.getsockname()[1])
+    pool.config = Config((real,), config.stateDir)
+    pool.sockets = {real.name: skt}
+    pool.given = {real.name: first}
+    for slot, channel in zip(pool.slots, channels, strict=True):
+        slot.ready = True
+        slot.channel = channel
+    return pool
+
+
 class ControlTests(SynchronousTestCase):
     """
     The main process applies a change in every worker, all or nothing.
     """
 
     def pool(self, *channels: FakeChannel):
-        from twisted.internet.testing import MemoryReactorClock
-
-        from multiport.daemon.pool import WorkerPool
-        from multiport.daemon.service import PortsService
-        from tests.support import HANDLERS
-
-        reactor = MemoryReactorClock()
-        config = configFor("127.0.0.1:0=echo,127.0.0.1:0=status", self.mktemp())
-        pool = WorkerPool(
-            config,
-            len(channels),
-            reactor,
-            HANDLERS,
-            lambda pool, own: PortsService(own, HANDLERS, {}, reactor, view=pool),
-            adminToken="t",
-        )
-        first = config.ports[0]
-        skt = bindSocket(first)
-        self.addCleanup(skt.close)
-        real = evolve(first, port=skt.getsockname()[1])
-        pool.config = Config((real,), config.stateDir)
-        pool.sockets = {real.name: skt}
-        pool.given = {real.name: first}
-        for slot, channel in zip(pool.slots, channels, strict=True):
-            slot.ready = True
-            slot.channel = channel
-        return pool
+        return fakePool(self, *channels)
 
     def test_appliedEverywhere(self):
         """

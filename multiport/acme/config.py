@@ -31,7 +31,15 @@ TLS_ALPN_01 = "tls-alpn-01"
 #: Every challenge multiport answers, in the order it prefers them: the
 #: TLS port answers TLS-ALPN-01 itself, with no other port needed.
 CHALLENGES = (TLS_ALPN_01, HTTP_01)
-KEYS = {"email", "directory", "directory_ca", "challenges", "http_port"}
+#: The C{[acme]} key of each of L{AcmeConfig}'s attributes.
+_KEY_OF = {
+    "email": "email",
+    "directory": "directory",
+    "directoryCA": "directory_ca",
+    "challenges": "challenges",
+    "httpPort": "http_port",
+}
+KEYS = set(_KEY_OF.values())
 
 # RFC 1123 labels; an ACME CA issues only for names in public DNS, but a
 # test CA resolves anything, so no public-suffix check is made here.
@@ -67,6 +75,15 @@ class AcmeConfig:
         parts = urlsplit(self.directory)
         host = parts.hostname or "directory"
         return host if parts.port is None else f"{host}_{parts.port}"
+
+
+def changedKeys(old: AcmeConfig, new: AcmeConfig) -> list[str]:
+    """
+    The C{[acme]} keys whose values differ from C{old} to C{new}.
+    """
+    return [
+        key for name, key in _KEY_OF.items() if getattr(old, name) != getattr(new, name)
+    ]
 
 
 def parseAcmeTable(value: object, where: str, base: Path) -> AcmeConfig:

@@ -304,7 +304,14 @@ class LiveChanges:
         """
         plan = self.plan(config, certificates)
         before = {s.name for s in self.ports()}
-        self.apply(plan, certificates)
+        # The [acme] table goes with the ports (afterChange applies it).
+        previous = self.config
+        self.config = Config(previous.ports, previous.stateDir, config.acme)
+        try:
+            self.apply(plan, certificates)
+        except Exception:
+            self.config = previous
+            raise
         summary = plan.summary()
         summary["added"] = [s.name for s in self.ports() if s.name not in before]
         return summary

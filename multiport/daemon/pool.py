@@ -127,6 +127,11 @@ class WorkerPool(PoolControl, BalancerDrain, MultiService):
         self.activated = dict(activated or {})
         #: With reusePort: each port's sockets, one per worker.
         self.ownSockets: dict[str, list[socket.socket]] = {}
+        #: The renewal state of a port's ACME certificate, ordered here
+        #: (set by L{multiport.acme.attach.orderForWorkers}).
+        self.acmeStatus: Callable[[PortConfig], Mapping[str, object] | None] | None = (
+            None
+        )
         self.status = makeStatus(self, own)
         self.status.setServiceParent(self)  # type: ignore[no-untyped-call]
         self._refresher = LoopingCall(self.refresh)
@@ -405,6 +410,9 @@ class WorkerPool(PoolControl, BalancerDrain, MultiService):
             merged = mergeStatuses(config.name, config, parts)
             if not parts:
                 merged = evolve(merged, listening=False, draining=False)
+            if self.acmeStatus is not None:
+                # The workers only serve; renewals are this process's.
+                merged = evolve(merged, acme=self.acmeStatus(config))
             result.append(merged)
         for name in order:
             if name not in configured:

@@ -63,6 +63,9 @@ class PoolControl:
     owner: tuple[int, int] | None
     #: Told of reloads (RELOADING=1, READY=1).
     notifier: Notifier = SILENT
+    #: Called once every worker applied a live change (the ACME orders
+    #: placed here follow the workers' ports).
+    afterChange: Callable[[], None] | None = None
 
     # Provided by the pool.
 
@@ -313,6 +316,8 @@ class PoolControl:
                 self.retired.pop(name, None)
             self.sockets.update(newSockets)
             self.config = config
+            if self.afterChange is not None:
+                self.afterChange()
             self.refresh()
             summaries = [r for ok, r in results if ok]
             if summaries:

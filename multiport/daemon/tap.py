@@ -239,7 +239,7 @@ def _makeService(
             notifier=notifier,
             activated=activated,
         )
-        orderForWorkers(service, config, reactor, owner)
+        orderForWorkers(service, reactor, owner)
     else:
         service = ports(config)
         attachAcme(service, config, reactor, owner)
