@@ -392,6 +392,18 @@ class ReconfigureTests(SynchronousTestCase):
         self.assertEqual(self.steps.of(client.placeOrder), [])
         self.assertIs(self.service.responder, responder)
 
+    def test_newEmailUpdatesContact(self):
+        """
+        Another email, same directory: the account's contact is updated
+        (once), with the new table.
+        """
+        self.service.startService()
+        new = evolve(self.service.config, email="b@example.org")
+        self.service.reconfigure(new, self.one, None)
+        self.assertEqual(self.steps.of(client.updateContact), [(new, self.one)])
+        self.service.reconfigure(new, self.one, None)
+        self.assertEqual(len(self.steps.of(client.updateContact)), 1)
+
     def test_changedKeys(self):
         """
         The keys a log line names for a changed table.

@@ -298,3 +298,31 @@ class PebbleTests(TestCase):
         self.assertIsNotNone(peer)
         service.reconcile(plain, {})
         self.assertEqual(acme.managed, {})
+
+    @inlineCallbacks
+    def test_reloadChangesEmail(self):
+        """
+        A reload giving another email updates the account's contact at the
+        server, orders nothing, and later orders use the same account.
+        """
+        http, https = freeTCPPort(), freeTCPPort()
+        pebble = startPebble(self, http, https)
+        stateDir = Path(self.mktemp()).absolute()
+        config = acmeConfig(pebble, stateDir, http, https, "challenges = ['http-01']")
+        service, acme = self.daemon(config)
+        managed = acme.managed[(NAME,)]
+        yield waitUntilOnReactor(lambda: managed.notAfter is not None, 60)
+        account = acme.store.account()
+        assert account is not None
+        self.assertEqual(account["body"]["contact"], ["mailto:ops@example.org"])
+        new = evolve(config, acme=evolve(config.acme, email="new@example.org"))
+        service.reconcile(new, loadCertificates(new.ports, stateDir))
+        yield waitUntilOnReactor(lambda: acme.store.contact() == "new@example.org", 30)
+        updated = acme.store.account()
+        assert updated is not None
+        # What pebble answered to the update.
+        self.assertEqual(updated["body"]["contact"], ["mailto:new@example.org"])
+        self.assertEqual(updated["uri"], account["uri"])
+        yield ensureDeferred(acme.attempt(managed, force=True))
+        self.assertEqual((managed.orders, managed.failures), (2, 0))
+        self.assertEqual(acme.store.account()["uri"], account["uri"])

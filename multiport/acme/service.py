@@ -175,7 +175,8 @@ class AcmeService(Service):
         another CA and account: every certificate is ordered from it at
         once, while the ports go on serving what they have until it
         arrives; the orders of the old one still in flight finish into
-        its own store and are served no more.
+        its own store and are served no more.  Another email, same
+        directory: the account's contact is updated.
 
         @param responder: Listens for HTTP-01 on the new C{http_port};
             one listening for an order in flight stops when that ends.
@@ -183,6 +184,15 @@ class AcmeService(Service):
         previous, self.config = self.config, config
         self.responder = responder
         if store.root == self.store.root and config.directory == previous.directory:
+            if self.orders and config.email != previous.email:
+                self.run(client.updateContact, config, store).addCallbacks(
+                    lambda updated: _contactUpdated(updated, config.email),
+                    lambda failure: log.error(
+                        "updating the ACME account's contact failed: {error}; "
+                        "tried again before the next order",
+                        error=failure.getErrorMessage(),
+                    ),
+                )
             return
         self.store = store
         log.info(
@@ -392,3 +402,11 @@ class AcmeService(Service):
             self.tokens.publish("http", challenge.token, challenge.keyAuthorization)
         elif challenge.kind == TLS_ALPN_01:
             self.tokens.publish("alpn", challenge.name, challenge.keyAuthorization)
+
+
+def _contactUpdated(updated: bool, email: str | None) -> None:
+    if updated:
+        log.info(
+            "the ACME account's contact is now {email}",
+            email=email or "none",
+        )
