@@ -224,6 +224,29 @@ class OneProcessFollowTests(SynchronousTestCase):
         assert acme.responder is not None
         self.assertEqual(acme.responder.port, 8080)
 
+    def test_reloadKeepsIssuedCertificate(self):
+        """
+        A reload that leaves an ACME port alone keeps the certificate ACME
+        issued for it, not the self-signed one its configuration loads.
+        """
+        service, acme = self.service(
+            "[[port]]\nport = 0\ninterface = '127.0.0.1'\nhandler = 'https'\n"
+            "tls = { acme = ['a.test'] }\n"
+        )
+        [port] = service.ports()
+        tls = port.config.tls
+        issued = certificateFor(list(NAMES))
+        acme.store.keepCertificate(NAMES, issued)
+        acme.install(NAMES, issued)
+        served = port.creator.contextFactory
+        summary = service.reconcile(
+            service.config,
+            loadCertificates(service.config.ports, service.config.stateDir),
+        )
+        self.assertEqual(summary["changed"], [])
+        self.assertIs(service.ports()[0].creator.contextFactory, served)
+        self.assertIs(service._certificates[tls].contextFactory, served)
+
     def test_failedReloadKeepsTable(self):
         """
         A reload that cannot be applied leaves the C{[acme]} table as it

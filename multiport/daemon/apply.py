@@ -120,7 +120,8 @@ class LiveChanges:
         new: PortConfig,
         certificates: Mapping[TLSConfig, LoadedCertificate],
     ) -> bool:
-        if new.tls is None or new.tls not in certificates:
+        if new.tls is None or new.tls not in certificates or new.tls.acme:
+            # An ACME port's certificate is ACME's to change, not its file's.
             return False
         current = self._certificates.get(new.tls)
         return (
@@ -144,7 +145,16 @@ class LiveChanges:
 
         @raise ReconcileError: if anything fails; nothing has changed.
         """
-        known = {**self._certificates, **certificates}
+        # What ACME serves stays; the self-signed certificate loaded for an
+        # ACME port only serves until the first one is issued.
+        known = {
+            **self._certificates,
+            **{
+                t: c
+                for t, c in certificates.items()
+                if not (t.acme and t in self._certificates)
+            },
+        }
         try:
             added = [
                 self._makePort(c, self.handlers[c.handler], known) for c in plan.add
