@@ -427,6 +427,26 @@ class ReconfigureTests(SynchronousTestCase):
         self.service.reconfigure(new, self.one, None)
         self.assertEqual(len(self.steps.of(client.updateContact)), 1)
 
+    def test_storeUnwritable(self):
+        """
+        A store whose folder can't be made (a state directory only root may
+        write, after --uid) is a failed order, counted, retried later.
+        """
+        blocked = Path(self.mktemp())
+        blocked.write_text("a file where the state directory should be")
+        self.service.reconfigure(
+            AcmeConfig(directory="https://two.test/dir"),
+            AcmeStore(blocked, "two.test", now=self.clock.seconds),
+            None,
+        )
+        self.service.startService()
+        self.clock.advance(0)
+        managed = self.service.managed[NAMES]
+        self.assertEqual(managed.failures, 1)
+        self.assertIn(str(blocked), managed.lastError or "")
+        self.assertEqual(managed.nextAttempt, self.clock.seconds() + 60)
+        self.assertEqual(self.steps.of(client.placeOrder), [])
+
     def test_changedKeys(self):
         """
         The keys a log line names for a changed table.

@@ -282,7 +282,14 @@ class AcmeService(Service):
             and await self._stillGood(managed, stored, config, store)
         ) or not self._current(managed):
             return
-        if not store.lock(names):
+        try:
+            locked = store.lock(names)
+        except OSError as e:
+            # The store's folder can't be made (a port added live under
+            # --uid, into a state directory only root may write).
+            self._failed(managed, f"{e.strerror or e}: {e.filename}")
+            return
+        if not locked:
             log.info(
                 "another daemon is ordering the certificate for {names}; waiting",
                 names=", ".join(names),
@@ -292,22 +299,28 @@ class AcmeService(Service):
         try:
             await self._order(managed, config, store)
         except Exception as e:
-            managed.failures += 1
-            managed.totalFailures += 1
-            managed.lastError = str(e) or type(e).__name__
-            delay = backoff(managed.failures)
-            log.error(
-                "ordering the certificate for {names} failed ({failures} in a "
-                "row): {error}; still serving the certificate it had, next "
-                "attempt in {delay:.0f} s",
-                names=", ".join(names),
-                failures=managed.failures,
-                error=managed.lastError,
-                delay=delay,
-            )
-            self._schedule(managed, delay)
+            self._failed(managed, str(e) or type(e).__name__)
         finally:
             store.unlock(names)
+
+    def _failed(self, managed: Managed, error: str) -> None:
+        """
+        An order failed: count it, say so, and try again later.
+        """
+        managed.failures += 1
+        managed.totalFailures += 1
+        managed.lastError = error
+        delay = backoff(managed.failures)
+        log.error(
+            "ordering the certificate for {names} failed ({failures} in a "
+            "row): {error}; still serving the certificate it had, next "
+            "attempt in {delay:.0f} s",
+            names=", ".join(managed.names),
+            failures=managed.failures,
+            error=error,
+            delay=delay,
+        )
+        self._schedule(managed, delay)
 
     async def _stillGood(
         self,

@@ -185,7 +185,9 @@ class AcmeStore:
             )
             if stored.names() != frozenset(names):
                 return None
-        except (FileNotFoundError, ValueError):
+        except (OSError, ValueError):
+            # Unreadable is missing: ordering then says what is wrong
+            # with the folder (it takes the lock there first).
             return None
         return stored
 
