@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+from attrs import evolve
 from twisted.application.service import IService
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IProtocolFactory
@@ -298,11 +299,7 @@ class LiveChanges:
         server.factory.drain(timeout).addCallback(drained)
 
     def _rememberConfig(self) -> None:
-        self.config = Config(
-            ports=tuple(s.config for s in self.ports()),
-            stateDir=self.config.stateDir,
-            acme=self.config.acme,
-        )
+        self.config = evolve(self.config, ports=tuple(s.config for s in self.ports()))
 
     def reconcile(
         self,
@@ -314,9 +311,10 @@ class LiveChanges:
         """
         plan = self.plan(config, certificates)
         before = {s.name for s in self.ports()}
-        # The [acme] table goes with the ports (afterChange applies it).
+        # What is not ports ([acme], [cluster]) comes with them; afterChange
+        # applies [acme].
         previous = self.config
-        self.config = Config(previous.ports, previous.stateDir, config.acme)
+        self.config = evolve(config, ports=previous.ports)
         try:
             self.apply(plan, certificates)
         except Exception:

@@ -169,7 +169,7 @@ class WorkerPool(PoolControl, BalancerDrain, MultiService):
             self.given[real.name] = config
             ports.append(real)
         self.sockets = bound
-        self.config = Config(tuple(ports), self.config.stateDir, self.config.acme)
+        self.config = evolve(self.config, ports=tuple(ports))
         try:
             self.status.privilegedStartService()
         except StartupError:

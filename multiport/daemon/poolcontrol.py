@@ -98,9 +98,7 @@ class PoolControl:
         self._makeSelfSigned([new])
         skt = self._bind(new)
         real = evolve(new, port=skt.getsockname()[1])
-        config = Config(
-            (*self.config.ports, real), self.config.stateDir, self.config.acme
-        )
+        config = evolve(self.config, ports=(*self.config.ports, real))
         changed = self._everywhere(config, {real.name: skt})
 
         def added(_: object) -> PortRef:
@@ -154,10 +152,9 @@ class PoolControl:
         new = changedConfig(name, current, current.port, table, self.status.requestFrom)
         checkAmong([c for c in self._allConfigs() if c is not current], new)
         self._makeSelfSigned([new])
-        config = Config(
-            tuple(new if c is current else c for c in self.config.ports),
-            self.config.stateDir,
-            self.config.acme,
+        config = evolve(
+            self.config,
+            ports=tuple(new if c is current else c for c in self.config.ports),
         )
         return self._everywhere(config, {}).addCallback(
             lambda _: PortRef(name, current.port)
@@ -182,10 +179,8 @@ class PoolControl:
                 connections = status.counters.get("connections", {})
                 assert isinstance(connections, Mapping)
                 draining += int(connections.get("current", 0))
-        config = Config(
-            tuple(c for c in self.config.ports if c is not current),
-            self.config.stateDir,
-            self.config.acme,
+        config = evolve(
+            self.config, ports=tuple(c for c in self.config.ports if c is not current)
         )
 
         def removed(_: object) -> int:
@@ -242,7 +237,7 @@ class PoolControl:
             for skt in newSockets.values():
                 skt.close()
             raise
-        config = Config(tuple(ports), workers.stateDir, workers.acme)
+        config = evolve(workers, ports=tuple(ports))
         changed = self._everywhere(config, newSockets)
 
         def ownPorts(summary: ChangeSummary) -> ChangeSummary:

@@ -236,8 +236,8 @@ def split(config: Config, handlers: Mapping[str, IHandler]) -> tuple[Config, Con
     own = tuple(p for p in config.ports if mainProcessPort(p, handlers))
     workers = tuple(p for p in config.ports if p not in own)
     return (
-        Config(workers, config.stateDir, config.acme),
-        Config(own, config.stateDir, config.acme),
+        evolve(config, ports=workers),
+        evolve(config, ports=own),
     )
 
 
