@@ -388,6 +388,7 @@ class StatusPageTests(_StatusTestCase):
                 "now": 1060.5,
                 "uptime_s": 60.5,
                 "drain": {"draining": False, "since": None},
+                "peers": [],
                 "ports": [
                     {
                         "name": "tcp:127.0.0.1:7",
@@ -1123,7 +1124,7 @@ class EndToEndTests(TestCase):
         document = json.loads(body)
         self.assertEqual(
             sorted(document),
-            ["drain", "now", "ports", "started", "uptime_s", "version"],
+            ["drain", "now", "peers", "ports", "started", "uptime_s", "version"],
         )
         self.assertEqual(document["version"], __version__)
         self.assertGreaterEqual(document["uptime_s"], 0)

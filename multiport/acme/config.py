@@ -17,7 +17,7 @@ from cryptography import x509
 
 from multiport.config.files import FileError, readRegularFile
 from multiport.config.model import numericHost
-from multiport.errors import ConfigError, typeName
+from multiport.errors import ConfigError, knownTable, typeName
 
 LETSENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
@@ -93,13 +93,7 @@ def parseAcmeTable(value: object, where: str, base: Path) -> AcmeConfig:
     @param base: The folder a relative C{directory_ca} is resolved against.
     @raise ConfigError: naming the bad key.
     """
-    if not isinstance(value, dict):
-        raise ConfigError(where, f"expected a table, got {typeName(value)} {value!r}")
-    for key in value:
-        if key not in KEYS:
-            raise ConfigError(
-                f"{where}.{key}", f"unknown key (known: {', '.join(sorted(KEYS))})"
-            )
+    value = knownTable(value, where, KEYS)
     email = value.get("email")
     if email is not None and (
         not isinstance(email, str)

@@ -424,6 +424,14 @@ class WorkerPool(PoolControl, BalancerDrain, MultiService):
         ]
         return result + self.status.portStatus()
 
+    @property
+    def peers(self) -> tuple[str, ...]:
+        """
+        The other instances' status URLs (C{[cluster] peers}), as the
+        configuration says now.
+        """
+        return self.config.peers
+
     def workerStatus(self) -> list[tuple[int, int | None, list[PortStatus]]]:
         """
         Each worker's number, process id and ports.
