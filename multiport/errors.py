@@ -7,6 +7,8 @@ admin API maps to HTTP statuses).
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
+
 
 class ConfigError(Exception):
     """
@@ -34,6 +36,25 @@ def typeName(value: object) -> str:
     The TOML name of C{value}'s type, for error messages.
     """
     return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def knownTable(
+    value: object, where: str, known: Collection[str]
+) -> Mapping[str, object]:
+    """
+    C{value}, checked to be a table of C{known} keys only (a top-level
+    table such as C{[acme]}).
+
+    @raise ConfigError: naming C{where}, or the unknown key in it.
+    """
+    if not isinstance(value, dict):
+        raise ConfigError(where, f"expected a table, got {typeName(value)} {value!r}")
+    for key in value:
+        if key not in known:
+            raise ConfigError(
+                f"{where}.{key}", f"unknown key (known: {', '.join(sorted(known))})"
+            )
+    return value
 
 
 class StartupError(Exception):

@@ -9,16 +9,18 @@ import hashlib
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
+from OpenSSL import SSL
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from multiport.acme.alpn import ACME_IDENTIFIER, validationCertificate
+from multiport.acme.alpn import ACME_IDENTIFIER, answerOn, validationCertificate
 from multiport.acme.challenges import (
     ChallengeResource,
     ChallengeResponder,
     ChallengeTokens,
 )
+from multiport.config.model import TLSConfig
 from multiport.handlers.webresources import RedirectToHTTPS
 
 
@@ -112,3 +114,23 @@ class ValidationCertificateTests(SynchronousTestCase):
         self.assertEqual(
             value.value, b"\x04\x20" + hashlib.sha256(b"tok.thumb").digest()
         )
+
+
+class AnswerOnTests(SynchronousTestCase):
+    """
+    A TLS port's context made to answer TLS-ALPN-01.
+    """
+
+    def test_usedContextAgain(self):
+        """
+        Asked again for a context that has made connections since (a live
+        change after the port served), nothing is changed: OpenSSL refuses
+        to change such a context.
+        """
+        tokens = ChallengeTokens()
+        context = SSL.Context(SSL.TLS_SERVER_METHOD)
+        tls = TLSConfig(acme=("a.test",))
+        answerOn(context, tls, tokens)
+        SSL.Connection(context, None)
+        answerOn(context, tls, tokens)
+        self.assertIn(context, tokens.answering)

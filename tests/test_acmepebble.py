@@ -99,6 +99,21 @@ class PebbleTests(TestCase):
         return service, acme
 
     @inlineCallbacks
+    def issuedWithHTTP01(self) -> Any:
+        """
+        A daemon whose certificate pebble issued through HTTP-01: pebble,
+        the configuration, the service, its ACME service and the https
+        port (a Deferred).
+        """
+        http, https = freeTCPPort(), freeTCPPort()
+        pebble = startPebble(self, http, https)
+        stateDir = Path(self.mktemp()).absolute()
+        config = acmeConfig(pebble, stateDir, http, https, "challenges = ['http-01']")
+        service, acme = self.daemon(config)
+        yield waitUntilOnReactor(lambda: acme.managed[(NAME,)].notAfter is not None, 60)
+        return pebble, config, service, acme, https
+
+    @inlineCallbacks
     def test_http01(self):
         """
         The port serves the self-signed certificate at once, then pebble's
@@ -240,13 +255,8 @@ class PebbleTests(TestCase):
         A renewal against pebble serves the new certificate on the same
         socket; a renewal whose validation fails keeps it and backs off.
         """
-        http, https = freeTCPPort(), freeTCPPort()
-        pebble = startPebble(self, http, https)
-        stateDir = Path(self.mktemp()).absolute()
-        config = acmeConfig(pebble, stateDir, http, https, "challenges = ['http-01']")
-        service, acme = self.daemon(config)
+        pebble, config, service, acme, https = yield self.issuedWithHTTP01()
         managed = acme.managed[(NAME,)]
-        yield waitUntilOnReactor(lambda: managed.notAfter is not None, 60)
         root = yield deferToThread(pebble.root)
         first = yield deferToThread(served, https, root)
         yield ensureDeferred(acme.attempt(managed, force=True))
@@ -298,3 +308,26 @@ class PebbleTests(TestCase):
         self.assertIsNotNone(peer)
         service.reconcile(plain, {})
         self.assertEqual(acme.managed, {})
+
+    @inlineCallbacks
+    def test_reloadChangesEmail(self):
+        """
+        A reload giving another email updates the account's contact at the
+        server, orders nothing, and later orders use the same account.
+        """
+        pebble, config, service, acme, https = yield self.issuedWithHTTP01()
+        managed = acme.managed[(NAME,)]
+        account = acme.store.account()
+        assert account is not None
+        self.assertEqual(account["body"]["contact"], ["mailto:ops@example.org"])
+        new = evolve(config, acme=evolve(config.acme, email="new@example.org"))
+        service.reconcile(new, loadCertificates(new.ports, new.stateDir))
+        yield waitUntilOnReactor(lambda: acme.store.contact() == "new@example.org", 30)
+        updated = acme.store.account()
+        assert updated is not None
+        # What pebble answered to the update.
+        self.assertEqual(updated["body"]["contact"], ["mailto:new@example.org"])
+        self.assertEqual(updated["uri"], account["uri"])
+        yield ensureDeferred(acme.attempt(managed, force=True))
+        self.assertEqual((managed.orders, managed.failures), (2, 0))
+        self.assertEqual(acme.store.account()["uri"], account["uri"])

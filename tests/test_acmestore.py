@@ -85,6 +85,31 @@ class StoreTests(SynchronousTestCase):
         self.assertEqual(stat.S_IMODE(path.stat().st_mode), 0o600)
         self.assertEqual(AcmeStore(self.stateDir, "pebble_14000").accountKey(), key)
 
+    def test_contactRecorded(self):
+        """
+        The email the account was given is recorded beside it (none too),
+        whatever the server's answer says.
+        """
+        registration = {"body": {}, "uri": "https://ca.test/acct/1"}
+        self.store.keepAccount(registration, "a@example.org")
+        self.assertEqual(self.store.account(), registration)
+        self.assertEqual(self.store.contact(), "a@example.org")
+        self.store.keepAccount(registration, None)
+        self.assertIsNone(self.store.contact())
+
+    def test_contactOfOlderAccount(self):
+        """
+        An account kept without that record: its registration's email.
+        """
+        folder = self.stateDir / "acme" / "pebble_14000"
+        folder.mkdir(parents=True)
+        (folder / "account.json").write_text(
+            '{"body": {"contact": ["tel:+1", "mailto:a@example.org"]}, "uri": "u"}'
+        )
+        self.assertEqual(self.store.contact(), "a@example.org")
+        (folder / "account.json").write_text('{"body": {}, "uri": "u"}')
+        self.assertIsNone(self.store.contact())
+
     def test_certificateKept(self):
         """
         A kept certificate is found again for the same names, its key 0600,

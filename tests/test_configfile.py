@@ -196,7 +196,9 @@ class ParseConfigTests(SynchronousTestCase):
         An unknown top-level key is named, with the known ones.
         """
         self.assertConfigError(
-            {"prots": []}, "f.toml: prots", "unknown key (known: acme, defaults, port)"
+            {"prots": []},
+            "f.toml: prots",
+            "unknown key (known: acme, cluster, defaults, port)",
         )
 
     def test_unknownPortKey(self):

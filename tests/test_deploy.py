@@ -95,6 +95,41 @@ class HAProxyConfigTests(SynchronousTestCase):
                 )
 
 
+class PeersTests(SynchronousTestCase):
+    """
+    The shipped files' C{[cluster] peers} name the instances' status ports.
+    """
+
+    def test_oneMachine(self) -> None:
+        """
+        Each daemon on one machine links to the other two, at the status
+        ports the systemd unit gives them.
+        """
+        unit = (ONE_MACHINE / "multiport@.service").read_text()
+        self.assertIn("--status 127.0.0.1:910%i", unit)
+        for index in (1, 2, 3):
+            config = tomllib.loads((ONE_MACHINE / f"instance{index}.toml").read_text())
+            self.assertEqual(
+                config["cluster"]["peers"],
+                [f"http://127.0.0.1:910{n}/" for n in (1, 2, 3) if n != index],
+            )
+
+    def test_severalMachines(self) -> None:
+        """
+        The several-machines file lists every machine HAProxy balances, at
+        the status port it checks.
+        """
+        config = tomllib.loads(
+            (DEPLOY / "several-machines" / "multiport.toml").read_text()
+        )
+        haproxy = (DEPLOY / "several-machines" / "haproxy.cfg").read_text()
+        machines = sorted(set(re.findall(r"server \S+ (10\.0\.0\.\d+):", haproxy)))
+        self.assertEqual(len(machines), 3)
+        self.assertEqual(
+            config["cluster"]["peers"], [f"http://{m}:9099/" for m in machines]
+        )
+
+
 class MultiportConfigTests(SynchronousTestCase):
     """
     Every multiport configuration shipped passes C{--check}.

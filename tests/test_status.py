@@ -389,6 +389,7 @@ class StatusPageTests(_StatusTestCase):
                 "now": 1060.5,
                 "uptime_s": 60.5,
                 "drain": {"draining": False, "since": None},
+                "peers": [],
                 "ports": [
                     {
                         "name": "tcp:127.0.0.1:7",
@@ -1124,7 +1125,7 @@ class EndToEndTests(TestCase):
         document = json.loads(body)
         self.assertEqual(
             sorted(document),
-            ["drain", "now", "pid", "ports", "started", "uptime_s", "version"],
+            ["drain", "now", "peers", "pid", "ports", "started", "uptime_s", "version"],
         )
         self.assertEqual(document["version"], __version__)
         self.assertEqual(document["pid"], os.getpid())

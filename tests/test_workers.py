@@ -15,6 +15,7 @@ import socket
 from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from typing import Any
 
 from attrs import evolve
 from twisted.internet.protocol import Factory, Protocol
@@ -440,39 +441,46 @@ class FakeChannel:
         return succeed({"added": [], "removed": [], "changed": [], "unchanged": 1})
 
 
+def fakePool(testCase: Any, *channels: FakeChannel) -> Any:
+    """
+    A L{WorkerPool} on a memory reactor whose workers are C{channels},
+    serving an echo port (bound for real) and a status port.
+    """
+    from twisted.internet.testing import MemoryReactorClock
+
+    from multiport.daemon.pool import WorkerPool
+    from multiport.daemon.service import PortsService
+
+    reactor = MemoryReactorClock()
+    config = configFor("127.0.0.1:0=echo,127.0.0.1:0=status", testCase.mktemp())
+    pool = WorkerPool(
+        config,
+        len(channels),
+        reactor,
+        HANDLERS,
+        lambda pool, own: PortsService(own, HANDLERS, {}, reactor, view=pool),
+        adminToken="t",
+    )
+    first = config.ports[0]
+    skt = bindSocket(first)
+    testCase.addCleanup(skt.close)
+    real = evolve(first, port=skt.getsockname()[1])
+    pool.config = Config((real,), config.stateDir)
+    pool.sockets = {real.name: skt}
+    pool.given = {real.name: first}
+    for slot, channel in zip(pool.slots, channels, strict=True):
+        slot.ready = True
+        slot.channel = channel
+    return pool
+
+
 class ControlTests(SynchronousTestCase):
     """
     The main process applies a change in every worker, all or nothing.
     """
 
     def pool(self, *channels: FakeChannel):
-        from twisted.internet.testing import MemoryReactorClock
-
-        from multiport.daemon.pool import WorkerPool
-        from multiport.daemon.service import PortsService
-        from tests.support import HANDLERS
-
-        reactor = MemoryReactorClock()
-        config = configFor("127.0.0.1:0=echo,127.0.0.1:0=status", self.mktemp())
-        pool = WorkerPool(
-            config,
-            len(channels),
-            reactor,
-            HANDLERS,
-            lambda pool, own: PortsService(own, HANDLERS, {}, reactor, view=pool),
-            adminToken="t",
-        )
-        first = config.ports[0]
-        skt = bindSocket(first)
-        self.addCleanup(skt.close)
-        real = evolve(first, port=skt.getsockname()[1])
-        pool.config = Config((real,), config.stateDir)
-        pool.sockets = {real.name: skt}
-        pool.given = {real.name: first}
-        for slot, channel in zip(pool.slots, channels, strict=True):
-            slot.ready = True
-            slot.channel = channel
-        return pool
+        return fakePool(self, *channels)
 
     def test_appliedEverywhere(self):
         """
@@ -493,6 +501,35 @@ class ControlTests(SynchronousTestCase):
             self.assertEqual(kind, "apply")
             self.assertEqual(payload["names"], [added.name])
             self.assertEqual(len(descriptors), 1)
+
+    def test_selfSignedMadeBeforeWorkers(self):
+        """
+        For a TLS port added live with the self-signed certificate, the main
+        process makes that certificate before asking any worker: two workers
+        making it at once could leave one's key beside the other's
+        certificate.
+        """
+        seen: list[list[str]] = []
+
+        class Looking(FakeChannel):
+            def call(self, kind, payload, descriptors=()):
+                if kind == "apply":
+                    seen.append(sorted(p.name for p in stateDir.iterdir()))
+                return super().call(kind, payload, descriptors)
+
+        pool = self.pool(Looking(), Looking())
+        stateDir = pool.config.stateDir
+        stateDir.mkdir(parents=True, exist_ok=True)
+        self.successResultOf(
+            pool.addPort(
+                {"port": 0, "handler": "echo", "interface": "127.0.0.1", "tls": {}}
+            )
+        )
+        self.addCleanup(lambda: [s.close() for s in pool.sockets.values()])
+        self.assertEqual(len(seen), 2)
+        for names in seen:
+            self.assertIn("selfsigned-cert.pem", names)
+            self.assertIn("selfsigned-key.pem", names)
 
     def test_mainProcessPortAddedHere(self):
         """

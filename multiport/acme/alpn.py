@@ -97,7 +97,11 @@ def answerOn(context: SSL.Context, tls: TLSConfig, tokens: ChallengeTokens) -> N
     """
     Make the port's C{context} answer TLS-ALPN-01 for C{tokens}' pending
     names; other clients get the port's own ALPN choice, as before.
+    Once per context: after a live change the same port's context comes
+    again, and may have served connections since.
     """
+    if context in tokens.answering:
+        return
     # The port's own choice, as multiport.ports.tls sets it up.
     from multiport.ports.tls import _selectALPN
 
@@ -116,3 +120,4 @@ def answerOn(context: SSL.Context, tls: TLSConfig, tokens: ChallengeTokens) -> N
         return _selectALPN(connection, offered, configured)
 
     context.set_alpn_select_callback(select)
+    tokens.answering.add(context)

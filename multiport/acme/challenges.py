@@ -11,6 +11,7 @@ too, served by the TLS ports (L{multiport.acme.alpn}).
 from __future__ import annotations
 
 import re
+import weakref
 from pathlib import Path
 
 from twisted.internet.interfaces import IListeningPort, IReactorTCP
@@ -45,6 +46,10 @@ class ChallengeTokens:
         self.folder = folder
         #: TLS-ALPN-01 validation contexts built, by name and answer.
         self.contexts: dict[tuple[str, str], object] = {}
+        #: The ports' contexts that answer TLS-ALPN-01 from these tokens
+        #: already: once a context made a connection, OpenSSL's settings
+        #: of it can no longer change.
+        self.answering: weakref.WeakSet[object] = weakref.WeakSet()
 
     def _file(self, kind: str, key: str) -> Path | None:
         pattern = _TOKEN if kind == "http" else _NAME

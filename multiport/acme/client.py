@@ -85,14 +85,44 @@ def connect(config: AcmeConfig, store: AcmeStore) -> client.ClientV2:
     acme = client.ClientV2(directory, net)
     kept = store.account()
     if kept is not None:
-        net.account = messages.RegistrationResource.from_json(kept)
+        account = messages.RegistrationResource.from_json(kept)
+        net.account = account
+        if store.contact() != config.email:
+            _updateContact(acme, account, config.email, store)
         return acme
     registration = messages.NewRegistration.from_data(
         email=config.email, terms_of_service_agreed=True
     )
     account = acme.new_account(registration)
-    store.keepAccount(account.to_json())
+    store.keepAccount(account.to_json(), config.email)
     return acme
+
+
+def _updateContact(
+    acme: client.ClientV2,
+    account: messages.RegistrationResource,
+    email: str | None,
+    store: AcmeStore,
+) -> None:
+    """
+    Tell the server the account's contact is now C{email} (none: no
+    contact), RFC 8555 section 7.3.2.
+    """
+    contact = () if email is None else (f"mailto:{email}",)
+    updated = acme.update_registration(account, account.body.update(contact=contact))
+    store.keepAccount(updated.to_json(), email)
+
+
+def updateContact(config: AcmeConfig, store: AcmeStore) -> bool:
+    """
+    Bring the account's contact in line with C{config}'s email (after a
+    reload changed it); whether there was an account to update (a daemon
+    that never ordered has none: its first order registers one).
+    """
+    if store.account() is None:
+        return False
+    connect(config, store)
+    return True
 
 
 def keyAuthorization(acme: client.ClientV2, token: str) -> str:

@@ -17,7 +17,7 @@ from cryptography import x509
 
 from multiport.config.files import FileError, readRegularFile
 from multiport.config.model import numericHost
-from multiport.errors import ConfigError, typeName
+from multiport.errors import ConfigError, knownTable, typeName
 
 LETSENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
@@ -31,7 +31,15 @@ TLS_ALPN_01 = "tls-alpn-01"
 #: Every challenge multiport answers, in the order it prefers them: the
 #: TLS port answers TLS-ALPN-01 itself, with no other port needed.
 CHALLENGES = (TLS_ALPN_01, HTTP_01)
-KEYS = {"email", "directory", "directory_ca", "challenges", "http_port"}
+#: The C{[acme]} key of each of L{AcmeConfig}'s attributes.
+_KEY_OF = {
+    "email": "email",
+    "directory": "directory",
+    "directoryCA": "directory_ca",
+    "challenges": "challenges",
+    "httpPort": "http_port",
+}
+KEYS = set(_KEY_OF.values())
 
 # RFC 1123 labels; an ACME CA issues only for names in public DNS, but a
 # test CA resolves anything, so no public-suffix check is made here.
@@ -69,6 +77,15 @@ class AcmeConfig:
         return host if parts.port is None else f"{host}_{parts.port}"
 
 
+def changedKeys(old: AcmeConfig, new: AcmeConfig) -> list[str]:
+    """
+    The C{[acme]} keys whose values differ from C{old} to C{new}.
+    """
+    return [
+        key for name, key in _KEY_OF.items() if getattr(old, name) != getattr(new, name)
+    ]
+
+
 def parseAcmeTable(value: object, where: str, base: Path) -> AcmeConfig:
     """
     An C{[acme]} table read from TOML (or JSON).
@@ -76,13 +93,7 @@ def parseAcmeTable(value: object, where: str, base: Path) -> AcmeConfig:
     @param base: The folder a relative C{directory_ca} is resolved against.
     @raise ConfigError: naming the bad key.
     """
-    if not isinstance(value, dict):
-        raise ConfigError(where, f"expected a table, got {typeName(value)} {value!r}")
-    for key in value:
-        if key not in KEYS:
-            raise ConfigError(
-                f"{where}.{key}", f"unknown key (known: {', '.join(sorted(KEYS))})"
-            )
+    value = knownTable(value, where, KEYS)
     email = value.get("email")
     if email is not None and (
         not isinstance(email, str)

@@ -139,12 +139,11 @@ class AcmeService(Service):
         #: Whether the responder is needed (no http port answers).
         self.useResponder = responder is not None
 
-    @property
-    def preferred(self) -> tuple[str, ...]:
+    def preferred(self, config: AcmeConfig) -> tuple[str, ...]:
         """
-        The challenges tried, in the configuration's order.
+        The challenges tried, in C{config}'s order.
         """
-        return tuple(c for c in self.config.challenges if c in self.available)
+        return tuple(c for c in config.challenges if c in self.available)
 
     def manage(self, names: tuple[str, ...]) -> None:
         """
@@ -161,10 +160,65 @@ class AcmeService(Service):
         Stop renewing the certificate of C{names}.
         """
         managed = self.managed.pop(names, None)
-        if managed is not None and managed.call is not None:
-            if managed.call.active():
-                managed.call.cancel()
-            managed.call = None
+        if managed is not None:
+            self._cancel(managed)
+
+    def reconfigure(
+        self,
+        config: AcmeConfig,
+        store: AcmeStore,
+        responder: ChallengeResponder | None,
+    ) -> None:
+        """
+        Go on with a changed C{[acme]} table (a reload): the next step of
+        every order uses it.  Another directory (C{store} elsewhere) means
+        another CA and account: every certificate is ordered from it at
+        once, while the ports go on serving what they have until it
+        arrives; the orders of the old one still in flight finish into
+        its own store and are served no more.  Another email, same
+        directory: the account's contact is updated.
+
+        @param responder: Listens for HTTP-01 on the new C{http_port};
+            one listening for an order in flight stops when that ends.
+        """
+        previous, self.config = self.config, config
+        self.responder = responder
+        if store.root == self.store.root and config.directory == previous.directory:
+            if self.orders and config.email != previous.email:
+                self.run(client.updateContact, config, store).addCallbacks(
+                    lambda updated: _contactUpdated(updated, config.email),
+                    lambda failure: log.error(
+                        "updating the ACME account's contact failed: {error}; "
+                        "tried again before the next order",
+                        error=failure.getErrorMessage(),
+                    ),
+                )
+            return
+        self.store = store
+        log.info(
+            "ACME directory is now {directory}: its certificates replace the "
+            "ones served as they arrive",
+            directory=config.directory,
+        )
+        for names, old in list(self.managed.items()):
+            self._cancel(old)
+            # An order of the old directory still in flight holds the old
+            # entry: it is not served when it ends.
+            self.managed[names] = Managed(
+                names,
+                notAfter=old.notAfter,
+                served=old.served,
+                totalFailures=old.totalFailures,
+            )
+            if self.running:
+                self._schedule(self.managed[names], 0)
+
+    def _current(self, managed: Managed) -> bool:
+        """
+        Whether C{managed} is still what this service manages for its
+        names (not forgotten, nor replaced by a change of directory).
+        """
+        return self.managed.get(managed.names) is managed
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
@@ -174,19 +228,24 @@ class AcmeService(Service):
     def stopService(self) -> None:
         super().stopService()  # type: ignore[no-untyped-call]
         for managed in self.managed.values():
-            if managed.call is not None and managed.call.active():
-                managed.call.cancel()
-            managed.call = None
+            self._cancel(managed)
 
-    def _schedule(self, managed: Managed, delay: float) -> None:
+    def _cancel(self, managed: Managed) -> None:
         if managed.call is not None and managed.call.active():
             managed.call.cancel()
+        managed.call = None
+
+    def _schedule(self, managed: Managed, delay: float) -> None:
+        if not self._current(managed):
+            # Forgotten, or ordered from another directory now.
+            return
+        self._cancel(managed)
         managed.nextAttempt = self.clock.seconds() + delay
         managed.call = self.clock.callLater(delay, self._due, managed)
 
     def _due(self, managed: Managed) -> None:
         managed.call = None
-        if self.managed.get(managed.names) is managed and not managed.busy:
+        if self._current(managed) and not managed.busy:
             ensureDeferred(self.attempt(managed))
 
     async def attempt(self, managed: Managed, force: bool = False) -> None:
@@ -204,7 +263,9 @@ class AcmeService(Service):
 
     async def _attempt(self, managed: Managed, force: bool) -> None:
         names = managed.names
-        stored = self.store.certificate(names)
+        # An attempt runs to its end with the directory it began with.
+        config, store = self.config, self.store
+        stored = store.certificate(names)
         if not self.orders:
             now = self.clock.seconds()
             if (
@@ -215,9 +276,20 @@ class AcmeService(Service):
                 self._serve(managed, stored)
             self._schedule(managed, self.followEvery)
             return
-        if not force and stored is not None and await self._stillGood(managed, stored):
+        if (
+            not force
+            and stored is not None
+            and await self._stillGood(managed, stored, config, store)
+        ) or not self._current(managed):
             return
-        if not self.store.lock(names):
+        try:
+            locked = store.lock(names)
+        except OSError as e:
+            # The store's folder can't be made (a port added live under
+            # --uid, into a state directory only root may write).
+            self._failed(managed, f"{e.strerror or e}: {e.filename}")
+            return
+        if not locked:
             log.info(
                 "another daemon is ordering the certificate for {names}; waiting",
                 names=", ".join(names),
@@ -225,34 +297,44 @@ class AcmeService(Service):
             self._schedule(managed, LOCK_POLL)
             return
         try:
-            await self._order(managed)
+            await self._order(managed, config, store)
         except Exception as e:
-            managed.failures += 1
-            managed.totalFailures += 1
-            managed.lastError = str(e) or type(e).__name__
-            delay = backoff(managed.failures)
-            log.error(
-                "ordering the certificate for {names} failed ({failures} in a "
-                "row): {error}; still serving the certificate it had, next "
-                "attempt in {delay:.0f} s",
-                names=", ".join(names),
-                failures=managed.failures,
-                error=managed.lastError,
-                delay=delay,
-            )
-            self._schedule(managed, delay)
+            self._failed(managed, str(e) or type(e).__name__)
         finally:
-            self.store.unlock(names)
+            store.unlock(names)
 
-    async def _stillGood(self, managed: Managed, stored: StoredCertificate) -> bool:
+    def _failed(self, managed: Managed, error: str) -> None:
+        """
+        An order failed: count it, say so, and try again later.
+        """
+        managed.failures += 1
+        managed.totalFailures += 1
+        managed.lastError = error
+        delay = backoff(managed.failures)
+        log.error(
+            "ordering the certificate for {names} failed ({failures} in a "
+            "row): {error}; still serving the certificate it had, next "
+            "attempt in {delay:.0f} s",
+            names=", ".join(managed.names),
+            failures=managed.failures,
+            error=error,
+            delay=delay,
+        )
+        self._schedule(managed, delay)
+
+    async def _stillGood(
+        self,
+        managed: Managed,
+        stored: StoredCertificate,
+        config: AcmeConfig,
+        store: AcmeStore,
+    ) -> bool:
         """
         Serve C{stored} and schedule its renewal, unless it is due now.
         """
         suggested: float | None = None
         try:
-            when = await self.run(
-                client.renewalTime, self.config, self.store, stored.chain
-            )
+            when = await self.run(client.renewalTime, config, store, stored.chain)
             if isinstance(when, datetime.datetime):
                 suggested = when.timestamp()
         except Exception as e:
@@ -283,16 +365,20 @@ class AcmeService(Service):
         }
 
     def _serve(self, managed: Managed, stored: StoredCertificate) -> None:
+        if not self._current(managed):
+            return
         managed.notAfter = stored.leaf.not_valid_after_utc.timestamp()
         managed.served = stored.chain
         self.install(managed.names, stored)
 
-    async def _order(self, managed: Managed) -> None:
+    async def _order(
+        self, managed: Managed, config: AcmeConfig, store: AcmeStore
+    ) -> None:
         names = managed.names
         log.info("ordering a certificate for {names}", names=", ".join(names))
         key = newCertificateKey()
         pending: client.Pending = await self.run(
-            client.placeOrder, self.config, self.store, names, key, self.preferred
+            client.placeOrder, config, store, names, key, self.preferred(config)
         )
         managed.orders += 1
         usesHTTP = any(c.kind == HTTP_01 for c in pending.challenges)
@@ -310,7 +396,7 @@ class AcmeService(Service):
             if usesHTTP and responder is not None:
                 responder.stop()
         stored = StoredCertificate(chain=chain, key=key)
-        self.store.keepCertificate(names, stored)
+        store.keepCertificate(names, stored)
         managed.failures = 0
         managed.lastError = None
         managed.validatedWith = tuple(sorted({c.kind for c in pending.challenges}))
@@ -329,3 +415,11 @@ class AcmeService(Service):
             self.tokens.publish("http", challenge.token, challenge.keyAuthorization)
         elif challenge.kind == TLS_ALPN_01:
             self.tokens.publish("alpn", challenge.name, challenge.keyAuthorization)
+
+
+def _contactUpdated(updated: bool, email: str | None) -> None:
+    if updated:
+        log.info(
+            "the ACME account's contact is now {email}",
+            email=email or "none",
+        )

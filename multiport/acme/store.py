@@ -31,6 +31,7 @@ from multiport.ports.tls import _writeAtomically
 STALE_LOCK = 600.0
 ACCOUNT_KEY = "account-key.pem"
 ACCOUNT = "account.json"
+ACCOUNT_CONTACT = "account-contact.json"
 CERT = "cert.pem"
 KEY = "key.pem"
 LOCK = "lock"
@@ -138,13 +139,37 @@ class AcmeStore:
             return None
         return data
 
-    def keepAccount(self, registration: dict[str, object]) -> None:
+    def keepAccount(self, registration: dict[str, object], email: str | None) -> None:
         """
-        Keep the account's registration.
+        Keep the account's registration, and the C{email} this daemon gave
+        the server as its contact: what a server answers is no record of
+        that (one may keep no contact at all).
         """
         self._write(
             self.root / ACCOUNT, json.dumps(registration).encode("utf-8"), 0o600
         )
+        record = json.dumps({"email": email}).encode("utf-8")
+        self._write(self.root / ACCOUNT_CONTACT, record, 0o600)
+
+    def contact(self) -> str | None:
+        """
+        The email the account was last given as its contact; for an
+        account kept without that record, the one its registration names.
+        """
+        try:
+            record = json.loads((self.root / ACCOUNT_CONTACT).read_bytes())
+        except (FileNotFoundError, ValueError):
+            record = None
+        if isinstance(record, dict):
+            email = record.get("email")
+            return email if isinstance(email, str) else None
+        registration = self.account() or {}
+        body = registration.get("body")
+        contact = body.get("contact", ()) if isinstance(body, dict) else ()
+        for entry in contact if isinstance(contact, list) else ():
+            if isinstance(entry, str) and entry.startswith("mailto:"):
+                return entry.removeprefix("mailto:")
+        return None
 
     def _certFolder(self, names: Sequence[str]) -> Path:
         return self.root / "certificates" / names[0]
@@ -160,7 +185,9 @@ class AcmeStore:
             )
             if stored.names() != frozenset(names):
                 return None
-        except (FileNotFoundError, ValueError):
+        except (OSError, ValueError):
+            # Unreadable is missing: ordering then says what is wrong
+            # with the folder (it takes the lock there first).
             return None
         return stored
 

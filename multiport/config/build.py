@@ -319,6 +319,7 @@ def buildConfig(
     stateDir: Path,
     resolve: Resolver = resolveHostName,
     acme: AcmeConfig | None = None,
+    peers: tuple[str, ...] = (),
 ) -> Config:
     """
     The one validated L{Config} for all C{requests}.
@@ -329,4 +330,4 @@ def buildConfig(
     for request in requests:
         ports.extend(portConfigs(request, defaults, handlers, resolve))
     checkOverlaps(ports)
-    return Config(ports=tuple(ports), stateDir=stateDir, acme=acme)
+    return Config(ports=tuple(ports), stateDir=stateDir, acme=acme, peers=peers)

@@ -283,6 +283,8 @@ class Config:
     stateDir: Path
     #: The C{[acme]} table; C{None} when absent (its defaults apply).
     acme: AcmeConfig | None = None
+    #: The C{[cluster]} table's peers: the other instances' status URLs.
+    peers: tuple[str, ...] = ()
 
     def byName(self) -> Mapping[str, PortConfig]:
         """

@@ -20,6 +20,7 @@ from multiport.acme.config import (
     parseAcmeNames,
     parseAcmeTable,
 )
+from multiport.config.cluster import parseClusterTable
 from multiport.config.files import FileError, readRegularFile
 from multiport.config.model import (
     MAX_BACKLOG,
@@ -41,7 +42,7 @@ _T = TypeVar("_T")
 MAX_CONFIG_FILE = 16 << 20
 
 _POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
-_TOP = {"defaults", "port", "acme"}
+_TOP = {"defaults", "port", "acme", "cluster"}
 _DEFAULTS = {"interface", "backlog", "tls", "log_connections", *POLICY_KEYS}
 _PORT = {
     "port",
@@ -88,6 +89,8 @@ class FileConfig:
     defaults: PartialDefaults
     ports: tuple[PortRequest, ...]
     acme: AcmeConfig | None = None
+    #: The C{[cluster]} table's peers.
+    peers: tuple[str, ...] = ()
 
 
 def _expect(value: object, kind: type[_T], where: str) -> _T:
@@ -364,6 +367,9 @@ def parseConfig(data: Mapping[str, object], base: Path, name: str = "") -> FileC
         acme=parseAcmeTable(data["acme"], f"{prefix}acme", base)
         if "acme" in data
         else None,
+        peers=parseClusterTable(data["cluster"], f"{prefix}cluster")
+        if "cluster" in data
+        else (),
         defaults=defaults,
         ports=tuple(
             _port(table, f"{prefix}port[{i}]", base) for i, table in enumerate(ports, 1)

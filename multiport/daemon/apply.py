@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+from attrs import evolve
 from twisted.application.service import IService
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IProtocolFactory
@@ -120,7 +121,8 @@ class LiveChanges:
         new: PortConfig,
         certificates: Mapping[TLSConfig, LoadedCertificate],
     ) -> bool:
-        if new.tls is None or new.tls not in certificates:
+        if new.tls is None or new.tls not in certificates or new.tls.acme:
+            # An ACME port's certificate is ACME's to change, not its file's.
             return False
         current = self._certificates.get(new.tls)
         return (
@@ -144,7 +146,16 @@ class LiveChanges:
 
         @raise ReconcileError: if anything fails; nothing has changed.
         """
-        known = {**self._certificates, **certificates}
+        # What ACME serves stays; the self-signed certificate loaded for an
+        # ACME port only serves until the first one is issued.
+        known = {
+            **self._certificates,
+            **{
+                t: c
+                for t, c in certificates.items()
+                if not (t.acme and t in self._certificates)
+            },
+        }
         try:
             added = [
                 self._makePort(c, self.handlers[c.handler], known) for c in plan.add
@@ -288,11 +299,7 @@ class LiveChanges:
         server.factory.drain(timeout).addCallback(drained)
 
     def _rememberConfig(self) -> None:
-        self.config = Config(
-            ports=tuple(s.config for s in self.ports()),
-            stateDir=self.config.stateDir,
-            acme=self.config.acme,
-        )
+        self.config = evolve(self.config, ports=tuple(s.config for s in self.ports()))
 
     def reconcile(
         self,
@@ -304,7 +311,15 @@ class LiveChanges:
         """
         plan = self.plan(config, certificates)
         before = {s.name for s in self.ports()}
-        self.apply(plan, certificates)
+        # What is not ports ([acme], [cluster]) comes with them; afterChange
+        # applies [acme].
+        previous = self.config
+        self.config = evolve(config, ports=previous.ports)
+        try:
+            self.apply(plan, certificates)
+        except Exception:
+            self.config = previous
+            raise
         summary = plan.summary()
         summary["added"] = [s.name for s in self.ports() if s.name not in before]
         return summary

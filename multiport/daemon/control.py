@@ -371,7 +371,7 @@ class AdminControl:
                 )
             else:
                 kept.append(server.config)
-        config = Config((*config.ports, *kept), config.stateDir, config.acme)
+        config = evolve(config, ports=(*config.ports, *kept))
         certificates = loadCertificates(config.ports, config.stateDir, self.owner)
         summary = self.reconcile(config, certificates)
         logReloaded(summary, f"; {len(kept)} added through the admin API kept")

@@ -393,6 +393,7 @@ class Options(usage.Options):
         )
         requests: list[PortRequest] = []
         acme = None
+        peers: tuple[str, ...] = ()
         for value in self["ports"]:
             requests.extend(parsePorts(value, first=len(requests) + 1))
         if self["config"]:
@@ -400,6 +401,7 @@ class Options(usage.Options):
             defaults = fileConfig.defaults.over(defaults)
             requests.extend(fileConfig.ports)
             acme = fileConfig.acme
+            peers = fileConfig.peers
         elif not requests:
             requests = parsePorts(DEFAULT_PORTS)
         status = self._statusRequest(requests, drainTimeout)
@@ -409,7 +411,9 @@ class Options(usage.Options):
             self["state-dir"] if self["state-dir"] else defaultStateDir()
         ).absolute()
         self.portDefaults = defaults
-        config = buildConfig(requests, defaults, self.handlers, stateDir, acme=acme)
+        config = buildConfig(
+            requests, defaults, self.handlers, stateDir, acme=acme, peers=peers
+        )
         if self.adminToken is None:
             refuseExposedStatus(config)
         return config
@@ -466,4 +470,6 @@ class Options(usage.Options):
                 f"{port.name} {port.handler} {tls} backlog {port.backlog} "
                 f"[{port.where}]"
             )
+        for peer in config.peers:
+            print(f"peer {peer} [cluster.peers]")
         print(f"multiport: configuration ok, {plural(len(config.ports), 'port')}")

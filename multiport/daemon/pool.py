@@ -133,6 +133,11 @@ class WorkerPool(PoolControl, BalancerDrain, MultiService):
         self.activated = dict(activated or {})
         #: With reusePort: each port's sockets, one per worker.
         self.ownSockets: dict[str, list[socket.socket]] = {}
+        #: The renewal state of a port's ACME certificate, ordered here
+        #: (set by L{multiport.acme.attach.orderForWorkers}).
+        self.acmeStatus: Callable[[PortConfig], Mapping[str, object] | None] | None = (
+            None
+        )
         self.status = makeStatus(self, own)
         self.status.setServiceParent(self)  # type: ignore[no-untyped-call]
         self._refresher = LoopingCall(self.refresh)
@@ -172,7 +177,7 @@ class WorkerPool(PoolControl, BalancerDrain, MultiService):
             self.given[real.name] = config
             ports.append(real)
         self.sockets = bound
-        self.config = Config(tuple(ports), self.config.stateDir, self.config.acme)
+        self.config = evolve(self.config, ports=tuple(ports))
         try:
             self.status.privilegedStartService()
         except StartupError:
@@ -451,6 +456,9 @@ class WorkerPool(PoolControl, BalancerDrain, MultiService):
             merged = mergeStatuses(config.name, config, parts)
             if not parts:
                 merged = evolve(merged, listening=False, draining=False)
+            if self.acmeStatus is not None:
+                # The workers only serve; renewals are this process's.
+                merged = evolve(merged, acme=self.acmeStatus(config))
             result.append(merged)
         for name in order:
             if name not in configured:
@@ -461,6 +469,14 @@ class WorkerPool(PoolControl, BalancerDrain, MultiService):
                 totals[s.name].addedTo(s) if s.name in totals else s for s in result
             ]
         return result + self.status.portStatus()
+
+    @property
+    def peers(self) -> tuple[str, ...]:
+        """
+        The other instances' status URLs (C{[cluster] peers}), as the
+        configuration says now.
+        """
+        return self.config.peers
 
     def workerStatus(self) -> list[tuple[int, int | None, list[PortStatus]]]:
         """

@@ -9,7 +9,7 @@ along.  The main process's own ports (the status port) change in place.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import cast
 
 from attrs import evolve
@@ -36,7 +36,7 @@ from multiport.handlers.interface import (
     PortStatus,
     servedByMainProcess,
 )
-from multiport.ports.certificates import loadCertificates
+from multiport.ports.certificates import loadCertificates, makeSelfSigned
 from multiport.ports.sockets import bindShared
 from multiport.status.admintoken import tokenMatches
 
@@ -66,6 +66,9 @@ class PoolControl:
     notifier: Notifier = SILENT
     #: Starts a new daemon and hands the ports over (POST /api/upgrade).
     upgrader: Upgrader | None = None
+    #: Called once every worker applied a live change (the ACME orders
+    #: placed here follow the workers' ports).
+    afterChange: Callable[[], None] | None = None
 
     # Provided by the pool.
 
@@ -126,11 +129,10 @@ class PoolControl:
             return self.status.addPort(table)
         new = self.status.requestFrom(table, "POST /api/ports")
         checkAmong(self._allConfigs(), new)
+        self._makeSelfSigned([new])
         skt = self._bind(new)
         real = evolve(new, port=skt.getsockname()[1])
-        config = Config(
-            (*self.config.ports, real), self.config.stateDir, self.config.acme
-        )
+        config = evolve(self.config, ports=(*self.config.ports, real))
         changed = self._everywhere(config, {real.name: skt})
 
         def added(_: object) -> PortRef:
@@ -140,6 +142,14 @@ class PoolControl:
             return PortRef(real.name, real.port)
 
         return changed.addCallback(added)
+
+    def _makeSelfSigned(self, ports: Sequence[PortConfig]) -> None:
+        """
+        Make the self-signed certificate for C{ports} here, before the
+        workers load it: two workers making it at once could leave the key
+        of one beside the certificate of the other.
+        """
+        makeSelfSigned(ports, self.config.stateDir, self.owner)
 
     def _bind(self, config: PortConfig) -> socket.socket:
         try:
@@ -175,10 +185,10 @@ class PoolControl:
         current = self._named(name)
         new = changedConfig(name, current, current.port, table, self.status.requestFrom)
         checkAmong([c for c in self._allConfigs() if c is not current], new)
-        config = Config(
-            tuple(new if c is current else c for c in self.config.ports),
-            self.config.stateDir,
-            self.config.acme,
+        self._makeSelfSigned([new])
+        config = evolve(
+            self.config,
+            ports=tuple(new if c is current else c for c in self.config.ports),
         )
         return self._everywhere(config, {}).addCallback(
             lambda _: PortRef(name, current.port)
@@ -203,10 +213,8 @@ class PoolControl:
                 connections = status.counters.get("connections", {})
                 assert isinstance(connections, Mapping)
                 draining += int(connections.get("current", 0))
-        config = Config(
-            tuple(c for c in self.config.ports if c is not current),
-            self.config.stateDir,
-            self.config.acme,
+        config = evolve(
+            self.config, ports=tuple(c for c in self.config.ports if c is not current)
         )
 
         def removed(_: object) -> int:
@@ -244,6 +252,7 @@ class PoolControl:
             ],
             given,
         )
+        self._makeSelfSigned(given)
         keeps = {id(config): ref for config, ref in decided.kept}
         ports: list[PortConfig] = []
         newSockets: dict[str, socket.socket] = {}
@@ -262,7 +271,7 @@ class PoolControl:
             for skt in newSockets.values():
                 skt.close()
             raise
-        config = Config(tuple(ports), workers.stateDir, workers.acme)
+        config = evolve(workers, ports=tuple(ports))
         changed = self._everywhere(config, newSockets)
 
         def ownPorts(summary: ChangeSummary) -> ChangeSummary:
@@ -336,6 +345,8 @@ class PoolControl:
                 self.retired.pop(name, None)
             self.sockets.update(newSockets)
             self.config = config
+            if self.afterChange is not None:
+                self.afterChange()
             self.refresh()
             summaries = [r for ok, r in results if ok]
             if summaries:

@@ -279,6 +279,14 @@ class PortsService(LiveChanges, AdminControl, BalancerDrain, MultiService):
             if isinstance(port, PortSSLServer) and port.config.tls == tls:
                 port.creator.contextFactory = loaded.contextFactory
 
+    @property
+    def peers(self) -> tuple[str, ...]:
+        """
+        The other instances' status URLs (C{[cluster] peers}), as the
+        configuration says now.
+        """
+        return self.config.peers
+
     def ports(self) -> Sequence[PortServer]:
         """
         The port services, in configuration order.

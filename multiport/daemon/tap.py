@@ -50,7 +50,7 @@ from multiport.io.reactortype import ReactorLike, globalReactor
 from multiport.io.splice import poolSize
 from multiport.io.transport import logTransport
 from multiport.ports.admission import DaemonLimit
-from multiport.ports.certificates import loadCertificates
+from multiport.ports.certificates import makeSelfSigned
 from multiport.status.admintoken import (
     TOKEN_FILE,
     ensureAdminToken,
@@ -159,10 +159,9 @@ def _makeService(
     preload()
     certificates = dict(options.certificates)
     # The self-signed certificate is made (or loaded) here, knowing --uid.
-    selfSigned = [p for p in config.ports if p.tls is not None and p.tls.selfSigned]
     try:
         certificates.update(
-            loadCertificates(selfSigned, config.stateDir, _owner(options))
+            makeSelfSigned(config.ports, config.stateDir, _owner(options))
         )
     except ConfigError as e:
         # The same line as --check's for the same problem.
@@ -249,7 +248,7 @@ def _makeService(
             notifier=notifier,
             activated=activated,
         )
-        orderForWorkers(service, config, reactor, owner)
+        orderForWorkers(service, reactor, owner)
     else:
         service = ports(config)
         attachAcme(service, config, reactor, owner)

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from typing import Protocol as Protocol_
 
+from attrs import evolve
 from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.error import ProcessDone
 from twisted.internet.interfaces import IDelayedCall
@@ -270,11 +271,9 @@ class Upgrader:
         sockets = service.listeningSockets()
         handover = Handover(
             names=tuple(sockets),
-            config=Config(
-                tuple(service.runningConfigs()),
-                service.config.stateDir,
-                service.config.acme,
-            ),
+            # The whole running configuration ([acme], [cluster]...), every
+            # port with the number it got.
+            config=evolve(service.config, ports=tuple(service.runningConfigs())),
             addedLive=service.liveAdditions(),
             statuses=tuple(service.portStatus()),
         )

@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from attrs import define, field
+from attrs import define, evolve, field
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
@@ -130,8 +130,8 @@ def split(config: Config, handlers: Mapping[str, IHandler]) -> tuple[Config, Con
     own = tuple(p for p in config.ports if mainProcessPort(p, handlers))
     workers = tuple(p for p in config.ports if p not in own)
     return (
-        Config(workers, config.stateDir, config.acme),
-        Config(own, config.stateDir, config.acme),
+        evolve(config, ports=workers),
+        evolve(config, ports=own),
     )
 
 

@@ -122,4 +122,20 @@ def loadCertificates(
     return CertificateLoader(stateDir, owner).load(ports)
 
 
-__all__ = ["CertificateLoader", "SelfSigned", "loadCertificates"]
+def makeSelfSigned(
+    ports: Iterable[PortConfig],
+    stateDir: Path,
+    owner: tuple[int, int] | None = None,
+) -> dict[TLSConfig, LoadedCertificate]:
+    """
+    L{loadCertificates} for the ports of C{ports} served with the
+    self-signed certificate: made in C{stateDir} if it is not there.
+
+    @raise ConfigError: if it can't be made or read.
+    """
+    return loadCertificates(
+        [p for p in ports if p.tls is not None and p.tls.selfSigned], stateDir, owner
+    )
+
+
+__all__ = ["CertificateLoader", "SelfSigned", "loadCertificates", "makeSelfSigned"]

@@ -13,12 +13,21 @@ C{datagrams_in}, C{datagrams_out}, C{dropped}, C{received}, C{sent},
 C{sessions}, C{errors} and C{activity}: a UDP port has no connections.
 Ports that served WebSocket have rows in a third table
 (L{multiport.status.dashboardwebsocket}).
+The other instances (C{[cluster] peers}) are links in C{nav#peers}, one
+C{a.peer} each, written into the page when it is served.
 """
 
 from __future__ import annotations
 
+import html
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
 from multiport.status.dashboardscript import SCRIPT
 from multiport.status.dashboardwebsocket import WEBSOCKET_PANEL, WEBSOCKET_SCRIPT
+
+#: Where the peers' links go in the page.
+_PEERS = "<!--peers-->"
 
 #: The page around its script: markup and CSS.
 _BEFORE_SCRIPT = r"""<!DOCTYPE html>
@@ -160,6 +169,8 @@ footer {
 }
 footer a { color: var(--muted); font-family: var(--mono); margin-left: 14px; }
 footer a:hover { color: var(--rate); }
+nav.peers { color: var(--muted); font-size: 12.5px; }
+nav.peers a { color: var(--rate); font-family: var(--mono); margin-left: 8px; }
 </style>
 </head>
 <body class="stale">
@@ -168,6 +179,7 @@ footer a:hover { color: var(--rate); }
   <span class="pill" id="version">&hellip;</span>
   <span class="meta">up <b id="uptime">&hellip;</b></span>
   <span class="meta">started <b id="started">&hellip;</b></span>
+  <!--peers-->
   <span class="spacer"></span>
   <span class="badge" id="health">&hellip;</span>
   <span class="live off" id="live"><span class="dot"></span>
@@ -243,7 +255,7 @@ _AFTER_SCRIPT = r"""</script>
 </html>
 """
 
-DASHBOARD_HTML = (
+_PAGE = (
     _BEFORE_SCRIPT
     + WEBSOCKET_PANEL
     + _AFTER_PANELS
@@ -251,7 +263,42 @@ DASHBOARD_HTML = (
     + WEBSOCKET_SCRIPT
     + _AFTER_SCRIPT
 )
+DASHBOARD_HTML = _PAGE.replace(_PEERS, "")
 
 
-#: The page as served.
+#: The page as served to a daemon without peers.
 DASHBOARD = DASHBOARD_HTML.encode("utf-8")
+
+_HEAD, _, _REST = _PAGE.partition(_PEERS)
+
+
+def _label(peer: str) -> str:
+    """
+    What a peer's link says: its host and port, and its path when it has
+    one.
+    """
+    parts = urlsplit(peer)
+    path = parts.path.rstrip("/")
+    return parts.netloc + path
+
+
+def peerLinks(peers: Sequence[str]) -> str:
+    """
+    The C{nav#peers} element linking to C{peers} (validated URLs,
+    escaped here all the same).
+    """
+    links = "".join(
+        f'<a class="peer" href="{html.escape(peer, quote=True)}">'
+        f"{html.escape(_label(peer))}</a>"
+        for peer in peers
+    )
+    return f'<nav class="peers" id="peers">peers{links}</nav>'
+
+
+def dashboardPage(peers: Sequence[str]) -> bytes:
+    """
+    The page as served to a daemon with C{peers} (the other instances).
+    """
+    if not peers:
+        return DASHBOARD
+    return (_HEAD + peerLinks(peers) + _REST).encode("utf-8")

@@ -30,6 +30,15 @@ def workerStatusOf(view: IDaemonView) -> Callable[[], WorkerStatus] | None:
     return workerStatus
 
 
+def peersOf(view: IDaemonView) -> tuple[str, ...]:
+    """
+    The other instances the daemon was told of (C{[cluster] peers}); none
+    for a view without them.
+    """
+    peers: tuple[str, ...] = getattr(view, "peers", ())
+    return peers
+
+
 @implementer(IDaemonView)
 @frozen
 class NoDaemon:
@@ -146,6 +155,7 @@ def daemonReport(
         "now": now,
         "uptime_s": max(0.0, now - started),
         "drain": drainReport(view),
+        "peers": list(peersOf(view)),
         "ports": ports,
     }
 

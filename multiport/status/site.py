@@ -20,10 +20,10 @@ from multiport import __version__
 from multiport.handlers.interface import HandlerContext, IDaemonDrain, IDaemonView
 from multiport.handlers.webchannel import DrainingChannel
 from multiport.status import StatusOptions
-from multiport.status.dashboard import DASHBOARD
+from multiport.status.dashboard import dashboardPage
 from multiport.status.history import History
 from multiport.status.metrics import metricsRegistry
-from multiport.status.report import NoDaemon, daemonReport
+from multiport.status.report import NoDaemon, daemonReport, peersOf
 
 if TYPE_CHECKING:
     from multiport.status.api import AdminAPI
@@ -232,7 +232,7 @@ class StatusPages:
         return Page(
             200,
             HTML,
-            DASHBOARD,
+            dashboardPage(peersOf(self._view())),
             {
                 b"content-security-policy": DASHBOARD_POLICY,
                 b"x-frame-options": b"DENY",
