@@ -30,6 +30,10 @@ def getJSON(port: int, path: str) -> dict:
         connection.close()
 
 
+#: At most this many bursts of 50 datagrams until both workers read some.
+BURSTS = 40
+
+
 class UDPWorkersTests(SynchronousTestCase):
     """
     A real daemon with C{--workers 2} and a UDP echo port.
@@ -63,21 +67,36 @@ class UDPWorkersTests(SynchronousTestCase):
             0
         ]
         statusPort = int(status.group(1))
-        total = 300
-        for index in range(total):
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
-                client.settimeout(5)
-                client.sendto(b"%d" % index, ("127.0.0.1", number))
-                self.assertEqual(client.recv(100), b"%d" % index)
+        # Which worker a datagram wakes is the kernel's choice: send bursts
+        # (each datagram from its own socket, all sent before any answer is
+        # read) until both workers have read some, at most BURSTS of them.
+        total = 0
 
         def port() -> dict:
             document = getJSON(statusPort, "/status?workers=1")
             return next(p for p in document["ports"] if p["name"] == name)
 
-        found = waitUntil(
-            port, 15, accept=lambda p: p["datagrams"]["received"] == total, interval=0.1
-        )
-        workers = found["workers"]
+        for _ in range(BURSTS):
+            clients = [
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(50)
+            ]
+            for index, client in enumerate(clients):
+                self.addCleanup(client.close)
+                client.settimeout(5)
+                client.sendto(b"%d" % (total + index), ("127.0.0.1", number))
+            for index, client in enumerate(clients):
+                self.assertEqual(client.recv(100), b"%d" % (total + index))
+                client.close()
+            total += len(clients)
+            found = waitUntil(
+                port,
+                15,
+                accept=lambda p, total=total: p["datagrams"]["received"] == total,
+                interval=0.1,
+            )
+            workers = found["workers"]
+            if all(w["datagrams"]["received"] > 0 for w in workers):
+                break
         self.assertEqual(len(workers), 2)
         self.assertEqual(sum(w["datagrams"]["received"] for w in workers), total)
         self.assertTrue(all(w["listening"] for w in workers), workers)
