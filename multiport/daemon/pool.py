@@ -30,7 +30,7 @@ from multiport.daemon.ipc import Channel, channelFactory
 from multiport.daemon.notify import SILENT, Notifier
 from multiport.daemon.poolcontrol import PoolControl
 from multiport.daemon.service import PortsService
-from multiport.daemon.startup import describeListenError, signalName
+from multiport.daemon.startup import describeListenError, serving, signalName
 from multiport.daemon.worker import CHANNEL_FD
 from multiport.daemon.workers import (
     FIRST_RESTART,
@@ -172,14 +172,12 @@ class WorkerPool(PoolControl, BalancerDrain, MultiService):
                 skt.close()
             raise
         for config in ports:
+            what, fields = serving(config)
             log.info(
-                "listening on {name}: handler {handler}, TLS {tls}, backlog "
-                "{backlog}, served by {count} workers",
+                "listening on {name}: " + what + ", served by {count} workers",
                 name=config.name,
-                handler=config.handler,
-                tls=config.tls.describe() if config.tls else "off",
-                backlog=config.backlog,
                 count=self.count,
+                **fields,
             )
         for slot in self.slots:
             self._spawn(slot, dropPrivileges=True)

@@ -32,6 +32,7 @@ from multiport.daemon.notify import SILENT, Notifier
 from multiport.daemon.startup import (
     describeListenError,
     noCollections,
+    serving,
     signalName,
 )
 from multiport.errors import StartupError
@@ -362,14 +363,8 @@ class PortsService(LiveChanges, AdminControl, BalancerDrain, MultiService):
         port.factory.portName = name
         self.namedServices[name] = port
         port.factory.counters.listeningSince = self._reactor.seconds()
-        config = port.config
-        log.info(
-            "listening on {name}: handler {handler}, TLS {tls}, backlog {backlog}",
-            name=name,
-            handler=config.handler,
-            tls=config.tls.describe() if config.tls else "off",
-            backlog=config.backlog,
-        )
+        what, fields = serving(port.config)
+        log.info("listening on {name}: " + what, name=name, **fields)
 
     def _forgetName(self, port: PortServer) -> None:
         if port.name is not None:
