@@ -98,9 +98,9 @@ class WorkerPool(PoolControl, BalancerDrain, MultiService):
             (C{--worker-sockets reuseport}).
         @param transport: C{--transport}'s value, passed on to each worker.
         @param notifier: Told of reloads (systemd's C{sd_notify}).
-        @param activated: Listening sockets systemd passed (socket
-            activation), by port name: the workers share these rather
-            than sockets bound here.
+        @param activated: Sockets systemd passed (socket activation:
+            listening TCP sockets, UDP sockets), by port name: the workers
+            share these rather than sockets bound here.
         """
         super().__init__()  # type: ignore[no-untyped-call]
         self.version = __version__

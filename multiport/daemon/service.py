@@ -150,8 +150,8 @@ class PortsService(LiveChanges, AdminControl, BalancerDrain, MultiService):
         @param transport: The class of every port's accepted connections
             (C{--transport}).
         @param notifier: Told of reloads (systemd's C{sd_notify}).
-        @param activated: Listening sockets systemd passed (socket
-            activation), by port name: adopted, then closed here.
+        @param activated: Sockets systemd passed (socket activation), by
+            port name: adopted, then closed here.
         """
         super().__init__()  # type: ignore[no-untyped-call]
         self.daemonLimit = daemonLimit
@@ -203,6 +203,7 @@ class PortsService(LiveChanges, AdminControl, BalancerDrain, MultiService):
             context, protocol = self._datagramProtocol(config, handler)
             udp = PortUDPServer(config, DatagramGate(protocol, context), self._reactor)
             udp.inherited = self.descriptors.pop(config.name, None)
+            udp.activated = self.activated.pop(config.name, None)
             return udp
         context, inner = self._handlerFactory(config, handler)
         factory = PortFactory(
