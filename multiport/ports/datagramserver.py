@@ -6,13 +6,13 @@ tree whose socket hands datagrams to the port's L{DatagramGate}.
 from __future__ import annotations
 
 import os
-import socket
 
 from twisted.application.internet import UDPServer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IListeningPort
 
 from multiport.config.model import PortConfig
+from multiport.io.datagramport import adoptDatagramPort
 from multiport.io.reactortype import ReactorLike
 from multiport.ports.datagram import MAX_READ, DatagramGate
 from multiport.ports.sockets import bindShared, familyOf
@@ -55,11 +55,8 @@ class PortUDPServer(UDPServer):
         # the service manager) go on.  The socket's own family counts: one
         # matched by name may be bound elsewhere than the configuration
         # says.
-        return self.listenWith.adoptDatagramPort(
-            descriptor,
-            socket.AddressFamily(familyOf(descriptor)),
-            self.factory,
-            maxPacketSize=MAX_READ,
+        return adoptDatagramPort(
+            self.listenWith, descriptor, familyOf(descriptor), self.factory, MAX_READ
         )
 
     def _getPort(self) -> IListeningPort:
@@ -77,8 +74,8 @@ class PortUDPServer(UDPServer):
         # are separate ports to multiport.
         skt = bindShared(self.config)
         try:
-            return self.listenWith.adoptDatagramPort(
-                skt.fileno(), skt.family, self.factory, maxPacketSize=MAX_READ
+            return adoptDatagramPort(
+                self.listenWith, skt.fileno(), skt.family, self.factory, MAX_READ
             )
         finally:
             skt.close()
