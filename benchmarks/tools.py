@@ -6,6 +6,7 @@ load generator, compiled on first use.
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 from collections.abc import Iterable
@@ -88,10 +89,14 @@ def compiled(source: Path, name: str) -> Path:
     if binary.exists() and binary.stat().st_mtime >= source.stat().st_mtime:
         return binary
     BUILD.mkdir(exist_ok=True)
+    # Built under a name of its own, then renamed: two test processes
+    # building at once each run a whole binary, never one half written.
+    building = binary.with_name(f"{name}.{os.getpid()}")
     subprocess.run(
-        [command("gcc"), "-O2", "-Wall", "-o", str(binary), str(source)],
+        [command("gcc"), "-O2", "-Wall", "-o", str(building), str(source)],
         check=True,
     )
+    os.replace(building, binary)
     return binary
 
 
