@@ -1063,13 +1063,13 @@ SCENARIOS = {
         ),
         Scenario(
             "udp-echo",
-            "UDP echo: datagrams a second, 32 clients, 64 bytes",
+            "UDP echo: datagrams a second",
             udpEcho,
             plotted=("datagrams",),
         ),
         Scenario(
             "udp-relay",
-            "UDP relay: datagrams a second through the relay to an echo",
+            "UDP relay: datagrams a second to an echo",
             udpRelay,
             optional=("socat", "nginx", "nginx-stream"),
             plotted=("datagrams",),
