@@ -229,7 +229,8 @@ def openFiles(leader: int) -> int:
 def cpuSeconds(leader: int) -> float:
     """
     The CPU time (user and system) every process in C{leader}'s session has
-    used so far, in seconds.
+    used so far, in seconds, with that of their children that ended and
+    were waited for (socat's forked children end with their client).
     """
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
@@ -238,8 +239,9 @@ def cpuSeconds(leader: int) -> float:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        # After the command, utime and stime are the 12th and 13th fields.
-        total += int(fields[11]) + int(fields[12])
+        # After the command, utime, stime, cutime and cstime are the 12th
+        # to 15th fields.
+        total += sum(int(field) for field in fields[11:15])
     return total / ticks
 
 

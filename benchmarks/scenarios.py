@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from attrs import define, field, frozen
 
-from benchmarks import measure, processes, servers, sharing, tools
+from benchmarks import measure, processes, servers, sharing, tools, udp
 from benchmarks.measure import Sample
 
 if TYPE_CHECKING:
@@ -932,6 +932,84 @@ def workers(settings: Settings) -> list[Series]:
     return [series for series, _ in throughput] + extra
 
 
+def _datagramsEach(
+    settings: Settings,
+    running: Sequence[servers.Server],
+    baseline: str,
+    upstream: servers.Server | None = None,
+) -> list[Series]:
+    """
+    UDP ping-pong on every one of C{running}, alternating: datagrams
+    answered a second, then the server's CPU time per answered datagram;
+    C{baseline} names the contender ratios are taken against.
+    """
+    variant = f"{udp.CLIENTS} clients, {udp.SIZE} bytes"
+    rates: list[Series] = []
+    costs: list[Series] = []
+    contenders = []
+    for server in running:
+        base = server.name == baseline
+        rate = Series(variant, server.name, "datagrams", "/s", base)
+        cost = Series(
+            variant,
+            server.name,
+            "server CPU per datagram",
+            "us",
+            base,
+            higherIsBetter=False,
+        )
+        run = partial(
+            udp.datagrams,
+            server.port,
+            settings.seconds,
+            settings.warmup,
+            upstream=upstream,
+        )
+        contenders.append((rate, partial(_withCPU, server, run, cost, settings)))
+        rates.append(rate)
+        costs.append(cost)
+    alternate(settings.rounds, contenders)
+    return rates + costs
+
+
+def udpEcho(settings: Settings) -> list[Series]:
+    """
+    UDP echo: 32 clients, each with one 64-byte datagram in flight;
+    multiport's echo port against a bare Twisted C{DatagramProtocol} (the
+    baseline) and an asyncio one.
+    """
+    udp.udploadgen()
+    ports = udp.freeUDPPorts(3)
+    candidates = [
+        udp.twistedEcho(settings.workdir, ports[0]),
+        udp.multiportEcho(settings.workdir, ports[1]),
+        udp.asyncioEcho(settings.workdir, ports[2]),
+    ]
+    with ExitStack() as stack:
+        running = [stack.enter_context(server) for server in candidates]
+        return _datagramsEach(settings, running, "twisted")
+
+
+def udpRelay(settings: Settings) -> list[Series]:
+    """
+    UDP relay: the echo load through each relay to the generator's C echo
+    server on CPU 1; multiport's relay against C{socat
+    UDP-LISTEN:...,fork} (the baseline) and nginx's stream proxy, each a
+    session per client address.  A datagram is one relayed round trip.
+    """
+    udp.udploadgen()
+    ports = udp.freeUDPPorts(4)
+    with ExitStack() as stack:
+        upstream = stack.enter_context(udp.upstreamEcho(settings.workdir, ports[0]))
+        candidates = [udp.multiportRelay(settings.workdir, ports[1], upstream.port)]
+        if tools.have("socat"):
+            candidates.append(udp.socat(settings.workdir, ports[2], upstream.port))
+        if tools.have("nginx") and tools.have("nginx-stream"):
+            candidates.append(udp.nginx(settings.workdir, ports[3], upstream.port))
+        running = [stack.enter_context(server) for server in candidates]
+        return _datagramsEach(settings, running, "socat", upstream)
+
+
 SCENARIOS = {
     scenario.name: scenario
     for scenario in [
@@ -982,6 +1060,19 @@ SCENARIOS = {
             transport,
             optional=("uvloop",),
             plotted=("round trips",),
+        ),
+        Scenario(
+            "udp-echo",
+            "UDP echo: datagrams a second",
+            udpEcho,
+            plotted=("datagrams",),
+        ),
+        Scenario(
+            "udp-relay",
+            "UDP relay: datagrams a second to an echo",
+            udpRelay,
+            optional=("socat", "nginx", "nginx-stream"),
+            plotted=("datagrams",),
         ),
         Scenario(
             "workers",

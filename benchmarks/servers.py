@@ -93,7 +93,7 @@ class Server:
             fileLimit=self.fileLimit,
         )
         try:
-            self.startup = processes.waitForPort(self.port, self.process, self.timeout)
+            self.startup = self.waitReady()
         except RuntimeError as e:
             processes.stop(self.process)
             raise RuntimeError(
@@ -108,6 +108,15 @@ class Server:
         traceback: TracebackType | None,
     ) -> None:
         processes.stop(self.process)
+
+    def waitReady(self) -> float:
+        """
+        Wait until the server takes connections on its port; the seconds
+        it took.
+
+        @raise RuntimeError: if it exits first or does not in time.
+        """
+        return processes.waitForPort(self.port, self.process, self.timeout)
 
     def reportedStartup(self, timeout: float = 30) -> float:
         """

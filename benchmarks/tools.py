@@ -6,6 +6,7 @@ load generator, compiled on first use.
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 from collections.abc import Iterable
@@ -15,12 +16,17 @@ HERE = Path(__file__).resolve().parent
 LOADGEN_SOURCE = HERE / "loadgen.c"
 BUILD = HERE / "build"
 
+#: nginx's stream module, which Debian ships apart from nginx-light: what
+#: nginx needs to proxy UDP.
+NGINX_STREAM = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
+
 #: How to install each tool on Debian (the machines this project runs on).
 INSTALL = {
     "gcc": "apt-get install gcc",
     "taskset": "apt-get install util-linux",
     "wrk": "apt-get install wrk",
     "nginx": "apt-get install nginx-light",
+    "nginx-stream": "apt-get install libnginx-mod-stream",
     "haproxy": "apt-get install haproxy",
     "socat": "apt-get install socat",
     "uvloop": "python -m pip install '.[bench]'  (or: pip install uvloop)",
@@ -34,10 +40,13 @@ _SBIN = ("nginx", "haproxy")
 
 def have(tool: str) -> bool:
     """
-    Whether C{tool} (a command, or a Python module) is available.
+    Whether C{tool} (a command, a Python module, or nginx's stream module)
+    is available.
     """
     if tool in _PYTHON_MODULES:
         return importlib.util.find_spec(tool) is not None
+    if tool == "nginx-stream":
+        return NGINX_STREAM.exists()
     return shutil.which(tool) is not None or (
         tool in _SBIN and (Path("/usr/sbin") / tool).exists()
     )
@@ -71,17 +80,28 @@ def installHint(tools: Iterable[str]) -> str:
     return "\n".join(f"  {tool}: {INSTALL.get(tool, '?')}" for tool in tools)
 
 
-def loadgen() -> Path:
+def compiled(source: Path, name: str) -> Path:
     """
-    The load generator binary, compiled with the machine's gcc when missing
-    or older than its source.
+    The binary C{name} built from the C file C{source}, compiled with the
+    machine's gcc when missing or older than its source.
     """
-    binary = BUILD / "loadgen"
-    if binary.exists() and binary.stat().st_mtime >= LOADGEN_SOURCE.stat().st_mtime:
+    binary = BUILD / name
+    if binary.exists() and binary.stat().st_mtime >= source.stat().st_mtime:
         return binary
     BUILD.mkdir(exist_ok=True)
+    # Built under a name of its own, then renamed: two test processes
+    # building at once each run a whole binary, never one half written.
+    building = binary.with_name(f"{name}.{os.getpid()}")
     subprocess.run(
-        [command("gcc"), "-O2", "-Wall", "-o", str(binary), str(LOADGEN_SOURCE)],
+        [command("gcc"), "-O2", "-Wall", "-o", str(building), str(source)],
         check=True,
     )
+    os.replace(building, binary)
     return binary
+
+
+def loadgen() -> Path:
+    """
+    The load generator binary (L{compiled} from C{loadgen.c}).
+    """
+    return compiled(LOADGEN_SOURCE, "loadgen")

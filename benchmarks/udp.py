@@ -1,116 +1,130 @@
 """
 UDP benchmarks: ping-pong datagrams a second with the C generator
-(C{udploadgen.c}), the server on one core and the generator on the other.
+(C{udploadgen.c}), each server on CPU 0 and the generator on CPU 1.
 
-  python -m benchmarks.udp [--seconds S] [--clients N] [--size B]
+The scenarios C{udp-echo} and C{udp-relay} of C{python -m benchmarks}
+(L{benchmarks.scenarios}) measure the servers made here, in alternating
+rounds like every other scenario;
+
+  python -m benchmarks.udp [--seconds S] [--rounds N] ...
+
+runs those two (it takes C{python -m benchmarks}'s options).
 
 Echo: multiport's UDP echo port against a bare Twisted DatagramProtocol
-and an asyncio DatagramProtocol.  Relay: multiport's UDP relay against
-C{socat UDP-LISTEN:...,fork} and nginx's stream UDP proxy, each in front
-of the same bare Twisted echo upstream (on the generator's core, so that
-the relay's core is the one measured).  Every run is bounded by
-C{--seconds}; every process is stopped at the end.
+and an asyncio DatagramProtocol, each reading datagrams of up to 65,535
+bytes.  Relay: multiport's UDP relay against C{socat UDP-LISTEN:...,fork}
+and nginx's stream UDP proxy, each keeping a session (an upstream socket)
+per client address in front of the same upstream, the generator's own C
+echo server on the generator's CPU, so that the relay's CPU is the one
+measured.  Every run is bounded; every process is stopped at the end.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import socket
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks import processes, tools
+from benchmarks import measure, servers, tools
+from benchmarks.measure import GENERATOR_CORE, Sample
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 SOURCE = HERE / "udploadgen.c"
 PYTHON = sys.executable
-TWISTD = [PYTHON, "-c", "from twisted.scripts.twistd import run; run()", "-n"]
-NGINX_STREAM = "/usr/lib/nginx/modules/ngx_stream_module.so"
+
+#: The generator's clients (each with one datagram in flight), and the size
+#: of each datagram.
+CLIENTS = 32
+SIZE = 64
 
 
 def udploadgen() -> Path:
     """
-    The UDP generator, compiled with gcc when missing or older than its
-    source.
+    The UDP generator (L{tools.compiled} from C{udploadgen.c}).
     """
-    binary = tools.BUILD / "udploadgen"
-    if binary.exists() and binary.stat().st_mtime >= SOURCE.stat().st_mtime:
-        return binary
-    tools.BUILD.mkdir(exist_ok=True)
-    subprocess.run(
-        [tools.command("gcc"), "-O2", "-Wall", "-o", str(binary), str(SOURCE)],
-        check=True,
-    )
-    return binary
+    return tools.compiled(SOURCE, "udploadgen")
 
 
 def freeUDPPort() -> int:
     """
     A UDP port number free on 127.0.0.1 now.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    [port] = freeUDPPorts(1)
+    return port
 
 
-def answers(port: int, timeout: float = 30) -> None:
+def freeUDPPorts(count: int) -> list[int]:
     """
-    Wait until 127.0.0.1:C{port} answers a datagram.
-
-    @raise RuntimeError: if it does not within C{timeout} seconds.
+    C{count} different UDP port numbers free on 127.0.0.1 now.
     """
-    deadline = time.monotonic() + timeout
+    probes = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
+def answers(port: int, timeout: float = 30, process: object = None) -> float:
+    """
+    Wait until 127.0.0.1:C{port} answers a datagram; the seconds it took.
+
+    @param process: The server's C{subprocess.Popen}: its exit ends the
+        wait at once.
+    @raise RuntimeError: if nothing answers within C{timeout} seconds, or
+        the process exits first.
+    """
+    started = time.monotonic()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.settimeout(0.2)
         probe.connect(("127.0.0.1", port))
-        while time.monotonic() < deadline:
+        while time.monotonic() - started < timeout:
+            poll = getattr(process, "poll", None)
+            if poll is not None and poll() is not None:
+                raise RuntimeError(
+                    f"server exited with {poll()}: {getattr(process, 'args', '')}"
+                )
             try:
                 probe.send(b"ready?")
                 probe.recv(100)
-                return
+                return time.monotonic() - started
             except OSError:
                 continue
     raise RuntimeError(f"nothing answers on udp 127.0.0.1:{port} in {timeout}s")
 
 
-@contextmanager
-def server(
-    name: str, argv: Sequence[str], port: int, workdir: Path, core: int | None = 0
-) -> Iterator[subprocess.Popen[bytes]]:
+class DatagramServer(servers.Server):
     """
-    C{argv} running (pinned to C{core}) until the block ends, once it
-    answers on C{port}.
+    A UDP server: ready once it answers a datagram on its port.
     """
-    environment = dict(os.environ)
-    environment["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(ROOT), environment.get("PYTHONPATH")])
-    )
-    process = processes.start(
-        argv, workdir / f"{name}-{port}.log", core=core, cwd=workdir, env=environment
-    )
-    try:
-        answers(port)
-        yield process
-    finally:
-        processes.stop(process)
+
+    def waitReady(self) -> float:
+        return answers(self.port, self.timeout, self.process)
 
 
-def measure(
-    port: int, clients: int, size: int, seconds: float, warmup: float = 0.5
-) -> dict[str, float]:
+def datagrams(
+    port: int,
+    seconds: float,
+    warmup: float = 0.5,
+    clients: int = CLIENTS,
+    size: int = SIZE,
+    upstream: servers.Server | None = None,
+) -> Sample:
     """
-    One generator run against C{port}: datagrams answered a second, the
-    generator's CPU share, lost datagrams.
+    One generator run against 127.0.0.1:C{port}: datagrams answered a
+    second, the generator's CPU share, datagrams lost.
+
+    @param upstream: The relays' upstream, which shares the generator's
+        CPU: its CPU use is added to the generator's, so that the sample
+        says when that CPU was the limit.
     """
-    argv = processes.pinned(
+    cpuBefore = upstream.cpuSeconds() if upstream is not None else 0.0
+    started = time.monotonic()
+    output, _ = measure._run(
         [
             str(udploadgen()),
             "127.0.0.1",
@@ -120,130 +134,167 @@ def measure(
             str(seconds),
             str(warmup),
         ],
-        1,
+        timeout=seconds + warmup + 60,
     )
-    output = subprocess.run(
-        argv, capture_output=True, text=True, timeout=seconds + warmup + 30, check=True
-    ).stdout
-    result = json.loads(output)
-    return {
-        "datagrams_per_s": result["ops"] / result["seconds"],
-        "generator_cpu": result["cpu_seconds"] / result["seconds"],
-        "lost": result["errors"],
-    }
+    elapsed = time.monotonic() - started
+    result = measure.parseLoadgen(output)
+    cpu = result["cpu_seconds"] / result["seconds"]
+    if upstream is not None:
+        cpu += (upstream.cpuSeconds() - cpuBefore) / elapsed
+    return Sample(result["ops"] / result["seconds"], cpu, int(result["errors"]))
 
 
-def echoServers(workdir: Path, port: int) -> dict[str, list[str]]:
-    """
-    The echo servers compared, by name.
-    """
-    return {
-        "multiport": [
-            *TWISTD,
-            "--pidfile=",
-            "multiport",
-            "--no-status",
-            "--state-dir",
-            str(workdir / "state"),
-            "--ports",
-            f"127.0.0.1:{port}/udp=echo",
-        ],
-        "twisted": [PYTHON, "-m", "benchmarks.peers.udp_echo", str(port)],
-        "asyncio": [PYTHON, "-m", "benchmarks.peers.udp_echo", str(port), "--asyncio"],
-    }
-
-
-def nginxConfig(workdir: Path, port: int, upstream: int) -> Path:
-    """
-    An nginx configuration proxying UDP C{port} to C{upstream}.
-    """
-    path = workdir / f"nginx-{port}.conf"
-    path.write_text(
-        f"load_module {NGINX_STREAM};\n"
-        "daemon off;\nmaster_process off;\nworker_processes 1;\n"
-        f"pid {workdir}/nginx-{port}.pid;\nerror_log {workdir}/nginx-error.log;\n"
-        "events { worker_connections 4096; }\n"
-        "stream {\n"
-        f"  server {{ listen 127.0.0.1:{port} udp; proxy_pass 127.0.0.1:{upstream};"
-        " proxy_timeout 30s; proxy_responses 1; }\n"
-        "}\n"
-    )
-    return path
-
-
-def relayServers(workdir: Path, port: int, upstream: int) -> dict[str, list[str]]:
-    """
-    The UDP relays compared, by name (those whose tool is missing left out).
-    """
-    relays = {
-        "multiport relay": [
-            *TWISTD,
-            "--pidfile=",
+def _multiport(workdir: Path, port: int, config: str, name: str) -> DatagramServer:
+    path = workdir / f"multiport-udp-{port}.toml"
+    path.write_text(config)
+    return DatagramServer(
+        name,
+        [
+            *servers.TWISTD,
             "multiport",
             "--no-status",
             "--state-dir",
             str(workdir / "state"),
             "--config",
-            str(workdir / "relay.toml"),
+            str(path),
         ],
-    }
-    (workdir / "relay.toml").write_text(
-        f'[[port]]\nport = {port}\ninterface = "127.0.0.1"\nprotocol = "udp"\n'
-        f'handler = "relay"\noptions = {{ upstream = "127.0.0.1:{upstream}" }}\n'
+        port,
+        workdir,
     )
-    if tools.have("socat"):
-        relays["socat"] = [
+
+
+def multiportEcho(workdir: Path, port: int) -> DatagramServer:
+    """
+    multiport's echo handler on UDP C{port}.
+    """
+    return _multiport(
+        workdir,
+        port,
+        f'[[port]]\nport = {port}\ninterface = "127.0.0.1"\nprotocol = "udp"\n'
+        'handler = "echo"\n',
+        "multiport",
+    )
+
+
+def twistedEcho(workdir: Path, port: int) -> DatagramServer:
+    """
+    A bare Twisted L{DatagramProtocol} echo (C{reactor.listenUDP}).
+    """
+    return DatagramServer(
+        "twisted",
+        [PYTHON, "-m", "benchmarks.peers.udp_echo", str(port)],
+        port,
+        workdir,
+    )
+
+
+def asyncioEcho(workdir: Path, port: int) -> DatagramServer:
+    """
+    An asyncio L{asyncio.DatagramProtocol} echo.
+    """
+    return DatagramServer(
+        "asyncio",
+        [PYTHON, "-m", "benchmarks.peers.udp_echo", str(port), "--asyncio"],
+        port,
+        workdir,
+    )
+
+
+def upstreamEcho(workdir: Path, port: int) -> DatagramServer:
+    """
+    The generator's C echo server, the relays' upstream, on the
+    generator's CPU.
+    """
+    return DatagramServer(
+        "upstream",
+        [str(udploadgen()), "echoserver", "127.0.0.1", str(port)],
+        port,
+        workdir,
+        core=GENERATOR_CORE,
+    )
+
+
+def multiportRelay(workdir: Path, port: int, upstream: int) -> DatagramServer:
+    """
+    multiport's relay handler on UDP C{port}, to 127.0.0.1:C{upstream}.
+    """
+    return _multiport(
+        workdir,
+        port,
+        f'[[port]]\nport = {port}\ninterface = "127.0.0.1"\nprotocol = "udp"\n'
+        f'handler = "relay"\noptions = {{ upstream = "127.0.0.1:{upstream}" }}\n',
+        "multiport relay",
+    )
+
+
+def socat(workdir: Path, port: int, upstream: int) -> DatagramServer:
+    """
+    C{socat UDP-LISTEN:PORT,fork}: a process per client address, each with
+    its own socket connected to the upstream.
+    """
+    return DatagramServer(
+        "socat",
+        [
             tools.command("socat"),
             f"UDP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
             f"UDP:127.0.0.1:{upstream}",
-        ]
-    if tools.have("nginx") and Path(NGINX_STREAM).exists():
-        config = nginxConfig(workdir, port, upstream)
-        relays["nginx"] = [
+        ],
+        port,
+        workdir,
+    )
+
+
+def nginxConfig(workdir: Path, port: int, upstream: int) -> Path:
+    """
+    An nginx configuration proxying UDP C{port} to C{upstream} with one
+    worker.  Without C{proxy_responses} nginx keeps a session (an upstream
+    socket) per client address until C{proxy_timeout} passes without a
+    datagram, as multiport's relay does with C{session_timeout}; with
+    C{proxy_responses 1} it would open and close an upstream socket for
+    every datagram, which is other work.
+    """
+    path = workdir / f"nginx-udp-{port}.conf"
+    path.write_text(
+        f"load_module {tools.NGINX_STREAM};\n"
+        "daemon off;\nmaster_process off;\nworker_processes 1;\n"
+        f"pid {workdir}/nginx-udp-{port}.pid;\n"
+        f"error_log {workdir}/nginx-udp-error.log;\n"
+        "events { worker_connections 4096; }\n"
+        "stream {\n"
+        f"  server {{ listen 127.0.0.1:{port} udp; proxy_pass 127.0.0.1:{upstream};"
+        " proxy_timeout 30s; }\n"
+        "}\n"
+    )
+    return path
+
+
+def nginx(workdir: Path, port: int, upstream: int) -> DatagramServer:
+    """
+    nginx's stream module proxying UDP C{port} to C{upstream}.
+    """
+    return DatagramServer(
+        "nginx",
+        [
             tools.command("nginx"),
             "-c",
-            str(config),
+            str(nginxConfig(workdir, port, upstream)),
             "-p",
             str(workdir),
-        ]
-    return relays
+        ],
+        port,
+        workdir,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """
-    Run the UDP scenarios and print one JSON line per server.
+    C{python -m benchmarks udp-echo udp-relay}, with the options given.
     """
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.udp")
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--only", choices=["echo", "relay"], default=None)
-    arguments = parser.parse_args(argv)
-    if not 0 < arguments.seconds <= 600:
-        parser.error("--seconds must be from 0 to 600")
-    with tempfile.TemporaryDirectory(prefix="multiport-udp-") as folder:
-        workdir = Path(folder)
-        if arguments.only in (None, "echo"):
-            port = freeUDPPort()
-            for name, command in echoServers(workdir, port).items():
-                with server(name, command, port, workdir):
-                    result = measure(
-                        port, arguments.clients, arguments.size, arguments.seconds
-                    )
-                print(json.dumps({"scenario": "udp echo", "server": name, **result}))
-        if arguments.only in (None, "relay"):
-            upstream, port = freeUDPPort(), freeUDPPort()
-            echo = [PYTHON, "-m", "benchmarks.peers.udp_echo", str(upstream)]
-            with server("upstream", echo, upstream, workdir, core=1):
-                for name, command in relayServers(workdir, port, upstream).items():
-                    with server(name.replace(" ", "-"), command, port, workdir):
-                        result = measure(
-                            port, arguments.clients, arguments.size, arguments.seconds
-                        )
-                    print(
-                        json.dumps({"scenario": "udp relay", "server": name, **result})
-                    )
-    return 0
+    from benchmarks import run
+
+    return run.main(
+        ["udp-echo", "udp-relay", *(sys.argv[1:] if argv is None else argv)]
+    )
 
 
 if __name__ == "__main__":

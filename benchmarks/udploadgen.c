@@ -9,10 +9,16 @@
  *       LOST_AFTER seconds counts as lost and that client sends again.
  *       Counts answered datagrams after WARMUP seconds.
  *
- * Prints one JSON object: mode ("udp"), ops (answered datagrams), seconds
- * (measured, after warmup), cpu_seconds (its own user + system time over
- * the same span), errors (datagrams lost).  Every run ends by itself:
- * WARMUP + SECONDS bound it.
+ *   udploadgen echoserver HOST PORT
+ *       A UDP echo server on HOST:PORT: every datagram goes back to its
+ *       sender as it came, one blocking recvfrom and sendto each.  The
+ *       upstream of the relays, never the slower side; it prints
+ *       "echoserver listening on HOST:PORT" and runs until it is killed.
+ *
+ * The generator prints one JSON object: mode ("udp"), ops (answered
+ * datagrams), seconds (measured, after warmup), cpu_seconds (its own user +
+ * system time over the same span), errors (datagrams lost).  Every run ends
+ * by itself: WARMUP + SECONDS bound it.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -55,11 +61,38 @@ static void die(const char *what) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: udploadgen HOST PORT CLIENTS SIZE SECONDS WARMUP\n");
+    fprintf(stderr, "usage: udploadgen HOST PORT CLIENTS SIZE SECONDS WARMUP\n"
+                    "       udploadgen echoserver HOST PORT\n");
     exit(2);
 }
 
+static void echoserver(const char *host, const char *port) {
+    struct addrinfo hints = {0}, *found;
+    hints.ai_socktype = SOCK_DGRAM;
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+    if (getaddrinfo(host, port, &hints, &found) != 0) usage();
+    int fd = socket(found->ai_family, SOCK_DGRAM, 0);
+    if (fd < 0) die("socket");
+    if (bind(fd, found->ai_addr, found->ai_addrlen) < 0) die("bind");
+    freeaddrinfo(found);
+    printf("echoserver listening on %s:%s\n", host, port);
+    fflush(stdout);
+    static char buffer[MAX_SIZE + 1];
+    for (;;) {
+        struct sockaddr_storage from;
+        socklen_t length = sizeof from;
+        ssize_t got = recvfrom(fd, buffer, sizeof buffer, 0, (struct sockaddr *)&from, &length);
+        if (got < 0) {
+            if (errno == EINTR) continue;
+            die("recvfrom");
+        }
+        /* A reply the kernel can't take now is lost, as UDP allows. */
+        sendto(fd, buffer, got, 0, (struct sockaddr *)&from, length);
+    }
+}
+
 int main(int argc, char **argv) {
+    if (argc == 4 && strcmp(argv[1], "echoserver") == 0) echoserver(argv[2], argv[3]);
     if (argc != 7) usage();
     const char *host = argv[1];
     const char *port = argv[2];

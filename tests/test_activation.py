@@ -13,6 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from attrs import evolve
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from multiport.config.tomlfile import parseConfig
@@ -23,9 +24,10 @@ from multiport.daemon.activation import (
     readActivation,
 )
 from multiport.errors import ConfigError
-from tests.support import Daemon, configFor
+from tests.support import WAIT_TIMEOUT, Daemon, configFor, waitUntil
 from tests.test_live import freePort
 from tests.test_livedaemon import connect, echoes
+from tests.test_udpworkers import getJSON
 
 #: A launcher of the tests' own, as systemd does it: bind the sockets given
 #: as C{[NAME=][udp:]HOST:PORT}, fork, and in the child put them at
@@ -77,6 +79,24 @@ def stream(name: str | None, port: int, descriptor: int = 3) -> ActivatedSocket:
     return ActivatedSocket(
         descriptor, name, socket.AF_INET, socket.SOCK_STREAM, ("127.0.0.1", port), True
     )
+
+
+def datagram(name: str | None, port: int, descriptor: int = 3) -> ActivatedSocket:
+    return ActivatedSocket(
+        descriptor, name, socket.AF_INET, socket.SOCK_DGRAM, ("127.0.0.1", port), False
+    )
+
+
+def answers(port: int, data: bytes, timeout: float = WAIT_TIMEOUT) -> bytes:
+    """
+    What 127.0.0.1:C{port} answers to the datagram C{data} within
+    C{timeout} seconds (an activated daemon answers its first datagram
+    once started).
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.settimeout(timeout)
+        client.sendto(data, ("127.0.0.1", port))
+        return client.recv(65536)
 
 
 class ReadActivationTests(SynchronousTestCase):
@@ -156,8 +176,6 @@ class MatchTests(SynchronousTestCase):
         A socket named as a port's C{name} key is that port's, wherever it
         is bound.
         """
-        from attrs import evolve
-
         ports = [evolve(self.ports[0], socketName="web"), self.ports[1]]
         self.assertEqual(
             matchActivated([stream("web", 9999)], ports), {"tcp:127.0.0.1:7001": 3}
@@ -177,16 +195,75 @@ class MatchTests(SynchronousTestCase):
             "for its address)",
         )
 
-    def test_datagram(self) -> None:
+    def test_datagramForTCPPort(self) -> None:
         """
-        A UDP socket for a TCP port is an error naming both.
+        A UDP socket bound where only a TCP port is configured is an error
+        naming both.
         """
-        udp = ActivatedSocket(
-            5, None, socket.AF_INET, socket.SOCK_DGRAM, ("127.0.0.1", 7001), False
+        error = self.assertRaises(
+            ActivationError, matchActivated, [datagram(None, 7001, 5)], self.ports
         )
-        error = self.assertRaises(ActivationError, matchActivated, [udp], self.ports)
-        self.assertIn(
-            "inherited socket 5 (bound to 127.0.0.1:7001): not a TCP", str(error)
+        self.assertEqual(
+            str(error),
+            "inherited socket 5 (bound to 127.0.0.1:7001): a UDP socket, but "
+            "--ports item 1 '127.0.0.1:7001=echo' is a TCP port (ListenStream= "
+            "in the socket unit)",
+        )
+
+    def test_streamForUDPPort(self) -> None:
+        """
+        A TCP socket named as a UDP port's is an error naming both.
+        """
+        [udp] = configFor("127.0.0.1:7001/udp=echo", "/tmp").ports
+        error = self.assertRaises(
+            ActivationError,
+            matchActivated,
+            [stream("dns", 7001, 4)],
+            [evolve(udp, socketName="dns")],
+        )
+        self.assertEqual(
+            str(error),
+            "inherited socket 4 named 'dns' (bound to 127.0.0.1:7001): a TCP "
+            "socket, but --ports item 1 '127.0.0.1:7001/udp=echo' is a UDP port "
+            "(ListenDatagram= in the socket unit)",
+        )
+
+    def test_datagramByAddress(self) -> None:
+        """
+        On a number both protocols use, a UDP socket is the UDP port's and a
+        TCP socket the TCP port's, whichever is configured first.
+        """
+        ports = configFor("127.0.0.1:7001/udp=echo,127.0.0.1:7001=echo", "/tmp").ports
+        self.assertEqual(
+            matchActivated([stream(None, 7001, 3), datagram(None, 7001, 4)], ports),
+            {"tcp:127.0.0.1:7001": 3, "udp:127.0.0.1:7001": 4},
+        )
+
+    def test_datagramByName(self) -> None:
+        """
+        A UDP socket named as a UDP port's is that port's; it does not
+        listen, and need not.
+        """
+        [udp] = configFor("127.0.0.1:7001/udp=echo", "/tmp").ports
+        self.assertEqual(
+            matchActivated([datagram("dns", 9999)], [evolve(udp, socketName="dns")]),
+            {"udp:127.0.0.1:7001": 3},
+        )
+
+    def test_notInternet(self) -> None:
+        """
+        A socket of another kind named as a port's is an error naming it.
+        """
+        local = ActivatedSocket(
+            6, "web", socket.AF_UNIX, socket.SOCK_STREAM, None, True
+        )
+        ports = [evolve(self.ports[0], socketName="web")]
+        error = self.assertRaises(ActivationError, matchActivated, [local], ports)
+        self.assertEqual(
+            str(error),
+            "inherited socket 6 named 'web' (not an Internet socket): not a TCP "
+            "or UDP socket, but --ports item 1 '127.0.0.1:7001=echo' is a TCP "
+            "port (ListenStream= in the socket unit)",
         )
 
     def test_twoForOnePort(self) -> None:
@@ -222,11 +299,12 @@ class ActivatedDaemonTests(SynchronousTestCase):
 
     def start(self, toml: str, wrapper: list[str], *args: str) -> Daemon:
         (self.folder / "multiport.toml").write_text(textwrap.dedent(toml))
+        status = [] if "--status" in args else ["--no-status"]
         daemon = Daemon(
             [
                 "--config",
                 str(self.folder / "multiport.toml"),
-                "--no-status",
+                *status,
                 "--state-dir",
                 str(self.folder / "state"),
                 *args,
@@ -240,20 +318,27 @@ class ActivatedDaemonTests(SynchronousTestCase):
     def launcher(self, *specs: str) -> list[str]:
         return [sys.executable, "-c", LAUNCHER, *specs, "--"]
 
-    def test_byNameThroughSystemd(self) -> None:
+    def systemd(self, *arguments: str) -> list[str]:
         """
-        Through Debian's C{systemd-socket-activate --fdname}, the port whose
-        C{name} is the socket's serves on it: nothing else binds it.
+        Debian's C{systemd-socket-activate} with C{arguments}, passing on
+        the variables the daemon needs.
         """
         tool = shutil.which("systemd-socket-activate")
         if tool is None:
             raise SkipTest("systemd-socket-activate (Debian's systemd) is missing")
-        port = freePort()
         passed = [
             f"-E{key}"
             for key in os.environ
             if key in ("PYTHONPATH", "PATH", "HOME") or key.startswith("COVERAGE")
         ]
+        return [tool, *arguments, *passed, "--"]
+
+    def test_byNameThroughSystemd(self) -> None:
+        """
+        Through Debian's C{systemd-socket-activate --fdname}, the port whose
+        C{name} is the socket's serves on it: nothing else binds it.
+        """
+        port = freePort()
         daemon = self.start(
             f"""
             [[port]]
@@ -262,7 +347,7 @@ class ActivatedDaemonTests(SynchronousTestCase):
             handler = "echo"
             name = "web"
             """,
-            [tool, "-l", f"127.0.0.1:{port}", "--fdname=web", *passed, "--"],
+            self.systemd("-l", f"127.0.0.1:{port}", "--fdname=web"),
         )
         daemon.waitFor("Listening on 127.0.0.1")
         # systemd-socket-activate starts the daemon on the first connection.
@@ -327,6 +412,151 @@ class ActivatedDaemonTests(SynchronousTestCase):
             with connect(port) as client:
                 self.assertTrue(echoes(client, b"workers"))
 
+    def test_datagramByNameThroughSystemd(self) -> None:
+        """
+        Through C{systemd-socket-activate --datagram --fdname}, the UDP port
+        whose C{name} is the socket's serves on it: the datagram that
+        started the daemon is answered, and the port is named for the
+        socket's number.
+        """
+        port = freePort(socket.SOCK_DGRAM)
+        daemon = self.start(
+            f"""
+            [[port]]
+            port = {freePort(socket.SOCK_DGRAM)}
+            interface = "127.0.0.1"
+            protocol = "udp"
+            handler = "echo"
+            name = "game"
+            """,
+            self.systemd("--datagram", "-l", f"127.0.0.1:{port}", "--fdname=game"),
+        )
+        daemon.waitFor("Listening on 127.0.0.1")
+        # The first datagram starts the daemon, which then reads it.
+        self.assertEqual(answers(port, b"activated"), b"activated")
+        daemon.waitFor(
+            r"inherited socket 3 named 'game' \(bound to 127.0.0.1:\d+\) "
+            r"is .*port\[1\]'s"
+        )
+        daemon.waitFor(rf"listening on udp:127\.0\.0\.1:{port}: handler echo$")
+        self.assertEqual(answers(port, b"again"), b"again")
+
+    def test_datagramByAddressCounted(self) -> None:
+        """
+        Through the tests' launcher, an unnamed UDP socket is the UDP port
+        configured for its address (not the TCP port of the same number,
+        which binds its own), and it is counted like a bound one.
+        """
+        number = freePort()
+        daemon = self.start(
+            f"""
+            [[port]]
+            port = {number}
+            interface = "127.0.0.1"
+            handler = "discard"
+
+            [[port]]
+            port = {number}
+            interface = "127.0.0.1"
+            protocol = "udp"
+            handler = "echo"
+            """,
+            self.launcher(f"udp:127.0.0.1:{number}"),
+            "--status",
+            "127.0.0.1:0",
+        )
+        daemon.waitFor(
+            r"inherited socket 3 \(bound to 127.0.0.1:\d+\) is .*port\[2\]'s"
+        )
+        status = int(
+            daemon.waitFor(r"listening on tcp:127\.0\.0\.1:(\d+): handler status")[
+                0
+            ].group(1)
+        )
+        daemon.waitFor(rf"listening on tcp:127\.0\.0\.1:{number}: handler discard")
+        for index in range(5):
+            self.assertEqual(answers(number, b"%d" % index), b"%d" % index)
+        [udp] = waitUntil(
+            lambda: [
+                p
+                for p in getJSON(status, "/status")["ports"]
+                if p["name"] == f"udp:127.0.0.1:{number}"
+            ],
+            accept=lambda found: found and found[0]["datagrams"]["sent"] == 5,
+        )
+        self.assertEqual(
+            (udp["listening"], udp["datagrams"]["received"], udp["bytes"]["sent"]),
+            (True, 5, 5),
+        )
+
+    def test_datagramWorkers(self) -> None:
+        """
+        With C{--workers 2} the main process adopts the UDP socket and the
+        workers answer on it, both reading it.
+        """
+        port = freePort(socket.SOCK_DGRAM)
+        daemon = self.start(
+            f"""
+            [[port]]
+            port = {freePort(socket.SOCK_DGRAM)}
+            interface = "127.0.0.1"
+            protocol = "udp"
+            handler = "echo"
+            name = "game"
+            """,
+            self.launcher(f"game=udp:127.0.0.1:{port}"),
+            "--workers",
+            "2",
+            "--status",
+            "127.0.0.1:0",
+        )
+        daemon.waitFor(r"worker \d \(pid \d+\) serving", 2)
+        daemon.waitFor(
+            rf"listening on udp:127\.0\.0\.1:{port}: handler echo, served by 2 "
+            "workers"
+        )
+        status = int(
+            daemon.waitFor(r"listening on tcp:127\.0\.0\.1:(\d+): handler status")[
+                0
+            ].group(1)
+        )
+        total = 50
+        for index in range(total):
+            self.assertEqual(answers(port, b"%d" % index), b"%d" % index)
+        [udp] = waitUntil(
+            lambda: [
+                p
+                for p in getJSON(status, "/status?workers=1")["ports"]
+                if p["name"] == f"udp:127.0.0.1:{port}"
+            ],
+            accept=lambda found: found and found[0]["datagrams"]["received"] == total,
+        )
+        workers = udp["workers"]
+        self.assertEqual(len(workers), 2)
+        self.assertTrue(all(w["listening"] for w in workers), workers)
+
+    def test_datagramForTCPPort(self) -> None:
+        """
+        A UDP socket where only a TCP port is configured stops the start
+        with a line naming the socket and the port.
+        """
+        port = freePort()
+        daemon = self.start(
+            f"""
+            [[port]]
+            port = {port}
+            interface = "127.0.0.1"
+            handler = "echo"
+            """,
+            self.launcher(f"udp:127.0.0.1:{port}"),
+        )
+        daemon.waitFor(
+            rf"multiport: inherited socket 3 \(bound to 127.0.0.1:{port}\): a UDP "
+            r"socket, but .*port\[1\] is a TCP port \(ListenStream= in the socket "
+            r"unit\)"
+        )
+        self.assertNotEqual(daemon.process.wait(30), 0)
+
     def test_unclaimed(self) -> None:
         """
         A socket that no port claims stops the start with a line naming it.
@@ -380,3 +610,44 @@ class ActivatedSourceTests(SynchronousTestCase):
         with socket.create_connection(held.getsockname(), timeout=10):
             accepted, _ = held.accept()
             accepted.close()
+
+
+class ActivatedDatagramTests(SynchronousTestCase):
+    """
+    A UDP socket systemd passed is adopted by its UDP port, and closed
+    (never shut down) when the port stops: systemd's copy still receives.
+    """
+
+    def test_adoptedThenClosed(self) -> None:
+        """
+        The port reads on the manager's socket, named for its number, and
+        the descriptor it was given is closed at once; after the port
+        closes the manager's socket still gets datagrams.
+        """
+        from twisted.internet import reactor
+
+        from multiport.daemon.service import PortsService
+        from tests.support import HANDLERS
+
+        held = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(held.close)
+        held.bind(("127.0.0.1", 0))
+        held.settimeout(10)
+        given = os.dup(held.fileno())
+        config = configFor("127.0.0.1:0/udp=echo", self.mktemp())
+        service = PortsService(
+            config, HANDLERS, {}, reactor, activated={"udp:127.0.0.1:0": given}
+        )
+        service.privilegedStartService()
+        [port] = service.ports()
+        number = held.getsockname()[1]
+        self.assertEqual(port.name, f"udp:127.0.0.1:{number}")
+        self.assertRaises(OSError, os.fstat, given)
+        # Closed at once, as on removal (stopListening would wait for a
+        # reactor turn); a shutdown(2) would stop the manager's copy too.
+        listening = port._port
+        port._port = None
+        listening.connectionLost()  # type: ignore[union-attr]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.sendto(b"still", held.getsockname())
+            self.assertEqual(held.recv(100), b"still")

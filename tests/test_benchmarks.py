@@ -1461,6 +1461,28 @@ class ProcessesTests(SynchronousTestCase):
         waitUntil(lambda: processes.cpuSeconds(process.pid) >= 0.3, 10)
         self.assertGreaterEqual(processes.bytesRead(process.pid), 3_000_000)
 
+    def test_cpuOfEndedChildren(self) -> None:
+        """
+        L{processes.cpuSeconds} counts the CPU time of a child that ended
+        and was waited for (a socat child whose client went away).
+        """
+        process = self.start(
+            [
+                PYTHON,
+                "-c",
+                "import os, time\n"
+                "child = os.fork()\n"
+                "if child == 0:\n"
+                "    end = time.process_time() + 0.3\n"
+                "    while time.process_time() < end: pass\n"
+                "    os._exit(0)\n"
+                "os.waitpid(child, 0)\n"
+                "print('done', flush=True)\n"
+                "time.sleep(300)",
+            ]
+        )
+        waitUntil(lambda: processes.cpuSeconds(process.pid) >= 0.3, 10)
+
     def test_memoryAndFiles(self) -> None:
         """
         The memory and descriptors of a session add up those of its processes.
@@ -1888,6 +1910,8 @@ class CommandLineTests(SynchronousTestCase):
                 "relay",
                 "relay-rr",
                 "transport",
+                "udp-echo",
+                "udp-relay",
                 "workers",
             ],
         )
@@ -1901,7 +1925,7 @@ class CommandLineTests(SynchronousTestCase):
             self.stderr.getvalue(),
             "unknown scenario nosuch; known: "
             "echo, http, https, accept, ports, idle, idle-relay, layer, relay, "
-            "relay-rr, transport, workers\n",
+            "relay-rr, transport, udp-echo, udp-relay, workers\n",
         )
 
     def test_badSettings(self) -> None:

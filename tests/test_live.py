@@ -42,9 +42,10 @@ def _ephemeralLow() -> int:
         return 32768
 
 
-def freePort() -> int:
+def freePort(kind: int = socket.SOCK_STREAM) -> int:
     """
-    A TCP port number nothing uses right now, on any IPv4 or IPv6 address.
+    A TCP port number (a UDP one for C{kind} C{SOCK_DGRAM}) nothing uses
+    right now, on any IPv4 or IPv6 address.
 
     It is taken below the kernel's ephemeral range: a number from that
     range (what binding port 0 gives) can be taken at any moment by a
@@ -57,7 +58,10 @@ def freePort() -> int:
     chooser = random.Random()
     for _ in range(200):
         number = chooser.randrange(10000, low)
-        probes = [socket.socket(socket.AF_INET), socket.socket(socket.AF_INET6)]
+        probes = [
+            socket.socket(socket.AF_INET, kind),
+            socket.socket(socket.AF_INET6, kind),
+        ]
         try:
             probes[1].setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             probes[0].bind(("0.0.0.0", number))

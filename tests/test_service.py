@@ -157,6 +157,22 @@ class ServiceTreeTests(SynchronousTestCase):
             ],
         )
 
+    def test_logsUDPPortWithoutBacklog(self):
+        """
+        A UDP port's line names its handler only: a UDP socket has no
+        listen backlog and no TLS.
+        """
+        service = serviceFor(self, "127.0.0.1:0/udp=echo", MemoryReactorClock())
+        with capturedLogs() as events:
+            service.startService()
+        self.addCleanup(service.stopService)
+        lines = [
+            e["log_format"].format(**e)
+            for e in events
+            if e.get("log_namespace") == "multiport.daemon.service"
+        ]
+        self.assertEqual(lines, ["listening on udp:127.0.0.1:1234: handler echo"])
+
     def test_stopStopsEveryPort(self):
         """
         After stopService no port reports as bound.

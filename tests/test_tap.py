@@ -342,6 +342,20 @@ class SpecialModeTests(OptionsTestsMixin, SynchronousTestCase):
         self.assertEqual(lines[2], "multiport: configuration ok, 2 ports")
         self.assertFalse(os.path.exists(self.stateDir))
 
+    def test_checkUDP(self):
+        """
+        --check prints a UDP port without a backlog or TLS, which a UDP
+        socket does not have.
+        """
+        error = self.assertRaises(
+            SystemExit, self.parse, "--check", "-p", "127.0.0.1:7000/udp=echo"
+        )
+        self.assertEqual(error.code, 0)
+        self.assertEqual(
+            self.stdout.getvalue().splitlines()[0],
+            "udp:127.0.0.1:7000 echo [--ports item 1 '127.0.0.1:7000/udp=echo']",
+        )
+
     def test_checkLoadsCertificates(self):
         """
         --check loads certificates and shows their fingerprints.

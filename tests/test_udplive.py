@@ -9,6 +9,7 @@ from pathlib import Path
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import TestCase
 
 from multiport.config.build import buildConfig
@@ -54,7 +55,12 @@ class LiveTests(TestCase):
         self.assertEqual((yield asker.ask(b"hi", address)), b"hi")
         [before] = [p for p in service.ports() if p.name == ref.name]
         socketBefore = before._port
-        yield service.changePort(ref.name, {"handler": "qotd"})
+        with capturedLogs() as events:
+            yield service.changePort(ref.name, {"handler": "qotd"})
+        self.assertIn(
+            f"changed {ref.name}: handler qotd",
+            [e["log_format"].format(**e) for e in events if "log_format" in e],
+        )
         [after] = [p for p in service.ports() if p.name == ref.name]
         self.assertIs(after._port, socketBefore)
         answer = yield asker.ask(b"?", address)

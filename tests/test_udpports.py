@@ -28,6 +28,7 @@ from multiport.handlers.registry import findHandlers
 from multiport.ports.datagram import DatagramGate
 from multiport.ports.datagramserver import PortUDPServer
 from tests.support import HANDLERS, configFor, installPlugin, waitUntilOnReactor
+from tests.test_live import freePort
 
 
 class Client(DatagramProtocol):
@@ -116,10 +117,9 @@ class BuiltinTests(TestCase):
         """
         A TCP and a UDP port can share a number.
         """
-        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        probe.bind(("127.0.0.1", 0))
-        number = probe.getsockname()[1]
-        probe.close()
+        # Below the ephemeral range: a number from it, free for UDP, may be
+        # a concurrent test's TCP connection's.
+        number = freePort()
         service = startService(
             self, f"127.0.0.1:{number}=echo,127.0.0.1:{number}/udp=echo"
         )

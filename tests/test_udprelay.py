@@ -5,6 +5,7 @@ real sockets on 127.0.0.1 and ::1.
 
 from __future__ import annotations
 
+import errno
 import socket
 from pathlib import Path
 
@@ -12,14 +13,16 @@ from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from multiport.config.build import buildConfig
 from multiport.config.model import Defaults
 from multiport.config.tomlfile import parseConfig
+from multiport.daemon.logformat import isTwistedPortLine
 from multiport.errors import ConfigError
 from multiport.handlers.interface import HandlerContext
-from multiport.handlers.udprelay import UDPRelay
+from multiport.handlers.udprelay import Session, UDPRelay
 from tests.support import HANDLERS, waitUntilOnReactor
 from tests.test_udpports import addressOf, client, startService
 
@@ -262,3 +265,117 @@ class OptionTests(SynchronousTestCase):
             ConfigError, relayConfig, self, upstream="example.com:53"
         )
         self.assertIn("must be an IP address", str(error))
+
+
+class SessionSendTests(SynchronousTestCase):
+    """
+    What a session does when the kernel refuses to forward a datagram.
+    """
+
+    def session(self, error: int):
+        """
+        A relay with one session whose upstream socket fails with C{error}.
+        """
+        (config,) = relayConfig(self, upstream="127.0.0.1:9").ports
+        relay = UDPRelay(HandlerContext(reactor=reactor, clock=Clock(), port=config))
+        transport = relay.transport = Collect()
+        session = Session(relay, ("127.0.0.1", 40001), config.options.upstreams[0])
+
+        def refuse(datagram: bytes) -> None:
+            raise OSError(error, "refused")
+
+        session._sendUp = refuse
+        relay.sessions[session.client] = session
+        relay.pool.active[session.upstream] = 1
+        return relay, session, transport
+
+    def test_tooLarge(self) -> None:
+        """
+        A datagram too large for the upstream's path is dropped as
+        C{too_large}; the session stays.
+        """
+        relay, session, transport = self.session(errno.EMSGSIZE)
+        session.send(b"x")
+        self.assertEqual(transport.dropped, ["too_large"])
+        self.assertIn(session.client, relay.sessions)
+
+    def test_busy(self) -> None:
+        """
+        A send the kernel can't take now is dropped as C{send_error}.
+        """
+        relay, session, transport = self.session(errno.ENOBUFS)
+        session.send(b"x")
+        self.assertEqual(transport.dropped, ["send_error"])
+
+    def test_refused(self) -> None:
+        """
+        An upstream's earlier ICMP refusal, reported by a send, ends the
+        session and is counted as C{icmp_refused}.
+        """
+        relay, session, transport = self.session(errno.ECONNREFUSED)
+        session.send(b"x")
+        self.assertEqual(relay.sessions, {})
+        self.assertEqual(
+            relay.context.counters.value("icmp_refused", upstream="127.0.0.1:9"), 1
+        )
+
+
+class ReplyTests(TestCase):
+    """
+    A session's replies leave from the port's socket, counted, with the
+    client's address checked once.
+    """
+
+    @inlineCallbacks
+    def test_repliesCounted(self):
+        """
+        Every reply relayed back is counted in datagrams and bytes sent.
+        """
+        _, number = upstream(self, b"u")
+        service = relayService(self, upstream=f"127.0.0.1:{number}")
+        address = addressOf(service, 0)
+        asker = client(self)
+        for index in range(3):
+            self.assertEqual((yield asker.ask(b"%d" % index, address)), b"u:%d" % index)
+        counters = service.ports()[0].factory.counters
+        self.assertEqual(
+            (counters.datagramsSent, counters.bytesSent, counters.datagramsReceived),
+            (3, 9, 3),
+        )
+
+    def test_reflectingAddress(self):
+        """
+        A reply function for the port's own address or a source port 0
+        drops every datagram as C{reflection}; another sends.
+        """
+        service = relayService(self, upstream="127.0.0.1:9")
+        gate = service.ports()[0].factory
+        own = gate.port.getHost()
+        for bad in (("127.0.0.1", own.port), ("127.0.0.1", 0)):
+            gate.replies.replyTo(bad)(b"loop")
+        self.assertEqual(gate.counters.dropped, {"reflection": 2})
+        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(receiver.close)
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(10)
+        gate.replies.replyTo(receiver.getsockname())(b"fine")
+        self.assertEqual(receiver.recv(10), b"fine")
+        self.assertEqual(gate.counters.datagramsSent, 1)
+
+    @inlineCallbacks
+    def test_sessionsQuiet(self):
+        """
+        A session opening and closing logs nothing the daemon shows: a
+        relay opens one for every new client.
+        """
+        _, number = upstream(self, b"u")
+        service = relayService(self, upstream=f"127.0.0.1:{number}")
+        address = addressOf(service, 0)
+        relay = service.ports()[0].factory.inner
+        asker = client(self)
+        with capturedLogs() as events:
+            self.assertEqual((yield asker.ask(b"q", address)), b"u:q")
+            for session in list(relay.sessions.values()):
+                relay.close(session)
+            yield waitUntilOnReactor(lambda: len(events) >= 2)
+        self.assertEqual([e for e in events if not isTwistedPortLine(e)], [])

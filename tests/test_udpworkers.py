@@ -61,7 +61,10 @@ class UDPWorkersTests(SynchronousTestCase):
         )
         self.addCleanup(daemon.stop)
         daemon.waitFor(r"worker \d \(pid \d+\) serving", 2)
-        udp = daemon.waitFor(r"listening on (udp:127\.0\.0\.1:(\d+)): handler echo")[0]
+        udp = daemon.waitFor(
+            r"listening on (udp:127\.0\.0\.1:(\d+)): handler echo, served by 2 "
+            r"workers$"
+        )[0]
         name, number = udp.group(1), int(udp.group(2))
         status = daemon.waitFor(r"listening on tcp:127\.0\.0\.1:(\d+): handler status")[
             0

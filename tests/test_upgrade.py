@@ -561,3 +561,46 @@ class UpgradeDetailsTests(UpgradeCase):
         os.kill(newPid, signal.SIGHUP)
         with connect(added) as client:
             self.assertTrue(echoes(client, b"kept by the reload"))
+
+    def udp(self, *extra: str) -> None:
+        """
+        A UDP port's socket is handed over too: its datagrams are answered
+        before and after, by the new daemon once the old one is gone.
+        """
+        number = freePort(socket.SOCK_DGRAM)
+        daemon = self.start(
+            f"""
+            [[port]]
+            port = {number}
+            interface = "127.0.0.1"
+            protocol = "udp"
+            handler = "echo"
+            """.replace("            ", ""),
+            extra=extra,
+        )
+        daemon.waitFor("ready: ")
+
+        def answered(data: bytes) -> bool:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                client.settimeout(5)
+                client.sendto(data, ("127.0.0.1", number))
+                return client.recv(100) == data
+
+        self.assertTrue(answered(b"old"))
+        status, output = self.upgrade()
+        self.assertEqual(status, 0, output)
+        self.newPids.append(int(output.split("pid ")[1].split(")")[0]))
+        daemon.process.wait(60)
+        self.assertTrue(answered(b"new"))
+
+    def test_udp(self) -> None:
+        """
+        One process: see L{udp}.
+        """
+        self.udp()
+
+    def test_udpWorkers(self) -> None:
+        """
+        With C{--workers 2}: see L{udp}.
+        """
+        self.udp("--workers", "2")

@@ -1,6 +1,7 @@
 """
-systemd's socket activation: the listening sockets the service manager
-passed (C{LISTEN_PID}, C{LISTEN_FDS}, C{LISTEN_FDNAMES}), and which
+systemd's socket activation: the sockets the service manager passed
+(C{LISTEN_PID}, C{LISTEN_FDS}, C{LISTEN_FDNAMES}): listening TCP sockets
+(C{ListenStream=}) and UDP sockets (C{ListenDatagram=}), and which
 configured port each one is.
 
 The variables are read once, here (L{readActivation}).  Twisted's
@@ -8,7 +9,8 @@ C{ListenFDs.fromEnvironment} is not used: it gives no socket at all,
 silently, when the names and descriptors differ in number; multiport says
 what is wrong instead.  A socket is matched to a port by its name
 (C{FileDescriptorName=} and the port's C{name} key), else by the address
-it is bound to (L{matchActivated}).
+it is bound to and its type (L{matchActivated}): a TCP socket is a TCP
+port's, a UDP socket a UDP port's.
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ class ActivatedSocket:
 
     @ivar name: Its C{FileDescriptorName=}, if C{LISTEN_FDNAMES} was set.
     @ivar address: The address it is bound to (C{getsockname}).
-    @ivar kind: C{SOCK_STREAM} or another socket type.
-    @ivar listening: Whether it listens (C{SO_ACCEPTCONN}).
+    @ivar kind: C{SOCK_STREAM}, C{SOCK_DGRAM} or another socket type.
+    @ivar listening: Whether it listens (C{SO_ACCEPTCONN}; never for UDP).
     """
 
     descriptor: int
@@ -163,18 +165,78 @@ def _sameAddress(config: PortConfig, address: tuple[str, int]) -> bool:
         return config.interface == host
 
 
+#: The transport protocol of each socket type a port can adopt.
+_PROTOCOLS: dict[int, str] = {socket.SOCK_STREAM: "tcp", socket.SOCK_DGRAM: "udp"}
+
+
+def _protocolOf(skt: ActivatedSocket) -> str | None:
+    """
+    C{"tcp"} or C{"udp"} for an Internet socket of either kind, else
+    C{None}.
+    """
+    if skt.address is None or skt.kind not in _PROTOCOLS:
+        return None
+    return _PROTOCOLS[skt.kind]
+
+
+def _byAddress(skt: ActivatedSocket, ports: Sequence[PortConfig]) -> PortConfig | None:
+    """
+    The port configured for the address C{skt} is bound to: of the socket's
+    own protocol if there is one (C{53} and C{53/udp} may share a number),
+    else of the other, which L{_check} refuses by name.
+    """
+    if skt.address is None:
+        return None
+    address = skt.address
+    found = [c for c in ports if _sameAddress(c, address)]
+    protocol = _protocolOf(skt)
+    return next((c for c in found if c.protocol == protocol), None) or next(
+        iter(found), None
+    )
+
+
+def _check(skt: ActivatedSocket, config: PortConfig) -> None:
+    """
+    Refuse C{skt} for C{config} unless it is a socket of the port's
+    protocol: a listening TCP socket for a TCP port, a UDP socket for a
+    UDP one.
+
+    @raise ActivationError: naming the socket and the port.
+    """
+    port = config.where or config.name
+    protocol = _protocolOf(skt)
+    setting = "ListenDatagram=" if config.datagram else "ListenStream="
+    if protocol is None:
+        raise ActivationError(
+            f"{skt.describe()}: not a TCP or UDP socket, but {port} is a "
+            f"{config.protocol.upper()} port ({setting} in the socket unit)"
+        )
+    if protocol != config.protocol:
+        raise ActivationError(
+            f"{skt.describe()}: a {protocol.upper()} socket, but {port} is a "
+            f"{config.protocol.upper()} port ({setting} in the socket unit)"
+        )
+    if not config.datagram and not skt.listening:
+        raise ActivationError(
+            f"{skt.describe()}: not listening (Accept=yes in the socket unit "
+            "is not supported; multiport accepts its own connections)"
+        )
+
+
 def matchActivated(
     sockets: Sequence[ActivatedSocket], ports: Sequence[PortConfig]
 ) -> Mapping[str, int]:
     """
     Which port each of C{sockets} is: the descriptor by port name
-    (C{tcp:HOST:PORT}).  A socket whose name is a port's C{name} is that
-    port's; another is the port configured for the address it is bound to.
-    Ports with no socket are bound as usual.
+    (C{tcp:HOST:PORT}, C{udp:HOST:PORT}).  A socket whose name is a port's
+    C{name} is that port's; another is the port configured for the address
+    it is bound to, of its own protocol.  Ports with no socket are bound
+    as usual.
 
     @raise ActivationError: naming the socket, for a socket that no port
-        claims, that is not a listening TCP socket, or that is a second one
-        for a port.
+        claims, that is not of its port's protocol (a UDP socket for a TCP
+        port, a TCP socket for a UDP one, or neither), that is a TCP socket
+        not listening, or that is a second one for a port.
     """
     byName: dict[str, PortConfig] = {}
     for named in ports:
@@ -191,8 +253,8 @@ def matchActivated(
         config: PortConfig | None = (
             byName.get(skt.name) if skt.name is not None else None
         )
-        if config is None and skt.address is not None:
-            config = next((c for c in ports if _sameAddress(c, skt.address)), None)
+        if config is None:
+            config = _byAddress(skt, ports)
         if config is None:
             unnamed = (
                 f"no [[port]] has name = {skt.name!r} and "
@@ -203,17 +265,7 @@ def matchActivated(
                 f"{skt.describe()}: no port claims it ({unnamed}no port is "
                 "configured for its address)"
             )
-        if skt.kind != socket.SOCK_STREAM or skt.address is None:
-            raise ActivationError(
-                f"{skt.describe()}: not a TCP socket, but "
-                f"{config.where or config.name} is a TCP port (ListenStream= in "
-                "the socket unit)"
-            )
-        if not skt.listening:
-            raise ActivationError(
-                f"{skt.describe()}: not listening (Accept=yes in the socket unit "
-                "is not supported; multiport accepts its own connections)"
-            )
+        _check(skt, config)
         if config.name in claimedBy:
             raise ActivationError(
                 f"{skt.describe()}: {config.name} already has "

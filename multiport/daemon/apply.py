@@ -18,7 +18,7 @@ from twisted.logger import Logger
 
 from multiport.config.model import Config, PortConfig, TLSConfig
 from multiport.daemon.plan import Blockers, Plan, plan
-from multiport.daemon.startup import liveListenError
+from multiport.daemon.startup import liveListenError, serving
 from multiport.errors import ReconcileError
 from multiport.handlers.interface import (
     ChangeSummary,
@@ -261,13 +261,8 @@ class LiveChanges:
             self.namedServices[old.name] = server
         if self.running:
             server.startService()  # type: ignore[no-untyped-call]
-        log.info(
-            "changed {name}: handler {handler}, TLS {tls}, backlog {backlog}",
-            name=server.name,
-            handler=config.handler,
-            tls=config.tls.describe() if config.tls else "off",
-            backlog=config.backlog,
-        )
+        what, fields = serving(config)
+        log.info("changed {name}: " + what, name=server.name, **fields)
 
     def _detach(self, server: PortServer) -> None:
         """

@@ -76,16 +76,20 @@ BULK_NAMESPACES = frozenset(
 LINE_FORMAT = "{line}"
 
 #: The log system of the events logged while a port starts listening
-#: (L{multiport.ports.sockets.ListeningPort}): Twisted's own C{<factory> starting on
-#: N} line among them, which multiport's C{listening on} line replaces.
+#: (L{multiport.ports.sockets.ListeningPort}) or a UDP socket opens or
+#: closes (L{multiport.io.datagramport.DatagramPort}): Twisted's own
+#: C{<factory> starting on N} and C{(UDP Port N Closed)} lines among them,
+#: which multiport's C{listening on} and C{stopped listening on} lines
+#: replace (and a relay session's socket says nothing).
 PORT_START_SYSTEM = "multiport.ports.port-start"
-_STARTING_ON = re.compile(r".* starting on \d+")
+_STARTING_ON = re.compile(r".* starting on \d+|\(UDP Port \d+ Closed\)")
 
 
 def isTwistedPortLine(event: dict[str, Any]) -> bool:
     """
-    Whether C{event} is Twisted's C{<factory> starting on N} line for a
-    multiport port, which the daemon's observers leave out.
+    Whether C{event} is Twisted's C{<factory> starting on N} (or C{(UDP
+    Port N Closed)}) line for a multiport port, which the daemon's
+    observers leave out.
     """
     if event.get("log_system") != PORT_START_SYSTEM:
         return False

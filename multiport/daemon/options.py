@@ -466,10 +466,9 @@ class Options(usage.Options):
                 else:
                     source = f"self-signed {selfSignedPaths(config.stateDir).cert}"
                 tls = f"TLS {source} (SHA-256 {loaded.fingerprint})"
-            print(
-                f"{port.name} {port.handler} {tls} backlog {port.backlog} "
-                f"[{port.where}]"
-            )
+            # A UDP socket has neither TLS nor a listen backlog.
+            served = "" if port.datagram else f" {tls} backlog {port.backlog}"
+            print(f"{port.name} {port.handler}{served} [{port.where}]")
         for peer in config.peers:
             print(f"peer {peer} [cluster.peers]")
         print(f"multiport: configuration ok, {plural(len(config.ports), 'port')}")

@@ -30,7 +30,7 @@ from multiport.daemon.ipc import Channel, channelFactory
 from multiport.daemon.notify import SILENT, Notifier
 from multiport.daemon.poolcontrol import PoolControl
 from multiport.daemon.service import PortsService
-from multiport.daemon.startup import describeListenError, signalName
+from multiport.daemon.startup import describeListenError, serving, signalName
 from multiport.daemon.worker import CHANNEL_FD
 from multiport.daemon.workers import (
     FIRST_RESTART,
@@ -98,9 +98,9 @@ class WorkerPool(PoolControl, BalancerDrain, MultiService):
             (C{--worker-sockets reuseport}).
         @param transport: C{--transport}'s value, passed on to each worker.
         @param notifier: Told of reloads (systemd's C{sd_notify}).
-        @param activated: Listening sockets systemd passed (socket
-            activation), by port name: the workers share these rather
-            than sockets bound here.
+        @param activated: Sockets systemd passed (socket activation:
+            listening TCP sockets, UDP sockets), by port name: the workers
+            share these rather than sockets bound here.
         """
         super().__init__()  # type: ignore[no-untyped-call]
         self.version = __version__
@@ -185,14 +185,12 @@ class WorkerPool(PoolControl, BalancerDrain, MultiService):
                 skt.close()
             raise
         for config in ports:
+            what, fields = serving(config)
             log.info(
-                "listening on {name}: handler {handler}, TLS {tls}, backlog "
-                "{backlog}, served by {count} workers",
+                "listening on {name}: " + what + ", served by {count} workers",
                 name=config.name,
-                handler=config.handler,
-                tls=config.tls.describe() if config.tls else "off",
-                backlog=config.backlog,
                 count=self.count,
+                **fields,
             )
         for slot in self.slots:
             self._spawn(slot, dropPrivileges=True)

@@ -32,6 +32,7 @@ from multiport.daemon.notify import SILENT, Notifier
 from multiport.daemon.startup import (
     describeListenError,
     noCollections,
+    serving,
     signalName,
 )
 from multiport.daemon.totals import Retired
@@ -150,8 +151,8 @@ class PortsService(LiveChanges, AdminControl, BalancerDrain, MultiService):
         @param transport: The class of every port's accepted connections
             (C{--transport}).
         @param notifier: Told of reloads (systemd's C{sd_notify}).
-        @param activated: Listening sockets systemd passed (socket
-            activation), by port name: adopted, then closed here.
+        @param activated: Sockets systemd passed (socket activation), by
+            port name: adopted, then closed here.
         """
         super().__init__()  # type: ignore[no-untyped-call]
         self.daemonLimit = daemonLimit
@@ -209,6 +210,7 @@ class PortsService(LiveChanges, AdminControl, BalancerDrain, MultiService):
             context, protocol = self._datagramProtocol(config, handler)
             udp = PortUDPServer(config, DatagramGate(protocol, context), self._reactor)
             udp.inherited = self.descriptors.pop(config.name, None)
+            udp.activated = self.activated.pop(config.name, None)
             return udp
         context, inner = self._handlerFactory(config, handler)
         factory = PortFactory(
@@ -400,14 +402,8 @@ class PortsService(LiveChanges, AdminControl, BalancerDrain, MultiService):
         port.factory.portName = name
         self.namedServices[name] = port
         port.factory.counters.listeningSince = self._reactor.seconds()
-        config = port.config
-        log.info(
-            "listening on {name}: handler {handler}, TLS {tls}, backlog {backlog}",
-            name=name,
-            handler=config.handler,
-            tls=config.tls.describe() if config.tls else "off",
-            backlog=config.backlog,
-        )
+        what, fields = serving(port.config)
+        log.info("listening on {name}: " + what, name=name, **fields)
 
     def _forgetName(self, port: PortServer) -> None:
         if port.name is not None:

@@ -63,6 +63,22 @@ def describeListenError(config: PortConfig, error: CannotListenError) -> str:
     return f"cannot listen on {config.address}: {why}{where}"
 
 
+def serving(config: PortConfig) -> tuple[str, dict[str, object]]:
+    """
+    How a log line says what a port serves, as a format and its fields:
+    the handler, and for a TCP port its TLS and listen backlog.  A UDP
+    socket has no backlog (it never listens) and no TLS, so neither is
+    named for it.
+    """
+    if config.datagram:
+        return "handler {handler}", {"handler": config.handler}
+    return "handler {handler}, TLS {tls}, backlog {backlog}", {
+        "handler": config.handler,
+        "tls": config.tls.describe() if config.tls else "off",
+        "backlog": config.backlog,
+    }
+
+
 def liveListenError(config: PortConfig, error: CannotListenError) -> ReconcileError:
     """
     The L{ReconcileError} for a port a live change could not bind: a

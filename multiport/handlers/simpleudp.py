@@ -57,6 +57,15 @@ class EchoDatagram(_Answering):
     def reply(self, request: bytes) -> bytes | None:
         return request
 
+    def datagramReceived(self, datagram: bytes, addr: Peer) -> None:
+        # _Answering's, without the call to reply: an echo port answers
+        # every datagram.
+        if addr[1] in SMALL_SERVICE_PORTS:
+            return
+        transport = self.transport
+        if transport is not None:
+            transport.write(datagram, addr)
+
 
 class DiscardDatagram(DatagramProtocol):
     """

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import errno
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 
 from attrs import frozen
@@ -33,6 +34,7 @@ from multiport.handlers.relayoptions import (
     parseUpstream,
 )
 from multiport.handlers.relayupstream import UpstreamPool
+from multiport.io.datagramport import listenConnected
 from multiport.ports.datagram import MAX_READ
 
 log = Logger()
@@ -127,24 +129,43 @@ class Session(DatagramProtocol):
     """
     One client's session: its own upstream socket, connected to the
     upstream chosen for it.
+
+    Both directions run for every datagram, so each keeps what it needs at
+    hand: the upstream socket's C{send}, the function that answers the
+    client from the port's socket (its address checked once, when the
+    session opens) and the clock's time.
     """
+
+    # A relay opens a socket per new client: no log line each.
+    noisy = False
 
     def __init__(self, relay: UDPRelay, client: Peer, upstream: Upstream) -> None:
         self.relay = relay
         self.client = client
         self.upstream = upstream
-        self.lastSeen = relay.context.clock.seconds()
+        self._now = relay.context.clock.seconds
+        self.lastSeen = self._now()
         self.port: IListeningPort | None = None
         self.timer: IDelayedCall | None = None
+        self._reply = relay.replier(client)
+        self._sendUp: Callable[[bytes], object] | None = None
+
+    def attach(self, port: IListeningPort) -> None:
+        """
+        Forward through C{port}, the session's connected upstream socket.
+        """
+        self.port = port
+        skt = getattr(port, "socket", None)
+        # A connected udp.Port's write checks the address it is not given
+        # before it sends; the socket's own send is what it comes to.
+        self._sendUp = skt.send if skt is not None else port.write  # type: ignore[attr-defined]
 
     def datagramReceived(self, datagram: bytes, addr: Peer) -> None:
         """
         A reply from the upstream: back to the client from the port's socket.
         """
-        self.lastSeen = self.relay.context.clock.seconds()
-        transport = self.relay.transport
-        if transport is not None:
-            transport.write(datagram, self.client)
+        self.lastSeen = self._now()
+        self._reply(datagram)
 
     def connectionRefused(self) -> None:
         """
@@ -166,6 +187,7 @@ class Session(DatagramProtocol):
         if port is None:
             return
         self.port = None
+        self._sendUp = None
         skt = getattr(port, "socket", None)
         code = 0
         if skt is not None:
@@ -182,16 +204,22 @@ class Session(DatagramProtocol):
         """
         Forward a client's datagram to the upstream.
         """
-        self.lastSeen = self.relay.context.clock.seconds()
-        port = self.port
-        if port is None:
+        self.lastSeen = self._now()
+        sendUp = self._sendUp
+        if sendUp is None:
             return
         try:
-            port.write(datagram)  # type: ignore[attr-defined]  # a connected udp.Port
+            sendUp(datagram)
         except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.ENOBUFS, errno.EWOULDBLOCK):
+            if e.errno == errno.ECONNREFUSED:
+                # An ICMP error from an earlier datagram, reported here.
+                self.connectionRefused()
+            elif e.errno == errno.EMSGSIZE:
+                self.relay.drop("too_large")
+            elif e.errno in (errno.EAGAIN, errno.ENOBUFS, errno.EWOULDBLOCK):
+                self.relay.drop("send_error")
+            else:
                 raise
-            self.relay.drop("send_error")
 
 
 class UDPRelay(DatagramProtocol):
@@ -222,6 +250,19 @@ class UDPRelay(DatagramProtocol):
         if drop is not None:
             drop(reason)
 
+    def replier(self, client: Peer) -> Callable[[bytes], object]:
+        """
+        What sends a session's replies to C{client}: the port's
+        L{multiport.ports.datagram.GatedTransport.replyTo}, or its
+        C{write} on another transport.
+        """
+        transport = self.transport
+        replyTo = getattr(transport, "replyTo", None)
+        if replyTo is not None:
+            return replyTo(client)  # type: ignore[no-any-return]
+        assert transport is not None, "the relay's port is listening"
+        return partial(transport.write, addr=client)
+
     def _published(self) -> None:
         setSessions = getattr(self.transport, "setSessions", None)
         if setSessions is not None:
@@ -247,14 +288,18 @@ class UDPRelay(DatagramProtocol):
             session = Session(self, client, upstream)
             family = "::" if ":" in upstream.host else "0.0.0.0"
             try:
-                port = self.context.reactor.listenUDP(
-                    0, session, interface=family, maxPacketSize=MAX_READ
+                port = listenConnected(
+                    self.context.reactor,
+                    session,
+                    family,
+                    upstream.host,
+                    upstream.port,
+                    MAX_READ,
                 )
-                port.connect(upstream.host, upstream.port)  # type: ignore[attr-defined]  # a udp.Port
             except OSError:
                 self.pool.failed(upstream)
                 continue
-            session.port = port
+            session.attach(port)
             self.sessions[client] = session
             self.pool.active[upstream] = self.pool.active.get(upstream, 0) + 1
             self.context.counters.add("sessions", upstream=str(upstream))

@@ -119,6 +119,8 @@ class GatedTransport:
 
     def __init__(self, gate: DatagramGate) -> None:
         self._gate = gate
+        # write, one call shorter: a handler calls it for every reply.
+        self.write = gate.send  # type: ignore[method-assign]
 
     def write(self, datagram: bytes, addr: Peer | None = None) -> None:
         """
@@ -126,6 +128,14 @@ class GatedTransport:
         count it.
         """
         self._gate.send(datagram, addr)
+
+    def replyTo(self, addr: Peer) -> Callable[[bytes], None]:
+        """
+        A function that sends a datagram to C{addr} as L{write} does, for a
+        handler that answers one address many times (a relay's session):
+        C{addr} is checked once, here, not for every datagram.
+        """
+        return self._gate.replyTo(addr)
 
     def drop(self, reason: str) -> None:
         """
@@ -177,6 +187,9 @@ class DatagramGate(DatagramProtocol):
     The protocol of a UDP port's socket: admits, counts and passes each
     datagram to the handler's protocol (C{inner}).
     """
+
+    # The port's own "listening on" line says when it starts.
+    noisy = False
 
     def __init__(
         self,
@@ -242,8 +255,13 @@ class DatagramGate(DatagramProtocol):
         self._sendto = None
         self.inner.doStop()  # type: ignore[no-untyped-call]  # Twisted leaves it unannotated
 
-    def _ownAddress(self, peer: Peer) -> bool:
-        return peer[1] == self._ownPort and peer[0] in self._ownHosts
+    def _reflects(self, peer: Peer) -> bool:
+        """
+        Whether nothing may be taken from or sent to C{peer}: source port
+        0, or the port's own address (a reply there would loop).
+        """
+        number = peer[1]
+        return number == 0 or (number == self._ownPort and peer[0] in self._ownHosts)
 
     def datagramReceived(self, datagram: bytes, addr: Peer) -> None:
         """
@@ -251,7 +269,9 @@ class DatagramGate(DatagramProtocol):
         """
         counters = self.counters
         size = len(datagram)
-        if addr[1] == 0 or self._ownAddress(addr):
+        # _reflects, inline: this runs for every datagram.
+        number = addr[1]
+        if number == 0 or (number == self._ownPort and addr[0] in self._ownHosts):
             counters.drop("reflection")
             return
         if self.maxSize is not None and size > self.maxSize:
@@ -276,7 +296,7 @@ class DatagramGate(DatagramProtocol):
                 port=self.portName,
             )
 
-    def send(self, datagram: bytes, addr: Peer | None) -> None:
+    def send(self, datagram: bytes, addr: Peer | None = None) -> None:
         """
         Send a reply from the port's socket, or drop and count it.
         """
@@ -285,7 +305,9 @@ class DatagramGate(DatagramProtocol):
         if port is None or addr is None:
             counters.drop("send_error")
             return
-        if addr[1] == 0 or self._ownAddress(addr):
+        # _reflects, inline: this runs for every reply.
+        number = addr[1]
+        if number == 0 or (number == self._ownPort and addr[0] in self._ownHosts):
             counters.drop("reflection")
             return
         sendto = self._sendto
@@ -298,15 +320,47 @@ class DatagramGate(DatagramProtocol):
             counters.drop("too_large")
             return
         except OSError as e:
-            if e.errno == errno.EMSGSIZE:
-                counters.drop("too_large")
-                return
-            if e.errno not in _SEND_DROPS:
-                raise
-            counters.drop("send_error")
+            self._sendFailed(e)
             return
         counters.datagramsSent += 1
         counters.bytesSent += len(datagram)
+
+    def _sendFailed(self, error: OSError) -> None:
+        """
+        Count a send the kernel refused, by its reason; raise what is not
+        a refusal of this datagram.
+        """
+        if error.errno == errno.EMSGSIZE:
+            self.counters.drop("too_large")
+        elif error.errno in _SEND_DROPS:
+            self.counters.drop("send_error")
+        else:
+            raise error
+
+    def replyTo(self, addr: Peer) -> Callable[[bytes], None]:
+        """
+        A function sending a datagram to C{addr} from the port's socket,
+        counted and dropped as L{send} does, with C{addr} checked once,
+        here (see L{GatedTransport.replyTo}).
+        """
+        counters = self.counters
+        if self._reflects(addr):
+            return lambda datagram: counters.drop("reflection")
+
+        def reply(datagram: bytes) -> None:
+            sendto = self._sendto
+            if sendto is None:
+                self.send(datagram, addr)
+                return
+            try:
+                sendto(datagram, addr)
+            except OSError as e:
+                self._sendFailed(e)
+                return
+            counters.datagramsSent += 1
+            counters.bytesSent += len(datagram)
+
+        return reply
 
     def drain(self, timeout: float) -> Deferred[None]:
         """

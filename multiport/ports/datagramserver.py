@@ -5,16 +5,17 @@ tree whose socket hands datagrams to the port's L{DatagramGate}.
 
 from __future__ import annotations
 
-import socket
+import os
 
 from twisted.application.internet import UDPServer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IListeningPort
 
 from multiport.config.model import PortConfig
+from multiport.io.datagramport import adoptDatagramPort
 from multiport.io.reactortype import ReactorLike
 from multiport.ports.datagram import MAX_READ, DatagramGate
-from multiport.ports.sockets import bindShared
+from multiport.ports.sockets import bindShared, familyOf
 
 
 class PortUDPServer(UDPServer):
@@ -43,24 +44,38 @@ class PortUDPServer(UDPServer):
         #: of the main process's socket), read from rather than binding.
         #: Asked once: binding again later binds here.
         self.inherited: int | None = None
+        #: A descriptor of a socket the service manager passed (socket
+        #: activation): adopted, then this process's descriptor is closed.
+        #: Asked once, as C{inherited} is.
+        self.activated: int | None = None
+
+    def _adopt(self, descriptor: int) -> IListeningPort:
+        # Twisted duplicates the descriptor, and closing a UDP port never
+        # shuts the socket down: the other processes holding it (workers,
+        # the service manager) go on.  The socket's own family counts: one
+        # matched by name may be bound elsewhere than the configuration
+        # says.
+        return adoptDatagramPort(
+            self.listenWith, descriptor, familyOf(descriptor), self.factory, MAX_READ
+        )
 
     def _getPort(self) -> IListeningPort:
         inherited, self.inherited = self.inherited, None
+        activated, self.activated = self.activated, None
+        if activated is not None:
+            try:
+                return self._adopt(activated)
+            finally:
+                os.close(activated)
         if inherited is not None:
-            # Twisted duplicates the descriptor, and closing a UDP port
-            # never shuts the socket down: the other processes reading it
-            # go on.
-            family = socket.AF_INET6 if self.config.ipv6 else socket.AF_INET
-            return self.listenWith.adoptDatagramPort(
-                inherited, family, self.factory, maxPacketSize=MAX_READ
-            )
+            return self._adopt(inherited)
         # Bound here rather than by listenUDP, which leaves IPV6_V6ONLY
         # off: [::]:P would then take 0.0.0.0:P too, and the two families
         # are separate ports to multiport.
         skt = bindShared(self.config)
         try:
-            return self.listenWith.adoptDatagramPort(
-                skt.fileno(), skt.family, self.factory, maxPacketSize=MAX_READ
+            return adoptDatagramPort(
+                self.listenWith, skt.fileno(), skt.family, self.factory, MAX_READ
             )
         finally:
             skt.close()

@@ -276,8 +276,9 @@ def familyOf(descriptor: int) -> int:
 
 def adoptActivated(descriptor: int) -> socket.socket:
     """
-    The listening socket systemd passed as C{descriptor}, non-blocking, for
-    the worker processes to share (the descriptor is the socket's now).
+    The socket systemd passed as C{descriptor} (a listening TCP socket or
+    a UDP socket), non-blocking, for the worker processes to share (the
+    descriptor is the socket's now).
     """
     skt = socket.socket(fileno=descriptor)
     skt.setblocking(False)
