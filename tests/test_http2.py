@@ -1,0 +1,420 @@
+"""
+HTTP/2 on https ports: real clients (curl, h2load, the h2 library over a
+real TLS connection) against a real port on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import attrs
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+from hyperframe.frame import HeadersFrame
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    connectProtocol,
+    wrapClientTLS,
+)
+from twisted.internet.protocol import Protocol
+from twisted.internet.ssl import Certificate, optionsForClientTLS
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SkipTest, TestCase
+
+from multiport.config.model import TLSConfig
+from multiport.daemon.service import PortsService
+from multiport.handlers.weboptions import WebOptions
+from multiport.ports.tls import ensureSelfSigned
+from tests.support import HANDLERS, configFor, waitUntilOnReactor
+
+
+class H2Client(Protocol):
+    """
+    An HTTP/2 client (the h2 library) that runs C{script} once connected
+    and collects every event until the connection closes.
+    """
+
+    #: Close once a stream ended or the server sent GOAWAY.
+    closeWhenDone = True
+
+    def __init__(self, script: Any) -> None:
+        self.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        self.script = script
+        self.events: list[h2.events.Event] = []
+        self.raw = b""
+        self.done: Deferred[list[h2.events.Event]] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.conn.initiate_connection()
+        self.transport.write(self.conn.data_to_send())
+        self.script(self)
+
+    def send(self, data: bytes = b"") -> None:
+        self.transport.write(self.conn.data_to_send() + data)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.raw += data
+        try:
+            self.events += self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError:
+            self.transport.loseConnection()
+            return
+        pending = self.conn.data_to_send()
+        if pending:
+            self.transport.write(pending)
+        if self.closeWhenDone and any(
+            isinstance(e, (h2.events.StreamEnded, h2.events.ConnectionTerminated))
+            for e in self.events
+        ):
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.done.callback(self.events)
+
+    def goaway(self) -> h2.events.ConnectionTerminated | None:
+        for event in self.events:
+            if isinstance(event, h2.events.ConnectionTerminated):
+                return event
+        return None
+
+
+def request(path: bytes = b"/", end: bool = True) -> Any:
+    """
+    A script that sends one GET on stream 1.
+    """
+
+    def script(client: H2Client) -> None:
+        client.conn.send_headers(
+            1,
+            [
+                (b":method", b"GET"),
+                (b":path", path),
+                (b":scheme", b"https"),
+                (b":authority", b"localhost"),
+            ],
+            end_stream=end,
+        )
+        client.send()
+
+    return script
+
+
+class HTTP2Tests(TestCase):
+    """
+    An https port serving a folder speaks HTTP/2 to clients that offer it.
+    """
+
+    def start(self, **options: Any) -> int:
+        """
+        Start an https port serving a folder with C{options}; its number.
+        """
+        root = Path(self.mktemp())
+        root.mkdir()
+        (root / "index.html").write_bytes(b"hello\n")
+        config = configFor("127.0.0.1:0=https", self.mktemp())
+        port = config.ports[0]
+        port = attrs.evolve(
+            port,
+            options=WebOptions(root=root, **options.pop("web", {})),
+            policy=attrs.evolve(port.policy, **options),
+        )
+        config = attrs.evolve(config, ports=(port,))
+        certificates = {TLSConfig(): ensureSelfSigned(config.stateDir)}
+        self.certificate = config.stateDir / "selfsigned-cert.pem"
+        self.service = PortsService(config, HANDLERS, certificates, reactor)
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        number: int = self.service.boundPorts()[0].address.port
+        return number
+
+    def counter(self, name: str) -> int:
+        """
+        The port's handler counter C{name}.
+        """
+        status = self.service.portStatus()[0]
+        return status.handlerCounters.get((name, ()), 0)
+
+    @inlineCallbacks
+    def connect(self, port: int, script: Any, alpn: bytes = b"h2") -> Any:
+        """
+        Run C{script} on an HTTP/2 client connected over TLS; the client,
+        once the connection closed.
+        """
+        trust = Certificate.loadPEM(self.certificate.read_bytes())
+        endpoint = wrapClientTLS(
+            optionsForClientTLS("localhost", trust, acceptableProtocols=[alpn]),
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port),
+        )
+        client = H2Client(script)
+        yield connectProtocol(endpoint, client)
+        yield client.done
+        return client
+
+    def tool(self, name: str) -> str:
+        path = shutil.which(name)
+        if path is None:
+            raise SkipTest(f"{name} is not installed (Debian nghttp2-client, curl)")
+        return path
+
+    @inlineCallbacks
+    def test_curl(self) -> Any:
+        """
+        curl --http2 negotiates h2 and gets the file.
+        """
+        port = self.start()
+        out, err, code = yield getProcessOutputAndValue(
+            self.tool("curl"),
+            [
+                "-sS",
+                "-k",
+                "--http2",
+                "-o",
+                "-",
+                "-w",
+                "%{http_version} %{http_code}",
+                f"https://127.0.0.1:{port}/",
+            ],
+        )
+        self.assertEqual((code, out), (0, b"hello\n2 200"), err)
+        self.assertEqual(self.counter("http2_streams"), 1)
+
+    @inlineCallbacks
+    def test_http2Off(self) -> Any:
+        """
+        http2 = false: the port offers only http/1.1, which curl then speaks.
+        """
+        port = self.start(web={"http2": False})
+        out, err, code = yield getProcessOutputAndValue(
+            self.tool("curl"),
+            [
+                "-sS",
+                "-k",
+                "--http2",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_version}",
+                f"https://127.0.0.1:{port}/",
+            ],
+        )
+        self.assertEqual((code, out), (0, b"1.1"), err)
+
+    @inlineCallbacks
+    def test_h2load(self) -> Any:
+        """
+        h2load: 10,000 requests, 10 connections of 10 streams each, all 200.
+        """
+        port = self.start()
+        out, err, code = yield getProcessOutputAndValue(
+            self.tool("h2load"),
+            ["-n", "10000", "-c", "10", "-m", "10", f"https://127.0.0.1:{port}/"],
+        )
+        text = out.decode()
+        self.assertEqual(code, 0, text + err.decode())
+        self.assertIn("10000 succeeded, 0 failed, 0 errored", text)
+        self.assertIn("status codes: 10000 2xx, 0 3xx, 0 4xx, 0 5xx", text)
+        self.assertIn("h2", re.findall(r"Application protocol: (\S+)", text))
+        self.assertEqual(self.counter("http2_streams"), 10000)
+        self.assertEqual(self.counter("http2_streams_open"), 0)
+
+    @inlineCallbacks
+    def test_settingsAdvertised(self) -> Any:
+        """
+        The server's SETTINGS say 128 concurrent streams and a 64 KiB header
+        list; options change both.
+        """
+        port = self.start()
+        client = yield self.connect(port, request())
+        settings = client.conn.remote_settings
+        self.assertEqual(settings.max_concurrent_streams, 128)
+        self.assertEqual(settings.max_header_list_size, 65536)
+        responses = [
+            e for e in client.events if isinstance(e, h2.events.ResponseReceived)
+        ]
+        self.assertEqual(dict(responses[0].headers)[b":status"], b"200")
+
+    @inlineCallbacks
+    def test_tooManyStreams(self) -> Any:
+        """
+        A client that opens more streams than allowed loses the connection.
+        """
+        port = self.start(web={"http2MaxConcurrentStreams": 4})
+
+        def script(client: H2Client) -> None:
+            # Open streams whose requests never end, past the limit (h2's
+            # client doesn't check: the server's SETTINGS aren't read yet).
+            for stream in range(1, 13, 2):
+                client.conn.send_headers(
+                    stream,
+                    [
+                        (b":method", b"POST"),
+                        (b":path", b"/"),
+                        (b":scheme", b"https"),
+                        (b":authority", b"localhost"),
+                    ],
+                )
+            client.send()
+
+        client = yield self.connect(port, script)
+        goaway = client.goaway()
+        self.assertIsNotNone(goaway)
+        self.assertEqual(client.conn.remote_settings.max_concurrent_streams, 4)
+
+    @inlineCallbacks
+    def test_headerListTooLarge(self) -> Any:
+        """
+        A header list over http2_max_header_list_size ends the connection.
+        """
+        port = self.start(web={"http2MaxHeaderListSize": 1024})
+
+        def script(client: H2Client) -> None:
+            client.conn.send_headers(
+                1,
+                [
+                    (b":method", b"GET"),
+                    (b":path", b"/"),
+                    (b":scheme", b"https"),
+                    (b":authority", b"localhost"),
+                    (b"x-big", b"x" * 4000),
+                ],
+                end_stream=True,
+            )
+            client.send()
+
+        client = yield self.connect(port, script)
+        self.assertIsNotNone(client.goaway())
+        responses = [
+            e for e in client.events if isinstance(e, h2.events.ResponseReceived)
+        ]
+        self.assertEqual(responses, [])
+
+    def assertCalmedDown(self, client: H2Client) -> None:
+        goaway = client.goaway()
+        self.assertIsNotNone(goaway)
+        self.assertEqual(goaway.error_code, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+
+    @inlineCallbacks
+    def test_pingFlood(self) -> Any:
+        """
+        A flood of PING frames ends with GOAWAY ENHANCE_YOUR_CALM.
+        """
+        port = self.start()
+
+        def script(client: H2Client) -> None:
+            for i in range(1000):
+                client.conn.ping(b"%08d" % (i,))
+            client.send()
+
+        client = yield self.connect(port, script)
+        self.assertCalmedDown(client)
+        self.assertEqual(self.counter("http2_floods"), 1)
+
+    @inlineCallbacks
+    def test_settingsFlood(self) -> Any:
+        """
+        A flood of SETTINGS frames ends with GOAWAY ENHANCE_YOUR_CALM.
+        """
+        port = self.start()
+
+        def script(client: H2Client) -> None:
+            for _ in range(1000):
+                client.conn.update_settings({h2.settings.SettingCodes.ENABLE_PUSH: 0})
+            client.send()
+
+        client = yield self.connect(port, script)
+        self.assertCalmedDown(client)
+
+    @inlineCallbacks
+    def test_fewPingsAreAnswered(self) -> Any:
+        """
+        The flood bound leaves a client's occasional PINGs alone.
+        """
+        port = self.start()
+
+        def script(client: H2Client) -> None:
+            for i in range(20):
+                client.conn.ping(b"%08d" % (i,))
+            request()(client)
+
+        client = yield self.connect(port, script)
+        acks = [e for e in client.events if isinstance(e, h2.events.PingAckReceived)]
+        self.assertEqual(len(acks), 20)
+
+    @inlineCallbacks
+    def test_rapidReset(self) -> Any:
+        """
+        CVE-2023-44487: a client opening streams and resetting them at once
+        is cut off with GOAWAY ENHANCE_YOUR_CALM.
+        """
+        port = self.start()
+
+        def script(client: H2Client) -> None:
+            for stream in range(1, 2 * 3000, 2):
+                client.conn.send_headers(
+                    stream,
+                    [
+                        (b":method", b"POST"),
+                        (b":path", b"/"),
+                        (b":scheme", b"https"),
+                        (b":authority", b"localhost"),
+                    ],
+                )
+                client.conn.reset_stream(stream)
+            client.send()
+
+        client = yield self.connect(port, script)
+        self.assertCalmedDown(client)
+        self.assertGreater(self.counter("http2_resets"), 900)
+        self.assertEqual(self.counter("http2_streams_open"), 0)
+
+    @inlineCallbacks
+    def test_headerTimeout(self) -> Any:
+        """
+        A HEADERS frame whose header block never ends (no END_HEADERS, no
+        CONTINUATION) closes the connection after header_timeout.
+        """
+        port = self.start(headerTimeout=0.5)
+
+        def script(client: H2Client) -> None:
+            frame = HeadersFrame(1)
+            frame.data = b"\x82"  # :method GET, then nothing more
+            client.send(frame.serialize())
+
+        started = reactor.seconds()
+        client = yield self.connect(port, script)
+        self.assertLess(reactor.seconds() - started, 10)
+        self.assertEqual(
+            [e for e in client.events if isinstance(e, h2.events.ResponseReceived)], []
+        )
+
+    @inlineCallbacks
+    def test_accessLogStreamID(self) -> Any:
+        """
+        Each HTTP/2 request leaves one access log line with its stream id.
+        """
+        port = self.start()
+        events: list[dict[str, Any]] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if event.get("log_namespace") == "multiport.access":
+                events.append(event)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        yield self.connect(
+            port,
+            request(),
+        )
+        yield waitUntilOnReactor(lambda: events)
+        self.assertEqual(len(events), 1)
+        self.assertEqual((events[0]["stream"], events[0]["protocol"]), (1, "HTTP/2"))
