@@ -418,3 +418,27 @@ class HTTP2Tests(TestCase):
         yield waitUntilOnReactor(lambda: events)
         self.assertEqual(len(events), 1)
         self.assertEqual((events[0]["stream"], events[0]["protocol"]), (1, "HTTP/2"))
+
+    @inlineCallbacks
+    def test_drain(self) -> Any:
+        """
+        Stopping the port sends GOAWAY to an idle HTTP/2 connection and
+        closes it.
+        """
+        port = self.start()
+        trust = Certificate.loadPEM(self.certificate.read_bytes())
+        endpoint = wrapClientTLS(
+            optionsForClientTLS("localhost", trust, acceptableProtocols=[b"h2"]),
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port),
+        )
+        client = H2Client(request())
+        client.closeWhenDone = False
+        yield connectProtocol(endpoint, client)
+        yield waitUntilOnReactor(
+            lambda: any(isinstance(e, h2.events.StreamEnded) for e in client.events)
+        )
+        yield self.service.stopService()
+        yield client.done
+        goaway = client.goaway()
+        self.assertIsNotNone(goaway)
+        self.assertEqual(goaway.error_code, h2.errors.ErrorCodes.NO_ERROR)

@@ -165,7 +165,7 @@ class PortH2Connection(_H2Base):  # type: ignore[misc]  # see _H2Base
             self.counters.add("http2_streams_open", -1)
         super()._requestDone(streamID)
         if self._draining and self._stillProducing and not self.streams:
-            self.transport.loseConnection()
+            self._close()
 
     def drain(self) -> None:
         """
@@ -176,7 +176,13 @@ class PortH2Connection(_H2Base):  # type: ignore[misc]  # see _H2Base
         self.conn.close_connection(last_stream_id=self.conn.highest_inbound_stream_id)
         self._tryToWriteControlData()
         if not self.streams and self.transport is not None:
-            self.transport.loseConnection()
+            self._close()
+
+    def _close(self) -> None:
+        # The transport closes only once no producer is registered (as
+        # twisted.web's HTTPChannel.loseConnection knows): this one is.
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
 
     def _headersTooSlow(self) -> None:
         self._headerDeadline = None
