@@ -25,6 +25,7 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
+from twisted.internet.testing import MemoryReactorClock
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SkipTest, TestCase
@@ -442,3 +443,44 @@ class HTTP2Tests(TestCase):
         goaway = client.goaway()
         self.assertIsNotNone(goaway)
         self.assertEqual(goaway.error_code, h2.errors.ErrorCodes.NO_ERROR)
+
+
+class TwistedShapeTests(TestCase):
+    """
+    The private parts of twisted.web that L{multiport.handlers.webh2} uses.
+    """
+
+    def test_h2ConnectionShape(self) -> None:
+        """
+        H2Connection has the hooks PortH2Connection overrides and reads.
+        """
+        from twisted.web._http2 import H2Connection
+
+        for name in (
+            "_requestReceived",
+            "_requestAborted",
+            "_requestDone",
+            "_tryToWriteControlData",
+        ):
+            self.assertTrue(callable(getattr(H2Connection, name)), name)
+        connection = H2Connection(reactor=MemoryReactorClock())
+        self.assertTrue(connection._stillProducing)
+        self.assertIsInstance(connection.streams, dict)
+
+    def test_genericChannelShape(self) -> None:
+        """
+        _GenericHTTPChannelProtocol keeps what PortChannel's switch reads.
+        """
+        from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
+
+        channel = _GenericHTTPChannelProtocol(HTTPChannel())
+        for name in (
+            "_negotiatedProtocol",
+            "_requestFactory",
+            "_factory",
+            "_site",
+            "_timeOut",
+            "_callLater",
+            "_channel",
+        ):
+            self.assertTrue(hasattr(channel, name), name)
