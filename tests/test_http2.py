@@ -122,6 +122,7 @@ class HTTP2Tests(TestCase):
         root = Path(self.mktemp())
         root.mkdir()
         (root / "index.html").write_bytes(b"hello\n")
+        (root / "big.bin").write_bytes(b"x" * (1 << 20))
         config = configFor("127.0.0.1:0=https", self.mktemp())
         port = config.ports[0]
         port = attrs.evolve(
@@ -133,17 +134,45 @@ class HTTP2Tests(TestCase):
         certificates = {TLSConfig(): ensureSelfSigned(config.stateDir)}
         self.certificate = config.stateDir / "selfsigned-cert.pem"
         self.service = PortsService(config, HANDLERS, certificates, reactor)
+        self.logged: list[dict[str, Any]] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if event.get("log_namespace") in (
+                "multiport.access",
+                "multiport.connection",
+            ):
+                self.logged.append(event)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
         self.service.startService()
         self.addCleanup(self.service.stopService)
         number: int = self.service.boundPorts()[0].address.port
         return number
 
-    def counter(self, name: str) -> int:
+    def endings(self, count: int) -> Any:
         """
-        The port's handler counter C{name}.
+        Wait for C{count} lines of the connection log; how each connection
+        ended (C{clean}, C{reset}...).
+        """
+
+        def lines() -> list[str]:
+            return [
+                e["reason"]
+                for e in self.logged
+                if e["log_namespace"] == "multiport.connection"
+            ]
+
+        return waitUntilOnReactor(lambda: len(lines()) >= count).addCallback(
+            lambda _: lines()
+        )
+
+    def counter(self, name: str, **labels: str) -> int:
+        """
+        The port's handler counter C{name} with C{labels}.
         """
         status = self.service.portStatus()[0]
-        return status.handlerCounters.get((name, ()), 0)
+        return status.handlerCounters.get((name, tuple(sorted(labels.items()))), 0)
 
     @inlineCallbacks
     def connect(self, port: int, script: Any, alpn: bytes = b"h2") -> Any:
@@ -151,14 +180,26 @@ class HTTP2Tests(TestCase):
         Run C{script} on an HTTP/2 client connected over TLS; the client,
         once the connection closed.
         """
+        client = yield self.open(port, script, alpn, closeWhenDone=True)
+        yield client.done
+        return client
+
+    @inlineCallbacks
+    def open(
+        self, port: int, script: Any, alpn: bytes = b"h2", closeWhenDone: bool = False
+    ) -> Any:
+        """
+        Connect an HTTP/2 client that runs C{script} over TLS (and, unless
+        C{closeWhenDone}, stays connected); the client.
+        """
         trust = Certificate.loadPEM(self.certificate.read_bytes())
         endpoint = wrapClientTLS(
             optionsForClientTLS("localhost", trust, acceptableProtocols=[alpn]),
             TCP4ClientEndpoint(reactor, "127.0.0.1", port),
         )
         client = H2Client(script)
+        client.closeWhenDone = closeWhenDone
         yield connectProtocol(endpoint, client)
-        yield client.done
         return client
 
     def tool(self, name: str) -> str:
@@ -188,6 +229,9 @@ class HTTP2Tests(TestCase):
         )
         self.assertEqual((code, out), (0, b"hello\n2 200"), err)
         self.assertEqual(self.counter("http2_streams"), 1)
+        # curl 7.88 ends an HTTP/2 connection with neither GOAWAY nor
+        # close_notify: between streams, that loses nothing.
+        self.assertEqual((yield self.endings(1)), ["clean"])
 
     @inlineCallbacks
     def test_http2Off(self) -> Any:
@@ -227,6 +271,42 @@ class HTTP2Tests(TestCase):
         self.assertIn("h2", re.findall(r"Application protocol: (\S+)", text))
         self.assertEqual(self.counter("http2_streams"), 10000)
         self.assertEqual(self.counter("http2_streams_open"), 0)
+        self.assertEqual((yield self.endings(10)), ["clean"] * 10)
+
+    @inlineCallbacks
+    def abortAfter(self, script: Any, ready: Any) -> Any:
+        """
+        Run C{script}, wait until C{ready(client)}, then abort the TCP
+        connection under TLS (a reset, no close_notify); how the connection
+        log says it ended.
+        """
+        port = self.start()
+        client = yield self.open(port, script)
+        yield waitUntilOnReactor(lambda: ready(client))
+        client.transport.transport.abortConnection()
+        yield client.done
+        return (yield self.endings(1))
+
+    def test_abortBetweenStreams(self) -> Any:
+        """
+        A client that leaves with a reset once its streams are answered
+        closed clean.
+        """
+        return self.abortAfter(
+            request(),
+            lambda client: any(
+                isinstance(e, h2.events.StreamEnded) for e in client.events
+            ),
+        ).addCallback(self.assertEqual, ["clean"])
+
+    def test_abortWithStreamOpen(self) -> Any:
+        """
+        The control: one that leaves that way with a stream open (a request
+        never finished) is a reset.
+        """
+        return self.abortAfter(
+            request(end=False), lambda _: self.counter("http2_streams_open") == 1
+        ).addCallback(self.assertEqual, ["reset"])
 
     @inlineCallbacks
     def test_settingsAdvertised(self) -> Any:
@@ -305,35 +385,56 @@ class HTTP2Tests(TestCase):
         self.assertEqual(goaway.error_code, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
 
     @inlineCallbacks
-    def test_pingFlood(self) -> Any:
+    def flood(self, script: Any) -> Any:
         """
-        A flood of PING frames ends with GOAWAY ENHANCE_YOUR_CALM.
+        Run C{script} on a client that ignores the server's GOAWAY and
+        never closes: the server must end the connection itself, with
+        GOAWAY ENHANCE_YOUR_CALM; the connection log's line for it.
         """
         port = self.start()
+        client = yield self.open(port, script)
+        yield client.done
+        self.assertCalmedDown(client)
+        yield self.endings(1)
+        [line] = [
+            e for e in self.logged if e["log_namespace"] == "multiport.connection"
+        ]
+        return line
+
+    @inlineCallbacks
+    def test_pingFlood(self) -> Any:
+        """
+        A flood of PING frames ends with GOAWAY ENHANCE_YOUR_CALM and a
+        close, logged as an error.
+        """
 
         def script(client: H2Client) -> None:
             for i in range(1000):
                 client.conn.ping(b"%08d" % (i,))
             client.send()
 
-        client = yield self.connect(port, script)
-        self.assertCalmedDown(client)
-        self.assertEqual(self.counter("http2_floods"), 1)
+        line = yield self.flood(script)
+        self.assertEqual(
+            (line["reason"], line["detail"]),
+            ("error", "HTTP/2 protocol error: too many SETTINGS and PING frames"),
+        )
+        self.assertEqual(self.counter("http2_floods", kind="ping_settings"), 1)
 
     @inlineCallbacks
     def test_settingsFlood(self) -> Any:
         """
-        A flood of SETTINGS frames ends with GOAWAY ENHANCE_YOUR_CALM.
+        A flood of SETTINGS frames ends with GOAWAY ENHANCE_YOUR_CALM and a
+        close.
         """
-        port = self.start()
 
         def script(client: H2Client) -> None:
             for _ in range(1000):
                 client.conn.update_settings({h2.settings.SettingCodes.ENABLE_PUSH: 0})
             client.send()
 
-        client = yield self.connect(port, script)
-        self.assertCalmedDown(client)
+        line = yield self.flood(script)
+        self.assertEqual(line["reason"], "error")
+        self.assertEqual(self.counter("http2_floods", kind="ping_settings"), 1)
 
     @inlineCallbacks
     def test_fewPingsAreAnswered(self) -> Any:
@@ -350,14 +451,14 @@ class HTTP2Tests(TestCase):
         client = yield self.connect(port, script)
         acks = [e for e in client.events if isinstance(e, h2.events.PingAckReceived)]
         self.assertEqual(len(acks), 20)
+        self.assertEqual(self.counter("http2_floods", kind="ping_settings"), 0)
 
     @inlineCallbacks
     def test_rapidReset(self) -> Any:
         """
         CVE-2023-44487: a client opening streams and resetting them at once
-        is cut off with GOAWAY ENHANCE_YOUR_CALM.
+        is cut off with GOAWAY ENHANCE_YOUR_CALM and a close.
         """
-        port = self.start()
 
         def script(client: H2Client) -> None:
             for stream in range(1, 2 * 3000, 2):
@@ -373,10 +474,14 @@ class HTTP2Tests(TestCase):
                 client.conn.reset_stream(stream)
             client.send()
 
-        client = yield self.connect(port, script)
-        self.assertCalmedDown(client)
+        line = yield self.flood(script)
+        self.assertEqual(
+            (line["reason"], line["detail"]),
+            ("error", "HTTP/2 protocol error: too many stream resets (rapid reset)"),
+        )
         self.assertGreater(self.counter("http2_resets"), 900)
         self.assertEqual(self.counter("http2_streams_open"), 0)
+        self.assertEqual(self.counter("http2_floods", kind="rapid_reset"), 1)
 
     @inlineCallbacks
     def test_headerTimeout(self) -> Any:
@@ -427,14 +532,7 @@ class HTTP2Tests(TestCase):
         closes it.
         """
         port = self.start()
-        trust = Certificate.loadPEM(self.certificate.read_bytes())
-        endpoint = wrapClientTLS(
-            optionsForClientTLS("localhost", trust, acceptableProtocols=[b"h2"]),
-            TCP4ClientEndpoint(reactor, "127.0.0.1", port),
-        )
-        client = H2Client(request())
-        client.closeWhenDone = False
-        yield connectProtocol(endpoint, client)
+        client = yield self.open(port, request())
         yield waitUntilOnReactor(
             lambda: any(isinstance(e, h2.events.StreamEnded) for e in client.events)
         )
@@ -461,11 +559,19 @@ class TwistedShapeTests(TestCase):
             "_requestAborted",
             "_requestDone",
             "_tryToWriteControlData",
+            "_sendPrioritisedData",
+            "_handleWindowUpdate",
+            "endRequest",
+            "remainingOutboundWindow",
+            "timeoutConnection",
         ):
             self.assertTrue(callable(getattr(H2Connection, name)), name)
         connection = H2Connection(reactor=MemoryReactorClock())
         self.assertTrue(connection._stillProducing)
         self.assertIsInstance(connection.streams, dict)
+        self.assertIsNone(connection._sendingDeferred)
+        for name in ("block", "unblock"):
+            self.assertTrue(callable(getattr(connection.priority, name)), name)
 
     def test_genericChannelShape(self) -> None:
         """

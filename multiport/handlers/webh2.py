@@ -25,8 +25,17 @@ from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from typing_extensions import Buffer
 from zope.interface import implementer
 
-from multiport.handlers.interface import IDrainable
-from multiport.ports.counters import HandlerCounters
+from multiport.handlers.interface import IBetweenMessages, IDrainable
+from multiport.handlers.webh2frames import FrameEdges
+from multiport.ports.counters import (
+    HTTP2_CONNECTIONS,
+    HTTP2_CONNECTIONS_OPEN,
+    HTTP2_FLOODS,
+    HTTP2_RESETS,
+    HTTP2_STREAMS,
+    HTTP2_STREAMS_OPEN,
+    HandlerCounters,
+)
 
 # twisted.web's HTTP/2 classes are unannotated and partly typed by their
 # proxies: subclassed as Any, as mypy can't check them anyway.
@@ -51,8 +60,7 @@ class _BoundedH2State(h2.connection.H2Connection):
     h2's connection state machine, which ends a connection whose client
     sends more SETTINGS and PING frames than a token bucket allows (h2 and
     twisted.web answer every one) with GOAWAY C{ENHANCE_YOUR_CALM}, and
-    which notes whether the last bytes received completed anything (a frame
-    or a header block).
+    which notes how the client broke the protocol.
     """
 
     def __init__(self, clock: IReactorTime, streams: int, headerList: int) -> None:
@@ -72,12 +80,17 @@ class _BoundedH2State(h2.connection.H2Connection):
         self._clock = clock
         self._tokens = float(CONTROL_FRAME_BURST)
         self._refilled = clock.seconds()
-        self.madeProgress = False
         self.floods = 0
+        #: How the client broke the protocol (a flood too), when it did:
+        #: the connection is being ended for it.
+        self.failed: str | None = None
 
     def receive_data(self, data: Buffer) -> list[h2.events.Event]:
-        events = super().receive_data(data)
-        self.madeProgress = bool(events)
+        try:
+            events = super().receive_data(data)
+        except h2.exceptions.ProtocolError as e:
+            self.failed = str(e) or type(e).__name__
+            raise
         control = sum(
             isinstance(e, (h2.events.PingReceived, h2.events.RemoteSettingsChanged))
             for e in events
@@ -92,34 +105,36 @@ class _BoundedH2State(h2.connection.H2Connection):
             self._tokens -= control
             if self._tokens < 0:
                 self.floods += 1
+                self.failed = "too many SETTINGS and PING frames"
                 self.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
                 # twisted.web's H2Connection ends the connection on a
                 # ProtocolError, after sending what h2 queued (the GOAWAY).
-                raise h2.exceptions.DenialOfServiceError(
-                    "too many SETTINGS and PING frames"
-                )
+                raise h2.exceptions.DenialOfServiceError(self.failed)
         return events
 
 
-@implementer(IDrainable)
+@implementer(IDrainable, IBetweenMessages)
 class PortH2Connection(_H2Base):  # type: ignore[misc]  # see _H2Base
     """
     twisted.web's HTTP/2 connection with the port's limits (L{_BoundedH2State}),
     a header timeout, draining, and counters.
 
-    Header timeout: bytes that complete no HTTP/2 frame and no header block
-    within C{headerTimeout} (a slowloris client trickling a HEADERS frame or
-    its CONTINUATION frames) close the connection, as a request head that
-    takes too long does on HTTP/1.1.
+    Header timeout: a frame, or a header block (a HEADERS frame and its
+    CONTINUATION frames), that does not arrive whole within
+    C{headerTimeout} of its first byte (a slowloris client trickling one)
+    closes the connection, as a request head that takes too long does on
+    HTTP/1.1.
 
-    @ivar counters: The port's handler counters: C{http2_connections},
-        C{http2_streams}, C{http2_streams_open} (now), C{http2_resets} (by
-        the client) and C{http2_floods}.
+    @ivar counters: The port's handler counters (L{multiport.ports.counters}
+        names them: L{HTTP2_CONNECTIONS} and the rest).
     """
 
     headerTimeout: float = 20.0
     _headerDeadline: IDelayedCall | None = None
     _draining = False
+    _open = False
+    _closing = False
+    _endedBetweenMessages: bool | None = None
 
     def __init__(
         self,
@@ -131,38 +146,93 @@ class PortH2Connection(_H2Base):  # type: ignore[misc]  # see _H2Base
         super().__init__(reactor)
         self.conn = _BoundedH2State(reactor, maxStreams, maxHeaderList)
         self.counters = counters
+        self._edges = FrameEdges()
+        # Streams whose response is complete (twisted.web's endRequest).
+        self._answered: set[int] = set()
 
     def connectionMade(self) -> None:
-        self.counters.add("http2_connections")
+        self._open = True
+        self.counters.add(HTTP2_CONNECTIONS)
+        self.counters.add(HTTP2_CONNECTIONS_OPEN)
         super().connectionMade()
 
     def dataReceived(self, data: bytes) -> None:
         state: _BoundedH2State = self.conn
+        edges = self._edges
+        if edges.feed(data) or not edges.pending:
+            self._cancelHeaderDeadline()
+        if edges.pending and self._headerDeadline is None:
+            self._headerDeadline = self._reactor.callLater(
+                self.headerTimeout, self._headersTooSlow
+            )
         try:
             super().dataReceived(data)
         finally:
             if state.floods:
-                self.counters.add("http2_floods", state.floods)
+                self.counters.add(HTTP2_FLOODS, state.floods, kind="ping_settings")
                 state.floods = 0
-        if state.madeProgress:
-            self._cancelHeaderDeadline()
-        elif self._headerDeadline is None and self.transport is not None:
-            self._headerDeadline = self._reactor.callLater(
-                self.headerTimeout, self._headersTooSlow
-            )
+            if state.failed is not None:
+                self._clientFailed(state.failed)
+
+    def betweenMessages(self) -> bool:
+        """
+        Every stream answered in full, no frame or header block begun, and
+        the client kept to the protocol: now, or when the connection was
+        lost (whose first news, the transport's C{stopProducing}, ends every
+        stream before the port's wrapper asks).
+        """
+        if self._endedBetweenMessages is not None:
+            return self._endedBetweenMessages
+        state: _BoundedH2State = self.conn
+        return (
+            state.failed is None
+            and not self._edges.pending
+            and all(map(self._sentInFull, self.streams))
+        )
+
+    def _sentInFull(self, streamID: int) -> bool:
+        # Answered, and no byte of the answer left to send: twisted.web
+        # sends each DATA frame, then END_STREAM, a reactor turn apart, and
+        # curl leaves once it has the Content-Length's bytes, before the
+        # END_STREAM.
+        if streamID not in self._answered:
+            return False
+        try:
+            window = self.conn.local_flow_control_window(streamID)
+        except h2.exceptions.ProtocolError:
+            return False
+        return bool(self.remainingOutboundWindow(streamID) == window)
+
+    def endRequest(self, streamID: int) -> None:
+        self._answered.add(streamID)
+        super().endRequest(streamID)
+
+    def _clientFailed(self, why: str) -> None:
+        # The connection log says error, and why (the port's wrapper).
+        protocolError = getattr(self.transport, "protocolError", None)
+        if protocolError is not None:
+            protocolError(f"HTTP/2 protocol error: {why}")
 
     def _requestReceived(self, event: Any) -> None:
-        self.counters.add("http2_streams")
-        self.counters.add("http2_streams_open")
+        self.counters.add(HTTP2_STREAMS)
+        self.counters.add(HTTP2_STREAMS_OPEN)
         super()._requestReceived(event)
 
     def _requestAborted(self, event: Any) -> None:
-        self.counters.add("http2_resets")
+        self.counters.add(HTTP2_RESETS)
+        wasProducing = self._stillProducing
         super()._requestAborted(event)
+        if wasProducing and not self._stillProducing:
+            # twisted.web's reset bucket ran dry: GOAWAY ENHANCE_YOUR_CALM.
+            state: _BoundedH2State = self.conn
+            state.failed = "too many stream resets (rapid reset)"
+            self.counters.add(HTTP2_FLOODS, kind="rapid_reset")
+            self._clientFailed(state.failed)
 
     def _requestDone(self, streamID: int) -> None:
+        self._answered.discard(streamID)
         if streamID in self.streams:
-            self.counters.add("http2_streams_open", -1)
+            self.counters.add(HTTP2_STREAMS_OPEN, -1)
         super()._requestDone(streamID)
         if self._draining and self._stillProducing and not self.streams:
             self._close()
@@ -181,8 +251,17 @@ class PortH2Connection(_H2Base):  # type: ignore[misc]  # see _H2Base
     def _close(self) -> None:
         # The transport closes only once no producer is registered (as
         # twisted.web's HTTPChannel.loseConnection knows): this one is.
-        self.transport.unregisterProducer()
-        self.transport.loseConnection()
+        # H2Connection's own ends (a GOAWAY either way, a protocol error,
+        # its idle timeout) forget that, and would leave TLS open (no
+        # close_notify) until the client leaves.
+        if not self._closing:
+            self._closing = True
+            self.transport.unregisterProducer()
+            self.transport.loseConnection()
+
+    def timeoutConnection(self) -> None:
+        super().timeoutConnection()
+        self._close()
 
     def _headersTooSlow(self) -> None:
         self._headerDeadline = None
@@ -198,11 +277,20 @@ class PortH2Connection(_H2Base):  # type: ignore[misc]  # see _H2Base
             deadline.cancel()
 
     def connectionLost(self, reason: Failure = connectionDone, **kwargs: Any) -> None:
+        if self._endedBetweenMessages is None:
+            self._endedBetweenMessages = self.betweenMessages()
         self._cancelHeaderDeadline()
         super().connectionLost(reason, **kwargs)
+        if kwargs.get("_cancelTimeouts", True) is False:
+            # H2Connection ending the connection itself, the transport
+            # still up (see _close).
+            self._close()
+        elif self._open:
+            self._open = False
+            self.counters.add(HTTP2_CONNECTIONS_OPEN, -1)
 
 
-@implementer(IDrainable)
+@implementer(IDrainable, IBetweenMessages)
 class PortChannel(_GenericBase):  # type: ignore[misc]  # see _H2Base
     """
     twisted.web's protocol that speaks HTTP/1.1 or HTTP/2 as ALPN chose, with
@@ -263,3 +351,11 @@ class PortChannel(_GenericBase):  # type: ignore[misc]  # see _H2Base
         channel = self._channel
         if IDrainable.providedBy(channel):
             channel.drain()
+
+    def betweenMessages(self) -> bool:
+        """
+        Whether whichever protocol the connection speaks is between
+        messages.
+        """
+        channel = self._channel
+        return IBetweenMessages.providedBy(channel) and bool(channel.betweenMessages())

@@ -1,0 +1,384 @@
+"""
+Unit tests of the http handler's HTTP/2 (L{multiport.handlers.webh2},
+L{multiport.handlers.webh2frames}): the h2 library's client against a
+port's protocol on a L{StringTransport} and a memory reactor.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    Frame,
+    HeadersFrame,
+    PingFrame,
+    WindowUpdateFrame,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from twisted.internet import _producer_helpers
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Cooperator
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from multiport.config.model import PortConfig, TLSConfig
+from multiport.handlers.interface import HandlerContext
+from multiport.handlers.web import https
+from multiport.handlers.webh2 import PortChannel, PortH2Connection
+from multiport.handlers.webh2frames import PREAMBLE, FrameEdges
+from multiport.handlers.weboptions import parseWebOptions
+from multiport.ports.counters import HandlerCounters
+
+GET = [
+    (b":method", b"GET"),
+    (b":path", b"/"),
+    (b":scheme", b"https"),
+    (b":authority", b"localhost"),
+]
+#: A file over three times a stream's default window (65,535 bytes).
+BIG = bytes(range(256)) * 800
+
+
+class Harness:
+    """
+    One HTTP/2 connection to an https port serving a folder: the h2
+    library's client on one side, the port's protocol on a
+    L{StringTransport} that negotiated C{h2} on the other.
+    """
+
+    def __init__(self, root: Path, clock: MemoryReactorClock, **options: Any) -> None:
+        self.clock = clock
+        self.counters = HandlerCounters()
+        port = PortConfig(
+            interface="127.0.0.1",
+            port=8443,
+            handler="https",
+            tls=TLSConfig(),
+            backlog=50,
+            options=parseWebOptions({"root": str(root), **options}, root),
+        )
+        context = HandlerContext(
+            reactor=clock, clock=clock, port=port, counters=self.counters
+        )
+        self.site = https.buildFactory(context)
+        self.client = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        self.client.initiate_connection()
+
+    def connect(self) -> tuple[PortChannel, StringTransport]:
+        """
+        A new connection of the site: its protocol and transport.
+        """
+        protocol = self.site.buildProtocol(IPv4Address("TCP", "192.0.2.7", 53422))
+        transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 8443),
+            peerAddress=IPv4Address("TCP", "192.0.2.7", 53422),
+        )
+        transport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
+        protocol.makeConnection(transport)
+        self.protocol, self.transport = protocol, transport
+        return protocol, transport
+
+    @property
+    def h2(self) -> PortH2Connection:
+        """
+        The HTTP/2 connection the port's protocol switched to.
+        """
+        channel: PortH2Connection = self.protocol._channel
+        return channel
+
+    def send(self, extra: bytes = b"") -> None:
+        """
+        Send what the client has queued, then C{extra}.
+        """
+        self.protocol.dataReceived(self.client.data_to_send() + extra)
+
+    def step(self) -> list[h2.events.Event]:
+        """
+        Run the first call due now, alone (the memory clock's C{advance}
+        also runs what that call schedules for now); what the client
+        received.
+        """
+        due = [c for c in self.clock.calls if c.getTime() <= self.clock.seconds()]
+        if due:
+            call = min(due, key=lambda c: c.getTime())
+            self.clock.calls.remove(call)
+            call.called = 1
+            call.func(*call.args, **call.kw)
+        return self.receive()
+
+    def receive(self) -> list[h2.events.Event]:
+        """
+        What the server wrote since last time, as the client's events.
+        """
+        data = self.transport.value()
+        self.transport.clear()
+        return list(self.client.receive_data(data)) if data else []
+
+    def settle(self) -> list[h2.events.Event]:
+        """
+        Run the reactor's due calls one at a time until none is left, at
+        most 2,000 (a loop that reschedules itself forever stops there);
+        every event the client received.
+        """
+        events = self.receive()
+        for _ in range(2000):
+            if not any(
+                c.getTime() <= self.clock.seconds()
+                for c in self.clock.getDelayedCalls()
+            ):
+                break
+            events += self.step()
+        return events
+
+
+class HarnessCase(SynchronousTestCase):
+    """
+    A test with a L{Harness} on a folder holding C{index.html}.
+    """
+
+    def setUp(self) -> None:
+        root = Path(self.mktemp()).absolute()
+        root.mkdir(parents=True)
+        (root / "index.html").write_bytes(b"hello\n")
+        (root / "big.bin").write_bytes(BIG)
+        self.clock = MemoryReactorClock()
+        # twisted.web streams a file with a pull producer, which the global
+        # cooperator would run: this one runs on the memory reactor.
+        cooperator = Cooperator(scheduler=lambda f: self.clock.callLater(0, f))
+        self.patch(_producer_helpers, "cooperate", cooperator.cooperate)
+        self.harness = Harness(root, self.clock)
+        self.protocol, self.transport = self.harness.connect()
+        self.harness.send()
+        self.harness.settle()
+
+    def tearDown(self) -> None:
+        if not self.transport.disconnected:
+            from twisted.internet.error import ConnectionDone
+            from twisted.python.failure import Failure
+
+            self.protocol.connectionLost(Failure(ConnectionDone()))
+        for call in self.clock.getDelayedCalls():
+            if call.active():
+                call.cancel()
+
+
+class BetweenMessagesTests(HarnessCase):
+    """
+    Whether an HTTP/2 connection is between messages: what decides if a
+    client that leaves without close_notify closed clean.
+    """
+
+    def test_fresh(self) -> None:
+        """
+        A connection with no stream yet is between messages.
+        """
+        self.assertTrue(self.protocol.betweenMessages())
+
+    def test_requestInFlight(self) -> None:
+        """
+        A request not yet answered is not.
+        """
+        self.harness.client.send_headers(1, GET, end_stream=False)
+        self.harness.send()
+        self.assertFalse(self.protocol.betweenMessages())
+
+    def test_answeredBeforeEndStream(self) -> None:
+        """
+        A stream whose answer is all sent is done, even before twisted.web
+        sends END_STREAM a reactor turn later (curl leaves in between).
+        """
+        self.harness.client.send_headers(1, GET, end_stream=True)
+        self.harness.send()
+        body = b""
+        for _ in range(100):
+            events = self.harness.step()
+            body += b"".join(
+                e.data for e in events if isinstance(e, h2.events.DataReceived)
+            )
+            if body == b"hello\n":
+                break
+        self.assertEqual(body, b"hello\n")
+        self.assertIn(1, self.harness.h2.streams)
+        self.assertTrue(self.protocol.betweenMessages())
+        events = self.harness.settle()
+        self.assertTrue(any(isinstance(e, h2.events.StreamEnded) for e in events))
+        self.assertTrue(self.protocol.betweenMessages())
+
+    def test_partialFrame(self) -> None:
+        """
+        Half a frame is not between messages.
+        """
+        self.harness.send(PingFrame(0, b"12345678").serialize()[:5])
+        self.assertFalse(self.protocol.betweenMessages())
+
+    def test_protocolError(self) -> None:
+        """
+        A client that broke the protocol is not between messages, whatever
+        follows.
+        """
+        self.harness.send(DataFrame(7, b"x").serialize())
+        self.assertFalse(self.protocol.betweenMessages())
+
+    def test_keptAfterLoss(self) -> None:
+        """
+        The answer once the connection was lost is the one from just
+        before, though losing it ended every stream.
+        """
+        from twisted.internet.error import ConnectionLost
+        from twisted.python.failure import Failure
+
+        self.harness.client.send_headers(1, GET, end_stream=False)
+        self.harness.send()
+        self.harness.h2.stopProducing()
+        self.assertEqual(self.harness.h2.streams, {})
+        self.assertFalse(self.protocol.betweenMessages())
+        self.protocol.connectionLost(Failure(ConnectionLost()))
+        self.assertFalse(self.protocol.betweenMessages())
+
+
+class HeaderTimeoutTests(HarnessCase):
+    """
+    The header timeout counts from the first byte of a frame or header
+    block, never while the connection rests.
+    """
+
+    def test_ignoredFrameArmsNothing(self) -> None:
+        """
+        A whole frame that h2 ignores (a WINDOW_UPDATE for a stream it has
+        closed) leaves an idle connection alone past the header timeout.
+        """
+        self.harness.client.send_headers(1, GET, end_stream=True)
+        self.harness.send()
+        self.harness.settle()
+        self.harness.send(WindowUpdateFrame(1, window_increment=100).serialize())
+        self.clock.advance(25)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_trickledHeaderBlock(self) -> None:
+        """
+        A header block trickled as CONTINUATION frames, each whole, closes
+        the connection once the header timeout passes from its first byte.
+        """
+        headers = HeadersFrame(1)
+        headers.data = b"\x82"
+        self.harness.send(headers.serialize())
+        for _ in range(4):
+            self.clock.advance(4)
+            piece = ContinuationFrame(1)
+            piece.data = b"\x84"
+            self.harness.send(piece.serialize())
+            self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(5)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_steadyFrames(self) -> None:
+        """
+        Frames that each arrive whole, however many, arm nothing.
+        """
+        for _ in range(10):
+            self.harness.send(PingFrame(0, b"12345678").serialize())
+            self.clock.advance(15)
+            self.harness.receive()
+        self.assertFalse(self.transport.disconnecting)
+
+
+def frames() -> st.SearchStrategy[Frame]:
+    """
+    Frames of the kinds that matter to L{FrameEdges}: header blocks with
+    and without END_HEADERS, their CONTINUATION, and others.
+    """
+
+    def block(kind: type[Frame], stream: int, end: bool, data: bytes) -> Frame:
+        frame = kind(stream)
+        frame.data = data
+        if end:
+            frame.flags.add("END_HEADERS")
+        return frame
+
+    streams = st.integers(1, 9)
+    data = st.binary(max_size=40)
+    return st.one_of(
+        st.builds(
+            block,
+            st.sampled_from([HeadersFrame, ContinuationFrame]),
+            streams,
+            st.booleans(),
+            data,
+        ),
+        st.builds(DataFrame, streams, data),
+        st.builds(PingFrame, st.just(0), st.binary(min_size=8, max_size=8)),
+        st.builds(
+            WindowUpdateFrame, st.integers(0, 9), window_increment=st.integers(1, 99)
+        ),
+    )
+
+
+def ends(frame: Frame) -> bool | None:
+    """
+    Whether C{frame} ends a header block (C{True}), begins or continues one
+    (C{False}), or is not part of one (C{None}).
+    """
+    if isinstance(frame, HeadersFrame | ContinuationFrame):
+        return "END_HEADERS" in frame.flags
+    return None
+
+
+class FrameEdgesTests(SynchronousTestCase):
+    """
+    L{FrameEdges} follows frames however the bytes are split.
+    """
+
+    @settings(
+        max_examples=300,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(st.lists(frames(), max_size=8), st.lists(st.integers(0, 400), max_size=6))
+    def test_anySplit(self, sequence: list[Frame], cuts: list[int]) -> None:
+        """
+        After the whole stream, C{pending} says whether a header block is
+        still open; C{feed} says a piece completed something exactly when
+        a frame outside a header block, or a header block, ended in it.
+        """
+        data = PREAMBLE + b"".join(f.serialize() for f in sequence)
+        # Where each thing completes: the preamble, then each frame that is
+        # not inside an open header block.
+        completions, offset, inBlock = [len(PREAMBLE)], len(PREAMBLE), False
+        for frame in sequence:
+            offset += len(frame.serialize())
+            ended = ends(frame)
+            if ended is not None:
+                inBlock = not ended
+            if not inBlock:
+                completions.append(offset)
+        points = sorted({0, len(data), *(c for c in cuts if c < len(data))})
+        edges = FrameEdges()
+        for start, end in zip(points, points[1:], strict=False):
+            expected = any(start < c <= end for c in completions)
+            self.assertEqual(edges.feed(data[start:end]), expected, (start, end))
+        self.assertEqual(edges.pending, inBlock)
+
+    def test_midFrame(self) -> None:
+        """
+        Bytes that stop inside a frame's header or payload are pending.
+        """
+        frame = PingFrame(0, b"12345678").serialize()
+        for cut in range(1, len(frame)):
+            edges = FrameEdges()
+            self.assertTrue(edges.feed(PREAMBLE))
+            self.assertFalse(edges.feed(frame[:cut]))
+            self.assertTrue(edges.pending)
+            self.assertTrue(edges.feed(frame[cut:]))
+            self.assertFalse(edges.pending)
