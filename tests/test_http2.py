@@ -6,6 +6,7 @@ real TLS connection) against a real port on 127.0.0.1.
 from __future__ import annotations
 
 import re
+import resource
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
+from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import globalLogPublisher
@@ -307,6 +309,34 @@ class HTTP2Tests(TestCase):
         return self.abortAfter(
             request(end=False), lambda _: self.counter("http2_streams_open") == 1
         ).addCallback(self.assertEqual, ["reset"])
+
+    @inlineCallbacks
+    def test_slowReaderCostsNoCPU(self) -> Any:
+        """
+        A client that stops acknowledging a large answer once its window is
+        full costs the daemon no CPU while it waits (twisted.web's sending
+        loop alone would retry the stream on every reactor turn).
+        """
+        port = self.start()
+        client = yield self.open(port, request(b"/big.bin"))
+
+        def received() -> int:
+            return sum(
+                e.flow_controlled_length
+                for e in client.events
+                if isinstance(e, h2.events.DataReceived)
+            )
+
+        yield waitUntilOnReactor(lambda: received() >= 65535)
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        # The interval measured, not a wait for anything.
+        yield deferLater(reactor, 1.0)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        used = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        self.assertLess(used, 0.3)
+        self.assertEqual(received(), 65535)
+        client.transport.abortConnection()
+        yield client.done
 
     @inlineCallbacks
     def test_settingsAdvertised(self) -> Any:

@@ -214,6 +214,22 @@ class BetweenMessagesTests(HarnessCase):
         self.assertTrue(any(isinstance(e, h2.events.StreamEnded) for e in events))
         self.assertTrue(self.protocol.betweenMessages())
 
+    def test_answerHeldByFlowControl(self) -> None:
+        """
+        An answer that flow control holds back is not all sent.
+        """
+        self.harness.client.update_settings(
+            {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0}
+        )
+        self.harness.send()
+        self.harness.settle()
+        self.harness.client.send_headers(1, GET, end_stream=True)
+        self.harness.send()
+        events = self.harness.settle()
+        self.assertTrue(any(isinstance(e, h2.events.ResponseReceived) for e in events))
+        self.assertFalse(any(isinstance(e, h2.events.DataReceived) for e in events))
+        self.assertFalse(self.protocol.betweenMessages())
+
     def test_partialFrame(self) -> None:
         """
         Half a frame is not between messages.
@@ -244,6 +260,69 @@ class BetweenMessagesTests(HarnessCase):
         self.assertFalse(self.protocol.betweenMessages())
         self.protocol.connectionLost(Failure(ConnectionLost()))
         self.assertFalse(self.protocol.betweenMessages())
+
+
+class FlowControlTests(HarnessCase):
+    """
+    A stream whose flow-control window is spent waits outside twisted.web's
+    sending loop, which would otherwise retry it on every reactor turn.
+    """
+
+    def idle(self) -> bool:
+        """
+        Whether nothing is due on the reactor now (no loop spinning).
+        """
+        now = self.clock.seconds()
+        return not any(c.getTime() <= now for c in self.clock.getDelayedCalls())
+
+    def test_slowReader(self) -> None:
+        """
+        A client that acknowledges nothing gets one window of a large file,
+        and the connection goes idle; each acknowledgement lets more
+        through, until the whole file and its END_STREAM.
+        """
+        path = [(k, b"/big.bin" if k == b":path" else v) for k, v in GET]
+        self.harness.client.send_headers(1, path, end_stream=True)
+        self.harness.send()
+        body = b""
+        ended = False
+        for _ in range(20):
+            events = self.harness.settle()
+            self.assertTrue(self.idle())
+            data = [e for e in events if isinstance(e, h2.events.DataReceived)]
+            body += b"".join(e.data for e in data)
+            self.assertLessEqual(len(body), 65535 * (1 + _))
+            ended |= any(isinstance(e, h2.events.StreamEnded) for e in events)
+            if ended:
+                break
+            got = sum(e.flow_controlled_length for e in data)
+            self.harness.client.acknowledge_received_data(got, 1)
+            self.harness.send()
+        self.assertTrue(ended)
+        self.assertEqual(body, BIG)
+
+    def test_windowOpenedBySettings(self) -> None:
+        """
+        A client that starts with a window of 0, then raises every stream's
+        initial window with SETTINGS, gets its answer.
+        """
+        self.harness.client.update_settings(
+            {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0}
+        )
+        self.harness.send()
+        self.harness.client.send_headers(1, GET, end_stream=True)
+        self.harness.send()
+        events = self.harness.settle()
+        self.assertTrue(self.idle())
+        self.assertFalse(any(isinstance(e, h2.events.DataReceived) for e in events))
+        self.harness.client.update_settings(
+            {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 65535}
+        )
+        self.harness.send()
+        events = self.harness.settle()
+        body = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
+        self.assertEqual(body, b"hello\n")
+        self.assertTrue(any(isinstance(e, h2.events.StreamEnded) for e in events))
 
 
 class HeaderTimeoutTests(HarnessCase):

@@ -14,6 +14,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 from h2.settings import SettingCodes
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
@@ -84,6 +85,20 @@ class _BoundedH2State(h2.connection.H2Connection):
         #: How the client broke the protocol (a flood too), when it did:
         #: the connection is being ended for it.
         self.failed: str | None = None
+        #: The stream the last DATA frame went to.
+        self.lastSent: int | None = None
+        #: Whether the client changed the initial window of every stream.
+        self.windowsChanged = False
+
+    def send_data(
+        self,
+        stream_id: int,
+        data: bytes | memoryview,
+        end_stream: bool = False,
+        pad_length: Any = None,
+    ) -> None:
+        self.lastSent = stream_id
+        super().send_data(stream_id, data, end_stream, pad_length)
 
     def receive_data(self, data: Buffer) -> list[h2.events.Event]:
         try:
@@ -96,6 +111,11 @@ class _BoundedH2State(h2.connection.H2Connection):
             for e in events
         )
         if control:
+            self.windowsChanged |= any(
+                isinstance(e, h2.events.RemoteSettingsChanged)
+                and SettingCodes.INITIAL_WINDOW_SIZE in e.changed_settings
+                for e in events
+            )
             now = self._clock.seconds()
             self._tokens = min(
                 float(CONTROL_FRAME_BURST),
@@ -135,6 +155,8 @@ class PortH2Connection(_H2Base):  # type: ignore[misc]  # see _H2Base
     _open = False
     _closing = False
     _endedBetweenMessages: bool | None = None
+    # twisted.web's: what its sending loop waits on when no stream can send.
+    _sendingDeferred: Deferred[object] | None
 
     def __init__(
         self,
@@ -173,6 +195,9 @@ class PortH2Connection(_H2Base):  # type: ignore[misc]  # see _H2Base
                 state.floods = 0
             if state.failed is not None:
                 self._clientFailed(state.failed)
+        if state.windowsChanged:
+            state.windowsChanged = False
+            self._reconsider(list(self.streams))
 
     def betweenMessages(self) -> bool:
         """
@@ -206,6 +231,51 @@ class PortH2Connection(_H2Base):  # type: ignore[misc]  # see _H2Base
     def endRequest(self, streamID: int) -> None:
         self._answered.add(streamID)
         super().endRequest(streamID)
+        self._reconsider([streamID])
+
+    # twisted.web's sending loop (_sendPrioritisedData) takes any stream
+    # with data queued, even one whose flow-control window is spent: it
+    # sends nothing and tries again on the next reactor turn.  A client that
+    # stops reading a response larger than its window (64 KiB) would spin
+    # the daemon at 100% CPU.  Such a stream is taken out of the loop until
+    # the client opens its window.
+
+    def _sendPrioritisedData(self, *args: Any) -> None:
+        super()._sendPrioritisedData(*args)
+        state: _BoundedH2State = self.conn
+        sent, state.lastSent = state.lastSent, None
+        if sent is not None:
+            self._reconsider([sent])
+
+    def _handleWindowUpdate(self, event: Any) -> None:
+        super()._handleWindowUpdate(event)
+        self._reconsider([event.stream_id] if event.stream_id else list(self.streams))
+
+    def _reconsider(self, streamIDs: list[int]) -> None:
+        """
+        Take the streams among C{streamIDs} that have data queued and no
+        window out of the sending loop; put those with both back in, and
+        wake the loop if it waits.
+        """
+        sendable = False
+        for streamID in streamIDs:
+            if streamID not in self.streams:
+                continue
+            try:
+                window = self.conn.local_flow_control_window(streamID)
+            except h2.exceptions.ProtocolError:
+                continue
+            if self.remainingOutboundWindow(streamID) < window:
+                # Data queued (twisted.web counts it against the window).
+                if window <= 0:
+                    self.priority.block(streamID)
+                else:
+                    self.priority.unblock(streamID)
+                    sendable = True
+        waiting = self._sendingDeferred
+        if sendable and waiting is not None:
+            self._sendingDeferred = None
+            waiting.callback(None)
 
     def _clientFailed(self, why: str) -> None:
         # The connection log says error, and why (the port's wrapper).
