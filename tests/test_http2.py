@@ -272,8 +272,10 @@ class HTTP2Tests(TestCase):
         self.assertIn("status codes: 10000 2xx, 0 3xx, 0 4xx, 0 5xx", text)
         self.assertIn("h2", re.findall(r"Application protocol: (\S+)", text))
         self.assertEqual(self.counter("http2_streams"), 10000)
-        self.assertEqual(self.counter("http2_streams_open"), 0)
         self.assertEqual((yield self.endings(10)), ["clean"] * 10)
+        self.assertEqual(self.counter("http2_streams_open"), 0)
+        self.assertEqual(self.counter("http2_connections"), 10)
+        self.assertEqual(self.counter("http2_connections_open"), 0)
 
     @inlineCallbacks
     def abortAfter(self, script: Any, ready: Any) -> Any:
@@ -307,7 +309,11 @@ class HTTP2Tests(TestCase):
         never finished) is a reset.
         """
         return self.abortAfter(
-            request(end=False), lambda _: self.counter("http2_streams_open") == 1
+            request(end=False),
+            lambda _: (
+                self.counter("http2_streams_open") == 1
+                and self.counter("http2_connections_open") == 1
+            ),
         ).addCallback(self.assertEqual, ["reset"])
 
     @inlineCallbacks

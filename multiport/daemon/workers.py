@@ -22,7 +22,7 @@ from multiport.daemon.ipc import Channel
 from multiport.daemon.logformat import emitLine, eventFromWorker
 from multiport.errors import ConfigError
 from multiport.handlers.interface import IHandler, PortStatus, servedByMainProcess
-from multiport.ports.counters import PortCounters
+from multiport.ports.counters import CURRENT_COUNTERS, PortCounters
 from multiport.ports.datagram import DatagramCounters
 
 if TYPE_CHECKING:
@@ -150,7 +150,8 @@ class Retired:
     def fold(self, status: PortStatus) -> None:
         """
         Add the last figures of a worker that exited: its connections still
-        open are gone with it, so they count as closed.
+        open are gone with it, so they count as closed, and its handler's
+        counts of what is open now (L{CURRENT_COUNTERS}) are dropped.
         """
         counters = {
             key: dict(value) if isinstance(value, Mapping) else value
@@ -164,7 +165,8 @@ class Retired:
             connections["current"] = 0
         _add(self.counters, counters)
         for key, value in status.handlerCounters.items():
-            self.handlerCounters[key] = self.handlerCounters.get(key, 0) + value
+            if key[0] not in CURRENT_COUNTERS:
+                self.handlerCounters[key] = self.handlerCounters.get(key, 0) + value
 
     def addedTo(self, status: PortStatus) -> PortStatus:
         """

@@ -26,7 +26,7 @@ from multiport.handlers.webchannel import (
 from multiport.handlers.webh2 import PortChannel
 from multiport.handlers.weboptions import DEFAULT_SERVER, WebOptions, parseWebOptions
 from multiport.handlers.webresources import ConfinedFile, RedirectToHTTPS, WelcomePage
-from multiport.ports.counters import HandlerCounters
+from multiport.ports.counters import HandlerCounters, publishHTTP2Counters
 from multiport.ports.policies import Policy
 
 #: One line per request, in the combined log format after the port's name.
@@ -297,6 +297,7 @@ def buildSite(context: HandlerContext) -> server.Site:
             options.http2MaxConcurrentStreams,
             options.http2MaxHeaderListSize,
         )
+        publishHTTP2Counters(context.counters)
     return site
 
 

@@ -82,6 +82,8 @@ HTTP2_STREAMS = "http2_streams"
 HTTP2_STREAMS_OPEN = "http2_streams_open"
 HTTP2_RESETS = "http2_resets"
 HTTP2_FLOODS = "http2_floods"
+#: The kinds of flood an HTTP/2 connection is ended for (C{http2_floods}).
+HTTP2_FLOOD_KINDS = ("ping_settings", "rapid_reset")
 HTTP2_COUNTERS = (
     HTTP2_CONNECTIONS,
     HTTP2_CONNECTIONS_OPEN,
@@ -122,3 +124,15 @@ class HandlerCounters:
         Every counter now, keyed by name and sorted labels.
         """
         return dict(self._values)
+
+
+def publishHTTP2Counters(counters: HandlerCounters) -> None:
+    """
+    Publish a port's HTTP/2 counters at 0: the port shows its HTTP/2
+    figures before its first HTTP/2 client.
+    """
+    for name in HTTP2_COUNTERS:
+        if name != HTTP2_FLOODS:
+            counters.add(name, 0)
+    for kind in HTTP2_FLOOD_KINDS:
+        counters.add(HTTP2_FLOODS, 0, kind=kind)

@@ -21,8 +21,10 @@ from prometheus_client.registry import Collector
 from twisted.logger import Logger
 
 from multiport.handlers.interface import IDaemonView, PortStatus
+from multiport.ports.counters import HTTP2_COUNTERS
 from multiport.status.datagrammetrics import DATAGRAM_FAMILIES, datagramFamilies
 from multiport.status.drainstate import drainStateOf
+from multiport.status.http2figures import HTTP2_FAMILIES, http2Families
 from multiport.status.report import figure, rejectedByReason, workerStatusOf
 
 log = Logger()
@@ -83,6 +85,7 @@ BUILTIN_FAMILIES = frozenset(
         "multiport_acme_next_renewal_timestamp_seconds",
         *(name for name, _, _, _ in _COUNTERS),
         *DATAGRAM_FAMILIES,
+        *HTTP2_FAMILIES,
     }
 )
 
@@ -170,6 +173,7 @@ class DaemonCollector(Collector):
             rows = [(status, portLabels(status)) for status in statuses]
         yield from self._portFamilies(rows, labels)
         yield from datagramFamilies(rows, labels)
+        yield from http2Families(rows, labels)
         yield from self._handlerFamilies(rows, labels)
 
     def _portFamilies(
@@ -260,6 +264,9 @@ class DaemonCollector(Collector):
             handler = status.config.handler
             ours = dict(zip(labelNames, values, strict=True))
             for (counter, labels), value in sorted(status.handlerCounters.items()):
+                if counter in HTTP2_COUNTERS:
+                    # Exported in the multiport_http2_* families.
+                    continue
                 name = handlerFamilyName(handler, counter)
                 if name in BUILTIN_FAMILIES:
                     if name not in self._warned:
