@@ -5,9 +5,11 @@ real TLS connection) against a real port on 127.0.0.1.
 
 from __future__ import annotations
 
+import json
 import re
 import resource
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.events
-from hyperframe.frame import HeadersFrame
+from hyperframe.frame import DataFrame, Frame, HeadersFrame
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import (
@@ -30,13 +32,14 @@ from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import globalLogPublisher
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from multiport.config.model import TLSConfig
 from multiport.daemon.service import PortsService
 from multiport.handlers.weboptions import WebOptions
 from multiport.ports.tls import ensureSelfSigned
-from tests.support import HANDLERS, configFor, waitUntilOnReactor
+from tests.support import HANDLERS, configFor, configuredDaemon, waitUntilOnReactor
+from tests.test_live import freePort
 
 
 class H2Client(Protocol):
@@ -70,7 +73,10 @@ class H2Client(Protocol):
         try:
             self.events += self.conn.receive_data(data)
         except h2.exceptions.ProtocolError:
-            self.transport.loseConnection()
+            # h2 takes nothing after a GOAWAY: a client that stays reads
+            # what follows in raw.
+            if self.closeWhenDone:
+                self.transport.loseConnection()
             return
         pending = self.conn.data_to_send()
         if pending:
@@ -117,15 +123,16 @@ class HTTP2Tests(TestCase):
     An https port serving a folder speaks HTTP/2 to clients that offer it.
     """
 
-    def start(self, **options: Any) -> int:
+    def start(self, handler: str = "https", **options: Any) -> int:
         """
-        Start an https port serving a folder with C{options}; its number.
+        Start an https (or C{handler}) port serving a folder with
+        C{options}; its number.
         """
         root = Path(self.mktemp())
         root.mkdir()
         (root / "index.html").write_bytes(b"hello\n")
         (root / "big.bin").write_bytes(b"x" * (1 << 20))
-        config = configFor("127.0.0.1:0=https", self.mktemp())
+        config = configFor(f"127.0.0.1:0={handler}", self.mktemp())
         port = config.ports[0]
         port = attrs.evolve(
             port,
@@ -255,6 +262,35 @@ class HTTP2Tests(TestCase):
             ],
         )
         self.assertEqual((code, out), (0, b"1.1"), err)
+
+    @inlineCallbacks
+    def test_plainTextNotOffered(self) -> Any:
+        """
+        A plain http port speaks no HTTP/2: curl --http2 (an h2c upgrade)
+        stays on HTTP/1.1, and HTTP/2 with prior knowledge gets no HTTP/2
+        answer.
+        """
+        port = self.start("http")
+        url = f"http://127.0.0.1:{port}/"
+        out, err, code = yield getProcessOutputAndValue(
+            self.tool("curl"),
+            ["-sS", "--http2", "-o", "/dev/null", "-w", "%{http_version}", url],
+        )
+        self.assertEqual((code, out), (0, b"1.1"), err)
+        out, err, code = yield getProcessOutputAndValue(
+            self.tool("curl"),
+            [
+                "-sS",
+                "--http2-prior-knowledge",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_version}",
+                url,
+            ],
+        )
+        self.assertNotEqual((code, out), (0, b"2"), err)
+        self.assertEqual(self.counter("http2_connections"), 0)
 
     @inlineCallbacks
     def test_h2load(self) -> Any:
@@ -577,6 +613,114 @@ class HTTP2Tests(TestCase):
         goaway = client.goaway()
         self.assertIsNotNone(goaway)
         self.assertEqual(goaway.error_code, h2.errors.ErrorCodes.NO_ERROR)
+
+    @inlineCallbacks
+    def test_drainAnswersStreamInFlight(self) -> Any:
+        """
+        Stopping the port sends GOAWAY naming the last stream taken; the
+        request in flight on it is still answered, then the connection
+        closes.
+        """
+        port = self.start()
+        client = yield self.open(port, request(end=False))
+        yield waitUntilOnReactor(lambda: self.counter("http2_streams_open") == 1)
+        stopped = self.service.stopService()
+        yield waitUntilOnReactor(lambda: client.goaway() is not None)
+        self.assertEqual(client.goaway().last_stream_id, 1)
+        # The request's end, which h2's client no longer sends after a
+        # GOAWAY (RFC 9113 lets streams up to last_stream_id finish).
+        client.transport.write(DataFrame(1, flags=["END_STREAM"]).serialize())
+        yield client.done
+        yield stopped
+        answer = [f for f in rawFrames(client.raw) if isinstance(f, DataFrame)]
+        self.assertEqual(
+            [(f.stream_id, f.data, "END_STREAM" in f.flags) for f in answer],
+            [(1, b"hello\n", False), (1, b"", True)],
+        )
+        [line] = [e for e in self.logged if e["log_namespace"] == "multiport.access"]
+        self.assertEqual((line["stream"], line["status"]), (1, 200))
+
+
+def rawFrames(data: bytes) -> list[Frame]:
+    """
+    The HTTP/2 frames in C{data}.
+    """
+    frames = []
+    while len(data) >= 9:
+        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
+        frame.parse_body(memoryview(data[9 : 9 + length]))
+        frames.append(frame)
+        data = data[9 + length :]
+    return frames
+
+
+class DaemonTests(SynchronousTestCase):
+    """
+    HTTP/2 through a real C{twistd multiport} with a configuration file and
+    the JSON log.
+    """
+
+    def test_jsonLogAndSwitch(self) -> None:
+        """
+        curl --http2 gets HTTP/2 from an https port, and its request's JSON
+        access log line carries the stream id; C{http2 = false} in the
+        file keeps the other port on HTTP/1.1 (no stream id).  Both
+        connections close clean.
+        """
+        curl = shutil.which("curl")
+        if curl is None:
+            raise SkipTest("curl is not installed (apt-get install curl)")
+        folder = Path(self.mktemp()).absolute()
+        (folder / "www").mkdir(parents=True)
+        (folder / "www" / "index.html").write_bytes(b"hello\n")
+        on, off = freePort(), freePort()
+        daemon = configuredDaemon(
+            folder,
+            f"""
+            [[port]]
+            port = {on}
+            interface = "127.0.0.1"
+            handler = "https"
+            options = {{ root = "www" }}
+
+            [[port]]
+            port = {off}
+            interface = "127.0.0.1"
+            handler = "https"
+            options = {{ root = "www", http2 = false }}
+            """,
+            "--log-format",
+            "json",
+        )
+        self.addCleanup(daemon.stop)
+        daemon.listening(3)
+        versions = []
+        for port in (on, off):
+            result = subprocess.run(
+                [curl, "-sSk", "--http2", "-o", "/dev/null", "-w", "%{http_version}"]
+                + [f"https://127.0.0.1:{port}/"],
+                capture_output=True,
+                timeout=30,
+                check=True,
+            )
+            versions.append(result.stdout)
+        self.assertEqual(versions, [b"2", b"1.1"])
+        access = [
+            json.loads(m.string)
+            for m in daemon.waitFor(r'"namespace": "multiport.access"', 2)
+        ]
+        self.assertEqual(
+            [(a["port"], a["protocol"], a["stream"], a["status"]) for a in access],
+            [
+                (f"tcp:127.0.0.1:{on}", "HTTP/2", 1, 200),
+                (f"tcp:127.0.0.1:{off}", "HTTP/1.1", None, 200),
+            ],
+        )
+        closed = [
+            json.loads(m.string)
+            for m in daemon.waitFor(r'"namespace": "multiport.connection"', 2)
+        ]
+        self.assertEqual([c["reason"] for c in closed], ["clean", "clean"])
 
 
 class TwistedShapeTests(TestCase):

@@ -14,6 +14,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 from h2.settings import SettingCodes
+from hyperframe.frame import GoAwayFrame
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import connectionDone
@@ -313,10 +314,17 @@ class PortH2Connection(_H2Base):  # type: ignore[misc]  # see _H2Base
         close.
         """
         self._draining = True
-        self.conn.close_connection(last_stream_id=self.conn.highest_inbound_stream_id)
-        self._tryToWriteControlData()
-        if not self.streams and self.transport is not None:
-            self._close()
+        # Not h2's close_connection: its state machine would then refuse
+        # every frame that follows, those of the streams in flight too.
+        # (Streams a client opens anyway are answered as well; the port's
+        # drain timeout bounds a client that never stops.)
+        goaway = GoAwayFrame(
+            0, last_stream_id=self.conn.highest_inbound_stream_id, error_code=0
+        )
+        if self._tryToWriteControlData() and self.transport is not None:
+            self.transport.write(goaway.serialize())
+            if not self.streams:
+                self._close()
 
     def _close(self) -> None:
         # The transport closes only once no producer is registered (as
