@@ -29,7 +29,7 @@ from twisted.internet.endpoints import (
 from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import deferLater
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
@@ -643,11 +643,14 @@ class HTTP2Tests(TestCase):
 
 def rawFrames(data: bytes) -> list[Frame]:
     """
-    The HTTP/2 frames in C{data}.
+    The whole HTTP/2 frames in C{data} (what the daemon sent), up to a
+    frame cut short.
     """
     frames = []
     while len(data) >= 9:
         frame, length = Frame.parse_frame_header(memoryview(data[:9]))
+        if len(data) < 9 + length:
+            break
         frame.parse_body(memoryview(data[9 : 9 + length]))
         frames.append(frame)
         data = data[9 + length :]
@@ -741,6 +744,7 @@ class TwistedShapeTests(TestCase):
             "_tryToWriteControlData",
             "_sendPrioritisedData",
             "_handleWindowUpdate",
+            "_requestEnded",
             "endRequest",
             "remainingOutboundWindow",
             "timeoutConnection",
@@ -752,6 +756,26 @@ class TwistedShapeTests(TestCase):
         self.assertIsNone(connection._sendingDeferred)
         for name in ("block", "unblock"):
             self.assertTrue(callable(getattr(connection.priority, name)), name)
+
+    def test_h2StreamShape(self) -> None:
+        """
+        H2Stream keeps the request's :path and its registered producer
+        where PortH2Connection reads them.
+        """
+        from twisted.web._http2 import H2Connection, H2Stream
+        from twisted.web.http import Request
+
+        connection = H2Connection(reactor=MemoryReactorClock())
+        connection.makeConnection(StringTransport())
+        stream = H2Stream(
+            1,
+            connection,
+            [(b":method", b"GET"), (b":path", b"/here")],
+            Request,
+            None,
+            None,
+        )
+        self.assertEqual((stream.path, stream.producer), (b"/here", None))
 
     def test_genericChannelShape(self) -> None:
         """

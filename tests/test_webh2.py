@@ -6,6 +6,7 @@ port's protocol on a L{StringTransport} and a memory reactor.
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -47,46 +48,59 @@ GET = [
 BIG = bytes(range(256)) * 800
 
 
+def runDueCall(clock: MemoryReactorClock) -> bool:
+    """
+    Run the first call due now on C{clock}, alone; whether there was one.
+    """
+    due = [c for c in clock.calls if c.getTime() <= clock.seconds()]
+    if not due:
+        return False
+    call = min(due, key=lambda c: c.getTime())
+    clock.calls.remove(call)
+    call.called = 1
+    call.func(*call.args, **call.kw)
+    return True
+
+
+def httpsSite(root: Path, clock: MemoryReactorClock, counters: HandlerCounters) -> Any:
+    """
+    The site of an https port serving C{root}, on C{clock}.
+    """
+    port = PortConfig(
+        interface="127.0.0.1",
+        port=8443,
+        handler="https",
+        tls=TLSConfig(),
+        backlog=50,
+        options=parseWebOptions({"root": str(root)}, root),
+    )
+    context = HandlerContext(reactor=clock, clock=clock, port=port, counters=counters)
+    return https.buildFactory(context)
+
+
 class Harness:
     """
-    One HTTP/2 connection to an https port serving a folder: the h2
-    library's client on one side, the port's protocol on a
-    L{StringTransport} that negotiated C{h2} on the other.
+    One HTTP/2 connection to a site (L{httpsSite}): the h2 library's
+    client on one side, the port's protocol on a L{StringTransport} that
+    negotiated C{h2} on the other.
     """
 
-    def __init__(self, root: Path, clock: MemoryReactorClock, **options: Any) -> None:
+    def __init__(self, site: Any, clock: MemoryReactorClock) -> None:
         self.clock = clock
-        self.counters = HandlerCounters()
-        port = PortConfig(
-            interface="127.0.0.1",
-            port=8443,
-            handler="https",
-            tls=TLSConfig(),
-            backlog=50,
-            options=parseWebOptions({"root": str(root), **options}, root),
-        )
-        context = HandlerContext(
-            reactor=clock, clock=clock, port=port, counters=self.counters
-        )
-        self.site = https.buildFactory(context)
+        self.site = site
         self.client = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding=None)
         )
         self.client.initiate_connection()
-
-    def connect(self) -> tuple[PortChannel, StringTransport]:
-        """
-        A new connection of the site: its protocol and transport.
-        """
-        protocol = self.site.buildProtocol(IPv4Address("TCP", "192.0.2.7", 53422))
+        protocol = site.buildProtocol(IPv4Address("TCP", "192.0.2.7", 53422))
         transport = StringTransport(
             hostAddress=IPv4Address("TCP", "127.0.0.1", 8443),
             peerAddress=IPv4Address("TCP", "192.0.2.7", 53422),
         )
         transport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
         protocol.makeConnection(transport)
-        self.protocol, self.transport = protocol, transport
-        return protocol, transport
+        self.protocol: PortChannel = protocol
+        self.transport = transport
 
     @property
     def h2(self) -> PortH2Connection:
@@ -108,12 +122,7 @@ class Harness:
         also runs what that call schedules for now); what the client
         received.
         """
-        due = [c for c in self.clock.calls if c.getTime() <= self.clock.seconds()]
-        if due:
-            call = min(due, key=lambda c: c.getTime())
-            self.clock.calls.remove(call)
-            call.called = 1
-            call.func(*call.args, **call.kw)
+        runDueCall(self.clock)
         return self.receive()
 
     def receive(self) -> list[h2.events.Event]:
@@ -156,8 +165,10 @@ class HarnessCase(SynchronousTestCase):
         # cooperator would run: this one runs on the memory reactor.
         cooperator = Cooperator(scheduler=lambda f: self.clock.callLater(0, f))
         self.patch(_producer_helpers, "cooperate", cooperator.cooperate)
-        self.harness = Harness(root, self.clock)
-        self.protocol, self.transport = self.harness.connect()
+        self.counters = HandlerCounters()
+        self.site = httpsSite(root, self.clock, self.counters)
+        self.harness = Harness(self.site, self.clock)
+        self.protocol, self.transport = self.harness.protocol, self.harness.transport
         self.harness.send()
         self.harness.settle()
 
@@ -260,6 +271,86 @@ class BetweenMessagesTests(HarnessCase):
         self.assertFalse(self.protocol.betweenMessages())
         self.protocol.connectionLost(Failure(ConnectionLost()))
         self.assertFalse(self.protocol.betweenMessages())
+
+
+class StreamEndTests(HarnessCase):
+    """
+    A stream that ends before its answer is written stops what writes it.
+    """
+
+    def test_resetBeforeAnswer(self) -> None:
+        """
+        A request reset in the same read as it arrived: the file producer
+        already registered is stopped, and nothing raises later.
+        """
+        self.harness.client.send_headers(1, GET, end_stream=True)
+        self.harness.client.reset_stream(1)
+        self.harness.send()
+        self.harness.settle()
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(self.harness.h2.streams, {})
+
+    def test_lostBeforeAnswer(self) -> None:
+        """
+        The same when the connection is lost instead.
+        """
+        from twisted.internet.error import ConnectionLost
+        from twisted.python.failure import Failure
+
+        self.harness.client.send_headers(1, GET, end_stream=True)
+        self.harness.send()
+        self.protocol.connectionLost(Failure(ConnectionLost()))
+        for _ in range(100):
+            runDueCall(self.clock)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_streamResetByH2(self) -> None:
+        """
+        A second HEADERS on a stream whose request ended makes h2 reset the
+        stream by itself: its request is not served, nothing raises, and
+        the connection's next stream is answered.
+        """
+        client = self.harness.client
+        client.send_headers(1, GET, end_stream=True)
+        block = client.encoder.encode(GET)
+        again = struct.pack(">I", len(block))[1:] + b"\x01\x05" + struct.pack(">I", 1)
+        self.harness.send(again + block)
+        self.harness.settle()
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(self.harness.h2.streams, {})
+        client.send_headers(3, GET, end_stream=True)
+        self.harness.send()
+        events = self.harness.settle()
+        self.assertEqual(
+            [
+                dict(e.headers)[b":status"]
+                for e in events
+                if isinstance(e, h2.events.ResponseReceived) and e.stream_id == 3
+            ],
+            [b"200"],
+        )
+
+    def test_noPath(self) -> None:
+        """
+        A request without :path (CONNECT, which h2 lets through) is
+        answered 400 instead of raising, and the connection goes on.
+        """
+        client = self.harness.client
+        connect = [(b":method", b"CONNECT"), (b":authority", b"localhost:1")]
+        client.send_headers(1, connect, end_stream=True)
+        client.send_headers(3, GET, end_stream=True)
+        self.harness.send()
+        events = self.harness.settle()
+        self.assertEqual(
+            sorted(
+                (e.stream_id, dict(e.headers)[b":status"])
+                for e in events
+                if isinstance(e, h2.events.ResponseReceived)
+            ),
+            [(1, b"400"), (3, b"200")],
+        )
+        self.assertEqual(self.harness.h2.streams, {})
+        self.assertEqual(self.flushLoggedErrors(), [])
 
 
 class FlowControlTests(HarnessCase):

@@ -1,8 +1,11 @@
 """
 HTTP/2 for the http handler on TLS ports: twisted.web's own
 L{H2Connection}, chosen by ALPN, with the limits a public server needs
-(concurrent streams, header list size, floods of SETTINGS and PING frames,
-the rapid-reset attack), a header timeout, draining and counters.
+(L{multiport.handlers.webh2state}: concurrent streams, header list size,
+floods of SETTINGS and PING frames; and the rapid-reset attack), a header
+timeout, draining, counters, and fixes for what twisted.web's HTTP/2 gets
+wrong (a stream waiting for its window spins; a stream that ends before its
+answer leaves the answer's producer running...).
 """
 
 from __future__ import annotations
@@ -13,22 +16,23 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
-from h2.settings import SettingCodes
 from hyperframe.frame import GoAwayFrame
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web._http2 import H2Connection
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
-
-# Twisted's and h2's methods called here are not annotated (mypy --strict):
-# those calls carry type: ignore[no-untyped-call].
-from typing_extensions import Buffer
 from zope.interface import implementer
 
 from multiport.handlers.interface import IBetweenMessages, IDrainable
 from multiport.handlers.webh2frames import FrameEdges
+from multiport.handlers.webh2state import (
+    DEFAULT_MAX_CONCURRENT_STREAMS,
+    DEFAULT_MAX_HEADER_LIST_SIZE,
+    BoundedH2State,
+)
 from multiport.ports.counters import (
     HTTP2_CONNECTIONS,
     HTTP2_CONNECTIONS_OPEN,
@@ -40,104 +44,16 @@ from multiport.ports.counters import (
 )
 
 # twisted.web's HTTP/2 classes are unannotated and partly typed by their
-# proxies: subclassed as Any, as mypy can't check them anyway.
+# proxies: subclassed as Any, as mypy can't check them anyway; its other
+# calls carry type: ignore[no-untyped-call].
 _H2Base: Any = H2Connection
 _GenericBase: Any = _GenericHTTPChannelProtocol
-
-#: nginx's http2_max_concurrent_streams.
-DEFAULT_MAX_CONCURRENT_STREAMS = 128
-#: The largest header list (RFC 9113's uncompressed size: names, values and
-#: 32 bytes each) a client may send: h2's default, twice nginx's 32 KiB of
-#: large_client_header_buffers.
-DEFAULT_MAX_HEADER_LIST_SIZE = 65536
-#: SETTINGS and PING frames a connection may send at once, then per second:
-#: a browser sends a handful per connection, a flood (CVE-2019-9512,
-#: CVE-2019-9515) thousands.
-CONTROL_FRAME_BURST = 100
-CONTROL_FRAME_RATE = 10.0
-
-
-class _BoundedH2State(h2.connection.H2Connection):
-    """
-    h2's connection state machine, which ends a connection whose client
-    sends more SETTINGS and PING frames than a token bucket allows (h2 and
-    twisted.web answer every one) with GOAWAY C{ENHANCE_YOUR_CALM}, and
-    which notes how the client broke the protocol.
-    """
-
-    def __init__(self, clock: IReactorTime, streams: int, headerList: int) -> None:
-        super().__init__(
-            h2.config.H2Configuration(client_side=False, header_encoding=None)
-        )
-        self.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                SettingCodes.MAX_CONCURRENT_STREAMS: streams,
-                SettingCodes.MAX_HEADER_LIST_SIZE: headerList,
-            },
-        )
-        # h2 applies the advertised size to its HPACK decoder only once the
-        # client acknowledges it: a client that never does is held to it too.
-        self.decoder.max_header_list_size = headerList
-        self._clock = clock
-        self._tokens = float(CONTROL_FRAME_BURST)
-        self._refilled = clock.seconds()
-        self.floods = 0
-        #: How the client broke the protocol (a flood too), when it did:
-        #: the connection is being ended for it.
-        self.failed: str | None = None
-        #: The stream the last DATA frame went to.
-        self.lastSent: int | None = None
-        #: Whether the client changed the initial window of every stream.
-        self.windowsChanged = False
-
-    def send_data(
-        self,
-        stream_id: int,
-        data: bytes | memoryview,
-        end_stream: bool = False,
-        pad_length: Any = None,
-    ) -> None:
-        self.lastSent = stream_id
-        super().send_data(stream_id, data, end_stream, pad_length)
-
-    def receive_data(self, data: Buffer) -> list[h2.events.Event]:
-        try:
-            events = super().receive_data(data)
-        except h2.exceptions.ProtocolError as e:
-            self.failed = str(e) or type(e).__name__
-            raise
-        control = sum(
-            isinstance(e, (h2.events.PingReceived, h2.events.RemoteSettingsChanged))
-            for e in events
-        )
-        if control:
-            self.windowsChanged |= any(
-                isinstance(e, h2.events.RemoteSettingsChanged)
-                and SettingCodes.INITIAL_WINDOW_SIZE in e.changed_settings
-                for e in events
-            )
-            now = self._clock.seconds()
-            self._tokens = min(
-                float(CONTROL_FRAME_BURST),
-                self._tokens + max(0.0, now - self._refilled) * CONTROL_FRAME_RATE,
-            )
-            self._refilled = now
-            self._tokens -= control
-            if self._tokens < 0:
-                self.floods += 1
-                self.failed = "too many SETTINGS and PING frames"
-                self.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
-                # twisted.web's H2Connection ends the connection on a
-                # ProtocolError, after sending what h2 queued (the GOAWAY).
-                raise h2.exceptions.DenialOfServiceError(self.failed)
-        return events
 
 
 @implementer(IDrainable, IBetweenMessages)
 class PortH2Connection(_H2Base):  # type: ignore[misc]  # see _H2Base
     """
-    twisted.web's HTTP/2 connection with the port's limits (L{_BoundedH2State}),
+    twisted.web's HTTP/2 connection with the port's limits (L{BoundedH2State}),
     a header timeout, draining, and counters.
 
     Header timeout: a frame, or a header block (a HEADERS frame and its
@@ -167,7 +83,7 @@ class PortH2Connection(_H2Base):  # type: ignore[misc]  # see _H2Base
         maxHeaderList: int = DEFAULT_MAX_HEADER_LIST_SIZE,
     ) -> None:
         super().__init__(reactor)
-        self.conn = _BoundedH2State(reactor, maxStreams, maxHeaderList)
+        self.conn = BoundedH2State(reactor, maxStreams, maxHeaderList)
         self.counters = counters
         self._edges = FrameEdges()
         # Streams whose response is complete (twisted.web's endRequest).
@@ -180,7 +96,7 @@ class PortH2Connection(_H2Base):  # type: ignore[misc]  # see _H2Base
         super().connectionMade()
 
     def dataReceived(self, data: bytes) -> None:
-        state: _BoundedH2State = self.conn
+        state: BoundedH2State = self.conn
         edges = self._edges
         if edges.feed(data) or not edges.pending:
             self._cancelHeaderDeadline()
@@ -199,6 +115,40 @@ class PortH2Connection(_H2Base):  # type: ignore[misc]  # see _H2Base
         if state.windowsChanged:
             state.windowsChanged = False
             self._reconsider(list(self.streams))
+        self._forgetStreamsResetByH2()
+
+    # h2 resets a stream by itself when the client breaks the stream's
+    # state (a second HEADERS on a stream whose request ended, say), and
+    # tells twisted.web nothing: the stream's answer then meets a closed
+    # stream in the sending loop, which dies with an unhandled error,
+    # stalling every other stream of the connection.
+
+    def _closedInH2(self, streamID: int) -> bool:
+        stream = self.conn.streams.get(streamID)
+        return stream is None or bool(stream.closed)
+
+    def _requestEnded(self, event: Any) -> None:
+        streamID = event.stream_id
+        if self._closedInH2(streamID):
+            # Not served: the stream goes at its StreamReset event (the
+            # client reset it) or after this read.
+            return
+        if self.streams[streamID].path is None:
+            # No :path (a CONNECT): twisted.web would raise serving it.
+            # Answered 400 here; the stream, now closed, goes after this
+            # read (not now: events of this read may still name it).
+            self.conn.send_headers(streamID, [(b":status", b"400")], end_stream=True)
+            self._tryToWriteControlData()
+            return
+        super()._requestEnded(event)
+
+    def _forgetStreamsResetByH2(self) -> None:
+        for streamID in [s for s in self.streams if self._closedInH2(s)]:
+            self._stopAnswer(streamID)
+            self.streams[streamID].connectionLost(
+                Failure(ConnectionLost("stream reset: the client broke its state"))  # type: ignore[no-untyped-call]
+            )
+            self._requestDone(streamID)
 
     def betweenMessages(self) -> bool:
         """
@@ -209,7 +159,7 @@ class PortH2Connection(_H2Base):  # type: ignore[misc]  # see _H2Base
         """
         if self._endedBetweenMessages is not None:
             return self._endedBetweenMessages
-        state: _BoundedH2State = self.conn
+        state: BoundedH2State = self.conn
         return (
             state.failed is None
             and not self._edges.pending
@@ -242,8 +192,16 @@ class PortH2Connection(_H2Base):  # type: ignore[misc]  # see _H2Base
     # the client opens its window.
 
     def _sendPrioritisedData(self, *args: Any) -> None:
-        super()._sendPrioritisedData(*args)
-        state: _BoundedH2State = self.conn
+        try:
+            super()._sendPrioritisedData(*args)
+        except h2.exceptions.StreamClosedError as e:
+            # A stream h2 reset by itself since its answer was queued: it
+            # leaves the loop, which goes on.
+            self.priority.block(e.stream_id)
+            self._reactor.callLater(0, self._forgetStreamsResetByH2)
+            self._reactor.callLater(0, self._sendPrioritisedData)
+            return
+        state: BoundedH2State = self.conn
         sent, state.lastSent = state.lastSent, None
         if sent is not None:
             self._reconsider([sent])
@@ -291,14 +249,24 @@ class PortH2Connection(_H2Base):  # type: ignore[misc]  # see _H2Base
 
     def _requestAborted(self, event: Any) -> None:
         self.counters.add(HTTP2_RESETS)
+        self._stopAnswer(event.stream_id)
         wasProducing = self._stillProducing
         super()._requestAborted(event)
         if wasProducing and not self._stillProducing:
             # twisted.web's reset bucket ran dry: GOAWAY ENHANCE_YOUR_CALM.
-            state: _BoundedH2State = self.conn
+            state: BoundedH2State = self.conn
             state.failed = "too many stream resets (rapid reset)"
             self.counters.add(HTTP2_FLOODS, kind="rapid_reset")
             self._clientFailed(state.failed)
+
+    def _stopAnswer(self, streamID: int) -> None:
+        # A stream that ends (reset, or its connection lost) only tells its
+        # request, which forgets its channel: the producer writing the
+        # answer (a file) would go on being pulled, and raise once done.
+        # HTTP/1.1's channel stops it; H2Stream doesn't.
+        producer = getattr(self.streams.get(streamID), "producer", None)
+        if producer is not None:
+            producer.stopProducing()
 
     def _requestDone(self, streamID: int) -> None:
         self._answered.discard(streamID)
@@ -358,6 +326,8 @@ class PortH2Connection(_H2Base):  # type: ignore[misc]  # see _H2Base
         if self._endedBetweenMessages is None:
             self._endedBetweenMessages = self.betweenMessages()
         self._cancelHeaderDeadline()
+        for streamID in list(self.streams):
+            self._stopAnswer(streamID)
         super().connectionLost(reason, **kwargs)
         if kwargs.get("_cancelTimeouts", True) is False:
             # H2Connection ending the connection itself, the transport
