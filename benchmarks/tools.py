@@ -20,6 +20,7 @@ INSTALL = {
     "gcc": "apt-get install gcc",
     "taskset": "apt-get install util-linux",
     "wrk": "apt-get install wrk",
+    "h2load": "apt-get install nghttp2-client",
     "nginx": "apt-get install nginx-light",
     "haproxy": "apt-get install haproxy",
     "socat": "apt-get install socat",
