@@ -264,6 +264,20 @@ class HTTP2Tests(TestCase):
         self.assertEqual((code, out), (0, b"1.1"), err)
 
     @inlineCallbacks
+    def test_httpWithTLS(self) -> Any:
+        """
+        An http port with TLS (not only https) speaks HTTP/2 too.
+        """
+        port = self.start("http+tls")
+        out, err, code = yield getProcessOutputAndValue(
+            self.tool("curl"),
+            ["-sSk", "--http2", "-o", "/dev/null", "-w", "%{http_version}"]
+            + [f"https://127.0.0.1:{port}/"],
+        )
+        self.assertEqual((code, out), (0, b"2"), err)
+        self.assertEqual(self.counter("http2_streams"), 1)
+
+    @inlineCallbacks
     def test_plainTextNotOffered(self) -> Any:
         """
         A plain http port speaks no HTTP/2: curl --http2 (an h2c upgrade)
