@@ -241,6 +241,100 @@ def wrk(
     return Sample(result["rate"], cpu, int(result["errors"]))
 
 
+_H2LOAD_FINISHED = re.compile(r"^finished in [\d.]+m?s, ([\d.]+) req/s", re.M)
+_H2LOAD_REQUESTS = re.compile(
+    r"^requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded, "
+    r"(\d+) failed, \d+ errored, (\d+) timeout",
+    re.M,
+)
+_H2LOAD_CODES = re.compile(
+    r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", re.M
+)
+_H2LOAD_PROTOCOL = re.compile(r"^Application protocol: (\S+)", re.M)
+
+
+@frozen
+class H2loadReport:
+    """
+    What h2load printed: requests per second, how many requests succeeded,
+    failed and timed out, the answers other than 2xx, and the protocol
+    spoken (L{None} if no connection was made).
+    """
+
+    rate: float
+    succeeded: int
+    failed: int
+    timeouts: int
+    non2xx: int
+    protocol: str | None
+
+
+def parseH2load(output: str) -> H2loadReport:
+    """
+    h2load's report.
+
+    @raise ValueError: if h2load printed no result.
+    """
+    finished = _H2LOAD_FINISHED.search(output)
+    requests = _H2LOAD_REQUESTS.search(output)
+    codes = _H2LOAD_CODES.search(output)
+    if finished is None or requests is None or codes is None:
+        raise ValueError(f"no result in h2load output: {output!r}")
+    protocol = _H2LOAD_PROTOCOL.search(output)
+    succeeded, failed, timeouts = (int(n) for n in requests.groups()[1:])
+    return H2loadReport(
+        rate=float(finished.group(1)),
+        succeeded=succeeded,
+        failed=failed,
+        timeouts=timeouts,
+        non2xx=sum(int(n) for n in codes.groups()[1:]),
+        protocol=None if protocol is None else protocol.group(1),
+    )
+
+
+def h2load(
+    url: str,
+    clients: int,
+    streams: int,
+    seconds: float,
+    warmup: float = 0.5,
+    http1: bool = False,
+    core: int | None = GENERATOR_CORE,
+) -> Sample:
+    """
+    HTTPS requests per second with h2load (one thread): C{clients}
+    connections of C{streams} concurrent requests each, over HTTP/2, or
+    over HTTP/1.1 when C{http1}; pinned to C{core}.
+
+    Errors are the answers other than 2xx, the timeouts, and the failed
+    requests beyond the C{clients * streams} that h2load counts as failed
+    when the run stops with them in flight.
+
+    @raise RuntimeError: if the server spoke another protocol, or answered
+        nothing.
+    """
+    argv = [
+        tools.command("h2load"),
+        "-t1",
+        f"-c{clients}",
+        f"-m{streams}",
+        f"-D{max(1, round(seconds * 1000))}ms",
+        f"--warm-up-time={round(warmup * 1000)}ms",
+        *(["--h1"] if http1 else []),
+        url,
+    ]
+    output, cpu = _run(argv, timeout=seconds + warmup + 60, core=core)
+    report = parseH2load(output)
+    expected = "http/1.1" if http1 else "h2"
+    if report.protocol != expected or not report.succeeded:
+        raise RuntimeError(
+            f"h2load got {report.succeeded} answers from {url} over "
+            f"{report.protocol}, not {expected}: {output[-2000:]}"
+        )
+    errors = report.non2xx + report.timeouts + max(0, report.failed - clients * streams)
+    return Sample(report.rate, cpu, errors)
+
+
 class Holder:
     """
     Hold C{connections} idle connections open (the C{hold} mode of loadgen)

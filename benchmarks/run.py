@@ -70,6 +70,10 @@ def versions() -> dict[str, str | None]:
         found["nginx"] = _version([tools.command("nginx"), "-v"], r"nginx/(\S+)")
     if tools.have("wrk"):
         found["wrk"] = _version([tools.command("wrk"), "-v"], r"wrk (\S+)")
+    if tools.have("h2load"):
+        found["h2load"] = _version(
+            [tools.command("h2load"), "--version"], r"nghttp2/(\S+)"
+        )
     if tools.have("socat"):
         found["socat"] = _version(
             [tools.command("socat"), "-V"], r"socat version (\S+)"

@@ -300,7 +300,7 @@ def accept(settings: Settings) -> list[Series]:
 
 
 def _webServers(
-    settings: Settings, stack: ExitStack, tls: bool
+    settings: Settings, stack: ExitStack, tls: bool, http2: bool = False
 ) -> list[servers.Server]:
     ports = processes.freePorts(3)
     candidates = [
@@ -308,18 +308,25 @@ def _webServers(
         servers.multiportWeb(settings.workdir, ports[1], tls),
     ]
     if tools.have("nginx"):
-        candidates.append(servers.nginx(settings.workdir, ports[2], tls))
+        candidates.append(servers.nginx(settings.workdir, ports[2], tls, http2))
     return [stack.enter_context(server) for server in candidates]
 
 
 def _web(
-    settings: Settings, tls: bool, variants: dict[str, Sequence[str]]
+    settings: Settings,
+    tls: bool,
+    variants: dict[str, Callable[[str], Sample]],
+    http2: bool = False,
 ) -> list[Series]:
+    """
+    Each of C{variants}, a way to load a URL, against twistd web (the
+    baseline), multiport and nginx serving the benchmark page.
+    """
     scheme = "https" if tls else "http"
     results: list[Series] = []
     with ExitStack() as stack:
-        running = _webServers(settings, stack, tls)
-        for variant, headers in variants.items():
+        running = _webServers(settings, stack, tls, http2)
+        for variant, load in variants.items():
             contenders = []
             for server in running:
                 series = Series(
@@ -330,17 +337,14 @@ def _web(
                     baseline=server.name == "twistd web",
                 )
                 url = f"{scheme}://127.0.0.1:{server.port}/index.html"
-                contenders.append(
-                    (
-                        series,
-                        lambda url=url, headers=headers: measure.wrk(
-                            url, 50, settings.seconds, headers
-                        ),
-                    )
-                )
+                contenders.append((series, partial(load, url)))
                 results.append(series)
             alternate(settings.rounds, contenders)
     return results
+
+
+def _wrk(settings: Settings, headers: Sequence[str]) -> Callable[[str], Sample]:
+    return lambda url: measure.wrk(url, 50, settings.seconds, headers)
 
 
 def http(settings: Settings) -> list[Series]:
@@ -351,7 +355,10 @@ def http(settings: Settings) -> list[Series]:
     return _web(
         settings,
         False,
-        {"keep-alive": (), "new connection each": ("Connection: close",)},
+        {
+            "keep-alive": _wrk(settings, ()),
+            "new connection each": _wrk(settings, ("Connection: close",)),
+        },
     )
 
 
@@ -363,7 +370,42 @@ def https(settings: Settings) -> list[Series]:
     return _web(
         settings,
         True,
-        {"keep-alive": (), "new handshake each": ("Connection: close",)},
+        {
+            "keep-alive": _wrk(settings, ()),
+            "new handshake each": _wrk(settings, ("Connection: close",)),
+        },
+    )
+
+
+#: h2load's load in the http2 scenario: 100 requests in flight either way,
+#: as 10 connections of 10 streams (HTTP/2) or 100 connections (HTTP/1.1).
+HTTP2_LOAD = {"HTTP/2": (10, 10, False), "HTTP/1.1": (100, 1, True)}
+
+
+def http2(settings: Settings) -> list[Series]:
+    """
+    The small page over TLS with h2load, over HTTP/2 and over HTTP/1.1:
+    twistd web (twisted.web's own HTTP/2), multiport, and nginx with
+    C{http2} on its TLS listener.
+    """
+    return _web(
+        settings,
+        True,
+        {
+            variant: partial(
+                _h2load, settings, clients=clients, streams=streams, http1=http1
+            )
+            for variant, (clients, streams, http1) in HTTP2_LOAD.items()
+        },
+        http2=True,
+    )
+
+
+def _h2load(
+    settings: Settings, url: str, clients: int, streams: int, http1: bool
+) -> Sample:
+    return measure.h2load(
+        url, clients, streams, settings.seconds, settings.warmup, http1
     )
 
 
@@ -1028,6 +1070,13 @@ SCENARIOS = {
             "HTTPS requests and TLS handshakes (wrk)",
             https,
             needs=("wrk",),
+            optional=("nginx",),
+        ),
+        Scenario(
+            "http2",
+            "HTTP/2 and HTTP/1.1 over TLS (h2load, 100 requests in flight)",
+            http2,
+            needs=("h2load",),
             optional=("nginx",),
         ),
         Scenario("accept", "Accept rate: new connections per second", accept),

@@ -478,15 +478,17 @@ def twistdWeb(workdir: Path, port: int, tls: bool = False) -> Server:
     )
 
 
-def nginx(workdir: Path, port: int, tls: bool = False) -> Server:
+def nginx(workdir: Path, port: int, tls: bool = False, http2: bool = False) -> Server:
     """
     nginx with one worker process serving the same folder (access log on, to
-    a file, as by default).
+    a file, as by default), with C{http2} on its TLS listener if asked.
     """
     root = site(workdir)
     prefix = workdir / f"nginx-{port}"
     prefix.mkdir(exist_ok=True)
-    listen = f"127.0.0.1:{port}" + (" ssl" if tls else "")
+    # "listen ... http2": nginx before 1.25.1 (Debian 12 has 1.22) has no
+    # "http2 on", later ones take this with a warning.
+    listen = f"127.0.0.1:{port}" + (" ssl" if tls else "") + (" http2" if http2 else "")
     certificateLines = ""
     if tls:
         cert, key = certificate(workdir)

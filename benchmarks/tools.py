@@ -25,6 +25,7 @@ INSTALL = {
     "gcc": "apt-get install gcc",
     "taskset": "apt-get install util-linux",
     "wrk": "apt-get install wrk",
+    "h2load": "apt-get install nghttp2-client",
     "nginx": "apt-get install nginx-light",
     "nginx-stream": "apt-get install libnginx-mod-stream",
     "haproxy": "apt-get install haproxy",

@@ -233,6 +233,88 @@ class ParseWrkTests(SynchronousTestCase):
         self.assertIn("no Requests/sec", str(error))
 
 
+#: h2load 1.52's report of a clean HTTP/2 run stopped by its duration,
+#: with requests in flight at the stop (counted failed).
+H2LOAD_CLEAN = """\
+starting benchmark...
+spawning thread #0: 10 total client(s). (...)
+Application protocol: h2
+Main benchmark duration is over for thread #0. Stopping all clients.
+
+finished in 1.00s, 1530.00 req/s, 1.11MB/s
+requests: 1630 total, 1630 started, 1630 done, 1530 succeeded, 100 failed, \
+100 errored, 0 timeout
+status codes: 1530 2xx, 0 3xx, 0 4xx, 0 5xx
+"""
+
+#: What h2load prints when nothing listens.
+H2LOAD_REFUSED = """\
+starting benchmark...
+spawning thread #0: 1 total client(s). (...)
+
+finished in 301.40ms, 0.00 req/s, 0B/s
+requests: 0 total, 0 started, 0 done, 0 succeeded, 0 failed, 0 errored, 0 timeout
+status codes: 0 2xx, 0 3xx, 0 4xx, 0 5xx
+"""
+
+
+class ParseH2loadTests(SynchronousTestCase):
+    """
+    L{measure.parseH2load} reads h2load's report.
+    """
+
+    def test_clean(self) -> None:
+        """
+        A clean run gives its rate, its counts and the protocol.
+        """
+        self.assertEqual(
+            measure.parseH2load(H2LOAD_CLEAN),
+            measure.H2loadReport(
+                rate=1530.0,
+                succeeded=1530,
+                failed=100,
+                timeouts=0,
+                non2xx=0,
+                protocol="h2",
+            ),
+        )
+
+    def test_answers(self) -> None:
+        """
+        Answers other than 2xx are counted; a run without a connection has
+        no protocol.
+        """
+        report = measure.parseH2load(
+            H2LOAD_REFUSED.replace("0 4xx, 0 5xx", "3 4xx, 2 5xx")
+        )
+        self.assertEqual((report.non2xx, report.protocol), (5, None))
+
+    def test_noResult(self) -> None:
+        """
+        Output without a result raises L{ValueError}.
+        """
+        self.assertRaises(ValueError, measure.parseH2load, "starting benchmark...\n")
+
+    def test_refused(self) -> None:
+        """
+        A real h2load run against a port where nothing listens raises
+        L{RuntimeError}: no figure is made of no answer.
+        """
+        requireTools("h2load")
+        [port] = processes.freePorts(1)
+        error = self.assertRaises(
+            RuntimeError,
+            measure.h2load,
+            f"https://127.0.0.1:{port}/",
+            1,
+            1,
+            0.3,
+            0.0,
+            core=None,
+        )
+        self.assertIn("over None, not h2", str(error))
+
+
 class ParseLoadgenTests(SynchronousTestCase):
     """
     L{measure.parseLoadgen} reads the load generator's JSON line.
@@ -1902,6 +1984,7 @@ class CommandLineTests(SynchronousTestCase):
                 "echo",
                 "http",
                 "https",
+                "http2",
                 "accept",
                 "ports",
                 "idle",
@@ -1924,8 +2007,8 @@ class CommandLineTests(SynchronousTestCase):
         self.assertEqual(
             self.stderr.getvalue(),
             "unknown scenario nosuch; known: "
-            "echo, http, https, accept, ports, idle, idle-relay, layer, relay, "
-            "relay-rr, transport, udp-echo, udp-relay, workers\n",
+            "echo, http, https, http2, accept, ports, idle, idle-relay, layer, "
+            "relay, relay-rr, transport, udp-echo, udp-relay, workers\n",
         )
 
     def test_badSettings(self) -> None:
@@ -1991,24 +2074,26 @@ class CommandLineTests(SynchronousTestCase):
             [png] = self.results.glob("*-echo.png")
             self.assertEqual(png.read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
 
-    def test_https(self) -> None:
+    def assertWebRun(
+        self, scenario: str, variants: Sequence[str], warmup: str = "0.1"
+    ) -> None:
         """
-        A tiny https run measures twistd web, multiport and nginx, each
-        answering every request, and leaves no process behind.
+        A tiny run of web C{scenario} measures twistd web, multiport and
+        nginx in each of C{variants}, each answering every request, and
+        leaves no process behind.
         """
-        requireTools("gcc", "wrk", "nginx")
         children = liveChildren()
-        argv = ["https", "--seconds", "1", "--rounds", "1", "--warmup", "0.1"]
+        argv = [scenario, "--seconds", "1", "--rounds", "1", "--warmup", warmup]
         self.assertEqual(
             run.main([*argv, "--no-plot", "--results", str(self.results)]), 0
         )
         self.assertNothingLeft(3, children)
-        data = self.resultsFile("https")
+        data = self.resultsFile(scenario)
         self.assertEqual(
             [(r["variant"], r["contender"]) for r in data["results"]],
             [
                 (variant, contender)
-                for variant in ("keep-alive", "new handshake each")
+                for variant in variants
                 for contender in ("twistd web", "multiport", "nginx")
             ],
         )
@@ -2020,6 +2105,22 @@ class CommandLineTests(SynchronousTestCase):
             [(r["contender"], True, [0]) for r in data["results"]],
         )
         self.assertEqual(list(self.results.glob("*.png")), [])
+
+    def test_https(self) -> None:
+        """
+        A tiny https run: wrk's two variants.
+        """
+        requireTools("gcc", "wrk", "nginx")
+        self.assertWebRun("https", ["keep-alive", "new handshake each"])
+
+    def test_http2(self) -> None:
+        """
+        A tiny http2 run: h2load over HTTP/2 and over HTTP/1.1.
+        """
+        requireTools("h2load", "nginx")
+        # A second of warm-up: 100 TLS handshakes with a Twisted server on a
+        # busy machine can take most of one.
+        self.assertWebRun("http2", ["HTTP/2", "HTTP/1.1"], warmup="1")
 
     def test_relay(self) -> None:
         """

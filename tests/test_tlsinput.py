@@ -830,9 +830,46 @@ class HandshakeLogTests(SynchronousTestCase):
         connection.close()
         self.assertRegex(self.closed(local), r"^reset after ")
 
+    def keptAlive(self, request: bytes) -> int:
+        """
+        Send C{request} over TLS (HTTP/1.1: no ALPN) to the https port, read
+        the whole answer if it was a whole request, then close the socket
+        without a close_notify (Python's own C{SSLSocket.close}, as many
+        clients do); the client's port.
+        """
+        raw = socket.create_connection(("127.0.0.1", self.https), timeout=10)
+        local = raw.getsockname()[1]
+        connection = unverified().wrap_socket(raw, server_hostname="localhost")
+        connection.sendall(request)
+        if request.endswith(b"\r\n\r\n"):
+            answer = http.client.HTTPResponse(connection)  # type: ignore[arg-type]
+            answer.begin()
+            self.assertEqual((answer.status, answer.will_close), (200, False))
+            answer.read()
+        connection.close()
+        return local
+
+    def test_keepAliveClosedWithoutCloseNotify(self):
+        """
+        An HTTP/1.1 client that ends a kept-alive connection between
+        requests without a close_notify closed clean (RFC 9112 section 9.8:
+        servers should expect that).
+        """
+        local = self.keptAlive(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        self.assertRegex(self.closed(local), r"^clean after ")
+
+    def test_halfRequestClosedWithoutCloseNotify(self):
+        """
+        The control: one that leaves that way in the middle of a request
+        head is a reset.
+        """
+        local = self.keptAlive(b"GET / HTTP/1.1\r\nHo")
+        self.assertRegex(self.closed(local), r"^reset after ")
+
     def test_curl(self):
         """
-        Ordinary C{curl -k} requests all close clean.
+        Ordinary C{curl -k} requests all close clean (curl speaks HTTP/2
+        here, and ends without a close_notify).
         """
         if shutil.which("curl") is None:
             raise SkipTest("curl is not installed: apt-get install curl")

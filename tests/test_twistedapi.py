@@ -946,6 +946,9 @@ class ScopeTests(SynchronousTestCase):
                 "twisted.internet.abstract._dataMustBeBytes",
                 "twisted.internet.posixbase._NO_FILEDESC",
                 "twisted.scripts._twistd_unix.UnixApplicationRunner",
+                # Shapes checked in tests/test_http2.py (TwistedShapeTests).
+                "twisted.web._http2.H2Connection",
+                "twisted.web.http._GenericHTTPChannelProtocol",
             },
             "multiport or benchmarks imports a new private Twisted name: add a "
             "test of the shape it relies on to tests/test_twistedapi.py",

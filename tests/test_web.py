@@ -615,8 +615,22 @@ class ParseWebOptionsTests(SynchronousTestCase):
         self.assertOptionError(
             {"roots": "site"},
             "roots",
-            "unknown option; known: access_log, hsts_max_age, listing, "
+            "unknown option; known: access_log, hsts_max_age, http2, "
+            "http2_max_concurrent_streams, http2_max_header_list_size, listing, "
             "redirect_https, root, server_header",
+        )
+
+    def test_http2Options(self) -> None:
+        """
+        http2 is a boolean; the HTTP/2 limits are whole numbers from 1.
+        """
+        self.assertOptionError(
+            {"http2": "yes"}, "http2", "expected true or false, got string 'yes'"
+        )
+        self.assertOptionError(
+            {"http2_max_concurrent_streams": 0},
+            "http2_max_concurrent_streams",
+            "expected a whole number from 1 to 2147483647, got 0",
         )
 
     def test_redirectPort(self) -> None:

@@ -617,6 +617,40 @@ class ControlTests(SynchronousTestCase):
         [alone, *_] = pool.portStatus()
         self.assertEqual(alone.counters["connections"]["accepted"], 5)
 
+    def test_exitedWorkerOpenStreamsDropped(self):
+        """
+        A handler's counts of what is open now (HTTP/2 streams) die with the
+        worker that exits; its counts of events are kept.
+        """
+        from twisted.python.failure import Failure
+
+        from multiport.ports.counters import PortCounters
+
+        pool = self.pool(FakeChannel(), FakeChannel())
+        [config] = pool.config.ports
+
+        def status(streams: int, open: int) -> PortStatus:
+            return PortStatus(
+                name=config.name,
+                config=config,
+                listening=True,
+                counters=PortCounters().snapshot(),
+                handlerCounters={
+                    ("http2_streams", ()): streams,
+                    ("http2_streams_open", ()): open,
+                },
+            )
+
+        dying, living = pool.slots
+        dying.statuses = [status(streams=10, open=3)]
+        living.statuses = [status(streams=4, open=1)]
+        pool.workerEnded(dying, Failure(Exception("killed")))
+        [merged, *_] = pool.portStatus()
+        self.assertEqual(
+            merged.handlerCounters,
+            {("http2_streams", ()): 14, ("http2_streams_open", ()): 1},
+        )
+
     def test_removeEverywhere(self):
         """
         A removed port's socket is closed in the main process once every

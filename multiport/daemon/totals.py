@@ -13,7 +13,7 @@ from attrs import define, evolve, field
 
 from multiport.config.model import PortConfig
 from multiport.handlers.interface import PortStatus
-from multiport.ports.counters import PortCounters
+from multiport.ports.counters import CURRENT_COUNTERS, PortCounters
 from multiport.ports.datagram import DatagramCounters
 
 #: Gauges in a counters snapshot: what a process that is gone no longer
@@ -113,7 +113,10 @@ class Retired:
             connections["current"] = 0
         _add(self.counters, counters)
         for key, value in status.handlerCounters.items():
-            self.handlerCounters[key] = self.handlerCounters.get(key, 0) + value
+            # A handler's counts of what is open now (HTTP/2 streams...)
+            # are gone with the process.
+            if key[0] not in CURRENT_COUNTERS:
+                self.handlerCounters[key] = self.handlerCounters.get(key, 0) + value
 
     def addedTo(self, status: PortStatus) -> PortStatus:
         """

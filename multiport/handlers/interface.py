@@ -233,6 +233,25 @@ class IDrainable(Interface):
         """
 
 
+class IBetweenMessages(Interface):
+    """
+    A handler's protocol whose messages are framed (an HTTP connection),
+    which can say whether it is between them.  A connection that ends
+    between messages loses nothing, however TCP and TLS end: the connection
+    log calls it clean.  HTTP clients often end that way without a TLS
+    close_notify (RFC 9112 section 9.8: servers should expect it), curl
+    over HTTP/2 for one, or close with the daemon's last bytes unread (a
+    reset).
+    """
+
+    def betweenMessages() -> bool:
+        """
+        Whether no message is in progress either way: nothing received
+        that is not yet a whole message (or frame), and no answer in
+        flight.
+        """
+
+
 class IHandler(Interface):
     """
     A port's job: a named way to build a protocol factory.

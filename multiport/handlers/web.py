@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any, cast
 
+from attrs import frozen
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web import resource, server
@@ -22,8 +23,10 @@ from multiport.handlers.webchannel import (
     DEFAULT_IDLE_TIMEOUT,
     TimedChannel,
 )
+from multiport.handlers.webh2 import PortChannel
 from multiport.handlers.weboptions import DEFAULT_SERVER, WebOptions, parseWebOptions
 from multiport.handlers.webresources import ConfinedFile, RedirectToHTTPS, WelcomePage
+from multiport.ports.counters import HandlerCounters, publishHTTP2Counters
 from multiport.ports.policies import Policy
 
 #: One line per request, in the combined log format after the port's name.
@@ -111,7 +114,9 @@ class PortRequest(server.Request):
             body = f"{problem}\n".encode()
             self.channel.persistent = False
             self.setResponseCode(400)
-            self.setHeader(b"connection", b"close")
+            if self.clientproto != b"HTTP/2":
+                # A connection-specific field is an error in HTTP/2.
+                self.setHeader(b"connection", b"close")
             self.setHeader(b"content-type", b"text/plain; charset=utf-8")
             self.setHeader(b"content-length", b"%d" % (len(body),))
             self.write(body)  # type: ignore[no-untyped-call]
@@ -154,6 +159,8 @@ class PortSite(server.Site):
         self.portName = portName
         self.accessLog = True
         self.serverHeader: bytes | None = DEFAULT_SERVER
+        #: HTTP/2 on this port (a TLS one), with its limits: None for off.
+        self.http2: HTTP2Settings | None = None
 
     def log(self, request: server.Request) -> None:  # type: ignore[override]
         if not self.accessLog:
@@ -178,6 +185,7 @@ class PortSite(server.Site):
             sent=request.sentLength,
             referer=None if referer is None else referer.decode("latin-1"),
             user_agent=None if agent is None else agent.decode("latin-1"),
+            stream=getattr(request.channel, "streamID", None),
             request_time=(
                 None
                 if receivedAt is None
@@ -185,13 +193,34 @@ class PortSite(server.Site):
             ),
         )
 
-    def protocol(self) -> TimedChannel:  # type: ignore[override]
+    def protocol(self) -> TimedChannel | PortChannel:  # type: ignore[override]
         channel = TimedChannel()  # type: ignore[no-untyped-call]
         channel.headerTimeout = self.headerTimeout
-        return channel
+        if self.http2 is None:
+            return channel
+        return PortChannel(
+            channel,
+            self.http2.counters,
+            self.headerTimeout,
+            self.http2.maxConcurrentStreams,
+            self.http2.maxHeaderListSize,
+        )
 
     def acceptableProtocols(self) -> list[bytes]:
-        return [b"http/1.1"]
+        if self.http2 is None:
+            return [b"http/1.1"]
+        return [b"h2", b"http/1.1"]
+
+
+@frozen
+class HTTP2Settings:
+    """
+    HTTP/2 on one port: its limits, and where it counts.
+    """
+
+    counters: HandlerCounters
+    maxConcurrentStreams: int
+    maxHeaderListSize: int
 
 
 def clientHost(request: server.Request) -> str:
@@ -262,6 +291,13 @@ def buildSite(context: HandlerContext) -> server.Site:
     site.hstsMaxAge = options.hstsMaxAge
     site.accessLog = options.accessLog
     site.serverHeader = options.serverHeader
+    if options.http2 and context.port.tls is not None:
+        site.http2 = HTTP2Settings(
+            context.counters,
+            options.http2MaxConcurrentStreams,
+            options.http2MaxHeaderListSize,
+        )
+        publishHTTP2Counters(context.counters)
     return site
 
 

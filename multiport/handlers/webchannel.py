@@ -17,7 +17,7 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from zope.interface import implementer
 
-from multiport.handlers.interface import IDrainable
+from multiport.handlers.interface import IBetweenMessages, IDrainable
 from multiport.io.transport import coalesceWrites
 
 #: How long an http connection may sit idle between requests when the port
@@ -148,6 +148,7 @@ class StrictChannel(DrainingChannel):
             self.refuse(414, "The request line is too long.")
 
 
+@implementer(IBetweenMessages)
 class TimedChannel(StrictChannel):
     """
     An HTTP/1.1 channel that closes a connection whose request headers take
@@ -171,6 +172,13 @@ class TimedChannel(StrictChannel):
                 self.headerTimeout, self._headersTooSlow
             )
         super().dataReceived(data)
+
+    def betweenMessages(self) -> bool:
+        """
+        No request in progress or being answered, and no byte of the next
+        one received.
+        """
+        return not self.requests and self._headerDeadline is None
 
     def allHeadersReceived(self) -> None:
         self._cancelHeaderDeadline()

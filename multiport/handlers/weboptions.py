@@ -31,6 +31,11 @@ class WebOptions:
     @ivar accessLog: Whether each request leaves a line in the access log.
     @ivar serverHeader: The C{Server} header of every response: twisted.web's
         (C{TwistedWeb/VERSION}) when L{DEFAULT_SERVER}, none when C{None}.
+    @ivar http2: Whether a TLS port offers HTTP/2 (ALPN C{h2}).
+    @ivar http2MaxConcurrentStreams: The streams an HTTP/2 client may have
+        open at once.
+    @ivar http2MaxHeaderListSize: The largest header list (uncompressed) an
+        HTTP/2 client may send.
     """
 
     root: Path | None = None
@@ -39,6 +44,9 @@ class WebOptions:
     hstsMaxAge: int | None = None
     accessLog: bool = True
     serverHeader: bytes | None = server.version
+    http2: bool = True
+    http2MaxConcurrentStreams: int = 128
+    http2MaxHeaderListSize: int = 65536
 
 
 #: The C{Server} header unless a port sets server_header: twisted.web's.
@@ -96,6 +104,9 @@ def parseWebOptions(options: Mapping[str, object], relativeTo: Path) -> WebOptio
             "hsts_max_age",
             "access_log",
             "server_header",
+            "http2",
+            "http2_max_concurrent_streams",
+            "http2_max_header_list_size",
         },
     )
     hsts = options.get("hsts_max_age")
@@ -116,6 +127,9 @@ def parseWebOptions(options: Mapping[str, object], relativeTo: Path) -> WebOptio
     listing = optionOf(options, "listing", bool, "true or false", False)
     accessLog = optionOf(options, "access_log", bool, "true or false", True)
     serverHeader = parseServerHeader(options.get("server_header", True))
+    http2 = optionOf(options, "http2", bool, "true or false", True)
+    streams = _positive(options, "http2_max_concurrent_streams", 128, 2**31 - 1)
+    headerList = _positive(options, "http2_max_header_list_size", 65536, 2**31 - 1)
     redirect = options.get("redirect_https")
     if redirect is None:
         pass
@@ -145,4 +159,23 @@ def parseWebOptions(options: Mapping[str, object], relativeTo: Path) -> WebOptio
         hstsMaxAge=hsts,
         accessLog=accessLog,
         serverHeader=serverHeader,
+        http2=http2,
+        http2MaxConcurrentStreams=streams,
+        http2MaxHeaderListSize=headerList,
     )
+
+
+def _positive(
+    options: Mapping[str, object], name: str, default: int, largest: int
+) -> int:
+    """
+    The whole number option C{name}, from 1 to C{largest}.
+
+    @raise OptionError: naming the bad value.
+    """
+    value = options.get(name, default)
+    if type(value) is not int or not 1 <= value <= largest:
+        raise OptionError(
+            name, f"expected a whole number from 1 to {largest}, got {value!r}"
+        )
+    return value

@@ -29,7 +29,7 @@ from zope.interface import directlyProvides, implementer, providedBy
 
 from multiport.config.model import formatAddress
 from multiport.daemon.logformat import emitLine
-from multiport.handlers.interface import IDrainable
+from multiport.handlers.interface import IBetweenMessages, IDrainable
 from multiport.ports.handshake import handshakeFailure
 
 if TYPE_CHECKING:
@@ -156,6 +156,16 @@ class PortProtocol(ProtocolWrapper):
             self.timeoutKind = which
         self.transport.abortConnection()
 
+    def protocolError(self, why: str) -> None:
+        """
+        The handler is ending the connection because the client broke its
+        protocol (an HTTP/2 flood, say): the connection log says C{error},
+        then C{why}.
+        """
+        if self.closeReason is None:
+            self.closeReason = "error"
+            self.failure = why
+
     def dataReceived(self, data: bytes) -> None:
         size = len(data)
         self.received += size
@@ -278,8 +288,26 @@ class PortProtocol(ProtocolWrapper):
         value = reason.value
         for kind, name in _ENDINGS:
             if isinstance(value, kind):
+                if name == "reset" and self._betweenMessages():
+                    # An HTTP client leaving between requests without a
+                    # close_notify, or without reading our last bytes.
+                    return "clean"
                 return name
         return "error"
+
+    def _betweenMessages(self) -> bool:
+        handler = self.wrappedProtocol
+        if not IBetweenMessages.providedBy(handler):
+            return False
+        try:
+            return bool(handler.betweenMessages())
+        except Exception:
+            log.failure(
+                "handler {handler} raised in betweenMessages on {port}",
+                handler=self.factory.handlerName,
+                port=self.factory.portName,
+            )
+            return False
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         factory = self.factory

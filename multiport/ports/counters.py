@@ -71,6 +71,31 @@ class PortCounters:
 
 LabelSet = tuple[tuple[str, str], ...]
 
+#: The HTTP/2 handler counters of an http port that speaks it, which
+#: C{/status}, C{/metrics} and the dashboard show as its HTTP/2 figures:
+#: connections and streams (requests) so far and open now, streams the
+#: client reset, and connections ended for a flood (label C{kind}:
+#: C{ping_settings}, or C{rapid_reset} for CVE-2023-44487).
+HTTP2_CONNECTIONS = "http2_connections"
+HTTP2_CONNECTIONS_OPEN = "http2_connections_open"
+HTTP2_STREAMS = "http2_streams"
+HTTP2_STREAMS_OPEN = "http2_streams_open"
+HTTP2_RESETS = "http2_resets"
+HTTP2_FLOODS = "http2_floods"
+#: The kinds of flood an HTTP/2 connection is ended for (C{http2_floods}).
+HTTP2_FLOOD_KINDS = ("ping_settings", "rapid_reset")
+HTTP2_COUNTERS = (
+    HTTP2_CONNECTIONS,
+    HTTP2_CONNECTIONS_OPEN,
+    HTTP2_STREAMS,
+    HTTP2_STREAMS_OPEN,
+    HTTP2_RESETS,
+    HTTP2_FLOODS,
+)
+#: Handler counters of what is open now rather than of events: what a
+#: worker process had open ends with it.
+CURRENT_COUNTERS = frozenset({HTTP2_CONNECTIONS_OPEN, HTTP2_STREAMS_OPEN})
+
 
 class HandlerCounters:
     """
@@ -99,3 +124,15 @@ class HandlerCounters:
         Every counter now, keyed by name and sorted labels.
         """
         return dict(self._values)
+
+
+def publishHTTP2Counters(counters: HandlerCounters) -> None:
+    """
+    Publish a port's HTTP/2 counters at 0: the port shows its HTTP/2
+    figures before its first HTTP/2 client.
+    """
+    for name in HTTP2_COUNTERS:
+        if name != HTTP2_FLOODS:
+            counters.add(name, 0)
+    for kind in HTTP2_FLOOD_KINDS:
+        counters.add(HTTP2_FLOODS, 0, kind=kind)

@@ -6,8 +6,10 @@ a table of the ports with a sparkline each from C{/history}.
 Stable hooks for tests and scripts: each port's row is
 C{tr[data-port="<name>"]}; its cells have the classes C{name}, C{handler},
 C{tls}, C{state}, C{current}, C{accepted}, C{closed}, C{rejected},
-C{received}, C{sent}, C{errors} and C{activity}; numeric cells carry their
-exact figure in C{data-value}.  UDP ports have rows of their own, in the
+C{received}, C{sent}, C{h2_open}, C{h2_total}, C{errors} and C{activity}
+(C{h2_open} and C{h2_total}: the HTTP/2 streams open now and so far, a dash
+on ports that don't speak HTTP/2); numeric cells carry their exact figure
+in C{data-value}.  UDP ports have rows of their own, in the
 table C{#udp-ports}, with the cells C{name}, C{handler}, C{state},
 C{datagrams_in}, C{datagrams_out}, C{dropped}, C{received}, C{sent},
 C{sessions}, C{errors} and C{activity}: a UDP port has no connections.
@@ -203,6 +205,7 @@ nav.peers a { color: var(--rate); font-family: var(--mono); margin-left: 8px; }
           <th colspan="4"></th>
           <th colspan="4" class="span"><span>Connections</span></th>
           <th colspan="2" class="span"><span>Bytes</span></th>
+          <th colspan="2" class="span"><span>HTTP/2 streams</span></th>
           <th colspan="2"></th>
         </tr>
         <tr>
@@ -210,6 +213,7 @@ nav.peers a { color: var(--rate); font-family: var(--mono); margin-left: 8px; }
           <th class="num">Open</th><th class="num">Accepted</th>
           <th class="num">Closed</th><th class="num">Rejected</th>
           <th class="num">In</th><th class="num">Out</th>
+          <th class="num">Open</th><th class="num">Total</th>
           <th class="num">Errors</th>
           <th>Activity</th>
         </tr>

@@ -11,7 +11,7 @@ const SPARK_W = 132;
 const SPARK_H = 34;
 const COLUMNS = [
   "name", "handler", "tls", "state", "current", "accepted", "closed",
-  "rejected", "received", "sent", "errors", "activity",
+  "rejected", "received", "sent", "h2_open", "h2_total", "errors", "activity",
 ];
 const UDP_COLUMNS = [
   "name", "handler", "state", "datagrams_in", "datagrams_out", "dropped",
@@ -19,7 +19,7 @@ const UDP_COLUMNS = [
 ];
 const NUMERIC = new Set([
   "current", "accepted", "closed", "rejected", "received", "sent", "errors",
-  "datagrams_in", "datagrams_out", "dropped", "sessions",
+  "datagrams_in", "datagrams_out", "dropped", "sessions", "h2_open", "h2_total",
 ]);
 const isUdp = (p) => p.protocol === "udp";
 const rows = new Map();
@@ -215,6 +215,26 @@ function fillUdpRow(tr, p, now) {
   return recentRate(samples, now);
 }
 
+function fillHTTP2(c, h) {
+  if (!h) {
+    for (const td of [c.h2_open, c.h2_total]) {
+      setCell(td, "", undefined, "no HTTP/2 on this port");
+      td.replaceChildren(span("none", "\u2014"));
+      delete td.dataset.value;
+    }
+    return;
+  }
+  const s = h.streams, floods = h.floods.ping_settings + h.floods.rapid_reset;
+  setCell(c.h2_open, fmtInt(s.current), s.current,
+    `${fmtInt(h.connections.current)} HTTP/2 connections open`,
+    s.current ? "" : "zero");
+  setCell(c.h2_total, fmtInt(s.total), s.total,
+    `${fmtInt(h.connections.total)} HTTP/2 connections, ` +
+    `${fmtInt(h.stream_resets)} streams reset by clients, ` +
+    `${fmtInt(floods)} connections ended for floods`,
+    floods ? "warm" : s.total ? "" : "zero");
+}
+
 function fillRow(tr, p, now) {
   const c = cells(tr);
   fillCommon(c, tr, p, now);
@@ -252,6 +272,7 @@ function fillRow(tr, p, now) {
     .map(([r, n]) => `${r}: ${fmtInt(n)}`).join(", ");
   setCell(c.rejected, fmtInt(k.rejected), k.rejected, reasons,
     k.rejected ? "warm" : "zero");
+  fillHTTP2(c, p.http2);
   const e = p.errors, errors = e.tls_handshake + e.protocol;
   setCell(c.errors, fmtInt(errors), errors,
     `TLS handshakes: ${fmtInt(e.tls_handshake)}, protocol: ${fmtInt(e.protocol)}`,

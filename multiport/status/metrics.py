@@ -21,9 +21,11 @@ from prometheus_client.registry import Collector
 from twisted.logger import Logger
 
 from multiport.handlers.interface import IDaemonView, PortStatus
+from multiport.ports.counters import HTTP2_COUNTERS
 from multiport.ports.websocketcounters import COUNTER_NAMES as WEBSOCKET_COUNTERS
 from multiport.status.datagrammetrics import DATAGRAM_FAMILIES, datagramFamilies
 from multiport.status.drainstate import drainStateOf
+from multiport.status.http2figures import HTTP2_FAMILIES, http2Families
 from multiport.status.report import figure, rejectedByReason, workerStatusOf
 from multiport.status.websocketmetrics import webSocketFamilies
 
@@ -85,6 +87,7 @@ BUILTIN_FAMILIES = frozenset(
         "multiport_acme_next_renewal_timestamp_seconds",
         *(name for name, _, _, _ in _COUNTERS),
         *DATAGRAM_FAMILIES,
+        *HTTP2_FAMILIES,
     }
 )
 
@@ -174,6 +177,7 @@ class DaemonCollector(Collector):
         yield from datagramFamilies(rows, labels)
         # WebSocket: its own families, whatever the port's handler.
         yield from webSocketFamilies(rows, labels)
+        yield from http2Families(rows, labels)
         yield from self._handlerFamilies(rows, labels)
 
     def _portFamilies(
@@ -264,8 +268,8 @@ class DaemonCollector(Collector):
             handler = status.config.handler
             ours = dict(zip(labelNames, values, strict=True))
             for (counter, labels), value in sorted(status.handlerCounters.items()):
-                if counter in WEBSOCKET_COUNTERS:
-                    continue  # in webSocketFamilies
+                if counter in WEBSOCKET_COUNTERS or counter in HTTP2_COUNTERS:
+                    continue  # in webSocketFamilies and http2Families
                 name = handlerFamilyName(handler, counter)
                 if name in BUILTIN_FAMILIES:
                     if name not in self._warned:

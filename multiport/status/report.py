@@ -14,6 +14,7 @@ from multiport.handlers.interface import IDaemonView, PortStatus
 from multiport.ports.counters import LabelSet
 from multiport.ports.websocketcounters import webSocketReport
 from multiport.status.drainstate import drainReport
+from multiport.status.http2figures import http2Figures
 
 #: Each worker's number, process id (L{None} while it has none) and ports.
 WorkerStatus = Sequence[tuple[int, int | None, Sequence[PortStatus]]]
@@ -97,6 +98,7 @@ def portReport(status: PortStatus) -> dict[str, object]:
     (every key of L{multiport.ports.counters.PortCounters.snapshot}).
     """
     config = status.config
+    http2 = http2Figures(status.handlerCounters)
     return {
         "name": status.name,
         "interface": config.interface,
@@ -113,6 +115,8 @@ def portReport(status: PortStatus) -> dict[str, object]:
         "handler_counters": handlerCounterList(status.handlerCounters),
         # Only ports that served WebSocket have the key.
         **webSocketEntry(status.handlerCounters),
+        # Only ports that speak HTTP/2 have the key.
+        **({} if http2 is None else {"http2": http2}),
     }
 
 
