@@ -27,9 +27,11 @@ from multiport.handlers.byteranges import (
     parseRangeHeader,
     planRanges,
 )
+from multiport.handlers.filecache import StatCache
 from multiport.handlers.interface import HandlerContext, OptionError
 from multiport.handlers.web import http, https
 from multiport.handlers.weboptions import WebOptions, parseWebOptions
+from multiport.handlers.webresources import ConfinedFile
 from tests.support import configuredDaemon, dataSegmentsIn
 
 #: nginx's "combined" log format as log parsers read it (fail2ban's and
@@ -1181,3 +1183,164 @@ class OneSegmentTests(SynchronousTestCase):
             self.assertEqual(
                 self.segmentsPerResponse(connection, "/", 3), [(200, 1)] * 3
             )
+
+
+class DateHeaderTests(_WebTestCase):
+    """
+    The Date header is made from the port's clock, once a second.
+    """
+
+    def test_clock(self) -> None:
+        """
+        Date is the reactor's time, the same string within a second and
+        the next one after it.
+        """
+        site = self.site({})
+        self.reactor.advance(1_000_000_000.2)
+        first = self.request(site, b"/").header(b"date")
+        self.reactor.advance(0.5)
+        same = self.request(site, b"/").header(b"date")
+        self.reactor.advance(0.5)
+        later = self.request(site, b"/").header(b"date")
+        self.assertEqual(
+            (first, same, later),
+            (
+                b"Sun, 09 Sep 2001 01:46:40 GMT",
+                b"Sun, 09 Sep 2001 01:46:40 GMT",
+                b"Sun, 09 Sep 2001 01:46:41 GMT",
+            ),
+        )
+
+
+class FileMetadataTests(_WebTestCase):
+    """
+    What a request for a file costs and what it sees: the path's metadata
+    is looked up no more than once a second, what is served always comes
+    from the file as it is opened.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        (self.base / "root").mkdir()
+        self.file = self.base / "root" / "page.txt"
+        self.file.write_bytes(b"first")
+        self.served = self.site({"root": "root"})
+        self.stats: list[str] = []
+
+        def counting(path: str) -> os.stat_result:
+            self.stats.append(path)
+            return os.stat(path)
+
+        resource = self.served.resource
+        self.assertIsInstance(resource, ConfinedFile)
+        resource.statCache = StatCache(self.reactor, stat=counting)
+
+    def test_statOncePerSecond(self) -> None:
+        """
+        Two requests within a second stat the file (and the root) once; a
+        request a second later stats them again.
+        """
+        for _ in range(2):
+            self.assertEqual(self.request(self.served, b"/page.txt").body, b"first")
+        self.assertEqual(self.stats.count(str(self.file)), 1)
+        self.assertEqual(self.stats.count(str(self.base / "root")), 1)
+        self.reactor.advance(1)
+        self.request(self.served, b"/page.txt")
+        self.assertEqual(self.stats.count(str(self.file)), 2)
+
+    def test_changedFileServedWhole(self) -> None:
+        """
+        A file rewritten within the second is served as it is now: its
+        bytes, its length, its modification time.
+        """
+        self.request(self.served, b"/page.txt")
+        self.file.write_bytes(b"second, longer")
+        os.utime(self.file, (1_000_000_000, 1_000_000_000))
+        response = self.request(self.served, b"/page.txt")
+        self.assertEqual(
+            (
+                response.body,
+                response.header(b"content-length"),
+                response.header(b"last-modified"),
+            ),
+            (b"second, longer", b"14", b"Sun, 09 Sep 2001 01:46:40 GMT"),
+        )
+
+    def test_newFileAtOnce(self) -> None:
+        """
+        A file that was not found is served as soon as it exists: what is
+        missing is not remembered.
+        """
+        self.assertEqual(self.request(self.served, b"/new.txt").status, 404)
+        (self.base / "root" / "new.txt").write_bytes(b"new")
+        self.assertEqual(self.request(self.served, b"/new.txt").body, b"new")
+
+    def test_removedFileAtOnce(self) -> None:
+        """
+        A file removed within the second is not found.
+        """
+        self.request(self.served, b"/page.txt")
+        self.file.unlink()
+        self.assertEqual(self.request(self.served, b"/page.txt").status, 404)
+
+    def test_symlinkAtOnce(self) -> None:
+        """
+        A file replaced within the second by a symlink out of the root is
+        not served: confinement never trusts remembered metadata.
+        """
+        secret = self.base / "secret.txt"
+        secret.write_bytes(b"the secret")
+        self.request(self.served, b"/page.txt")
+        self.file.unlink()
+        self.file.symlink_to(secret)
+        response = self.request(self.served, b"/page.txt")
+        self.assertEqual(response.status, 404)
+        self.assertNotIn(b"the secret", response.body)
+
+    def test_noRandomForWholeFile(self) -> None:
+        """
+        A whole file needs no multipart boundary: no random bytes are
+        drawn for it (a getrandom call a request); a multipart range
+        answer still gets one.
+        """
+        drawn: list[int] = []
+        urandom = os.urandom
+
+        def counting(size: int) -> bytes:
+            drawn.append(size)
+            return urandom(size)
+
+        self.patch(os, "urandom", counting)
+        self.file.write_bytes(b"x" * 5000)
+        self.request(self.served, b"/page.txt")
+        self.assertEqual(drawn, [])
+        channel = self.served.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(
+            b"GET /page.txt HTTP/1.1\r\nHost: a\r\nRange: bytes=0-0,4000-4000\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        for _ in range(100):
+            if transport.disconnecting:
+                break
+            self.reactor.advance(0)
+        response = _parse(transport.value())
+        self.assertEqual(response.status, 206)
+        self.assertIn(b"multipart/byteranges", response.header(b"content-type") or b"")
+        self.assertEqual(drawn, [12])
+
+    def test_typeWithoutWorkingDirectory(self) -> None:
+        """
+        A file's Content-Type comes from its extension without asking for
+        the working directory (twisted.web's way costs a getcwd a request).
+        """
+
+        def refuse() -> str:
+            raise AssertionError("getcwd called")
+
+        self.patch(os, "getcwd", refuse)
+        response = self.request(self.served, b"/page.txt")
+        self.assertEqual(
+            (response.status, response.header(b"content-type")), (200, b"text/plain")
+        )
