@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import os
 import re
+import select
+import shutil
+import signal
 import socket
 import ssl
+import subprocess
 from pathlib import Path
+from unittest import SkipTest
 
 from attrs import frozen
 from twisted.internet import _producer_helpers
@@ -19,6 +24,7 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import server
 
+from benchmarks.profiles import topSyscalls
 from multiport import __version__
 from multiport.config.model import PortConfig
 from multiport.handlers.byteranges import (
@@ -1343,4 +1349,104 @@ class FileMetadataTests(_WebTestCase):
         response = self.request(self.served, b"/page.txt")
         self.assertEqual(
             (response.status, response.header(b"content-type")), (200, b"text/plain")
+        )
+
+
+class SystemCallsPerRequestTests(SynchronousTestCase):
+    """
+    What a request for a small file costs a real daemon in system calls
+    (C{strace -c}): no lookups it can do without.
+    """
+
+    #: Requests counted, on one kept-alive connection.
+    REQUESTS = 200
+
+    def setUp(self) -> None:
+        if shutil.which("strace") is None:
+            raise SkipTest("strace is not installed: apt-get install strace")
+        folder = Path(self.mktemp()).absolute()
+        (folder / "www").mkdir(parents=True)
+        (folder / "www" / "index.html").write_bytes(b"<p>small</p>\n")
+        self.folder = folder
+        self.daemon = configuredDaemon(
+            folder,
+            """
+            [[port]]
+            port = 0
+            interface = "127.0.0.1"
+            handler = "http"
+            options = { root = "www", access_log = false }
+            """,
+        )
+        self.addCleanup(self.daemon.stop)
+        self.port = self.daemon.listening(2)["http"][1]
+
+    def traced(self) -> dict[str, float]:
+        """
+        The daemon's system calls per request over L{REQUESTS} requests for
+        C{/index.html}, after a first one.
+        """
+        connection = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        self.addCleanup(connection.close)
+        request = b"GET /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        connection.sendall(request)
+        self.assertEqual(readResponse(connection).status, 200)
+        table = self.folder / "strace.txt"
+        strace = subprocess.Popen(
+            [
+                "strace",
+                "-c",
+                "-f",
+                "-o",
+                str(table),
+                "-p",
+                str(self.daemon.process.pid),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self.addCleanup(lambda: strace.poll() is None and strace.kill())
+        assert strace.stderr is not None
+        # strace says so on stderr once it is attached.
+        ready, _, _ = select.select([strace.stderr], [], [], 30)
+        self.assertTrue(ready, "strace did not attach within 30s")
+        self.assertIn(b"attached", strace.stderr.readline())
+        for _ in range(self.REQUESTS):
+            connection.sendall(request)
+            self.assertEqual(readResponse(connection).body, b"<p>small</p>\n")
+        strace.send_signal(signal.SIGINT)
+        strace.communicate(timeout=30)
+        return {
+            entry.name: entry.perOperation or 0.0
+            for entry in topSyscalls(table.read_text(), self.REQUESTS, count=100)
+        }
+
+    def test_smallFile(self) -> None:
+        """
+        A small file costs at most three stats a request (whether the path
+        is a symlink, and what was opened, twice), one ioctl, no lseek, and
+        no getrandom or getcwd: twisted.web's File costs eight stats, two
+        ioctls, two lseeks, a getrandom and a getcwd.
+        """
+        calls = self.traced()
+        # What else the daemon did meanwhile (a timer, a status tick) may
+        # add a call or two over the whole run.
+        slack = 0.05
+        self.assertEqual(
+            {
+                name: calls.get(name, 0.0) <= most + slack
+                for name, most in {
+                    "newfstatat": 3,
+                    "ioctl": 1,
+                    "lseek": 0,
+                    "getrandom": 0,
+                    "getcwd": 0,
+                    "openat": 1,
+                }.items()
+            },
+            dict.fromkeys(
+                ["newfstatat", "ioctl", "lseek", "getrandom", "getcwd", "openat"], True
+            ),
+            calls,
         )
