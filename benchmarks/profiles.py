@@ -21,9 +21,11 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 
 from attrs import frozen
@@ -139,12 +141,15 @@ def _web(headers: Sequence[str]) -> Start:
     return start
 
 
-def _echo(workdir: Path, stack: ExitStack) -> tuple[int, Load]:
-    [port] = processes.freePorts(1)
-    server = stack.enter_context(servers.multiportEcho(workdir, port))
-    return server.process.pid, _loadFor(
-        lambda seconds, warmup: measure.echo([port], 32, seconds, 64, warmup)
-    )
+def _echo(make: Callable[[Path, int], servers.Server]) -> Start:
+    def start(workdir: Path, stack: ExitStack) -> tuple[int, Load]:
+        [port] = processes.freePorts(1)
+        server = stack.enter_context(make(workdir, port))
+        return server.process.pid, _loadFor(
+            lambda seconds, warmup: measure.echo([port], 32, seconds, 64, warmup)
+        )
+
+    return start
 
 
 #: The rows of issue 24's table that have a load: name, and how to start it.
@@ -153,17 +158,21 @@ ROWS: dict[str, Start] = {
     "relay-bulk": _relayBulk,
     "http-keepalive": _web(()),
     "http-new": _web(("Connection: close",)),
-    "echo": _echo,
+    "echo": _echo(servers.multiportEcho),
+    # The same handler without the per-port layer, on the same transport
+    # and reactor (the layer scenario's baseline).
+    "echo-bare": _echo(partial(servers.fastEcho, reactor=True)),
 }
 
 
 def _whileLoaded(
     tool: Sequence[str], load: Load, seconds: float, stop: bool
-) -> tuple[Sample, subprocess.Popen[bytes]]:
+) -> tuple[Sample, float]:
     """
     Run C{tool} beside C{load} (for C{seconds} and a second more, so that
     the tool's attach time is covered); with C{stop}, interrupt the tool
-    once the load ends, as strace must be.
+    once the load ends, as strace must be.  What the load measured, and
+    how long it ran in all (its warm-up included).
     """
     process = subprocess.Popen(
         list(tool), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -171,7 +180,9 @@ def _whileLoaded(
     watchdog = threading.Timer(seconds + 60, process.kill)
     watchdog.start()
     try:
+        started = time.monotonic()
         sample = load(seconds + 1)
+        elapsed = time.monotonic() - started
         if stop:
             process.send_signal(signal.SIGINT)
         _, errors = process.communicate(timeout=seconds + 60)
@@ -182,7 +193,7 @@ def _whileLoaded(
             process.wait()
     if process.returncode not in (0, -signal.SIGINT):
         raise RuntimeError(f"{tool[0]} failed: {errors.decode(errors='replace')}")
-    return sample, process
+    return sample, elapsed
 
 
 def profile(
@@ -214,15 +225,16 @@ def profile(
             spy + (["--native"] if native else []), load, seconds, False
         )
         tablePath = workdir / f"{row}.strace.txt"
-        traced, _ = _whileLoaded(
+        traced, elapsed = _whileLoaded(
             [tools.command("strace"), "-c", "-f", "-o", str(tablePath), "-p", str(pid)],
             load,
             seconds,
             True,
         )
         functions = topFunctions(rawPath.read_text())
-        # Operations under strace: its rate over the load's counted time.
-        calls = topSyscalls(tablePath.read_text(), traced.value * (seconds + 1))
+        # Operations under strace: the load's rate over all the time it ran
+        # (a warm-up is not counted by the generator, but was traced).
+        calls = topSyscalls(tablePath.read_text(), traced.value * elapsed)
     return functions, calls, sampled
 
 
