@@ -13,6 +13,7 @@ import signal
 import socket
 import ssl
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from unittest import SkipTest
 
@@ -1381,16 +1382,29 @@ class SystemCallsPerRequestTests(SynchronousTestCase):
         self.addCleanup(self.daemon.stop)
         self.port = self.daemon.listening(2)["http"][1]
 
-    def traced(self) -> dict[str, float]:
+    def keptAlive(self) -> Callable[[], None]:
         """
-        The daemon's system calls per request over L{REQUESTS} requests for
-        C{/index.html}, after a first one.
+        A connection that had a first request for C{/index.html} answered;
+        what sends L{REQUESTS} more on it.
         """
         connection = socket.create_connection(("127.0.0.1", self.port), timeout=10)
         self.addCleanup(connection.close)
         request = b"GET /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n"
         connection.sendall(request)
         self.assertEqual(readResponse(connection).status, 200)
+
+        def requests() -> None:
+            for _ in range(self.REQUESTS):
+                connection.sendall(request)
+                self.assertEqual(readResponse(connection).body, b"<p>small</p>\n")
+
+        return requests
+
+    def traced(self, requests: Callable[[], None]) -> dict[str, float]:
+        """
+        The daemon's system calls per request (of L{REQUESTS}) while
+        C{requests} runs.
+        """
         table = self.folder / "strace.txt"
         strace = subprocess.Popen(
             [
@@ -1412,15 +1426,31 @@ class SystemCallsPerRequestTests(SynchronousTestCase):
         ready, _, _ = select.select([strace.stderr], [], [], 30)
         self.assertTrue(ready, "strace did not attach within 30s")
         self.assertIn(b"attached", strace.stderr.readline())
-        for _ in range(self.REQUESTS):
-            connection.sendall(request)
-            self.assertEqual(readResponse(connection).body, b"<p>small</p>\n")
+        requests()
         strace.send_signal(signal.SIGINT)
         strace.communicate(timeout=30)
         return {
             entry.name: entry.perOperation or 0.0
             for entry in topSyscalls(table.read_text(), self.REQUESTS, count=100)
         }
+
+    def test_newConnection(self) -> None:
+        """
+        A connection for one HTTP/1.0 request sets TCP_NODELAY once (the
+        transport does; twisted.web asking again costs nothing).
+        """
+        request = b"GET /index.html HTTP/1.0\r\n\r\n"
+
+        def oneEach() -> None:
+            for _ in range(self.REQUESTS):
+                with socket.create_connection(
+                    ("127.0.0.1", self.port), timeout=10
+                ) as connection:
+                    connection.sendall(request)
+                    self.assertEqual(readResponse(connection).status, 200)
+
+        calls = self.traced(oneEach)
+        self.assertLessEqual(calls.get("setsockopt", 0.0), 1.05, calls)
 
     def test_smallFile(self) -> None:
         """
@@ -1429,7 +1459,7 @@ class SystemCallsPerRequestTests(SynchronousTestCase):
         no getrandom or getcwd: twisted.web's File costs eight stats, two
         ioctls, two lseeks, a getrandom and a getcwd.
         """
-        calls = self.traced()
+        calls = self.traced(self.keptAlive())
         # What else the daemon did meanwhile (a timer, a status tick) may
         # add a call or two over the whole run.
         slack = 0.05
