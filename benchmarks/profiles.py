@@ -278,7 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--native", action="store_true", help="py-spy --native")
     parser.add_argument("--keep", type=Path, help="folder for the raw profiles")
     options = parser.parse_args(argv)
-    missing = tools.missing(["gcc", "py-spy", "strace", "wrk"])
+    needs = ["gcc", "py-spy", "strace"]
+    if any(row.startswith("http") for row in options.rows):
+        needs.append("wrk")
+    missing = tools.missing(needs)
     if missing:
         print(tools.installHint(missing), file=sys.stderr)
         return 1

@@ -110,7 +110,7 @@ class ProfileTests(SynchronousTestCase):
         daemon's stacks and its reads and writes among its system calls,
         keeps the raw files when asked, and leaves no process behind.
         """
-        requireTools("gcc", "py-spy", "strace", "wrk")
+        requireTools("gcc", "py-spy", "strace")
         children = liveChildren()
         stdout = io.StringIO()
         self.patch(sys, "stdout", stdout)
