@@ -1273,6 +1273,19 @@ class FileMetadataTests(_WebTestCase):
             (b"second, longer", b"14", b"Sun, 09 Sep 2001 01:46:40 GMT"),
         )
 
+    def test_changedFileHead(self) -> None:
+        """
+        A HEAD for a file rewritten within the second has its length as it
+        is now.
+        """
+        self.request(self.served, b"/page.txt")
+        self.file.write_bytes(b"second, longer")
+        response = self.request(self.served, b"/page.txt", method=b"HEAD")
+        self.assertEqual(
+            (response.status, response.header(b"content-length"), response.body),
+            (200, b"14", b""),
+        )
+
     def test_newFileAtOnce(self) -> None:
         """
         A file that was not found is served as soon as it exists: what is

@@ -95,6 +95,12 @@ class ConfinedFile(static.File):
             return self._opened.st_mtime
         return super().getModificationTime()
 
+    def getFileSize(self) -> int:
+        # As getModificationTime: a HEAD's Content-Length.
+        if self._opened is not None:
+            return self._opened.st_size
+        return super().getFileSize()  # type: ignore[no-any-return, no-untyped-call]
+
     @property
     def real(self) -> str:
         """
