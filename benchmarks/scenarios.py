@@ -227,12 +227,16 @@ deny = ["192.0.2.0/24"]
 def layer(settings: Settings) -> list[Series]:
     """
     The cost of multiport's per-port layer: the same echo protocol without
-    it, with it (counters), and with every connection policy on; 100
-    connections, at least five rounds.
+    it on the same transport and reactor (L{FastPort} on
+    C{multiport-epoll}, what multiport runs by default), with it
+    (counters), and with every connection policy on; 100 connections, at
+    least five rounds, and each server's CPU per round trip.
     """
     ports = processes.freePorts(3)
     with ExitStack() as stack:
-        bare = stack.enter_context(servers.twistedEcho(settings.workdir, ports[0]))
+        bare = stack.enter_context(
+            servers.fastEcho(settings.workdir, ports[0], reactor=True)
+        )
         wrapped = stack.enter_context(servers.multiportEcho(settings.workdir, ports[1]))
         policed = stack.enter_context(
             servers.multiportPorts(
@@ -243,22 +247,47 @@ def layer(settings: Settings) -> list[Series]:
                 defaults=EVERY_POLICY,
             )
         )
+        variant = "100 connections"
+        names = [LAYER_BASELINE, "multiport", "multiport, every policy"]
         results = [
+            Series(variant, name, "round trips", "/s", baseline=name == LAYER_BASELINE)
+            for name in names
+        ]
+        costs = [
             Series(
-                "100 connections", "bare handler", "round trips", "/s", baseline=True
-            ),
-            Series("100 connections", "multiport", "round trips", "/s"),
-            Series("100 connections", "multiport, every policy", "round trips", "/s"),
+                variant,
+                name,
+                "server CPU per round trip",
+                "us",
+                baseline=name == LAYER_BASELINE,
+                higherIsBetter=False,
+            )
+            for name in names
         ]
         alternate(
             max(settings.rounds, 5),
             [
-                (results[0], _echoRun(bare.port, 100, settings)),
-                (results[1], _echoRun(wrapped.port, 100, settings)),
-                (results[2], _echoRun(policed.port, 100, settings)),
+                (
+                    series,
+                    partial(
+                        _withCPU,
+                        server,
+                        _echoRun(server.port, 100, settings),
+                        cost,
+                        settings,
+                    ),
+                )
+                for series, cost, server in zip(
+                    results, costs, (bare, wrapped, policed), strict=True
+                )
             ],
         )
-    return results
+    return results + costs
+
+
+#: The layer scenario's baseline: the echo handler on multiport's transport
+#: and reactor, without the per-port layer.
+LAYER_BASELINE = "bare handler, FastPort + multiport-epoll"
 
 
 def accept(settings: Settings) -> list[Series]:
@@ -1089,7 +1118,12 @@ SCENARIOS = {
             idleRelay,
             optional=("haproxy",),
         ),
-        Scenario("layer", "The cost of the per-port layer", layer),
+        Scenario(
+            "layer",
+            "The cost of the per-port layer, on the same transport",
+            layer,
+            plotted=("round trips",),
+        ),
         Scenario(
             "relay",
             "Relay throughput: TCP forwarding to a sink",

@@ -9,6 +9,7 @@ import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -30,6 +31,8 @@ INSTALL = {
     "nginx-stream": "apt-get install libnginx-mod-stream",
     "haproxy": "apt-get install haproxy",
     "socat": "apt-get install socat",
+    "strace": "apt-get install strace",
+    "py-spy": "python -m pip install '.[bench]'  (or: pip install py-spy)",
     "uvloop": "python -m pip install '.[bench]'  (or: pip install uvloop)",
     "matplotlib": "python -m pip install '.[bench]'  (or: pip install matplotlib)",
 }
@@ -48,9 +51,19 @@ def have(tool: str) -> bool:
         return importlib.util.find_spec(tool) is not None
     if tool == "nginx-stream":
         return NGINX_STREAM.exists()
-    return shutil.which(tool) is not None or (
-        tool in _SBIN and (Path("/usr/sbin") / tool).exists()
+    return (
+        shutil.which(tool) is not None
+        or (tool in _SBIN and (Path("/usr/sbin") / tool).exists())
+        or _beside(tool).exists()
     )
+
+
+def _beside(tool: str) -> Path:
+    """
+    Where pip installs the command C{tool} (py-spy): beside this Python,
+    which need not be on C{PATH} (a virtualenv not activated).
+    """
+    return Path(sys.executable).parent / tool
 
 
 def command(tool: str) -> str:
@@ -62,6 +75,8 @@ def command(tool: str) -> str:
         candidate = Path("/usr/sbin") / tool
         if candidate.exists():
             return str(candidate)
+    if found is None and _beside(tool).exists():
+        return str(_beside(tool))
     if found is None:
         raise LookupError(f"{tool} is missing: {INSTALL.get(tool, tool)}")
     return found

@@ -2207,6 +2207,39 @@ class CommandLineTests(SynchronousTestCase):
             memory, _ = figures[contender, "memory per connection"]
             self.assertGreater(memory, 0)
 
+    def test_layer(self) -> None:
+        """
+        A tiny layer run measures multiport's echo, with and without every
+        policy, against the same echo handler on multiport's own transport
+        and reactor without the per-port layer, in round trips and in
+        server CPU per round trip, and leaves no process behind.
+        """
+        requireTools("gcc")
+        children = liveChildren()
+        argv = ["layer", "--seconds", "0.3", "--rounds", "1", "--warmup", "0.1"]
+        self.assertEqual(
+            run.main([*argv, "--no-plot", "--results", str(self.results)]), 0
+        )
+        self.assertNothingLeft(3, children)
+        contenders = [
+            "bare handler, FastPort + multiport-epoll",
+            "multiport",
+            "multiport, every policy",
+        ]
+        data = self.resultsFile("layer")
+        self.assertEqual(
+            [
+                (r["contender"], r["metric"], r["baseline"], len(r["samples"]))
+                for r in data["results"]
+            ],
+            [
+                (c, metric, c == contenders[0], 5)
+                for metric in ("round trips", "server CPU per round trip")
+                for c in contenders
+            ],
+        )
+        self.assertTrue(all(r["samples"][0] > 0 for r in data["results"]))
+
     def test_relayRoundTrips(self) -> None:
         """
         A tiny relay-rr run measures 64-byte round trips through every

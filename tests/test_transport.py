@@ -247,6 +247,35 @@ class FastServerTests(TransportTestsMixin, TestCase):
         self.assertTrue(server.transport.getTcpNoDelay())  # type: ignore[attr-defined]
 
     @inlineCallbacks
+    def test_noDelayAskedAgain(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        Asking for C{TCP_NODELAY} again (twisted.web does on every
+        connection) costs no C{setsockopt}; turning it off and on still
+        does both.
+        """
+        server, client = yield self.connect()
+        transport = server.transport
+        self.assertIsInstance(transport, FastServer)
+        calls: list[tuple[object, ...]] = []
+        real = transport.socket
+
+        class Recording(CountingSocket):
+            def setsockopt(self, *arguments: Any) -> None:
+                calls.append(arguments)
+                real.setsockopt(*arguments)
+
+        transport.socket = Recording(real)
+        nodelay = (socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        transport.setTcpNoDelay(True)
+        self.assertEqual(calls, [])
+        transport.setTcpNoDelay(False)
+        self.assertFalse(real.getsockopt(*nodelay))
+        transport.setTcpNoDelay(True)
+        self.assertTrue(real.getsockopt(*nodelay))
+        self.assertEqual(calls, [(*nodelay, False), (*nodelay, True)])
+        transport.socket = real
+
+    @inlineCallbacks
     def test_noDelayOnMultiportPorts(self) -> Generator[Deferred[Any], Any, None]:
         """
         Connections accepted by multiport's own ports (L{listenTCP}, which

@@ -7,9 +7,15 @@ from __future__ import annotations
 
 import os
 import re
+import select
+import shutil
+import signal
 import socket
 import ssl
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from unittest import SkipTest
 
 from attrs import frozen
 from twisted.internet import _producer_helpers
@@ -19,6 +25,7 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import server
 
+from benchmarks.profiles import topSyscalls
 from multiport import __version__
 from multiport.config.model import PortConfig
 from multiport.handlers.byteranges import (
@@ -27,9 +34,11 @@ from multiport.handlers.byteranges import (
     parseRangeHeader,
     planRanges,
 )
+from multiport.handlers.filecache import StatCache
 from multiport.handlers.interface import HandlerContext, OptionError
 from multiport.handlers.web import http, https
 from multiport.handlers.weboptions import WebOptions, parseWebOptions
+from multiport.handlers.webresources import ConfinedFile
 from tests.support import configuredDaemon, dataSegmentsIn
 
 #: nginx's "combined" log format as log parsers read it (fail2ban's and
@@ -1195,3 +1204,306 @@ class OneSegmentTests(SynchronousTestCase):
             self.assertEqual(
                 self.segmentsPerResponse(connection, "/", 3), [(200, 1)] * 3
             )
+
+
+class DateHeaderTests(_WebTestCase):
+    """
+    The Date header is made from the port's clock, once a second.
+    """
+
+    def test_clock(self) -> None:
+        """
+        Date is the reactor's time, the same string within a second and
+        the next one after it.
+        """
+        site = self.site({})
+        self.reactor.advance(1_000_000_000.2)
+        first = self.request(site, b"/").header(b"date")
+        self.reactor.advance(0.5)
+        same = self.request(site, b"/").header(b"date")
+        self.reactor.advance(0.5)
+        later = self.request(site, b"/").header(b"date")
+        self.assertEqual(
+            (first, same, later),
+            (
+                b"Sun, 09 Sep 2001 01:46:40 GMT",
+                b"Sun, 09 Sep 2001 01:46:40 GMT",
+                b"Sun, 09 Sep 2001 01:46:41 GMT",
+            ),
+        )
+
+
+class FileMetadataTests(_WebTestCase):
+    """
+    What a request for a file costs and what it sees: the path's metadata
+    is looked up no more than once a second, what is served always comes
+    from the file as it is opened.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        (self.base / "root").mkdir()
+        self.file = self.base / "root" / "page.txt"
+        self.file.write_bytes(b"first")
+        self.served = self.site({"root": "root"})
+        self.stats: list[str] = []
+
+        def counting(path: str) -> os.stat_result:
+            self.stats.append(path)
+            return os.stat(path)
+
+        resource = self.served.resource
+        self.assertIsInstance(resource, ConfinedFile)
+        resource.statCache = StatCache(self.reactor, stat=counting)
+
+    def test_statOncePerSecond(self) -> None:
+        """
+        Two requests within a second stat the file (and the root) once; a
+        request a second later stats them again.
+        """
+        for _ in range(2):
+            self.assertEqual(self.request(self.served, b"/page.txt").body, b"first")
+        self.assertEqual(self.stats.count(str(self.file)), 1)
+        self.assertEqual(self.stats.count(str(self.base / "root")), 1)
+        self.reactor.advance(1)
+        self.request(self.served, b"/page.txt")
+        self.assertEqual(self.stats.count(str(self.file)), 2)
+
+    def test_changedFileServedWhole(self) -> None:
+        """
+        A file rewritten within the second is served as it is now: its
+        bytes, its length, its modification time.
+        """
+        self.request(self.served, b"/page.txt")
+        self.file.write_bytes(b"second, longer")
+        os.utime(self.file, (1_000_000_000, 1_000_000_000))
+        response = self.request(self.served, b"/page.txt")
+        self.assertEqual(
+            (
+                response.body,
+                response.header(b"content-length"),
+                response.header(b"last-modified"),
+            ),
+            (b"second, longer", b"14", b"Sun, 09 Sep 2001 01:46:40 GMT"),
+        )
+
+    def test_changedFileHead(self) -> None:
+        """
+        A HEAD for a file rewritten within the second has its length as it
+        is now.
+        """
+        self.request(self.served, b"/page.txt")
+        self.file.write_bytes(b"second, longer")
+        response = self.request(self.served, b"/page.txt", method=b"HEAD")
+        self.assertEqual(
+            (response.status, response.header(b"content-length"), response.body),
+            (200, b"14", b""),
+        )
+
+    def test_newFileAtOnce(self) -> None:
+        """
+        A file that was not found is served as soon as it exists: what is
+        missing is not remembered.
+        """
+        self.assertEqual(self.request(self.served, b"/new.txt").status, 404)
+        (self.base / "root" / "new.txt").write_bytes(b"new")
+        self.assertEqual(self.request(self.served, b"/new.txt").body, b"new")
+
+    def test_removedFileAtOnce(self) -> None:
+        """
+        A file removed within the second is not found.
+        """
+        self.request(self.served, b"/page.txt")
+        self.file.unlink()
+        self.assertEqual(self.request(self.served, b"/page.txt").status, 404)
+
+    def test_symlinkAtOnce(self) -> None:
+        """
+        A file replaced within the second by a symlink out of the root is
+        not served: confinement never trusts remembered metadata.
+        """
+        secret = self.base / "secret.txt"
+        secret.write_bytes(b"the secret")
+        self.request(self.served, b"/page.txt")
+        self.file.unlink()
+        self.file.symlink_to(secret)
+        response = self.request(self.served, b"/page.txt")
+        self.assertEqual(response.status, 404)
+        self.assertNotIn(b"the secret", response.body)
+
+    def test_noRandomForWholeFile(self) -> None:
+        """
+        A whole file needs no multipart boundary: no random bytes are
+        drawn for it (a getrandom call a request); a multipart range
+        answer still gets one.
+        """
+        drawn: list[int] = []
+        urandom = os.urandom
+
+        def counting(size: int) -> bytes:
+            drawn.append(size)
+            return urandom(size)
+
+        self.patch(os, "urandom", counting)
+        self.file.write_bytes(b"x" * 5000)
+        self.request(self.served, b"/page.txt")
+        self.assertEqual(drawn, [])
+        channel = self.served.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(
+            b"GET /page.txt HTTP/1.1\r\nHost: a\r\nRange: bytes=0-0,4000-4000\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        for _ in range(100):
+            if transport.disconnecting:
+                break
+            self.reactor.advance(0)
+        response = _parse(transport.value())
+        self.assertEqual(response.status, 206)
+        self.assertIn(b"multipart/byteranges", response.header(b"content-type") or b"")
+        self.assertEqual(drawn, [12])
+
+    def test_typeWithoutWorkingDirectory(self) -> None:
+        """
+        A file's Content-Type comes from its extension without asking for
+        the working directory (twisted.web's way costs a getcwd a request).
+        """
+
+        def refuse() -> str:
+            raise AssertionError("getcwd called")
+
+        self.patch(os, "getcwd", refuse)
+        response = self.request(self.served, b"/page.txt")
+        self.assertEqual(
+            (response.status, response.header(b"content-type")), (200, b"text/plain")
+        )
+
+
+class SystemCallsPerRequestTests(SynchronousTestCase):
+    """
+    What a request for a small file costs a real daemon in system calls
+    (C{strace -c}): no lookups it can do without.
+    """
+
+    #: Requests counted, on one kept-alive connection.
+    REQUESTS = 200
+
+    def setUp(self) -> None:
+        if shutil.which("strace") is None:
+            raise SkipTest("strace is not installed: apt-get install strace")
+        folder = Path(self.mktemp()).absolute()
+        (folder / "www").mkdir(parents=True)
+        (folder / "www" / "index.html").write_bytes(b"<p>small</p>\n")
+        self.folder = folder
+        self.daemon = configuredDaemon(
+            folder,
+            """
+            [[port]]
+            port = 0
+            interface = "127.0.0.1"
+            handler = "http"
+            options = { root = "www", access_log = false }
+            """,
+        )
+        self.addCleanup(self.daemon.stop)
+        self.port = self.daemon.listening(2)["http"][1]
+
+    def keptAlive(self) -> Callable[[], None]:
+        """
+        A connection that had a first request for C{/index.html} answered;
+        what sends L{REQUESTS} more on it.
+        """
+        connection = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        self.addCleanup(connection.close)
+        request = b"GET /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        connection.sendall(request)
+        self.assertEqual(readResponse(connection).status, 200)
+
+        def requests() -> None:
+            for _ in range(self.REQUESTS):
+                connection.sendall(request)
+                self.assertEqual(readResponse(connection).body, b"<p>small</p>\n")
+
+        return requests
+
+    def traced(self, requests: Callable[[], None]) -> dict[str, float]:
+        """
+        The daemon's system calls per request (of L{REQUESTS}) while
+        C{requests} runs.
+        """
+        table = self.folder / "strace.txt"
+        strace = subprocess.Popen(
+            [
+                "strace",
+                "-c",
+                "-f",
+                "-o",
+                str(table),
+                "-p",
+                str(self.daemon.process.pid),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self.addCleanup(lambda: strace.poll() is None and strace.kill())
+        assert strace.stderr is not None
+        # strace says so on stderr once it is attached.
+        ready, _, _ = select.select([strace.stderr], [], [], 30)
+        self.assertTrue(ready, "strace did not attach within 30s")
+        self.assertIn(b"attached", strace.stderr.readline())
+        requests()
+        strace.send_signal(signal.SIGINT)
+        strace.communicate(timeout=30)
+        return {
+            entry.name: entry.perOperation or 0.0
+            for entry in topSyscalls(table.read_text(), self.REQUESTS, count=100)
+        }
+
+    def test_newConnection(self) -> None:
+        """
+        A connection for one HTTP/1.0 request sets TCP_NODELAY once (the
+        transport does; twisted.web asking again costs nothing).
+        """
+        request = b"GET /index.html HTTP/1.0\r\n\r\n"
+
+        def oneEach() -> None:
+            for _ in range(self.REQUESTS):
+                with socket.create_connection(
+                    ("127.0.0.1", self.port), timeout=10
+                ) as connection:
+                    connection.sendall(request)
+                    self.assertEqual(readResponse(connection).status, 200)
+
+        calls = self.traced(oneEach)
+        self.assertLessEqual(calls.get("setsockopt", 0.0), 1.05, calls)
+
+    def test_smallFile(self) -> None:
+        """
+        A small file costs at most three stats a request (whether the path
+        is a symlink, and what was opened, twice), one ioctl, no lseek, and
+        no getrandom or getcwd: twisted.web's File costs eight stats, two
+        ioctls, two lseeks, a getrandom and a getcwd.
+        """
+        calls = self.traced(self.keptAlive())
+        # What else the daemon did meanwhile (a timer, a status tick) may
+        # add a call or two over the whole run.
+        slack = 0.05
+        self.assertEqual(
+            {
+                name: calls.get(name, 0.0) <= most + slack
+                for name, most in {
+                    "newfstatat": 3,
+                    "ioctl": 1,
+                    "lseek": 0,
+                    "getrandom": 0,
+                    "getcwd": 0,
+                    "openat": 1,
+                }.items()
+            },
+            dict.fromkeys(
+                ["newfstatat", "ioctl", "lseek", "getrandom", "getcwd", "openat"], True
+            ),
+            calls,
+        )

@@ -271,6 +271,9 @@ class SegmentsProducer:
         self._path = path
         self._prefix = b""
         self._left = 0
+        # The file is fresh, at its start: a segment that starts where the
+        # file is needs no seek (an lseek a request for a whole file).
+        self._position = 0
 
     def start(self) -> None:
         """
@@ -295,12 +298,15 @@ class SegmentsProducer:
                 segment = self._segments.pop()
                 chunk += segment.prefix
                 self._left = segment.size
-                self.fileObject.seek(segment.offset)
+                if segment.offset != self._position:
+                    self.fileObject.seek(segment.offset)
+                    self._position = segment.offset
                 continue
             want = min(self._left, self.bufferSize - len(chunk))
             data = self.fileObject.read(want)
             chunk += data
             self._left -= len(data)
+            self._position += len(data)
             if len(data) < want:
                 self._shrank()
                 return

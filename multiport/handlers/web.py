@@ -9,14 +9,22 @@ from __future__ import annotations
 # calls carry type: ignore[no-untyped-call].
 import math
 from typing import Any, cast
+from urllib.parse import unquote_to_bytes
 
 from attrs import frozen
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import resource, server
-from twisted.web.http import CACHED, NOT_MODIFIED, stringToDatetime
+from twisted.web.http import (
+    CACHED,
+    NOT_MODIFIED,
+    datetimeToString,
+    stringToDatetime,
+)
 
 from multiport.daemon.logformat import emitLine
+from multiport.handlers.filecache import StatCache
 from multiport.handlers.interface import Handler, HandlerContext
 from multiport.handlers.webchannel import (
     DEFAULT_HEADER_TIMEOUT,
@@ -48,19 +56,6 @@ class PortRequest(server.Request):
         site = getattr(channel, "site", None)
         clock = getattr(site, "reactor", None)
         self.receivedAt: float | None = None if clock is None else clock.seconds()
-
-    def setHeader(self, name: bytes | str, value: bytes | str) -> None:
-        # process() sets twisted.web's Server header (the very object
-        # server.version) on every response: the port's choice replaces it.
-        if value is DEFAULT_SERVER:
-            # Site sets .site on the channels it builds; HTTPChannel does
-            # not declare it.
-            site = self.channel.site  # type: ignore[attr-defined]
-            serverHeader = getattr(site, "serverHeader", DEFAULT_SERVER)
-            if serverHeader is None:
-                return
-            value = serverHeader
-        super().setHeader(name, value)  # type: ignore[no-untyped-call]
 
     def hostProblem(self) -> str | None:
         """
@@ -116,17 +111,42 @@ class PortRequest(server.Request):
             self.setResponseCode(400)
             if self.clientproto != b"HTTP/2":
                 # A connection-specific field is an error in HTTP/2.
-                self.setHeader(b"connection", b"close")
-            self.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            self.setHeader(b"content-length", b"%d" % (len(body),))
+                self.setHeader(b"connection", b"close")  # type: ignore[no-untyped-call]
+            self.setHeader(b"content-type", b"text/plain; charset=utf-8")  # type: ignore[no-untyped-call]
+            self.setHeader(b"content-length", b"%d" % (len(body),))  # type: ignore[no-untyped-call]
             self.write(body)  # type: ignore[no-untyped-call]
             self.finish()  # type: ignore[no-untyped-call]
             return
-        site = self.channel.site  # type: ignore[attr-defined]  # as in setHeader
-        maxAge = getattr(site, "hstsMaxAge", None)
-        if maxAge is not None and self.isSecure():  # type: ignore[no-untyped-call]
-            self.setHeader(b"strict-transport-security", b"max-age=%d" % (maxAge,))
-        super().process()  # type: ignore[no-untyped-call]
+        # Site sets .site on the channels it builds; HTTPChannel does not
+        # declare it.
+        site: PortSite = self.channel.site  # type: ignore[attr-defined]
+        self.site = site
+        # server.Request.process, but with the port's Server header and a
+        # Date made once a second rather than once a request.
+        headers = self.responseHeaders
+        if site.serverHeader is not None:
+            headers.setRawHeaders(b"server", [site.serverHeader])
+        headers.setRawHeaders(b"date", [site.dateHeader()])
+        if site.hstsMaxAge is not None and self.isSecure():  # type: ignore[no-untyped-call]
+            headers.setRawHeaders(
+                b"strict-transport-security", [b"max-age=%d" % (site.hstsMaxAge,)]
+            )
+        self.prepath = []
+        self.postpath = [
+            unquote_to_bytes(segment) for segment in self.path[1:].split(b"/")
+        ]
+        if self.path == b"*":
+            self._handleStar()  # type: ignore[no-untyped-call]
+            return
+        try:
+            found = site.getResourceFor(self)  # type: ignore[no-untyped-call]
+            if resource._IEncodingResource.providedBy(found):
+                encoder = found.getEncoder(self)  # type: ignore[no-untyped-call]
+                if encoder is not None:
+                    self._encoder = encoder
+            self.render(found)  # type: ignore[no-untyped-call]
+        except BaseException:
+            self.processingFailed(Failure())  # type: ignore[no-untyped-call]
 
 
 class PortSite(server.Site):
@@ -161,6 +181,19 @@ class PortSite(server.Site):
         self.serverHeader: bytes | None = DEFAULT_SERVER
         #: HTTP/2 on this port (a TLS one), with its limits: None for off.
         self.http2: HTTP2Settings | None = None
+        self._dateSecond: int | None = None
+        self._date = b""
+
+    def dateHeader(self) -> bytes:
+        """
+        The C{Date} header of a response sent now (by the site's clock),
+        made again only when the second changes.
+        """
+        now = int(self.reactor.seconds())
+        if now != self._dateSecond:
+            self._dateSecond = now
+            self._date = datetimeToString(now)  # type: ignore[no-untyped-call]
+        return self._date
 
     def log(self, request: server.Request) -> None:  # type: ignore[override]
         if not self.accessLog:
@@ -277,7 +310,11 @@ def buildSite(context: HandlerContext) -> server.Site:
     if options.redirectHTTPS is not None:
         root = RedirectToHTTPS(options.redirectHTTPS)
     elif options.root is not None:
-        root = ConfinedFile(str(options.root), listing=options.listing)
+        root = ConfinedFile(
+            str(options.root),
+            listing=options.listing,
+            statCache=StatCache(context.reactor),
+        )
     else:
         root = WelcomePage(context.port.name)
     policy = context.port.policy

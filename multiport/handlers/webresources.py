@@ -15,6 +15,7 @@ import stat
 from typing import IO
 from urllib.parse import urlsplit
 
+from twisted.python.filepath import FilePath
 from twisted.web import resource, server, static
 from twisted.web.http import OK, PARTIAL_CONTENT, REQUESTED_RANGE_NOT_SATISFIABLE
 from twisted.web.iweb import IRequest
@@ -27,6 +28,7 @@ from multiport.handlers.byteranges import (
     multipartSeparator,
     planRanges,
 )
+from multiport.handlers.filecache import CachedPath, StatCache, restatThrough
 
 #: Opening never blocks (a FIFO), never makes a terminal ours, and the
 #: descriptor is not inherited by anything the daemon starts.
@@ -51,7 +53,15 @@ class ConfinedFile(static.File):
     plus its name unless the child is a symlink (C{FilePath.child} refuses
     C{..} and separators), so only symlinks cost a C{realpath}: one
     C{lstat} per request instead of one per path component.
+
+    With a L{StatCache}, what a path is (folder, file, missing) is looked
+    up no more than once a second; what is served (its length, its
+    Last-Modified) comes from the file opened, and whether a path is a
+    symlink is looked up every time.
     """
+
+    #: What the file opened for this request was, when it was (L{fstat}).
+    _opened: os.stat_result | None = None
 
     def __init__(
         self,
@@ -59,11 +69,37 @@ class ConfinedFile(static.File):
         root: str | None = None,
         listing: bool = False,
         real: str | None = None,
+        statCache: StatCache | None = None,
     ) -> None:
         super().__init__(path)
         self.root = os.path.realpath(path) if root is None else root
         self.listing = listing
         self._real = real
+        self.statCache = statCache
+
+    def restat(self, reraise: bool = True) -> None:
+        restatThrough(self, self.statCache, reraise)
+
+    def clonePath(  # type: ignore[override]
+        self, path: str, alwaysCreate: bool = False
+    ) -> FilePath[str]:
+        # static.File looks a child up through FilePath.child, which makes
+        # it with this.
+        if self.statCache is None:
+            return FilePath(path)
+        return CachedPath(path, self.statCache)
+
+    def getModificationTime(self) -> float:
+        # The file being served, not the path as it was up to a second ago.
+        if self._opened is not None:
+            return self._opened.st_mtime
+        return super().getModificationTime()
+
+    def getFileSize(self) -> int:
+        # As getModificationTime: a HEAD's Content-Length.
+        if self._opened is not None:
+            return self._opened.st_size
+        return super().getFileSize()  # type: ignore[no-any-return, no-untyped-call]
 
     @property
     def real(self) -> str:
@@ -119,10 +155,13 @@ class ConfinedFile(static.File):
                 raise NotServable(self.path) from e
             raise
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            self._opened = os.fstat(fd)
+            if not stat.S_ISREG(self._opened.st_mode):
                 raise NotServable(self.path)
             os.set_blocking(fd, True)
-            return os.fdopen(fd, "rb")
+            # Unbuffered: the producer reads in large pieces anyway, and a
+            # buffered reader costs an isatty ioctl and an lseek per open.
+            return os.fdopen(fd, "rb", buffering=0)
         except BaseException:
             os.close(fd)
             raise
@@ -133,6 +172,12 @@ class ConfinedFile(static.File):
         self.restat(reraise=False)
         if self.exists() and not (self.isfile() or self.isdir()):
             return self.childNotFound.render(request)  # type: ignore[no-any-return, no-untyped-call]
+        if self.type is None:
+            # As static.File does, but from the whole path: its basename
+            # alone would cost a getcwd() to make absolute.
+            self.type, self.encoding = static.getTypeAndEncoding(  # type: ignore[no-untyped-call]
+                self.path, self.contentTypes, self.contentEncodings, self.defaultType
+            )
         try:
             return super().render_GET(request)  # type: ignore[no-any-return, no-untyped-call]
         except NotServable:
@@ -149,11 +194,14 @@ class ConfinedFile(static.File):
         of its body: the whole file, or the parts a C{Range} header asks
         for (see L{planRanges}).
         """
-        size = os.fstat(fileForReading.fileno()).st_size
+        opened = self._opened or os.fstat(fileForReading.fileno())
+        size = opened.st_size
         contentType = (self.type or "application/octet-stream").encode("latin-1")
-        boundary = os.urandom(12).hex().encode("ascii")
+        ranges = request.requestHeaders.getRawHeaders(b"range")
+        # Only a multipart answer needs a boundary: no getrandom() for the rest.
+        boundary = os.urandom(12).hex().encode("ascii") if ranges else b""
         plan = planRanges(
-            request.requestHeaders.getRawHeaders(b"range"),
+            ranges,
             size,
             boundary,
             contentType,
@@ -213,7 +261,7 @@ class ConfinedFile(static.File):
         return listing
 
     def createSimilarFile(self, path: str) -> ConfinedFile:
-        similar = ConfinedFile(path, self.root, self.listing)
+        similar = ConfinedFile(path, self.root, self.listing, statCache=self.statCache)
         similar.indexNames = self.indexNames[:]
         similar.childNotFound = self.childNotFound
         return similar

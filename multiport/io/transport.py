@@ -305,6 +305,19 @@ class FastServer(_Server):
             # waits for ACKs there.
             pass
 
+    #: Whether TCP_NODELAY was turned off since __init__ turned it on (a
+    #: class default, so that a connection pays nothing for it).
+    _noDelayOff = False
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        # Already on, or not to be had on this socket (see __init__):
+        # twisted.web's HTTPChannel asks again on every connection, a
+        # setsockopt each time.
+        if enabled and not self._noDelayOff:
+            return
+        super().setTcpNoDelay(enabled)
+        self._noDelayOff = not enabled
+
     def write(self, data: bytes) -> None:
         if self.TLS:
             # startTLS: the TLS layer encrypts, then writes through
