@@ -347,6 +347,9 @@ class _Sender:
         self._thread.join(timeout)
 
 
+#: At most this many loads of a page until it shows a result.
+PAGE_LOADS = 5
+
 PAGE = """<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>ws test</title></head>
 <body><div id="result">pending</div>
@@ -406,10 +409,21 @@ class ChromiumTests(TestCase):
 
     @inlineCallbacks
     def result(self, url: str):
-        dom = yield runChromium(self, url, "--dump-dom")
-        text = dom.decode("utf-8")
-        start = text.index('<div id="result">') + len('<div id="result">')
-        return text[start : text.index("</div>", start)]
+        """
+        What the page says once it has a result.  Chromium dumps the page
+        when its virtual time budget is spent, which does not wait for a
+        WebSocket's answer: on a loaded machine that may still be
+        "pending", so the page is loaded again, at most L{PAGE_LOADS}
+        times.
+        """
+        for _ in range(PAGE_LOADS):
+            dom = yield runChromium(self, url, "--dump-dom")
+            text = dom.decode("utf-8")
+            start = text.index('<div id="result">') + len('<div id="result">')
+            result = text[start : text.index("</div>", start)]
+            if result != "pending":
+                return result
+        return result
 
     @inlineCallbacks
     def test_pageEcho(self):
@@ -421,7 +435,11 @@ class ChromiumTests(TestCase):
         port = portOf(service, "websocket")
         self.assertEqual((yield self.result(f"http://127.0.0.1:{port}/")), "echo ok")
         entry = yield statusOf(service, "websocket")
-        self.assertEqual(entry["websocket"]["messages"], {"in": 2, "out": 2})
+        # Each load that got its answers exchanged two messages (a page
+        # loaded again may have sent some before).
+        messages = entry["websocket"]["messages"]
+        self.assertEqual(messages["in"], messages["out"])
+        self.assertGreaterEqual(messages["in"], 2)
 
     @inlineCallbacks
     def test_otherOrigin(self):
@@ -436,7 +454,9 @@ class ChromiumTests(TestCase):
         page = f"http://127.0.0.1:{portOf(service, 'http')}/other.html"
         self.assertEqual((yield self.result(page)), "error")
         entry = yield statusOf(service, "websocket")
-        self.assertEqual(entry["websocket"]["handshake_failures"], {"origin": 1})
+        failures = entry["websocket"]["handshake_failures"]
+        self.assertEqual(list(failures), ["origin"])
+        self.assertGreaterEqual(failures["origin"], 1)
 
 
 def readmeExample() -> str:
