@@ -7,9 +7,11 @@ matched to ports by name or by address.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -73,6 +75,47 @@ LAUNCHER = textwrap.dedent(
     sys.exit(os.waitstatus_to_exitcode(status))
     """
 )
+
+
+def lowFreePort() -> int:
+    """
+    A port number below 1024 that nothing on 127.0.0.1 uses now.
+    """
+    for number in range(990, 900, -1):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", number))
+            except OSError:
+                continue
+            return number
+    raise SkipTest("no free port from 901 to 990")
+
+
+def childrenOf(pid: int) -> list[int]:
+    """
+    The processes whose parent is C{pid}.
+    """
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # The fields after the command name, which may hold spaces.
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                children.append(int(entry.name))
+    return children
+
+
+def uidsOf(pid: int) -> set[int]:
+    """
+    The real, effective, saved and file system user ids of C{pid}.
+    """
+    for line in (Path("/proc") / str(pid) / "status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return {int(value) for value in line.split()[1:]}
+    raise AssertionError(f"no Uid line for {pid}")
 
 
 def stream(name: str | None, port: int, descriptor: int = 3) -> ActivatedSocket:
@@ -332,6 +375,50 @@ class ActivatedDaemonTests(SynchronousTestCase):
             if key in ("PYTHONPATH", "PATH", "HOME") or key.startswith("COVERAGE")
         ]
         return [tool, *arguments, *passed, "--"]
+
+    def test_privilegedPortWithoutRoot(self) -> None:
+        """
+        A port below 1024 is served by a daemon that never runs as root:
+        the launcher binds it as root, then the daemon is started as
+        C{nobody} (C{setpriv}), as systemd's socket unit and a service with
+        C{User=} do, and adopts it.
+        """
+        setpriv = shutil.which("setpriv")
+        if os.geteuid() != 0 or setpriv is None:
+            raise SkipTest("needs root to bind below 1024, and setpriv (util-linux)")
+        try:
+            nobody = pwd.getpwnam("nobody")
+        except KeyError:
+            raise SkipTest("no user nobody") from None
+        port = lowFreePort()
+        # trial's folders are root's own (0700): one nobody can read.
+        self.folder = Path(tempfile.mkdtemp(prefix="multiport-activation-"))
+        self.addCleanup(shutil.rmtree, self.folder, ignore_errors=True)
+        self.folder.chmod(0o755)
+        state = self.folder / "state"
+        state.mkdir()
+        os.chown(state, nobody.pw_uid, nobody.pw_gid)
+        daemon = self.start(
+            f"""
+            [[port]]
+            port = {port}
+            interface = "127.0.0.1"
+            handler = "echo"
+            """,
+            [
+                *self.launcher(f"127.0.0.1:{port}"),
+                setpriv,
+                f"--reuid={nobody.pw_uid}",
+                f"--regid={nobody.pw_gid}",
+                "--clear-groups",
+                "--",
+            ],
+        )
+        daemon.waitFor("ready: ")
+        with connect(port) as client:
+            self.assertTrue(echoes(client, b"below 1024"))
+        [child] = childrenOf(daemon.process.pid)
+        self.assertEqual(uidsOf(child), {nobody.pw_uid})
 
     def test_byNameThroughSystemd(self) -> None:
         """
