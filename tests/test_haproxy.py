@@ -31,6 +31,7 @@ from multiport.ctl.client import Token
 from multiport.ctl.rolling import HTTPInstances, RollSettings, rollOne
 from tests.support import Daemon, waitUntil
 from tests.test_live import freePort
+from tests.test_twistd import stopDaemon
 from tests.test_workers import getJSON
 
 #: Where the clients connect from: not HAProxy's address.
@@ -122,14 +123,6 @@ def haproxyConfig(
         + "\n".join(servers["echo"])
         + "\n"
     )
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def clientSocket(port: int) -> socket.socket:
@@ -342,17 +335,7 @@ class HAProxyTests(SynchronousTestCase):
         """
         status = self.instances[index][2]
         self.pids[index] = instances.upgrade(f"http://127.0.0.1:{status}")
-        self.addCleanup(self.stopPid, self.pids[index])
-
-    def stopPid(self, pid: int) -> None:
-        """
-        Stop an upgraded daemon (SIGTERM) and wait until it is gone.
-        """
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        waitUntil(lambda: not _alive(pid), timeout=30, what=f"pid {pid} gone")
+        self.addCleanup(stopDaemon, self.pids[index])
 
     def connectionLines(self, daemon: Daemon) -> list[str]:
         """
@@ -437,7 +420,7 @@ class HAProxyTests(SynchronousTestCase):
         self.assertLessEqual(len(loop.failures), 2, loop.failures)
         # The upgraded daemons hold the first ones' output: stop them first.
         for pid in self.pids:
-            self.stopPid(pid)
+            stopDaemon(pid)
 
         # Every daemon, each upgraded one included (its lines come through
         # the first one's output), saw the clients' own address (127.0.0.2)

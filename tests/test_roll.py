@@ -19,6 +19,7 @@ from multiport import ctl
 from multiport.ctl.client import CtlError
 from multiport.ctl.rolling import RollSettings, commandRestart, rollOne
 from tests.support import waitUntil
+from tests.test_benchmarks import alive
 from tests.test_drain import health
 from tests.test_live import freePort
 from tests.test_livedaemon import connect, echoes
@@ -173,14 +174,6 @@ class RollOneTests(SynchronousTestCase):
             self.assertIn(named, err.getvalue(), args)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 #: Restarts instance $1 of the folder it sits in, as a service manager
 #: would: SIGTERM, wait for the process to be gone, start it again.
 RESTART = """\
@@ -242,13 +235,11 @@ class RollDaemonsTests(SynchronousTestCase):
         if pidfile.exists():
             stopDaemon(int(pidfile.read_text()))
 
-    def test_rollUpgrade(self) -> None:
+    def roll(self, *how: str) -> str:
         """
-        With C{--upgrade}, each instance in turn is drained, upgraded (a new
-        daemon takes its sockets; twistd's pid file names it), found ready
-        and undrained; the old processes drained and exited.
+        Roll both instances, upgraded or restarted as C{how} says; what
+        C{multiport-ctl roll} printed (it must exit 0).
         """
-        before = [self.pid(1), self.pid(2)]
         out, err = io.StringIO(), io.StringIO()
         with redirect_stdout(out), redirect_stderr(err):
             code = ctl.main(
@@ -256,7 +247,7 @@ class RollDaemonsTests(SynchronousTestCase):
                     "--admin-token-file",
                     str(self.token),
                     "roll",
-                    "--upgrade",
+                    *how,
                     "--settle",
                     "0.2",
                     "--drain-timeout",
@@ -265,15 +256,24 @@ class RollDaemonsTests(SynchronousTestCase):
                 ]
             )
         self.assertEqual(code, 0, out.getvalue() + err.getvalue())
+        return out.getvalue()
+
+    def test_rollUpgrade(self) -> None:
+        """
+        With C{--upgrade}, each instance in turn is drained, upgraded (a new
+        daemon takes its sockets; twistd's pid file names it), found ready
+        and undrained; the old processes drained and exited.
+        """
+        before = [self.pid(1), self.pid(2)]
+        text = self.roll("--upgrade")
         after = [self.pid(1), self.pid(2)]
-        text = out.getvalue()
         self.assertIn("rolled 2 instances", text)
         for (_, status), old, new in zip(self.instances, before, after, strict=True):
             self.assertNotEqual(old, new)
             self.assertIn(f"http://127.0.0.1:{status}: upgraded, new pid {new}", text)
             self.assertIn(f"http://127.0.0.1:{status}: ready and undrained", text)
             self.assertEqual(health(status), (200, b"ok\n"))
-            waitUntil(lambda old=old: not _alive(old), timeout=30)
+            waitUntil(lambda old=old: not alive(old), timeout=30)
         for echo, _ in self.instances:
             with connect(echo) as client:
                 self.assertTrue(echoes(client, b"new"))
@@ -286,27 +286,10 @@ class RollDaemonsTests(SynchronousTestCase):
         """
         before = [self.pid(1), self.pid(2)]
         restart = f"sh {self.folder}/restart.sh {{index}} {TWISTD}"
-        out, err = io.StringIO(), io.StringIO()
-        with redirect_stdout(out), redirect_stderr(err):
-            code = ctl.main(
-                [
-                    "--admin-token-file",
-                    str(self.token),
-                    "roll",
-                    "--restart-command",
-                    restart,
-                    "--settle",
-                    "0.2",
-                    "--drain-timeout",
-                    "20",
-                    *(f"127.0.0.1:{status}" for _, status in self.instances),
-                ]
-            )
-        self.assertEqual(code, 0, out.getvalue() + err.getvalue())
+        text = self.roll("--restart-command", restart)
         after = [self.pid(1), self.pid(2)]
         self.assertNotEqual(before[0], after[0])
         self.assertNotEqual(before[1], after[1])
-        text = out.getvalue()
         self.assertIn("rolled 2 instances", text)
         for _, status in self.instances:
             self.assertIn(f"http://127.0.0.1:{status}: ready and undrained", text)

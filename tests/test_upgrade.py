@@ -26,9 +26,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from benchmarks import tools
 from multiport.ctl.main import main as ctl
 from tests.support import GREET_PLUGIN, Daemon, waitUntil, writePlugin
+from tests.test_benchmarks import alive
 from tests.test_live import freePort
 from tests.test_livedaemon import connect, echoes
 from tests.test_notify import Listener
+from tests.test_twistd import stopDaemon
 
 #: At most this many connections a load loop makes, and this many seconds.
 LOOP_CONNECTIONS = 30_000
@@ -199,14 +201,6 @@ def _ctl(*argv: str) -> tuple[int, str]:
     return status, out.getvalue() + err.getvalue()
 
 
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
 class UpgradeCase(SynchronousTestCase):
     """
     A real C{twistd multiport} to upgrade, and the new daemons it started
@@ -228,9 +222,7 @@ class UpgradeCase(SynchronousTestCase):
             if match and int(match.group(1)) not in self.newPids:
                 self.newPids.append(int(match.group(1)))
         for pid in self.newPids:
-            if not _gone(pid):
-                os.kill(pid, signal.SIGTERM)
-                waitUntil(lambda pid=pid: _gone(pid), timeout=30)
+            stopDaemon(pid)
 
     def start(
         self,
@@ -478,7 +470,7 @@ class UpgradeDetailsTests(UpgradeCase):
         self.assertIn("the new daemon was not ready within 2 s", output)
         self.assertLess(time.monotonic() - started, 20)
         [match] = daemon.waitFor(r"started the new daemon \(pid (\d+)\)")
-        waitUntil(lambda: _gone(int(match.group(1))), timeout=30)
+        waitUntil(lambda: not alive(int(match.group(1))), timeout=30)
         with connect(echo) as client:
             self.assertTrue(echoes(client, b"old"))
         self.assertEqual(self.statusOf()["pid"], daemon.process.pid)
@@ -515,7 +507,7 @@ class UpgradeDetailsTests(UpgradeCase):
         self.assertEqual(pidfile.read_text().strip(), str(newPid))
         os.kill(newPid, signal.SIGTERM)
         listener.until("STOPPING")
-        waitUntil(lambda: _gone(newPid), timeout=30)
+        waitUntil(lambda: not alive(newPid), timeout=30)
         self.assertFalse(pidfile.exists())
         kinds = [
             key

@@ -47,28 +47,29 @@ class DrainingChannel(HTTPChannel):
     # The port's connection wrapper, a TCP transport.
     transport: ITCPTransport
     _draining = False
-    #: An answer was finished and no byte of another request came since.
-    _betweenRequests = False
+    #: An answer was finished on this connection.
+    _answered = False
 
     def drain(self) -> None:
         self._draining = True
         if self.requests:
             # Close once the answer in flight is sent.
             self.persistent = False
-        elif self._betweenRequests:
+        elif self._answered and self.betweenMessages():
             self.loseConnection()  # type: ignore[no-untyped-call]
-        # Else the first request is still to come: not persistent now
-        # would make HTTPChannel drop it unanswered; checkPersistence
-        # answers it with Connection: close.
+        # Else the first request is still to come (or a next one is
+        # arriving): not persistent now would make HTTPChannel drop it
+        # unanswered; checkPersistence answers it with Connection: close.
 
-    def dataReceived(self, data: bytes) -> None:
-        self._betweenRequests = False
-        super().dataReceived(data)  # type: ignore[no-untyped-call]
+    def betweenMessages(self) -> bool:
+        """
+        No request in progress or being answered (L{TimedChannel} also
+        knows whether bytes of the next one came).
+        """
+        return not self.requests
 
     def requestDone(self, request: Any) -> None:
-        # Before the channel reads what it buffered of a next request,
-        # which clears it again.
-        self._betweenRequests = True
+        self._answered = True
         super().requestDone(request)  # type: ignore[no-untyped-call]
 
     def checkPersistence(self, request: Any, version: bytes) -> bool:
@@ -124,7 +125,7 @@ class StrictChannel(DrainingChannel):
 
     def dataReceived(self, data: bytes) -> None:
         if not self._refused:
-            super().dataReceived(data)
+            super().dataReceived(data)  # type: ignore[no-untyped-call]
 
     def lineReceived(self, line: bytes) -> None:
         if line.endswith(b"\r"):
