@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from multiport.daemon import logfile, logformat
-from multiport.ports.connection import connectionLog
+from multiport.ports.connectionparts import connectionLog
 
 
 class JSONTests(SynchronousTestCase):

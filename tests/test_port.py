@@ -364,7 +364,8 @@ class TransportChoiceTests(TestCase):
         from twisted.internet import tcp
 
         from multiport.errors import ConfigError
-        from multiport.io.transport import FastServer, transportNamed
+        from multiport.io.transport import FastServer
+        from multiport.io.transports import transportNamed
 
         self.assertIs(transportNamed("twisted"), tcp.Server)
         self.assertIs(transportNamed("multiport"), FastServer)

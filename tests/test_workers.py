@@ -697,7 +697,7 @@ class WorkerOutputTests(SynchronousTestCase):
         fields.
         """
         from multiport.daemon.logformat import emitLine, workerRecord
-        from multiport.ports.connection import connectionLog
+        from multiport.ports.connectionparts import connectionLog
 
         written = []
         with capturedLogs() as events:

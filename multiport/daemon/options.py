@@ -41,7 +41,8 @@ from multiport.daemon.workers import workerCount, workerSockets
 from multiport.errors import ConfigError
 from multiport.handlers.interface import IHandler
 from multiport.handlers.registry import checkProtocols, findHandlers
-from multiport.io.transport import DEFAULT_TRANSPORT, FastServer, transportNamed
+from multiport.io.transport import FastServer
+from multiport.io.transports import DEFAULT_TRANSPORT, transportNamed
 from multiport.ports.certificates import CertificateLoader, SelfSigned
 from multiport.ports.policies import DEFAULT_DRAIN_TIMEOUT, Policy
 from multiport.ports.tls import (

@@ -52,7 +52,7 @@ from multiport.handlers.interface import (
     PortStatus,
 )
 from multiport.io.reactortype import ReactorLike
-from multiport.io.transport import DEFAULT_TRANSPORT
+from multiport.io.transports import DEFAULT_TRANSPORT
 from multiport.ports.sockets import adoptActivated, bindShared
 from multiport.text import plural
 

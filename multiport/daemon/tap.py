@@ -48,7 +48,7 @@ from multiport.errors import ConfigError
 from multiport.handlers.interface import IDaemonView
 from multiport.io.reactortype import ReactorLike, globalReactor
 from multiport.io.splice import poolSize
-from multiport.io.transport import logTransport
+from multiport.io.transports import logTransport
 from multiport.ports.admission import DaemonLimit
 from multiport.ports.certificates import makeSelfSigned
 from multiport.status.admintoken import (

@@ -28,10 +28,10 @@ from multiport.config.model import Config, TLSConfig
 from multiport.daemon.ipc import Channel, Handler, channelFactory
 from multiport.daemon.logformat import batchedObserver, workerRecord
 from multiport.io.reactortype import ReactorLike, globalReactor
-from multiport.io.transport import (
+from multiport.io.transport import FastServer
+from multiport.io.transports import (
     DEFAULT_TRANSPORT,
     TRANSPORTS,
-    FastServer,
     logTransport,
     transportNamed,
 )

@@ -35,6 +35,7 @@ from multiport.handlers.udprelay import buildUDPRelay, parseUDPRelayOptions
 from multiport.io.splice import AVAILABLE, DEFAULT_POOL, PipePool, Splice, tcpTransport
 
 if TYPE_CHECKING:
+    from multiport.io.direct import DirectDelivery
     from multiport.ports.connection import PortProtocol
 
 log = Logger()
@@ -234,15 +235,16 @@ class RelayProtocol(Protocol):
         The splice moved C{size} bytes from the client (C{fromClient}) or
         from the upstream: count them for the port and the relay.
         """
-        # A splice starts only under the port's wrapper (its passThrough),
-        # which counts the bytes that go past it.
-        wrapper = cast("PortProtocol", self.transport)
+        # A splice starts only under the port's wrapper (its passThrough)
+        # or on the transport it delivers through: whichever counts the
+        # bytes that go past.
+        counting = cast("PortProtocol | DirectDelivery", self.transport)
         if fromClient:
             self.received += size
-            wrapper.countReceived(size)
+            counting.countReceived(size)
         else:
             self.sent += size
-            wrapper.countSent(size)
+            counting.countSent(size)
 
     def spliceEnded(self, error: BaseException | None) -> None:
         """

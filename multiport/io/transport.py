@@ -32,7 +32,7 @@ port class gets the same by setting C{transport = FastServer}.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from twisted.internet import tcp
@@ -43,7 +43,7 @@ from twisted.internet.interfaces import IProtocol, IReactorFDSet
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from multiport.errors import ConfigError
+from multiport.io.direct import DirectDelivery
 
 __all__ = ["HOLD_LIMIT", "FastPort", "FastServer", "WriteBatch", "coalesceWrites"]
 
@@ -268,12 +268,13 @@ class _FastBypass:
     unregisterProducer = FileDescriptor.unregisterProducer
 
 
-class FastServer(_Server):
+class FastServer(DirectDelivery, _Server):
     """
     A L{tcp.Server} whose C{write} sends at once when nothing is queued
     (see L{_writeNow}), or, once L{holdWrites} was called and while its
     reactor's L{WriteBatch} is open, when the batch is flushed (see
-    L{_write}); with C{TCP_NODELAY} set.
+    L{_write}); with C{TCP_NODELAY} set.  It can count its bytes and read
+    for the handler's protocol itself (L{DirectDelivery}).
     """
 
     #: The size of the writes held, once there are several.
@@ -298,6 +299,7 @@ class FastServer(_Server):
         #: The writes held for it: L{None}, the bytes of one write, or a
         #: list of several.
         self._held: bytes | list[bytes] | None = None
+        self._direct = self._counters = self._host = None
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
@@ -324,6 +326,12 @@ class FastServer(_Server):
             # _FastBypass.
             super().write(data)
             return
+        direct = self._direct
+        if direct is not None:
+            # The per-port layer's count (DirectDelivery), inline.
+            size = len(data)
+            direct.sent += size
+            self._counters.bytesSent += size  # type: ignore[union-attr]
         batch = self._batch
         if batch is None:
             # A reactor without a write batch: send at once.
@@ -344,8 +352,14 @@ class FastServer(_Server):
     def writeSequence(self, iovec: Iterable[bytes]) -> None:
         if self.TLS:
             super().writeSequence(iovec)
-        else:
-            _writeSequence(self, iovec)
+            return
+        direct = self._direct
+        if direct is not None:
+            iovec = list(iovec)
+            size = sum(map(len, iovec))
+            direct.sent += size
+            self._counters.bytesSent += size  # type: ignore[union-attr]
+        _writeSequence(self, iovec)
 
     def holdWrites(self) -> bool:
         """
@@ -398,6 +412,7 @@ class FastServer(_Server):
         if self._held is not None:
             self._held = None
         super().connectionLost(reason)
+        self._noLongerDirect()
 
     @property
     def repstr(self) -> str:
@@ -441,53 +456,13 @@ def coalesceWrites(transport: object) -> bool:
             return transport.holdWrites()
         # Each layer keeps the one under it as its own attribute; asking
         # with getattr would reach past a ProtocolWrapper into the
-        # protocol it wraps.
-        attributes: dict[str, object] = getattr(transport, "__dict__", {})
-        transport = attributes.get("transport", attributes.get("_transport"))
+        # protocol it wraps.  A layer without a __dict__ (the per-port
+        # one) names the one under it as its passThrough.
+        attributes: dict[str, object] | None = getattr(transport, "__dict__", None)
+        if attributes is None:
+            transport = getattr(transport, "passThrough", None)
+        else:
+            transport = attributes.get("transport", attributes.get("_transport"))
         if transport is None:
             break
     return False
-
-
-#: C{--transport}'s values: the class of every port's accepted connections.
-TRANSPORTS: Mapping[str, type[tcp.Server]] = {
-    "multiport": FastServer,
-    "twisted": tcp.Server,
-}
-DEFAULT_TRANSPORT = "multiport"
-
-
-def transportNamed(value: str) -> type[tcp.Server]:
-    """
-    The connections' class C{--transport} names: C{multiport} (L{FastServer})
-    or C{twisted} (Twisted's own L{tcp.Server}, queueing each write for the
-    next reactor turn).
-
-    @raise ConfigError: naming the option and the bad value.
-    """
-    transport = TRANSPORTS.get(value)
-    if transport is None:
-        raise ConfigError(
-            "--transport", f"expected {' or '.join(TRANSPORTS)}, got {value!r}"
-        )
-    return transport
-
-
-def logTransport(name: str) -> None:
-    """
-    Say in the log which transport accepted connections use, when it is not
-    multiport's own (as twistd says which reactor runs).
-    """
-    if name != DEFAULT_TRANSPORT:
-        log.info(
-            "accepted connections use {transport} (--transport {name})",
-            transport=TRANSPORT_NAMES[name],
-            name=name,
-        )
-
-
-#: What the log calls each transport.
-TRANSPORT_NAMES: Mapping[str, str] = {
-    "multiport": "multiport's FastServer",
-    "twisted": "Twisted's tcp.Server",
-}

@@ -2,7 +2,9 @@
 One connection's passage through its port: L{PortProtocol}, the wrapper
 between the listening socket (or TLS) and the handler's protocol, where a
 connection is counted (connections, bytes, errors), timed (idle, handshake,
-duration) and logged (one line when it closes).
+duration) and logged (one line when it closes).  On multiport's own
+transport it steps out of the data path (L{multiport.io.direct}): the
+transport counts the bytes and reads for the handler's protocol.
 """
 
 from __future__ import annotations
@@ -10,38 +12,33 @@ from __future__ import annotations
 # Twisted's methods called here are not annotated (mypy --strict): those
 # calls carry type: ignore[no-untyped-call].
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import error
 from twisted.internet.interfaces import (
     IAddress,
-    IDelayedCall,
     IHalfCloseableProtocol,
     IHandshakeListener,
+    ILoggingContext,
+    IProtocol,
     ITCPTransport,
-    ITransport,
 )
-from twisted.internet.protocol import Protocol, connectionDone
-from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
-from zope.interface import directlyProvides, implementer, providedBy
+from zope.interface import implementer
 
-from multiport.config.model import formatAddress
-from multiport.daemon.logformat import emitLine
 from multiport.handlers.interface import IBetweenMessages, IDrainable
+from multiport.io.transport import FastServer
+from multiport.ports.connectionparts import (
+    RareState,
+    TransportInterfaces,
+    log,
+    logClose,
+)
 from multiport.ports.handshake import handshakeFailure
 
 if TYPE_CHECKING:
     from multiport.ports.factory import PortFactory
-
-# The namespace these lines had before the port module was split: log
-# filters and the JSON log's "n" name it.
-log = Logger(namespace="multiport.ports.port")
-#: One line per closed connection, in a namespace of its own so that it can
-#: be filtered or routed apart from the daemon's other lines.
-connectionLog = Logger(namespace="multiport.connection")
-
 
 #: How a connection ended, for the connection log, by the failure passed to
 #: connectionLost; anything else is "error".
@@ -51,99 +48,206 @@ _ENDINGS = (
 )
 
 
-def addressText(address: IAddress) -> str:
-    """
-    C{host:port} of a connection's address, for the log.
-    """
-    return formatAddress(getattr(address, "host", "?"), getattr(address, "port", 0))
+#: The wrapper's own slots: never looked for on the transport.
+_SLOTS = frozenset(
+    {"factory", "wrappedProtocol", "transport", "received", "sent", "started"}
+    | {"_rare", "_prev", "_next"}
+)
 
 
-@implementer(IHandshakeListener, IHalfCloseableProtocol)
-class PortProtocol(ProtocolWrapper):
+@implementer(IProtocol, ILoggingContext, IHandshakeListener, IHalfCloseableProtocol)
+class PortProtocol:
     """
     One connection's wrapper: counts it and its application bytes, keeps a
     handler that raises from taking anything but its own connection down,
     and logs one line when the connection closes.
 
-    @ivar closeReason: Set by whoever ends the connection on purpose
-        (C{"error"}, and later C{"timeout"}...); else the ending decides.
+    On multiport's own transport (L{FastServer}) it steps out of the data
+    path (L{DirectDelivery}): the transport counts the bytes and reads for
+    the handler's protocol, which has the transport as its own.  Elsewhere
+    (TLS, a PROXY header, Twisted's transport) it is the handler's
+    transport, counting what passes.
+
+    Memory per idle connection is the point of its shape: a few slots, no
+    C{__dict__}, the peer's address asked of the transport when needed
+    rather than kept, what few connections need in L{RareState}, its port's
+    constants on the factory.
+
+    @ivar received: The bytes read from the client.
+    @ivar sent: The bytes written to it.
+    @ivar started: When it opened, when the port logs connections.
     """
 
+    __slots__ = tuple(sorted(_SLOTS))
+
     factory: PortFactory
+    wrappedProtocol: IProtocol | None
     # Set by makeConnection before anything else runs: a TCP connection,
     # or the TLS layer over one.
     transport: ITCPTransport
-    #: The client's address as admission saw it (the real one behind a
-    #: PROXY header); released and logged with the same value.
-    peer: IAddress
-    closeReason: str | None = None
-    #: Why the connection failed, for the log (a TLS handshake's reason).
-    failure: str | None = None
+    received: int
+    sent: int
+    started: float | None
+    _rare: RareState | None
+    _prev: PortProtocol | None
+    _next: PortProtocol | None
 
-    #: The descriptors the connection holds (its handler's declared cost),
-    #: released with it; set on the instance only when not 1.
-    descriptors = 1
-    handshaken = False
-    _handshakeTimer: IDelayedCall | None = None
-    # Class defaults, so that a connection without timers holds no list and
-    # no attribute for them (memory per idle connection).
-    _timers: tuple[IDelayedCall, ...] = ()
-    _idleTimer: IDelayedCall | None = None
-
-    def makeConnection(self, transport: Any) -> None:
-        factory = self.factory
-        self.counters = counters = factory.counters
-        counters.accepted += 1
-        counters.current += 1
+    def __init__(self, factory: PortFactory, wrappedProtocol: IProtocol) -> None:
+        self.factory = factory
+        self.wrappedProtocol = wrappedProtocol
         self.received = 0
         self.sent = 0
-        self.started = factory.clock.seconds()
-        directlyProvides(self, providedBy(transport))
-        Protocol.makeConnection(self, transport)  # type: ignore[no-untyped-call]
-        factory.registerProtocol(self)  # type: ignore[no-untyped-call]
+        self.started = None
+        self._rare = None
+        self._prev = self._next = None
+
+    def _state(self) -> RareState:
+        rare = self._rare
+        if rare is None:
+            rare = self._rare = RareState()
+        return rare
+
+    @property
+    def closeReason(self) -> str | None:
+        """
+        Set by whoever ends the connection on purpose (C{"error"},
+        C{"timeout"}, C{"drain"}); else the ending decides.
+        """
+        rare = self._rare
+        return None if rare is None else rare.closeReason
+
+    @closeReason.setter
+    def closeReason(self, value: str | None) -> None:
+        self._state().closeReason = value
+
+    @property
+    def timeoutKind(self) -> str | None:
+        """
+        Which timeout closed the connection, if one did.
+        """
+        rare = self._rare
+        return None if rare is None else rare.timeoutKind
+
+    @property
+    def failure(self) -> str | None:
+        """
+        Why the connection failed, for the log (a TLS handshake's reason).
+        """
+        rare = self._rare
+        return None if rare is None else rare.failure
+
+    @property
+    def handshaken(self) -> bool:
+        """
+        Whether its TLS handshake completed.
+        """
+        rare = self._rare
+        return rare is not None and rare.handshaken
+
+    @property
+    def descriptors(self) -> int:
+        """
+        The descriptors the connection holds (its handler's declared
+        cost), released with it.
+        """
+        rare = self._rare
+        return 1 if rare is None else rare.descriptors
+
+    @descriptors.setter
+    def descriptors(self, value: int) -> None:
+        if value != 1 or self._rare is not None:
+            self._state().descriptors = value
+
+    @property
+    def peer(self) -> IAddress:
+        """
+        The client's address: the real one behind a PROXY header (whose
+        layer answers C{getPeer} with it), as admission saw it.
+        """
+        return self.transport.getPeer()
+
+    def logPrefix(self) -> str:
+        """
+        The handler protocol's log prefix, and this wrapper's class.
+        """
+        wrapped = self.wrappedProtocol
+        if ILoggingContext.providedBy(wrapped):
+            prefix = wrapped.logPrefix()
+        else:
+            prefix = wrapped.__class__.__name__
+        return f"{prefix} ({self.__class__.__name__})"
+
+    def __getattr__(self, name: str) -> Any:
+        # Reached only for what the wrapper lacks: the transport's own
+        # attributes, which the handler's protocol asks of it as of its
+        # transport.
+        if name in _SLOTS:
+            raise AttributeError(name)
+        return getattr(self.transport, name)
+
+    def makeConnection(self, transport: Any) -> None:
+        """
+        Count the connection, start its port's timers, and connect the
+        handler's protocol: to the transport itself if it can deliver
+        directly (L{FastServer}), else to this wrapper.
+        """
+        factory = self.factory
+        counters = factory.counters
+        counters.accepted += 1
+        counters.current += 1
+        self.transport = transport
+        clock = factory.clock
+        if factory.logConnections:
+            self.started = clock.seconds()
+        factory.registerProtocol(self)
         policy = factory.policy
         if policy.idleTimeout is not None:
-            self._idleSeen = (0, 0)
-            self._idleChecks = 0
-            self._idleTimer = factory.clock.callLater(
+            self._state().idleTimer = clock.callLater(
                 policy.idleTimeout / 4, self._checkIdle
             )
         if factory.handshakeTimeout is not None:
-            self._handshakeTimer = factory.clock.callLater(
+            rare = self._state()
+            rare.handshakeTimer = clock.callLater(
                 factory.handshakeTimeout, self.timedOut, "handshake_timeout"
             )
-            self._timers = (self._handshakeTimer,)
+            rare.timers = (rare.handshakeTimer,)
         if policy.maxDuration is not None:
-            self._timers += (
-                factory.clock.callLater(
-                    policy.maxDuration, self.timedOut, "max_duration"
-                ),
+            self._state().timers += (
+                clock.callLater(policy.maxDuration, self.timedOut, "max_duration"),
             )
+        handlerTransport: Any = self
+        if isinstance(transport, FastServer):
+            transport.deliverTo(self, counters)
+            # Writes reach the transport without this wrapper, counted
+            # there; a write through it must not count them twice.
+            self.__class__ = DirectPortProtocol
+            handlerTransport = transport
         try:
             # The wrapper is the handler's transport: it provides the
-            # transport's interfaces (directlyProvides above), which the
-            # type checker can't see.
-            self.wrappedProtocol.makeConnection(cast(ITransport, self))
+            # transport's interfaces (TransportInterfaces), which the type checker
+            # can't see.
+            self.wrappedProtocol.makeConnection(handlerTransport)  # type: ignore[union-attr]
         except Exception:
-            self._handlerFailed("connectionMade")
+            self.handlerFailed("connectionMade")
 
     def _checkIdle(self) -> None:
         # No per-byte timer work: every quarter of the idle timeout, see
         # whether any byte moved since the last look.  A connection is
         # closed after between 1 and 1.25 idle timeouts without traffic.
-        self._idleTimer = None
+        rare = self._state()
+        rare.idleTimer = None
         seen = (self.received, self.sent)
-        if seen != self._idleSeen:
-            self._idleSeen = seen
-            self._idleChecks = 0
+        if seen != rare.idleSeen:
+            rare.idleSeen = seen
+            rare.idleChecks = 0
         else:
-            self._idleChecks += 1
-            if self._idleChecks >= 4:
+            rare.idleChecks += 1
+            if rare.idleChecks >= 4:
                 self.timedOut("idle_timeout")
                 return
         timeout = self.factory.policy.idleTimeout
         assert timeout is not None
-        self._idleTimer = self.factory.clock.callLater(timeout / 4, self._checkIdle)
+        rare.idleTimer = self.factory.clock.callLater(timeout / 4, self._checkIdle)
 
     def timedOut(self, which: str) -> None:
         """
@@ -151,9 +255,10 @@ class PortProtocol(ProtocolWrapper):
         timeouts of their own, like http's header timeout, call this too, so
         that the connection log says C{timeout}).
         """
-        if self.closeReason is None:
-            self.closeReason = "timeout"
-            self.timeoutKind = which
+        rare = self._state()
+        if rare.closeReason is None:
+            rare.closeReason = "timeout"
+            rare.timeoutKind = which
         self.transport.abortConnection()
 
     def protocolError(self, why: str) -> None:
@@ -162,30 +267,31 @@ class PortProtocol(ProtocolWrapper):
         protocol (an HTTP/2 flood, say): the connection log says C{error},
         then C{why}.
         """
-        if self.closeReason is None:
-            self.closeReason = "error"
-            self.failure = why
+        rare = self._state()
+        if rare.closeReason is None:
+            rare.closeReason = "error"
+            rare.failure = why
 
     def dataReceived(self, data: bytes) -> None:
         size = len(data)
         self.received += size
-        self.counters.bytesReceived += size
+        self.factory.counters.bytesReceived += size
         try:
-            self.wrappedProtocol.dataReceived(data)
+            self.wrappedProtocol.dataReceived(data)  # type: ignore[union-attr]
         except Exception:
-            self._handlerFailed("dataReceived")
+            self.handlerFailed("dataReceived")
 
     def write(self, data: bytes) -> None:
         size = len(data)
         self.sent += size
-        self.counters.bytesSent += size
+        self.factory.counters.bytesSent += size
         self.transport.write(data)
 
     def writeSequence(self, data: Iterable[bytes]) -> None:
         data = list(data)
         size = sum(map(len, data))
         self.sent += size
-        self.counters.bytesSent += size
+        self.factory.counters.bytesSent += size
         self.transport.writeSequence(data)
 
     def drain(self) -> None:
@@ -197,9 +303,7 @@ class PortProtocol(ProtocolWrapper):
             try:
                 self.wrappedProtocol.drain()
             except Exception:
-                self._handlerFailed("drain")
-
-    _host: IAddress | None = None
+                self.handlerFailed("drain")
 
     def getHost(self) -> IAddress:
         """
@@ -207,9 +311,10 @@ class PortProtocol(ProtocolWrapper):
         can't change, and twisted.web asks for it on every request (a
         C{getsockname} system call each time).
         """
-        host = self._host
+        rare = self._state()
+        host = rare.host
         if host is None:
-            host = self._host = self.transport.getHost()
+            host = rare.host = self.transport.getHost()
         return host
 
     def countReceived(self, size: int) -> None:
@@ -218,7 +323,7 @@ class PortProtocol(ProtocolWrapper):
         L{dataReceived} (the relay's splice).
         """
         self.received += size
-        self.counters.bytesReceived += size
+        self.factory.counters.bytesReceived += size
 
     def countSent(self, size: int) -> None:
         """
@@ -226,7 +331,7 @@ class PortProtocol(ProtocolWrapper):
         L{write}.
         """
         self.sent += size
-        self.counters.bytesSent += size
+        self.factory.counters.bytesSent += size
 
     @property
     def passThrough(self) -> Any:
@@ -258,20 +363,23 @@ class PortProtocol(ProtocolWrapper):
         The TLS handshake is done (TLS ports only); tell the handler if it
         asks to know.
         """
-        self.handshaken = True
-        if self._handshakeTimer is not None and self._handshakeTimer.active():
-            self._handshakeTimer.cancel()
+        rare = self._state()
+        rare.handshaken = True
+        timer = rare.handshakeTimer
+        if timer is not None and timer.active():
+            timer.cancel()
         if IHandshakeListener.providedBy(self.wrappedProtocol):
             self.wrappedProtocol.handshakeCompleted()
 
-    def _handlerFailed(self, where: str) -> None:
+    def handlerFailed(self, where: str) -> None:
         """
         The handler raised: log it once with its traceback, count it, and
         close only this connection.
         """
-        if self.closeReason is None:
+        rare = self._state()
+        if rare.closeReason is None:
             self.factory.counters.protocolErrors += 1
-            self.closeReason = "error"
+            rare.closeReason = "error"
             log.failure(
                 "handler {handler} raised in {where} on {port}; closing the connection",
                 handler=self.factory.handlerName,
@@ -281,8 +389,9 @@ class PortProtocol(ProtocolWrapper):
         self.transport.abortConnection()
 
     def _ending(self, reason: Failure) -> str:
-        if self.closeReason is not None:
-            return self.closeReason
+        closeReason = self.closeReason
+        if closeReason is not None:
+            return closeReason
         if getattr(self.transport, "closedClean", False):
             return "clean"
         value = reason.value
@@ -311,54 +420,29 @@ class PortProtocol(ProtocolWrapper):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         factory = self.factory
-        counters = self.counters
+        counters = factory.counters
         counters.current -= 1
         counters.closed += 1
-        for timer in (*self._timers, self._idleTimer):
-            if timer is not None and timer.active():
-                timer.cancel()
+        rare = self._rare
+        if rare is not None:
+            for timer in (*rare.timers, rare.idleTimer):
+                if timer is not None and timer.active():
+                    timer.cancel()
         factory.admission.release(self.peer, self.descriptors)
         if factory.tls and not self.handshaken and self.closeReason is None:
             if getattr(self.transport, "sawBytes", False):
                 counters.tlsHandshakeFailures += 1
-                self.closeReason = "error"
-                self.failure = "TLS handshake failed: " + (
+                rare = self._state()
+                rare.closeReason = "error"
+                rare.failure = "TLS handshake failed: " + (
                     getattr(self.transport, "notTLS", None) or handshakeFailure(reason)
                 )
-        if factory.logConnections:
-            self._logClose(self._ending(reason))
-        super().connectionLost(reason)  # type: ignore[no-untyped-call]
-
-    def _logClose(self, ending: str) -> None:
-        factory = self.factory
-        address = addressText(self.peer)
-        duration = factory.clock.seconds() - self.started
-        # The line is formatted here, once: twisted.logger's own formatting
-        # of seven fields cost as much as the rest of a connection (it
-        # halved the accept rate).  The fields stay in the event for the
-        # JSON log.
-        line = (
-            f"{factory.portName} {factory.handlerName} {address} closed {ending} "
-            f"after {duration:.3f}s, received {self.received} B, sent {self.sent} B"
-        )
-        client = self.clientSubject() if self.handshaken else None
-        if client is not None:
-            line += f", client {client}"
-        if self.failure is not None:
-            line += f", {self.failure}"
-        emitLine(
-            connectionLog,
-            line,
-            port=factory.portName,
-            handler=factory.handlerName,
-            peer=address,
-            reason=ending,
-            duration=duration,
-            received=self.received,
-            sent=self.sent,
-            client=client,
-            detail=self.failure,
-        )
+        if factory.logConnections and self.started is not None:
+            logClose(self, self._ending(reason), self.started)
+        factory.unregisterProtocol(self)
+        wrapped, self.wrappedProtocol = self.wrappedProtocol, None
+        if wrapped is not None:
+            wrapped.connectionLost(reason)
 
     def clientSubject(self) -> str | None:
         """
@@ -370,3 +454,31 @@ class PortProtocol(ProtocolWrapper):
         if certificate is None:
             return None
         return str(certificate.to_cryptography().subject.rfc4514_string())
+
+
+# Declared again, so that the class has a __provides__ of its own (zope
+# would otherwise put its own __providedBy__ on it when first asked).
+@implementer(IProtocol)
+class DirectPortProtocol(PortProtocol):
+    """
+    A L{PortProtocol} whose transport counts the bytes and reads for the
+    handler's protocol (L{DirectDelivery.deliverTo}): what is written
+    through the wrapper is counted by the transport only.
+    """
+
+    __slots__ = ()
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def writeSequence(self, data: Iterable[bytes]) -> None:
+        self.transport.writeSequence(data)
+
+    def countReceived(self, size: int) -> None:
+        self.transport.countReceived(size)  # type: ignore[attr-defined]
+
+    def countSent(self, size: int) -> None:
+        self.transport.countSent(size)  # type: ignore[attr-defined]
+
+
+PortProtocol.__providedBy__ = DirectPortProtocol.__providedBy__ = TransportInterfaces()  # type: ignore[attr-defined]

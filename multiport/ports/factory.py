@@ -25,8 +25,10 @@ from zope.interface import implementer
 from multiport.daemon.logformat import emitLine
 from multiport.handlers.interface import HandlerContext
 from multiport.ports.admission import Admission, DaemonLimit
-from multiport.ports.connection import PortProtocol, addressText, connectionLog, log
+from multiport.ports.connection import PortProtocol
+from multiport.ports.connectionparts import addressText, connectionLog, log
 from multiport.ports.counters import PortCounters
+from multiport.ports.registry import Connections
 from multiport.ports.tlslayer import TLSFactory
 from multiport.text import plural
 
@@ -39,7 +41,7 @@ PROXY_HEADER_TIMEOUT = 10.0
 
 
 @implementer(IProtocolNegotiationFactory)
-class PortFactory(WrappingFactory[PortProtocol]):
+class PortFactory(WrappingFactory[Any]):
     """
     The per-port wrapper around the handler's factory.
 
@@ -66,6 +68,9 @@ class PortFactory(WrappingFactory[PortProtocol]):
             admission reserves for it in the daemon limit.
         """
         super().__init__(wrappedFactory)  # type: ignore[no-untyped-call]
+        #: The open connections (L{Connections} rather than Twisted's
+        #: dict: memory per idle connection).
+        self.protocols: Connections[PortProtocol] = Connections()  # type: ignore[assignment]
         self.counters = counters
         self.portName = handlerContext.port.name
         self.daemonLimit = daemonLimit
@@ -161,8 +166,18 @@ class PortFactory(WrappingFactory[PortProtocol]):
                 protocol.closeReason = "drain"
             protocol.transport.abortConnection()
 
-    def unregisterProtocol(self, protocol: Any) -> None:
-        super().unregisterProtocol(protocol)  # type: ignore[no-untyped-call]
+    def registerProtocol(self, protocol: PortProtocol) -> None:
+        """
+        Keep C{protocol} among the open connections.
+        """
+        self.protocols.add(protocol)
+
+    def unregisterProtocol(self, protocol: PortProtocol) -> None:
+        """
+        C{protocol} closed: forget it, and fire the drain's waiters once
+        none is left.
+        """
+        self.protocols.remove(protocol)
         if not self.protocols and self._drainWaiters:
             timer, self._drainTimer = self._drainTimer, None
             if timer is not None and timer.active():
@@ -201,7 +216,6 @@ class PortFactory(WrappingFactory[PortProtocol]):
             self.admission.release(addr, cost)
             return None
         protocol = self.protocol(self, inner)
-        protocol.peer = addr
         if cost != 1:
             protocol.descriptors = cost
         return protocol
