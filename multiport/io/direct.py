@@ -11,6 +11,10 @@ The handler's protocol then has the transport itself as its transport, and
 finds there what it could ask of the layer (L{DirectDelivery.timedOut},
 L{DirectDelivery.protocolError}, L{DirectDelivery.countReceived},
 L{DirectDelivery.countSent}).
+
+It costs the transport one attribute (C{_direct}, 8 bytes of every
+connection); the layer's counters and the cached C{getHost} are reached
+through the layer rather than kept again here.
 """
 
 from __future__ import annotations
@@ -21,15 +25,6 @@ from twisted.internet import main
 from twisted.internet.interfaces import IAddress, IProtocol
 
 
-class Counters(Protocol):
-    """
-    The port's totals the transport adds its bytes to.
-    """
-
-    bytesReceived: int
-    bytesSent: int
-
-
 class Connection(Protocol):
     """
     What the transport counts for and reports to: the per-port layer.
@@ -38,6 +33,9 @@ class Connection(Protocol):
     received: int
     sent: int
     wrappedProtocol: IProtocol | None
+    # The port's factory, whose counters (bytesReceived, bytesSent) the
+    # transport adds to.
+    factory: Any
 
     def handlerFailed(self, where: str) -> None:
         """
@@ -52,6 +50,11 @@ class Connection(Protocol):
     def protocolError(self, why: str) -> None:
         """
         The handler is closing because the client broke its protocol.
+        """
+
+    def getHost(self) -> IAddress:
+        """
+        The address the client connected to, kept once asked.
         """
 
 
@@ -70,25 +73,21 @@ class DirectDelivery(_Base):
     (L{deliverTo}); until then a read goes to the transport's protocol, as
     in any L{tcp.Server}.
 
-    Its attributes are set in C{FastServer.__init__}, as instance
-    attributes read on every read and write: C{_direct} (the layer, once
-    it asked), C{_counters} (the port's totals), C{_host} (the address the
-    client connected to, once asked).
+    Its one attribute, C{_direct} (the layer, once it asked), is set in
+    C{FastServer.__init__}: an instance attribute, read on every read and
+    write.
     """
 
     _direct: Connection | None
-    _counters: Counters | None
-    _host: IAddress | None
 
-    def deliverTo(self, connection: Connection, counters: Counters) -> None:
+    def deliverTo(self, connection: Connection) -> None:
         """
         From now on hand what is read to C{connection.wrappedProtocol},
         and count every byte read and written (and spliced) in
-        C{connection} and in C{counters}; report a handler's exception to
-        C{connection}.
+        C{connection} and its port's counters; report a handler's
+        exception to C{connection}.
         """
         self._direct = connection
-        self._counters = counters
 
     def _dataReceived(self, data: bytes | None) -> Any:
         # tcp.Connection._dataReceived, with the layer's work inline: one
@@ -100,7 +99,7 @@ class DirectDelivery(_Base):
             return self.protocol.dataReceived(data)
         size = len(data)
         direct.received += size
-        self._counters.bytesReceived += size  # type: ignore[union-attr]
+        direct.factory.counters.bytesReceived += size
         try:
             direct.wrappedProtocol.dataReceived(data)  # type: ignore[union-attr]
         except Exception:
@@ -115,7 +114,7 @@ class DirectDelivery(_Base):
         direct = self._direct
         if direct is not None:
             direct.received += size
-            self._counters.bytesReceived += size  # type: ignore[union-attr]
+            direct.factory.counters.bytesReceived += size
 
     def countSent(self, size: int) -> None:
         """
@@ -125,7 +124,7 @@ class DirectDelivery(_Base):
         direct = self._direct
         if direct is not None:
             direct.sent += size
-            self._counters.bytesSent += size  # type: ignore[union-attr]
+            direct.factory.counters.bytesSent += size
 
     def timedOut(self, which: str) -> None:
         """
@@ -149,16 +148,17 @@ class DirectDelivery(_Base):
 
     def getHost(self) -> IAddress:
         """
-        The address the client connected to, asked of the socket once: it
-        can't change, and twisted.web asks for it on every request (a
-        C{getsockname} system call each time).
+        The address the client connected to; under the layer, asked of the
+        layer, which keeps it once asked (twisted.web asks for it on every
+        request: a C{getsockname} system call each time).
         """
-        host = self._host
-        if host is None:
-            host = self._host = super().getHost()  # type: ignore[no-untyped-call]
-        return host
+        direct = self._direct
+        if direct is None:
+            return self.socketHost()
+        return direct.getHost()
 
-    def _noLongerDirect(self) -> None:
-        # The connection is gone: drop the references to the layer.
-        self._direct = None
-        self._counters = None
+    def socketHost(self) -> IAddress:
+        """
+        The address the client connected to, asked of the socket.
+        """
+        return super().getHost()  # type: ignore[no-untyped-call,no-any-return]

@@ -299,7 +299,7 @@ class FastServer(DirectDelivery, _Server):
         #: The writes held for it: L{None}, the bytes of one write, or a
         #: list of several.
         self._held: bytes | list[bytes] | None = None
-        self._direct = self._counters = self._host = None
+        self._direct = None
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
@@ -331,7 +331,7 @@ class FastServer(DirectDelivery, _Server):
             # The per-port layer's count (DirectDelivery), inline.
             size = len(data)
             direct.sent += size
-            self._counters.bytesSent += size  # type: ignore[union-attr]
+            direct.factory.counters.bytesSent += size
         batch = self._batch
         if batch is None:
             # A reactor without a write batch: send at once.
@@ -358,7 +358,7 @@ class FastServer(DirectDelivery, _Server):
             iovec = list(iovec)
             size = sum(map(len, iovec))
             direct.sent += size
-            self._counters.bytesSent += size  # type: ignore[union-attr]
+            direct.factory.counters.bytesSent += size
         _writeSequence(self, iovec)
 
     def holdWrites(self) -> bool:
@@ -412,7 +412,8 @@ class FastServer(DirectDelivery, _Server):
         if self._held is not None:
             self._held = None
         super().connectionLost(reason)
-        self._noLongerDirect()
+        # The layer is gone with the connection.
+        self._direct = None
 
     @property
     def repstr(self) -> str:
@@ -428,6 +429,20 @@ class FastServer(DirectDelivery, _Server):
     @repstr.setter
     def repstr(self, value: str) -> None:
         # tcp.Server.__init__ sets it; the property makes it instead.
+        pass
+
+    @property
+    def logstr(self) -> str:
+        """
+        The log prefix (C{logPrefix}), made when asked: C{tcp.Server}
+        keeps it as a string per connection, about 80 bytes of every idle
+        connection, and multiport's reactor asks only when an event logs.
+        """
+        protocol = getattr(self, "protocol", None)
+        return f"{protocol.__class__.__name__},{self.sessionno},{self.hostname}"
+
+    @logstr.setter
+    def logstr(self, value: str) -> None:
         pass
 
 

@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from multiport.handlers.interface import IBetweenMessages, IDrainable
-from multiport.io.transport import FastServer
+from multiport.io.direct import DirectDelivery
 from multiport.ports.connectionparts import (
     RareState,
     TransportInterfaces,
@@ -63,7 +63,7 @@ class PortProtocol:
     and logs one line when the connection closes.
 
     On multiport's own transport (L{FastServer}) it steps out of the data
-    path (L{DirectDelivery}): the transport counts the bytes and reads for
+    path (L{multiport.io.direct}): the transport counts the bytes and reads for
     the handler's protocol, which has the transport as its own.  Elsewhere
     (TLS, a PROXY header, Twisted's transport) it is the handler's
     transport, counting what passes.
@@ -216,8 +216,8 @@ class PortProtocol:
                 clock.callLater(policy.maxDuration, self.timedOut, "max_duration"),
             )
         handlerTransport: Any = self
-        if isinstance(transport, FastServer):
-            transport.deliverTo(self, counters)
+        if isinstance(transport, DirectDelivery):
+            transport.deliverTo(self)
             # Writes reach the transport without this wrapper, counted
             # there; a write through it must not count them twice.
             self.__class__ = DirectPortProtocol
@@ -462,7 +462,7 @@ class PortProtocol:
 class DirectPortProtocol(PortProtocol):
     """
     A L{PortProtocol} whose transport counts the bytes and reads for the
-    handler's protocol (L{DirectDelivery.deliverTo}): what is written
+    handler's protocol (L{multiport.io.direct.DirectDelivery}): what is written
     through the wrapper is counted by the transport only.
     """
 
@@ -479,6 +479,14 @@ class DirectPortProtocol(PortProtocol):
 
     def countSent(self, size: int) -> None:
         self.transport.countSent(size)  # type: ignore[attr-defined]
+
+    def getHost(self) -> IAddress:
+        rare = self._state()
+        host = rare.host
+        if host is None:
+            # The transport's own getHost asks this wrapper.
+            host = rare.host = self.transport.socketHost()  # type: ignore[attr-defined]
+        return host
 
 
 PortProtocol.__providedBy__ = DirectPortProtocol.__providedBy__ = TransportInterfaces()  # type: ignore[attr-defined]
