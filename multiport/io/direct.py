@@ -13,8 +13,10 @@ L{DirectDelivery.protocolError}, L{DirectDelivery.countReceived},
 L{DirectDelivery.countSent}).
 
 It costs the transport one attribute (C{_direct}, 8 bytes of every
-connection); the layer's counters and the cached C{getHost} are reached
-through the layer rather than kept again here.
+connection); the cached C{getHost} is the layer's.  Only the connection's
+own counts are added to per read and write: the port's totals take them
+when the connection closes, and sum the open ones when asked
+(L{multiport.ports.counters.PortCounters}).
 """
 
 from __future__ import annotations
@@ -33,9 +35,6 @@ class Connection(Protocol):
     received: int
     sent: int
     wrappedProtocol: IProtocol | None
-    # The port's factory, whose counters (bytesReceived, bytesSent) the
-    # transport adds to.
-    factory: Any
 
     def handlerFailed(self, where: str) -> None:
         """
@@ -84,8 +83,7 @@ class DirectDelivery(_Base):
         """
         From now on hand what is read to C{connection.wrappedProtocol},
         and count every byte read and written (and spliced) in
-        C{connection} and its port's counters; report a handler's
-        exception to C{connection}.
+        C{connection}; report a handler's exception to C{connection}.
         """
         self._direct = connection
 
@@ -99,7 +97,6 @@ class DirectDelivery(_Base):
             return self.protocol.dataReceived(data)
         size = len(data)
         direct.received += size
-        direct.factory.counters.bytesReceived += size
         try:
             direct.wrappedProtocol.dataReceived(data)  # type: ignore[union-attr]
         except Exception:
@@ -114,7 +111,6 @@ class DirectDelivery(_Base):
         direct = self._direct
         if direct is not None:
             direct.received += size
-            direct.factory.counters.bytesReceived += size
 
     def countSent(self, size: int) -> None:
         """
@@ -124,7 +120,6 @@ class DirectDelivery(_Base):
         direct = self._direct
         if direct is not None:
             direct.sent += size
-            direct.factory.counters.bytesSent += size
 
     def timedOut(self, which: str) -> None:
         """

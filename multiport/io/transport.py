@@ -331,7 +331,6 @@ class FastServer(DirectDelivery, _Server):
             # The per-port layer's count (DirectDelivery), inline.
             size = len(data)
             direct.sent += size
-            direct.factory.counters.bytesSent += size
         batch = self._batch
         if batch is None:
             # A reactor without a write batch: send at once.
@@ -358,7 +357,6 @@ class FastServer(DirectDelivery, _Server):
             iovec = list(iovec)
             size = sum(map(len, iovec))
             direct.sent += size
-            direct.factory.counters.bytesSent += size
         _writeSequence(self, iovec)
 
     def holdWrites(self) -> bool:

@@ -275,7 +275,6 @@ class PortProtocol:
     def dataReceived(self, data: bytes) -> None:
         size = len(data)
         self.received += size
-        self.factory.counters.bytesReceived += size
         try:
             self.wrappedProtocol.dataReceived(data)  # type: ignore[union-attr]
         except Exception:
@@ -284,14 +283,12 @@ class PortProtocol:
     def write(self, data: bytes) -> None:
         size = len(data)
         self.sent += size
-        self.factory.counters.bytesSent += size
         self.transport.write(data)
 
     def writeSequence(self, data: Iterable[bytes]) -> None:
         data = list(data)
         size = sum(map(len, data))
         self.sent += size
-        self.factory.counters.bytesSent += size
         self.transport.writeSequence(data)
 
     def drain(self) -> None:
@@ -323,7 +320,6 @@ class PortProtocol:
         L{dataReceived} (the relay's splice).
         """
         self.received += size
-        self.factory.counters.bytesReceived += size
 
     def countSent(self, size: int) -> None:
         """
@@ -331,7 +327,6 @@ class PortProtocol:
         L{write}.
         """
         self.sent += size
-        self.factory.counters.bytesSent += size
 
     @property
     def passThrough(self) -> Any:
@@ -439,6 +434,8 @@ class PortProtocol:
                 )
         if factory.logConnections and self.started is not None:
             logClose(self, self._ending(reason), self.started)
+        # Its bytes move to the port's totals as it leaves the open ones.
+        counters.addClosed(self.received, self.sent)
         factory.unregisterProtocol(self)
         wrapped, self.wrappedProtocol = self.wrappedProtocol, None
         if wrapped is not None:

@@ -2,12 +2,15 @@
 Live counters: per port (kept by the port's wrapper) and per handler.
 
 They are plain integers updated in place on the connection path: no locks,
-no calls into a metrics library per byte.  Readers take a snapshot.
+no calls into a metrics library per byte.  Readers take a snapshot.  A
+port's byte totals are its closed connections' bytes plus the open ones'
+own counts, summed when read: a read or write adds to one count only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from attrs import define, field
 
@@ -22,25 +25,58 @@ class PortCounters:
     the accepted ones that ended; so C{accepted == closed + current} always.
 
     @ivar rejected: Rejected connections by reason (C{"max_connections"}...).
-    @ivar bytesReceived: Application bytes from clients (after TLS).
-    @ivar bytesSent: Application bytes to clients (before TLS).
+    @ivar bytesReceived: Application bytes from clients (after TLS): those
+        of the closed connections, and the open ones' counts so far.
+    @ivar bytesSent: Application bytes to clients (before TLS), likewise.
     @ivar tlsHandshakeFailures: TLS connections that ended before their
         handshake completed although the client had sent at least one byte
         (a load balancer's bare TCP check is no failure).
     @ivar protocolErrors: Connections on which the handler raised.
     @ivar listeningSince: When the port started listening (POSIX time), or
         C{None} while it is not listening.
+    @ivar openConnections: The port's open connections, each counting its
+        own bytes (C{received}, C{sent}): a connection adds only to its own
+        count per read and write, and its bytes move to the port's totals
+        when it closes (L{addClosed}); the totals sum the open ones when
+        asked.
     """
 
     current: int = 0
     accepted: int = 0
     closed: int = 0
     rejected: dict[str, int] = field(factory=dict)
-    bytesReceived: int = 0
-    bytesSent: int = 0
+    _closedReceived: int = field(default=0, alias="bytesReceived")
+    _closedSent: int = field(default=0, alias="bytesSent")
     tlsHandshakeFailures: int = 0
     protocolErrors: int = 0
     listeningSince: float | None = None
+    openConnections: Iterable[Any] = field(default=(), repr=False, eq=False)
+
+    @property
+    def bytesReceived(self) -> int:
+        open: int = sum(c.received for c in self.openConnections)
+        return self._closedReceived + open
+
+    @bytesReceived.setter
+    def bytesReceived(self, value: int) -> None:
+        self._closedReceived = value - (self.bytesReceived - self._closedReceived)
+
+    @property
+    def bytesSent(self) -> int:
+        open: int = sum(c.sent for c in self.openConnections)
+        return self._closedSent + open
+
+    @bytesSent.setter
+    def bytesSent(self, value: int) -> None:
+        self._closedSent = value - (self.bytesSent - self._closedSent)
+
+    def addClosed(self, received: int, sent: int) -> None:
+        """
+        A connection that counted C{received} and C{sent} bytes is leaving
+        L{openConnections}: its bytes join the totals.
+        """
+        self._closedReceived += received
+        self._closedSent += sent
 
     def reject(self, reason: str) -> None:
         """

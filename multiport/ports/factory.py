@@ -72,6 +72,9 @@ class PortFactory(WrappingFactory[Any]):
         #: dict: memory per idle connection).
         self.protocols: Connections[PortProtocol] = Connections()  # type: ignore[assignment]
         self.counters = counters
+        # The open connections count their own bytes; the port's totals
+        # sum them when asked.
+        counters.openConnections = self.protocols
         self.portName = handlerContext.port.name
         self.daemonLimit = daemonLimit
         self._drainWaiters: list[Deferred[None]] = []
