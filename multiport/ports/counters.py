@@ -52,23 +52,27 @@ class PortCounters:
     listeningSince: float | None = None
     openConnections: Iterable[Any] = field(default=(), repr=False, eq=False)
 
+    def _open(self, count: str) -> int:
+        """
+        The open connections' own C{count} (C{received} or C{sent}), summed.
+        """
+        return sum(getattr(c, count) for c in self.openConnections)
+
     @property
     def bytesReceived(self) -> int:
-        open: int = sum(c.received for c in self.openConnections)
-        return self._closedReceived + open
+        return self._closedReceived + self._open("received")
 
     @bytesReceived.setter
     def bytesReceived(self, value: int) -> None:
-        self._closedReceived = value - (self.bytesReceived - self._closedReceived)
+        self._closedReceived = value - self._open("received")
 
     @property
     def bytesSent(self) -> int:
-        open: int = sum(c.sent for c in self.openConnections)
-        return self._closedSent + open
+        return self._closedSent + self._open("sent")
 
     @bytesSent.setter
     def bytesSent(self, value: int) -> None:
-        self._closedSent = value - (self.bytesSent - self._closedSent)
+        self._closedSent = value - self._open("sent")
 
     def addClosed(self, received: int, sent: int) -> None:
         """
