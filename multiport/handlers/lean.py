@@ -314,7 +314,9 @@ class LeanChannel(RequestChannel, Protocol):
             lines.append(b"Strict-Transport-Security: max-age=%d\r\n" % site.hstsMaxAge)
         lines.extend(answer.headers)
         if not self._persistent:
-            lines.append(b"Connection: close\r\n")
+            if head.version == b"HTTP/1.1" or head.keepAlive:
+                # HTTP/1.0 closes unless asked not to: no need to say so.
+                lines.append(b"Connection: close\r\n")
         elif head.version != b"HTTP/1.1":
             lines.append(b"Connection: keep-alive\r\n")
         lines.append(b"\r\n")

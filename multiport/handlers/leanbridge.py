@@ -79,7 +79,8 @@ class RequestChannel:
         if self._draining:
             self._persistent = False
         if not self._persistent:
-            headers.setRawHeaders(b"connection", [b"close"])
+            if version == b"HTTP/1.1" or (head is not None and head.keepAlive):
+                headers.setRawHeaders(b"connection", [b"close"])
         elif version != b"HTTP/1.1":
             headers.setRawHeaders(b"connection", [b"keep-alive"])
         sequence = [version, b" ", code, b" ", reason, b"\r\n"]
