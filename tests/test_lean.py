@@ -7,7 +7,9 @@ channel, and the choice between it and twisted.web's channel and HTTP/2.
 
 from __future__ import annotations
 
+import os
 import re
+import time
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.testing import StringTransport
@@ -15,12 +17,20 @@ from twisted.web import server
 from twisted.web.http_headers import Headers
 
 from multiport.config.model import PortConfig, TLSConfig
+from multiport.handlers import leanfast
 from multiport.handlers.interface import HandlerContext
 from multiport.handlers.lean import MAX_HEADERS, MAX_URI, LeanChannel
-from multiport.handlers.leanfast import FAST_FILE_SIZE, Head
+from multiport.handlers.leanfast import (
+    FAST_FILE_SIZE,
+    SETTLED,
+    ContentCache,
+    FastAnswer,
+    Head,
+)
 from multiport.handlers.web import https
 from multiport.handlers.webchannel import TimedChannel
 from multiport.handlers.weboptions import parseWebOptions
+from multiport.handlers.webresources import openRegular
 from tests.test_hostilehttp import InProcessPort
 from tests.test_web import _WebTestCase
 
@@ -548,3 +558,82 @@ class RealSocketTests(InProcessPort):
         received = yield self.exchange(self.port, b"GET /small.txt HTTP/1.0\r\n\r\n")
         self.assertTrue(received.startswith(b"HTTP/1.0 200 OK\r\n"))
         self.assertTrue(received.endswith(b"\r\n\r\n0123456789"))
+
+
+class ContentCacheTests(_LeanTestCase):
+    """
+    Small files' answers kept in memory (L{ContentCache}).
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        # The port's clock, well past the files' last change.
+        self.reactor.advance(time.time() + 10)
+        self.opened: list[str] = []
+
+        def counting(path: str) -> tuple[int, os.stat_result]:
+            self.opened.append(path)
+            return openRegular(path)
+
+        self.patch(leanfast, "openRegular", counting)
+
+    def get(self, path: bytes) -> bytes:
+        """
+        The body of a GET of C{path}.
+        """
+        transport = self.send(
+            b"GET " + path + b" HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+        )
+        return transport.value().partition(b"\r\n\r\n")[2]
+
+    def test_hotFileOpenedOnce(self) -> None:
+        """
+        A file asked for again, unchanged, is not opened again.
+        """
+        self.assertEqual([self.get(b"/a.txt"), self.get(b"/a.txt")], [b"AAAA"] * 2)
+        self.assertEqual(len(self.opened), 1)
+
+    def test_changedFileServedNew(self) -> None:
+        """
+        A file rewritten with as many bytes is served as it is now.
+        """
+        self.get(b"/a.txt")
+        (self.base / "root" / "a.txt").write_bytes(b"CCCC")
+        self.assertEqual(self.get(b"/a.txt"), b"CCCC")
+
+    def test_replacedFileServedNew(self) -> None:
+        """
+        A file replaced by another (a rename over it) is served as the new
+        one.
+        """
+        self.get(b"/a.txt")
+        fresh = self.base / "root" / "fresh"
+        fresh.write_bytes(b"DDDD")
+        os.utime(fresh, ns=(0, (self.base / "root" / "a.txt").stat().st_mtime_ns))
+        fresh.rename(self.base / "root" / "a.txt")
+        self.assertEqual(self.get(b"/a.txt"), b"DDDD")
+
+    def test_recentFileNotKept(self) -> None:
+        """
+        A file changed within the last L{SETTLED} seconds is opened for
+        every request: a second change within the kernel's clock tick
+        would leave its times as they were.
+        """
+        changed = (self.base / "root" / "a.txt").stat().st_ctime
+        self.reactor.advance(changed + SETTLED / 2 - self.reactor.seconds())
+        self.get(b"/a.txt")
+        self.get(b"/a.txt")
+        self.assertEqual(len(self.opened), 2)
+
+    def test_bounded(self) -> None:
+        """
+        Past its byte budget the cache starts over.
+        """
+        cache = ContentCache(self.reactor, maxBytes=10)
+        seen = (self.base / "root" / "b.txt").stat()
+        answer = FastAnswer(200, b"OK", b"", b"BBBBBBBB")
+        cache.put("one", seen, answer)
+        cache.put("two", seen, answer)
+        self.assertEqual(
+            (cache.get("one", seen), cache.get("two", seen)), (None, answer)
+        )

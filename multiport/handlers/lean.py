@@ -312,7 +312,7 @@ class LeanChannel(RequestChannel, Protocol):
         lines.append(b"Date: %s\r\n" % (site.dateHeader(),))
         if site.hstsMaxAge is not None and self.isSecure():
             lines.append(b"Strict-Transport-Security: max-age=%d\r\n" % site.hstsMaxAge)
-        lines.extend(answer.headers)
+        lines.append(answer.headers)
         if not self._persistent:
             if head.version == b"HTTP/1.1" or head.keepAlive:
                 # HTTP/1.0 closes unless asked not to: no need to say so.

@@ -19,6 +19,7 @@ import stat
 from typing import TYPE_CHECKING
 
 from attrs import frozen
+from twisted.internet.interfaces import IReactorTime
 from twisted.web import static
 from twisted.web.http import datetimeToString
 
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 #: Files up to this size are read and sent in one write; larger ones are
 #: streamed by twisted.web's resource.
 FAST_FILE_SIZE = 256 * 1024
+#: How long ago a file must have changed for its answer to be kept.
+SETTLED = 1.0
 #: Request fields after which twisted.web decides the answer.
 _DECIDED_ELSEWHERE = frozenset({b"range", b"if-modified-since", b"if-range"})
 
@@ -80,8 +83,69 @@ class FastAnswer:
 
     code: int
     reason: bytes
-    headers: list[bytes]
+    headers: bytes
     body: bytes
+
+
+class ContentCache:
+    """
+    Small files' answers by path, each reused while the path's C{lstat}
+    says it is the same file, unchanged (L{sameFile}): a request for a hot
+    file costs one C{lstat} rather than an C{open}, C{fstat}, C{read} and
+    C{close}, and a file changed is served as it is now.
+
+    A file changed less than L{SETTLED} seconds ago (by C{clock}) is not
+    kept: file times are only as fine as the kernel's clock tick, and two
+    writes within one tick leave the same times.
+
+    Holds at most C{maxBytes} of bodies; past that it starts over.
+    """
+
+    def __init__(self, clock: IReactorTime, maxBytes: int = 16 << 20) -> None:
+        self._clock = clock
+        self._maxBytes = maxBytes
+        self._bytes = 0
+        self._entries: dict[str, tuple[os.stat_result, FastAnswer]] = {}
+
+    def get(self, path: str, seen: os.stat_result) -> FastAnswer | None:
+        """
+        The answer kept for C{path} if it is still the file C{seen}.
+        """
+        entry = self._entries.get(path)
+        if entry is None or not sameFile(entry[0], seen):
+            return None
+        return entry[1]
+
+    def put(self, path: str, seen: os.stat_result, answer: FastAnswer) -> None:
+        """
+        Keep C{answer} for C{path}, the file C{seen}, unless it changed
+        too recently to tell a later change by its times.
+        """
+        if seen.st_ctime_ns > (self._clock.seconds() - SETTLED) * 1e9:
+            return
+        if self._bytes + len(answer.body) > self._maxBytes:
+            self._entries.clear()
+            self._bytes = 0
+        old = self._entries.pop(path, None)
+        if old is not None:
+            self._bytes -= len(old[1].body)
+        self._entries[path] = (seen, answer)
+        self._bytes += len(answer.body)
+
+
+def sameFile(one: os.stat_result, other: os.stat_result) -> bool:
+    """
+    Whether two C{stat} results are of the same file, unchanged: its
+    device, inode, size, and modification and change times to the
+    nanosecond (any write moves the change time).
+    """
+    return (
+        one.st_ino == other.st_ino
+        and one.st_dev == other.st_dev
+        and one.st_size == other.st_size
+        and one.st_mtime_ns == other.st_mtime_ns
+        and one.st_ctime_ns == other.st_ctime_ns
+    )
 
 
 def fastAnswer(site: PortSite, head: Head) -> FastAnswer | None:
@@ -103,52 +167,57 @@ def fastAnswer(site: PortSite, head: Head) -> FastAnswer | None:
             return None
         root = root.wrapped
     if isinstance(root, ConfinedFile):
-        return _file(root, path)
+        return _file(root, path, site.contents)
     if isinstance(root, WelcomePage) and path == b"/":
         return FastAnswer(
             200,
             b"OK",
-            [
-                b"Content-Type: text/html; charset=utf-8\r\n",
-                b"Content-Length: %d\r\n" % (len(root.body),),
-            ],
+            b"Content-Type: text/html; charset=utf-8\r\nContent-Length: %d\r\n"
+            % (len(root.body),),
             root.body,
         )
     return None
 
 
-def _file(root: ConfinedFile, path: bytes) -> FastAnswer | None:
+def _file(root: ConfinedFile, path: bytes, contents: ContentCache) -> FastAnswer | None:
     # Percent escapes, NUL, empty and dot segments (a folder's trailing
     # slash among them) are twisted.web's to decide.
     if b"%" in path or b"\x00" in path:
         return None
-    segments = path[1:].split(b"/")
     try:
-        names = [segment.decode("utf-8") for segment in segments]
+        names = path[1:].decode("utf-8").split("/")
     except UnicodeDecodeError:
         return None
     if any(name in ("", ".", "..") for name in names):
         return None
     look = os.stat if root.statCache is None else root.statCache.stat
     folder, real = root.path, root.real
-    for name in names:
-        try:
+    try:
+        for name in names[:-1]:
             if not stat.S_ISDIR(look(folder).st_mode):
                 return None
-        except OSError:
+            child = os.path.join(folder, name)
+            childReal = confinedReal(folder, real, root.root, child)
+            if childReal is None:
+                return None
+            folder, real = child, childReal
+        if not stat.S_ISDIR(look(folder).st_mode):
             return None
-        target = os.path.join(folder, name)
-        childReal = confinedReal(folder, real, root.root, target)
-        if childReal is None:
-            return None
-        folder, real = target, childReal
-    # What the path is, as the resource would look (through the cache):
-    # only a regular file is opened here.
-    try:
+        target = os.path.join(folder, names[-1])
+        # What the path is, as the resource would look (through the
+        # cache), then what it is now: a symlink (whose confinement is
+        # the resource's to check) or anything but a regular file is not
+        # answered here.
         if not stat.S_ISREG(look(target).st_mode):
             return None
+        seen = os.lstat(target)
     except OSError:
         return None
+    if not stat.S_ISREG(seen.st_mode):
+        return None
+    cached = contents.get(target, seen)
+    if cached is not None:
+        return cached
     try:
         fd, opened = openRegular(target)
     except (NotServable, OSError):
@@ -165,26 +234,18 @@ def _file(root: ConfinedFile, path: bytes) -> FastAnswer | None:
     contentType, encoding = static.getTypeAndEncoding(  # type: ignore[no-untyped-call]
         target, root.contentTypes, root.contentEncodings, root.defaultType
     )
-    headers = [
-        b"Accept-Ranges: bytes\r\n",
-        b"Last-Modified: %s\r\n" % (_httpDate(math.ceil(opened.st_mtime)),),
-        b"Content-Length: %d\r\n" % (size,),
+    headers = (
+        b"Accept-Ranges: bytes\r\nLast-Modified: %s\r\nContent-Length: %d\r\n"
         b"Content-Type: %s\r\n"
-        % ((contentType or "application/octet-stream").encode("latin-1"),),
-    ]
+        % (
+            datetimeToString(math.ceil(opened.st_mtime)),  # type: ignore[no-untyped-call]
+            size,
+            (contentType or "application/octet-stream").encode("latin-1"),
+        )
+    )
     if encoding:
-        headers.append(b"Content-Encoding: %s\r\n" % (encoding.encode("latin-1"),))
-    return FastAnswer(200, b"OK", headers, body)
-
-
-_dates: dict[int, bytes] = {}
-
-
-def _httpDate(when: int) -> bytes:
-    # Files' dates repeat: each is formatted once (a bounded memo).
-    date = _dates.get(when)
-    if date is None:
-        if len(_dates) > 1024:
-            _dates.clear()
-        date = _dates[when] = datetimeToString(when)  # type: ignore[no-untyped-call]
-    return date
+        headers += b"Content-Encoding: %s\r\n" % (encoding.encode("latin-1"),)
+    answer = FastAnswer(200, b"OK", headers, body)
+    if sameFile(opened, seen):
+        contents.put(target, seen, answer)
+    return answer

@@ -27,6 +27,7 @@ from multiport.daemon.logformat import emitLine
 from multiport.handlers.filecache import StatCache
 from multiport.handlers.interface import Handler, HandlerContext
 from multiport.handlers.lean import LeanChannel, leanServes
+from multiport.handlers.leanfast import ContentCache
 from multiport.handlers.webaccess import (
     AccessRecord,
     combinedLine,
@@ -187,6 +188,8 @@ class PortSite(server.Site):
         #: HTTP/1.x on L{LeanChannel} where the resources allow it, else on
         #: twisted.web's channel (L{TimedChannel}).
         self.lean = True
+        #: Small files' answers, for L{LeanChannel}.
+        self.contents = ContentCache(reactor)
         self._dateSecond: int | None = None
         self._date = b""
 
