@@ -12,7 +12,9 @@ import re
 import time
 
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.http_headers import Headers
 
@@ -637,3 +639,61 @@ class ContentCacheTests(_LeanTestCase):
         self.assertEqual(
             (cache.get("one", seen), cache.get("two", seen)), (None, answer)
         )
+
+
+class TimerTests(_LeanTestCase):
+    """
+    The idle and header timeouts, counted from the right moment though
+    their timers are moved lazily.
+    """
+
+    def test_idleFromLastAnswer(self) -> None:
+        """
+        A kept-alive connection is closed 75 s after its last answer, not
+        75 s after it first went idle.
+        """
+        channel, transport = self.connect()
+        self.reactor.advance(50)
+        channel.dataReceived(b"GET /a.txt HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.reactor.advance(30)
+        self.assertFalse(transport.disconnecting)
+        self.reactor.advance(44.9)
+        self.assertFalse(transport.disconnecting)
+        self.reactor.advance(0.2)
+        self.assertTrue(transport.disconnecting)
+
+    def test_idleNotWhileHeadArrives(self) -> None:
+        """
+        A connection receiving a head is not idle: the header timeout,
+        not the idle one, bounds it.
+        """
+        channel, transport = self.connect()
+        self.reactor.advance(70)
+        channel.dataReceived(b"GET /a.txt HTTP/1.1\r\n")
+        self.reactor.advance(10)
+        self.assertFalse(transport.disconnecting)
+
+    def test_headerTimeoutOfLaterHead(self) -> None:
+        """
+        A second head gets its own 20 s from its first byte, though the
+        timer was set for the first head.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET /a.txt HTTP/1.1\r\n")
+        self.reactor.advance(5)
+        channel.dataReceived(b"Host: h\r\n\r\n")
+        self.reactor.advance(5)
+        channel.dataReceived(b"GET /a.txt HTTP/1.1\r\n")
+        self.reactor.advance(15)
+        self.assertFalse(transport.disconnecting)
+        self.reactor.advance(5.1)
+        self.assertTrue(transport.disconnecting)
+
+    def test_noTimerLeftAfterClose(self) -> None:
+        """
+        A closed connection leaves no timer behind.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET /a.txt HTTP/1.1\r\n")
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.reactor.getDelayedCalls(), [])

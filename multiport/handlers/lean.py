@@ -95,6 +95,10 @@ class LeanChannel(RequestChannel, Protocol):
 
     _headerDeadline: IDelayedCall | None = None
     _idle: IDelayedCall | None = None
+    #: When the head being received began, and when the connection went
+    #: idle: None when it is not.
+    _headSince: float | None = None
+    _idleSince: float | None = None
     _refused = False
     _closing = False
     _answered = False
@@ -138,15 +142,23 @@ class LeanChannel(RequestChannel, Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._refused:
             return
-        if not self._inMessage and self._headerDeadline is None:
+        if not self._inMessage and self._headSince is None:
             self._cancelIdle()
-            self._headerDeadline = self.site.reactor.callLater(
-                self.site.headerTimeout, self._headersTooSlow
-            )
+            self._headSince = self.site.reactor.seconds()
         if self._inHead:
             self._raw += len(data)
         self._feed(data)
         self._checkHeadSize()
+        if (
+            self._headSince is not None
+            and self._headerDeadline is None
+            and not self._refused
+        ):
+            # A head still incomplete after this read (most arrive whole,
+            # and cost no timer).
+            self._headerDeadline = self.site.reactor.callLater(
+                self.site.headerTimeout, self._headersTooSlow
+            )
 
     def _feed(self, data: bytes) -> None:
         # llhttp takes a bare LF for a CRLF in header lines but not after
@@ -214,11 +226,9 @@ class LeanChannel(RequestChannel, Protocol):
         self._fieldBytes = 0
         self._body = 0
         self._receivedAt = self.site.reactor.seconds()
-        if self._headerDeadline is None:
+        if self._headSince is None:
             self._cancelIdle()
-            self._headerDeadline = self.site.reactor.callLater(
-                self.site.headerTimeout, self._headersTooSlow
-            )
+            self._headSince = self._receivedAt
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -356,7 +366,7 @@ class LeanChannel(RequestChannel, Protocol):
     def _close(self) -> None:
         self._closing = True
         self._queue.clear()
-        self._cancelIdle()
+        self._stopTimers()
         self.transport.loseConnection()
 
     def refuse(self, status: int, why: str, version: bytes = b"HTTP/1.1") -> None:
@@ -375,27 +385,55 @@ class LeanChannel(RequestChannel, Protocol):
 
     # -- timeouts, draining
 
+    # Both timers are moved lazily: a request costs no callLater and no
+    # cancel, the timer checks when it fires whether its time really came.
+
     def _idleAgain(self) -> None:
-        self._cancelIdle()
         timeout = self.site.timeOut
-        if timeout is not None and not self._closing:
+        if timeout is None or self._closing:
+            return
+        self._idleSince = self.site.reactor.seconds()
+        if self._idle is None:
             self._idle = self.site.reactor.callLater(timeout, self._idleTooLong)
 
     def _cancelIdle(self) -> None:
-        idle, self._idle = self._idle, None
-        cancelCall(idle)
+        self._idleSince = None
 
     def _idleTooLong(self) -> None:
         self._idle = None
-        self._close()
+        if self._idleSince is None:
+            # Busy: _idleAgain starts the timer again.
+            return
+        timeout = self.site.timeOut
+        assert timeout is not None
+        left = self._idleSince + timeout - self.site.reactor.seconds()
+        if left > 0:
+            self._idle = self.site.reactor.callLater(left, self._idleTooLong)
+        else:
+            self._close()
 
     def _headersTooSlow(self) -> None:
         self._headerDeadline = None
-        endSlowHeaders(self.transport)
+        if self._headSince is None:
+            return
+        left = self._headSince + self.site.headerTimeout - self.site.reactor.seconds()
+        if left > 0:
+            # A later head than the one the timer was set for.
+            self._headerDeadline = self.site.reactor.callLater(
+                left, self._headersTooSlow
+            )
+        else:
+            endSlowHeaders(self.transport)
 
     def _cancelHeaderDeadline(self) -> None:
+        self._headSince = None
+
+    def _stopTimers(self) -> None:
+        self._headSince = self._idleSince = None
         deadline, self._headerDeadline = self._headerDeadline, None
+        idle, self._idle = self._idle, None
         cancelCall(deadline)
+        cancelCall(idle)
 
     def betweenMessages(self) -> bool:
         """
@@ -406,7 +444,7 @@ class LeanChannel(RequestChannel, Protocol):
             self._current is None
             and not self._queue
             and not self._inMessage
-            and self._headerDeadline is None
+            and self._headSince is None
         )
 
     def drain(self) -> None:
@@ -423,8 +461,7 @@ class LeanChannel(RequestChannel, Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closing = True
-        self._cancelHeaderDeadline()
-        self._cancelIdle()
+        self._stopTimers()
         self._queue.clear()
         request, self._current = self._current, None
         if request is not None:

@@ -6,7 +6,12 @@ the checks of its Host fields.
 
 from __future__ import annotations
 
+import re
+
 from attrs import frozen
+
+#: Printable ASCII with neither a quote nor a backslash.
+_PLAIN = re.compile(rb"[ !#-\[\]-~]*")
 
 
 def escapeLogText(value: bytes | str) -> str:
@@ -17,6 +22,9 @@ def escapeLogText(value: bytes | str) -> str:
     """
     if isinstance(value, str):
         value = value.encode("latin-1", "backslashreplace")
+    if _PLAIN.fullmatch(value) is not None:
+        # Most values: nothing to escape.
+        return value.decode("ascii")
     text = repr(value)[1:]
     if text.startswith("'"):
         return text[1:-1].replace('"', '\\"').replace("\\'", "'")
