@@ -1,6 +1,7 @@
 """
-The http and https handlers: twisted.web serving a folder, a built-in page,
-or a redirect to HTTPS.
+The http and https handlers: a folder, a built-in page, or a redirect to
+HTTPS, served by twisted.web's resources, over HTTP/1.x on
+L{multiport.handlers.lean} and over HTTP/2 on twisted.web's own.
 """
 
 from __future__ import annotations
@@ -341,7 +342,7 @@ HTTP_POLICY = Policy(idleTimeout=DEFAULT_IDLE_TIMEOUT)
 
 http = Handler(
     "http",
-    "HTTP on twisted.web: a folder (option root), a built-in page, or a redirect",
+    "HTTP: a folder (option root), a built-in page, or a redirect",
     buildSite,
     parse=parseWebOptions,
     defaultPolicy=HTTP_POLICY,
