@@ -21,7 +21,7 @@ from twisted.web.http_headers import Headers
 from multiport.config.model import PortConfig, TLSConfig
 from multiport.handlers import leanfast
 from multiport.handlers.interface import HandlerContext
-from multiport.handlers.lean import MAX_HEADERS, MAX_URI, LeanChannel
+from multiport.handlers.lean import MAX_HEADERS, MAX_QUEUED, MAX_URI, LeanChannel
 from multiport.handlers.leanfast import (
     FAST_FILE_SIZE,
     SETTLED,
@@ -697,3 +697,85 @@ class TimerTests(_LeanTestCase):
         channel.dataReceived(b"GET /a.txt HTTP/1.1\r\n")
         channel.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+
+class BackpressureTests(_LeanTestCase):
+    """
+    A client that pipelines requests but does not read their answers: the
+    transport's full buffer stops the answers and the reading.
+    """
+
+    TWO = (
+        b"GET /a.txt HTTP/1.1\r\nHost: h\r\n\r\nGET /b.txt HTTP/1.1\r\nHost: h\r\n\r\n"
+    )
+
+    def test_fullBufferHoldsAnswers(self) -> None:
+        """
+        While the transport's buffer is full no answer is written, and no
+        more is read; once it drains the requests waiting are answered.
+        """
+        channel, transport = self.connect()
+        self.assertIs(transport.producer, channel)
+        channel.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
+        channel.dataReceived(self.TWO)
+        self.assertEqual(transport.value(), b"")
+        channel.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(statuses(transport.value()), [200, 200])
+
+    def test_manyWaitingStopReading(self) -> None:
+        """
+        Past L{MAX_QUEUED} requests waiting, the connection is not read
+        until they are answered.
+        """
+        channel, transport = self.connect()
+        channel.pauseProducing()
+        channel.resumeProducing()
+        channel._writeBlocked = True
+        channel.dataReceived(self.TWO * (MAX_QUEUED // 2))
+        self.assertEqual(transport.producerState, "paused")
+        channel.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(len(statuses(transport.value())), MAX_QUEUED)
+
+    def test_requestProducerTakesOver(self) -> None:
+        """
+        While twisted.web streams a file the channel is not the transport's
+        producer; once the file is sent it is again.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET /big.bin HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertIsNot(transport.producer, channel)
+        self.settle(transport)
+        for _ in range(100):
+            if transport.producer is channel:
+                break
+            self.reactor.advance(0)
+        self.assertIs(transport.producer, channel)
+        self.assertTrue(transport.value().endswith(b"x" * 1000))
+
+
+class PipelinedVolumeTests(InProcessPort):
+    """
+    Many pipelined requests for large answers on a real connection.
+    """
+
+    @inlineCallbacks
+    def test_allAnsweredInOrder(self):
+        """
+        64 requests for a 200 KB file sent at once are all answered, whole
+        and in order.
+        """
+        body = bytes(range(256)) * 800
+        (self.root / "big.bin").write_bytes(body)
+        port = self.startPort()
+        request = b"GET /big.bin HTTP/1.1\r\nHost: a\r\n\r\n"
+        received = yield self.exchange(
+            port,
+            request * 63
+            + b"GET /small.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        self.assertEqual(statuses(received), [200] * 64)
+        self.assertEqual(received.count(body), 63)
+        self.assertTrue(received.endswith(b"\r\n\r\n0123456789"))

@@ -104,7 +104,9 @@ class LeanChannel(RequestChannel, Protocol):
     _answered = False
     _inMessage = False
     _inHead = False
+    #: Reading is paused; the transport's buffer is full.
     _paused = False
+    _writeBlocked = False
     #: What the last bytes parsed ended with (a line's end split between
     #: two reads).
     _lastCR = False
@@ -135,7 +137,44 @@ class LeanChannel(RequestChannel, Protocol):
         # A response's head and body, held and sent together, leave in one
         # TCP segment.
         coalesceWrites(self.transport)
+        # The transport tells its producer when its buffer is full: no
+        # more answers are written, and no more requests read, until it
+        # drains (a client pipelining requests it never reads).
+        self.transport.registerProducer(self, True)
         self._idleAgain()
+
+    def pauseProducing(self) -> None:
+        """
+        The transport's buffer is full: answer nothing more until it drains.
+        """
+        self._writeBlocked = True
+        self._updateReading()
+
+    def resumeProducing(self) -> None:
+        """
+        The transport's buffer drained: answer what waits.
+        """
+        self._writeBlocked = False
+        self._updateReading()
+        self._dispatch()
+
+    def stopProducing(self) -> None:
+        """
+        The connection is going away (L{connectionLost} follows).
+        """
+        self._closing = True
+
+    def _updateReading(self) -> None:
+        # Read while answers can be written and few requests wait.
+        reading = not (
+            self._closing or self._writeBlocked or len(self._queue) >= MAX_QUEUED
+        )
+        if reading and self._paused:
+            self._paused = False
+            self.transport.resumeProducing()
+        elif not reading and not self._paused and not self._closing:
+            self._paused = True
+            self.transport.pauseProducing()
 
     # -- receiving
 
@@ -271,9 +310,8 @@ class LeanChannel(RequestChannel, Protocol):
             self._receivedAt,
         )
         self._queue.append(head)
-        if len(self._queue) >= MAX_QUEUED and not self._paused:
-            self._paused = True
-            self.transport.pauseProducing()
+        if len(self._queue) >= MAX_QUEUED:
+            self._updateReading()
         self._dispatch()
 
     # -- answering
@@ -283,13 +321,17 @@ class LeanChannel(RequestChannel, Protocol):
             return
         self._dispatching = True
         try:
-            while self._queue and self._current is None and not self._closing:
+            while (
+                self._queue
+                and self._current is None
+                and not self._closing
+                and not self._writeBlocked
+            ):
                 self._serve(self._queue.popleft())
         finally:
             self._dispatching = False
-        if self._paused and len(self._queue) < MAX_QUEUED // 2 and not self._closing:
-            self._paused = False
-            self.transport.resumeProducing()
+        if self._paused:
+            self._updateReading()
         if self._current is None and not self._queue and not self._closing:
             self._idleAgain()
 
@@ -367,6 +409,10 @@ class LeanChannel(RequestChannel, Protocol):
         self._closing = True
         self._queue.clear()
         self._stopTimers()
+        if self._producer is None:
+            # As twisted.web's channel: the transport closes once written,
+            # not waiting on this producer.
+            self.transport.unregisterProducer()
         self.transport.loseConnection()
 
     def refuse(self, status: int, why: str, version: bytes = b"HTTP/1.1") -> None:

@@ -110,6 +110,8 @@ class RequestChannel:
         if not streaming:
             producer = _PullToPush(producer, self)  # type: ignore[no-untyped-call]
         self._producer = producer
+        # The channel stands aside while the request's producer writes.
+        self.transport.unregisterProducer()
         self.transport.registerProducer(producer, True)
         if not streaming:
             producer.startStreaming()  # type: ignore[attr-defined]
@@ -124,6 +126,11 @@ class RequestChannel:
         self.transport.unregisterProducer()
         if isinstance(producer, _PullToPush):
             producer.stopStreaming()  # type: ignore[no-untyped-call]
+        transport = self.transport
+        if getattr(transport, "connected", False) and not getattr(
+            transport, "disconnecting", False
+        ):
+            transport.registerProducer(self, True)
 
     def requestDone(self, request: Any) -> None:
         """
