@@ -134,6 +134,18 @@ class KeepAliveTests(_LeanTestCase):
         self.assertTrue(transport.value().endswith(b"\r\n\r\nAAAA"))
         self.assertTrue(transport.disconnecting)
 
+    def test_http10ThenMore(self) -> None:
+        """
+        Bytes after an HTTP/1.0 request that closes the connection are not
+        answered (llhttp refuses them: nothing more is read anyway).
+        """
+        for first in (b"/a.txt", b"/folder"):
+            transport = self.send(
+                b"GET " + first + b" HTTP/1.0\r\n\r\nGET /b.txt HTTP/1.1\r\n\r\n"
+            )
+            self.assertEqual(len(statuses(transport.value())), 1)
+            self.assertTrue(transport.disconnecting)
+
     def test_http10KeepAlive(self) -> None:
         """
         An HTTP/1.0 request with C{Connection: keep-alive} is answered with
@@ -779,3 +791,23 @@ class PipelinedVolumeTests(InProcessPort):
         self.assertEqual(statuses(received), [200] * 64)
         self.assertEqual(received.count(body), 63)
         self.assertTrue(received.endswith(b"\r\n\r\n0123456789"))
+
+
+class ExpectContinueTests(_LeanTestCase):
+    """
+    C{Expect: 100-continue}.
+    """
+
+    def test_continue(self) -> None:
+        """
+        A request that expects 100-continue gets it before it sends its
+        body, then its answer.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(
+            b"POST /a.txt HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n"
+            b"Content-Length: 3\r\n\r\n"
+        )
+        self.assertEqual(transport.value(), b"HTTP/1.1 100 Continue\r\n\r\n")
+        channel.dataReceived(b"abc")
+        self.assertEqual(statuses(transport.value()), [100, 405])

@@ -28,7 +28,6 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 import httptools
-from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -37,8 +36,9 @@ from multiport.acme.challenges import ChallengeResource
 from multiport.handlers.interface import IBetweenMessages, IDrainable
 from multiport.handlers.leanbridge import RequestChannel
 from multiport.handlers.leanfast import FastAnswer, Head, fastAnswer
+from multiport.handlers.leantimers import ConnectionTimers
 from multiport.handlers.webaccess import AccessRecord, hostProblem
-from multiport.handlers.webchannel import cancelCall, endSlowHeaders, refusal
+from multiport.handlers.webchannel import refusal
 from multiport.handlers.webresources import ConfinedFile, RedirectToHTTPS, WelcomePage
 from multiport.io.transport import coalesceWrites
 
@@ -82,7 +82,7 @@ class _Refused(Exception):
 
 
 @implementer(IDrainable, IBetweenMessages)
-class LeanChannel(RequestChannel, Protocol):
+class LeanChannel(RequestChannel, ConnectionTimers, Protocol):
     """
     One HTTP/1.x connection of an http port (see the module's docstring).
 
@@ -93,12 +93,6 @@ class LeanChannel(RequestChannel, Protocol):
     @ivar site: The port's L{PortSite}: its resources, clock, headers, log.
     """
 
-    _headerDeadline: IDelayedCall | None = None
-    _idle: IDelayedCall | None = None
-    #: When the head being received began, and when the connection went
-    #: idle: None when it is not.
-    _headSince: float | None = None
-    _idleSince: float | None = None
     _refused = False
     _closing = False
     _answered = False
@@ -188,16 +182,8 @@ class LeanChannel(RequestChannel, Protocol):
             self._raw += len(data)
         self._feed(data)
         self._checkHeadSize()
-        if (
-            self._headSince is not None
-            and self._headerDeadline is None
-            and not self._refused
-        ):
-            # A head still incomplete after this read (most arrive whole,
-            # and cost no timer).
-            self._headerDeadline = self.site.reactor.callLater(
-                self.site.headerTimeout, self._headersTooSlow
-            )
+        if not self._refused:
+            self._headerTimer()
 
     def _feed(self, data: bytes) -> None:
         # llhttp takes a bare LF for a CRLF in header lines but not after
@@ -235,11 +221,13 @@ class LeanChannel(RequestChannel, Protocol):
                 self._feed(rest)
             return
         except httptools.HttpParserInvalidMethodError:
-            if not self._refused:
+            if not (self._refused or self._closing):
                 self.refuse(501, "The request's method is not implemented.")
             return
         except httptools.HttpParserError as e:
-            if not self._refused:
+            # After an answer that closes, llhttp refuses what follows
+            # (nothing more is read then anyway).
+            if not (self._refused or self._closing):
                 refusal = self._refusal or (400, f"The request is malformed: {e}.")
                 self.refuse(*refusal)
             return
@@ -286,9 +274,22 @@ class LeanChannel(RequestChannel, Protocol):
     def on_headers_complete(self) -> None:
         self._inHead = False
         self._cancelHeaderDeadline()
+        expects = False
         for name, value in self._headers:
-            if name.lower() == b"content-length" and int(value) > MAX_BODY:
+            lower = name.lower()
+            if lower == b"content-length" and int(value) > MAX_BODY:
                 self._refuseInCallback(413, "The request's body is too large.")
+            elif lower == b"expect" and value.lower() == b"100-continue":
+                expects = True
+        if (
+            expects
+            and self._parser.get_http_version() == "1.1"
+            and self._current is None
+            and not self._queue
+        ):
+            # The client waits for this before it sends the body (as
+            # twisted.web's channel and nginx answer).
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self._body += len(body)
@@ -406,6 +407,8 @@ class LeanChannel(RequestChannel, Protocol):
             self._dispatch()
 
     def _close(self) -> None:
+        if self._closing:
+            return
         self._closing = True
         self._queue.clear()
         self._stopTimers()
@@ -430,56 +433,6 @@ class LeanChannel(RequestChannel, Protocol):
             self._close()
 
     # -- timeouts, draining
-
-    # Both timers are moved lazily: a request costs no callLater and no
-    # cancel, the timer checks when it fires whether its time really came.
-
-    def _idleAgain(self) -> None:
-        timeout = self.site.timeOut
-        if timeout is None or self._closing:
-            return
-        self._idleSince = self.site.reactor.seconds()
-        if self._idle is None:
-            self._idle = self.site.reactor.callLater(timeout, self._idleTooLong)
-
-    def _cancelIdle(self) -> None:
-        self._idleSince = None
-
-    def _idleTooLong(self) -> None:
-        self._idle = None
-        if self._idleSince is None:
-            # Busy: _idleAgain starts the timer again.
-            return
-        timeout = self.site.timeOut
-        assert timeout is not None
-        left = self._idleSince + timeout - self.site.reactor.seconds()
-        if left > 0:
-            self._idle = self.site.reactor.callLater(left, self._idleTooLong)
-        else:
-            self._close()
-
-    def _headersTooSlow(self) -> None:
-        self._headerDeadline = None
-        if self._headSince is None:
-            return
-        left = self._headSince + self.site.headerTimeout - self.site.reactor.seconds()
-        if left > 0:
-            # A later head than the one the timer was set for.
-            self._headerDeadline = self.site.reactor.callLater(
-                left, self._headersTooSlow
-            )
-        else:
-            endSlowHeaders(self.transport)
-
-    def _cancelHeaderDeadline(self) -> None:
-        self._headSince = None
-
-    def _stopTimers(self) -> None:
-        self._headSince = self._idleSince = None
-        deadline, self._headerDeadline = self._headerDeadline, None
-        idle, self._idle = self._idle, None
-        cancelCall(deadline)
-        cancelCall(idle)
 
     def betweenMessages(self) -> bool:
         """
