@@ -16,6 +16,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.web import server
+from twisted.web.http import datetimeToString
 from twisted.web.http_headers import Headers
 
 from multiport.config.model import PortConfig, TLSConfig
@@ -432,6 +433,32 @@ class SameAnswersTests(_LeanTestCase):
         b"GET /a.txt HTTP/1.0\r\n",
     ]
 
+    def conditional(self) -> list[bytes]:
+        """
+        Conditional requests, with the clock past the files' dates.
+        """
+        self.reactor.advance(time.time() + 10)
+        soon = datetimeToString(int(time.time()) + 5)
+        old = b"Sun, 09 Sep 2001 01:46:40 GMT"
+        later = b"Sun, 01 Jan 2090 00:00:00 GMT"
+        return [
+            b"%s /a.txt HTTP/1.1\r\nHost: h\r\n%s" % (method, fields)
+            for method in (b"GET", b"HEAD")
+            for fields in (
+                b"If-Modified-Since: " + soon + b"\r\n",
+                b"If-Modified-Since: " + soon + b"; length=4\r\n",
+                b"If-Modified-Since: " + old + b"\r\n",
+                b"If-Modified-Since: " + later + b"\r\n",
+                b"If-Modified-Since: nonsense\r\n",
+                b"If-Modified-Since: " + soon + b"\r\nIf-None-Match: *\r\n",
+                b"If-Modified-Since: "
+                + soon
+                + b"\r\nIf-Modified-Since: "
+                + soon
+                + b"\r\n",
+            )
+        ]
+
     def answer(self, lean: bool, request: bytes) -> bytes:
         """
         The answer to C{request} from one channel or the other.
@@ -445,11 +472,14 @@ class SameAnswersTests(_LeanTestCase):
 
     def test_sameAnswers(self) -> None:
         """
-        Each of L{REQUESTS} has the same status, headers (in any order) and
-        body from both.
+        Each of L{REQUESTS}, then the same file asked for conditionally
+        (304s among them) from memory (L{ContentCache}), has the same
+        status, headers (in any order) and body from both.
         """
-        for request in self.REQUESTS:
+        seen = []
+        for request in self.REQUESTS + self.conditional():
             lean, twisted = self.answer(True, request), self.answer(False, request)
+            seen.extend(statuses(lean))
             leanHead, _, leanBody = lean.partition(b"\r\n\r\n")
             twistedHead, _, twistedBody = twisted.partition(b"\r\n\r\n")
             self.assertEqual(
@@ -465,6 +495,7 @@ class SameAnswersTests(_LeanTestCase):
                 ),
                 request,
             )
+        self.assertTrue({200, 206, 302, 304, 400, 404, 405, 501} <= set(seen), seen)
 
 
 class ChoiceTests(_LeanTestCase):
@@ -606,6 +637,23 @@ class ContentCacheTests(_LeanTestCase):
         """
         self.assertEqual([self.get(b"/a.txt"), self.get(b"/a.txt")], [b"AAAA"] * 2)
         self.assertEqual(len(self.opened), 1)
+
+    def test_notModifiedFromMemory(self) -> None:
+        """
+        A conditional GET of a file answered from memory is answered 304
+        there too, without twisted.web's request.
+        """
+        self.get(b"/a.txt")
+        made: list[object] = []
+        factory = self.served.requestFactory
+        self.served.requestFactory = lambda *a: made.append(a) or factory(*a)
+        since = datetimeToString(int(time.time()) + 5)
+        transport = self.send(
+            b"GET /a.txt HTTP/1.1\r\nHost: h\r\nIf-Modified-Since: %s\r\n\r\n"
+            % (since,)
+        )
+        self.assertEqual(statuses(transport.value()), [304])
+        self.assertEqual((made, len(self.opened)), ([], 1))
 
     def test_changedFileServedNew(self) -> None:
         """

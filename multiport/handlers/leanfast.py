@@ -24,6 +24,7 @@ from twisted.web import static
 from twisted.web.http import datetimeToString
 
 from multiport.acme.challenges import WELL_KNOWN, ChallengeResource
+from multiport.handlers.conditional import notModified
 from multiport.handlers.webresources import (
     ConfinedFile,
     NotServable,
@@ -41,7 +42,7 @@ FAST_FILE_SIZE = 256 * 1024
 #: How long ago a file must have changed for its answer to be kept.
 SETTLED = 1.0
 #: Request fields after which twisted.web decides the answer.
-_DECIDED_ELSEWHERE = frozenset({b"range", b"if-modified-since", b"if-range"})
+_DECIDED_ELSEWHERE = frozenset({b"range", b"if-range"})
 
 
 class Head:
@@ -85,6 +86,8 @@ class FastAnswer:
     reason: bytes
     headers: bytes
     body: bytes
+    #: A file's C{Last-Modified}, in whole seconds.
+    lastModified: int | None = None
 
 
 class ContentCache:
@@ -158,16 +161,37 @@ def fastAnswer(site: PortSite, head: Head) -> FastAnswer | None:
     if not uri.startswith(b"/"):
         return None
     path = uri.split(b"?", 1)[0]
-    for name, _ in head.headers:
-        if name.lower() in _DECIDED_ELSEWHERE:
+    ifModifiedSince: list[bytes] = []
+    ifNoneMatch = False
+    for name, value in head.headers:
+        lower = name.lower()
+        if lower in _DECIDED_ELSEWHERE:
             return None
+        if lower == b"if-modified-since":
+            ifModifiedSince.append(value)
+        elif lower == b"if-none-match":
+            ifNoneMatch = True
     root = site.resource
     if isinstance(root, ChallengeResource):
         if path.startswith(b"/" + WELL_KNOWN):
             return None
         root = root.wrapped
     if isinstance(root, ConfinedFile):
-        return _file(root, path, site.contents)
+        answer = _file(root, path, site.contents)
+        if (
+            answer is not None
+            and ifModifiedSince
+            and answer.lastModified is not None
+            and notModified(
+                head.method,
+                ifModifiedSince,
+                ifNoneMatch,
+                answer.lastModified,
+                site.reactor.seconds(),
+            )
+        ):
+            return _notModified(answer, head.method)
+        return answer
     if isinstance(root, WelcomePage) and path == b"/":
         return FastAnswer(
             200,
@@ -177,6 +201,22 @@ def fastAnswer(site: PortSite, head: Head) -> FastAnswer | None:
             root.body,
         )
     return None
+
+
+def _notModified(answer: FastAnswer, method: bytes) -> FastAnswer:
+    # As twisted.web's request sends it: the file's dates, and a length
+    # of 0 to a GET.
+    assert answer.lastModified is not None
+    return FastAnswer(
+        304,
+        b"Not Modified",
+        b"Accept-Ranges: bytes\r\nLast-Modified: %s\r\n%s"
+        % (
+            datetimeToString(answer.lastModified),  # type: ignore[no-untyped-call]
+            b"Content-Length: 0\r\n" if method == b"GET" else b"",
+        ),
+        b"",
+    )
 
 
 def _file(root: ConfinedFile, path: bytes, contents: ContentCache) -> FastAnswer | None:
@@ -234,18 +274,19 @@ def _file(root: ConfinedFile, path: bytes, contents: ContentCache) -> FastAnswer
     contentType, encoding = static.getTypeAndEncoding(  # type: ignore[no-untyped-call]
         target, root.contentTypes, root.contentEncodings, root.defaultType
     )
+    lastModified = math.ceil(opened.st_mtime)
     headers = (
         b"Accept-Ranges: bytes\r\nLast-Modified: %s\r\nContent-Length: %d\r\n"
         b"Content-Type: %s\r\n"
         % (
-            datetimeToString(math.ceil(opened.st_mtime)),  # type: ignore[no-untyped-call]
+            datetimeToString(lastModified),  # type: ignore[no-untyped-call]
             size,
             (contentType or "application/octet-stream").encode("latin-1"),
         )
     )
     if encoding:
         headers += b"Content-Encoding: %s\r\n" % (encoding.encode("latin-1"),)
-    answer = FastAnswer(200, b"OK", headers, body)
+    answer = FastAnswer(200, b"OK", headers, body, lastModified)
     if sameFile(opened, seen):
         contents.put(target, seen, answer)
     return answer

@@ -21,10 +21,10 @@ from twisted.web.http import (
     CACHED,
     NOT_MODIFIED,
     datetimeToString,
-    stringToDatetime,
 )
 
 from multiport.daemon.logformat import emitLine
+from multiport.handlers.conditional import notModified
 from multiport.handlers.filecache import StatCache
 from multiport.handlers.interface import Handler, HandlerContext
 from multiport.handlers.lean import LeanChannel, leanServes
@@ -84,24 +84,15 @@ class PortRequest(server.Request):
         when = int(math.ceil(when))
         if not self.lastModified or self.lastModified < when:
             self.lastModified = when
-        if self.method not in (b"GET", b"HEAD") or self.requestHeaders.hasHeader(
-            b"if-none-match"
-        ):
-            return None
-        values = self.requestHeaders.getRawHeaders(b"if-modified-since", [])
-        if len(values) != 1:
-            return None
-        try:
-            since = stringToDatetime(values[0].split(b";", 1)[0])  # type: ignore[no-untyped-call]
-        except ValueError:
-            return None
-        # Rounded up as Last-Modified is: a file changed this very second
-        # is sent with a date up to a second ahead, which a client may
-        # send back at once.
         channel: Any = self.channel
-        if since > math.ceil(channel.site.reactor.seconds()):
-            return None
-        if since >= self.lastModified:
+        headers = self.requestHeaders
+        if notModified(
+            self.method,
+            headers.getRawHeaders(b"if-modified-since", []),
+            headers.hasHeader(b"if-none-match"),
+            self.lastModified,
+            channel.site.reactor.seconds(),
+        ):
             self.setResponseCode(NOT_MODIFIED)
             return CACHED
         return None
