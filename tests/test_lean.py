@@ -34,6 +34,7 @@ from multiport.handlers.web import https
 from multiport.handlers.webchannel import TimedChannel
 from multiport.handlers.weboptions import parseWebOptions
 from multiport.handlers.webresources import openRegular
+from multiport.handlers.websocket import parseWebSocketOptions, websocket
 from tests.test_hostilehttp import InProcessPort
 from tests.test_web import _WebTestCase
 
@@ -510,6 +511,23 @@ class ChoiceTests(_LeanTestCase):
         for options in ({"redirect_https": 443}, {}):
             channel, _ = self.connect(self.site(options))
             self.assertIsInstance(channel, LeanChannel)
+
+    def test_webSocketPortTwisted(self) -> None:
+        """
+        A websocket port's connections stay on twisted.web's channel, which
+        its endpoint takes over.
+        """
+        port = PortConfig(
+            interface="127.0.0.1",
+            port=8080,
+            handler="websocket",
+            tls=None,
+            backlog=50,
+            options=parseWebSocketOptions({"root": "root", "echo": True}, self.base),
+        )
+        context = HandlerContext(reactor=self.reactor, clock=self.reactor, port=port)
+        channel, _ = self.connect(websocket.buildFactory(context))
+        self.assertIsInstance(channel, TimedChannel)
 
     def test_tlsHttp11(self) -> None:
         """
