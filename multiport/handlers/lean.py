@@ -24,7 +24,6 @@ handler serves reads one.
 from __future__ import annotations
 
 import re
-from collections import deque
 from typing import TYPE_CHECKING
 
 import httptools
@@ -111,7 +110,9 @@ class LeanChannel(RequestChannel, ConnectionTimers, Protocol):
         self.site = site
         self.factory = site
         self.requestFactory = site.requestFactory
-        self._queue: deque[Head] = deque()
+        # A list, not a deque: at most MAX_QUEUED, and an empty deque costs
+        # 600 bytes an idle connection.
+        self._queue: list[Head] = []
         self._parser = self._newParser()
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -328,7 +329,7 @@ class LeanChannel(RequestChannel, ConnectionTimers, Protocol):
                 and not self._closing
                 and not self._writeBlocked
             ):
-                self._serve(self._queue.popleft())
+                self._serve(self._queue.pop(0))
         finally:
             self._dispatching = False
         if self._paused:
