@@ -701,3 +701,16 @@ class FIFOTests(DaemonTestCase):
                 answer.startswith(b"HTTP/1.1 404 Not Found\r\n"), (target, answer[:100])
             )
         self.healthy()
+
+
+class TwistedChannelParsingTests(ParsingTests):
+    """
+    L{ParsingTests} on twisted.web's channel (L{StrictChannel}), which a
+    websocket port's HTTP/1.1 still is.
+    """
+
+    def setUp(self) -> None:
+        InProcessPort.setUp(self)
+        self.port = self.startPort(
+            handler="websocket", options={"root": "www", "echo": True}
+        )

@@ -905,6 +905,39 @@ class TestHelperTests(_TwistedAPITestCase):
         )
 
 
+class LeanBridgeTests(_TwistedAPITestCase):
+    """
+    What L{multiport.handlers.leanbridge} takes from
+    C{twisted.internet._producer_helpers}: the wrapper that drives a pull
+    producer as a push producer, as twisted.web's channel does.
+    """
+
+    dependent = "multiport.handlers.leanbridge"
+
+    def test_pullToPush(self) -> None:
+        """
+        C{_PullToPush(pullProducer, consumer)} starts and stops streaming
+        on request and pauses and resumes as a push producer, through its
+        module's C{cooperate}.
+        """
+        pullToPush = self.require(_producer_helpers, "_PullToPush")
+        self.assertParameters(
+            pullToPush.__init__,
+            ["self", "pullProducer", "consumer"],
+            "_PullToPush.__init__",
+        )
+        for name in (
+            "startStreaming",
+            "stopStreaming",
+            "pauseProducing",
+            "resumeProducing",
+        ):
+            self.require(pullToPush, name)
+        self.assertCalls(
+            pullToPush.startStreaming, "cooperate", "_producer_helpers.cooperate"
+        )
+
+
 class ScopeTests(SynchronousTestCase):
     """
     The modules these tests cover are the ones that use private Twisted
@@ -944,6 +977,7 @@ class ScopeTests(SynchronousTestCase):
                 "twisted.internet._newtls.startTLS",
                 "twisted.internet._sslverify.protosFromProtocol",
                 "twisted.internet.abstract._dataMustBeBytes",
+                "twisted.internet._producer_helpers._PullToPush",
                 "twisted.internet.posixbase._NO_FILEDESC",
                 "twisted.scripts._twistd_unix.UnixApplicationRunner",
                 # Shapes checked in tests/test_http2.py (TwistedShapeTests).

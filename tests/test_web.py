@@ -13,6 +13,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from unittest import SkipTest
@@ -36,6 +37,7 @@ from multiport.handlers.byteranges import (
 )
 from multiport.handlers.filecache import StatCache
 from multiport.handlers.interface import HandlerContext, OptionError
+from multiport.handlers.leanfast import SETTLED
 from multiport.handlers.web import http, https
 from multiport.handlers.weboptions import WebOptions, parseWebOptions
 from multiport.handlers.webresources import ConfinedFile
@@ -1478,6 +1480,29 @@ class SystemCallsPerRequestTests(SynchronousTestCase):
 
         calls = self.traced(oneEach)
         self.assertLessEqual(calls.get("setsockopt", 0.0), 1.05, calls)
+
+    def test_hotSmallFile(self) -> None:
+        """
+        A small file that has not changed for a second is answered from
+        memory: one C{lstat} a request (is it still the same file,
+        unchanged?), no open and no read.
+        """
+        written = (self.folder / "www" / "index.html").stat().st_ctime
+        deadline = time.monotonic() + 5
+        while time.time() < written + SETTLED + 0.1:
+            # Bounded: the file settles within SETTLED seconds of its write.
+            self.assertLess(time.monotonic(), deadline)
+            select.select([], [], [], 0.05)
+        calls = self.traced(self.keptAlive())
+        slack = 0.05
+        self.assertEqual(
+            {
+                name: calls.get(name, 0.0) <= most + slack
+                for name, most in {"newfstatat": 1, "openat": 0, "read": 0}.items()
+            },
+            dict.fromkeys(["newfstatat", "openat", "read"], True),
+            calls,
+        )
 
     def test_smallFile(self) -> None:
         """

@@ -9,6 +9,8 @@ from __future__ import annotations
 from twisted.internet.testing import StringTransport
 
 from multiport.handlers.interface import IDrainable
+from multiport.handlers.lean import LeanChannel
+from multiport.handlers.webchannel import TimedChannel
 from tests.test_web import _WebTestCase
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"
@@ -16,11 +18,18 @@ REQUEST = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"
 
 class DrainTests(_WebTestCase):
     """
-    L{multiport.handlers.webchannel.DrainingChannel.drain}.
+    L{multiport.handlers.lean.LeanChannel.drain}.
     """
 
+    #: Whether the port's HTTP/1.x is L{LeanChannel}'s (the http handler's)
+    #: or twisted.web's (a websocket port's).
+    lean = True
+
     def connect(self) -> tuple[IDrainable, StringTransport]:
-        channel = self.site({}).buildProtocol(None)
+        site = self.site({})
+        site.lean = self.lean
+        channel = site.buildProtocol(None)
+        self.assertIsInstance(channel, LeanChannel if self.lean else TimedChannel)
         transport = StringTransport()
         channel.makeConnection(transport)
         return channel, transport
@@ -88,3 +97,12 @@ class DrainTests(_WebTestCase):
         self.turn(transport)
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 OK\r\n"))
         self.assertTrue(transport.disconnecting)
+
+
+class TwistedChannelDrainTests(DrainTests):
+    """
+    L{multiport.handlers.webchannel.DrainingChannel.drain}, twisted.web's
+    channel (a websocket port's HTTP/1.1).
+    """
+
+    lean = False

@@ -18,7 +18,7 @@ from multiport.status.agent import haproxyAgent
 
 http = LazyHandler(
     "http",
-    "HTTP on twisted.web: a folder (option root), a built-in page, or a redirect",
+    "HTTP: a folder (option root), a built-in page, or a redirect",
     "multiport.handlers.web:http",
 )
 https = LazyHandler(

@@ -1,6 +1,7 @@
 """
-The http and https handlers: twisted.web serving a folder, a built-in page,
-or a redirect to HTTPS.
+The http and https handlers: a folder, a built-in page, or a redirect to
+HTTPS, served by twisted.web's resources, over HTTP/1.x on
+L{multiport.handlers.lean} and over HTTP/2 on twisted.web's own.
 """
 
 from __future__ import annotations
@@ -20,12 +21,19 @@ from twisted.web.http import (
     CACHED,
     NOT_MODIFIED,
     datetimeToString,
-    stringToDatetime,
 )
 
 from multiport.daemon.logformat import emitLine
+from multiport.handlers.conditional import notModified
 from multiport.handlers.filecache import StatCache
 from multiport.handlers.interface import Handler, HandlerContext
+from multiport.handlers.lean import LeanChannel, leanServes
+from multiport.handlers.leanfast import ContentCache
+from multiport.handlers.webaccess import (
+    AccessRecord,
+    combinedLine,
+    hostProblem,
+)
 from multiport.handlers.webchannel import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
@@ -63,12 +71,9 @@ class PortRequest(server.Request):
         RFC 9112 section 3.2 asks for a 400 when HTTP/1.1 comes without
         one, and for any request with more than one.
         """
-        hosts = self.requestHeaders.getRawHeaders(b"host", [])
-        if len(hosts) > 1:
-            return "More than one Host header field."
-        if self.clientproto == b"HTTP/1.1" and not (hosts and hosts[0]):
-            return "HTTP/1.1 requires a Host header field."
-        return None
+        return hostProblem(
+            list(self.requestHeaders.getRawHeaders(b"host", [])), self.clientproto
+        )
 
     def setLastModified(self, when: float) -> str | None:
         """
@@ -79,24 +84,15 @@ class PortRequest(server.Request):
         when = int(math.ceil(when))
         if not self.lastModified or self.lastModified < when:
             self.lastModified = when
-        if self.method not in (b"GET", b"HEAD") or self.requestHeaders.hasHeader(
-            b"if-none-match"
-        ):
-            return None
-        values = self.requestHeaders.getRawHeaders(b"if-modified-since", [])
-        if len(values) != 1:
-            return None
-        try:
-            since = stringToDatetime(values[0].split(b";", 1)[0])  # type: ignore[no-untyped-call]
-        except ValueError:
-            return None
-        # Rounded up as Last-Modified is: a file changed this very second
-        # is sent with a date up to a second ahead, which a client may
-        # send back at once.
         channel: Any = self.channel
-        if since > math.ceil(channel.site.reactor.seconds()):
-            return None
-        if since >= self.lastModified:
+        headers = self.requestHeaders
+        if notModified(
+            self.method,
+            headers.getRawHeaders(b"if-modified-since", []),
+            headers.hasHeader(b"if-none-match"),
+            self.lastModified,
+            channel.site.reactor.seconds(),
+        ):
             self.setResponseCode(NOT_MODIFIED)
             return CACHED
         return None
@@ -181,6 +177,11 @@ class PortSite(server.Site):
         self.serverHeader: bytes | None = DEFAULT_SERVER
         #: HTTP/2 on this port (a TLS one), with its limits: None for off.
         self.http2: HTTP2Settings | None = None
+        #: HTTP/1.x on L{LeanChannel} where the resources allow it, else on
+        #: twisted.web's channel (L{TimedChannel}).
+        self.lean = True
+        #: Small files' answers, for L{LeanChannel}.
+        self.contents = ContentCache(reactor)
         self._dateSecond: int | None = None
         self._date = b""
 
@@ -198,35 +199,52 @@ class PortSite(server.Site):
     def log(self, request: server.Request) -> None:  # type: ignore[override]
         if not self.accessLog:
             return
-        client = clientHost(request)
-        referer = request.getHeader(b"referer")
-        agent = request.getHeader(b"user-agent")
-        receivedAt = getattr(request, "receivedAt", None)
+        self.logAccess(
+            AccessRecord(
+                clientHost(request),
+                request.method,
+                request.uri,
+                request.clientproto,
+                request.code,
+                request.sentLength,
+                request.getHeader(b"referer"),
+                request.getHeader(b"user-agent"),
+                getattr(request, "receivedAt", None),
+                getattr(request.channel, "streamID", None),
+            )
+        )
+
+    def logAccess(self, record: AccessRecord) -> None:
+        """
+        Leave C{record}'s line in the access log.
+        """
+        referer, agent = record.referer, record.agent
         emitLine(
             accessLog,
             f"{self.portName} "
             # A str once the factory has started (tests/test_twistedapi.py).
-            + combinedLine(
-                cast(str, self._logDateTime), request, client, referer, agent
-            ),
+            + combinedLine(cast(str, self._logDateTime), record),
             port=self.portName,
-            client=client,
-            method=request.method.decode("latin-1"),
-            uri=request.uri.decode("latin-1"),
-            protocol=request.clientproto.decode("latin-1"),
-            status=request.code,
-            sent=request.sentLength,
+            client=record.client,
+            method=record.method.decode("latin-1"),
+            uri=record.uri.decode("latin-1"),
+            protocol=record.protocol.decode("latin-1"),
+            status=record.code,
+            sent=record.sent,
             referer=None if referer is None else referer.decode("latin-1"),
             user_agent=None if agent is None else agent.decode("latin-1"),
-            stream=getattr(request.channel, "streamID", None),
+            stream=record.stream,
             request_time=(
                 None
-                if receivedAt is None
-                else round(max(0.0, self.reactor.seconds() - receivedAt), 6)
+                if record.receivedAt is None
+                else round(max(0.0, self.reactor.seconds() - record.receivedAt), 6)
             ),
         )
 
-    def protocol(self) -> TimedChannel | PortChannel:  # type: ignore[override]
+    def protocol(self) -> TimedChannel | PortChannel | LeanChannel:  # type: ignore[override]
+        lean = self.lean and leanServes(self.resource)
+        if lean and self.http2 is None:
+            return LeanChannel(self)
         channel = TimedChannel()  # type: ignore[no-untyped-call]
         channel.headerTimeout = self.headerTimeout
         if self.http2 is None:
@@ -237,6 +255,7 @@ class PortSite(server.Site):
             self.headerTimeout,
             self.http2.maxConcurrentStreams,
             self.http2.maxHeaderListSize,
+            http1=(lambda: LeanChannel(self)) if lean else None,
         )
 
     def acceptableProtocols(self) -> list[bytes]:
@@ -264,40 +283,6 @@ def clientHost(request: server.Request) -> str:
     address = request.getClientAddress()  # type: ignore[no-untyped-call]
     host = getattr(address, "host", None)
     return host if isinstance(host, str) and host else "-"
-
-
-def escapeLogText(value: bytes | str) -> str:
-    """
-    C{value} for a quoted part of an access log line: what a client sent
-    can't end the part (C{"} becomes C{\\"}) or the line (control bytes and
-    bytes above 127 become C{\\xNN}), as twisted.web writes it.
-    """
-    if isinstance(value, str):
-        value = value.encode("latin-1", "backslashreplace")
-    text = repr(value)[1:]
-    if text.startswith("'"):
-        return text[1:-1].replace('"', '\\"').replace("\\'", "'")
-    return text[1:-1]
-
-
-def combinedLine(
-    timestamp: str,
-    request: server.Request,
-    client: str,
-    referer: bytes | None,
-    agent: bytes | None,
-) -> str:
-    """
-    C{request} in nginx's "combined" log format, which goaccess, fail2ban
-    and the like parse: unlike twisted.web's line, the client address is not
-    quoted.  Quoted parts are escaped as twisted.web escapes them.
-    """
-    return (
-        f'{escapeLogText(client)} - - {timestamp} "{escapeLogText(request.method)} '
-        f'{escapeLogText(request.uri)} {escapeLogText(request.clientproto)}" '
-        f"{request.code} {request.sentLength or '-'} "
-        f'"{escapeLogText(referer or b"-")}" "{escapeLogText(agent or b"-")}"'
-    )
 
 
 def buildSite(context: HandlerContext) -> server.Site:
@@ -348,7 +333,7 @@ HTTP_POLICY = Policy(idleTimeout=DEFAULT_IDLE_TIMEOUT)
 
 http = Handler(
     "http",
-    "HTTP on twisted.web: a folder (option root), a built-in page, or a redirect",
+    "HTTP: a folder (option root), a built-in page, or a redirect",
     buildSite,
     parse=parseWebOptions,
     defaultPolicy=HTTP_POLICY,

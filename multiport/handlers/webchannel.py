@@ -9,7 +9,7 @@ from __future__ import annotations
 
 # Twisted's methods called here are not annotated (mypy --strict): those
 # calls carry type: ignore[no-untyped-call].
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.interfaces import IDelayedCall, ITCPTransport
 from twisted.internet.protocol import connectionDone
@@ -83,9 +83,26 @@ class DrainingChannel(HTTPChannel):
 #: RFC 6585 names).
 _PHRASES = {
     400: b"Bad Request",
+    411: b"Length Required",
+    413: b"Content Too Large",
     414: b"URI Too Long",
     431: b"Request Header Fields Too Large",
+    501: b"Not Implemented",
+    505: b"HTTP Version Not Supported",
 }
+
+
+def refusal(status: int, why: str, version: bytes = b"HTTP/1.1") -> bytes:
+    """
+    The whole answer to a request refused before it is served: C{status},
+    C{why} as a plain text body, and C{Connection: close}.
+    """
+    body = f"{why}\n".encode()
+    return (
+        b"%s %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+        % (version, status, _PHRASES[status], len(body), body)
+    )
 
 
 class StrictChannel(DrainingChannel):
@@ -113,13 +130,8 @@ class StrictChannel(DrainingChannel):
         """
         Answer C{status} with C{why} as a plain text body, and close.
         """
-        body = f"{why}\n".encode()
         transport: Any = self.transport
-        transport.write(
-            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-            % (status, _PHRASES[status], len(body), body)
-        )
+        transport.write(refusal(status, why))
         self._refused = True
         self.loseConnection()  # type: ignore[no-untyped-call]
 
@@ -147,6 +159,27 @@ class StrictChannel(DrainingChannel):
             self.refuse(431, "A request header field is too large.")
         else:
             self.refuse(414, "The request line is too long.")
+
+
+def endSlowHeaders(transport: object) -> None:
+    """
+    End a connection whose request headers did not arrive within the
+    header timeout: through the port's wrapper, which logs and counts it
+    as C{header_timeout}, or with a reset.
+    """
+    timedOut = getattr(transport, "timedOut", None)
+    if timedOut is not None:
+        timedOut("header_timeout")
+    elif transport is not None:
+        cast(ITCPTransport, transport).abortConnection()
+
+
+def cancelCall(call: IDelayedCall | None) -> None:
+    """
+    Cancel C{call} if it is still to run.
+    """
+    if call is not None and call.active():
+        call.cancel()
 
 
 @implementer(IBetweenMessages)
@@ -192,11 +225,7 @@ class TimedChannel(StrictChannel):
 
     def _headersTooSlow(self) -> None:
         self._headerDeadline = None
-        timedOut = getattr(self.transport, "timedOut", None)
-        if timedOut is not None:
-            timedOut("header_timeout")
-        else:
-            self.transport.abortConnection()
+        endSlowHeaders(self.transport)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancelHeaderDeadline()

@@ -10,6 +10,7 @@ answer leaves the answer's producer running...).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import h2.connection
@@ -19,7 +20,7 @@ import h2.exceptions
 from hyperframe.frame import GoAwayFrame
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IProtocol
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web._http2 import H2Connection
@@ -27,6 +28,7 @@ from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from zope.interface import implementer
 
 from multiport.handlers.interface import IBetweenMessages, IDrainable
+from multiport.handlers.webchannel import endSlowHeaders
 from multiport.handlers.webh2frames import FrameEdges
 from multiport.handlers.webh2state import (
     DEFAULT_MAX_CONCURRENT_STREAMS,
@@ -352,11 +354,7 @@ class PortH2Connection(_H2Base):  # type: ignore[misc]  # see _H2Base
 
     def _headersTooSlow(self) -> None:
         self._headerDeadline = None
-        timedOut = getattr(self.transport, "timedOut", None)
-        if timedOut is not None:
-            timedOut("header_timeout")
-        elif self.transport is not None:
-            self.transport.abortConnection()
+        endSlowHeaders(self.transport)
 
     def _cancelHeaderDeadline(self) -> None:
         deadline, self._headerDeadline = self._headerDeadline, None
@@ -397,8 +395,10 @@ class PortChannel(_GenericBase):  # type: ignore[misc]  # see _H2Base
         headerTimeout: float,
         maxStreams: int,
         maxHeaderList: int,
+        http1: Callable[[], IProtocol] | None = None,
     ) -> None:
         super().__init__(channel)
+        self._http1 = http1
         self._counters = counters
         self._headerTimeout = headerTimeout
         self._maxStreams = maxStreams
@@ -430,6 +430,14 @@ class PortChannel(_GenericBase):  # type: ignore[misc]  # see _H2Base
                 self._channel = new
                 new.makeConnection(old.transport)
                 producer.registerProducer(new, True)
+            elif self._http1 is not None:
+                # HTTP/1.x on the port's own protocol rather than twisted.web's
+                # channel, which stands aside as it does for HTTP/2.
+                old._networkProducer.unregisterProducer()
+                old.setTimeout(None)
+                lean = self._http1()
+                self._channel = lean
+                lean.makeConnection(old.transport)
             self._negotiatedProtocol = negotiated or b"http/1.1"
         self._channel.dataReceived(data)
 

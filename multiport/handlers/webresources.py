@@ -44,6 +44,49 @@ class NotServable(Exception):
     """
 
 
+def confinedReal(folder: str, folderReal: str, root: str, path: str) -> str | None:
+    """
+    The real path of C{path}, a child of C{folder} (whose real path is
+    C{folderReal}), or C{None} if it lies outside C{root} (a real path).
+
+    A child's real path is its folder's plus its name unless the child is
+    a symlink: only symlinks cost a C{realpath}, every child an C{lstat}.
+    """
+    parent, name = os.path.split(path)
+    if parent == folder and not os.path.islink(path):
+        return os.path.join(folderReal, name)
+    real = os.path.realpath(path)
+    if os.path.commonpath([real, root]) != root:
+        return None
+    return real
+
+
+def openRegular(path: str) -> tuple[int, os.stat_result]:
+    """
+    Open C{path} without blocking (a FIFO would block C{open()}, and with
+    it the reactor and every port) and check that what was opened is a
+    regular file (the path may have changed since it was looked at), as
+    nginx does.
+
+    @return: The descriptor, non-blocking, and its C{fstat}.
+    @raise NotServable: if it is not a regular file, or went away.
+    """
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as e:
+        if e.errno in _GONE:
+            raise NotServable(path) from e
+        raise
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
+            raise NotServable(path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, opened
+
+
 class ConfinedFile(static.File):
     """
     A L{static.File} that never serves anything outside its root, symlinks
@@ -110,9 +153,6 @@ class ConfinedFile(static.File):
             self._real = os.path.realpath(self.path)
         return self._real
 
-    def _inside(self, real: str) -> bool:
-        return os.path.commonpath([real, self.root]) == self.root
-
     def getChild(self, path: bytes, request: IRequest) -> resource.IResource:
         # No file name holds a NUL, and names that aren't UTF-8 can't be
         # ours: not found, without the traceback static.File would log.
@@ -125,13 +165,9 @@ class ConfinedFile(static.File):
         child: resource.IResource = super().getChild(path, request)  # type: ignore[no-untyped-call]
         if not isinstance(child, static.File):
             return child
-        folder, name = os.path.split(child.path)
-        if folder == self.path and not os.path.islink(child.path):
-            real = os.path.join(self.real, name)
-        else:
-            real = os.path.realpath(child.path)
-            if not self._inside(real):
-                return self.childNotFound
+        real = confinedReal(self.path, self.real, self.root, child.path)
+        if real is None:
+            return self.childNotFound
         if isinstance(child, ConfinedFile):
             child._real = real
         return child
@@ -148,16 +184,8 @@ class ConfinedFile(static.File):
 
         @raise NotServable: if it is not a regular file, or went away.
         """
+        fd, self._opened = openRegular(self.path)
         try:
-            fd = os.open(self.path, _OPEN_FLAGS)
-        except OSError as e:
-            if e.errno in _GONE:
-                raise NotServable(self.path) from e
-            raise
-        try:
-            self._opened = os.fstat(fd)
-            if not stat.S_ISREG(self._opened.st_mode):
-                raise NotServable(self.path)
             os.set_blocking(fd, True)
             # Unbuffered: the producer reads in large pieces anyway, and a
             # buffered reader costs an isatty ioctl and an lseek per open.
@@ -275,7 +303,8 @@ class WelcomePage(resource.Resource):
 
     def __init__(self, portName: str) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
-        self._body = (
+        #: The page.
+        self.body = (
             "<!DOCTYPE html><html><head><meta charset='utf-8'>"
             "<title>multiport</title></head><body style='font-family:sans-serif;"
             "max-width:40em;margin:4em auto'>"
@@ -292,7 +321,7 @@ class WelcomePage(resource.Resource):
 
     def render_GET(self, request: server.Request) -> bytes:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")  # type: ignore[no-untyped-call]
-        return self._body
+        return self.body
 
     render_HEAD = render_GET
 
