@@ -19,7 +19,7 @@ from twisted.web import server
 from twisted.web.http import datetimeToString
 from twisted.web.http_headers import Headers
 
-from multiport.config.model import PortConfig, TLSConfig
+from multiport.config.model import PortConfig
 from multiport.handlers import leanfast
 from multiport.handlers.interface import HandlerContext
 from multiport.handlers.lean import MAX_HEADERS, MAX_QUEUED, MAX_URI, LeanChannel
@@ -30,13 +30,13 @@ from multiport.handlers.leanfast import (
     FastAnswer,
     Head,
 )
-from multiport.handlers.web import https
 from multiport.handlers.webchannel import TimedChannel
-from multiport.handlers.weboptions import parseWebOptions
 from multiport.handlers.webresources import openRegular
 from multiport.handlers.websocket import parseWebSocketOptions, websocket
+from multiport.ports.counters import HandlerCounters
 from tests.test_hostilehttp import InProcessPort
 from tests.test_web import _WebTestCase
+from tests.test_webh2 import httpsSite
 
 #: A status line, as it starts a response.
 STATUS = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
@@ -563,16 +563,10 @@ class ChoiceTests(_LeanTestCase):
         """
         The site of a TLS port serving the folder, with HTTP/2 on.
         """
-        port = PortConfig(
-            interface="127.0.0.1",
-            port=8443,
-            handler="https",
-            tls=TLSConfig(),
-            backlog=50,
-            options=parseWebOptions({"root": "root"}, self.base),
+        site: server.Site = httpsSite(
+            self.base / "root", self.reactor, HandlerCounters()
         )
-        context = HandlerContext(reactor=self.reactor, clock=self.reactor, port=port)
-        return https.buildFactory(context)
+        return site
 
 
 class RealSocketTests(InProcessPort):
