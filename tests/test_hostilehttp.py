@@ -35,6 +35,7 @@ from multiport.config.build import buildConfig
 from multiport.config.model import Defaults
 from multiport.config.tomlfile import parseConfig
 from multiport.daemon.service import PortsService
+from multiport.ports.certificates import loadCertificates
 from multiport.ports.policies import Policy
 from tests.support import HANDLERS
 from tests.test_attacks import PROMPTLY, DaemonTestCase
@@ -135,7 +136,9 @@ class InProcessPort(TestCase):
             handlers,
             self.folder / "state",
         )
-        service = PortsService(config, handlers, {}, reactor)
+        # A TLS port's certificate, self-signed in the state folder.
+        certificates = loadCertificates(config.ports, config.stateDir)
+        service = PortsService(config, handlers, certificates, reactor)
         service.startService()
         self.addCleanup(service.stopService)
         [server] = service.ports()

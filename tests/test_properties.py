@@ -318,6 +318,7 @@ TLS_KEYS = [
 OPTION_KEYS = [
     "root",
     "listing",
+    "sendfile",
     "redirect_https",
     "hsts_max_age",
     "quote",
@@ -460,6 +461,7 @@ def handlerOptions(draw, handler: str, chaos: st.SearchStrategy = TOML_VALUES):
     web = {
         "root": st.sampled_from(PATHS),
         "listing": st.booleans(),
+        "sendfile": st.booleans(),
         "hsts_max_age": st.integers(0, 10**9),
         "redirect_https": st.sampled_from(
             [443, 8443, "https://example.com", "https://example.com/x/", "https://"]

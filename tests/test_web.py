@@ -628,7 +628,7 @@ class ParseWebOptionsTests(SynchronousTestCase):
             "roots",
             "unknown option; known: access_log, hsts_max_age, http2, "
             "http2_max_concurrent_streams, http2_max_header_list_size, listing, "
-            "redirect_https, root, server_header",
+            "redirect_https, root, sendfile, server_header",
         )
 
     def test_http2Options(self) -> None:

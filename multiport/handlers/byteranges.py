@@ -239,6 +239,18 @@ class _Response(Protocol):
     def finish(self) -> None: ...
 
 
+def abortShrunk(request: _Response, path: str) -> None:
+    """
+    The file being served to C{request} shrank below the promised
+    Content-Length: say so, and abort the connection (as nginx does) rather
+    than leave the client waiting for bytes that will never come.
+    """
+    log.warn("{path} shrank while being served: connection aborted", path=path)
+    # Stop being pulled now, not when the connection is gone.
+    request.unregisterProducer()
+    cast(_Abortable, request.transport).abortConnection()
+
+
 @implementer(IPullProducer)
 class SegmentsProducer:
     """
@@ -322,14 +334,8 @@ class SegmentsProducer:
     def _shrank(self) -> None:
         request, self.request = self.request, None
         assert request is not None
-        log.warn(
-            "{path} shrank while being served: connection aborted",
-            path=self._path,
-        )
         self.fileObject.close()
-        # Stop being pulled now, not when the connection is gone.
-        request.unregisterProducer()
-        cast(_Abortable, request.transport).abortConnection()
+        abortShrunk(request, self._path)
 
     def stopProducing(self) -> None:
         """

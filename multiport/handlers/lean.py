@@ -122,6 +122,16 @@ class LeanChannel(RequestChannel, ConnectionTimers, Protocol):
         self._receivedAt = 0.0
         self._refusal: tuple[int, str] | None = None
 
+    @property
+    def sendfileAllowed(self) -> bool:
+        """
+        Whether a body producer may send a file with C{sendfile} straight to
+        the socket under this channel (L{multiport.io.sendfile}): nothing
+        here frames or changes a body's bytes, so yes unless the port's
+        C{sendfile} option says no.
+        """
+        return bool(getattr(self.site, "sendfile", True))
+
     def _newParser(self) -> httptools.HttpRequestParser:
         parser = httptools.HttpRequestParser(self)
         # A bare LF ends a line as CRLF does (RFC 9112 section 2.2; nginx).

@@ -174,6 +174,8 @@ class PortSite(server.Site):
         self.displayTracebacks = False
         self.portName = portName
         self.accessLog = True
+        #: Whether large answers on a plain connection go by C{sendfile}.
+        self.sendfile = True
         self.serverHeader: bytes | None = DEFAULT_SERVER
         #: HTTP/2 on this port (a TLS one), with its limits: None for off.
         self.http2: HTTP2Settings | None = None
@@ -312,6 +314,7 @@ def buildSite(context: HandlerContext) -> server.Site:
     )
     site.hstsMaxAge = options.hstsMaxAge
     site.accessLog = options.accessLog
+    site.sendfile = options.sendfile
     site.serverHeader = options.serverHeader
     if options.http2 and context.port.tls is not None:
         site.http2 = HTTP2Settings(

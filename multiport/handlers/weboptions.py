@@ -29,6 +29,8 @@ class WebOptions:
         the same host, or a base URL.
     @ivar hstsMaxAge: Over TLS, the Strict-Transport-Security max-age.
     @ivar accessLog: Whether each request leaves a line in the access log.
+    @ivar sendfile: Whether large answers on a plain connection are sent
+        with C{sendfile} (nginx's C{sendfile on}).
     @ivar serverHeader: The C{Server} header of every response: twisted.web's
         (C{TwistedWeb/VERSION}) when L{DEFAULT_SERVER}, none when C{None}.
     @ivar http2: Whether a TLS port offers HTTP/2 (ALPN C{h2}).
@@ -43,6 +45,7 @@ class WebOptions:
     redirectHTTPS: int | str | None = None
     hstsMaxAge: int | None = None
     accessLog: bool = True
+    sendfile: bool = True
     serverHeader: bytes | None = server.version
     http2: bool = True
     http2MaxConcurrentStreams: int = 128
@@ -103,6 +106,7 @@ def parseWebOptions(options: Mapping[str, object], relativeTo: Path) -> WebOptio
             "redirect_https",
             "hsts_max_age",
             "access_log",
+            "sendfile",
             "server_header",
             "http2",
             "http2_max_concurrent_streams",
@@ -126,6 +130,7 @@ def parseWebOptions(options: Mapping[str, object], relativeTo: Path) -> WebOptio
             raise OptionError("root", f"{root} is not readable")
     listing = optionOf(options, "listing", bool, "true or false", False)
     accessLog = optionOf(options, "access_log", bool, "true or false", True)
+    sendfile = optionOf(options, "sendfile", bool, "true or false", True)
     serverHeader = parseServerHeader(options.get("server_header", True))
     http2 = optionOf(options, "http2", bool, "true or false", True)
     streams = _positive(options, "http2_max_concurrent_streams", 128, 2**31 - 1)
@@ -158,6 +163,7 @@ def parseWebOptions(options: Mapping[str, object], relativeTo: Path) -> WebOptio
         redirectHTTPS=redirect,
         hstsMaxAge=hsts,
         accessLog=accessLog,
+        sendfile=sendfile,
         serverHeader=serverHeader,
         http2=http2,
         http2MaxConcurrentStreams=streams,

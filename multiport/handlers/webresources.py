@@ -12,6 +12,7 @@ import errno
 import html
 import os
 import stat
+from functools import partial
 from typing import IO
 from urllib.parse import urlsplit
 
@@ -24,11 +25,17 @@ from multiport import __version__
 from multiport.handlers.byteranges import (
     Segment,
     SegmentsProducer,
+    abortShrunk,
     multipartEnd,
     multipartSeparator,
     planRanges,
 )
 from multiport.handlers.filecache import CachedPath, StatCache, restatThrough
+from multiport.io.sendfile import (
+    SENDFILE_AT_LEAST,
+    SendfileProducer,
+    sendfileConnection,
+)
 
 #: Opening never blocks (a FIFO), never makes a terminal ours, and the
 #: descriptor is not inherited by anything the daemon starts.
@@ -216,11 +223,13 @@ class ConfinedFile(static.File):
 
     def makeProducer(
         self, request: server.Request, fileForReading: IO[bytes]
-    ) -> SegmentsProducer:
+    ) -> SegmentsProducer | SendfileProducer:
         """
         Set the status and content headers of a GET and make the producer
         of its body: the whole file, or the parts a C{Range} header asks
-        for (see L{planRanges}).
+        for (see L{planRanges}).  One large piece on a plain connection
+        is sent by the kernel (L{SendfileProducer}); anything else is read
+        and written (L{SegmentsProducer}).
         """
         opened = self._opened or os.fstat(fileForReading.fileno())
         size = opened.st_size
@@ -272,6 +281,22 @@ class ConfinedFile(static.File):
                 b"content-length",
                 b"%d" % (len(trailer) + sum(len(s.prefix) + s.size for s in segments),),
             )
+        if len(segments) == 1 and not trailer:
+            [segment] = segments
+            connection = (
+                sendfileConnection(request)
+                if segment.size >= SENDFILE_AT_LEAST
+                else None
+            )
+            if connection is not None:
+                return SendfileProducer(
+                    request,
+                    connection,
+                    fileForReading,
+                    segment.offset,
+                    segment.size,
+                    partial(abortShrunk, path=self.path),
+                )
         return SegmentsProducer(request, fileForReading, segments, trailer, self.path)
 
     def _contentHeaders(
