@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
@@ -346,10 +346,12 @@ def _web(
     tls: bool,
     variants: dict[str, Callable[[str], Sample]],
     http2: bool = False,
+    paths: Mapping[str, str] | None = None,
 ) -> list[Series]:
     """
     Each of C{variants}, a way to load a URL, against twistd web (the
-    baseline), multiport and nginx serving the benchmark page.
+    baseline), multiport and nginx serving the benchmark page (or the file
+    C{paths} names for the variant).
     """
     scheme = "https" if tls else "http"
     results: list[Series] = []
@@ -365,7 +367,8 @@ def _web(
                     "/s",
                     baseline=server.name == "twistd web",
                 )
-                url = f"{scheme}://127.0.0.1:{server.port}/index.html"
+                path = (paths or {}).get(variant, "index.html")
+                url = f"{scheme}://127.0.0.1:{server.port}/{path}"
                 contenders.append((series, partial(load, url)))
                 results.append(series)
             alternate(settings.rounds, contenders)
@@ -376,10 +379,18 @@ def _wrk(settings: Settings, headers: Sequence[str]) -> Callable[[str], Sample]:
     return lambda url: measure.wrk(url, 50, settings.seconds, headers)
 
 
+#: The http scenario's large-file variant: its name, and the connections
+#: wrk keeps (each fetching the 1 MiB file over and over).
+LARGE_FILE = "1 MiB file"
+LARGE_FILE_CONNECTIONS = 8
+
+
 def http(settings: Settings) -> list[Series]:
     """
     A small static page over keep-alive connections (wrk, 50 connections),
-    and with a new connection for every request (the connection rate).
+    with a new connection for every request (the connection rate), and a
+    large file (1 MiB, L{servers.LARGE_FILE_SIZE}) over keep-alive
+    connections, where what counts is how each server moves the bytes.
     """
     return _web(
         settings,
@@ -387,7 +398,11 @@ def http(settings: Settings) -> list[Series]:
         {
             "keep-alive": _wrk(settings, ()),
             "new connection each": _wrk(settings, ("Connection: close",)),
+            LARGE_FILE: lambda url: measure.wrk(
+                url, LARGE_FILE_CONNECTIONS, settings.seconds
+            ),
         },
+        paths={LARGE_FILE: "large.bin"},
     )
 
 

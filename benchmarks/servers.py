@@ -167,13 +167,19 @@ class Server:
         return processes.bytesRead(self.process.pid)
 
 
+#: The size of the large file every HTTP server serves (C{large.bin}).
+LARGE_FILE_SIZE = 1 << 20
+
+
 def site(workdir: Path) -> Path:
     """
-    The folder every HTTP server serves: one small index.html.
+    The folder every HTTP server serves: a small index.html, and a large
+    file (L{LARGE_FILE_SIZE}), C{large.bin}.
     """
     root = workdir / "www"
     root.mkdir(exist_ok=True)
     (root / "index.html").write_bytes(PAGE)
+    (root / "large.bin").write_bytes(bytes(range(256)) * (LARGE_FILE_SIZE // 256))
     return root
 
 

@@ -2396,12 +2396,13 @@ class CommandLineTests(SynchronousTestCase):
         self.assertEqual(status, 0)
         data = self.resultsFile("http")
         self.assertEqual(data["scenario"], "http")
-        # Keep-alive, and a new connection for every request (the rate).
+        # Keep-alive, a new connection for every request (the rate), and
+        # the large file.
         self.assertEqual(
             sorted({(r["variant"], r["contender"]) for r in data["results"]}),
             sorted(
                 (variant, contender)
-                for variant in ("keep-alive", "new connection each")
+                for variant in ("keep-alive", "new connection each", "1 MiB file")
                 for contender in {r["contender"] for r in data["results"]}
             ),
         )
