@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 
 from attrs import frozen
-from twisted.internet.interfaces import IDelayedCall, IListeningPort
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorFDSet
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
@@ -44,7 +44,7 @@ from multiport.handlers.relayoptions import (
 from multiport.handlers.relayupstream import UpstreamPool
 from multiport.io import udppump
 from multiport.io.datagramport import listenConnected
-from multiport.ports.datagram import MAX_READ
+from multiport.ports.datagram import MAX_READ, GatedTransport
 
 log = Logger()
 
@@ -269,8 +269,11 @@ class UDPRelay(DatagramProtocol):
             context.clock,
         )
         self.sessions: dict[Peer, Session] = {}
-        #: The C data path, while the port runs with it.
+        #: The C data path, while the port runs with it, and the gate's
+        #: transport it was started on (Twisted's C{doStop} forgets
+        #: C{transport} before it calls L{stopProtocol}).
         self.pump: udppump.UDPPump | None = None
+        self._gated: GatedTransport | None = None
 
     def startProtocol(self) -> None:
         """
@@ -279,22 +282,24 @@ class UDPRelay(DatagramProtocol):
         transport is a port's gate with a real socket).
         """
         transport = self.transport
-        native = udppump.native
-        skt = getattr(transport, "socket", lambda: None)()
+        if udppump.native is None or not isinstance(transport, GatedTransport):
+            return
+        skt = transport.socket()
         reactor = self.context.reactor
-        if native is None or skt is None or not hasattr(reactor, "addReader"):
+        if skt is None or not IReactorFDSet.providedBy(reactor):
             return
         pump = udppump.UDPPump(
             reactor,
             self.context.clock,
             skt.fileno(),
             skt.family,
-            transport.maxDatagramSize(),  # type: ignore[union-attr]
+            transport.maxDatagramSize(),
             self._pumpFailed,
         )
-        pump.deliver = transport.divert(pump, pump.readPort)  # type: ignore[union-attr]
+        pump.deliver = transport.divert(pump, pump.readPort)
         pump.start()
         self.pump = pump
+        self._gated = transport
 
     def _pumpFailed(self, client: Peer, code: int) -> None:
         session = self.sessions.get(client)
@@ -344,7 +349,11 @@ class UDPRelay(DatagramProtocol):
             self.drop("sessions_full")
             return None
         pump = self.pump
-        if pump is not None and self.transport.reflects(client):  # type: ignore[union-attr]
+        if (
+            pump is not None
+            and self._gated is not None
+            and self._gated.reflects(client)
+        ):
             # Never reached through the port's gate, which drops these.
             self.drop("reflection")
             return None
@@ -446,10 +455,10 @@ class UDPRelay(DatagramProtocol):
         for session in list(self.sessions.values()):
             self.close(session)
         pump, self.pump = self.pump, None
+        gated, self._gated = self._gated, None
         if pump is not None:
-            undivert = getattr(self.transport, "undivert", None)
-            if undivert is not None:
-                undivert(pump)
+            if gated is not None:
+                gated.undivert(pump)
             pump.stop()
 
 

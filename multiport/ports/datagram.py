@@ -74,6 +74,9 @@ class GatedTransport:
 
     def __init__(self, gate: DatagramGate) -> None:
         self._gate = gate
+        #: The port whose reads L{divert} handed to a relay's C data path:
+        #: remembered, since the gate forgets its port when it stops.
+        self._diverted: DatagramPort | None = None
         # write, one call shorter: a handler calls it for every reply.
         self.write = gate.send  # type: ignore[method-assign]
 
@@ -143,6 +146,7 @@ class GatedTransport:
         if gate.admission is not None or not isinstance(port, DatagramPort):
             return None
         port.divert = read
+        self._diverted = port
         return gate.datagramReceived
 
     def undivert(self, counts: PumpCounts) -> None:
@@ -153,8 +157,8 @@ class GatedTransport:
         gate = self._gate
         if gate.counters.pump is counts:
             gate.counters.detach()
-        port = gate.port
-        if isinstance(port, DatagramPort):
+        port, self._diverted = self._diverted, None
+        if port is not None:
             port.divert = None
 
     def setSessions(self, count: int) -> None:
