@@ -52,7 +52,8 @@ from multiport.io.splice import DEFAULT_POOL, PipePool, poolSize
 from multiport.io.transport import FastServer
 from multiport.ports.admission import DaemonLimit
 from multiport.ports.counters import PortCounters
-from multiport.ports.datagram import DatagramCounters, DatagramGate
+from multiport.ports.datagram import DatagramGate
+from multiport.ports.datagramcounters import DatagramCounters
 from multiport.ports.datagramserver import PortUDPServer
 from multiport.ports.factory import PortFactory
 from multiport.ports.policies import drainTimeoutOf

@@ -14,7 +14,7 @@ from attrs import define, evolve, field
 from multiport.config.model import PortConfig
 from multiport.handlers.interface import PortStatus
 from multiport.ports.counters import CURRENT_COUNTERS, PortCounters
-from multiport.ports.datagram import DatagramCounters
+from multiport.ports.datagramcounters import DatagramCounters
 
 #: Gauges in a counters snapshot: what a process that is gone no longer
 #: has open, so never carried over.

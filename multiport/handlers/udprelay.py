@@ -5,6 +5,14 @@ back from the port's own socket.  A session ends after C{session_timeout}
 seconds without a datagram either way (30 by default, as caddy-l4 and
 nginx's C{proxy_timeout} have it), or when its upstream refuses (an ICMP
 port unreachable, counted as C{icmp_refused}).
+
+Where it can, the relay moves its sessions' datagrams in C
+(L{multiport.io.udppump.UDPPump}): each session's upstream socket is then a
+plain socket in the pump rather than a reader of the reactor's, and only a
+new client's datagrams (and all of them when the port has allow/deny,
+rate or rate_per_ip, which Python judges) reach L{UDPRelay} in Python.
+Without the extension, or on a transport that is no port's gate, it all
+runs in Python as before.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from functools import partial
 from pathlib import Path
 
 from attrs import frozen
-from twisted.internet.interfaces import IDelayedCall, IListeningPort
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorFDSet
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
@@ -34,8 +42,9 @@ from multiport.handlers.relayoptions import (
     parseUpstream,
 )
 from multiport.handlers.relayupstream import UpstreamPool
+from multiport.io import udppump
 from multiport.io.datagramport import listenConnected
-from multiport.ports.datagram import MAX_READ
+from multiport.ports.datagram import MAX_READ, GatedTransport
 
 log = Logger()
 
@@ -146,6 +155,9 @@ class Session(DatagramProtocol):
         self._now = relay.context.clock.seconds
         self.lastSeen = self._now()
         self.port: IListeningPort | None = None
+        #: The upstream socket when the relay's pump reads it (C{port} is
+        #: then C{None}).
+        self.socket: socket.socket | None = None
         self.timer: IDelayedCall | None = None
         self._reply = relay.replier(client)
         self._sendUp: Callable[[bytes], object] | None = None
@@ -159,6 +171,14 @@ class Session(DatagramProtocol):
         # A connected udp.Port's write checks the address it is not given
         # before it sends; the socket's own send is what it comes to.
         self._sendUp = skt.send if skt is not None else port.write  # type: ignore[attr-defined]
+
+    def attachSocket(self, skt: socket.socket) -> None:
+        """
+        Forward through C{skt}, the session's connected upstream socket,
+        which the relay's pump reads.
+        """
+        self.socket = skt
+        self._sendUp = skt.send
 
     def datagramReceived(self, datagram: bytes, addr: Peer) -> None:
         """
@@ -192,7 +212,15 @@ class Session(DatagramProtocol):
         code = 0
         if skt is not None:
             code = skt.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if code in (0, errno.ECONNREFUSED):
+        self.failed(code or errno.ECONNREFUSED)
+
+    def failed(self, code: int) -> None:
+        """
+        The upstream socket failed with C{code} (an C{errno}): a refusal is
+        counted as C{icmp_refused}, anything else as C{upstream_errors};
+        the session ends either way.
+        """
+        if code == errno.ECONNREFUSED:
             self.connectionRefused()
         else:
             self.relay.context.counters.add(
@@ -241,6 +269,42 @@ class UDPRelay(DatagramProtocol):
             context.clock,
         )
         self.sessions: dict[Peer, Session] = {}
+        #: The C data path, while the port runs with it, and the gate's
+        #: transport it was started on (Twisted's C{doStop} forgets
+        #: C{transport} before it calls L{stopProtocol}).
+        self.pump: udppump.UDPPump | None = None
+        self._gated: GatedTransport | None = None
+
+    def startProtocol(self) -> None:
+        """
+        The port is listening: start the C data path if it can run here
+        (the extension is built, the reactor watches descriptors, the
+        transport is a port's gate with a real socket).
+        """
+        transport = self.transport
+        if udppump.native is None or not isinstance(transport, GatedTransport):
+            return
+        skt = transport.socket()
+        reactor = self.context.reactor
+        if skt is None or not IReactorFDSet.providedBy(reactor):
+            return
+        pump = udppump.UDPPump(
+            reactor,
+            self.context.clock,
+            skt.fileno(),
+            skt.family,
+            transport.maxDatagramSize(),
+            self._pumpFailed,
+        )
+        pump.deliver = transport.divert(pump, pump.readPort)
+        pump.start()
+        self.pump = pump
+        self._gated = transport
+
+    def _pumpFailed(self, client: Peer, code: int) -> None:
+        session = self.sessions.get(client)
+        if session is not None:
+            session.failed(code)
 
     def drop(self, reason: str) -> None:
         """
@@ -284,8 +348,22 @@ class UDPRelay(DatagramProtocol):
         if len(self.sessions) >= self.options.maxSessions:
             self.drop("sessions_full")
             return None
+        pump = self.pump
+        if (
+            pump is not None
+            and self._gated is not None
+            and self._gated.reflects(client)
+        ):
+            # Never reached through the port's gate, which drops these.
+            self.drop("reflection")
+            return None
         for upstream in self.pool.candidates():
             session = Session(self, client, upstream)
+            if pump is not None:
+                if not self._openPumped(pump, session):
+                    continue
+                self._opened(session)
+                return session
             family = "::" if ":" in upstream.host else "0.0.0.0"
             try:
                 port = listenConnected(
@@ -300,19 +378,46 @@ class UDPRelay(DatagramProtocol):
                 self.pool.failed(upstream)
                 continue
             session.attach(port)
-            self.sessions[client] = session
-            self.pool.active[upstream] = self.pool.active.get(upstream, 0) + 1
-            self.context.counters.add("sessions", upstream=str(upstream))
-            session.timer = self.context.clock.callLater(
-                self.options.sessionTimeout, self._expire, session
-            )
-            self._published()
+            self._opened(session)
             return session
         self.drop("no_upstream")
         return None
 
+    def _openPumped(self, pump: udppump.UDPPump, session: Session) -> bool:
+        """
+        Connect C{session}'s upstream socket and hand it to the pump;
+        C{False} (the upstream marked failed) if it can't be.
+        """
+        upstream = session.upstream
+        family = socket.AF_INET6 if ":" in upstream.host else socket.AF_INET
+        skt = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            skt.setblocking(False)
+            skt.connect((upstream.host, upstream.port))
+            pump.add(session.client, skt.fileno())
+        except OSError:
+            skt.close()
+            self.pool.failed(upstream)
+            return False
+        session.attachSocket(skt)
+        return True
+
+    def _opened(self, session: Session) -> None:
+        upstream = session.upstream
+        self.sessions[session.client] = session
+        self.pool.active[upstream] = self.pool.active.get(upstream, 0) + 1
+        self.context.counters.add("sessions", upstream=str(upstream))
+        session.timer = self.context.clock.callLater(
+            self.options.sessionTimeout, self._expire, session
+        )
+        self._published()
+
     def _expire(self, session: Session) -> None:
-        idle = self.context.clock.seconds() - session.lastSeen
+        lastSeen = session.lastSeen
+        if self.pump is not None and session.socket is not None:
+            # The pump's last datagram of the session, either way.
+            lastSeen = max(lastSeen, self.pump.lastSeen(session.client) or 0.0)
+        idle = self.context.clock.seconds() - lastSeen
         left = self.options.sessionTimeout - idle
         if left > 0:
             session.timer = self.context.clock.callLater(left, self._expire, session)
@@ -334,14 +439,27 @@ class UDPRelay(DatagramProtocol):
         port, session.port = session.port, None
         if port is not None:
             port.stopListening()
+        skt, session.socket = session.socket, None
+        if skt is not None:
+            session._sendUp = None
+            if self.pump is not None:
+                self.pump.remove(session.client)
+            skt.close()
         self._published()
 
     def stopProtocol(self) -> None:
         """
-        The port closed: end every session.
+        The port closed, or the relay is replaced by a live change: end
+        every session and stop the C data path (nothing of it is left).
         """
         for session in list(self.sessions.values()):
             self.close(session)
+        pump, self.pump = self.pump, None
+        gated, self._gated = self._gated, None
+        if pump is not None:
+            if gated is not None:
+                gated.undivert(pump)
+            pump.stop()
 
 
 def buildUDPRelay(context: HandlerContext) -> UDPRelay:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Callable
 from typing import Protocol
 
 from twisted.internet import udp
@@ -55,11 +56,20 @@ class DatagramPort(udp.Port):
 
     burst = 1
     _full = 0
+    #: What reads the socket instead, when set: a relay's
+    #: L{multiport.io.udppump.UDPPump.readPort}, which relays its sessions'
+    #: datagrams in C and hands the others to the protocol.
+    divert: Callable[[], object] | None = None
 
     def doRead(self) -> None:
         """
-        Read up to L{burst} datagrams and hand each to the protocol.
+        Read up to L{burst} datagrams and hand each to the protocol (or
+        let L{divert} read).
         """
+        divert = self.divert
+        if divert is not None:
+            divert()
+            return
         skt = self.socket
         size = self.maxPacketSize
         received = self.protocol.datagramReceived

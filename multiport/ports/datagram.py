@@ -15,9 +15,9 @@ status pages treat both alike.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Mapping
+import socket
+from collections.abc import Callable
 
-from attrs import define, field
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import MessageLengthError
@@ -27,7 +27,9 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from multiport.handlers.interface import HandlerContext
+from multiport.io.datagramport import DatagramPort
 from multiport.ports.admission import Admission
+from multiport.ports.datagramcounters import DatagramCounters, PumpCounts
 
 log = Logger()
 
@@ -56,53 +58,6 @@ _SEND_DROPS = frozenset(
 Peer = tuple[str, int]
 
 
-@define
-class DatagramCounters:
-    """
-    One UDP port's figures.
-
-    @ivar dropped: Datagrams dropped by reason (L{DROP_REASONS}), in
-        either direction.
-    @ivar sessions: Sessions open now (the relay's), else 0.
-    @ivar current: Always 0: a UDP port has no connections (there so the
-        daemon's sums of open connections need no special case).
-    """
-
-    datagramsReceived: int = 0
-    datagramsSent: int = 0
-    bytesReceived: int = 0
-    bytesSent: int = 0
-    dropped: dict[str, int] = field(factory=dict)
-    sessions: int = 0
-    protocolErrors: int = 0
-    listeningSince: float | None = None
-    current: int = 0
-
-    def drop(self, reason: str) -> None:
-        """
-        Count one datagram dropped for C{reason}.
-        """
-        self.dropped[reason] = self.dropped.get(reason, 0) + 1
-
-    def snapshot(self) -> Mapping[str, object]:
-        """
-        The figures now, as a plain mapping (the shape of C{/status}).
-        """
-        return {
-            "protocol": "udp",
-            "datagrams": {
-                "received": self.datagramsReceived,
-                "sent": self.datagramsSent,
-                "dropped": sum(self.dropped.values()),
-            },
-            "dropped_by_reason": dict(self.dropped),
-            "bytes": {"received": self.bytesReceived, "sent": self.bytesSent},
-            "sessions": self.sessions,
-            "errors": {"protocol": self.protocolErrors},
-            "listening_since": self.listeningSince,
-        }
-
-
 def _address(peer: Peer) -> IPv4Address | IPv6Address:
     if ":" in peer[0]:
         return IPv6Address("UDP", peer[0], peer[1])
@@ -119,6 +74,9 @@ class GatedTransport:
 
     def __init__(self, gate: DatagramGate) -> None:
         self._gate = gate
+        #: The port whose reads L{divert} handed to a relay's C data path:
+        #: remembered, since the gate forgets its port when it stops.
+        self._diverted: DatagramPort | None = None
         # write, one call shorter: a handler calls it for every reply.
         self.write = gate.send  # type: ignore[method-assign]
 
@@ -143,6 +101,65 @@ class GatedTransport:
         C{no_upstream}, C{sessions_full}).
         """
         self._gate.counters.drop(reason)
+
+    def socket(self) -> socket.socket | None:
+        """
+        The port's socket, for a handler that reads and sends in C (the
+        relay's L{multiport.io.udppump.UDPPump}); C{None} when there is no
+        real one (a test double).
+        """
+        port = self._gate.port
+        skt = getattr(port, "socket", None)
+        return skt if isinstance(skt, socket.socket) else None
+
+    def reflects(self, addr: Peer) -> bool:
+        """
+        Whether nothing may be sent to C{addr} (source port 0, or the
+        port's own address): a relay checks it once per session.
+        """
+        return self._gate._reflects(addr)
+
+    def maxDatagramSize(self) -> int:
+        """
+        The largest datagram the port takes (its C{max_datagram_size}, else
+        the largest UDP payload).
+        """
+        maxSize = self._gate.maxSize
+        return MAX_READ if maxSize is None else maxSize
+
+    def divert(
+        self, counts: PumpCounts, read: Callable[[], object]
+    ) -> Callable[[bytes, Peer], None] | None:
+        """
+        Count C{counts}' datagrams (a relay's C data path) with the port's
+        own from now on, and have C{read} read the port's socket if no
+        policy must judge every datagram (allow/deny, rate, rate_per_ip:
+        Python applies those, so the port's reads stay in Python).
+
+        @return: What C{read} hands the datagrams it does not relay to (the
+            gate, which judges them), or C{None} if C{read} is not used.
+        """
+        gate = self._gate
+        gate.counters.detach()
+        gate.counters.pump = counts
+        port = gate.port
+        if gate.admission is not None or not isinstance(port, DatagramPort):
+            return None
+        port.divert = read
+        self._diverted = port
+        return gate.datagramReceived
+
+    def undivert(self, counts: PumpCounts) -> None:
+        """
+        C{counts} stops: its counts join the port's own, and the port's
+        socket is read in Python again.
+        """
+        gate = self._gate
+        if gate.counters.pump is counts:
+            gate.counters.detach()
+        port, self._diverted = self._diverted, None
+        if port is not None:
+            port.divert = None
 
     def setSessions(self, count: int) -> None:
         """
