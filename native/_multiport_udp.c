@@ -628,6 +628,7 @@ Pump_readReplies(Pump *self, PyObject *arg)
             }
             if (addFailure(&failures, &s->peer, code) < 0) {
                 flushReplies(self, messages, queued);
+                Py_XDECREF(failures);
                 return NULL;
             }
             continue;

@@ -20,6 +20,7 @@ from pathlib import Path
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from multiport.config.build import buildConfig
@@ -129,6 +130,36 @@ class PumpTests(SynchronousTestCase):
         self.assertEqual(pump.lastSeen(client[0], client[1]), 9.0)
         self.assertEqual(pump.counts(), (10, 20, 1, 5, 0, 0))
 
+    def test_handlerFailureLogged(self) -> None:
+        """
+        A datagram whose handling raises is logged; the rest of the batch
+        is still handed over, and the pump goes on (an exception reaching
+        the reactor would drop the port's reads).
+        """
+        port = bound(self)
+        pump = udppump.UDPPump(
+            MemoryReactor(), Clock(), port.fileno(), socket.AF_INET, MAX_READ, print
+        )
+        self.addCleanup(pump.stop)
+        handled: list[bytes] = []
+
+        def deliver(datagram: bytes, addr: object) -> None:
+            handled.append(datagram)
+            if datagram == b"bad":
+                raise ValueError("the handler's bug")
+
+        pump.deliver = deliver
+        stranger = bound(self)
+        for datagram in (b"bad", b"good"):
+            stranger.sendto(datagram, port.getsockname())
+        deadline = time.monotonic() + 10
+        while len(handled) < 2:
+            assert time.monotonic() < deadline, "the datagrams were not read"
+            waitReadable(port.fileno())
+            pump.readPort()
+        self.assertEqual(handled, [b"bad", b"good"])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
     def test_unknownReturned(self) -> None:
         """
         A datagram from a client without a session comes back to Python
@@ -176,11 +207,15 @@ class PumpTests(SynchronousTestCase):
         self.addCleanup(full.close)
         self.addCleanup(other.close)
         full.setblocking(False)
-        while True:
+        # A Unix datagram queue holds some hundreds of datagrams; the
+        # bound only keeps the loop finite should it never fill.
+        for _ in range(1_000_000):
             try:
                 full.send(b"fill")
             except BlockingIOError:
                 break
+        else:
+            self.fail("the socket pair's queue never filled")
         clientSocket = bound(self)
         client = clientSocket.getsockname()
         pump.add(client[0], client[1], full.fileno(), 0.0)
@@ -495,3 +530,58 @@ class RelayWithPumpTests(TestCase):
         )
         yield waitUntilOnReactor(lambda: relay.sessions == {})
         self.assertEqual(len(relay.pump.pump), 0)
+
+    @inlineCallbacks
+    def test_noPumpRunsInPython(self):
+        """
+        When the pump can't be made (no descriptor left for its epoll),
+        the relay runs all in Python, and serves.
+        """
+        _, number = upstream(self, b"u")
+
+        class Refusing:
+            @staticmethod
+            def Pump(*args: object) -> object:
+                raise OSError(errno.EMFILE, "Too many open files")
+
+        self.patch(udppump, "native", Refusing)
+        gate = relayOn(self, reactor, upstream=f"127.0.0.1:{number}")
+        self.assertIsNone(gate.inner.pump)
+        self.assertIsNone(gate.port.divert)
+        address = ("127.0.0.1", gate.port.getHost().port)
+        self.assertEqual((yield client(self).ask(b"x", address)), b"u:x")
+
+    @inlineCallbacks
+    def test_clientThePumpRefuses(self):
+        """
+        A client the pump can't take (C can't parse its address, or epoll
+        refuses one more descriptor) gets a session in Python, beside the
+        pumped ones; its refused socket is closed.
+        """
+        _, number = upstream(self, b"u")
+        gate = relayOn(self, reactor, upstream=f"127.0.0.1:{number}")
+        relay = gate.inner
+        address = ("127.0.0.1", gate.port.getHost().port)
+        pumped, refused = client(self), client(self)
+        self.assertEqual((yield pumped.ask(b"a", address)), b"u:a")
+        pump = relay.pump
+        refusedAt = ("127.0.0.1", refused.transport.getHost().port)
+        add = pump.add
+
+        def picky(who, fd):
+            if who == refusedAt:
+                raise ValueError(f"{who[0]} is not an IPv4 address")
+            add(who, fd)
+
+        self.patch(pump, "add", picky)
+        before = openDescriptors()
+        for index in range(3):
+            self.assertEqual(
+                (yield refused.ask(b"%d" % index, address)), b"u:%d" % index
+            )
+        self.assertEqual((yield pumped.ask(b"b", address)), b"u:b")
+        pumpedAt = ("127.0.0.1", pumped.transport.getHost().port)
+        self.assertEqual(set(relay.sessions), {pumpedAt, refusedAt})
+        self.assertEqual(len(pump.pump), 1)
+        # The Python session's own socket, and no other.
+        self.assertEqual(openDescriptors(), before + 1)

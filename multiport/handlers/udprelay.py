@@ -288,14 +288,19 @@ class UDPRelay(DatagramProtocol):
         reactor = self.context.reactor
         if skt is None or not IReactorFDSet.providedBy(reactor):
             return
-        pump = udppump.UDPPump(
-            reactor,
-            self.context.clock,
-            skt.fileno(),
-            skt.family,
-            transport.maxDatagramSize(),
-            self._pumpFailed,
-        )
+        try:
+            pump = udppump.UDPPump(
+                reactor,
+                self.context.clock,
+                skt.fileno(),
+                skt.family,
+                transport.maxDatagramSize(),
+                self._pumpFailed,
+            )
+        except OSError as e:
+            # No epoll descriptor (EMFILE): the port runs all in Python.
+            log.warn("the UDP relay runs without its C data path: {error}", error=e)
+            return
         pump.deliver = transport.divert(pump, pump.readPort)
         pump.start()
         self.pump = pump
@@ -360,10 +365,14 @@ class UDPRelay(DatagramProtocol):
         for upstream in self.pool.candidates():
             session = Session(self, client, upstream)
             if pump is not None:
-                if not self._openPumped(pump, session):
+                pumped = self._openPumped(pump, session)
+                if pumped is False:
                     continue
-                self._opened(session)
-                return session
+                if pumped:
+                    self._opened(session)
+                    return session
+                # The pump can't take this client: its session runs in
+                # Python, beside the pumped ones.
             family = "::" if ":" in upstream.host else "0.0.0.0"
             try:
                 port = listenConnected(
@@ -383,22 +392,38 @@ class UDPRelay(DatagramProtocol):
         self.drop("no_upstream")
         return None
 
-    def _openPumped(self, pump: udppump.UDPPump, session: Session) -> bool:
+    def _openPumped(self, pump: udppump.UDPPump, session: Session) -> bool | None:
         """
         Connect C{session}'s upstream socket and hand it to the pump;
-        C{False} (the upstream marked failed) if it can't be.
+        C{False} (the upstream marked failed) if it can't be connected,
+        C{None} if the pump can't take it (the session then runs in Python).
         """
         upstream = session.upstream
         family = socket.AF_INET6 if ":" in upstream.host else socket.AF_INET
-        skt = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            skt = socket.socket(family, socket.SOCK_DGRAM)
+        except OSError as e:
+            log.warn("no socket for a UDP session: {error}", error=e)
+            return None
         try:
             skt.setblocking(False)
             skt.connect((upstream.host, upstream.port))
-            pump.add(session.client, skt.fileno())
         except OSError:
             skt.close()
             self.pool.failed(upstream)
             return False
+        try:
+            pump.add(session.client, skt.fileno())
+        except (OSError, ValueError) as e:
+            # A client address C can't parse (an IPv6 one with a %scope),
+            # or epoll refusing one more descriptor.
+            skt.close()
+            log.info(
+                "the C data path can't take {client}'s session: {error}",
+                client=session.client,
+                error=e,
+            )
+            return None
         session.attachSocket(skt)
         return True
 

@@ -30,6 +30,7 @@ from types import ModuleType
 from typing import Protocol
 
 from twisted.internet.interfaces import IReactorFDSet, IReactorTime, IReadDescriptor
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -39,6 +40,8 @@ except ImportError:  # pragma: no cover - CI always builds it (.ci/run)
     _multiport_udp = None  # type: ignore[assignment]
 
 __all__ = ["UDPPump", "native"]
+
+log = Logger()
 
 Peer = tuple[str, int]
 
@@ -162,9 +165,8 @@ class UDPPump:
         deliver = self.deliver
         if deliver is not None:
             for datagram, addr in unknown:
-                deliver(datagram, addr)
-        for addr, code in failures:
-            self.failed(addr, code)
+                _guarded(deliver, datagram, addr)
+        self._report(failures)
 
     def doRead(self) -> None:
         """
@@ -172,8 +174,11 @@ class UDPPump:
         """
         failures = self.pump.readReplies(self._now())
         if failures is not None:
-            for addr, code in failures:
-                self.failed(addr, code)
+            self._report(failures)
+
+    def _report(self, failures: list[tuple[Peer, int]]) -> None:
+        for addr, code in failures:
+            _guarded(self.failed, addr, code)
 
     def fileno(self) -> int:
         """
@@ -192,3 +197,15 @@ class UDPPump:
         The log system of what the pump's reads raise.
         """
         return "UDPPump"
+
+
+def _guarded(call: Callable[..., object], *args: object) -> None:
+    """
+    Call C{call}, logging what it raises: one datagram's handler failing
+    must not stop the pump (the reactor would drop it as a reader, and the
+    rest of the batch would be lost with it).
+    """
+    try:
+        call(*args)
+    except Exception:
+        log.failure("handling a datagram from {args!r}", args=args)
