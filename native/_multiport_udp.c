@@ -490,14 +490,22 @@ forward(Pump *self, Session *s, const char *data, size_t size, double now,
     return addFailure(failures, &s->peer, code);
 }
 
+/* What both reads begin with: the time given, an open pump, its buffers. */
+static int
+beginRead(Pump *self, PyObject *arg, double *now)
+{
+    *now = PyFloat_AsDouble(arg);
+    if (*now == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    return (checkOpen(self) < 0 || ensureSlots() < 0) ? -1 : 0;
+}
+
 static PyObject *
 Pump_readPort(Pump *self, PyObject *arg)
 {
-    double now = PyFloat_AsDouble(arg);
-    if (now == -1.0 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (checkOpen(self) < 0 || ensureSlots() < 0) {
+    double now;
+    if (beginRead(self, arg, &now) < 0) {
         return NULL;
     }
     struct mmsghdr messages[BATCH];
@@ -595,11 +603,8 @@ flushReplies(Pump *self, struct mmsghdr *messages, int count)
 static PyObject *
 Pump_readReplies(Pump *self, PyObject *arg)
 {
-    double now = PyFloat_AsDouble(arg);
-    if (now == -1.0 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (checkOpen(self) < 0 || ensureSlots() < 0) {
+    double now;
+    if (beginRead(self, arg, &now) < 0) {
         return NULL;
     }
     struct epoll_event events[BATCH];
