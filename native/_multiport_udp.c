@@ -97,14 +97,15 @@ ensureSlots(void)
 static size_t
 hashKey(const Key *key)
 {
-    /* FNV-1a over the key's bytes. */
-    const uint8_t *bytes = (const uint8_t *)key;
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < sizeof(Key); i++) {
-        h ^= bytes[i];
-        h *= 1099511628211ULL;
-    }
-    return (size_t)(h ^ (h >> 32));
+    /* Python's own hash of bytes: SipHash keyed with the interpreter's
+     * random secret, as dict keys are, so that clients choosing their
+     * source addresses can't aim them all at one run of the table (an
+     * unkeyed hash such as FNV would let them). */
+#if PY_VERSION_HEX >= 0x030E0000
+    return (size_t)Py_HashBuffer(key, sizeof(Key));
+#else
+    return (size_t)_Py_HashBytes(key, sizeof(Key));
+#endif
 }
 
 static int
