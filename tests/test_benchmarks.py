@@ -2124,9 +2124,9 @@ class CommandLineTests(SynchronousTestCase):
 
     def test_relay(self) -> None:
         """
-        A tiny relay run measures every relay over 1 and 16 streams against
-        C{twistd portforward}, in MB/s, without errors, and leaves no process
-        behind.
+        A tiny relay run measures every relay (HAProxy with and without
+        splice-auto) over 1 and 16 streams against C{twistd portforward}, in
+        MB/s, without errors, and leaves no process behind.
         """
         requireTools("gcc", "socat", "haproxy")
         children = liveChildren()
@@ -2140,6 +2140,7 @@ class CommandLineTests(SynchronousTestCase):
             "multiport, no splice",
             "socat",
             "haproxy",
+            "haproxy, splice-auto",
         ]
         # The sink, then the relays.
         self.assertNothingLeft(1 + len(contenders), children)
