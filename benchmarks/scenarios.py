@@ -675,9 +675,12 @@ def relay(settings: Settings) -> list[Series]:
     Each relay runs on CPU 0 (socat's forked children too, HAProxy with one
     thread); the load generator and the sink share CPU 1, so the generator's
     CPU figure is theirs together.  The baseline is C{twistd portforward};
-    the target is the best of socat, HAProxy and it.
+    the target is the best of socat, HAProxy and it.  After the rates, each
+    relay's CPU time per MB moved (in microseconds), since a relay that is
+    not CPU-bound can move as much as another at less cost.
     """
     results: list[Series] = []
+    costs: list[Series] = []
     [upstream] = processes.freePorts(1)
     with ExitStack() as stack:
         sink = stack.enter_context(servers.sink(settings.workdir, upstream))
@@ -685,30 +688,34 @@ def relay(settings: Settings) -> list[Series]:
         for server in running:
             checkRelays(server, sink)
         for streams in RELAY_STREAMS:
+            variant = f"{streams} stream{'s' if streams > 1 else ''}"
             contenders = []
             for server in running:
-                series = Series(
-                    f"{streams} stream{'s' if streams > 1 else ''}",
+                baseline = server.name == "twistd portforward"
+                series = Series(variant, server.name, "throughput", "MB/s", baseline)
+                cost = Series(
+                    variant,
                     server.name,
-                    "throughput",
-                    "MB/s",
-                    baseline=server.name == "twistd portforward",
+                    "server CPU per MB",
+                    "us",
+                    baseline,
+                    higherIsBetter=False,
+                )
+                run = partial(
+                    measure.stream,
+                    server.port,
+                    streams,
+                    settings.seconds,
+                    settings.warmup,
+                    sink=sink.process.pid,
                 )
                 contenders.append(
-                    (
-                        series,
-                        lambda port=server.port, streams=streams: measure.stream(
-                            port,
-                            streams,
-                            settings.seconds,
-                            settings.warmup,
-                            sink=sink.process.pid,
-                        ),
-                    )
+                    (series, partial(_withCPU, server, run, cost, settings))
                 )
                 results.append(series)
+                costs.append(cost)
             alternate(settings.rounds, contenders)
-    return results
+    return results + costs
 
 
 #: Log lines of a relay that say it ran short of descriptors or could not

@@ -2151,7 +2151,11 @@ class CommandLineTests(SynchronousTestCase):
                 for r in data["results"]
             ],
             [
-                (variant, contender, "throughput", "MB/s", contender == contenders[0])
+                (variant, contender, metric, unit, contender == contenders[0])
+                for metric, unit in (
+                    ("throughput", "MB/s"),
+                    ("server CPU per MB", "us"),
+                )
                 for variant in ("1 stream", "16 streams")
                 for contender in contenders
             ],
@@ -2305,7 +2309,7 @@ class CommandLineTests(SynchronousTestCase):
         )
         self.assertEqual(
             [r["contender"] for r in self.resultsFile("relay")["results"]],
-            ["twistd portforward", "multiport", "multiport, no splice"] * 2,
+            ["twistd portforward", "multiport", "multiport, no splice"] * 4,
         )
 
     def test_workers(self) -> None:
