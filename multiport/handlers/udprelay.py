@@ -6,13 +6,10 @@ seconds without a datagram either way (30 by default, as caddy-l4 and
 nginx's C{proxy_timeout} have it), or when its upstream refuses (an ICMP
 port unreachable, counted as C{icmp_refused}).
 
-Where it can, the relay moves its sessions' datagrams in C
-(L{multiport.io.udppump.UDPPump}): each session's upstream socket is then a
-plain socket in the pump rather than a reader of the reactor's, and only a
-new client's datagrams (and all of them when the port has allow/deny,
-rate or rate_per_ip, which Python judges) reach L{UDPRelay} in Python.
-Without the extension, or on a transport that is no port's gate, it all
-runs in Python as before.
+Where it can, the sessions' datagrams move in C (L{multiport.io.udppump}):
+only a new client's datagrams (all of them when allow/deny, rate or
+rate_per_ip must judge each) reach L{UDPRelay} in Python.  Without the
+extension, or on a transport that is no port's gate, it all runs in Python.
 """
 
 from __future__ import annotations
@@ -179,6 +176,15 @@ class Session(DatagramProtocol):
         """
         self.socket = skt
         self._sendUp = skt.send
+
+    def detachSocket(self) -> socket.socket | None:
+        """
+        Stop forwarding through L{attachSocket}'s socket; hand it back.
+        """
+        skt, self.socket = self.socket, None
+        if skt is not None:
+            self._sendUp = None
+        return skt
 
     def datagramReceived(self, datagram: bytes, addr: Peer) -> None:
         """
@@ -371,8 +377,7 @@ class UDPRelay(DatagramProtocol):
                 if pumped:
                     self._opened(session)
                     return session
-                # The pump can't take this client: its session runs in
-                # Python, beside the pumped ones.
+                # Else the pump can't take it: the session runs in Python.
             family = "::" if ":" in upstream.host else "0.0.0.0"
             try:
                 port = listenConnected(
@@ -464,9 +469,8 @@ class UDPRelay(DatagramProtocol):
         port, session.port = session.port, None
         if port is not None:
             port.stopListening()
-        skt, session.socket = session.socket, None
+        skt = session.detachSocket()
         if skt is not None:
-            session._sendUp = None
             if self.pump is not None:
                 self.pump.remove(session.client)
             skt.close()

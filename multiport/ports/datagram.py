@@ -300,8 +300,7 @@ class DatagramGate(DatagramProtocol):
             if reason is not None:
                 counters.drop(reason)
                 return
-        counters.datagramsReceived += 1
-        counters.bytesReceived += size
+        counters.received(size)
         try:
             self.inner.datagramReceived(datagram, addr)
         except Exception:
@@ -339,8 +338,7 @@ class DatagramGate(DatagramProtocol):
         except OSError as e:
             self._sendFailed(e)
             return
-        counters.datagramsSent += 1
-        counters.bytesSent += len(datagram)
+        counters.sent(len(datagram))
 
     def _sendFailed(self, error: OSError) -> None:
         """
@@ -374,8 +372,7 @@ class DatagramGate(DatagramProtocol):
             except OSError as e:
                 self._sendFailed(e)
                 return
-            counters.datagramsSent += 1
-            counters.bytesSent += len(datagram)
+            counters.sent(len(datagram))
 
         return reply
 

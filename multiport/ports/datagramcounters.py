@@ -101,6 +101,22 @@ class DatagramCounters:
                     dropped[reason] = dropped.get(reason, 0) + count
         return dropped
 
+    def received(self, size: int) -> None:
+        """
+        Count a datagram of C{size} bytes the gate took from a client: the
+        port's own count, never the pump's (the properties above would ask
+        the pump for its counts twice a field, for every datagram).
+        """
+        self._received += 1
+        self._bytesReceived += size
+
+    def sent(self, size: int) -> None:
+        """
+        Count a datagram of C{size} bytes the gate sent (as L{received}).
+        """
+        self._sent += 1
+        self._bytesSent += size
+
     def drop(self, reason: str) -> None:
         """
         Count one datagram dropped for C{reason}.
